@@ -1,0 +1,371 @@
+//! The `retrain` command line.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::inference::{self, RunOptions};
+use crate::outputs;
+use crate::weights::Weights;
+use crate::zoo::{self, Model, imagenet};
+
+/// Transfer learning from pretrained ImageNet models: load zoo weights, extract features,
+/// predict. Exit status: 0 success, 1 failure (message on stderr), 2 bad command line.
+#[derive(Parser, Debug)]
+#[command(name = "retrain", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the architectures retrain can load, with their sizes and stages.
+    Models {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a weights file: format, tensors, parameters, and which architecture it fits.
+    Inspect {
+        /// A .pt/.pth (torch.save, any version) or .safetensors file.
+        weights: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// ImageNet top-K classes for images (with a 1000-class head; class indices otherwise).
+    Predict {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// How many classes to show per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// One feature vector per image, written as .npy, .safetensors, .parquet or .csv.
+    Embed {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Output file; the extension picks the format. Image paths go in a `path` column
+        /// (.csv, .parquet) or a `<name>.paths.txt` file beside it (.npy, .safetensors).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Stage whose pooled output to take (see `retrain models`); default: the
+        /// classifier's input.
+        #[arg(long)]
+        layer: Option<String>,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ModelArgs {
+    /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`).
+    #[arg(long, short)]
+    model: String,
+    /// Weights file (.pt/.pth or .safetensors) for that architecture.
+    #[arg(long, short)]
+    weights: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct InputArgs {
+    /// Image files or folders (searched recursively for jpg, jpeg, png, webp, bmp, gif).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Fail on the first unreadable image instead of skipping it with a warning.
+    #[arg(long)]
+    strict: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+/// Runs the program; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = crate::default_device();
+    match cli.command {
+        Command::Models { json } => models(json),
+        Command::Inspect { weights, json } => inspect(&weights, json, &device),
+        Command::Predict {
+            model,
+            top,
+            json,
+            input,
+        } => predict(&model, top, json, &input, &device),
+        Command::Embed {
+            model,
+            out,
+            layer,
+            input,
+        } => embed(&model, &out, layer.as_deref(), &input, &device),
+    }
+}
+
+fn models(json: bool) -> Result<()> {
+    let rows: Vec<_> = zoo::catalogue()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "origin": e.origin,
+                "parameters": e.config.parameter_count(1000),
+                "input_size": e.preprocess.crop,
+                "feature_dim": e.config.feature_dim(),
+                "stages": e.config.stage_names(),
+                "preprocess": e.preprocess,
+                "config": e.config,
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>11} {:>6} {:>8}  stages",
+        "model", "parameters", "input", "features"
+    );
+    for r in &rows {
+        let stages: Vec<&str> = r["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect();
+        println!(
+            "{:<20} {:>11} {:>6} {:>8}  {}",
+            r["name"].as_str().unwrap_or(""),
+            r["parameters"],
+            r["input_size"],
+            r["feature_dim"],
+            stages.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn load_weights(path: &Path) -> Result<Weights> {
+    if !path.exists() {
+        bail!("weights file {} does not exist", path.display());
+    }
+    Weights::load(path).with_context(|| format!("cannot load {}", path.display()))
+}
+
+fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
+    let w = load_weights(path)?;
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    for t in w.tensors.values() {
+        *dtypes.entry(t.dtype.to_string()).or_default() += 1;
+    }
+    let strided = w.tensors.values().filter(|t| t.strided).count();
+    let matches = zoo::identify(&w, device);
+    if json {
+        let m: Vec<_> = matches
+            .iter()
+            .map(|(n, f)| json!({"model": n, "exact": *f >= 1.0, "matched_fraction": f}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "path": path.display().to_string(),
+                "format": w.format,
+                "tensors": w.tensors.len(),
+                "dtypes": dtypes,
+                "parameters": w.parameter_count(),
+                "strided_tensors": strided,
+                "matches": m,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("file:        {}", path.display());
+    println!("format:      {}", w.format);
+    println!("tensors:     {} ({} stored strided)", w.tensors.len(), strided);
+    let dt: Vec<String> = dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    println!("dtypes:      {}", dt.join(", "));
+    println!("parameters:  {}", w.parameter_count());
+    match matches.first() {
+        Some((name, f)) if *f >= 1.0 => println!("architecture: {name} (every tensor matches)"),
+        Some((name, f)) => println!(
+            "architecture: closest is {name} ({:.0}% of its parameters match); not loadable as is",
+            f * 100.0
+        ),
+        None => println!("architecture: no zoo architecture matches (see `retrain models`)"),
+    }
+    Ok(())
+}
+
+fn load_model(args: &ModelArgs, device: &Device) -> Result<Model> {
+    let entry = zoo::find(&args.model).with_context(|| {
+        format!(
+            "unknown model `{}`; choose one of: {}",
+            args.model,
+            zoo::names().join(", ")
+        )
+    })?;
+    let weights = load_weights(&args.weights)?;
+    let model = Model::from_zoo(&entry, &weights, device)
+        .with_context(|| format!("cannot load {}", args.weights.display()))?;
+    Ok(model.for_inference())
+}
+
+fn softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+/// The `k` best classes of one logit row: (index, probability), best first.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let p = softmax(logits);
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    idx.into_iter().take(k).map(|i| (i, p[i])).collect()
+}
+
+fn predict(args: &ModelArgs, top: usize, json: bool, input: &InputArgs, device: &Device) -> Result<()> {
+    let model = load_model(args, device)?;
+    if model.network.classifier.is_none() {
+        bail!(
+            "{} has no classifier layer (a headless/notop file); use `retrain embed` for features",
+            args.weights.display()
+        );
+    }
+    let paths = crate::data::collect_images(&input.inputs)?;
+    let opts = RunOptions {
+        want_logits: true,
+        batch_size: input.batch_size,
+        strict: input.strict,
+        progress: !json && std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let out = inference::run(&model, &paths, &opts, device)?;
+    let logits = out.logits.unwrap_or_default();
+    let mut rows = Vec::new();
+    for (i, path) in out.paths.iter().enumerate() {
+        let best = top_k(&logits[i * out.classes..(i + 1) * out.classes], top);
+        rows.push(json!({
+            "path": path.display().to_string(),
+            "top": best.iter().map(|&(c, p)| json!({
+                "class": c,
+                "label": imagenet::label(c, out.classes),
+                "probability": p,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if json {
+        let skipped: Vec<_> = out
+            .skipped
+            .iter()
+            .map(|(p, why)| json!({"path": p.display().to_string(), "error": why}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"model": model.name, "predictions": rows, "skipped": skipped}))?
+        );
+    } else {
+        for r in &rows {
+            let classes: Vec<String> = r["top"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let name = t["label"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("class {}", t["class"]));
+                    format!("{name} {:.1}%", t["probability"].as_f64().unwrap_or(0.0) * 100.0)
+                })
+                .collect();
+            println!("{}\t{}", r["path"].as_str().unwrap_or(""), classes.join(", "));
+        }
+    }
+    if out.paths.is_empty() {
+        bail!("none of the {} images could be read", paths.len());
+    }
+    Ok(())
+}
+
+fn embed(args: &ModelArgs, out_path: &Path, layer: Option<&str>, input: &InputArgs, device: &Device) -> Result<()> {
+    // Fail on a bad output path before spending minutes on the images.
+    outputs::EmbeddingFormat::from_path(out_path)?;
+    outputs::check_writable(out_path)?;
+    let model = load_model(args, device)?;
+    let stage = layer
+        .map(|l| {
+            model.stage_index(l).with_context(|| {
+                format!(
+                    "{} has no stage `{l}`; choose one of: {}",
+                    model.name,
+                    model.stage_names.join(", ")
+                )
+            })
+        })
+        .transpose()?;
+    let paths = crate::data::collect_images(&input.inputs)?;
+    let opts = RunOptions {
+        stage,
+        batch_size: input.batch_size,
+        strict: input.strict,
+        progress: std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let out = inference::run(&model, &paths, &opts, device)?;
+    if out.paths.is_empty() {
+        bail!(
+            "none of the {} images could be read; nothing written",
+            paths.len()
+        );
+    }
+    let files = outputs::write_embeddings(out_path, &out.paths, &out.features, out.dim)?;
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "embedded {} images ({} dims) in {:.1}s ({:.1} images/s){}; wrote {}",
+        out.paths.len(),
+        out.dim,
+        secs,
+        out.paths.len() as f64 / secs,
+        if out.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", skipped {}", out.skipped.len())
+        },
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

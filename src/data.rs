@@ -1,0 +1,170 @@
+//! Data: finding images, decoding them (any common format, EXIF orientation applied, every
+//! colour model to RGB) and turning them into the normalised tensors a model expects.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::zoo::{Interpolation, Preprocess};
+
+/// File extensions picked up when walking a folder.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif"];
+
+fn has_image_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Expands the command line's files and folders into image files, in a stable order:
+/// files as given, folders walked recursively with entries sorted by name.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).with_context(|| {
+            format!(
+                "cannot read {}: no such file or folder",
+                input.display()
+            )
+        })?;
+        if meta.is_dir() {
+            let before = out.len();
+            walk(input, &mut out)?;
+            if out.len() == before {
+                bail!(
+                    "no images in folder {} (looked for {} files)",
+                    input.display(),
+                    IMAGE_EXTENSIONS.join(", ")
+                );
+            }
+        } else {
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list folder {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot list folder {}", dir.display()))?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if has_image_extension(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Decodes an image file, detecting the format from its content, applying its EXIF
+/// orientation and converting grayscale, palette, CMYK or alpha images to 8-bit RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let reader = ImageReader::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut decoder = reader
+        .into_decoder()
+        .with_context(|| format!("{} is not a readable image", path.display()))?;
+    let orientation = decoder.orientation().ok();
+    let mut img = DynamicImage::from_decoder(decoder)
+        .with_context(|| format!("{} is corrupt or truncated", path.display()))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(img.into_rgb8())
+}
+
+/// torchvision's `Resize(size)` on the shorter side: the longer side is `size * long / short`,
+/// truncated.
+fn resized_dims(w: u32, h: u32, size: usize) -> (u32, u32) {
+    let size = size as u64;
+    let (w64, h64) = (w as u64, h as u64);
+    if w <= h {
+        (size as u32, (size * h64 / w64).max(1) as u32)
+    } else {
+        ((size * w64 / h64).max(1) as u32, size as u32)
+    }
+}
+
+/// Resize (PIL-compatible antialiased filter), center-crop, normalise: a CHW f32 tensor
+/// written to `out`, which must hold 3·crop·crop values.
+pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Result<()> {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        bail!("image has no pixels");
+    }
+    let (rw, rh) = resized_dims(w, h, p.resize);
+    let src = Image::from_vec_u8(w, h, img.as_raw().clone(), PixelType::U8x3)?;
+    let mut dst = Image::new(rw, rh, PixelType::U8x3);
+    let filter = match p.interpolation {
+        Interpolation::Bilinear => FilterType::Bilinear,
+        Interpolation::Bicubic => FilterType::CatmullRom,
+    };
+    Resizer::new().resize(
+        &src,
+        &mut dst,
+        &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)),
+    )?;
+    let c = p.crop as u32;
+    if rw < c || rh < c {
+        bail!("image is smaller than the {c}x{c} crop after resizing");
+    }
+    // torchvision's CenterCrop rounds the offsets.
+    let left = ((rw - c) as f64 / 2.0).round() as usize;
+    let top = ((rh - c) as f64 / 2.0).round() as usize;
+    let buf = dst.buffer();
+    let c = c as usize;
+    let plane = c * c;
+    let scale: [f32; 3] = std::array::from_fn(|k| 1.0 / (255.0 * p.std[k]));
+    let shift: [f32; 3] = std::array::from_fn(|k| p.mean[k] / p.std[k]);
+    for y in 0..c {
+        let row = &buf[((top + y) * rw as usize + left) * 3..][..c * 3];
+        for x in 0..c {
+            for k in 0..3 {
+                out[k * plane + y * c + x] = row[x * 3 + k] as f32 * scale[k] - shift[k];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads and preprocesses one file into a fresh CHW vector.
+pub fn load_tensor(path: &Path, p: &Preprocess) -> Result<Vec<f32>> {
+    let img = load_rgb(path)?;
+    let mut out = vec![0.0; 3 * p.crop * p.crop];
+    preprocess_into(&img, p, &mut out).with_context(|| format!("cannot preprocess {}", path.display()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorter_side_resize_truncates_like_torchvision() {
+        assert_eq!(resized_dims(500, 375, 256), (341, 256));
+        assert_eq!(resized_dims(375, 500, 256), (256, 341));
+        assert_eq!(resized_dims(256, 256, 256), (256, 256));
+    }
+
+    #[test]
+    fn normalisation_maps_extremes() {
+        let img = RgbImage::from_pixel(300, 300, image::Rgb([255, 0, 127]));
+        let p = Preprocess::lite(224);
+        let mut out = vec![0.0; 3 * 224 * 224];
+        preprocess_into(&img, &p, &mut out).unwrap();
+        let plane = 224 * 224;
+        assert!((out[0] - 1.0).abs() < 1e-5, "(255-127)/128 = 1, got {}", out[0]);
+        assert!((out[plane] + 127.0 / 128.0).abs() < 1e-5);
+        assert!(out[2 * plane].abs() < 1e-5);
+    }
+}

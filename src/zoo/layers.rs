@@ -1,0 +1,329 @@
+//! Building blocks shared by the zoo's architectures, each loaded by origin-framework name.
+
+use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation;
+use serde::{Deserialize, Serialize};
+
+use super::loader::WeightLoader;
+
+/// Non-linearities used by the zoo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Act {
+    #[default]
+    Identity,
+    Relu,
+    Relu6,
+    Silu,
+    Hardswish,
+}
+
+impl Act {
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Act::Identity => x,
+            Act::Relu => activation::relu(x),
+            Act::Relu6 => x.clamp(0.0, 6.0),
+            Act::Silu => activation::silu(x),
+            Act::Hardswish => activation::hard_swish(x),
+        }
+    }
+}
+
+/// Padding of a convolution: PyTorch's symmetric `k // 2` or TensorFlow's SAME, which pads
+/// more at the bottom/right on stride-2 layers. SAME is computed once for the model's native
+/// input size (as the origin's static-padding layers do) and kept fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pad {
+    Symmetric,
+    /// TF SAME computed for this input height/width.
+    TfSame(usize),
+}
+
+fn padding(pad: Pad, kernel: usize, stride: usize) -> PaddingConfig2d {
+    match pad {
+        Pad::Symmetric => {
+            let p = (kernel - 1) / 2;
+            PaddingConfig2d::Explicit(p, p, p, p)
+        }
+        Pad::TfSame(size) => {
+            let out = size.div_ceil(stride);
+            let total = ((out - 1) * stride + kernel).saturating_sub(size);
+            let (a, b) = (total / 2, total - total / 2);
+            PaddingConfig2d::Explicit(a, a, b, b)
+        }
+    }
+}
+
+/// Shape of a convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub groups: usize,
+    pub pad: Pad,
+}
+
+impl ConvSpec {
+    pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            cin,
+            cout,
+            kernel,
+            stride,
+            groups: 1,
+            pad: Pad::Symmetric,
+        }
+    }
+    pub fn depthwise(c: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            groups: c,
+            ..Self::new(c, c, kernel, stride)
+        }
+    }
+    pub fn pad(mut self, pad: Pad) -> Self {
+        self.pad = pad;
+        self
+    }
+}
+
+pub fn load_conv(l: &WeightLoader, prefix: &str, spec: ConvSpec, bias: bool) -> Conv2d {
+    let k = spec.kernel;
+    let weight = l.tensor(
+        &format!("{prefix}.weight"),
+        [spec.cout, spec.cin / spec.groups, k, k],
+    );
+    let bias = bias.then(|| Param::from_tensor(l.tensor(&format!("{prefix}.bias"), [spec.cout])));
+    Conv2d {
+        weight: Param::from_tensor(weight),
+        bias,
+        stride: [spec.stride; 2],
+        kernel_size: [k; 2],
+        dilation: [1, 1],
+        groups: spec.groups,
+        padding: padding(spec.pad, k, spec.stride),
+    }
+}
+
+pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, eps: f64) -> BatchNorm {
+    let mut bn = BatchNormConfig::new(channels)
+        .with_epsilon(eps)
+        .init(l.device());
+    bn.gamma = Param::from_tensor(l.tensor(&format!("{prefix}.weight"), [channels]));
+    bn.beta = Param::from_tensor(l.tensor(&format!("{prefix}.bias"), [channels]));
+    bn.running_mean = RunningState::new(l.buffer(&format!("{prefix}.running_mean"), [channels]));
+    bn.running_var = RunningState::new(l.buffer(&format!("{prefix}.running_var"), [channels]));
+    l.skip(&format!("{prefix}.num_batches_tracked"));
+    bn
+}
+
+/// PyTorch stores Linear weights as (out, in); burn multiplies by (in, out).
+pub fn load_linear(l: &WeightLoader, prefix: &str, din: usize, dout: usize) -> Linear {
+    let w = l.tensor(&format!("{prefix}.weight"), [dout, din]);
+    Linear {
+        weight: Param::from_tensor(w.transpose()),
+        bias: Some(Param::from_tensor(
+            l.tensor(&format!("{prefix}.bias"), [dout]),
+        )),
+    }
+}
+
+/// Convolution, BatchNorm and activation: the unit every zoo architecture is made of.
+#[derive(Module, Debug)]
+pub struct ConvBnAct {
+    pub conv: Conv2d,
+    /// `None` once folded into the convolution for inference.
+    pub bn: Option<BatchNorm>,
+    #[module(skip)]
+    pub act: Act,
+}
+
+impl ConvBnAct {
+    pub fn load(
+        l: &WeightLoader,
+        conv: &str,
+        bn: &str,
+        spec: ConvSpec,
+        eps: f64,
+        act: Act,
+    ) -> Self {
+        Self {
+            conv: load_conv(l, conv, spec, false),
+            bn: Some(load_batchnorm(l, bn, spec.cout, eps)),
+            act,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.conv.forward(x);
+        let x = match &self.bn {
+            Some(bn) => bn.forward(x),
+            None => x,
+        };
+        self.act.apply(x)
+    }
+
+    /// Folds inference-mode BatchNorm into the convolution: w' = w·γ/σ, b' = β − μ·γ/σ.
+    /// Exact up to float rounding, and it removes a full pass over every activation.
+    pub fn fold_batchnorm(mut self) -> Self {
+        let Some(bn) = self.bn.take() else {
+            return self;
+        };
+        let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+        let cout = scale.dims()[0];
+        let w = self.conv.weight.val() * scale.clone().reshape([cout, 1, 1, 1]);
+        let b0 = match &self.conv.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([cout], &scale.device()),
+        };
+        let b = (b0 - bn.running_mean.value()) * scale + bn.beta.val();
+        self.conv.weight = Param::from_tensor(w);
+        self.conv.bias = Some(Param::from_tensor(b));
+        self
+    }
+}
+
+/// Squeeze-and-excitation: channel gates from the pooled activation (1x1 convs with bias).
+#[derive(Module, Debug)]
+pub struct SqueezeExcite {
+    pub reduce: Conv2d,
+    pub expand: Conv2d,
+    #[module(skip)]
+    pub act: Act,
+    /// Hard sigmoid (MobileNetV3) instead of the logistic sigmoid.
+    pub hard_gate: bool,
+}
+
+impl SqueezeExcite {
+    pub fn load(
+        l: &WeightLoader,
+        reduce: &str,
+        expand: &str,
+        channels: usize,
+        squeezed: usize,
+        act: Act,
+        hard_gate: bool,
+    ) -> Self {
+        Self {
+            reduce: load_conv(l, reduce, ConvSpec::new(channels, squeezed, 1, 1), true),
+            expand: load_conv(l, expand, ConvSpec::new(squeezed, channels, 1, 1), true),
+            act,
+            hard_gate,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let s = x.clone().mean_dim(2).mean_dim(3);
+        let s = self.expand.forward(self.act.apply(self.reduce.forward(s)));
+        let gate = if self.hard_gate {
+            activation::hard_sigmoid(s, 1.0 / 6.0, 0.5)
+        } else {
+            activation::sigmoid(s)
+        };
+        x * gate
+    }
+}
+
+/// MobileNetV2/V3 and EfficientNet's block: expand 1x1, depthwise kxk, optional SE,
+/// project 1x1, with a residual when shapes allow.
+#[derive(Module, Debug)]
+pub struct InvertedResidual {
+    pub expand: Option<ConvBnAct>,
+    pub depthwise: ConvBnAct,
+    pub se: Option<SqueezeExcite>,
+    pub project: ConvBnAct,
+    pub residual: bool,
+}
+
+impl InvertedResidual {
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        if let Some(e) = &self.expand {
+            x = e.forward(x);
+        }
+        x = self.depthwise.forward(x);
+        if let Some(se) = &self.se {
+            x = se.forward(x);
+        }
+        x = self.project.forward(x);
+        if self.residual { x + input } else { x }
+    }
+
+    fn fold_batchnorm(self) -> Self {
+        Self {
+            expand: self.expand.map(ConvBnAct::fold_batchnorm),
+            depthwise: self.depthwise.fold_batchnorm(),
+            se: self.se,
+            project: self.project.fold_batchnorm(),
+            residual: self.residual,
+        }
+    }
+}
+
+/// ResNet's residual blocks: two 3x3 convs (basic) or 1x1-3x3-1x1 (bottleneck), with an
+/// optional 1x1 downsample on the shortcut.
+#[derive(Module, Debug)]
+pub struct ResidualBlock {
+    pub convs: Vec<ConvBnAct>,
+    pub downsample: Option<ConvBnAct>,
+}
+
+impl ResidualBlock {
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        for c in &self.convs {
+            x = c.forward(x);
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(input),
+            None => input,
+        };
+        activation::relu(x + shortcut)
+    }
+
+    fn fold_batchnorm(self) -> Self {
+        Self {
+            convs: self
+                .convs
+                .into_iter()
+                .map(ConvBnAct::fold_batchnorm)
+                .collect(),
+            downsample: self.downsample.map(ConvBnAct::fold_batchnorm),
+        }
+    }
+}
+
+/// One step of a network's feature extractor.
+#[derive(Module, Debug)]
+pub enum Block {
+    Conv(ConvBnAct),
+    MaxPool(MaxPool2d),
+    Inverted(InvertedResidual),
+    Residual(ResidualBlock),
+}
+
+impl Block {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Block::Conv(c) => c.forward(x),
+            Block::MaxPool(p) => p.forward(x),
+            Block::Inverted(b) => b.forward(x),
+            Block::Residual(b) => b.forward(x),
+        }
+    }
+
+    pub fn fold_batchnorm(self) -> Self {
+        match self {
+            Block::Conv(c) => Block::Conv(c.fold_batchnorm()),
+            Block::MaxPool(p) => Block::MaxPool(p),
+            Block::Inverted(b) => Block::Inverted(b.fold_batchnorm()),
+            Block::Residual(b) => Block::Residual(b.fold_batchnorm()),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Strict binding of a weights file's tensors to a model's parameters, by name.
+//!
+//! Building a model asks this loader for each parameter by its origin-framework name and
+//! shape. Every problem (missing, wrong shape, left over) is collected rather than failing
+//! at the first, so the user gets one report that says what the file really is.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::weights::Weights;
+
+/// What did not match between a weights file and an architecture.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LoadReport {
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// (name, expected shape, shape in the file)
+    pub shape_mismatches: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl LoadReport {
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.shape_mismatches.is_empty()
+    }
+
+    /// Parameters that were found with the right shape, out of those the model asked for.
+    pub fn matched_fraction(&self, asked: usize) -> f64 {
+        if asked == 0 {
+            return 0.0;
+        }
+        let bad = self.missing.len() + self.shape_mismatches.len();
+        (asked.saturating_sub(bad)) as f64 / asked as f64
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list(f: &mut fmt::Formatter<'_>, what: &str, items: &[String]) -> fmt::Result {
+            if items.is_empty() {
+                return Ok(());
+            }
+            let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
+            let more = if items.len() > 5 {
+                format!(" and {} more", items.len() - 5)
+            } else {
+                String::new()
+            };
+            write!(f, " {} {what}: {}{more};", items.len(), shown.join(", "))
+        }
+        list(f, "missing", &self.missing)?;
+        list(f, "unexpected", &self.unexpected)?;
+        let shapes: Vec<String> = self
+            .shape_mismatches
+            .iter()
+            .map(|(n, want, got)| format!("{n} (model {want:?}, file {got:?})"))
+            .collect();
+        list(f, "with the wrong shape", &shapes)
+    }
+}
+
+/// Hands out parameters by name and records what did not fit.
+pub struct WeightLoader<'a> {
+    weights: &'a Weights,
+    device: Device,
+    used: RefCell<BTreeSet<String>>,
+    report: RefCell<LoadReport>,
+    asked: RefCell<usize>,
+    /// Shape checking only: hand out 1-element placeholders instead of copying data.
+    dry: bool,
+    numel: RefCell<usize>,
+}
+
+impl<'a> WeightLoader<'a> {
+    pub fn new(weights: &'a Weights, device: &Device) -> Self {
+        Self {
+            weights,
+            device: device.clone(),
+            used: RefCell::default(),
+            report: RefCell::default(),
+            asked: RefCell::new(0),
+            dry: false,
+            numel: RefCell::new(0),
+        }
+    }
+
+    /// A loader that checks names and shapes and counts parameters without copying any data:
+    /// the network it builds is a skeleton, good for reports only.
+    pub fn dry_run(weights: &'a Weights, device: &Device) -> Self {
+        Self {
+            dry: true,
+            ..Self::new(weights, device)
+        }
+    }
+
+    /// Values in all the parameters asked for so far.
+    pub fn parameter_count(&self) -> usize {
+        *self.numel.borrow()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// True if the file holds a tensor of that name (for optional parts such as a classifier).
+    pub fn has(&self, name: &str) -> bool {
+        self.weights.get(name).is_some()
+    }
+
+    /// Shape of a tensor in the file, if present.
+    pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.weights.get(name).map(|t| t.shape.clone())
+    }
+
+    /// The parameter `name` with the given shape; zeros (and a report entry) if absent or misshapen.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        *self.numel.borrow_mut() += shape.iter().product::<usize>();
+        self.buffer(name, shape)
+    }
+
+    /// Like [`tensor`](Self::tensor) for state that is not a trainable parameter (BatchNorm's
+    /// running statistics): loaded the same way, left out of the parameter count.
+    pub fn buffer<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        *self.asked.borrow_mut() += 1;
+        if self.dry {
+            if let Some(t) = self.weights.get(name) {
+                self.used.borrow_mut().insert(name.to_owned());
+                if t.shape != shape {
+                    self.report.borrow_mut().shape_mismatches.push((
+                        name.to_owned(),
+                        shape.to_vec(),
+                        t.shape.clone(),
+                    ));
+                }
+            } else {
+                self.report.borrow_mut().missing.push(name.to_owned());
+            }
+            return Tensor::zeros([1; D], &self.device);
+        }
+        match self.weights.get(name) {
+            None => self.report.borrow_mut().missing.push(name.to_owned()),
+            Some(t) if t.shape != shape => {
+                self.used.borrow_mut().insert(name.to_owned());
+                self.report.borrow_mut().shape_mismatches.push((
+                    name.to_owned(),
+                    shape.to_vec(),
+                    t.shape.clone(),
+                ))
+            }
+            Some(t) => {
+                self.used.borrow_mut().insert(name.to_owned());
+                return Tensor::from_data(TensorData::new(t.data.clone(), shape), &self.device);
+            }
+        }
+        Tensor::zeros(shape, &self.device)
+    }
+
+    /// Marks a tensor the architecture knows but does not need (e.g. BatchNorm's
+    /// `num_batches_tracked`) as consumed.
+    pub fn skip(&self, name: &str) {
+        if self.has(name) {
+            self.used.borrow_mut().insert(name.to_owned());
+        }
+    }
+
+    /// Ends loading: the report of everything that did not match, and how many parameters were asked for.
+    pub fn finish(self) -> (LoadReport, usize) {
+        let used = self.used.into_inner();
+        let mut report = self.report.into_inner();
+        report.unexpected = self
+            .weights
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k) && !k.ends_with("num_batches_tracked"))
+            .cloned()
+            .collect();
+        (report, self.asked.into_inner())
+    }
+}

@@ -1,0 +1,324 @@
+//! MobileNetV2 and MobileNetV3 (torchvision layouts: `features.N…`, `classifier.N`).
+
+use serde::{Deserialize, Serialize};
+
+use super::layers::{Act, Block, ConvBnAct, ConvSpec, InvertedResidual, SqueezeExcite};
+use super::loader::WeightLoader;
+use super::network::Stage;
+
+/// torchvision's `_make_divisible`: round to a multiple of `divisor`, never down by >10%.
+pub fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let mut n = (((v + d / 2.0) as usize) / divisor * divisor).max(divisor);
+    if (n as f64) < 0.9 * v {
+        n += divisor;
+    }
+    n
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MobileNetV2Config {
+    pub width_mult: f64,
+    /// Rows of (expand ratio t, channels c, repeats n, stride s).
+    pub setting: Vec<[usize; 4]>,
+}
+
+impl MobileNetV2Config {
+    pub fn standard(width_mult: f64) -> Self {
+        Self {
+            width_mult,
+            setting: vec![
+                [1, 16, 1, 1],
+                [6, 24, 2, 2],
+                [6, 32, 3, 2],
+                [6, 64, 4, 2],
+                [6, 96, 3, 1],
+                [6, 160, 3, 2],
+                [6, 320, 1, 1],
+            ],
+        }
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        stem_stages_head(self.setting.len())
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        make_divisible(1280.0 * self.width_mult.max(1.0), 8)
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        const EPS: f64 = 1e-5;
+        let cba = |conv: String, bn: String, spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, &conv, &bn, spec, EPS, act)
+        };
+        let mut inp = make_divisible(32.0 * self.width_mult, 8);
+        let mut stages = vec![Stage {
+            blocks: vec![Block::Conv(cba(
+                "features.0.0".into(),
+                "features.0.1".into(),
+                ConvSpec::new(3, inp, 3, 2),
+                Act::Relu6,
+            ))],
+        }];
+        let mut idx = 1;
+        for &[t, c, n, s] in &self.setting {
+            let out = make_divisible(c as f64 * self.width_mult, 8);
+            let mut blocks = Vec::new();
+            for j in 0..n {
+                let stride = if j == 0 { s } else { 1 };
+                let hidden = (inp as f64 * t as f64).round() as usize;
+                let p = format!("features.{idx}.conv");
+                let mut k = 0;
+                let expand = (t != 1).then(|| {
+                    k += 1;
+                    cba(
+                        format!("{p}.0.0"),
+                        format!("{p}.0.1"),
+                        ConvSpec::new(inp, hidden, 1, 1),
+                        Act::Relu6,
+                    )
+                });
+                let depthwise = cba(
+                    format!("{p}.{k}.0"),
+                    format!("{p}.{k}.1"),
+                    ConvSpec::depthwise(hidden, 3, stride),
+                    Act::Relu6,
+                );
+                let project = cba(
+                    format!("{p}.{}", k + 1),
+                    format!("{p}.{}", k + 2),
+                    ConvSpec::new(hidden, out, 1, 1),
+                    Act::Identity,
+                );
+                blocks.push(Block::Inverted(InvertedResidual {
+                    expand,
+                    depthwise,
+                    se: None,
+                    project,
+                    residual: stride == 1 && inp == out,
+                }));
+                inp = out;
+                idx += 1;
+            }
+            stages.push(Stage { blocks });
+        }
+        stages.push(Stage {
+            blocks: vec![Block::Conv(cba(
+                format!("features.{idx}.0"),
+                format!("features.{idx}.1"),
+                ConvSpec::new(inp, self.feature_dim(), 1, 1),
+                Act::Relu6,
+            ))],
+        });
+        stages
+    }
+}
+
+/// One MobileNetV3 block: input, kernel, expanded and output channels, SE, hard-swish, stride.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct V3Block {
+    pub cin: usize,
+    pub kernel: usize,
+    pub expanded: usize,
+    pub cout: usize,
+    pub se: bool,
+    pub hardswish: bool,
+    pub stride: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MobileNetV3Config {
+    pub blocks: Vec<V3Block>,
+    /// Width of the classifier's hidden layer (1280 large, 1024 small).
+    pub last_channel: usize,
+}
+
+impl MobileNetV3Config {
+    fn from_rows(rows: &[(usize, usize, usize, usize, bool, bool, usize)], last: usize) -> Self {
+        Self {
+            blocks: rows
+                .iter()
+                .map(
+                    |&(cin, kernel, expanded, cout, se, hardswish, stride)| V3Block {
+                        cin,
+                        kernel,
+                        expanded,
+                        cout,
+                        se,
+                        hardswish,
+                        stride,
+                    },
+                )
+                .collect(),
+            last_channel: last,
+        }
+    }
+
+    pub fn large() -> Self {
+        let (f, t) = (false, true);
+        Self::from_rows(
+            &[
+                (16, 3, 16, 16, f, f, 1),
+                (16, 3, 64, 24, f, f, 2),
+                (24, 3, 72, 24, f, f, 1),
+                (24, 5, 72, 40, t, f, 2),
+                (40, 5, 120, 40, t, f, 1),
+                (40, 5, 120, 40, t, f, 1),
+                (40, 3, 240, 80, f, t, 2),
+                (80, 3, 200, 80, f, t, 1),
+                (80, 3, 184, 80, f, t, 1),
+                (80, 3, 184, 80, f, t, 1),
+                (80, 3, 480, 112, t, t, 1),
+                (112, 3, 672, 112, t, t, 1),
+                (112, 5, 672, 160, t, t, 2),
+                (160, 5, 960, 160, t, t, 1),
+                (160, 5, 960, 160, t, t, 1),
+            ],
+            1280,
+        )
+    }
+
+    pub fn small() -> Self {
+        let (f, t) = (false, true);
+        Self::from_rows(
+            &[
+                (16, 3, 16, 16, t, f, 2),
+                (16, 3, 72, 24, f, f, 2),
+                (24, 3, 88, 24, f, f, 1),
+                (24, 5, 96, 40, t, t, 2),
+                (40, 5, 240, 40, t, t, 1),
+                (40, 5, 240, 40, t, t, 1),
+                (40, 5, 120, 48, t, t, 1),
+                (48, 5, 144, 48, t, t, 1),
+                (48, 5, 288, 96, t, t, 2),
+                (96, 5, 576, 96, t, t, 1),
+                (96, 5, 576, 96, t, t, 1),
+            ],
+            1024,
+        )
+    }
+
+    /// Blocks grouped into stages: a new stage starts at every stride-2 block.
+    fn stage_bounds(&self) -> Vec<std::ops::Range<usize>> {
+        let mut bounds = Vec::new();
+        let mut start = 0;
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.stride > 1 && i > start {
+                bounds.push(start..i);
+                start = i;
+            }
+        }
+        bounds.push(start..self.blocks.len());
+        bounds
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        stem_stages_head(self.stage_bounds().len())
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        6 * self.blocks.last().map_or(16, |b| b.cout)
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        const EPS: f64 = 1e-3;
+        let cba = |p: String, spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, EPS, act)
+        };
+        let first = self.blocks.first().map_or(16, |b| b.cin);
+        let mut stages = vec![Stage {
+            blocks: vec![Block::Conv(cba(
+                "features.0".into(),
+                ConvSpec::new(3, first, 3, 2),
+                Act::Hardswish,
+            ))],
+        }];
+        for range in self.stage_bounds() {
+            let mut blocks = Vec::new();
+            for i in range {
+                let b = &self.blocks[i];
+                let act = if b.hardswish { Act::Hardswish } else { Act::Relu };
+                let p = format!("features.{}.block", i + 1);
+                let mut k = 0;
+                let expand = (b.expanded != b.cin).then(|| {
+                    k += 1;
+                    cba(
+                        format!("{p}.0"),
+                        ConvSpec::new(b.cin, b.expanded, 1, 1),
+                        act,
+                    )
+                });
+                let depthwise = cba(
+                    format!("{p}.{k}"),
+                    ConvSpec::depthwise(b.expanded, b.kernel, b.stride),
+                    act,
+                );
+                k += 1;
+                let se = b.se.then(|| {
+                    let s = SqueezeExcite::load(
+                        l,
+                        &format!("{p}.{k}.fc1"),
+                        &format!("{p}.{k}.fc2"),
+                        b.expanded,
+                        make_divisible((b.expanded / 4) as f64, 8),
+                        Act::Relu,
+                        true,
+                    );
+                    k += 1;
+                    s
+                });
+                let project = cba(
+                    format!("{p}.{k}"),
+                    ConvSpec::new(b.expanded, b.cout, 1, 1),
+                    Act::Identity,
+                );
+                blocks.push(Block::Inverted(InvertedResidual {
+                    expand,
+                    depthwise,
+                    se,
+                    project,
+                    residual: b.stride == 1 && b.cin == b.cout,
+                }));
+            }
+            stages.push(Stage { blocks });
+        }
+        let last = self.blocks.last().map_or(16, |b| b.cout);
+        stages.push(Stage {
+            blocks: vec![Block::Conv(cba(
+                format!("features.{}", self.blocks.len() + 1),
+                ConvSpec::new(last, self.feature_dim(), 1, 1),
+                Act::Hardswish,
+            ))],
+        });
+        stages
+    }
+}
+
+/// `stem`, `stage1`…`stageN`, `head`.
+pub fn stem_stages_head(n: usize) -> Vec<String> {
+    let mut v = vec!["stem".to_owned()];
+    v.extend((1..=n).map(|i| format!("stage{i}")));
+    v.push("head".to_owned());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn make_divisible_matches_torchvision() {
+        assert_eq!(make_divisible(32.0 * 1.0, 8), 32);
+        assert_eq!(make_divisible(32.0 * 0.35, 8), 16);
+        assert_eq!(make_divisible(16.0 * 0.25, 8), 8);
+        assert_eq!(make_divisible(120.0 / 4.0, 8), 32);
+        assert_eq!(make_divisible(1280.0, 8), 1280);
+    }
+
+    #[test]
+    fn v3_stage_grouping() {
+        assert_eq!(MobileNetV3Config::large().stage_names().len(), 2 + 5);
+        assert_eq!(MobileNetV3Config::small().stage_names().len(), 2 + 4);
+    }
+}

@@ -1,0 +1,104 @@
+//! A loaded network: named stages of blocks, then an optional classifier.
+
+use burn::nn::Linear;
+use burn::prelude::*;
+
+use super::layers::{Act, Block};
+
+/// A run of blocks a user can cut or freeze at, by name.
+#[derive(Module, Debug)]
+pub struct Stage {
+    pub blocks: Vec<Block>,
+}
+
+impl Stage {
+    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+        for b in &self.blocks {
+            x = b.forward(x);
+        }
+        x
+    }
+}
+
+/// The ImageNet (or user) classifier on top of the pooled features. MobileNetV3 has a
+/// hidden layer; the others are one linear layer. Dropout is identity at inference.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub hidden: Option<Linear>,
+    #[module(skip)]
+    pub hidden_act: Act,
+    pub out: Linear,
+}
+
+impl Classifier {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = match &self.hidden {
+            Some(h) => self.hidden_act.apply(h.forward(x)),
+            None => x,
+        };
+        self.out.forward(x)
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.out.weight.dims()[1]
+    }
+}
+
+/// Feature extractor plus classifier. Stage names live in the architecture's description.
+#[derive(Module, Debug)]
+pub struct Network {
+    pub stages: Vec<Stage>,
+    pub classifier: Option<Classifier>,
+}
+
+impl Network {
+    /// Runs the stages `0..=last` and returns the last one's feature map.
+    pub fn features_through(&self, mut x: Tensor<4>, last: usize) -> Tensor<4> {
+        for s in &self.stages[..=last] {
+            x = s.forward(x);
+        }
+        x
+    }
+
+    /// Global-average-pooled output of stage `last`: one vector per image.
+    pub fn embed(&self, x: Tensor<4>, last: usize) -> Tensor<2> {
+        global_avg_pool(self.features_through(x, last))
+    }
+
+    /// The classifier's input: pooled output of the final stage.
+    pub fn penultimate(&self, x: Tensor<4>) -> Tensor<2> {
+        self.embed(x, self.stages.len() - 1)
+    }
+
+    /// Class scores (pre-softmax), if the network has a classifier.
+    pub fn logits(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        let c = self.classifier.as_ref()?;
+        Some(c.forward(self.penultimate(x)))
+    }
+
+    /// Both the features and the logits from one pass.
+    pub fn features_and_logits(&self, x: Tensor<4>) -> (Tensor<2>, Option<Tensor<2>>) {
+        let f = self.penultimate(x);
+        let l = self.classifier.as_ref().map(|c| c.forward(f.clone()));
+        (f, l)
+    }
+
+    /// Folds every BatchNorm into its convolution, for inference.
+    pub fn fold_batchnorm(self) -> Self {
+        Self {
+            stages: self
+                .stages
+                .into_iter()
+                .map(|s| Stage {
+                    blocks: s.blocks.into_iter().map(Block::fold_batchnorm).collect(),
+                })
+                .collect(),
+            classifier: self.classifier,
+        }
+    }
+}
+
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, _, _] = x.dims();
+    x.mean_dim(3).mean_dim(2).reshape([n, c])
+}

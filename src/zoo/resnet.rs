@@ -1,0 +1,119 @@
+//! ResNet (torchvision layout: conv1/bn1, layer1..4, fc; v1.5 bottleneck, stride on the 3x3).
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::pool::MaxPool2d;
+use serde::{Deserialize, Serialize};
+
+use super::layers::{Act, Block, ConvBnAct, ConvSpec, ResidualBlock};
+use super::loader::WeightLoader;
+use super::network::Stage;
+
+const EPS: f64 = 1e-5;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResNetConfig {
+    pub bottleneck: bool,
+    pub layers: [usize; 4],
+    /// Channels of the stem and layer1 (64 in torchvision).
+    #[serde(default = "default_width")]
+    pub width: usize,
+}
+
+fn default_width() -> usize {
+    64
+}
+
+impl ResNetConfig {
+    pub fn new(bottleneck: bool, layers: [usize; 4]) -> Self {
+        Self {
+            bottleneck,
+            layers,
+            width: 64,
+        }
+    }
+
+    fn expansion(&self) -> usize {
+        if self.bottleneck { 4 } else { 1 }
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        ["stem", "layer1", "layer2", "layer3", "layer4"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.width * 8 * self.expansion()
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        let w = self.width;
+        let stem = Stage {
+            blocks: vec![
+                Block::Conv(ConvBnAct::load(
+                    l,
+                    "conv1",
+                    "bn1",
+                    ConvSpec::new(3, w, 7, 2),
+                    EPS,
+                    Act::Relu,
+                )),
+                Block::MaxPool(MaxPool2d {
+                    stride: [2, 2],
+                    kernel_size: [3, 3],
+                    padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
+                    dilation: [1, 1],
+                    ceil_mode: false,
+                }),
+            ],
+        };
+        let mut stages = vec![stem];
+        let mut inplanes = w;
+        for (i, &n) in self.layers.iter().enumerate() {
+            let planes = w << i;
+            let stride = if i == 0 { 1 } else { 2 };
+            let mut blocks = Vec::with_capacity(n);
+            for b in 0..n {
+                let p = format!("layer{}.{b}", i + 1);
+                let s = if b == 0 { stride } else { 1 };
+                let out = planes * self.expansion();
+                let cba = |name: usize, spec: ConvSpec, act: Act| {
+                    ConvBnAct::load(
+                        l,
+                        &format!("{p}.conv{name}"),
+                        &format!("{p}.bn{name}"),
+                        spec,
+                        EPS,
+                        act,
+                    )
+                };
+                let convs = if self.bottleneck {
+                    vec![
+                        cba(1, ConvSpec::new(inplanes, planes, 1, 1), Act::Relu),
+                        cba(2, ConvSpec::new(planes, planes, 3, s), Act::Relu),
+                        cba(3, ConvSpec::new(planes, out, 1, 1), Act::Identity),
+                    ]
+                } else {
+                    vec![
+                        cba(1, ConvSpec::new(inplanes, planes, 3, s), Act::Relu),
+                        cba(2, ConvSpec::new(planes, planes, 3, 1), Act::Identity),
+                    ]
+                };
+                let downsample = (s != 1 || inplanes != out).then(|| {
+                    ConvBnAct::load(
+                        l,
+                        &format!("{p}.downsample.0"),
+                        &format!("{p}.downsample.1"),
+                        ConvSpec::new(inplanes, out, 1, s),
+                        EPS,
+                        Act::Identity,
+                    )
+                });
+                blocks.push(Block::Residual(ResidualBlock { convs, downsample }));
+                inplanes = out;
+            }
+            stages.push(Stage { blocks });
+        }
+        stages
+    }
+}
