@@ -70,7 +70,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct ModelArgs {
-    /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`).
+    /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`),
+    /// or a model spec .json file for a custom variant.
     #[arg(long, short)]
     model: String,
     /// Weights file (.pt/.pth or .safetensors) for that architecture.
@@ -225,15 +226,9 @@ fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
 }
 
 fn load_model(args: &ModelArgs, device: &Device) -> Result<Model> {
-    let entry = zoo::find(&args.model).with_context(|| {
-        format!(
-            "unknown model `{}`; choose one of: {}",
-            args.model,
-            zoo::names().join(", ")
-        )
-    })?;
+    let spec = zoo::resolve(&args.model)?;
     let weights = load_weights(&args.weights)?;
-    let model = Model::from_zoo(&entry, &weights, device)
+    let model = Model::from_spec(&spec, &weights, device)
         .with_context(|| format!("cannot load {}", args.weights.display()))?;
     Ok(model.for_inference())
 }

@@ -118,9 +118,9 @@ pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Resul
     if rw < c || rh < c {
         bail!("image is smaller than the {c}x{c} crop after resizing");
     }
-    // torchvision's CenterCrop rounds the offsets.
-    let left = ((rw - c) as f64 / 2.0).round() as usize;
-    let top = ((rh - c) as f64 / 2.0).round() as usize;
+    // torchvision's CenterCrop rounds the offsets with Python's round(): half to even.
+    let left = ((rw - c) as f64 / 2.0).round_ties_even() as usize;
+    let top = ((rh - c) as f64 / 2.0).round_ties_even() as usize;
     let buf = dst.buffer();
     let c = c as usize;
     let plane = c * c;

@@ -151,6 +151,55 @@ pub fn npy_bytes(data: &[f32], shape: &[usize]) -> Vec<u8> {
     out
 }
 
+/// Reads a little-endian f4 (or f8, converted) C-order .npy file: (shape, values).
+pub fn read_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("not a .npy file");
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+        _ => bail!("truncated .npy header"),
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .context("truncated .npy header")?;
+    if header.contains("'fortran_order': True") {
+        bail!(".npy in Fortran order is not supported");
+    }
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .context(".npy header has no shape")?;
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().context("bad .npy shape"))
+        .collect::<Result<_>>()?;
+    let data = &bytes[start + hlen..];
+    let values: Vec<f32> = if header.contains("'<f4'") {
+        data.chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    } else if header.contains("'<f8'") {
+        data.chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect()
+    } else {
+        bail!(".npy dtype is not little-endian f4/f8");
+    };
+    if values.len() != shape.iter().product::<usize>() {
+        bail!(".npy data length does not match its shape");
+    }
+    Ok((shape, values))
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -234,6 +283,9 @@ mod tests {
         assert!(header.contains("'shape': (2, 3)"));
         assert_eq!(b.len(), 10 + hlen + 24);
         assert_eq!(f32::from_le_bytes(b[10 + hlen..14 + hlen].try_into().unwrap()), 1.0);
+        let (shape, values) = read_npy(&b).unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
 
     #[test]

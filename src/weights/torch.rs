@@ -282,6 +282,7 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::DType;
 
     #[test]
     fn contiguity() {

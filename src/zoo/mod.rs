@@ -262,6 +262,45 @@ pub fn catalogue() -> Vec<ZooEntry> {
     v
 }
 
+/// What `--model` names: an architecture (a zoo entry or a custom variant) with the
+/// preprocessing its weights expect. A JSON file of this shape is accepted wherever a zoo
+/// name is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub name: String,
+    pub config: ArchConfig,
+    pub preprocess: Preprocess,
+}
+
+impl ZooEntry {
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            name: self.name.to_owned(),
+            config: self.config.clone(),
+            preprocess: self.preprocess,
+        }
+    }
+}
+
+/// Resolves `--model`: a zoo name, or the path of a JSON [`ModelSpec`].
+pub fn resolve(model: &str) -> anyhow::Result<ModelSpec> {
+    use anyhow::Context;
+    if let Some(e) = find(model) {
+        return Ok(e.spec());
+    }
+    let path = std::path::Path::new(model);
+    if model.ends_with(".json") || path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model spec {model}"))?;
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{model} is not a valid model spec (name, config, preprocess)"));
+    }
+    anyhow::bail!(
+        "unknown model `{model}`; choose one of: {} (or give a model spec .json file)",
+        names().join(", ")
+    )
+}
+
 /// Looks an architecture up by name (case-insensitive, `-` and `_` alike).
 pub fn find(name: &str) -> Option<ZooEntry> {
     let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
@@ -327,16 +366,16 @@ impl Model {
         })
     }
 
-    /// A zoo entry with its weights.
-    pub fn from_zoo(
-        entry: &ZooEntry,
+    /// A model spec (zoo entry or custom) with its weights.
+    pub fn from_spec(
+        spec: &ModelSpec,
         weights: &Weights,
         device: &Device,
     ) -> Result<Self, MismatchError> {
         Self::load(
-            entry.name,
-            entry.config.clone(),
-            entry.preprocess,
+            &spec.name,
+            spec.config.clone(),
+            spec.preprocess,
             weights,
             device,
         )

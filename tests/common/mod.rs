@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use retrain::outputs::read_npy;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    read_npy(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn tensor4(shape: &[usize], data: Vec<f32>, device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]),
+        device,
+    )
+}
+
+pub fn values(t: Tensor<2>) -> (Vec<usize>, Vec<f32>) {
+    let dims = t.dims().to_vec();
+    (dims, t.into_data().try_into_vec::<f32>().unwrap())
+}
+
+/// Largest absolute difference, after checking the shapes agree.
+pub fn max_abs_diff(what: &str, got: (Vec<usize>, Vec<f32>), want: (Vec<usize>, Vec<f32>)) -> f32 {
+    assert_eq!(got.0, want.0, "{what}: shape");
+    got.1
+        .iter()
+        .zip(&want.1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Where the real ImageNet weights were fetched (scripts/fetch-weights.sh), if they were.
+/// Without them, the test says it is skipped and why; with RETRAIN_REQUIRE_REAL=1 (CI)
+/// their absence is a failure.
+pub fn real_weights(file: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("RETRAIN_WEIGHTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("weights"));
+    let p = dir.join(file);
+    if p.is_file() {
+        return Some(p);
+    }
+    let why = format!(
+        "{} not found; run scripts/fetch-weights.sh (or set RETRAIN_WEIGHTS_DIR)",
+        p.display()
+    );
+    if std::env::var_os("RETRAIN_REQUIRE_REAL").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// The hymenoptera data set beside the project (../shared/data), if present.
+pub fn hymenoptera() -> Option<PathBuf> {
+    let p = std::env::var_os("HYMENOPTERA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/hymenoptera_data"));
+    if p.join("val").is_dir() {
+        return Some(p);
+    }
+    let why = format!("{} not found (set HYMENOPTERA_DIR)", p.display());
+    if std::env::var_os("RETRAIN_REQUIRE_REAL").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}

@@ -1,0 +1,77 @@
+//! Parity with PyTorch: reduced variants of every zoo family, built and saved by the origin
+//! framework (scripts/make_fixtures.py), must give the same logits and features.
+//! Tolerance: 1e-4 absolute, f32, for the network as loaded and with BatchNorm folded.
+
+mod common;
+
+use burn::prelude::*;
+use common::*;
+use retrain::weights::{Weights, WeightsFormat};
+use retrain::zoo::{Model, ModelSpec};
+
+const TOL: f32 = 1e-4;
+
+fn check(name: &str, expect_format: WeightsFormat) {
+    let dir = fixtures().join(name);
+    let device = Device::default();
+    let spec: ModelSpec =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let weights_file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_stem().is_some_and(|s| s == "weights"))
+        .expect("fixture has a weights file");
+    let weights = Weights::load(&weights_file).unwrap();
+    assert_eq!(weights.format, expect_format, "{name}: detected format");
+    let model = Model::from_spec(&spec, &weights, &device)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let want_logits = npy(&dir.join("logits.npy"));
+    let want_features = npy(&dir.join("features.npy"));
+
+    let (f, l) = model
+        .network
+        .features_and_logits(tensor4(&shape, x.clone(), &device));
+    let df = max_abs_diff("features", values(f), want_features.clone());
+    let dl = max_abs_diff("logits", values(l.unwrap()), want_logits.clone());
+    eprintln!("{name}: max |diff| features {df:.2e}, logits {dl:.2e}");
+    assert!(df <= TOL && dl <= TOL, "{name}: features {df:e}, logits {dl:e} > {TOL:e}");
+
+    let folded = model.for_inference();
+    let (f, l) = folded
+        .network
+        .features_and_logits(tensor4(&shape, x, &device));
+    let df = max_abs_diff("features", values(f), want_features);
+    let dl = max_abs_diff("logits", values(l.unwrap()), want_logits);
+    assert!(df <= TOL && dl <= TOL, "{name} (BN folded): features {df:e}, logits {dl:e} > {TOL:e}");
+}
+
+#[test]
+fn resnet_basic_blocks_from_torch_zip() {
+    check("resnet_basic", WeightsFormat::TorchZip);
+}
+
+#[test]
+fn resnet_bottlenecks_from_legacy_dataparallel_checkpoint() {
+    check("resnet_bottleneck", WeightsFormat::TorchLegacy);
+}
+
+#[test]
+fn mobilenet_v2_from_safetensors() {
+    check("mobilenet_v2", WeightsFormat::Safetensors);
+}
+
+#[test]
+fn mobilenet_v3_with_se_and_hardswish() {
+    check("mobilenet_v3", WeightsFormat::TorchZip);
+}
+
+#[test]
+fn efficientnet_b_family() {
+    check("efficientnet", WeightsFormat::TorchZip);
+}
+
+#[test]
+fn efficientnet_lite_with_static_same_padding() {
+    check("efficientnet_lite", WeightsFormat::TorchLegacy);
+}

