@@ -207,7 +207,53 @@ def main():
         67,
         "legacy",
     )
+    reader_fixtures()
+    image_fixtures()
     real_fixtures()
+
+
+class _Evil:
+    """An object whose unpickling runs a shell command: a weights file must never do that."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/retrain-pwned",))
+
+
+def reader_fixtures():
+    d = os.path.join(ROOT, "files")
+    os.makedirs(d, exist_ok=True)
+    sd = {"a.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+          "a.bias": torch.tensor([0.5, -0.5], dtype=torch.float64),
+          "b.half": torch.tensor([1.5, 2.0], dtype=torch.float16),
+          "b.transposed": torch.arange(6, dtype=torch.float32).reshape(3, 2).t(),
+          "n": torch.tensor(7)}
+    # A zip whose root folder name has 21 characters: its first central-directory entry is
+    # 76 bytes, the size of a zip64 record, which trips zip's archive-offset detection.
+    torch.save(sd, os.path.join(d, "abcdefghijklmnopqrstu.pt"))
+    torch.save({"state_dict": sd, "evil": _Evil()}, os.path.join(d, "malicious.pt"))
+    torch.save(sd, os.path.join(d, "legacy.pth"), _use_new_zipfile_serialization=False)
+    print("reader fixtures written")
+
+
+def image_fixtures():
+    """Small images in the colour models and containers users have."""
+    from PIL import Image
+
+    d = os.path.join(ROOT, "images")
+    os.makedirs(d, exist_ok=True)
+    g = np.random.default_rng(0)
+    rgb = Image.fromarray(g.integers(0, 255, (48, 80, 3), dtype=np.uint8), "RGB")
+    rgb.save(os.path.join(d, "rgb.png"))
+    rgb.convert("L").save(os.path.join(d, "gray.png"))
+    rgb.convert("CMYK").save(os.path.join(d, "cmyk.jpg"), quality=90)
+    rgb.convert("P").save(os.path.join(d, "palette.gif"))
+    rgb.save(os.path.join(d, "rgb.bmp"))
+    rgb.save(os.path.join(d, "rgb.webp"), lossless=True)
+    # Stored 80x48 with EXIF orientation 6 (rotate 90° clockwise): displayed 48x80.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb.save(os.path.join(d, "rotated.jpg"), exif=exif, quality=90)
+    print("image fixtures written")
 
 
 REAL_IMAGES = [

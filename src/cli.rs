@@ -210,7 +210,11 @@ fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
     }
     println!("file:        {}", path.display());
     println!("format:      {}", w.format);
-    println!("tensors:     {} ({} stored strided)", w.tensors.len(), strided);
+    println!(
+        "tensors:     {} ({} stored strided)",
+        w.tensors.len(),
+        strided
+    );
     let dt: Vec<String> = dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
     println!("dtypes:      {}", dt.join(", "));
     println!("parameters:  {}", w.parameter_count());
@@ -248,7 +252,13 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
     idx.into_iter().take(k).map(|i| (i, p[i])).collect()
 }
 
-fn predict(args: &ModelArgs, top: usize, json: bool, input: &InputArgs, device: &Device) -> Result<()> {
+fn predict(
+    args: &ModelArgs,
+    top: usize,
+    json: bool,
+    input: &InputArgs,
+    device: &Device,
+) -> Result<()> {
     let model = load_model(args, device)?;
     if model.network.classifier.is_none() {
         bail!(
@@ -286,7 +296,9 @@ fn predict(args: &ModelArgs, top: usize, json: bool, input: &InputArgs, device: 
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"model": model.name, "predictions": rows, "skipped": skipped}))?
+            serde_json::to_string_pretty(
+                &json!({"model": model.name, "predictions": rows, "skipped": skipped})
+            )?
         );
     } else {
         for r in &rows {
@@ -299,10 +311,17 @@ fn predict(args: &ModelArgs, top: usize, json: bool, input: &InputArgs, device: 
                         .as_str()
                         .map(str::to_owned)
                         .unwrap_or_else(|| format!("class {}", t["class"]));
-                    format!("{name} {:.1}%", t["probability"].as_f64().unwrap_or(0.0) * 100.0)
+                    format!(
+                        "{name} {:.1}%",
+                        t["probability"].as_f64().unwrap_or(0.0) * 100.0
+                    )
                 })
                 .collect();
-            println!("{}\t{}", r["path"].as_str().unwrap_or(""), classes.join(", "));
+            println!(
+                "{}\t{}",
+                r["path"].as_str().unwrap_or(""),
+                classes.join(", ")
+            );
         }
     }
     if out.paths.is_empty() {
@@ -311,7 +330,13 @@ fn predict(args: &ModelArgs, top: usize, json: bool, input: &InputArgs, device: 
     Ok(())
 }
 
-fn embed(args: &ModelArgs, out_path: &Path, layer: Option<&str>, input: &InputArgs, device: &Device) -> Result<()> {
+fn embed(
+    args: &ModelArgs,
+    out_path: &Path,
+    layer: Option<&str>,
+    input: &InputArgs,
+    device: &Device,
+) -> Result<()> {
     // Fail on a bad output path before spending minutes on the images.
     outputs::EmbeddingFormat::from_path(out_path)?;
     outputs::check_writable(out_path)?;

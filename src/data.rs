@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use std::io::Cursor;
+
+use anyhow::{Context, Result, anyhow, bail};
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::zoo::{Interpolation, Preprocess};
 
@@ -24,12 +26,8 @@ fn has_image_extension(p: &Path) -> bool {
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
-        let meta = std::fs::metadata(input).with_context(|| {
-            format!(
-                "cannot read {}: no such file or folder",
-                input.display()
-            )
-        })?;
+        let meta = std::fs::metadata(input)
+            .with_context(|| format!("cannot read {}: no such file or folder", input.display()))?;
         if meta.is_dir() {
             let before = out.len();
             walk(input, &mut out)?;
@@ -66,21 +64,39 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// Decodes an image file, detecting the format from its content, applying its EXIF
 /// orientation and converting grayscale, palette, CMYK or alpha images to 8-bit RGB.
+/// Errors say what is wrong with the file; the caller names it.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = ImageReader::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read file ({e})"))?;
+    let reader = ImageReader::new(Cursor::new(&bytes))
         .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?;
+        .map_err(|e| anyhow!("cannot read file ({e})"))?;
+    let format = reader.format();
     let mut decoder = reader
         .into_decoder()
-        .with_context(|| format!("{} is not a readable image", path.display()))?;
+        .map_err(|e| anyhow!("not a readable image ({e})"))?;
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder)
-        .with_context(|| format!("{} is corrupt or truncated", path.display()))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("corrupt image ({e})"))?;
+    // The JPEG decoder fills a cut-off scan with grey instead of failing; a file whose
+    // entropy-coded data never reaches the end-of-image marker is truncated.
+    if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        bail!("truncated JPEG (no end-of-image marker after the image data)");
+    }
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
     Ok(img.into_rgb8())
+}
+
+/// True when an end-of-image marker (FF D9) follows the last start-of-scan (FF DA). Markers
+/// cannot occur inside scan data (0xFF is byte-stuffed), and thumbnails in EXIF end before
+/// the main image's scans.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(i) => bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// torchvision's `Resize(size)` on the shorter side: the longer side is `size * long / short`,
@@ -141,7 +157,7 @@ pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Resul
 pub fn load_tensor(path: &Path, p: &Preprocess) -> Result<Vec<f32>> {
     let img = load_rgb(path)?;
     let mut out = vec![0.0; 3 * p.crop * p.crop];
-    preprocess_into(&img, p, &mut out).with_context(|| format!("cannot preprocess {}", path.display()))?;
+    preprocess_into(&img, p, &mut out)?;
     Ok(out)
 }
 
@@ -157,13 +173,27 @@ mod tests {
     }
 
     #[test]
+    fn jpeg_completeness() {
+        assert!(jpeg_is_complete(b"\xFF\xD8..\xFF\xDAscan\xFF\xD9"));
+        assert!(!jpeg_is_complete(b"\xFF\xD8..\xFF\xDAscan data cut off"));
+        // An EXIF thumbnail's EOI before the main scan does not count.
+        assert!(!jpeg_is_complete(
+            b"\xFF\xD8\xFF\xDAthumb\xFF\xD9\xFF\xDAmain cut"
+        ));
+    }
+
+    #[test]
     fn normalisation_maps_extremes() {
         let img = RgbImage::from_pixel(300, 300, image::Rgb([255, 0, 127]));
         let p = Preprocess::lite(224);
         let mut out = vec![0.0; 3 * 224 * 224];
         preprocess_into(&img, &p, &mut out).unwrap();
         let plane = 224 * 224;
-        assert!((out[0] - 1.0).abs() < 1e-5, "(255-127)/128 = 1, got {}", out[0]);
+        assert!(
+            (out[0] - 1.0).abs() < 1e-5,
+            "(255-127)/128 = 1, got {}",
+            out[0]
+        );
         assert!((out[plane] + 127.0 / 128.0).abs() < 1e-5);
         assert!(out[2 * plane].abs() < 1e-5);
     }

@@ -57,7 +57,12 @@ struct Batch {
 }
 
 /// Runs `model` over `paths`.
-pub fn run(model: &Model, paths: &[PathBuf], opts: &RunOptions, device: &Device) -> Result<RunOutput> {
+pub fn run(
+    model: &Model,
+    paths: &[PathBuf],
+    opts: &RunOptions,
+    device: &Device,
+) -> Result<RunOutput> {
     let pre = model.preprocess;
     let px = 3 * pre.crop * pre.crop;
     let last = model.network.stages.len() - 1;
@@ -98,7 +103,10 @@ pub fn run(model: &Model, paths: &[PathBuf], opts: &RunOptions, device: &Device)
             let done = (b.paths.len() + b.failed.len()) as u64;
             if let Some((p, why)) = b.failed.first() {
                 if opts.strict {
-                    bail!("{why} (image {}); remove it or run without --strict to skip it", p.display());
+                    bail!(
+                        "{why} (image {}); remove it or run without --strict to skip it",
+                        p.display()
+                    );
                 }
                 for (p, why) in &b.failed {
                     bar.suspend(|| eprintln!("warning: skipping {}: {why}", p.display()));

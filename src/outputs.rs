@@ -108,7 +108,10 @@ pub fn write_embeddings(
         EmbeddingFormat::Safetensors => {
             let meta = HashMap::from([
                 ("paths".to_owned(), serde_json::to_string(&names)?),
-                ("producer".to_owned(), format!("retrain {}", env!("CARGO_PKG_VERSION"))),
+                (
+                    "producer".to_owned(),
+                    format!("retrain {}", env!("CARGO_PKG_VERSION")),
+                ),
             ]);
             crate::weights::write_safetensors(
                 &[("embeddings".to_owned(), vec![images.len(), dim], features)],
@@ -249,9 +252,12 @@ fn parquet_bytes(names: &[String], features: &[f32], dim: usize) -> Result<Vec<u
         for (chunk_names, chunk) in names.chunks(65536).zip(features.chunks(65536 * dim.max(1))) {
             let mut rg = writer.next_row_group()?;
             if let Some(mut col) = rg.next_column()? {
-                let values: Vec<ByteArray> =
-                    chunk_names.iter().map(|n| ByteArray::from(n.as_str())).collect();
-                col.typed::<ByteArrayType>().write_batch(&values, None, None)?;
+                let values: Vec<ByteArray> = chunk_names
+                    .iter()
+                    .map(|n| ByteArray::from(n.as_str()))
+                    .collect();
+                col.typed::<ByteArrayType>()
+                    .write_batch(&values, None, None)?;
                 col.close()?;
             }
             if let Some(mut col) = rg.next_column()? {
@@ -282,7 +288,10 @@ mod tests {
         let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
         assert!(header.contains("'shape': (2, 3)"));
         assert_eq!(b.len(), 10 + hlen + 24);
-        assert_eq!(f32::from_le_bytes(b[10 + hlen..14 + hlen].try_into().unwrap()), 1.0);
+        assert_eq!(
+            f32::from_le_bytes(b[10 + hlen..14 + hlen].try_into().unwrap()),
+            1.0
+        );
         let (shape, values) = read_npy(&b).unwrap();
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
@@ -291,7 +300,10 @@ mod tests {
     #[test]
     fn csv_quotes_paths_with_commas() {
         let b = csv_bytes(&["a,b.jpg".into()], &[0.5, -1.0], 2);
-        assert_eq!(String::from_utf8(b).unwrap(), "path,f0,f1\n\"a,b.jpg\",0.5,-1\n");
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "path,f0,f1\n\"a,b.jpg\",0.5,-1\n"
+        );
     }
 
     #[test]

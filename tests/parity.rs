@@ -23,8 +23,8 @@ fn check(name: &str, expect_format: WeightsFormat) {
         .expect("fixture has a weights file");
     let weights = Weights::load(&weights_file).unwrap();
     assert_eq!(weights.format, expect_format, "{name}: detected format");
-    let model = Model::from_spec(&spec, &weights, &device)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model =
+        Model::from_spec(&spec, &weights, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
     let (shape, x) = npy(&dir.join("input.npy"));
     let want_logits = npy(&dir.join("logits.npy"));
     let want_features = npy(&dir.join("features.npy"));
@@ -35,7 +35,10 @@ fn check(name: &str, expect_format: WeightsFormat) {
     let df = max_abs_diff("features", values(f), want_features.clone());
     let dl = max_abs_diff("logits", values(l.unwrap()), want_logits.clone());
     eprintln!("{name}: max |diff| features {df:.2e}, logits {dl:.2e}");
-    assert!(df <= TOL && dl <= TOL, "{name}: features {df:e}, logits {dl:e} > {TOL:e}");
+    assert!(
+        df <= TOL && dl <= TOL,
+        "{name}: features {df:e}, logits {dl:e} > {TOL:e}"
+    );
 
     let folded = model.for_inference();
     let (f, l) = folded
@@ -43,7 +46,10 @@ fn check(name: &str, expect_format: WeightsFormat) {
         .features_and_logits(tensor4(&shape, x, &device));
     let df = max_abs_diff("features", values(f), want_features);
     let dl = max_abs_diff("logits", values(l.unwrap()), want_logits);
-    assert!(df <= TOL && dl <= TOL, "{name} (BN folded): features {df:e}, logits {dl:e} > {TOL:e}");
+    assert!(
+        df <= TOL && dl <= TOL,
+        "{name} (BN folded): features {df:e}, logits {dl:e} > {TOL:e}"
+    );
 }
 
 #[test]

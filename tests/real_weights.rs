@@ -54,13 +54,19 @@ fn embeddings_match_pytorch(arch: &str, file: &str) {
     let df = max_abs_diff("features", values(f), want_f.clone());
     let dl = max_abs_diff("logits", values(l.unwrap()), want_l.clone());
     eprintln!("{arch}: max |diff| features {df:.2e}, logits {dl:.2e}");
-    assert!(df <= 1e-3 && dl <= 1e-3, "{arch}: features {df:e}, logits {dl:e}");
+    assert!(
+        df <= 1e-3 && dl <= 1e-3,
+        "{arch}: features {df:e}, logits {dl:e}"
+    );
     let folded = model.for_inference();
     let (f, l) = folded.network.features_and_logits(x);
     let df = max_abs_diff("features", values(f), want_f);
     let dl = max_abs_diff("logits", values(l.unwrap()), want_l);
     eprintln!("{arch} (BN folded): max |diff| features {df:.2e}, logits {dl:.2e}");
-    assert!(df <= 1e-3 && dl <= 1e-3, "{arch} folded: features {df:e}, logits {dl:e}");
+    assert!(
+        df <= 1e-3 && dl <= 1e-3,
+        "{arch} folded: features {df:e}, logits {dl:e}"
+    );
 }
 
 #[test]
@@ -91,7 +97,9 @@ fn preprocessing_matches_torchvision() {
     let (mut worst, mut sum, mut count) = (0f32, 0f64, 0usize);
     for (i, rel) in images.iter().enumerate() {
         let ours = retrain::data::load_tensor(&data.join(rel), &unit).unwrap();
-        let theirs = image::open(dir.join(format!("crop{i}.png"))).unwrap().into_rgb8();
+        let theirs = image::open(dir.join(format!("crop{i}.png")))
+            .unwrap()
+            .into_rgb8();
         for k in 0..3 {
             for (j, px) in theirs.pixels().enumerate() {
                 let d = (ours[k * 224 * 224 + j] * 255.0 - px[k] as f32).abs();
@@ -146,12 +154,18 @@ fn inspect_identifies_real_files_and_refuses_the_wrong_architecture() {
     let device = Device::default();
     let lw = Weights::load(&lite).unwrap();
     assert_eq!(lw.tensors.values().filter(|t| t.strided).count(), 50);
-    assert_eq!(zoo::identify(&lw, &device)[0], ("efficientnet_lite0".into(), 1.0));
+    assert_eq!(
+        zoo::identify(&lw, &device)[0],
+        ("efficientnet_lite0".into(), 1.0)
+    );
     let mw = Weights::load(&mbv2).unwrap();
     assert_eq!(zoo::identify(&mw, &device)[0], ("mobilenet_v2".into(), 1.0));
     let err = Model::from_spec(&zoo::find("mobilenet_v2").unwrap().spec(), &lw, &device)
         .err()
         .expect("Lite0 weights must not load as MobileNetV2");
     let msg = err.to_string();
-    assert!(msg.contains("missing") && msg.contains("--model efficientnet_lite0"), "{msg}");
+    assert!(
+        msg.contains("missing") && msg.contains("--model efficientnet_lite0"),
+        "{msg}"
+    );
 }

@@ -117,9 +117,7 @@ pub enum WeightsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "unrecognised weights format (expected a torch.save .pt/.pth file or .safetensors)"
-    )]
+    #[error("unrecognised weights format (expected a torch.save .pt/.pth file or .safetensors)")]
     UnknownFormat,
     #[error("weights file is truncated: {0}; download or copy it again")]
     Truncated(String),

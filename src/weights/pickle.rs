@@ -247,7 +247,7 @@ impl Machine {
         self.push(Node::Global(full))
     }
     fn set_items(&mut self, dict: usize, items: &[usize]) -> Result<(), PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("odd number of dict items"));
         }
         match &mut self.nodes[dict] {
@@ -446,10 +446,7 @@ pub fn parse(data: &[u8]) -> Result<Pickle, PickleError> {
                 m.push(Node::Float(v))?
             }
             b'F' => {
-                let v = r
-                    .line()?
-                    .parse()
-                    .map_err(|_| m.err("bad float literal"))?;
+                let v = r.line()?.parse().map_err(|_| m.err("bad float literal"))?;
                 m.push(Node::Float(v))?
             }
             b'X' | 0x8c | 0x8d => {
@@ -459,8 +456,8 @@ pub fn parse(data: &[u8]) -> Result<Pickle, PickleError> {
                     _ => r.u64()?,
                 };
                 let n = r.len_u64(n)?;
-                let s = std::str::from_utf8(r.take(n)?)
-                    .map_err(|_| m.err("invalid UTF-8 string"))?;
+                let s =
+                    std::str::from_utf8(r.take(n)?).map_err(|_| m.err("invalid UTF-8 string"))?;
                 m.push(Node::Str(s.to_owned()))?
             }
             b'T' | b'U' => {

@@ -249,7 +249,12 @@ fn materialize(name: &str, r: &TensorRef, storage: &[u8]) -> Result<WeightTensor
     } else {
         let mut index = vec![0usize; r.shape.len()];
         for _ in 0..numel {
-            let src = r.offset + index.iter().zip(&r.stride).map(|(i, s)| i * s).sum::<usize>();
+            let src = r.offset
+                + index
+                    .iter()
+                    .zip(&r.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
             data.push(r.dtype.to_f32(&storage[src * es..(src + 1) * es]));
             for d in (0..index.len()).rev() {
                 index[d] += 1;

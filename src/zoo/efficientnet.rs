@@ -104,7 +104,11 @@ impl EfficientNetConfig {
                 let mut k = 0;
                 let expand = (hidden != cin).then(|| {
                     k += 1;
-                    cba(format!("{p}.0"), ConvSpec::new(cin, hidden, 1, 1), Act::Silu)
+                    cba(
+                        format!("{p}.0"),
+                        ConvSpec::new(cin, hidden, 1, 1),
+                        Act::Silu,
+                    )
                 });
                 let depthwise = cba(
                     format!("{p}.{k}"),

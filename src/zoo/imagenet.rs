@@ -12,7 +12,9 @@ pub fn labels() -> &'static [&'static str] {
 
 /// The label of class `i` when the classifier is ImageNet's 1000-way head.
 pub fn label(i: usize, num_classes: usize) -> Option<&'static str> {
-    (num_classes == 1000).then(|| labels().get(i).copied()).flatten()
+    (num_classes == 1000)
+        .then(|| labels().get(i).copied())
+        .flatten()
 }
 
 #[cfg(test)]

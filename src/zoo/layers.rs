@@ -300,6 +300,9 @@ impl ResidualBlock {
 }
 
 /// One step of a network's feature extractor.
+// Blocks are built once per model and never moved in hot code; boxing the large variant
+// would only add an indirection to every forward call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block {
     Conv(ConvBnAct),

@@ -238,7 +238,11 @@ impl MobileNetV3Config {
             let mut blocks = Vec::new();
             for i in range {
                 let b = &self.blocks[i];
-                let act = if b.hardswish { Act::Hardswish } else { Act::Relu };
+                let act = if b.hardswish {
+                    Act::Hardswish
+                } else {
+                    Act::Relu
+                };
                 let p = format!("features.{}.block", i + 1);
                 let mut k = 0;
                 let expand = (b.expanded != b.cin).then(|| {

@@ -168,13 +168,7 @@ impl ArchConfig {
                 out: layers::load_linear(l, out, din, classes),
             }
         });
-        (
-            Network {
-                stages,
-                classifier,
-            },
-            l.parameter_count(),
-        )
+        (Network { stages, classifier }, l.parameter_count())
     }
 }
 
@@ -292,8 +286,9 @@ pub fn resolve(model: &str) -> anyhow::Result<ModelSpec> {
     if model.ends_with(".json") || path.is_file() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read model spec {model}"))?;
-        return serde_json::from_str(&text)
-            .with_context(|| format!("{model} is not a valid model spec (name, config, preprocess)"));
+        return serde_json::from_str(&text).with_context(|| {
+            format!("{model} is not a valid model spec (name, config, preprocess)")
+        });
     }
     anyhow::bail!(
         "unknown model `{model}`; choose one of: {} (or give a model spec .json file)",
@@ -323,9 +318,7 @@ pub struct Model {
 
 /// Why weights could not be bound to an architecture.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "weights do not fit {arch}:{report}{hint}"
-)]
+#[error("weights do not fit {arch}:{report}{hint}")]
 pub struct MismatchError {
     pub arch: String,
     pub report: LoadReport,

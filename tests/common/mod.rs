@@ -63,7 +63,9 @@ pub fn real_weights(file: &str) -> Option<PathBuf> {
 pub fn hymenoptera() -> Option<PathBuf> {
     let p = std::env::var_os("HYMENOPTERA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/hymenoptera_data"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/hymenoptera_data")
+        });
     if p.join("val").is_dir() {
         return Some(p);
     }
