@@ -1,3 +1,4 @@
 fn main() {
+    retrain::tune_allocator();
     std::process::exit(retrain::cli::main());
 }
