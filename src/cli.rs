@@ -16,9 +16,11 @@ use crate::weights::Weights;
 use crate::zoo::{self, Model, imagenet};
 
 /// Transfer learning from pretrained ImageNet models: load zoo weights, extract features,
-/// predict. Exit status: 0 success, 1 failure (message on stderr), 2 bad command line.
+/// predict.
+///
+/// Exit status: 0 success, 1 failure (a one-line message on stderr), 2 bad command line.
 #[derive(Parser, Debug)]
-#[command(name = "retrain", version, about, long_about = None)]
+#[command(name = "retrain", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -165,9 +167,9 @@ fn models(json: bool) -> Result<()> {
         println!(
             "{:<20} {:>11} {:>6} {:>8}  {}",
             r["name"].as_str().unwrap_or(""),
-            r["parameters"],
-            r["input_size"],
-            r["feature_dim"],
+            r["parameters"].as_u64().unwrap_or(0),
+            r["input_size"].as_u64().unwrap_or(0),
+            r["feature_dim"].as_u64().unwrap_or(0),
             stages.join(" ")
         );
     }

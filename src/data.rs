@@ -140,8 +140,8 @@ pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Resul
     let buf = dst.buffer();
     let c = c as usize;
     let plane = c * c;
-    let scale: [f32; 3] = std::array::from_fn(|k| 1.0 / (255.0 * p.std[k]));
-    let shift: [f32; 3] = std::array::from_fn(|k| p.mean[k] / p.std[k]);
+    let scale: [f32; 3] = std::array::from_fn(|k| (1.0 / (255.0 * p.std[k])) as f32);
+    let shift: [f32; 3] = std::array::from_fn(|k| (p.mean[k] / p.std[k]) as f32);
     for y in 0..c {
         let row = &buf[((top + y) * rw as usize + left) * 3..][..c * 3];
         for x in 0..c {

@@ -29,7 +29,7 @@ fn crops(model: &Model, device: &Device) -> Tensor<4> {
         let img = img.into_rgb8();
         for k in 0..3 {
             for px in img.pixels() {
-                data.push((px[k] as f32 / 255.0 - p.mean[k]) / p.std[k]);
+                data.push(((px[k] as f64 / 255.0 - p.mean[k]) / p.std[k]) as f32);
             }
         }
         n += 1;

@@ -34,12 +34,12 @@ pub struct Preprocess {
     pub resize: usize,
     pub crop: usize,
     pub interpolation: Interpolation,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
 }
 
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 impl Preprocess {
     pub fn imagenet(resize: usize, crop: usize, interpolation: Interpolation) -> Self {
