@@ -65,6 +65,9 @@ enum Command {
         /// classifier's input.
         #[arg(long)]
         layer: Option<String>,
+        /// Print a machine-readable summary (images, dimensions, skipped files, files written).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         input: InputArgs,
     },
@@ -128,8 +131,9 @@ fn run(cli: Cli) -> Result<()> {
             model,
             out,
             layer,
+            json,
             input,
-        } => embed(&model, &out, layer.as_deref(), &input, &device),
+        } => embed(&model, &out, layer.as_deref(), json, &input, &device),
     }
 }
 
@@ -336,6 +340,7 @@ fn embed(
     args: &ModelArgs,
     out_path: &Path,
     layer: Option<&str>,
+    json: bool,
     input: &InputArgs,
     device: &Device,
 ) -> Result<()> {
@@ -359,7 +364,7 @@ fn embed(
         stage,
         batch_size: input.batch_size,
         strict: input.strict,
-        progress: std::io::stderr().is_terminal(),
+        progress: !json && std::io::stderr().is_terminal(),
         ..Default::default()
     };
     let t = Instant::now();
@@ -372,6 +377,26 @@ fn embed(
     }
     let files = outputs::write_embeddings(out_path, &out.paths, &out.features, out.dim)?;
     let secs = t.elapsed().as_secs_f64();
+    if json {
+        let skipped: Vec<_> = out
+            .skipped
+            .iter()
+            .map(|(p, why)| json!({"path": p.display().to_string(), "error": why}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "model": model.name,
+                "layer": model.stage_names[stage.unwrap_or(model.stage_names.len() - 1)],
+                "images": out.paths.len(),
+                "dim": out.dim,
+                "seconds": secs,
+                "skipped": skipped,
+                "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            }))?
+        );
+        return Ok(());
+    }
     eprintln!(
         "embedded {} images ({} dims) in {:.1}s ({:.1} images/s){}; wrote {}",
         out.paths.len(),

@@ -122,8 +122,17 @@ fn embed_writes_every_format_with_paths_in_order() {
 fn embed_from_a_named_stage() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s.npy");
-    let o = run_embed(&out, &["--layer", "stage2"], &[&images().join("rgb.png")]);
+    let o = run_embed(
+        &out,
+        &["--layer", "stage2", "--json"],
+        &[&images().join("rgb.png")],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["layer"].as_str(), v["dim"].as_u64(), v["images"].as_u64()),
+        (Some("stage2"), Some(16), Some(1))
+    );
     let (shape, _) = read_npy(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(
         shape,

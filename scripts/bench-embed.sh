@@ -7,7 +7,7 @@
 #
 # Needs: the peer venv (bash ../shared/peers/setup_venv.sh in a copy; PEER_VENV points at
 # it, default /tmp/peers/venv), and the weights (scripts/fetch-weights.sh).
-# Usage: bench/bench-embed.sh [rounds]
+# Usage: scripts/bench-embed.sh [rounds]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,7 +28,7 @@ for spec in "lite0 efficientnet_lite0 weights/efficientnet-lite0.pth" "mobilenet
   peer_arch=$1 arch=$2 weights=$3
   best_peer=0 best_ours=0
   for r in $(seq "$rounds"); do
-    peer=$("$venv/bin/python" bench/peer_embed.py "$peers" "$peer_arch" "$weights" "$tmp/list.txt")
+    peer=$("$venv/bin/python" scripts/bench_peer_embed.py "$peers" "$peer_arch" "$weights" "$tmp/list.txt")
     peer_ips=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['img_per_s'])" "$peer")
     n=$(wc -l < "$tmp/list.txt")
     t0=$(date +%s.%N)

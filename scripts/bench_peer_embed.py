@@ -2,7 +2,7 @@
 timed end to end from JPEG files: ImageFolder + Resize/CenterCrop/ToTensor/Normalize, batch
 32, torch with 2 threads, pooled penultimate features. Prints one JSON line.
 
-Usage: peer-venv/bin/python bench/peer_embed.py <peers-dir> <lite0|mobilenet_v2> <weights> <list-out>
+Usage: peer-venv/bin/python scripts/bench_peer_embed.py <peers-dir> <lite0|mobilenet_v2> <weights> <list-out>
 """
 import json
 import os
