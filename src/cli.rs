@@ -10,8 +10,12 @@ use burn::prelude::*;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use crate::bundle::Bundle;
+use crate::dataset::Labelled;
 use crate::inference::{self, RunOptions};
+use crate::metrics;
 use crate::outputs;
+use crate::strategy::{self, ProbeOptions, Validation};
 use crate::weights::Weights;
 use crate::zoo::{self, Model, imagenet};
 
@@ -71,17 +75,90 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    /// Replace the classifier with one for your classes and train it; writes a bundle.
+    Fit {
+        #[command(flatten)]
+        pretrained: PretrainedArgs,
+        /// Training images: a folder with one sub-folder per class, or a CSV of path,label.
+        #[arg(long)]
+        data: PathBuf,
+        /// Validation images, laid out like --data. Default: --val-split 0.2.
+        #[arg(long, conflicts_with = "val_split")]
+        val: Option<PathBuf>,
+        /// Hold out this fraction of each class of --data for validation (stratified, seeded).
+        #[arg(long)]
+        val_split: Option<f64>,
+        /// How to train: `probe` (features once + logistic regression).
+        #[arg(long, value_enum, default_value_t = Strategy::Probe)]
+        strategy: Strategy,
+        /// Probe: inverse L2 regularisation strength (scikit-learn's C); chosen by
+        /// cross-validation on the training set when not given.
+        #[arg(long)]
+        c: Option<f64>,
+        /// Probe: folds of the cross-validation that picks C.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Seed of every random choice (split, folds): the same seed repeats a run exactly.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Bundle folder to create (must not exist).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score a bundle on labelled images: accuracy, per-class precision/recall/F1,
+    /// confusion matrix, worst-predicted images.
+    Eval {
+        /// Bundle written by `retrain fit`.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Labelled images: class sub-folders, or a CSV of path,label.
+        #[arg(long)]
+        data: PathBuf,
+        /// How many of the worst-predicted images to list.
+        #[arg(long, default_value_t = 10)]
+        worst: usize,
+        #[arg(long)]
+        json: bool,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
 }
 
 #[derive(clap::Args, Debug)]
 struct ModelArgs {
     /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`),
     /// or a model spec .json file for a custom variant.
+    #[arg(long, short, required_unless_present = "bundle")]
+    model: Option<String>,
+    /// Weights file (.pt/.pth or .safetensors) for that architecture.
+    #[arg(long, short, required_unless_present = "bundle")]
+    weights: Option<PathBuf>,
+    /// A bundle written by `retrain fit`, instead of --model and --weights.
+    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    bundle: Option<PathBuf>,
+}
+
+/// The pretrained model a fit starts from.
+#[derive(clap::Args, Debug)]
+struct PretrainedArgs {
+    /// Architecture name (`retrain models`) or a model spec .json file.
     #[arg(long, short)]
     model: String,
-    /// Weights file (.pt/.pth or .safetensors) for that architecture.
+    /// Its pretrained weights (.pt/.pth or .safetensors).
     #[arg(long, short)]
     weights: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Strategy {
+    /// Embed every image once, then fit a multinomial logistic regression on the features.
+    Probe,
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +211,78 @@ fn run(cli: Cli) -> Result<()> {
             json,
             input,
         } => embed(&model, &out, layer.as_deref(), json, &input, &device),
+        Command::Fit {
+            pretrained,
+            data,
+            val,
+            val_split,
+            strategy,
+            c,
+            folds,
+            seed,
+            out,
+            batch_size,
+            json,
+        } => {
+            let validation = match (val, val_split) {
+                (Some(dir), _) => Validation::Folder(dir),
+                (None, Some(f)) => Validation::Split(f),
+                (None, None) => Validation::Split(0.2),
+            };
+            let spec = zoo::resolve(&pretrained.model)?;
+            if !pretrained.weights.exists() {
+                bail!(
+                    "weights file {} does not exist",
+                    pretrained.weights.display()
+                );
+            }
+            let summary = match strategy {
+                Strategy::Probe => strategy::fit_probe(
+                    &spec,
+                    &pretrained.weights,
+                    &data,
+                    Some(&validation),
+                    &out,
+                    &ProbeOptions {
+                        c,
+                        folds: folds.max(2),
+                        seed,
+                        batch_size,
+                        progress: !json && std::io::stderr().is_terminal(),
+                    },
+                    &device,
+                )?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                eprintln!(
+                    "{} on {} classes: train accuracy {:.1}% ({} images){}; {:.1}s; bundle {}",
+                    summary.strategy,
+                    summary.classes.len(),
+                    summary.train_accuracy * 100.0,
+                    summary.train_images,
+                    summary
+                        .val_accuracy
+                        .map(|a| format!(
+                            ", val accuracy {:.1}% ({} images)",
+                            a * 100.0,
+                            summary.val_images
+                        ))
+                        .unwrap_or_default(),
+                    summary.seconds,
+                    summary.bundle
+                );
+            }
+            Ok(())
+        }
+        Command::Eval {
+            bundle,
+            data,
+            worst,
+            json,
+            batch_size,
+        } => eval(&bundle, &data, worst, json, batch_size, &device),
     }
 }
 
@@ -235,12 +384,20 @@ fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
     Ok(())
 }
 
-fn load_model(args: &ModelArgs, device: &Device) -> Result<Model> {
-    let spec = zoo::resolve(&args.model)?;
-    let weights = load_weights(&args.weights)?;
-    let model = Model::from_spec(&spec, &weights, device)
-        .with_context(|| format!("cannot load {}", args.weights.display()))?;
-    Ok(model.for_inference())
+/// The model to run, and its class names when it comes from a bundle.
+fn load_model(args: &ModelArgs, device: &Device) -> Result<(Model, Option<Vec<String>>)> {
+    if let Some(dir) = &args.bundle {
+        let b = Bundle::load(dir, device)?;
+        return Ok((b.model.for_inference(), Some(b.manifest.classes)));
+    }
+    let (Some(model), Some(weights)) = (&args.model, &args.weights) else {
+        bail!("give --model and --weights, or --bundle");
+    };
+    let spec = zoo::resolve(model)?;
+    let w = load_weights(weights)?;
+    let model = Model::from_spec(&spec, &w, device)
+        .with_context(|| format!("cannot load {}", weights.display()))?;
+    Ok((model.for_inference(), None))
 }
 
 fn softmax(row: &[f32]) -> Vec<f32> {
@@ -265,11 +422,10 @@ fn predict(
     input: &InputArgs,
     device: &Device,
 ) -> Result<()> {
-    let model = load_model(args, device)?;
+    let (model, class_names) = load_model(args, device)?;
     if model.network.classifier.is_none() {
         bail!(
-            "{} has no classifier layer (a headless/notop file); use `retrain embed` for features",
-            args.weights.display()
+            "the weights have no classifier layer (a headless/notop file); use `retrain embed` for features"
         );
     }
     let paths = crate::data::collect_images(&input.inputs)?;
@@ -289,7 +445,10 @@ fn predict(
             "path": path.display().to_string(),
             "top": best.iter().map(|&(c, p)| json!({
                 "class": c,
-                "label": imagenet::label(c, out.classes),
+                "label": match &class_names {
+                    Some(names) => names.get(c).map(String::as_str),
+                    None => imagenet::label(c, out.classes),
+                },
                 "probability": p,
             })).collect::<Vec<_>>(),
         }));
@@ -347,7 +506,7 @@ fn embed(
     // Fail on a bad output path before spending minutes on the images.
     outputs::EmbeddingFormat::from_path(out_path)?;
     outputs::check_writable(out_path)?;
-    let model = load_model(args, device)?;
+    let (model, _) = load_model(args, device)?;
     let stage = layer
         .map(|l| {
             model.stage_index(l).with_context(|| {
@@ -414,5 +573,108 @@ fn embed(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(())
+}
+
+fn eval(
+    dir: &Path,
+    data: &Path,
+    worst: usize,
+    json: bool,
+    batch_size: usize,
+    device: &Device,
+) -> Result<()> {
+    let b = Bundle::load(dir, device)?;
+    let classes = b.manifest.classes.clone();
+    let set = Labelled::load(data, Some(&classes))?;
+    if set.is_empty() {
+        bail!("{} has no images", data.display());
+    }
+    let model = b.model.for_inference();
+    let opts = RunOptions {
+        want_logits: true,
+        batch_size,
+        progress: !json && std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let out = inference::run(&model, &set.paths, &opts, device)?;
+    let label_of: std::collections::HashMap<&PathBuf, usize> =
+        set.paths.iter().zip(set.labels.iter().copied()).collect();
+    let labels: Vec<usize> = out.paths.iter().map(|p| label_of[p]).collect();
+    let probs = metrics::softmax_rows(&out.logits.unwrap_or_default(), classes.len());
+    let report = metrics::report(&classes, &probs, &labels);
+    // Worst predicted: lowest probability given to the true class.
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    let p_true = |i: usize| probs[i * classes.len() + labels[i]];
+    order.sort_by(|&a, &b| p_true(a).total_cmp(&p_true(b)));
+    let worst_rows: Vec<_> = order
+        .iter()
+        .take(worst)
+        .map(|&i| {
+            let row = &probs[i * classes.len()..(i + 1) * classes.len()];
+            let pred = metrics::argmax(row);
+            json!({
+                "path": out.paths[i].display().to_string(),
+                "true": classes[labels[i]],
+                "predicted": classes[pred],
+                "p_true": row[labels[i]],
+                "p_predicted": row[pred],
+            })
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "bundle": dir.display().to_string(),
+                "report": report,
+                "worst": worst_rows,
+                "skipped": out.skipped.iter().map(|(p, w)| json!({"path": p.display().to_string(), "error": w})).collect::<Vec<_>>(),
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "accuracy {:.2}% on {} images (mean cross-entropy {:.4})",
+        report.accuracy * 100.0,
+        report.images,
+        report.loss
+    );
+    println!(
+        "\n{:<20} {:>9} {:>9} {:>9} {:>8}",
+        "class", "precision", "recall", "f1", "images"
+    );
+    for c in &report.per_class {
+        println!(
+            "{:<20} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            c.class, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    println!("\nconfusion (rows: true, columns: predicted)");
+    print!("{:<20}", "");
+    for c in &classes {
+        print!(" {:>10.10}", c);
+    }
+    println!();
+    for (c, row) in classes.iter().zip(&report.confusion) {
+        print!("{:<20.20}", c);
+        for v in row {
+            print!(" {:>10}", v);
+        }
+        println!();
+    }
+    if !worst_rows.is_empty() {
+        println!("\nworst predicted");
+        for r in &worst_rows {
+            println!(
+                "{}\ttrue {} ({:.1}%), predicted {} ({:.1}%)",
+                r["path"].as_str().unwrap_or(""),
+                r["true"].as_str().unwrap_or(""),
+                r["p_true"].as_f64().unwrap_or(0.0) * 100.0,
+                r["predicted"].as_str().unwrap_or(""),
+                r["p_predicted"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        }
+    }
     Ok(())
 }

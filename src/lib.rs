@@ -4,10 +4,14 @@
 //! weights in ([`weights`]) → model zoo ([`zoo`]) → data ([`data`]) → outputs ([`outputs`]),
 //! with [`inference`] running a model over images and [`cli`] the command-line program.
 
+pub mod bundle;
 pub mod cli;
 pub mod data;
+pub mod dataset;
 pub mod inference;
+pub mod metrics;
 pub mod outputs;
+pub mod strategy;
 pub mod weights;
 pub mod zoo;
 

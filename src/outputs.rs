@@ -75,7 +75,12 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(parent_dir(path))
+    let mut builder = tempfile::Builder::new();
+    // Readable like any file the user makes (tempfile's default is owner-only).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder
+        .tempfile_in(parent_dir(path))
         .with_context(|| format!("cannot create a file next to {}", path.display()))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());

@@ -100,7 +100,7 @@ impl ArchConfig {
     }
 
     /// Parameter name prefixes of the classifier's layers: (hidden, output).
-    fn classifier_names(&self) -> (Option<&'static str>, &'static str) {
+    pub fn classifier_prefixes(&self) -> (Option<&'static str>, &'static str) {
         match self {
             ArchConfig::Resnet(_) => (None, "fc"),
             ArchConfig::MobilenetV2(_) | ArchConfig::Efficientnet(_) => (None, "classifier.1"),
@@ -149,7 +149,7 @@ impl ArchConfig {
             ArchConfig::Efficientnet(c) => c.build_stages(l),
             ArchConfig::EfficientnetLite(c) => c.build_stages(l),
         };
-        let (hidden, out) = self.classifier_names();
+        let (hidden, out) = self.classifier_prefixes();
         let out_w = format!("{out}.weight");
         let classes = match num_classes {
             Some(n) => (n > 0).then_some(n),
@@ -157,11 +157,16 @@ impl ArchConfig {
         };
         let classifier = classes.map(|classes| {
             let mut din = self.feature_dim();
-            let hidden = hidden.zip(self.hidden_width()).map(|(name, width)| {
-                let h = layers::load_linear(l, name, din, width);
-                din = width;
-                h
-            });
+            // A retrained head (a bundle) replaces the hidden layer too: load it only when
+            // the file has it.
+            let hidden = hidden
+                .filter(|h| num_classes.is_some() || l.has(&format!("{h}.weight")))
+                .zip(self.hidden_width())
+                .map(|(name, width)| {
+                    let h = layers::load_linear(l, name, din, width);
+                    din = width;
+                    h
+                });
             Classifier {
                 hidden,
                 hidden_act: layers::Act::Hardswish,

@@ -55,8 +55,15 @@ pub fn real_weights(file: &str) -> Option<PathBuf> {
     if std::env::var_os("RETRAIN_REQUIRE_REAL").is_some() {
         panic!("{why}");
     }
-    eprintln!("SKIPPED: {why}");
+    skipped(&why);
     None
+}
+
+/// Says a test was skipped and why, past the test harness's output capture (which hides
+/// what passing tests print), so a skip is never silent.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
 
 /// The hymenoptera data set beside the project (../shared/data), if present.
@@ -73,6 +80,6 @@ pub fn hymenoptera() -> Option<PathBuf> {
     if std::env::var_os("RETRAIN_REQUIRE_REAL").is_some() {
         panic!("{why}");
     }
-    eprintln!("SKIPPED: {why}");
+    skipped(&why);
     None
 }

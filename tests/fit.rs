@@ -1,0 +1,297 @@
+//! `retrain fit` (probe), bundles, `retrain eval` and `--bundle` on predict/embed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn retrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retrain"))
+        .args(args)
+        .output()
+        .expect("run retrain")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A two-class ImageFolder made of the fixture images, three per class.
+fn toy_folder(root: &Path) -> PathBuf {
+    let img = fixtures().join("images");
+    let data = root.join("data");
+    for (class, files) in [
+        ("round", ["rgb.png", "rgb.bmp", "rgb.webp"]),
+        ("square", ["gray.png", "cmyk.jpg", "palette.gif"]),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for f in files {
+            std::fs::copy(img.join(f), data.join(class).join(f)).unwrap();
+        }
+    }
+    data
+}
+
+fn fixture_model() -> (String, String) {
+    let d = fixtures().join("mobilenet_v2");
+    (s(&d.join("model.json")), s(&d.join("weights.safetensors")))
+}
+
+#[test]
+fn probe_bundle_round_trip_on_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let (model, weights) = fixture_model();
+    let bundle = dir.path().join("bundle");
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &model,
+        "--weights",
+        &weights,
+        "--data",
+        &s(&data),
+        "--val",
+        &s(&data),
+        "--strategy",
+        "probe",
+        "--folds",
+        "3",
+        "--out",
+        &s(&bundle),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["classes"], serde_json::json!(["round", "square"]));
+    assert_eq!(summary["train_images"], 6);
+    assert_eq!(
+        summary["hyperparameters"]["c_chosen_by"],
+        "cross-validation"
+    );
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["strategy"], "probe");
+    assert_eq!(manifest["model"]["config"]["family"], "mobilenet_v2");
+    assert_eq!(manifest["pretrained"]["format"], "safetensors");
+    assert_eq!(manifest["pretrained"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["train"]["fingerprint"].as_str().unwrap().len(), 32);
+    assert!(bundle.join("metrics.json").is_file());
+
+    // The bundle predicts with its own class names, and evaluates.
+    let o = retrain(&[
+        "predict",
+        "--bundle",
+        &s(&bundle),
+        "--json",
+        &s(&data.join("round/rgb.png")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let label = v["predictions"][0]["top"][0]["label"].as_str().unwrap();
+    assert!(label == "round" || label == "square");
+
+    let o = retrain(&[
+        "eval",
+        "--bundle",
+        &s(&bundle),
+        "--data",
+        &s(&data),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = &v["report"];
+    assert_eq!(report["images"], 6);
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(report["confusion"].clone()).unwrap();
+    assert_eq!(confusion.iter().flatten().sum::<u64>(), 6);
+    // Eval agrees with the fit's own validation figure (same images).
+    assert_eq!(report["accuracy"], manifest["metrics"]["val"]["accuracy"]);
+
+    let out = dir.path().join("e.npy");
+    let o = retrain(&[
+        "embed",
+        "--bundle",
+        &s(&bundle),
+        "--out",
+        &s(&out),
+        &s(&data),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // An existing bundle is never overwritten.
+    let before = std::fs::read(bundle.join("manifest.json")).unwrap();
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &model,
+        "--weights",
+        &weights,
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&bundle),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(bundle.join("manifest.json")).unwrap(), before);
+}
+
+#[test]
+fn same_seed_same_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let (model, weights) = fixture_model();
+    let mut heads = Vec::new();
+    for name in ["a", "b"] {
+        let out = dir.path().join(name);
+        let o = retrain(&[
+            "fit",
+            "--model",
+            &model,
+            "--weights",
+            &weights,
+            "--data",
+            &s(&data),
+            "--val-split",
+            "0.34",
+            "--folds",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            &s(&out),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        heads.push(std::fs::read(out.join("model.safetensors")).unwrap());
+    }
+    assert_eq!(heads[0], heads[1]);
+}
+
+#[test]
+fn bad_training_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let (model, weights) = fixture_model();
+    let fit = |data: &Path| {
+        retrain(&[
+            "fit",
+            "--model",
+            &model,
+            "--weights",
+            &weights,
+            "--data",
+            &s(data),
+            "--out",
+            &s(&dir.path().join("never")),
+        ])
+    };
+    // A class folder with a single image.
+    let lonely = dir.path().join("lonely");
+    std::fs::create_dir_all(lonely.join("one")).unwrap();
+    std::fs::create_dir_all(lonely.join("many")).unwrap();
+    std::fs::copy(data.join("round/rgb.png"), lonely.join("one/x.png")).unwrap();
+    for f in ["a.png", "b.png"] {
+        std::fs::copy(data.join("round/rgb.png"), lonely.join("many").join(f)).unwrap();
+    }
+    let o = fit(&lonely);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("class `one` has 1 image"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A CSV naming a file that does not exist.
+    let csv = dir.path().join("labels.csv");
+    std::fs::write(
+        &csv,
+        "path,label\ndata/round/rgb.png,round\ndata/round/missing.png,round\n",
+    )
+    .unwrap();
+    let o = fit(&csv);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("line 3") && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("never").exists());
+
+    // No class folders at all.
+    let flat = dir.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    std::fs::copy(data.join("round/rgb.png"), flat.join("x.png")).unwrap();
+    let o = fit(&flat);
+    assert!(stderr(&o).contains("no class folders"), "{}", stderr(&o));
+}
+
+#[test]
+fn bundle_from_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("b");
+    std::fs::create_dir(&b).unwrap();
+    std::fs::write(
+        b.join("manifest.json"),
+        r#"{"format": 99, "retrain_version": "9.0.0"}"#,
+    )
+    .unwrap();
+    let o = retrain(&["eval", "--bundle", &s(&b), "--data", &s(dir.path())]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("format 99") && e.contains("retrain 9.0.0"),
+        "{e}"
+    );
+    let o = retrain(&["eval", "--bundle", &s(dir.path()), "--data", &s(dir.path())]);
+    assert!(
+        stderr(&o).contains("is not a retrain bundle"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Acceptance: a probe on EfficientNet-Lite0 ImageNet features reaches at least 94% on
+/// hymenoptera val (PyTorch reference: 94.8%).
+#[test]
+fn probe_on_hymenoptera_with_lite0() {
+    let (Some(w), Some(data)) = (real_weights("efficientnet-lite0.pth"), hymenoptera()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lite0-probe");
+    let o = retrain(&[
+        "fit",
+        "--model",
+        "efficientnet_lite0",
+        "--weights",
+        &s(&w),
+        "--data",
+        &s(&data.join("train")),
+        "--val",
+        &s(&data.join("val")),
+        "--strategy",
+        "probe",
+        "--out",
+        &s(&out),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let acc = v["val_accuracy"].as_f64().unwrap();
+    eprintln!(
+        "probe val accuracy {acc:.4}, C {}",
+        v["hyperparameters"]["c"]
+    );
+    assert_eq!(v["val_images"], 153);
+    assert!(acc >= 0.94, "val accuracy {acc}");
+}
