@@ -2,9 +2,11 @@
 //! (safetensors, loadable by the same zoo code), and a JSON manifest saying what it is,
 //! how it was made and how well it did.
 //!
-//!     bundle/manifest.json        architecture, preprocessing, classes, strategy, metrics…
-//!     bundle/model.safetensors    every tensor, the classifier sized to the classes
-//!     bundle/metrics.json         the training history
+//! ```text
+//! bundle/manifest.json        architecture, preprocessing, classes, strategy, metrics…
+//! bundle/model.safetensors    every tensor, the classifier sized to the classes
+//! bundle/metrics.json         the training history
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
