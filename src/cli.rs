@@ -15,7 +15,7 @@ use crate::dataset::Labelled;
 use crate::inference::{self, RunOptions};
 use crate::metrics;
 use crate::outputs;
-use crate::strategy::{self, ProbeOptions, Validation};
+use crate::strategy::{self, FitRequest, Strategy, Validation, freeze};
 use crate::weights::Weights;
 use crate::zoo::{self, Model, imagenet};
 
@@ -88,9 +88,9 @@ enum Command {
         /// Hold out this fraction of each class of --data for validation (stratified, seeded).
         #[arg(long)]
         val_split: Option<f64>,
-        /// How to train: `probe` (features once + logistic regression).
-        #[arg(long, value_enum, default_value_t = Strategy::Probe)]
-        strategy: Strategy,
+        /// How to train.
+        #[arg(long, value_enum, default_value_t = StrategyArg::Probe)]
+        strategy: StrategyArg,
         /// Probe: inverse L2 regularisation strength (scikit-learn's C); chosen by
         /// cross-validation on the training set when not given.
         #[arg(long)]
@@ -98,6 +98,33 @@ enum Command {
         /// Probe: folds of the cross-validation that picks C.
         #[arg(long, default_value_t = 5)]
         folds: usize,
+        /// Freeze: passes over the training images.
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Freeze: peak learning rate (cosine decay to zero after the warm-up).
+        #[arg(long, default_value_t = 0.003)]
+        lr: f64,
+        /// Freeze: the update rule.
+        #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
+        optimizer: OptimizerArg,
+        /// Freeze: SGD momentum.
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        /// Freeze: AdamW's decoupled weight decay.
+        #[arg(long, default_value_t = 0.01)]
+        weight_decay: f64,
+        /// Freeze: linear warm-up of the learning rate, in epochs.
+        #[arg(long, default_value_t = 0.0)]
+        warmup: f64,
+        /// Freeze: label smoothing of the cross-entropy (0 = none).
+        #[arg(long, default_value_t = 0.0)]
+        label_smoothing: f64,
+        /// Freeze: train on center crops only (features are then computed once).
+        #[arg(long)]
+        no_augment: bool,
+        /// Freeze: images per gradient step.
+        #[arg(long, default_value_t = 16)]
+        train_batch: usize,
         /// Seed of every random choice (split, folds): the same seed repeats a run exactly.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -156,9 +183,18 @@ struct PretrainedArgs {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Strategy {
+enum StrategyArg {
     /// Embed every image once, then fit a multinomial logistic regression on the features.
     Probe,
+    /// Freeze the whole backbone (inference mode) and train a new softmax head with
+    /// gradient descent, on augmented crops unless --no-augment.
+    Freeze,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OptimizerArg {
+    Sgd,
+    Adamw,
 }
 
 #[derive(clap::Args, Debug)]
@@ -219,6 +255,15 @@ fn run(cli: Cli) -> Result<()> {
             strategy,
             c,
             folds,
+            epochs,
+            lr,
+            optimizer,
+            momentum,
+            weight_decay,
+            warmup,
+            label_smoothing,
+            no_augment,
+            train_batch,
             seed,
             out,
             batch_size,
@@ -236,40 +281,59 @@ fn run(cli: Cli) -> Result<()> {
                     pretrained.weights.display()
                 );
             }
-            let summary = match strategy {
-                Strategy::Probe => strategy::fit_probe(
-                    &spec,
-                    &pretrained.weights,
-                    &data,
-                    Some(&validation),
-                    &out,
-                    &ProbeOptions {
-                        c,
-                        folds: folds.max(2),
+            if !(0.0..1.0).contains(&label_smoothing) {
+                bail!("--label-smoothing must be in [0, 1), got {label_smoothing}");
+            }
+            if strategy == StrategyArg::Freeze && epochs == 0 {
+                bail!("--epochs must be at least 1");
+            }
+            let strategy = match strategy {
+                StrategyArg::Probe => Strategy::Probe {
+                    c,
+                    folds: folds.max(2),
+                },
+                StrategyArg::Freeze => Strategy::Freeze {
+                    training: freeze::HeadTraining {
+                        epochs,
+                        lr,
+                        optimizer: match optimizer {
+                            OptimizerArg::Sgd => freeze::Optimizer::Sgd { momentum },
+                            OptimizerArg::Adamw => freeze::Optimizer::AdamW { weight_decay },
+                        },
+                        warmup_epochs: warmup,
+                        label_smoothing,
+                        batch_size: train_batch.max(1),
                         seed,
-                        batch_size,
-                        progress: !json && std::io::stderr().is_terminal(),
                     },
-                    &device,
-                )?,
+                    augment: !no_augment,
+                },
             };
+            let summary = strategy::fit(
+                &FitRequest {
+                    spec,
+                    weights: pretrained.weights,
+                    data,
+                    val: validation,
+                    out,
+                    strategy,
+                    seed,
+                    batch_size,
+                    progress: !json && std::io::stderr().is_terminal(),
+                    log_epochs: !json,
+                },
+                &device,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 eprintln!(
-                    "{} on {} classes: train accuracy {:.1}% ({} images){}; {:.1}s; bundle {}",
+                    "{} on {} classes: train accuracy {:.1}% ({} images), val accuracy {:.1}% ({} images); {:.1}s; bundle {}",
                     summary.strategy,
                     summary.classes.len(),
                     summary.train_accuracy * 100.0,
                     summary.train_images,
-                    summary
-                        .val_accuracy
-                        .map(|a| format!(
-                            ", val accuracy {:.1}% ({} images)",
-                            a * 100.0,
-                            summary.val_images
-                        ))
-                        .unwrap_or_default(),
+                    summary.val_accuracy * 100.0,
+                    summary.val_images,
                     summary.seconds,
                     summary.bundle
                 );

@@ -153,11 +153,76 @@ pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Resul
     Ok(())
 }
 
+/// Training-time augmentation: torchvision's `RandomResizedCrop(crop)` (area 8–100%, aspect
+/// 3/4–4/3, ten tries then a center crop) and a horizontal flip with probability ½, drawn
+/// from `seed` so a run repeats exactly. Writes a normalised CHW tensor like
+/// [`preprocess_into`].
+pub fn augment_into(img: &RgbImage, p: &Preprocess, seed: u64, out: &mut [f32]) -> Result<()> {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        bail!("image has no pixels");
+    }
+    let mut rng = crate::dataset::SplitMix64(seed);
+    let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let area = (w * h) as f64;
+    let mut bx = None;
+    for _ in 0..10 {
+        let target = area * (0.08 + uniform() * 0.92);
+        let log_ratio = (3f64 / 4.0).ln() + uniform() * ((4f64 / 3.0).ln() - (3f64 / 4.0).ln());
+        let ratio = log_ratio.exp();
+        let cw = (target * ratio).sqrt().round() as u32;
+        let ch = (target / ratio).sqrt().round() as u32;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let left = (uniform() * (w - cw + 1) as f64) as u32;
+            let top = (uniform() * (h - ch + 1) as f64) as u32;
+            bx = Some((left.min(w - cw), top.min(h - ch), cw, ch));
+            break;
+        }
+    }
+    let (left, top, cw, ch) = bx.unwrap_or_else(|| {
+        let s = w.min(h);
+        ((w - s) / 2, (h - s) / 2, s, s)
+    });
+    let flip = uniform() < 0.5;
+    let src = Image::from_vec_u8(w, h, img.as_raw().clone(), PixelType::U8x3)?;
+    let c = p.crop as u32;
+    let mut dst = Image::new(c, c, PixelType::U8x3);
+    Resizer::new().resize(
+        &src,
+        &mut dst,
+        &ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+            .crop(left as f64, top as f64, cw as f64, ch as f64),
+    )?;
+    let c = c as usize;
+    let plane = c * c;
+    let buf = dst.buffer();
+    let scale: [f32; 3] = std::array::from_fn(|k| (1.0 / (255.0 * p.std[k])) as f32);
+    let shift: [f32; 3] = std::array::from_fn(|k| (p.mean[k] / p.std[k]) as f32);
+    for y in 0..c {
+        for x in 0..c {
+            let sx = if flip { c - 1 - x } else { x };
+            for k in 0..3 {
+                out[k * plane + y * c + x] = buf[(y * c + sx) * 3 + k] as f32 * scale[k] - shift[k];
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads and preprocesses one file into a fresh CHW vector.
 pub fn load_tensor(path: &Path, p: &Preprocess) -> Result<Vec<f32>> {
+    load_tensor_with(path, p, None)
+}
+
+/// Like [`load_tensor`], with training augmentation drawn from `augment` when given.
+pub fn load_tensor_with(path: &Path, p: &Preprocess, augment: Option<u64>) -> Result<Vec<f32>> {
     let img = load_rgb(path)?;
     let mut out = vec![0.0; 3 * p.crop * p.crop];
-    preprocess_into(&img, p, &mut out)?;
+    match augment {
+        Some(seed) => augment_into(&img, p, seed, &mut out)?,
+        None => preprocess_into(&img, p, &mut out)?,
+    }
     Ok(out)
 }
 
@@ -170,6 +235,21 @@ mod tests {
         assert_eq!(resized_dims(500, 375, 256), (341, 256));
         assert_eq!(resized_dims(375, 500, 256), (256, 341));
         assert_eq!(resized_dims(256, 256, 256), (256, 256));
+    }
+
+    #[test]
+    fn augmentation_is_seeded_and_varies() {
+        let img = RgbImage::from_fn(120, 90, |x, y| {
+            image::Rgb([(x * 2) as u8, (y * 2) as u8, 7])
+        });
+        let p = Preprocess::lite(32);
+        let run = |seed| {
+            let mut out = vec![0.0; 3 * 32 * 32];
+            augment_into(&img, &p, seed, &mut out).unwrap();
+            out
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct RunOptions {
     /// Stop at the first unreadable image instead of skipping it.
     pub strict: bool,
     pub progress: bool,
+    /// Training augmentation (random resized crop, flip) seeded per image from this value.
+    pub augment: Option<u64>,
 }
 
 impl Default for RunOptions {
@@ -32,6 +34,7 @@ impl Default for RunOptions {
             batch_size: 32,
             strict: false,
             progress: false,
+            augment: None,
         }
     }
 }
@@ -74,11 +77,19 @@ pub fn run(
     std::thread::scope(|scope| -> Result<()> {
         // One batch decoded ahead: decoding overlaps the network's work on the previous one.
         let (tx, rx) = sync_channel::<Batch>(1);
+        let augment = opts.augment;
         scope.spawn(move || {
-            for chunk in paths.chunks(batch_size) {
+            for (b, chunk) in paths.chunks(batch_size).enumerate() {
                 let decoded: Vec<_> = chunk
                     .par_iter()
-                    .map(|p| (p, data::load_tensor(p, &pre)))
+                    .enumerate()
+                    .map(|(i, p)| {
+                        // Each image's draw depends only on the seed and its position.
+                        let seed = augment.map(|s| {
+                            crate::dataset::SplitMix64(s ^ ((b * batch_size + i) as u64)).next_u64()
+                        });
+                        (p, data::load_tensor_with(p, &pre, seed))
+                    })
                     .collect();
                 let mut b = Batch {
                     paths: Vec::new(),

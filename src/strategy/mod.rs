@@ -1,8 +1,14 @@
 //! Strategies for reusing a pretrained network on new classes, and the `fit` run that
 //! applies one and writes a bundle.
+//!
+//! - probe: features once, multinomial logistic regression ([`probe`]).
+//! - freeze: the whole backbone frozen, a new head trained by gradient descent, optionally
+//!   on augmented crops ([`freeze`]).
 
+pub mod freeze;
 pub mod probe;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,15 +30,44 @@ pub enum Validation {
     Split(f64),
 }
 
-/// Options of a probe fit.
+/// The strategy and its own settings.
 #[derive(Debug, Clone)]
-pub struct ProbeOptions {
-    /// Inverse regularisation strength; chosen by cross-validation when `None`.
-    pub c: Option<f64>,
-    pub folds: usize,
+pub enum Strategy {
+    Probe {
+        /// Inverse regularisation strength; chosen by cross-validation when `None`.
+        c: Option<f64>,
+        folds: usize,
+    },
+    Freeze {
+        training: freeze::HeadTraining,
+        augment: bool,
+    },
+}
+
+impl Strategy {
+    fn name(&self) -> &'static str {
+        match self {
+            Strategy::Probe { .. } => "probe",
+            Strategy::Freeze { .. } => "freeze",
+        }
+    }
+}
+
+/// Everything a fit needs.
+#[derive(Debug, Clone)]
+pub struct FitRequest {
+    pub spec: ModelSpec,
+    pub weights: PathBuf,
+    pub data: PathBuf,
+    pub val: Validation,
+    pub out: PathBuf,
+    pub strategy: Strategy,
     pub seed: u64,
     pub batch_size: usize,
+    /// Progress bars on stderr (on a terminal).
     pub progress: bool,
+    /// One line per epoch on stderr.
+    pub log_epochs: bool,
 }
 
 /// What a fit reports back.
@@ -44,38 +79,30 @@ pub struct FitSummary {
     pub train_images: usize,
     pub val_images: usize,
     pub train_accuracy: f64,
-    pub val_accuracy: Option<f64>,
+    pub val_accuracy: f64,
     pub hyperparameters: serde_json::Value,
     pub seconds: f64,
 }
 
 /// Loads the training and validation sets.
-pub fn load_data(
-    data: &Path,
-    val: Option<&Validation>,
-    seed: u64,
-) -> Result<(Labelled, Option<Labelled>)> {
+pub fn load_data(data: &Path, val: &Validation, seed: u64) -> Result<(Labelled, Labelled)> {
     let all = Labelled::load(data, None)?;
     all.check_trainable()?;
     match val {
-        None => Ok((all, None)),
-        Some(Validation::Folder(dir)) => {
+        Validation::Folder(dir) => {
             let v = Labelled::load(dir, Some(&all.classes))
                 .with_context(|| format!("validation data {}", dir.display()))?;
             if v.is_empty() {
                 bail!("validation folder {} has no images", dir.display());
             }
-            Ok((all, Some(v)))
+            Ok((all, v))
         }
-        Some(Validation::Split(f)) => {
-            let (tr, va) = all.split(*f, seed)?;
-            Ok((tr, Some(va)))
-        }
+        Validation::Split(f) => all.split(*f, seed),
     }
 }
 
-/// Pooled features of every readable image of `set`, and their labels (unreadable images
-/// are skipped with a warning, as everywhere).
+/// Pooled features of every readable image of `set` and their labels (unreadable images are
+/// skipped with a warning, as everywhere).
 fn features(
     model: &Model,
     set: &Labelled,
@@ -83,79 +110,143 @@ fn features(
     device: &Device,
 ) -> Result<(Vec<f32>, usize, Vec<usize>)> {
     let out = inference::run(model, &set.paths, opts, device)?;
-    let label_of: std::collections::HashMap<&PathBuf, usize> =
+    let label_of: HashMap<&PathBuf, usize> =
         set.paths.iter().zip(set.labels.iter().copied()).collect();
     let labels = out.paths.iter().map(|p| label_of[p]).collect();
     Ok((out.features, out.dim, labels))
 }
 
-/// Fits a linear probe and writes the bundle to `out`.
-#[allow(clippy::too_many_arguments)]
-pub fn fit_probe(
-    spec: &ModelSpec,
-    weights_path: &Path,
-    data: &Path,
-    val: Option<&Validation>,
-    out: &Path,
-    opts: &ProbeOptions,
-    device: &Device,
-) -> Result<FitSummary> {
+/// Applies the request's strategy and writes the bundle.
+pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
     let started = Instant::now();
-    if out.exists() {
+    if req.out.exists() {
         bail!(
             "{} already exists; choose another --out or remove it first",
-            out.display()
+            req.out.display()
         );
     }
-    let weights = Weights::load(weights_path)
-        .with_context(|| format!("cannot load {}", weights_path.display()))?;
-    let model = Model::from_spec(spec, &weights, device)
-        .with_context(|| format!("cannot load {}", weights_path.display()))?
+    let weights = Weights::load(&req.weights)
+        .with_context(|| format!("cannot load {}", req.weights.display()))?;
+    let model = Model::from_spec(&req.spec, &weights, device)
+        .with_context(|| format!("cannot load {}", req.weights.display()))?
         .for_inference();
-    let (train, val_set) = load_data(data, val, opts.seed)?;
+    let (train, val) = load_data(&req.data, &req.val, req.seed)?;
+    let k = train.classes.len();
     let run = RunOptions {
-        batch_size: opts.batch_size,
-        progress: opts.progress,
+        batch_size: req.batch_size,
+        progress: req.progress,
         ..Default::default()
     };
-    let (xt, dim, yt) = features(&model, &train, &run, device)?;
-    let train_feats = probe::FeatureSet {
-        x: &xt,
-        dim,
-        y: &yt,
-        classes: train.classes.len(),
-    };
-    let (cv, c) = match opts.c {
-        Some(c) => (Vec::new(), c),
-        None => {
-            let cv = probe::cross_validate(
-                &train_feats,
-                probe::DEFAULT_CS,
-                opts.folds,
-                opts.seed,
-                device,
-            );
-            let best = cv[0].c;
-            (cv, best)
+    // The frozen backbone's features of the validation images never change: compute once.
+    let (xv, _, yv) = features(&model, &val, &run, device)?;
+
+    let (head_w, head_b, train_acc, train_images, hyper, history) = match &req.strategy {
+        Strategy::Probe { c, folds } => {
+            let (xt, dim, yt) = features(&model, &train, &run, device)?;
+            let set = probe::FeatureSet {
+                x: &xt,
+                dim,
+                y: &yt,
+                classes: k,
+            };
+            let (cv, c) = match c {
+                Some(c) => (Vec::new(), *c),
+                None => {
+                    let cv =
+                        probe::cross_validate(&set, probe::DEFAULT_CS, *folds, req.seed, device);
+                    let best = cv[0].c;
+                    (cv, best)
+                }
+            };
+            let head = probe::fit(&set, c, device);
+            let acc = head.accuracy(&set);
+            let hyper = json!({
+                "c": c,
+                "c_chosen_by": if cv.is_empty() { "given" } else { "cross-validation" },
+                "cv_folds": folds,
+                "cv": cv,
+                "solver": "L-BFGS (strong Wolfe), standardised features",
+            });
+            (head.weight, head.bias, acc, yt.len(), hyper, json!([]))
+        }
+        Strategy::Freeze { training, augment } => {
+            let ad = device.clone().autodiff();
+            // Without augmentation the training features are fixed too.
+            let fixed = if *augment {
+                None
+            } else {
+                Some(features(&model, &train, &run, device)?)
+            };
+            let dim = model.config.feature_dim();
+            let mut head = freeze::new_head(dim, k, req.seed, &ad);
+            let mut trainer = None;
+            let mut history = Vec::new();
+            let (mut acc, mut n_train) = (0.0, 0);
+            for epoch in 0..training.epochs {
+                let t0 = Instant::now();
+                let (xt, yt) = match &fixed {
+                    Some((x, _, y)) => (x.clone(), y.clone()),
+                    None => {
+                        let aug = RunOptions {
+                            augment: Some(
+                                req.seed ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+                            ),
+                            ..run.clone()
+                        };
+                        let (x, _, y) = features(&model, &train, &aug, device)?;
+                        (x, y)
+                    }
+                };
+                let tr =
+                    trainer.get_or_insert_with(|| freeze::EpochTrainer::new(training, yt.len()));
+                let (h, loss, a) = tr.epoch(head, &xt, &yt, k, epoch, &ad);
+                head = h;
+                acc = a;
+                n_train = yt.len();
+                let (w, b) = freeze::head_weights(&head);
+                let lin = probe::LinearHead {
+                    weight: w,
+                    bias: b,
+                    dim,
+                    classes: k,
+                };
+                let probs = metrics::softmax_rows(&lin.logits(&xv), k);
+                let r = metrics::report(&val.classes, &probs, &yv);
+                if req.log_epochs {
+                    eprintln!(
+                        "epoch {}/{}: train loss {loss:.4} acc {:.1}%, val loss {:.4} acc {:.1}% ({:.1}s)",
+                        epoch + 1,
+                        training.epochs,
+                        a * 100.0,
+                        r.loss,
+                        r.accuracy * 100.0,
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+                history.push(json!({
+                    "epoch": epoch + 1, "train_loss": loss, "train_accuracy": a,
+                    "val_loss": r.loss, "val_accuracy": r.accuracy,
+                    "lr_end": tr.current_lr(),
+                    "seconds": t0.elapsed().as_secs_f64(),
+                }));
+            }
+            let (w, b) = freeze::head_weights(&head);
+            let hyper = json!({
+                "training": training,
+                "augment": if *augment { "random resized crop + horizontal flip" } else { "none (features cached)" },
+                "frozen": "whole backbone (BatchNorm in inference mode)",
+            });
+            (w, b, acc, n_train, hyper, json!(history))
         }
     };
-    let head = probe::fit(&train_feats, c, device);
-    let train_acc = head.accuracy(&train_feats);
-    let (val_report, val_images) = match &val_set {
-        Some(v) => {
-            let (xv, _, yv) = features(&model, v, &run, device)?;
-            let probs = metrics::softmax_rows(&head.logits(&xv), head.classes);
-            (Some(metrics::report(&v.classes, &probs, &yv)), yv.len())
-        }
-        None => (None, 0),
+    let head = probe::LinearHead {
+        weight: head_w,
+        bias: head_b,
+        dim: xv.len() / yv.len().max(1),
+        classes: k,
     };
-    let hyper = json!({
-        "c": c,
-        "c_chosen_by": if opts.c.is_some() { "given" } else { "cross-validation" },
-        "cv_folds": opts.folds,
-        "cv": cv,
-        "solver": "L-BFGS (strong Wolfe), standardised features",
-    });
+    let probs = metrics::softmax_rows(&head.logits(&xv), k);
+    let val_report = metrics::report(&val.classes, &probs, &yv);
     let metrics = json!({
         "train_accuracy": train_acc,
         "val": val_report,
@@ -163,37 +254,42 @@ pub fn fit_probe(
     let manifest = Manifest {
         format: bundle::FORMAT,
         retrain_version: env!("CARGO_PKG_VERSION").to_owned(),
-        model: spec.clone(),
+        model: req.spec.clone(),
         classes: train.classes.clone(),
-        strategy: "probe".to_owned(),
+        strategy: req.strategy.name().to_owned(),
         hyperparameters: hyper.clone(),
-        seed: opts.seed,
-        pretrained: WeightsSource::of(weights_path, &weights)?,
-        train: DataSummary::of(&train, &data.display().to_string()),
-        val: val_set.as_ref().map(|v| {
-            let source = match val {
-                Some(Validation::Folder(d)) => d.display().to_string(),
-                Some(Validation::Split(f)) => {
-                    format!("{f} of {} (stratified, seed {})", data.display(), opts.seed)
-                }
-                None => String::new(),
-            };
-            DataSummary::of(v, &source)
-        }),
+        seed: req.seed,
+        pretrained: WeightsSource::of(&req.weights, &weights)?,
+        train: DataSummary::of(&train, &req.data.display().to_string()),
+        val: Some(DataSummary::of(
+            &val,
+            &match &req.val {
+                Validation::Folder(d) => d.display().to_string(),
+                Validation::Split(f) => format!(
+                    "{f} of {} (stratified, seed {})",
+                    req.data.display(),
+                    req.seed
+                ),
+            },
+        )),
         metrics: metrics.clone(),
         created_unix: bundle::now_unix(),
     };
-    let tensors =
-        bundle::replace_classifier(&weights, spec, head.weight.clone(), head.bias.clone());
-    bundle::write(out, &manifest, &tensors, &json!({"probe": metrics}))?;
+    let tensors = bundle::replace_classifier(&weights, &req.spec, head.weight, head.bias);
+    bundle::write(
+        &req.out,
+        &manifest,
+        &tensors,
+        &json!({"strategy": req.strategy.name(), "epochs": history, "final": metrics}),
+    )?;
     Ok(FitSummary {
-        bundle: out.display().to_string(),
-        strategy: "probe".into(),
+        bundle: req.out.display().to_string(),
+        strategy: req.strategy.name().to_owned(),
         classes: train.classes,
-        train_images: yt.len(),
-        val_images,
+        train_images,
+        val_images: yv.len(),
         train_accuracy: train_acc,
-        val_accuracy: val_report.map(|r| r.accuracy),
+        val_accuracy: val_report.accuracy,
         hyperparameters: hyper,
         seconds: started.elapsed().as_secs_f64(),
     })
