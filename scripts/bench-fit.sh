@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): `retrain fit` against the peer PyTorch pipeline (../shared/peers)
+# on hymenoptera with EfficientNet-Lite0, strategy by strategy, back to back in one run:
+#   probe  vs exp_a_features.py (features once + logistic regression)
+#   freeze vs exp_b_freeze.py   (frozen backbone, new head, 5 epochs with augmentation)
+# Prints val accuracy and whole-process wall time of each, and the time ratio.
+# (Full fine-tuning, exp_c, is not yet a retrain strategy.)
+#
+# Needs the peer venv (PEER_VENV, default /tmp/peers/venv; see scripts/bench-embed.sh) and a
+# writable copy of the peer scripts (PEER_COPY, default /tmp/peers).
+# Usage: scripts/bench-fit.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+peers=${PEERS_DIR:-$root/../shared/peers}
+copy=${PEER_COPY:-/tmp/peers}
+venv=${PEER_VENV:-$copy/venv}
+data=${HYMENOPTERA_DIR:-$root/../shared/data/hymenoptera_data}
+[ -x "$venv/bin/python" ] || { echo "no peer venv at $venv: cp -r $peers $copy && bash $copy/setup_venv.sh" >&2; exit 1; }
+[ -d "$copy" ] || cp -r "$peers" "$copy"
+mkdir -p "$copy/results"
+scripts/fetch-weights.sh >/dev/null
+cargo build --release --quiet
+bin=$root/target/release/retrain
+w=$root/weights/efficientnet-lite0.pth
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+cat "$data"/*/*/* >/dev/null
+export LITE0_WEIGHTS=$w HYMENOPTERA_DIR=$data
+now() { date +%s.%N; }
+row() {  # strategy peer_acc peer_s ours_acc ours_s
+  python3 -c "import sys; s,pa,ps,oa,os_=sys.argv[1:]; print(f'{s:<7} peer {float(pa)*100:5.1f}% in {float(ps):6.1f}s   retrain {float(oa)*100:5.1f}% in {float(os_):6.1f}s   time ratio {float(os_)/float(ps):.2f}')" "$@"
+}
+for s in probe freeze; do
+  case $s in
+    probe) script=exp_a_features.py; key="r['heads']['sklearn_logregcv_train5fold']['val_acc']" ;;
+    freeze) script=exp_b_freeze.py; key="r['final_val_acc']" ;;
+  esac
+  t0=$(now)
+  (cd "$copy" && "$venv/bin/python" "$script" > "$tmp/$s.log" 2>&1) || { cat "$tmp/$s.log" >&2; exit 1; }
+  t1=$(now)
+  res=$copy/results/${script%.py}.json
+  peer_acc=$(python3 -c "import json; r=json.load(open('$res')); print($key)")
+  t2=$(now); "$bin" fit --model efficientnet_lite0 --weights "$w" --data "$data/train" --val "$data/val" --strategy $s --out "$tmp/b-$s" --json > "$tmp/$s.json"; t3=$(now)
+  ours_acc=$(python3 -c "import json; print(json.load(open('$tmp/$s.json'))['val_accuracy'])")
+  row $s "$peer_acc" "$(python3 -c "print($t1-$t0)")" "$ours_acc" "$(python3 -c "print($t3-$t2)")"
+done
