@@ -518,11 +518,7 @@ fn predict(
         }));
     }
     if json {
-        let skipped: Vec<_> = out
-            .skipped
-            .iter()
-            .map(|(p, why)| json!({"path": p.display().to_string(), "error": why}))
-            .collect();
+        let skipped = skipped_json(&out.skipped);
         println!(
             "{}",
             serde_json::to_string_pretty(
@@ -601,11 +597,7 @@ fn embed(
     let files = outputs::write_embeddings(out_path, &out.paths, &out.features, out.dim)?;
     let secs = t.elapsed().as_secs_f64();
     if json {
-        let skipped: Vec<_> = out
-            .skipped
-            .iter()
-            .map(|(p, why)| json!({"path": p.display().to_string(), "error": why}))
-            .collect();
+        let skipped = skipped_json(&out.skipped);
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
@@ -693,7 +685,7 @@ fn eval(
                 "bundle": dir.display().to_string(),
                 "report": report,
                 "worst": worst_rows,
-                "skipped": out.skipped.iter().map(|(p, w)| json!({"path": p.display().to_string(), "error": w})).collect::<Vec<_>>(),
+                "skipped": skipped_json(&out.skipped),
             }))?
         );
         return Ok(());
@@ -741,4 +733,12 @@ fn eval(
         }
     }
     Ok(())
+}
+
+/// Unreadable images, for --json output.
+fn skipped_json(skipped: &[(PathBuf, String)]) -> Vec<serde_json::Value> {
+    skipped
+        .iter()
+        .map(|(p, why)| json!({"path": p.display().to_string(), "error": why}))
+        .collect()
 }

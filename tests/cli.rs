@@ -5,25 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::fixtures;
+use common::{fixtures, retrain, stderr, stdout};
 use retrain::outputs::read_npy;
-
-fn retrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retrain"))
-        .args(args)
-        .output()
-        .expect("run retrain")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The reduced MobileNetV2 fixture, through a model spec file.
 fn model_args() -> Vec<String> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use burn::prelude::*;
 use retrain::outputs::read_npy;
@@ -82,4 +83,20 @@ pub fn hymenoptera() -> Option<PathBuf> {
     }
     skipped(&why);
     None
+}
+
+/// Runs the `retrain` binary built for the tests.
+pub fn retrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retrain"))
+        .args(args)
+        .output()
+        .expect("run retrain")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
