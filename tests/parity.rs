@@ -40,6 +40,29 @@ fn check(name: &str, expect_format: WeightsFormat) {
         "{name}: features {df:e}, logits {dl:e} > {TOL:e}"
     );
 
+    // Export under origin names gives back the file's tensors exactly.
+    let mut exported = Default::default();
+    for stage in &model.network.stages {
+        stage.export(&mut exported);
+    }
+    assert!(!exported.is_empty());
+    for (k, t) in &exported {
+        let orig = weights.get(k).unwrap_or_else(|| panic!("{name}: exported unknown `{k}`"));
+        assert_eq!((&t.shape, &t.data), (&orig.shape, &orig.data), "{name}: `{k}`");
+    }
+    let in_file = weights
+        .tensors
+        .keys()
+        .filter(|k| !k.ends_with("num_batches_tracked"))
+        .count();
+    let (hidden, out) = spec.config.classifier_prefixes();
+    let classifier = weights
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with(out) || hidden.is_some_and(|h| k.starts_with(h)))
+        .count();
+    assert_eq!(exported.len() + classifier, in_file, "{name}: every backbone tensor exported");
+
     let folded = model.for_inference();
     let (f, l) = folded
         .network

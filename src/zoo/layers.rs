@@ -134,6 +134,30 @@ pub fn load_linear(l: &WeightLoader, prefix: &str, din: usize, dout: usize) -> L
     }
 }
 
+/// Named tensors in the origin framework's naming, as a weights file holds them.
+pub type TensorMap = std::collections::BTreeMap<String, crate::weights::WeightTensor>;
+
+fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D>) {
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+    out.insert(
+        name,
+        crate::weights::WeightTensor {
+            dtype: crate::weights::DType::F32,
+            shape,
+            data,
+            strided: false,
+        },
+    );
+}
+
+fn export_conv(conv: &Conv2d, name: &str, out: &mut TensorMap) {
+    put(out, format!("{name}.weight"), conv.weight.val());
+    if let Some(b) = &conv.bias {
+        put(out, format!("{name}.bias"), b.val());
+    }
+}
+
 /// Convolution, BatchNorm and activation: the unit every zoo architecture is made of.
 #[derive(Module, Debug)]
 pub struct ConvBnAct {
@@ -142,6 +166,9 @@ pub struct ConvBnAct {
     pub bn: Option<BatchNorm>,
     #[module(skip)]
     pub act: Act,
+    /// Origin-framework names of the convolution and the BatchNorm, for export.
+    #[module(skip)]
+    pub names: [String; 2],
 }
 
 impl ConvBnAct {
@@ -157,6 +184,19 @@ impl ConvBnAct {
             conv: load_conv(l, conv, spec, false),
             bn: Some(load_batchnorm(l, bn, spec.cout, eps)),
             act,
+            names: [conv.to_owned(), bn.to_owned()],
+        }
+    }
+
+    /// Adds this unit's tensors, under their origin names, to `out`.
+    pub fn export(&self, out: &mut TensorMap) {
+        export_conv(&self.conv, &self.names[0], out);
+        if let Some(bn) = &self.bn {
+            let n = &self.names[1];
+            put(out, format!("{n}.weight"), bn.gamma.val());
+            put(out, format!("{n}.bias"), bn.beta.val());
+            put(out, format!("{n}.running_mean"), bn.running_mean.value());
+            put(out, format!("{n}.running_var"), bn.running_var.value());
         }
     }
 
@@ -198,6 +238,8 @@ pub struct SqueezeExcite {
     pub act: Act,
     /// Hard sigmoid (MobileNetV3) instead of the logistic sigmoid.
     pub hard_gate: bool,
+    #[module(skip)]
+    pub names: [String; 2],
 }
 
 impl SqueezeExcite {
@@ -215,7 +257,13 @@ impl SqueezeExcite {
             expand: load_conv(l, expand, ConvSpec::new(squeezed, channels, 1, 1), true),
             act,
             hard_gate,
+            names: [reduce.to_owned(), expand.to_owned()],
         }
+    }
+
+    pub fn export(&self, out: &mut TensorMap) {
+        export_conv(&self.reduce, &self.names[0], out);
+        export_conv(&self.expand, &self.names[1], out);
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -255,6 +303,17 @@ impl InvertedResidual {
         if self.residual { x + input } else { x }
     }
 
+    fn export(&self, out: &mut TensorMap) {
+        if let Some(e) = &self.expand {
+            e.export(out);
+        }
+        self.depthwise.export(out);
+        if let Some(se) = &self.se {
+            se.export(out);
+        }
+        self.project.export(out);
+    }
+
     fn fold_batchnorm(self) -> Self {
         Self {
             expand: self.expand.map(ConvBnAct::fold_batchnorm),
@@ -285,6 +344,15 @@ impl ResidualBlock {
             None => input,
         };
         activation::relu(x + shortcut)
+    }
+
+    fn export(&self, out: &mut TensorMap) {
+        for c in &self.convs {
+            c.export(out);
+        }
+        if let Some(d) = &self.downsample {
+            d.export(out);
+        }
     }
 
     fn fold_batchnorm(self) -> Self {
@@ -318,6 +386,17 @@ impl Block {
             Block::MaxPool(p) => p.forward(x),
             Block::Inverted(b) => b.forward(x),
             Block::Residual(b) => b.forward(x),
+        }
+    }
+
+    /// Adds the block's tensors under their origin names (a network being trained, whose
+    /// BatchNorm is not folded).
+    pub fn export(&self, out: &mut TensorMap) {
+        match self {
+            Block::Conv(c) => c.export(out),
+            Block::MaxPool(_) => {}
+            Block::Inverted(b) => b.export(out),
+            Block::Residual(b) => b.export(out),
         }
     }
 

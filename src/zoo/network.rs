@@ -12,6 +12,12 @@ pub struct Stage {
 }
 
 impl Stage {
+    pub fn export(&self, out: &mut super::layers::TensorMap) {
+        for b in &self.blocks {
+            b.export(out);
+        }
+    }
+
     pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
         for b in &self.blocks {
             x = b.forward(x);
