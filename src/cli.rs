@@ -119,9 +119,13 @@ enum Command {
         /// Freeze: label smoothing of the cross-entropy (0 = none).
         #[arg(long, default_value_t = 0.0)]
         label_smoothing: f64,
-        /// Freeze: train on center crops only (features are then computed once).
+        /// Freeze: train on center crops only (the frozen part's output is then computed once).
         #[arg(long)]
         no_augment: bool,
+        /// Freeze: last frozen stage (`retrain models` lists them); the stages after it are
+        /// trained with the new head. Default: the whole backbone is frozen.
+        #[arg(long)]
+        freeze_until: Option<String>,
         /// Freeze: images per gradient step.
         #[arg(long, default_value_t = 16)]
         train_batch: usize,
@@ -263,6 +267,7 @@ fn run(cli: Cli) -> Result<()> {
             warmup,
             label_smoothing,
             no_augment,
+            freeze_until,
             train_batch,
             seed,
             out,
@@ -283,6 +288,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !(0.0..1.0).contains(&label_smoothing) {
                 bail!("--label-smoothing must be in [0, 1), got {label_smoothing}");
+            }
+            if strategy != StrategyArg::Freeze && freeze_until.is_some() {
+                bail!("--freeze-until applies to --strategy freeze");
             }
             if strategy == StrategyArg::Freeze && epochs == 0 {
                 bail!("--epochs must be at least 1");
@@ -306,6 +314,7 @@ fn run(cli: Cli) -> Result<()> {
                         seed,
                     },
                     augment: !no_augment,
+                    until: freeze_until,
                 },
             };
             let summary = strategy::fit(

@@ -24,6 +24,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Training augmentation (random resized crop, flip) seeded per image from this value.
     pub augment: Option<u64>,
+    /// Keep the stage's whole feature map (flattened C·H·W per image) instead of pooling it:
+    /// the input of the trainable part when the backbone is frozen up to that stage.
+    pub keep_maps: bool,
 }
 
 impl Default for RunOptions {
@@ -35,6 +38,7 @@ impl Default for RunOptions {
             strict: false,
             progress: false,
             augment: None,
+            keep_maps: false,
         }
     }
 }
@@ -49,6 +53,8 @@ pub struct RunOutput {
     /// Row-major `paths.len() × classes`, when asked for and the model has a classifier.
     pub logits: Option<Vec<f32>>,
     pub classes: usize,
+    /// Shape of one image's feature map when `keep_maps` was asked for.
+    pub map_shape: [usize; 3],
     /// Images that could not be read, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -130,7 +136,12 @@ pub fn run(
                     TensorData::new(b.pixels, [n, 3, pre.crop, pre.crop]),
                     device,
                 );
-                let (feats, logits) = if stage == last {
+                let (feats, logits) = if opts.keep_maps {
+                    let m = model.network.features_through(x, stage);
+                    let [n, c, h, w] = m.dims();
+                    out.map_shape = [c, h, w];
+                    (m.reshape([n, c * h * w]), None)
+                } else if stage == last {
                     let (f, l) = if opts.want_logits {
                         model.network.features_and_logits(x)
                     } else {

@@ -217,6 +217,81 @@ fn freeze_trains_a_head_and_repeats_with_a_seed() {
     assert_ne!(outputs[0], outputs[2], "AdamW trains differently from SGD");
 }
 
+/// Frozen through stage2: later stages train (their tensors change, BatchNorm statistics
+/// included), earlier ones stay bit-identical, and the bundle reloads to the same accuracy.
+#[test]
+fn freeze_until_a_stage_trains_the_rest_and_exports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let (model, weights) = fixture_model();
+    let out = dir.path().join("partial");
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &model,
+        "--weights",
+        &weights,
+        "--data",
+        &s(&data),
+        "--val",
+        &s(&data),
+        "--strategy",
+        "freeze",
+        "--freeze-until",
+        "stage2",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--train-batch",
+        "3",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = retrain::weights::Weights::load(Path::new(&weights)).unwrap();
+    let after = retrain::weights::Weights::load(&out.join("model.safetensors")).unwrap();
+    // features.0-3 are stem, stage1 and stage2 of the fixture; features.4+ come after the cut.
+    for (k, t) in &before.tensors {
+        if k.starts_with("classifier") || k.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let a = after.get(k).unwrap_or_else(|| panic!("bundle lacks {k}"));
+        let layer: usize = k.split('.').nth(1).unwrap().parse().unwrap();
+        if layer <= 3 {
+            assert_eq!(a.data, t.data, "{k} is frozen");
+        } else if k.ends_with("running_mean") || k.ends_with(".weight") {
+            assert_ne!(a.data, t.data, "{k} was trained");
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["hyperparameters"]["frozen_through"], "stage2");
+    let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["report"]["accuracy"],
+        manifest["metrics"]["val"]["accuracy"]
+    );
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &model,
+        "--weights",
+        &weights,
+        "--data",
+        &s(&data),
+        "--strategy",
+        "freeze",
+        "--freeze-until",
+        "nope",
+        "--out",
+        &s(&dir.path().join("x")),
+    ]);
+    assert!(stderr(&o).contains("has no stage `nope`"), "{}", stderr(&o));
+}
+
 #[test]
 fn bad_training_data() {
     let dir = tempfile::tempdir().unwrap();

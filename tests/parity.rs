@@ -47,8 +47,14 @@ fn check(name: &str, expect_format: WeightsFormat) {
     }
     assert!(!exported.is_empty());
     for (k, t) in &exported {
-        let orig = weights.get(k).unwrap_or_else(|| panic!("{name}: exported unknown `{k}`"));
-        assert_eq!((&t.shape, &t.data), (&orig.shape, &orig.data), "{name}: `{k}`");
+        let orig = weights
+            .get(k)
+            .unwrap_or_else(|| panic!("{name}: exported unknown `{k}`"));
+        assert_eq!(
+            (&t.shape, &t.data),
+            (&orig.shape, &orig.data),
+            "{name}: `{k}`"
+        );
     }
     let in_file = weights
         .tensors
@@ -61,7 +67,11 @@ fn check(name: &str, expect_format: WeightsFormat) {
         .keys()
         .filter(|k| k.starts_with(out) || hidden.is_some_and(|h| k.starts_with(h)))
         .count();
-    assert_eq!(exported.len() + classifier, in_file, "{name}: every backbone tensor exported");
+    assert_eq!(
+        exported.len() + classifier,
+        in_file,
+        "{name}: every backbone tensor exported"
+    );
 
     let folded = model.for_inference();
     let (f, l) = folded

@@ -1,10 +1,12 @@
-//! Frozen backbone, new softmax head trained by mini-batch gradient descent.
+//! Frozen backbone up to a stage, the stages after it and a new softmax head trained by
+//! mini-batch gradient descent.
 //!
-//! The whole backbone is fixed in inference mode (BatchNorm on its ImageNet statistics,
-//! folded into the convolutions; no dropout), so its pooled features are all the head ever
-//! sees. Without augmentation they are computed once and every epoch costs only the head;
-//! with augmentation (random resized crop + flip, as torchvision's recipe) each epoch
-//! recomputes them from freshly augmented crops, decoding in parallel with the network.
+//! The frozen part runs in inference mode (BatchNorm on its ImageNet statistics, folded
+//! into the convolutions), so its output at the cut is all the trainable part ever sees.
+//! Without augmentation that output is computed once and every epoch costs only the
+//! trainable part; with augmentation (random resized crop + flip, as torchvision's recipe)
+//! each epoch recomputes it from freshly augmented crops, decoding in parallel with the
+//! network. The trainable stages train with BatchNorm in training mode.
 
 use burn::module::Param;
 use burn::nn::Linear;
@@ -15,6 +17,49 @@ use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::SplitMix64;
+use crate::zoo::network::{Stage, global_avg_pool};
+
+/// What gradient descent updates: the stages after the cut (maybe none) and the new head.
+#[derive(Module, Debug)]
+pub struct Trainable {
+    pub stages: Vec<Stage>,
+    pub head: Linear,
+}
+
+impl Trainable {
+    /// Logits from the frozen part's output (a feature map; pooled features as `n×d×1×1`).
+    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<2> {
+        for s in &self.stages {
+            x = s.forward(x);
+        }
+        self.head.forward(global_avg_pool(x))
+    }
+
+    /// Logits in inference mode (BatchNorm on running statistics, no autodiff).
+    pub fn predict(&self, x: &[f32], shape: [usize; 3], device: &Device) -> Vec<f32> {
+        let eval = self.valid();
+        let per = shape.iter().product::<usize>();
+        let n = x.len() / per.max(1);
+        let mut out = Vec::new();
+        for start in (0..n).step_by(64) {
+            let b = (n - start).min(64);
+            let xt = Tensor::<4>::from_data(
+                TensorData::new(
+                    x[start * per..(start + b) * per].to_vec(),
+                    [b, shape[0], shape[1], shape[2]],
+                ),
+                &device.clone().inner(),
+            );
+            out.extend(
+                eval.forward(xt)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+}
 
 /// The update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -123,17 +168,20 @@ impl EpochTrainer {
         )
     }
 
+    /// One pass over `x` (per sample a `shape` tensor, row-major) in a seeded order.
+    #[allow(clippy::too_many_arguments)]
     pub fn epoch(
         &mut self,
-        mut head: Linear,
+        mut model: Trainable,
         x: &[f32],
+        shape: [usize; 3],
         y: &[usize],
         classes: usize,
         epoch: usize,
         device: &Device,
-    ) -> (Linear, f64, f64) {
+    ) -> (Trainable, f64, f64) {
         let n = y.len();
-        let dim = x.len() / n.max(1);
+        let dim = shape.iter().product::<usize>();
         let mut order: Vec<usize> = (0..n).collect();
         let mut rng = SplitMix64(self.cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
         for i in (1..n).rev() {
@@ -156,9 +204,12 @@ impl EpochTrainer {
                 })
                 .map(|v| v as f32)
                 .collect();
-            let xt = Tensor::<2>::from_data(TensorData::new(xb, [b, dim]), device);
+            let xt = Tensor::<4>::from_data(
+                TensorData::new(xb, [b, shape[0], shape[1], shape[2]]),
+                device,
+            );
             let tt = Tensor::<2>::from_data(TensorData::new(target, [b, classes]), device);
-            let logits = head.forward(xt);
+            let logits = model.forward(xt);
             let loss = -(log_softmax(logits.clone(), 1) * tt).sum() / b as f64;
             let preds: Vec<f32> = logits
                 .inner()
@@ -169,13 +220,13 @@ impl EpochTrainer {
                 correct += (crate::metrics::argmax(row) == y[i]) as usize;
             }
             loss_sum += loss.clone().into_scalar::<f64>() * b as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = cosine_lr(self.cfg.lr, self.step, self.total_steps, self.warmup_steps);
-            head = self.optim.step(lr, head, grads);
+            model = self.optim.step(lr, model, grads);
             self.step += 1;
         }
         (
-            head,
+            model,
             loss_sum / n.max(1) as f64,
             correct as f64 / n.max(1) as f64,
         )
@@ -241,15 +292,20 @@ mod tests {
             seed: 3,
         };
         let run = || {
-            let mut head = new_head(d, 2, 3, &device);
+            let mut m = Trainable {
+                stages: Vec::new(),
+                head: new_head(d, 2, 3, &device),
+            };
             let mut t = EpochTrainer::new(&cfg, n);
             let mut acc = 0.0;
             for e in 0..cfg.epochs {
-                let (h, _, a) = t.epoch(head, &x, &y, 2, e, &device);
-                head = h;
+                let (next, _, a) = t.epoch(m, &x, [d, 1, 1], &y, 2, e, &device);
+                m = next;
                 acc = a;
             }
-            (acc, head_weights(&head))
+            let logits = m.predict(&x, [d, 1, 1], &device);
+            assert_eq!(logits.len(), n * 2);
+            (acc, head_weights(&m.head))
         };
         let (acc, w1) = run();
         assert_eq!(acc, 1.0);

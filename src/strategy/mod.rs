@@ -41,6 +41,8 @@ pub enum Strategy {
     Freeze {
         training: freeze::HeadTraining,
         augment: bool,
+        /// Last frozen stage; `None` freezes the whole backbone.
+        until: Option<String>,
     },
 }
 
@@ -140,6 +142,9 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
     // The frozen backbone's features of the validation images never change: compute once.
     let (xv, _, yv) = features(&model, &val, &run, device)?;
 
+    // Tensors of stages that were trained, under their origin names.
+    let mut trained = crate::zoo::layers::TensorMap::new();
+    let mut final_val: Option<metrics::Report> = None;
     let (head_w, head_b, train_acc, train_images, hyper, history) = match &req.strategy {
         Strategy::Probe { c, folds } => {
             let (xt, dim, yt) = features(&model, &train, &run, device)?;
@@ -169,49 +174,88 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
             });
             (head.weight, head.bias, acc, yt.len(), hyper, json!([]))
         }
-        Strategy::Freeze { training, augment } => {
+        Strategy::Freeze {
+            training,
+            augment,
+            until,
+        } => {
+            let last = model.stage_names.len() - 1;
+            let cut = match until {
+                None => last,
+                Some(name) => model.stage_index(name).with_context(|| {
+                    format!(
+                        "{} has no stage `{name}`; choose one of: {}",
+                        model.name,
+                        model.stage_names.join(", ")
+                    )
+                })?,
+            };
+            // Frozen through `cut`: the trainable part sees pooled features when the whole
+            // backbone is frozen, else the feature map at the cut.
+            let maps = cut < last;
+            let at_cut = RunOptions {
+                stage: Some(cut),
+                keep_maps: maps,
+                ..run.clone()
+            };
+            let frozen_output =
+                |opts: &RunOptions, set: &Labelled| -> Result<(Vec<f32>, [usize; 3], Vec<usize>)> {
+                    let out = inference::run(&model, &set.paths, opts, device)?;
+                    let label_of: HashMap<&PathBuf, usize> =
+                        set.paths.iter().zip(set.labels.iter().copied()).collect();
+                    let labels = out.paths.iter().map(|p| label_of[p]).collect();
+                    let shape = if maps { out.map_shape } else { [out.dim, 1, 1] };
+                    Ok((out.features, shape, labels))
+                };
             let ad = device.clone().autodiff();
-            // Without augmentation the training features are fixed too.
+            let stages = if maps {
+                let trainable = Model::from_spec(&req.spec, &weights, &ad)
+                    .with_context(|| format!("cannot load {}", req.weights.display()))?;
+                trainable.network.stages.into_iter().skip(cut + 1).collect()
+            } else {
+                Vec::new()
+            };
+            let mut net = freeze::Trainable {
+                stages,
+                head: freeze::new_head(model.config.feature_dim(), k, req.seed, &ad),
+            };
+            let (xv_cut, shape_v, _) = if maps {
+                frozen_output(&at_cut, &val)?
+            } else {
+                (xv.clone(), [xv.len() / yv.len().max(1), 1, 1], yv.clone())
+            };
+            // Without augmentation the training inputs are fixed too.
             let fixed = if *augment {
                 None
             } else {
-                Some(features(&model, &train, &run, device)?)
+                Some(frozen_output(&at_cut, &train)?)
             };
-            let dim = model.config.feature_dim();
-            let mut head = freeze::new_head(dim, k, req.seed, &ad);
             let mut trainer = None;
             let mut history = Vec::new();
             let (mut acc, mut n_train) = (0.0, 0);
             for epoch in 0..training.epochs {
                 let t0 = Instant::now();
-                let (xt, yt) = match &fixed {
-                    Some((x, _, y)) => (x.clone(), y.clone()),
+                let (xt, shape, yt) = match &fixed {
+                    Some(f) => f.clone(),
                     None => {
                         let aug = RunOptions {
                             augment: Some(
                                 req.seed ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
                             ),
-                            ..run.clone()
+                            ..at_cut.clone()
                         };
-                        let (x, _, y) = features(&model, &train, &aug, device)?;
-                        (x, y)
+                        frozen_output(&aug, &train)?
                     }
                 };
                 let tr =
                     trainer.get_or_insert_with(|| freeze::EpochTrainer::new(training, yt.len()));
-                let (h, loss, a) = tr.epoch(head, &xt, &yt, k, epoch, &ad);
-                head = h;
+                let (next, loss, a) = tr.epoch(net, &xt, shape, &yt, k, epoch, &ad);
+                net = next;
                 acc = a;
                 n_train = yt.len();
-                let (w, b) = freeze::head_weights(&head);
-                let lin = probe::LinearHead {
-                    weight: w,
-                    bias: b,
-                    dim,
-                    classes: k,
-                };
-                let probs = metrics::softmax_rows(&lin.logits(&xv), k);
+                let probs = metrics::softmax_rows(&net.predict(&xv_cut, shape_v, &ad), k);
                 let r = metrics::report(&val.classes, &probs, &yv);
+                final_val = Some(r.clone());
                 if req.log_epochs {
                     eprintln!(
                         "epoch {}/{}: train loss {loss:.4} acc {:.1}%, val loss {:.4} acc {:.1}% ({:.1}s)",
@@ -225,16 +269,21 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
                 }
                 history.push(json!({
                     "epoch": epoch + 1, "train_loss": loss, "train_accuracy": a,
-                    "val_loss": r.loss, "val_accuracy": r.accuracy,
+                    "val_loss": final_val.as_ref().map(|r| r.loss), "val_accuracy": final_val.as_ref().map(|r| r.accuracy),
                     "lr_end": tr.current_lr(),
                     "seconds": t0.elapsed().as_secs_f64(),
                 }));
             }
-            let (w, b) = freeze::head_weights(&head);
+            let (w, b) = freeze::head_weights(&net.head);
+            for stage in &net.stages {
+                stage.export(&mut trained);
+            }
             let hyper = json!({
                 "training": training,
-                "augment": if *augment { "random resized crop + horizontal flip" } else { "none (features cached)" },
-                "frozen": "whole backbone (BatchNorm in inference mode)",
+                "augment": if *augment { "random resized crop + horizontal flip" } else { "none (frozen outputs cached)" },
+                "frozen_through": model.stage_names[cut],
+                "trainable_stages": model.stage_names[cut + 1..],
+                "val_from": "final epoch",
             });
             (w, b, acc, n_train, hyper, json!(history))
         }
@@ -245,8 +294,11 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
         dim: xv.len() / yv.len().max(1),
         classes: k,
     };
-    let probs = metrics::softmax_rows(&head.logits(&xv), k);
-    let val_report = metrics::report(&val.classes, &probs, &yv);
+    // A trained network's own last validation; a probe's head on the cached features.
+    let val_report = final_val.unwrap_or_else(|| {
+        let probs = metrics::softmax_rows(&head.logits(&xv), k);
+        metrics::report(&val.classes, &probs, &yv)
+    });
     let metrics = json!({
         "train_accuracy": train_acc,
         "val": val_report,
@@ -275,7 +327,9 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
         metrics: metrics.clone(),
         created_unix: bundle::now_unix(),
     };
-    let tensors = bundle::replace_classifier(&weights, &req.spec, head.weight, head.bias);
+    let mut updated = weights.clone();
+    updated.tensors.extend(trained);
+    let tensors = bundle::replace_classifier(&updated, &req.spec, head.weight, head.bias);
     bundle::write(
         &req.out,
         &manifest,

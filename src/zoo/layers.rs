@@ -139,7 +139,11 @@ pub type TensorMap = std::collections::BTreeMap<String, crate::weights::WeightTe
 
 fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D>) {
     let shape = t.dims().to_vec();
-    let data = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
     out.insert(
         name,
         crate::weights::WeightTensor {
