@@ -126,6 +126,13 @@ enum Command {
         /// trained with the new head. Default: the whole backbone is frozen.
         #[arg(long)]
         freeze_until: Option<String>,
+        /// Freeze: weight the loss by inverse class frequency (imbalanced data).
+        #[arg(long)]
+        balanced: bool,
+        /// Freeze: stop after this many epochs without a lower validation loss, keeping the
+        /// best epoch (0: run every epoch and keep the last).
+        #[arg(long, default_value_t = 0)]
+        patience: usize,
         /// Freeze: images per gradient step.
         #[arg(long, default_value_t = 16)]
         train_batch: usize,
@@ -268,6 +275,8 @@ fn run(cli: Cli) -> Result<()> {
             label_smoothing,
             no_augment,
             freeze_until,
+            balanced,
+            patience,
             train_batch,
             seed,
             out,
@@ -312,6 +321,8 @@ fn run(cli: Cli) -> Result<()> {
                         label_smoothing,
                         batch_size: train_batch.max(1),
                         seed,
+                        balanced,
+                        patience,
                     },
                     augment: !no_augment,
                     until: freeze_until,

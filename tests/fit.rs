@@ -292,6 +292,73 @@ fn freeze_until_a_stage_trains_the_rest_and_exports_it() {
     assert!(stderr(&o).contains("has no stage `nope`"), "{}", stderr(&o));
 }
 
+/// Early stopping keeps the epoch with the lowest validation loss, and the bundle holds
+/// exactly that epoch's weights; class balancing is recorded.
+#[test]
+fn early_stopping_keeps_the_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let (model, weights) = fixture_model();
+    let out = dir.path().join("es");
+    // A learning rate this high overshoots, so validation loss rises and training stops.
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &model,
+        "--weights",
+        &weights,
+        "--data",
+        &s(&data),
+        "--val",
+        &s(&data),
+        "--strategy",
+        "freeze",
+        "--epochs",
+        "12",
+        "--lr",
+        "20",
+        "--patience",
+        "2",
+        "--balanced",
+        "--no-augment",
+        "--train-batch",
+        "2",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let epochs = m["epochs"].as_array().unwrap();
+    let losses: Vec<f64> = epochs
+        .iter()
+        .map(|e| e["val_loss"].as_f64().unwrap())
+        .collect();
+    let best = losses.iter().copied().fold(f64::INFINITY, f64::min);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["hyperparameters"]["training"]["balanced"], true);
+    let kept = manifest["metrics"]["val"]["loss"].as_f64().unwrap();
+    assert_eq!(
+        kept, best,
+        "the bundle keeps the lowest-loss epoch of {losses:?}"
+    );
+    if epochs.len() < 12 {
+        assert!(
+            stderr(&o).contains("stopping: no lower validation loss"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            manifest["hyperparameters"]["stopped_early_after_epoch"],
+            epochs.len()
+        );
+    }
+    let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((v["report"]["loss"].as_f64().unwrap() - kept).abs() < 1e-4);
+}
+
 #[test]
 fn bad_training_data() {
     let dir = tempfile::tempdir().unwrap();

@@ -85,6 +85,13 @@ pub struct HeadTraining {
     pub label_smoothing: f64,
     pub batch_size: usize,
     pub seed: u64,
+    /// Weight classes inversely to their frequency (`n / (k · n_c)`), for imbalanced data.
+    #[serde(default)]
+    pub balanced: bool,
+    /// Stop after this many epochs without a lower validation loss and keep the best epoch
+    /// (0: train every epoch, keep the last).
+    #[serde(default)]
+    pub patience: usize,
 }
 
 /// Learning rate at `step` of `total`: linear warm-up then cosine decay to zero.
@@ -188,6 +195,25 @@ impl EpochTrainer {
             order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
         let eps = self.cfg.label_smoothing;
+        // Per-class loss weights: PyTorch's weighted mean, Σ w_y·CE / Σ w_y.
+        let class_weight: Vec<f64> = if self.cfg.balanced {
+            let mut count = vec![0usize; classes];
+            for &c in y {
+                count[c] += 1;
+            }
+            count
+                .iter()
+                .map(|&c| {
+                    if c > 0 {
+                        n as f64 / (classes * c) as f64
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        } else {
+            vec![1.0; classes]
+        };
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         for batch in order.chunks(self.cfg.batch_size.max(1)) {
             let b = batch.len();
@@ -208,9 +234,12 @@ impl EpochTrainer {
                 TensorData::new(xb, [b, shape[0], shape[1], shape[2]]),
                 device,
             );
-            let tt = Tensor::<2>::from_data(TensorData::new(target, [b, classes]), device);
+            let sample_w: Vec<f32> = batch.iter().map(|&i| class_weight[y[i]] as f32).collect();
+            let norm: f64 = sample_w.iter().map(|&w| w as f64).sum::<f64>().max(1e-12);
+            let tt = Tensor::<2>::from_data(TensorData::new(target, [b, classes]), device)
+                * Tensor::<2>::from_data(TensorData::new(sample_w, [b, 1]), device);
             let logits = model.forward(xt);
-            let loss = -(log_softmax(logits.clone(), 1) * tt).sum() / b as f64;
+            let loss = -(log_softmax(logits.clone(), 1) * tt).sum() / norm;
             let preds: Vec<f32> = logits
                 .inner()
                 .into_data()
@@ -290,6 +319,8 @@ mod tests {
             label_smoothing: 0.1,
             batch_size: 8,
             seed: 3,
+            balanced: false,
+            patience: 0,
         };
         let run = || {
             let mut m = Trainable {

@@ -233,6 +233,9 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
             let mut trainer = None;
             let mut history = Vec::new();
             let (mut acc, mut n_train) = (0.0, 0);
+            // Early stopping keeps the epoch with the lowest validation loss.
+            let mut best: Option<(f64, usize, freeze::Trainable, metrics::Report, f64)> = None;
+            let mut stopped_at = None;
             for epoch in 0..training.epochs {
                 let t0 = Instant::now();
                 let (xt, shape, yt) = match &fixed {
@@ -269,10 +272,32 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
                 }
                 history.push(json!({
                     "epoch": epoch + 1, "train_loss": loss, "train_accuracy": a,
-                    "val_loss": final_val.as_ref().map(|r| r.loss), "val_accuracy": final_val.as_ref().map(|r| r.accuracy),
+                    "val_loss": r.loss, "val_accuracy": r.accuracy,
                     "lr_end": tr.current_lr(),
                     "seconds": t0.elapsed().as_secs_f64(),
                 }));
+                if training.patience > 0 {
+                    if best.as_ref().is_none_or(|b| r.loss < b.0) {
+                        best = Some((r.loss, epoch, net.clone(), r, a));
+                    } else if epoch - best.as_ref().map_or(0, |b| b.1) >= training.patience {
+                        stopped_at = Some(epoch + 1);
+                        if req.log_epochs {
+                            eprintln!(
+                                "stopping: no lower validation loss for {} epochs",
+                                training.patience
+                            );
+                        }
+                        break;
+                    }
+                }
+            }
+            if let Some((_, epoch, kept, report, train_acc)) = best {
+                net = kept;
+                final_val = Some(report);
+                acc = train_acc;
+                if req.log_epochs {
+                    eprintln!("keeping epoch {} (lowest validation loss)", epoch + 1);
+                }
             }
             let (w, b) = freeze::head_weights(&net.head);
             for stage in &net.stages {
@@ -283,7 +308,7 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
                 "augment": if *augment { "random resized crop + horizontal flip" } else { "none (frozen outputs cached)" },
                 "frozen_through": model.stage_names[cut],
                 "trainable_stages": model.stage_names[cut + 1..],
-                "val_from": "final epoch",
+                "stopped_early_after_epoch": stopped_at,
             });
             (w, b, acc, n_train, hyper, json!(history))
         }
