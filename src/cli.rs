@@ -126,6 +126,12 @@ enum Command {
         /// trained with the new head. Default: the whole backbone is frozen.
         #[arg(long)]
         freeze_until: Option<String>,
+        /// Finetune: epochs training only the new head before everything is unfrozen.
+        #[arg(long, default_value_t = 1)]
+        head_epochs: usize,
+        /// Finetune: learning-rate factor once every layer trains.
+        #[arg(long, default_value_t = 0.5)]
+        unfrozen_lr_scale: f64,
         /// Freeze: weight the loss by inverse class frequency (imbalanced data).
         #[arg(long)]
         balanced: bool,
@@ -197,9 +203,12 @@ struct PretrainedArgs {
 enum StrategyArg {
     /// Embed every image once, then fit a multinomial logistic regression on the features.
     Probe,
-    /// Freeze the whole backbone (inference mode) and train a new softmax head with
-    /// gradient descent, on augmented crops unless --no-augment.
+    /// Freeze the backbone (inference mode) through --freeze-until (default: all of it) and
+    /// train the rest and a new softmax head, on augmented crops unless --no-augment.
     Freeze,
+    /// Train everything: --head-epochs with the backbone frozen, then --epochs with every
+    /// layer trainable at --unfrozen-lr-scale × --lr.
+    Finetune,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +284,8 @@ fn run(cli: Cli) -> Result<()> {
             label_smoothing,
             no_augment,
             freeze_until,
+            head_epochs,
+            unfrozen_lr_scale,
             balanced,
             patience,
             train_batch,
@@ -301,31 +312,38 @@ fn run(cli: Cli) -> Result<()> {
             if strategy != StrategyArg::Freeze && freeze_until.is_some() {
                 bail!("--freeze-until applies to --strategy freeze");
             }
-            if strategy == StrategyArg::Freeze && epochs == 0 {
+            if strategy != StrategyArg::Probe && epochs == 0 {
                 bail!("--epochs must be at least 1");
             }
+            let training = freeze::HeadTraining {
+                epochs,
+                lr,
+                optimizer: match optimizer {
+                    OptimizerArg::Sgd => freeze::Optimizer::Sgd { momentum },
+                    OptimizerArg::Adamw => freeze::Optimizer::AdamW { weight_decay },
+                },
+                warmup_epochs: warmup,
+                label_smoothing,
+                batch_size: train_batch.max(1),
+                seed,
+                balanced,
+                patience,
+            };
             let strategy = match strategy {
                 StrategyArg::Probe => Strategy::Probe {
                     c,
                     folds: folds.max(2),
                 },
                 StrategyArg::Freeze => Strategy::Freeze {
-                    training: freeze::HeadTraining {
-                        epochs,
-                        lr,
-                        optimizer: match optimizer {
-                            OptimizerArg::Sgd => freeze::Optimizer::Sgd { momentum },
-                            OptimizerArg::Adamw => freeze::Optimizer::AdamW { weight_decay },
-                        },
-                        warmup_epochs: warmup,
-                        label_smoothing,
-                        batch_size: train_batch.max(1),
-                        seed,
-                        balanced,
-                        patience,
-                    },
+                    training,
                     augment: !no_augment,
                     until: freeze_until,
+                },
+                StrategyArg::Finetune => Strategy::Finetune {
+                    training,
+                    augment: !no_augment,
+                    head_epochs,
+                    unfrozen_lr_scale,
                 },
             };
             let summary = strategy::fit(

@@ -27,6 +27,9 @@ pub struct RunOptions {
     /// Keep the stage's whole feature map (flattened C·H·W per image) instead of pooling it:
     /// the input of the trainable part when the backbone is frozen up to that stage.
     pub keep_maps: bool,
+    /// Return the preprocessed (and maybe augmented) pixels themselves, without running the
+    /// network: the input when nothing is frozen.
+    pub pixels_only: bool,
 }
 
 impl Default for RunOptions {
@@ -39,6 +42,7 @@ impl Default for RunOptions {
             progress: false,
             augment: None,
             keep_maps: false,
+            pixels_only: false,
         }
     }
 }
@@ -131,7 +135,12 @@ pub fn run(
                 out.skipped.extend(b.failed);
             }
             let n = b.paths.len();
-            if n > 0 {
+            if n > 0 && opts.pixels_only {
+                out.map_shape = [3, pre.crop, pre.crop];
+                out.dim = px;
+                out.features.extend_from_slice(&b.pixels);
+                out.paths.extend(b.paths);
+            } else if n > 0 {
                 let x = Tensor::<4>::from_data(
                     TensorData::new(b.pixels, [n, 3, pre.crop, pre.crop]),
                     device,

@@ -359,6 +359,93 @@ fn early_stopping_keeps_the_best_epoch() {
     assert!((v["report"]["loss"].as_f64().unwrap() - kept).abs() < 1e-4);
 }
 
+/// Fine-tuning: a head-only epoch, then every layer trains (stem included) and the whole
+/// network is saved; same seed, same bundle.
+#[test]
+fn finetune_trains_every_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let (model, weights) = fixture_model();
+    let mut bundles = Vec::new();
+    for name in ["a", "b"] {
+        let out = dir.path().join(name);
+        let o = retrain(&[
+            "fit",
+            "--model",
+            &model,
+            "--weights",
+            &weights,
+            "--data",
+            &s(&data),
+            "--val",
+            &s(&data),
+            "--strategy",
+            "finetune",
+            "--epochs",
+            "2",
+            "--head-epochs",
+            "1",
+            "--lr",
+            "0.05",
+            "--train-batch",
+            "3",
+            "--seed",
+            "4",
+            "--out",
+            &s(&out),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("epoch 1/3 (head only)"),
+            "{}",
+            stderr(&o)
+        );
+        bundles.push(out);
+    }
+    let before = retrain::weights::Weights::load(Path::new(&weights)).unwrap();
+    let after = retrain::weights::Weights::load(&bundles[0].join("model.safetensors")).unwrap();
+    for k in [
+        "features.0.0.weight",
+        "features.0.1.running_mean",
+        "features.5.conv.3.weight",
+    ] {
+        assert_ne!(
+            after.get(k).unwrap().data,
+            before.get(k).unwrap().data,
+            "{k} was trained"
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundles[0].join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["strategy"], "finetune");
+    assert_eq!(
+        manifest["hyperparameters"]["phases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        std::fs::read(bundles[0].join("model.safetensors")).unwrap(),
+        std::fs::read(bundles[1].join("model.safetensors")).unwrap(),
+        "a CPU run repeats exactly"
+    );
+    let o = retrain(&[
+        "eval",
+        "--bundle",
+        &s(&bundles[0]),
+        "--data",
+        &s(&data),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["report"]["accuracy"],
+        manifest["metrics"]["val"]["accuracy"]
+    );
+}
+
 #[test]
 fn bad_training_data() {
     let dir = tempfile::tempdir().unwrap();

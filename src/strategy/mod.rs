@@ -44,6 +44,15 @@ pub enum Strategy {
         /// Last frozen stage; `None` freezes the whole backbone.
         until: Option<String>,
     },
+    /// Everything trainable: first `head_epochs` with the backbone frozen (the new head
+    /// learns before its gradients reach pretrained layers), then `training.epochs` with
+    /// every layer training at `unfrozen_lr_scale` × the learning rate.
+    Finetune {
+        training: freeze::HeadTraining,
+        augment: bool,
+        head_epochs: usize,
+        unfrozen_lr_scale: f64,
+    },
 }
 
 impl Strategy {
@@ -51,6 +60,7 @@ impl Strategy {
         match self {
             Strategy::Probe { .. } => "probe",
             Strategy::Freeze { .. } => "freeze",
+            Strategy::Finetune { .. } => "finetune",
         }
     }
 }
@@ -175,128 +185,189 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
             (head.weight, head.bias, acc, yt.len(), hyper, json!([]))
         }
         Strategy::Freeze {
-            training,
-            augment,
-            until,
+            training, augment, ..
+        }
+        | Strategy::Finetune {
+            training, augment, ..
         } => {
             let last = model.stage_names.len() - 1;
-            let cut = match until {
-                None => last,
-                Some(name) => model.stage_index(name).with_context(|| {
+            let stage_index = |name: &str| {
+                model.stage_index(name).with_context(|| {
                     format!(
                         "{} has no stage `{name}`; choose one of: {}",
                         model.name,
                         model.stage_names.join(", ")
                     )
-                })?,
+                })
             };
-            // Frozen through `cut`: the trainable part sees pooled features when the whole
-            // backbone is frozen, else the feature map at the cut.
-            let maps = cut < last;
-            let at_cut = RunOptions {
-                stage: Some(cut),
-                keep_maps: maps,
-                ..run.clone()
+            // Phases of (last frozen stage or None for nothing frozen, epochs, lr scale).
+            let phases: Vec<(Option<usize>, usize, f64)> = match &req.strategy {
+                Strategy::Freeze { until, .. } => {
+                    let cut = until
+                        .as_deref()
+                        .map(stage_index)
+                        .transpose()?
+                        .unwrap_or(last);
+                    vec![(Some(cut), training.epochs, 1.0)]
+                }
+                Strategy::Finetune {
+                    head_epochs,
+                    unfrozen_lr_scale,
+                    ..
+                } => vec![
+                    (Some(last), *head_epochs, 1.0),
+                    (None, training.epochs, *unfrozen_lr_scale),
+                ],
+                Strategy::Probe { .. } => unreachable!("handled above"),
             };
-            let frozen_output =
-                |opts: &RunOptions, set: &Labelled| -> Result<(Vec<f32>, [usize; 3], Vec<usize>)> {
-                    let out = inference::run(&model, &set.paths, opts, device)?;
-                    let label_of: HashMap<&PathBuf, usize> =
-                        set.paths.iter().zip(set.labels.iter().copied()).collect();
-                    let labels = out.paths.iter().map(|p| label_of[p]).collect();
-                    let shape = if maps { out.map_shape } else { [out.dim, 1, 1] };
-                    Ok((out.features, shape, labels))
-                };
+            let total_epochs: usize = phases.iter().map(|p| p.1).sum();
             let ad = device.clone().autodiff();
-            let stages = if maps {
-                let trainable = Model::from_spec(&req.spec, &weights, &ad)
-                    .with_context(|| format!("cannot load {}", req.weights.display()))?;
-                trainable.network.stages.into_iter().skip(cut + 1).collect()
-            } else {
-                Vec::new()
-            };
-            let mut net = freeze::Trainable {
-                stages,
-                head: freeze::new_head(model.config.feature_dim(), k, req.seed, &ad),
-            };
-            let (xv_cut, shape_v, _) = if maps {
-                frozen_output(&at_cut, &val)?
-            } else {
-                (xv.clone(), [xv.len() / yv.len().max(1), 1, 1], yv.clone())
-            };
-            // Without augmentation the training inputs are fixed too.
-            let fixed = if *augment {
-                None
-            } else {
-                Some(frozen_output(&at_cut, &train)?)
-            };
-            let mut trainer = None;
+            let mut head = Some(freeze::new_head(
+                model.config.feature_dim(),
+                k,
+                req.seed,
+                &ad,
+            ));
+            let mut net: Option<freeze::Trainable> = None;
             let mut history = Vec::new();
             let (mut acc, mut n_train) = (0.0, 0);
             // Early stopping keeps the epoch with the lowest validation loss.
             let mut best: Option<(f64, usize, freeze::Trainable, metrics::Report, f64)> = None;
             let mut stopped_at = None;
-            for epoch in 0..training.epochs {
-                let t0 = Instant::now();
-                let (xt, shape, yt) = match &fixed {
-                    Some(f) => f.clone(),
-                    None => {
-                        let aug = RunOptions {
-                            augment: Some(
-                                req.seed ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
-                            ),
-                            ..at_cut.clone()
-                        };
-                        frozen_output(&aug, &train)?
-                    }
+            let mut epoch = 0;
+            'phases: for &(cut, epochs, lr_scale) in &phases {
+                if epochs == 0 {
+                    continue;
+                }
+                // What the trainable part is fed: pooled features (all frozen), the feature
+                // map at the cut, or the preprocessed pixels (nothing frozen).
+                let (maps, pixels) = (cut.is_some_and(|c| c < last), cut.is_none());
+                let at_cut = RunOptions {
+                    stage: cut,
+                    keep_maps: maps,
+                    pixels_only: pixels,
+                    ..run.clone()
                 };
-                let tr =
-                    trainer.get_or_insert_with(|| freeze::EpochTrainer::new(training, yt.len()));
-                let (next, loss, a) = tr.epoch(net, &xt, shape, &yt, k, epoch, &ad);
-                net = next;
-                acc = a;
-                n_train = yt.len();
-                let probs = metrics::softmax_rows(&net.predict(&xv_cut, shape_v, &ad), k);
-                let r = metrics::report(&val.classes, &probs, &yv);
-                final_val = Some(r.clone());
-                if req.log_epochs {
-                    eprintln!(
-                        "epoch {}/{}: train loss {loss:.4} acc {:.1}%, val loss {:.4} acc {:.1}% ({:.1}s)",
-                        epoch + 1,
-                        training.epochs,
-                        a * 100.0,
-                        r.loss,
-                        r.accuracy * 100.0,
-                        t0.elapsed().as_secs_f64()
-                    );
-                }
-                history.push(json!({
-                    "epoch": epoch + 1, "train_loss": loss, "train_accuracy": a,
-                    "val_loss": r.loss, "val_accuracy": r.accuracy,
-                    "lr_end": tr.current_lr(),
-                    "seconds": t0.elapsed().as_secs_f64(),
-                }));
-                if training.patience > 0 {
-                    if best.as_ref().is_none_or(|b| r.loss < b.0) {
-                        best = Some((r.loss, epoch, net.clone(), r, a));
-                    } else if epoch - best.as_ref().map_or(0, |b| b.1) >= training.patience {
-                        stopped_at = Some(epoch + 1);
-                        if req.log_epochs {
-                            eprintln!(
-                                "stopping: no lower validation loss for {} epochs",
-                                training.patience
-                            );
+                let frozen_output = |opts: &RunOptions,
+                                     set: &Labelled|
+                 -> Result<(Vec<f32>, [usize; 3], Vec<usize>)> {
+                    let out = inference::run(&model, &set.paths, opts, device)?;
+                    let label_of: HashMap<&PathBuf, usize> =
+                        set.paths.iter().zip(set.labels.iter().copied()).collect();
+                    let labels = out.paths.iter().map(|p| label_of[p]).collect();
+                    let shape = if maps || pixels {
+                        out.map_shape
+                    } else {
+                        [out.dim, 1, 1]
+                    };
+                    Ok((out.features, shape, labels))
+                };
+                let skip = cut.map_or(0, |c| c + 1);
+                let stages = if skip <= last {
+                    let trainable = Model::from_spec(&req.spec, &weights, &ad)
+                        .with_context(|| format!("cannot load {}", req.weights.display()))?;
+                    trainable.network.stages.into_iter().skip(skip).collect()
+                } else {
+                    Vec::new()
+                };
+                let mut current = freeze::Trainable {
+                    stages,
+                    head: match net.take() {
+                        Some(n) => n.head,
+                        None => head.take().expect("a head to start from"),
+                    },
+                };
+                let (xv_cut, shape_v) = if maps || pixels {
+                    let (x, s, _) = frozen_output(&at_cut, &val)?;
+                    (x, s)
+                } else {
+                    (xv.clone(), [xv.len() / yv.len().max(1), 1, 1])
+                };
+                // Without augmentation the training inputs are fixed too.
+                let fixed = if *augment {
+                    None
+                } else {
+                    Some(frozen_output(&at_cut, &train)?)
+                };
+                let phase_cfg = freeze::HeadTraining {
+                    epochs,
+                    lr: training.lr * lr_scale,
+                    ..training.clone()
+                };
+                let mut trainer = None;
+                for _ in 0..epochs {
+                    let t0 = Instant::now();
+                    let (xt, shape, yt) = match &fixed {
+                        Some(f) => f.clone(),
+                        None => {
+                            let aug = RunOptions {
+                                augment: Some(
+                                    req.seed
+                                        ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+                                ),
+                                ..at_cut.clone()
+                            };
+                            frozen_output(&aug, &train)?
                         }
-                        break;
+                    };
+                    let tr = trainer
+                        .get_or_insert_with(|| freeze::EpochTrainer::new(&phase_cfg, yt.len()));
+                    let (next, loss, a) = tr.epoch(current, &xt, shape, &yt, k, epoch, &ad);
+                    current = next;
+                    acc = a;
+                    n_train = yt.len();
+                    let probs = metrics::softmax_rows(&current.predict(&xv_cut, shape_v, &ad), k);
+                    let r = metrics::report(&val.classes, &probs, &yv);
+                    final_val = Some(r.clone());
+                    if req.log_epochs {
+                        eprintln!(
+                            "epoch {}/{total_epochs}{}: train loss {loss:.4} acc {:.1}%, val loss {:.4} acc {:.1}% ({:.1}s)",
+                            epoch + 1,
+                            if cut == Some(last) && phases.len() > 1 {
+                                " (head only)"
+                            } else {
+                                ""
+                            },
+                            a * 100.0,
+                            r.loss,
+                            r.accuracy * 100.0,
+                            t0.elapsed().as_secs_f64()
+                        );
+                    }
+                    history.push(json!({
+                        "epoch": epoch + 1, "train_loss": loss, "train_accuracy": a,
+                        "val_loss": r.loss, "val_accuracy": r.accuracy,
+                        "frozen_through": cut.map(|c| model.stage_names[c].clone()),
+                        "lr_end": tr.current_lr(),
+                        "seconds": t0.elapsed().as_secs_f64(),
+                    }));
+                    let since_best = best.as_ref().map_or(0, |b| epoch - b.1);
+                    epoch += 1;
+                    if training.patience > 0 {
+                        if best.as_ref().is_none_or(|b| r.loss < b.0) {
+                            best = Some((r.loss, epoch - 1, current.clone(), r, a));
+                        } else if since_best >= training.patience {
+                            stopped_at = Some(epoch);
+                            if req.log_epochs {
+                                eprintln!(
+                                    "stopping: no lower validation loss for {} epochs",
+                                    training.patience
+                                );
+                            }
+                            net = Some(current);
+                            break 'phases;
+                        }
                     }
                 }
+                net = Some(current);
             }
-            if let Some((_, epoch, kept, report, train_acc)) = best {
+            let mut net = net.expect("at least one epoch ran");
+            if let Some((_, e, kept, report, train_acc)) = best {
                 net = kept;
                 final_val = Some(report);
                 acc = train_acc;
                 if req.log_epochs {
-                    eprintln!("keeping epoch {} (lowest validation loss)", epoch + 1);
+                    eprintln!("keeping epoch {} (lowest validation loss)", e + 1);
                 }
             }
             let (w, b) = freeze::head_weights(&net.head);
@@ -306,8 +377,11 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
             let hyper = json!({
                 "training": training,
                 "augment": if *augment { "random resized crop + horizontal flip" } else { "none (frozen outputs cached)" },
-                "frozen_through": model.stage_names[cut],
-                "trainable_stages": model.stage_names[cut + 1..],
+                "phases": phases.iter().map(|&(cut, epochs, lr_scale)| json!({
+                    "frozen_through": cut.map(|c| model.stage_names[c].clone()),
+                    "epochs": epochs,
+                    "lr": training.lr * lr_scale,
+                })).collect::<Vec<_>>(),
                 "stopped_early_after_epoch": stopped_at,
             });
             (w, b, acc, n_train, hyper, json!(history))
