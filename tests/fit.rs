@@ -266,7 +266,10 @@ fn freeze_until_a_stage_trains_the_rest_and_exports_it() {
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["hyperparameters"]["frozen_through"], "stage2");
+    assert_eq!(
+        manifest["hyperparameters"]["phases"][0]["frozen_through"],
+        "stage2"
+    );
     let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
