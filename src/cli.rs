@@ -502,16 +502,9 @@ fn load_model(args: &ModelArgs, device: &Device) -> Result<(Model, Option<Vec<St
     Ok((model.for_inference(), None))
 }
 
-fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
-}
-
 /// The `k` best classes of one logit row: (index, probability), best first.
 pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let p = softmax(logits);
+    let p = metrics::softmax_rows(logits, logits.len());
     let mut idx: Vec<usize> = (0..p.len()).collect();
     idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
     idx.into_iter().take(k).map(|i| (i, p[i])).collect()
@@ -691,10 +684,7 @@ fn eval(
         progress: !json && std::io::stderr().is_terminal(),
         ..Default::default()
     };
-    let out = inference::run(&model, &set.paths, &opts, device)?;
-    let label_of: std::collections::HashMap<&PathBuf, usize> =
-        set.paths.iter().zip(set.labels.iter().copied()).collect();
-    let labels: Vec<usize> = out.paths.iter().map(|p| label_of[p]).collect();
+    let (out, labels) = inference::run_labelled(&model, &set, &opts, device)?;
     let probs = metrics::softmax_rows(&out.logits.unwrap_or_default(), classes.len());
     let report = metrics::report(&classes, &probs, &labels);
     // Worst predicted: lowest probability given to the true class.

@@ -176,6 +176,21 @@ pub fn run(
     Ok(out)
 }
 
+/// Runs `model` over a labelled set; the output and the labels of the images that could be
+/// read, in the same order (unreadable ones are skipped, as in [`run`]).
+pub fn run_labelled(
+    model: &Model,
+    set: &crate::dataset::Labelled,
+    opts: &RunOptions,
+    device: &Device,
+) -> Result<(RunOutput, Vec<usize>)> {
+    let out = run(model, &set.paths, opts, device)?;
+    let label_of: std::collections::HashMap<&PathBuf, usize> =
+        set.paths.iter().zip(set.labels.iter().copied()).collect();
+    let labels = out.paths.iter().map(|p| label_of[p]).collect();
+    Ok((out, labels))
+}
+
 fn to_vec(t: Tensor<2>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()

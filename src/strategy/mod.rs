@@ -8,7 +8,6 @@
 pub mod freeze;
 pub mod probe;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -121,10 +120,7 @@ fn features(
     opts: &RunOptions,
     device: &Device,
 ) -> Result<(Vec<f32>, usize, Vec<usize>)> {
-    let out = inference::run(model, &set.paths, opts, device)?;
-    let label_of: HashMap<&PathBuf, usize> =
-        set.paths.iter().zip(set.labels.iter().copied()).collect();
-    let labels = out.paths.iter().map(|p| label_of[p]).collect();
+    let (out, labels) = inference::run_labelled(model, set, opts, device)?;
     Ok((out.features, out.dim, labels))
 }
 
@@ -251,10 +247,7 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
                 let frozen_output = |opts: &RunOptions,
                                      set: &Labelled|
                  -> Result<(Vec<f32>, [usize; 3], Vec<usize>)> {
-                    let out = inference::run(&model, &set.paths, opts, device)?;
-                    let label_of: HashMap<&PathBuf, usize> =
-                        set.paths.iter().zip(set.labels.iter().copied()).collect();
-                    let labels = out.paths.iter().map(|p| label_of[p]).collect();
+                    let (out, labels) = inference::run_labelled(&model, set, opts, device)?;
                     let shape = if maps || pixels {
                         out.map_shape
                     } else {
