@@ -137,20 +137,44 @@ pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Resul
     // torchvision's CenterCrop rounds the offsets with Python's round(): half to even.
     let left = ((rw - c) as f64 / 2.0).round_ties_even() as usize;
     let top = ((rh - c) as f64 / 2.0).round_ties_even() as usize;
-    let buf = dst.buffer();
-    let c = c as usize;
+    normalise_into(
+        dst.buffer(),
+        rw as usize,
+        left,
+        top,
+        c as usize,
+        false,
+        p,
+        out,
+    );
+    Ok(())
+}
+
+/// Writes the `c`×`c` window at (`left`, `top`) of an RGB8 buffer `width` pixels wide,
+/// mirrored if `flip`, as a CHW tensor `(x / 255 − mean) / std`.
+#[allow(clippy::too_many_arguments)]
+fn normalise_into(
+    buf: &[u8],
+    width: usize,
+    left: usize,
+    top: usize,
+    c: usize,
+    flip: bool,
+    p: &Preprocess,
+    out: &mut [f32],
+) {
     let plane = c * c;
     let scale: [f32; 3] = std::array::from_fn(|k| (1.0 / (255.0 * p.std[k])) as f32);
     let shift: [f32; 3] = std::array::from_fn(|k| (p.mean[k] / p.std[k]) as f32);
     for y in 0..c {
-        let row = &buf[((top + y) * rw as usize + left) * 3..][..c * 3];
+        let row = &buf[((top + y) * width + left) * 3..][..c * 3];
         for x in 0..c {
+            let sx = if flip { c - 1 - x } else { x };
             for k in 0..3 {
-                out[k * plane + y * c + x] = row[x * 3 + k] as f32 * scale[k] - shift[k];
+                out[k * plane + y * c + x] = row[sx * 3 + k] as f32 * scale[k] - shift[k];
             }
         }
     }
-    Ok(())
 }
 
 /// Training-time augmentation: torchvision's `RandomResizedCrop(crop)` (area 8–100%, aspect
@@ -194,19 +218,7 @@ pub fn augment_into(img: &RgbImage, p: &Preprocess, seed: u64, out: &mut [f32]) 
             .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
             .crop(left as f64, top as f64, cw as f64, ch as f64),
     )?;
-    let c = c as usize;
-    let plane = c * c;
-    let buf = dst.buffer();
-    let scale: [f32; 3] = std::array::from_fn(|k| (1.0 / (255.0 * p.std[k])) as f32);
-    let shift: [f32; 3] = std::array::from_fn(|k| (p.mean[k] / p.std[k]) as f32);
-    for y in 0..c {
-        for x in 0..c {
-            let sx = if flip { c - 1 - x } else { x };
-            for k in 0..3 {
-                out[k * plane + y * c + x] = buf[(y * c + sx) * 3 + k] as f32 * scale[k] - shift[k];
-            }
-        }
-    }
+    normalise_into(dst.buffer(), c as usize, 0, 0, c as usize, flip, p, out);
     Ok(())
 }
 
