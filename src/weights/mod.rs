@@ -45,16 +45,7 @@ impl DType {
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
     }
-}
 
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = serde_json::to_value(self).unwrap();
-        write!(f, "{}", s.as_str().unwrap_or("?"))
-    }
-}
-
-impl DType {
     /// Converts one little-endian element to f32 (integers exactly where they fit).
     pub(crate) fn to_f32(self, b: &[u8]) -> f32 {
         match self {
@@ -69,6 +60,13 @@ impl DType {
             DType::U8 => b[0] as f32,
             DType::Bool => (b[0] != 0) as u8 as f32,
         }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).unwrap();
+        write!(f, "{}", s.as_str().unwrap_or("?"))
     }
 }
 
