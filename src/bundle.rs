@@ -126,6 +126,7 @@ pub fn write(
     manifest: &Manifest,
     tensors: &BTreeMap<String, WeightTensor>,
     metrics: &serde_json::Value,
+    extra: &[(&str, Vec<u8>)],
 ) -> Result<()> {
     if dir.exists() {
         bail!(
@@ -163,6 +164,9 @@ pub fn write(
     write_atomic(&tmp.path().join(MANIFEST), |w| Ok(w.write_all(&m)?))?;
     let h = serde_json::to_vec_pretty(metrics)?;
     write_atomic(&tmp.path().join(METRICS), |w| Ok(w.write_all(&h)?))?;
+    for (name, bytes) in extra {
+        write_atomic(&tmp.path().join(name), |w| Ok(w.write_all(bytes)?))?;
+    }
     let done = tmp.keep();
     std::fs::rename(&done, dir).with_context(|| {
         let _ = std::fs::remove_dir_all(&done);

@@ -113,9 +113,21 @@ enum Command {
         /// Freeze: AdamW's decoupled weight decay.
         #[arg(long, default_value_t = 0.01)]
         weight_decay: f64,
-        /// Freeze: linear warm-up of the learning rate, in epochs.
+        /// Freeze: linear warm-up of the learning rate, in epochs (cosine schedule).
         #[arg(long, default_value_t = 0.0)]
         warmup: f64,
+        /// Freeze: learning-rate schedule of each phase.
+        #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+        schedule: ScheduleArg,
+        /// Finetune: learning-rate factor of the first stage; later stages rise geometrically
+        /// to the full rate of the last stage and the head [default: 0.1 for finetune, 1 for
+        /// freeze].
+        #[arg(long)]
+        stage_lr_ratio: Option<f64>,
+        /// Freeze: colour jitter of the augmentation (brightness, contrast and saturation
+        /// factors in [1-j, 1+j]; 0 = none).
+        #[arg(long, default_value_t = 0.0)]
+        color_jitter: f64,
         /// Freeze: label smoothing of the cross-entropy (0 = none).
         #[arg(long, default_value_t = 0.0)]
         label_smoothing: f64,
@@ -145,9 +157,13 @@ enum Command {
         /// Seed of every random choice (split, folds): the same seed repeats a run exactly.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Bundle folder to create (must not exist).
+        /// Bundle folder to create (must not exist). While training, the run is saved after
+        /// every epoch to <out>.checkpoint (and on Ctrl-C).
         #[arg(long, short)]
         out: PathBuf,
+        /// Continue the interrupted run saved in <out>.checkpoint (same command otherwise).
+        #[arg(long)]
+        resume: bool,
         /// Images per forward pass.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
@@ -217,6 +233,14 @@ enum OptimizerArg {
     Adamw,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ScheduleArg {
+    /// Linear warm-up (--warmup), then cosine decay to zero.
+    Cosine,
+    /// PyTorch's OneCycleLR: rise from lr/25 over 30% of the steps, then fall to lr/25e4.
+    OneCycle,
+}
+
 #[derive(clap::Args, Debug)]
 struct InputArgs {
     /// Image files or folders (searched recursively for jpg, jpeg, png, webp, bmp, gif).
@@ -242,6 +266,10 @@ pub fn main() -> i32 {
     };
     match run(cli) {
         Ok(()) => 0,
+        Err(e) if e.is::<strategy::train::Interrupted>() => {
+            eprintln!("{e}");
+            130
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             1
@@ -281,6 +309,9 @@ fn run(cli: Cli) -> Result<()> {
             momentum,
             weight_decay,
             warmup,
+            schedule,
+            stage_lr_ratio,
+            color_jitter,
             label_smoothing,
             no_augment,
             freeze_until,
@@ -291,6 +322,7 @@ fn run(cli: Cli) -> Result<()> {
             train_batch,
             seed,
             out,
+            resume,
             batch_size,
             json,
         } => {
@@ -315,6 +347,30 @@ fn run(cli: Cli) -> Result<()> {
             if strategy != StrategyArg::Probe && epochs == 0 {
                 bail!("--epochs must be at least 1");
             }
+            let stage_lr_ratio = stage_lr_ratio.unwrap_or(if strategy == StrategyArg::Finetune {
+                0.1
+            } else {
+                1.0
+            });
+            if !(stage_lr_ratio > 0.0 && stage_lr_ratio <= 1.0) {
+                bail!("--stage-lr-ratio must be in (0, 1], got {stage_lr_ratio}");
+            }
+            if !(0.0..=1.0).contains(&color_jitter) {
+                bail!("--color-jitter must be in [0, 1], got {color_jitter}");
+            }
+            if strategy != StrategyArg::Probe {
+                // First Ctrl-C: finish the batch, save a checkpoint, exit; a second one exits
+                // at once (the last checkpoint, written atomically, stays whole).
+                let _ = ctrlc::set_handler(|| {
+                    if strategy::train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        eprintln!("\nstopped without saving the current epoch");
+                        std::process::exit(130);
+                    }
+                    eprintln!(
+                        "\nstopping after this batch to save a checkpoint (Ctrl-C again to quit at once)"
+                    );
+                });
+            }
             let training = freeze::HeadTraining {
                 epochs,
                 lr,
@@ -328,6 +384,12 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 balanced,
                 patience,
+                schedule: match schedule {
+                    ScheduleArg::Cosine => freeze::Schedule::Cosine,
+                    ScheduleArg::OneCycle => freeze::Schedule::OneCycle,
+                },
+                stage_lr_ratio,
+                color_jitter,
             };
             let strategy = match strategy {
                 StrategyArg::Probe => Strategy::Probe {
@@ -358,6 +420,7 @@ fn run(cli: Cli) -> Result<()> {
                     batch_size,
                     progress: !json && std::io::stderr().is_terminal(),
                     log_epochs: !json,
+                    resume,
                 },
                 &device,
             )?;

@@ -177,11 +177,22 @@ fn normalise_into(
     }
 }
 
+/// The random draws of one augmented crop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Augment {
+    /// Every draw of the crop derives from this seed, so a run repeats exactly.
+    pub seed: u64,
+    /// Strength of the colour jitter (torchvision's `ColorJitter(j, j, j)`: brightness,
+    /// contrast and saturation factors uniform in [1-j, 1+j]); 0 turns it off.
+    pub color_jitter: f32,
+}
+
 /// Training-time augmentation: torchvision's `RandomResizedCrop(crop)` (area 8–100%, aspect
-/// 3/4–4/3, ten tries then a center crop) and a horizontal flip with probability ½, drawn
-/// from `seed` so a run repeats exactly. Writes a normalised CHW tensor like
+/// 3/4–4/3, ten tries then a center crop), a horizontal flip with probability ½ and an
+/// optional colour jitter, all drawn from `a.seed`. Writes a normalised CHW tensor like
 /// [`preprocess_into`].
-pub fn augment_into(img: &RgbImage, p: &Preprocess, seed: u64, out: &mut [f32]) -> Result<()> {
+pub fn augment_into(img: &RgbImage, p: &Preprocess, a: Augment, out: &mut [f32]) -> Result<()> {
+    let seed = a.seed;
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         bail!("image has no pixels");
@@ -218,8 +229,40 @@ pub fn augment_into(img: &RgbImage, p: &Preprocess, seed: u64, out: &mut [f32]) 
             .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
             .crop(left as f64, top as f64, cw as f64, ch as f64),
     )?;
+    if a.color_jitter > 0.0 {
+        let j = a.color_jitter.min(1.0) as f64;
+        let mut factor = || 1.0 - j + 2.0 * j * uniform();
+        let (b, k, s) = (factor(), factor(), factor());
+        color_jitter(dst.buffer_mut(), b as f32, k as f32, s as f32);
+    }
     normalise_into(dst.buffer(), c as usize, 0, 0, c as usize, flip, p, out);
     Ok(())
+}
+
+/// Brightness, contrast and saturation factors applied in that order, as torchvision's
+/// functional `adjust_*` (blend with black, the mean grey, each pixel's grey; clamp to
+/// 0..255), kept in floats between the steps where torchvision rounds to 8 bits; torchvision
+/// also shuffles the order per image, a fixed order keeps this simpler.
+fn color_jitter(rgb: &mut [u8], brightness: f32, contrast: f32, saturation: f32) {
+    let grey = |p: &[f32]| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+    let mut px: Vec<f32> = rgb
+        .iter()
+        .map(|&v| (v as f32 * brightness).min(255.0))
+        .collect();
+    let n = (px.len() / 3).max(1);
+    let mean = px.chunks(3).map(grey).sum::<f32>() / n as f32;
+    for v in px.iter_mut() {
+        *v = (mean + contrast * (*v - mean)).clamp(0.0, 255.0);
+    }
+    for p in px.chunks_mut(3) {
+        let g = grey(p);
+        for v in p.iter_mut() {
+            *v = (g + saturation * (*v - g)).clamp(0.0, 255.0);
+        }
+    }
+    for (d, v) in rgb.iter_mut().zip(px) {
+        *d = v.round() as u8;
+    }
 }
 
 /// Loads and preprocesses one file into a fresh CHW vector.
@@ -228,11 +271,11 @@ pub fn load_tensor(path: &Path, p: &Preprocess) -> Result<Vec<f32>> {
 }
 
 /// Like [`load_tensor`], with training augmentation drawn from `augment` when given.
-pub fn load_tensor_with(path: &Path, p: &Preprocess, augment: Option<u64>) -> Result<Vec<f32>> {
+pub fn load_tensor_with(path: &Path, p: &Preprocess, augment: Option<Augment>) -> Result<Vec<f32>> {
     let img = load_rgb(path)?;
     let mut out = vec![0.0; 3 * p.crop * p.crop];
     match augment {
-        Some(seed) => augment_into(&img, p, seed, &mut out)?,
+        Some(a) => augment_into(&img, p, a, &mut out)?,
         None => preprocess_into(&img, p, &mut out)?,
     }
     Ok(out)
@@ -255,13 +298,29 @@ mod tests {
             image::Rgb([(x * 2) as u8, (y * 2) as u8, 7])
         });
         let p = Preprocess::lite(32);
-        let run = |seed| {
+        let run = |seed, color_jitter| {
             let mut out = vec![0.0; 3 * 32 * 32];
-            augment_into(&img, &p, seed, &mut out).unwrap();
+            let a = Augment { seed, color_jitter };
+            augment_into(&img, &p, a, &mut out).unwrap();
             out
         };
-        assert_eq!(run(1), run(1));
-        assert_ne!(run(1), run(2));
+        assert_eq!(run(1, 0.0), run(1, 0.0));
+        assert_ne!(run(1, 0.0), run(2, 0.0));
+        assert_eq!(run(1, 0.4), run(1, 0.4));
+        assert_ne!(run(1, 0.0), run(1, 0.4), "the jitter changes the colours");
+    }
+
+    #[test]
+    fn color_jitter_matches_torchvision_adjustments() {
+        // Brightness 1.5 then contrast 0.5 then saturation 0: grey of the contrasted pixel.
+        let mut px = [100u8, 50, 0, 20, 40, 60];
+        color_jitter(&mut px, 1.5, 0.5, 0.0);
+        // After brightness: (150,75,0), (30,60,90); mean grey 71.66.
+        // After contrast: (110.83,73.33,35.83), (50.83,65.83,80.83); greys 80.4, 63.4.
+        assert_eq!(px, [80, 80, 80, 63, 63, 63]);
+        let mut same = [10u8, 200, 30];
+        color_jitter(&mut same, 1.0, 1.0, 1.0);
+        assert_eq!(same, [10, 200, 30], "factors of 1 change nothing");
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub struct RunOptions {
     /// Stop at the first unreadable image instead of skipping it.
     pub strict: bool,
     pub progress: bool,
-    /// Training augmentation (random resized crop, flip) seeded per image from this value.
-    pub augment: Option<u64>,
+    /// Training augmentation; each image's draws derive from its seed and the image's place.
+    pub augment: Option<data::Augment>,
     /// Keep the stage's whole feature map (flattened C·H·W per image) instead of pooling it:
     /// the input of the trainable part when the backbone is frozen up to that stage.
     pub keep_maps: bool,
@@ -95,10 +95,14 @@ pub fn run(
                     .enumerate()
                     .map(|(i, p)| {
                         // Each image's draw depends only on the seed and its position.
-                        let seed = augment.map(|s| {
-                            crate::dataset::SplitMix64(s ^ ((b * batch_size + i) as u64)).next_u64()
+                        let draw = augment.map(|a| data::Augment {
+                            seed: crate::dataset::SplitMix64(
+                                a.seed ^ ((b * batch_size + i) as u64),
+                            )
+                            .next_u64(),
+                            ..a
                         });
-                        (p, data::load_tensor_with(p, &pre, seed))
+                        (p, data::load_tensor_with(p, &pre, draw))
                     })
                     .collect();
                 let mut b = Batch {

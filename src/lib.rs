@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod inference;
 pub mod metrics;
 pub mod outputs;
+pub mod plots;
 pub mod strategy;
 pub mod weights;
 pub mod zoo;

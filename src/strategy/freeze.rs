@@ -8,8 +8,12 @@
 //! each epoch recomputes it from freshly augmented crops, decoding in parallel with the
 //! network. The trainable stages train with BatchNorm in training mode.
 
-use burn::module::Param;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::module::{Param, ParamGroup};
 use burn::nn::Linear;
+use burn::optim::lr_scheduler::LrSchedulerConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrSchedulerConfig};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, SgdConfig};
 use burn::prelude::*;
@@ -74,6 +78,18 @@ pub enum Optimizer {
     },
 }
 
+/// How the learning rate moves over the steps of a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Linear warm-up (`warmup_epochs`), then cosine decay to zero.
+    #[default]
+    Cosine,
+    /// PyTorch's `OneCycleLR` defaults: cosine rise from lr/25 to lr over the first 30% of
+    /// the steps, then cosine fall to lr/25e4 (momentum is not cycled).
+    OneCycle,
+}
+
 /// Hyper-parameters of head training.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HeadTraining {
@@ -92,6 +108,19 @@ pub struct HeadTraining {
     /// (0: train every epoch, keep the last).
     #[serde(default)]
     pub patience: usize,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Learning-rate factor of the first trainable stage; later stages rise geometrically to
+    /// the full rate (discriminative fine-tuning). 1: every layer at the same rate.
+    #[serde(default = "one")]
+    pub stage_lr_ratio: f64,
+    /// Colour jitter strength of the augmentation (0: none).
+    #[serde(default)]
+    pub color_jitter: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// Learning rate at `step` of `total`: linear warm-up then cosine decay to zero.
@@ -102,6 +131,38 @@ pub fn cosine_lr(base: f64, step: usize, total: usize, warmup: usize) -> f64 {
     let span = (total - warmup).max(1) as f64;
     let t = (step - warmup) as f64 / span;
     base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Learning rate at `step` of `total` under PyTorch's one-cycle policy (defaults
+/// `pct_start` 0.3, `div_factor` 25, `final_div_factor` 1e4, cosine annealing).
+pub fn one_cycle_lr(base: f64, step: usize, total: usize) -> f64 {
+    let (start, end) = (base / 25.0, base / 25.0 / 1e4);
+    let rise = (0.3 * total as f64 - 1.0).max(1.0);
+    let fall = (total as f64 - 1.0 - rise).max(1.0);
+    let anneal = |from: f64, to: f64, t: f64| {
+        to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * t.clamp(0.0, 1.0)).cos())
+    };
+    let s = step as f64;
+    if s <= rise {
+        anneal(start, base, s / rise)
+    } else {
+        anneal(base, end, (s - rise) / fall)
+    }
+}
+
+/// Where an interrupted epoch stopped: enough to finish it exactly as if it had not been.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    pub batches_done: usize,
+    pub loss_sum: f64,
+    pub correct: usize,
+}
+
+/// The end of [`EpochTrainer::epoch`]: a finished epoch, or one stopped between two
+/// batches because `stop` was raised.
+pub enum EpochEnd {
+    Done { loss: f64, accuracy: f64 },
+    Interrupted(PartialEpoch),
 }
 
 /// A linear head on the autodiff device, initialised as PyTorch's `nn.Linear`
@@ -131,14 +192,17 @@ pub fn new_head(dim: usize, classes: usize, seed: u64, device: &Device) -> Linea
     }
 }
 
-/// Trains `head` for one epoch on features `x` (n × dim) and labels `y`; returns the head,
-/// the mean training loss and accuracy. `step` counts optimizer steps across epochs.
+/// Trains a [`Trainable`] epoch by epoch over one phase: the optimizer state, the step
+/// count the schedule follows, and per-stage learning-rate factors.
 pub struct EpochTrainer {
-    optim: burn::optim::ModuleOptimizer,
+    pub optim: burn::optim::ModuleOptimizer,
     pub step: usize,
     total_steps: usize,
     warmup_steps: usize,
     cfg: HeadTraining,
+    /// Parameter groups whose learning rate is a fraction of the base rate (earlier stages
+    /// of a fine-tune); the rest (the head, later stages) train at the base rate.
+    lr_groups: Vec<(ParamGroup, f64)>,
 }
 
 impl EpochTrainer {
@@ -162,20 +226,42 @@ impl EpochTrainer {
             total_steps: per_epoch * cfg.epochs,
             warmup_steps: (cfg.warmup_epochs * per_epoch as f64).round() as usize,
             cfg: cfg.clone(),
+            lr_groups: Vec::new(),
         }
     }
 
-    /// The learning rate of the last step taken.
-    pub fn current_lr(&self) -> f64 {
-        cosine_lr(
-            self.cfg.lr,
-            self.step.saturating_sub(1),
-            self.total_steps,
-            self.warmup_steps,
-        )
+    /// Trains the parameters of each `(module group, factor)` at `factor` × the rate.
+    pub fn with_lr_factors(mut self, groups: Vec<(ParamGroup, f64)>) -> Self {
+        self.lr_groups = groups;
+        self
     }
 
-    /// One pass over `x` (per sample a `shape` tensor, row-major) in a seeded order.
+    fn lr_at(&self, step: usize) -> f64 {
+        match self.cfg.schedule {
+            Schedule::Cosine => cosine_lr(self.cfg.lr, step, self.total_steps, self.warmup_steps),
+            Schedule::OneCycle => one_cycle_lr(self.cfg.lr, step, self.total_steps),
+        }
+    }
+
+    /// The base learning rate of the last step taken.
+    pub fn current_lr(&self) -> f64 {
+        self.lr_at(self.step.saturating_sub(1))
+    }
+
+    fn module_lr(&self, lr: f64) -> ModuleLearningRate {
+        if self.lr_groups.is_empty() {
+            return lr.into();
+        }
+        let mut cfg = ModuleLrSchedulerConfig::new(LrSchedulerConfig::Constant(lr));
+        for (group, factor) in &self.lr_groups {
+            cfg = cfg.with_group(group.clone(), LrSchedulerConfig::Constant(lr * factor));
+        }
+        cfg.init().expect("constant schedules always build").step()
+    }
+
+    /// One pass over `x` (per sample a `shape` tensor, row-major) in a seeded order,
+    /// starting after `resume`'s batches when given. Returns early, between two batches,
+    /// once `stop` is raised.
     #[allow(clippy::too_many_arguments)]
     pub fn epoch(
         &mut self,
@@ -185,8 +271,10 @@ impl EpochTrainer {
         y: &[usize],
         classes: usize,
         epoch: usize,
+        resume: Option<PartialEpoch>,
+        stop: &AtomicBool,
         device: &Device,
-    ) -> (Trainable, f64, f64) {
+    ) -> (Trainable, EpochEnd) {
         let n = y.len();
         let dim = shape.iter().product::<usize>();
         let mut order: Vec<usize> = (0..n).collect();
@@ -214,8 +302,16 @@ impl EpochTrainer {
         } else {
             vec![1.0; classes]
         };
-        let (mut loss_sum, mut correct) = (0.0, 0usize);
-        for batch in order.chunks(self.cfg.batch_size.max(1)) {
+        let mut at = resume.unwrap_or(PartialEpoch {
+            batches_done: 0,
+            loss_sum: 0.0,
+            correct: 0,
+        });
+        let batches: Vec<&[usize]> = order.chunks(self.cfg.batch_size.max(1)).collect();
+        for batch in &batches[at.batches_done.min(batches.len())..] {
+            if stop.load(Ordering::SeqCst) {
+                return (model, EpochEnd::Interrupted(at));
+            }
             let b = batch.len();
             let xb: Vec<f32> = batch
                 .iter()
@@ -245,20 +341,21 @@ impl EpochTrainer {
                 .into_data()
                 .try_into_vec::<f32>()
                 .unwrap_or_default();
-            for (row, &i) in preds.chunks(classes).zip(batch) {
-                correct += (crate::metrics::argmax(row) == y[i]) as usize;
+            for (row, &i) in preds.chunks(classes).zip(batch.iter()) {
+                at.correct += (crate::metrics::argmax(row) == y[i]) as usize;
             }
-            loss_sum += loss.clone().into_scalar::<f64>() * b as f64;
+            at.loss_sum += loss.clone().into_scalar::<f64>() * b as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = cosine_lr(self.cfg.lr, self.step, self.total_steps, self.warmup_steps);
+            let lr = self.module_lr(self.lr_at(self.step));
             model = self.optim.step(lr, model, grads);
             self.step += 1;
+            at.batches_done += 1;
         }
-        (
-            model,
-            loss_sum / n.max(1) as f64,
-            correct as f64 / n.max(1) as f64,
-        )
+        let end = EpochEnd::Done {
+            loss: at.loss_sum / n.max(1) as f64,
+            accuracy: at.correct as f64 / n.max(1) as f64,
+        };
+        (model, end)
     }
 }
 
@@ -301,6 +398,16 @@ mod tests {
     }
 
     #[test]
+    fn one_cycle_rises_then_falls_like_pytorch() {
+        // torch.optim.lr_scheduler.OneCycleLR(max_lr=1, total_steps=100): 0.04 at step 0,
+        // 1.0 at step 29, 0.5000... near step 64, 4e-6 at step 99.
+        assert!((one_cycle_lr(1.0, 0, 100) - 0.04).abs() < 1e-12);
+        assert!((one_cycle_lr(1.0, 29, 100) - 1.0).abs() < 1e-12);
+        assert!((one_cycle_lr(1.0, 99, 100) - 4e-6).abs() < 1e-12);
+        assert!(one_cycle_lr(1.0, 64, 100) > 0.45 && one_cycle_lr(1.0, 64, 100) < 0.55);
+    }
+
+    #[test]
     fn head_learns_separable_features_and_repeats_exactly() {
         let device = Device::default().autodiff();
         let (n, d) = (40, 3);
@@ -321,6 +428,9 @@ mod tests {
             seed: 3,
             balanced: false,
             patience: 0,
+            schedule: Schedule::Cosine,
+            stage_lr_ratio: 1.0,
+            color_jitter: 0.0,
         };
         let run = || {
             let mut m = Trainable {
@@ -329,10 +439,13 @@ mod tests {
             };
             let mut t = EpochTrainer::new(&cfg, n);
             let mut acc = 0.0;
+            let never = AtomicBool::new(false);
             for e in 0..cfg.epochs {
-                let (next, _, a) = t.epoch(m, &x, [d, 1, 1], &y, 2, e, &device);
+                let (next, end) = t.epoch(m, &x, [d, 1, 1], &y, 2, e, None, &never, &device);
                 m = next;
-                acc = a;
+                if let EpochEnd::Done { accuracy, .. } = end {
+                    acc = accuracy;
+                }
             }
             let logits = m.predict(&x, [d, 1, 1], &device);
             assert_eq!(logits.len(), n * 2);

@@ -2,11 +2,16 @@
 //! applies one and writes a bundle.
 //!
 //! - probe: features once, multinomial logistic regression ([`probe`]).
-//! - freeze: the whole backbone frozen, a new head trained by gradient descent, optionally
-//!   on augmented crops ([`freeze`]).
+//! - freeze: the backbone frozen through a stage, the rest and a new head trained by
+//!   gradient descent, optionally on augmented crops ([`freeze`], [`train`]).
+//! - finetune: the head alone first, then every layer, earlier stages at lower rates.
+//!
+//! Gradient runs save a [`checkpoint`] after every epoch and can be resumed.
 
+pub mod checkpoint;
 pub mod freeze;
 pub mod probe;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,14 +28,15 @@ use crate::weights::Weights;
 use crate::zoo::{Model, ModelSpec};
 
 /// Where the validation images come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub enum Validation {
     Folder(PathBuf),
     Split(f64),
 }
 
 /// The strategy and its own settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Strategy {
     Probe {
         /// Inverse regularisation strength; chosen by cross-validation when `None`.
@@ -79,6 +85,8 @@ pub struct FitRequest {
     pub progress: bool,
     /// One line per epoch on stderr.
     pub log_epochs: bool,
+    /// Continue the interrupted run saved in `<out>.checkpoint`.
+    pub resume: bool,
 }
 
 /// What a fit reports back.
@@ -93,6 +101,50 @@ pub struct FitSummary {
     pub val_accuracy: f64,
     pub hyperparameters: serde_json::Value,
     pub seconds: f64,
+}
+
+/// Top-level keys whose values differ between two JSON objects.
+fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let keys = |v: &serde_json::Value| {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let mut all = keys(a);
+    all.extend(keys(b));
+    all.sort();
+    all.dedup();
+    all.into_iter().filter(|k| a.get(k) != b.get(k)).collect()
+}
+
+/// The bundle's PNG plots: training curves (gradient runs) and the confusion matrix.
+fn plot_files(
+    history: &serde_json::Value,
+    classes: &[String],
+    val: &metrics::Report,
+) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let mut files = vec![(
+        "confusion.png",
+        crate::plots::confusion_matrix(classes, &val.confusion)?,
+    )];
+    let points: Vec<crate::plots::EpochPoint> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some(crate::plots::EpochPoint {
+                epoch: e["epoch"].as_u64()? as usize,
+                train_loss: e["train_loss"].as_f64()?,
+                val_loss: e["val_loss"].as_f64()?,
+                train_accuracy: e["train_accuracy"].as_f64()?,
+                val_accuracy: e["val_accuracy"].as_f64()?,
+            })
+        })
+        .collect();
+    if !points.is_empty() {
+        files.push(("curves.png", crate::plots::training_curves(&points)?));
+    }
+    Ok(files)
 }
 
 /// Loads the training and validation sets.
@@ -133,8 +185,27 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
             req.out.display()
         );
     }
+    let ckpt_path = checkpoint::path_for(&req.out);
+    let mut resume = match (req.resume, ckpt_path.exists()) {
+        (true, _) if matches!(req.strategy, Strategy::Probe { .. }) => {
+            bail!(
+                "--resume applies to --strategy freeze and finetune (a probe keeps no checkpoints)"
+            )
+        }
+        (true, false) => bail!(
+            "--resume: there is no checkpoint {} to continue; run without --resume to start",
+            ckpt_path.display()
+        ),
+        (true, true) => Some(checkpoint::Checkpoint::read(&ckpt_path)?),
+        (false, true) => bail!(
+            "{} holds an interrupted run: add --resume to continue it, or remove it to start again",
+            ckpt_path.display()
+        ),
+        (false, false) => None,
+    };
     let weights = Weights::load(&req.weights)
         .with_context(|| format!("cannot load {}", req.weights.display()))?;
+    let pretrained = WeightsSource::of(&req.weights, &weights)?;
     let model = Model::from_spec(&req.spec, &weights, device)
         .with_context(|| format!("cannot load {}", req.weights.display()))?
         .for_inference();
@@ -196,188 +267,107 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
                     )
                 })
             };
-            // Phases of (last frozen stage or None for nothing frozen, epochs, lr scale).
-            let phases: Vec<(Option<usize>, usize, f64)> = match &req.strategy {
+            let phases: Vec<train::Phase> = match &req.strategy {
                 Strategy::Freeze { until, .. } => {
                     let cut = until
                         .as_deref()
                         .map(stage_index)
                         .transpose()?
                         .unwrap_or(last);
-                    vec![(Some(cut), training.epochs, 1.0)]
+                    vec![train::Phase {
+                        frozen_through: Some(cut),
+                        epochs: training.epochs,
+                        lr_scale: 1.0,
+                    }]
                 }
                 Strategy::Finetune {
                     head_epochs,
                     unfrozen_lr_scale,
                     ..
                 } => vec![
-                    (Some(last), *head_epochs, 1.0),
-                    (None, training.epochs, *unfrozen_lr_scale),
+                    train::Phase {
+                        frozen_through: Some(last),
+                        epochs: *head_epochs,
+                        lr_scale: 1.0,
+                    },
+                    train::Phase {
+                        frozen_through: None,
+                        epochs: training.epochs,
+                        lr_scale: *unfrozen_lr_scale,
+                    },
                 ],
                 Strategy::Probe { .. } => unreachable!("handled above"),
             };
-            let total_epochs: usize = phases.iter().map(|p| p.1).sum();
-            let ad = device.clone().autodiff();
-            let mut head = Some(freeze::new_head(
-                model.config.feature_dim(),
-                k,
-                req.seed,
-                &ad,
-            ));
-            let mut net: Option<freeze::Trainable> = None;
-            let mut history = Vec::new();
-            let (mut acc, mut n_train) = (0.0, 0);
-            // Early stopping keeps the epoch with the lowest validation loss.
-            let mut best: Option<(f64, usize, freeze::Trainable, metrics::Report, f64)> = None;
-            let mut stopped_at = None;
-            let mut epoch = 0;
-            'phases: for &(cut, epochs, lr_scale) in &phases {
-                if epochs == 0 {
-                    continue;
-                }
-                // What the trainable part is fed: pooled features (all frozen), the feature
-                // map at the cut, or the preprocessed pixels (nothing frozen).
-                let (maps, pixels) = (cut.is_some_and(|c| c < last), cut.is_none());
-                let at_cut = RunOptions {
-                    stage: cut,
-                    keep_maps: maps,
-                    pixels_only: pixels,
-                    ..run.clone()
-                };
-                let frozen_output = |opts: &RunOptions,
-                                     set: &Labelled|
-                 -> Result<(Vec<f32>, [usize; 3], Vec<usize>)> {
-                    let (out, labels) = inference::run_labelled(&model, set, opts, device)?;
-                    let shape = if maps || pixels {
-                        out.map_shape
-                    } else {
-                        [out.dim, 1, 1]
-                    };
-                    Ok((out.features, shape, labels))
-                };
-                let skip = cut.map_or(0, |c| c + 1);
-                let stages = if skip <= last {
-                    let trainable = Model::from_spec(&req.spec, &weights, &ad)
-                        .with_context(|| format!("cannot load {}", req.weights.display()))?;
-                    trainable.network.stages.into_iter().skip(skip).collect()
-                } else {
-                    Vec::new()
-                };
-                let mut current = freeze::Trainable {
-                    stages,
-                    head: match net.take() {
-                        Some(n) => n.head,
-                        None => head.take().expect("a head to start from"),
-                    },
-                };
-                let (xv_cut, shape_v) = if maps || pixels {
-                    let (x, s, _) = frozen_output(&at_cut, &val)?;
-                    (x, s)
-                } else {
-                    (xv.clone(), [xv.len() / yv.len().max(1), 1, 1])
-                };
-                // Without augmentation the training inputs are fixed too.
-                let fixed = if *augment {
-                    None
-                } else {
-                    Some(frozen_output(&at_cut, &train)?)
-                };
-                let phase_cfg = freeze::HeadTraining {
-                    epochs,
-                    lr: training.lr * lr_scale,
-                    ..training.clone()
-                };
-                let mut trainer = None;
-                for _ in 0..epochs {
-                    let t0 = Instant::now();
-                    let (xt, shape, yt) = match &fixed {
-                        Some(f) => f.clone(),
-                        None => {
-                            let aug = RunOptions {
-                                augment: Some(
-                                    req.seed
-                                        ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
-                                ),
-                                ..at_cut.clone()
-                            };
-                            frozen_output(&aug, &train)?
-                        }
-                    };
-                    let tr = trainer
-                        .get_or_insert_with(|| freeze::EpochTrainer::new(&phase_cfg, yt.len()));
-                    let (next, loss, a) = tr.epoch(current, &xt, shape, &yt, k, epoch, &ad);
-                    current = next;
-                    acc = a;
-                    n_train = yt.len();
-                    let probs = metrics::softmax_rows(&current.predict(&xv_cut, shape_v, &ad), k);
-                    let r = metrics::report(&val.classes, &probs, &yv);
-                    final_val = Some(r.clone());
-                    if req.log_epochs {
-                        eprintln!(
-                            "epoch {}/{total_epochs}{}: train loss {loss:.4} acc {:.1}%, val loss {:.4} acc {:.1}% ({:.1}s)",
-                            epoch + 1,
-                            if cut == Some(last) && phases.len() > 1 {
-                                " (head only)"
-                            } else {
-                                ""
-                            },
-                            a * 100.0,
-                            r.loss,
-                            r.accuracy * 100.0,
-                            t0.elapsed().as_secs_f64()
-                        );
-                    }
-                    history.push(json!({
-                        "epoch": epoch + 1, "train_loss": loss, "train_accuracy": a,
-                        "val_loss": r.loss, "val_accuracy": r.accuracy,
-                        "frozen_through": cut.map(|c| model.stage_names[c].clone()),
-                        "lr_end": tr.current_lr(),
-                        "seconds": t0.elapsed().as_secs_f64(),
-                    }));
-                    let since_best = best.as_ref().map_or(0, |b| epoch - b.1);
-                    epoch += 1;
-                    if training.patience > 0 {
-                        if best.as_ref().is_none_or(|b| r.loss < b.0) {
-                            best = Some((r.loss, epoch - 1, current.clone(), r, a));
-                        } else if since_best >= training.patience {
-                            stopped_at = Some(epoch);
-                            if req.log_epochs {
-                                eprintln!(
-                                    "stopping: no lower validation loss for {} epochs",
-                                    training.patience
-                                );
-                            }
-                            net = Some(current);
-                            break 'phases;
-                        }
-                    }
-                }
-                net = Some(current);
-            }
-            let mut net = net.expect("at least one epoch ran");
-            if let Some((_, e, kept, report, train_acc)) = best {
-                net = kept;
-                final_val = Some(report);
-                acc = train_acc;
-                if req.log_epochs {
-                    eprintln!("keeping epoch {} (lowest validation loss)", e + 1);
+            let run_id = json!({
+                "model": req.spec,
+                "pretrained_sha256": pretrained.sha256,
+                "train": train.fingerprint(),
+                "val": val.fingerprint(),
+                "strategy": req.strategy,
+                "seed": req.seed,
+                "batch_size": req.batch_size,
+            });
+            if let Some(c) = &resume {
+                let differs = differing_keys(&c.state.run, &run_id);
+                if !differs.is_empty() {
+                    bail!(
+                        "{} was saved by a different run ({} differ); run the command that started it with --resume, or remove it to start again",
+                        ckpt_path.display(),
+                        differs.join(", ")
+                    );
                 }
             }
+            let t = train::train(
+                train::Setup {
+                    spec: &req.spec,
+                    weights: &weights,
+                    weights_path: &req.weights,
+                    model: &model,
+                    training,
+                    augment: *augment,
+                    phases: &phases,
+                    train: &train,
+                    val: &val,
+                    val_features: (&xv, &yv),
+                    run: run.clone(),
+                    run_id,
+                    checkpoint: ckpt_path.clone(),
+                    resume: resume.take(),
+                    log_epochs: req.log_epochs,
+                },
+                device,
+            )?;
+            final_val = Some(t.val);
+            // `valid()` applies BatchNorm's last pending running-statistics update.
+            let net = t.net.valid();
             let (w, b) = freeze::head_weights(&net.head);
             for stage in &net.stages {
                 stage.export(&mut trained);
             }
             let hyper = json!({
                 "training": training,
-                "augment": if *augment { "random resized crop + horizontal flip" } else { "none (frozen outputs cached)" },
-                "phases": phases.iter().map(|&(cut, epochs, lr_scale)| json!({
-                    "frozen_through": cut.map(|c| model.stage_names[c].clone()),
-                    "epochs": epochs,
-                    "lr": training.lr * lr_scale,
-                })).collect::<Vec<_>>(),
-                "stopped_early_after_epoch": stopped_at,
+                "augment": if *augment {
+                    if training.color_jitter > 0.0 { "random resized crop + horizontal flip + colour jitter" } else { "random resized crop + horizontal flip" }
+                } else { "none (frozen outputs cached)" },
+                "phases": phases.iter().map(|p| {
+                    let trainable = p.frozen_through.map_or(last + 1, |c| last - c);
+                    json!({
+                        "frozen_through": p.frozen_through.map(|c| model.stage_names[c].clone()),
+                        "epochs": p.epochs,
+                        "lr": training.lr * p.lr_scale,
+                        "stage_lr_factors": train::stage_lr_factors(trainable, training.stage_lr_ratio),
+                    })
+                }).collect::<Vec<_>>(),
+                "stopped_early_after_epoch": t.stopped_early_after,
             });
-            (w, b, acc, n_train, hyper, json!(history))
+            (
+                w,
+                b,
+                t.train_accuracy,
+                t.train_images,
+                hyper,
+                json!(t.history),
+            )
         }
     };
     let head = probe::LinearHead {
@@ -403,7 +393,7 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
         strategy: req.strategy.name().to_owned(),
         hyperparameters: hyper.clone(),
         seed: req.seed,
-        pretrained: WeightsSource::of(&req.weights, &weights)?,
+        pretrained,
         train: DataSummary::of(&train, &req.data.display().to_string()),
         val: Some(DataSummary::of(
             &val,
@@ -422,12 +412,19 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
     let mut updated = weights.clone();
     updated.tensors.extend(trained);
     let tensors = bundle::replace_classifier(&updated, &req.spec, head.weight, head.bias);
+    let plots = plot_files(&history, &val.classes, &val_report)?;
     bundle::write(
         &req.out,
         &manifest,
         &tensors,
         &json!({"strategy": req.strategy.name(), "epochs": history, "final": metrics}),
+        &plots,
     )?;
+    // The bundle holds the result now; the checkpoint has served.
+    if ckpt_path.exists() {
+        std::fs::remove_file(&ckpt_path)
+            .with_context(|| format!("cannot remove {}", ckpt_path.display()))?;
+    }
     Ok(FitSummary {
         bundle: req.out.display().to_string(),
         strategy: req.strategy.name().to_owned(),
