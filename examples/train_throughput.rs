@@ -1,0 +1,108 @@
+//! Training-step throughput on synthetic 224×224 input, as the peer's bench_throughput.py
+//! measures it (no decoding, no augmentation), for one architecture:
+//!
+//! - `train_b16`: full fine-tune step, batch 16: every stage in training mode (BatchNorm on
+//!   batch statistics), forward, cross-entropy, backward, SGD momentum step.
+//! - `freeze_b16`: step of a frozen backbone, batch 16: the backbone in inference form (BN
+//!   folded, no autodiff) gives pooled features, the new head trains on them.
+//!
+//! `cargo run --release --example train_throughput -- <arch> <weights> [iters] [warmup]`
+//! prints one JSON line with the median images/s of `iters` timed steps after `warmup`.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use burn::prelude::*;
+use retrain::strategy::freeze::{self, EpochTrainer, HeadTraining, Optimizer, Trainable};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() < 3 {
+        eprintln!("usage: train_throughput <arch> <weights> [iters] [warmup]");
+        std::process::exit(2);
+    }
+    retrain::tune_allocator();
+    let device = retrain::default_device();
+    let ad = device.clone().autodiff();
+    let spec = retrain::zoo::resolve(&a[1]).unwrap();
+    let w = retrain::weights::Weights::load(std::path::Path::new(&a[2])).unwrap();
+    let iters: usize = a.get(3).map_or(5, |s| s.parse().unwrap());
+    let warmup: usize = a.get(4).map_or(1, |s| s.parse().unwrap());
+    let (batch, classes, s) = (16usize, 2usize, spec.preprocess.crop);
+    let per = 3 * s * s;
+    let x: Vec<f32> = (0..batch * per)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let y: Vec<usize> = (0..batch).map(|i| i % classes).collect();
+    let cfg = HeadTraining {
+        epochs: 1,
+        lr: 1e-3,
+        optimizer: Optimizer::Sgd { momentum: 0.9 },
+        warmup_epochs: 0.0,
+        label_smoothing: 0.0,
+        batch_size: batch,
+        seed: 0,
+        balanced: false,
+        patience: 0,
+        schedule: freeze::Schedule::Cosine,
+        stage_lr_ratio: 1.0,
+        color_jitter: 0.0,
+    };
+    let never = AtomicBool::new(false);
+    let dim = spec.config.feature_dim();
+
+    // Full fine-tune: every stage and the head train; one epoch over 16 samples = one step.
+    let net = retrain::zoo::Model::from_spec(&spec, &w, &ad).unwrap().network;
+    let mut model = Trainable {
+        stages: net.stages,
+        head: freeze::new_head(dim, classes, 0, &ad),
+    };
+    let mut trainer = EpochTrainer::new(&cfg, batch);
+    let mut times = Vec::new();
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        let (m, _) = trainer.epoch(model, &x, [3, s, s], &y, classes, i, None, &never, &ad);
+        model = m;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let train = batch as f64 / median(times);
+    drop(model);
+
+    // Frozen backbone: inference-form forward to pooled features, then a head step.
+    let frozen = retrain::zoo::Model::from_spec(&spec, &w, &device)
+        .unwrap()
+        .for_inference();
+    let mut head = Trainable {
+        stages: Vec::new(),
+        head: freeze::new_head(dim, classes, 0, &ad),
+    };
+    let mut trainer = EpochTrainer::new(&cfg, batch);
+    let mut times = Vec::new();
+    for i in 0..warmup + iters.max(3) {
+        let t = Instant::now();
+        let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, 3, s, s]), &device);
+        let f: Vec<f32> = frozen
+            .network
+            .penultimate(xt)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let (h, _) = trainer.epoch(head, &f, [dim, 1, 1], &y, classes, i, None, &never, &ad);
+        head = h;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let freeze = batch as f64 / median(times);
+    println!(
+        "{}",
+        serde_json::json!({"arch": spec.name, "train_b16": train, "freeze_b16": freeze, "iters": iters, "warmup": warmup})
+    );
+}

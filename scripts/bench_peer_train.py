@@ -1,0 +1,89 @@
+"""Peer training-step throughput for torchvision architectures, measured exactly as the peer's
+bench_throughput.py measures EfficientNet-Lite0 (synthetic 224x224 input, batch 16, 2 threads):
+
+  train_b16  : train mode, forward + cross-entropy + backward + SGD(momentum 0.9) step, all layers
+  freeze_b16 : backbone in eval mode with requires_grad off, new head trained (fwd + bwd + step)
+
+Also writes the model's state dict as safetensors (--save), so that retrain's side of the
+benchmark runs the very same weights (random init for resnet50: no ImageNet file is reachable
+here; step time does not depend on the values).
+
+Usage: python bench_peer_train.py --arch mobilenet_v2 [--weights mobilenet_v2.pth] --save out.safetensors
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torchvision
+from safetensors.torch import save_file
+
+
+def median_time(fn, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", required=True, choices=["mobilenet_v2", "resnet50"])
+    ap.add_argument("--weights")
+    ap.add_argument("--save")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, a.arch)()
+    if a.weights:
+        model.load_state_dict(torch.load(a.weights, map_location="cpu", weights_only=True))
+    if a.save:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, a.save)
+    head_name = "classifier" if a.arch == "mobilenet_v2" else "fc"
+    if a.arch == "mobilenet_v2":
+        model.classifier[1] = nn.Linear(model.classifier[1].in_features, 2)
+        head = model.classifier[1]
+    else:
+        model.fc = nn.Linear(model.fc.in_features, 2)
+        head = model.fc
+    crit = nn.CrossEntropyLoss()
+    x16 = torch.randn(16, 3, 224, 224)
+    y16 = torch.randint(0, 2, (16,))
+    opt_full = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train_full():
+        opt_full.zero_grad(set_to_none=True)
+        crit(model(x16), y16).backward()
+        opt_full.step()
+
+    opt_head = torch.optim.SGD(head.parameters(), lr=1e-3, momentum=0.9)
+
+    def train_freeze():
+        opt_head.zero_grad(set_to_none=True)
+        crit(model(x16), y16).backward()
+        opt_head.step()
+
+    model.train()
+    full = 16 / median_time(train_full, a.warmup, a.iters)
+    for p in model.parameters():
+        p.requires_grad = False
+    for p in head.parameters():
+        p.requires_grad = True
+    model.eval()
+    frozen = 16 / median_time(train_freeze, a.warmup, a.iters)
+    print(json.dumps({"arch": a.arch, "train_b16": full, "freeze_b16": frozen,
+                      "head": head_name, "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
