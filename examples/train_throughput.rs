@@ -57,7 +57,9 @@ fn main() {
     let dim = spec.config.feature_dim();
 
     // Full fine-tune: every stage and the head train; one epoch over 16 samples = one step.
-    let net = retrain::zoo::Model::from_spec(&spec, &w, &ad).unwrap().network;
+    let net = retrain::zoo::Model::from_spec(&spec, &w, &ad)
+        .unwrap()
+        .network;
     let mut model = Trainable {
         stages: net.stages,
         head: freeze::new_head(dim, classes, 0, &ad),

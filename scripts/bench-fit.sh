@@ -3,12 +3,13 @@
 # on hymenoptera with EfficientNet-Lite0, strategy by strategy, back to back in one run:
 #   probe  vs exp_a_features.py (features once + logistic regression)
 #   freeze vs exp_b_freeze.py   (frozen backbone, new head, 5 epochs with augmentation)
+#   finetune vs exp_c_finetune.py (every layer trained, 5 epochs; retrain: 1 head-only
+#                                  epoch, then 5 with every layer, its defaults)
 # Prints val accuracy and whole-process wall time of each, and the time ratio.
-# (Full fine-tuning, exp_c, is not yet a retrain strategy.)
 #
 # Needs the peer venv (PEER_VENV, default /tmp/peers/venv; see scripts/bench-embed.sh) and a
 # writable copy of the peer scripts (PEER_COPY, default /tmp/peers).
-# Usage: scripts/bench-fit.sh
+# Usage: scripts/bench-fit.sh   (STRATEGIES="probe freeze" to run some)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -30,10 +31,11 @@ now() { date +%s.%N; }
 row() {  # strategy peer_acc peer_s ours_acc ours_s
   python3 -c "import sys; s,pa,ps,oa,os_=sys.argv[1:]; print(f'{s:<7} peer {float(pa)*100:5.1f}% in {float(ps):6.1f}s   retrain {float(oa)*100:5.1f}% in {float(os_):6.1f}s   time ratio {float(os_)/float(ps):.2f}')" "$@"
 }
-for s in probe freeze; do
+for s in ${STRATEGIES:-probe freeze finetune}; do
   case $s in
     probe) script=exp_a_features.py; key="r['heads']['sklearn_logregcv_train5fold']['val_acc']" ;;
     freeze) script=exp_b_freeze.py; key="r['final_val_acc']" ;;
+    finetune) script=exp_c_finetune.py; key="r['final_val_acc']" ;;
   esac
   t0=$(now)
   (cd "$copy" && "$venv/bin/python" "$script" > "$tmp/$s.log" 2>&1) || { cat "$tmp/$s.log" >&2; exit 1; }

@@ -51,7 +51,7 @@ pub fn training_curves(points: &[EpochPoint]) -> Result<Vec<u8>> {
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let (left, right) = root.split_horizontally(size.0 / 2);
-        let last = points.iter().map(|p| p.epoch).max().unwrap_or(1).max(2);
+        let last = points.iter().map(|p| p.epoch).max().unwrap_or(1).max(2) as i32;
         let panels: [(&DrawingArea<_, _>, &str, Pick); 2] = [
             (&left, "loss", |p| (p.train_loss, p.val_loss)),
             (&right, "accuracy", |p| (p.train_accuracy, p.val_accuracy)),
@@ -72,19 +72,19 @@ pub fn training_curves(points: &[EpochPoint]) -> Result<Vec<u8>> {
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(52)
-                .build_cartesian_2d(1f64..last as f64, 0f64..top)
+                .build_cartesian_2d(1i32..last, 0f64..top)
                 .map_err(plot_err)?;
             chart
                 .configure_mesh()
                 .x_desc("epoch")
                 .label_style((FONT, 14))
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_labels(last.min(15) as usize)
                 .draw()
                 .map_err(plot_err)?;
             for (label, colour, pick) in [("train", BLUE, 0usize), ("validation", RED, 1usize)] {
                 let series = points.iter().map(|p| {
                     let (a, b) = get(p);
-                    (p.epoch as f64, if pick == 0 { a } else { b })
+                    (p.epoch as i32, if pick == 0 { a } else { b })
                 });
                 chart
                     .draw_series(LineSeries::new(series.clone(), colour.stroke_width(2)))
@@ -99,6 +99,11 @@ pub fn training_curves(points: &[EpochPoint]) -> Result<Vec<u8>> {
             }
             chart
                 .configure_series_labels()
+                .position(if name == "loss" {
+                    SeriesLabelPosition::UpperRight
+                } else {
+                    SeriesLabelPosition::LowerRight
+                })
                 .label_font((FONT, 14))
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
@@ -126,14 +131,19 @@ pub fn confusion_matrix(classes: &[String], confusion: &[Vec<usize>]) -> Result<
     {
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let title = ("sans-serif", 18).into_font();
         root.draw(&Text::new(
-            "confusion matrix (rows: true, columns: predicted)",
-            (10, 10),
-            title,
+            "confusion matrix (validation)",
+            (10, 8),
+            (FONT, 18).into_font(),
         ))
         .map_err(plot_err)?;
-        let (x0, y0) = (label_w as i32, 50i32);
+        root.draw(&Text::new(
+            "rows: true class, columns: predicted, shade: share of the row",
+            (10, 32),
+            (FONT, 13).into_font(),
+        ))
+        .map_err(plot_err)?;
+        let (x0, y0) = (label_w as i32, 60i32);
         let text = (FONT, 13).into_font();
         let show_counts = cell >= 28;
         for (t, row) in confusion.iter().enumerate() {
@@ -167,14 +177,21 @@ pub fn confusion_matrix(classes: &[String], confusion: &[Vec<usize>]) -> Result<
             let y = y0 + i as i32 * cell as i32 + cell as i32 / 2 - 7;
             root.draw(&Text::new(short.clone(), (6, y), text.clone()))
                 .map_err(plot_err)?;
-            let x = x0 + i as i32 * cell as i32 + 4;
             let yb = y0 + k as i32 * cell as i32 + 6;
-            root.draw(&Text::new(
-                short,
-                (x, yb),
-                text.clone().transform(FontTransform::Rotate90),
-            ))
-            .map_err(plot_err)?;
+            // Column labels: across when they fit the cell, else turned to read downwards.
+            if 8 * short.chars().count() as u32 <= cell {
+                let x = x0 + i as i32 * cell as i32 + 4;
+                root.draw(&Text::new(short, (x, yb), text.clone()))
+                    .map_err(plot_err)?;
+            } else {
+                let x = x0 + i as i32 * cell as i32 + cell as i32 / 2 + 7;
+                root.draw(&Text::new(
+                    short,
+                    (x, yb),
+                    text.clone().transform(FontTransform::Rotate90),
+                ))
+                .map_err(plot_err)?;
+            }
         }
         root.present().map_err(plot_err)?;
     }

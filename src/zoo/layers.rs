@@ -111,9 +111,19 @@ pub fn load_conv(l: &WeightLoader, prefix: &str, spec: ConvSpec, bias: bool) -> 
     }
 }
 
+/// The running-statistics momentum (PyTorch convention) that goes with a BatchNorm epsilon
+/// in every origin of the zoo: recipes ported from TensorFlow (EfficientNet-Lite, B5-B7,
+/// MobileNetV3) pair eps 1e-3 with Keras momentum 0.99, i.e. 0.01 here; PyTorch's own
+/// defaults are eps 1e-5, momentum 0.1. Fine-tuning must update the statistics as the
+/// origin does, or they drift ten times faster than the origin's on small batches.
+pub fn bn_momentum(eps: f64) -> f64 {
+    if eps >= 1e-3 { 0.01 } else { 0.1 }
+}
+
 pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, eps: f64) -> BatchNorm {
     let mut bn = BatchNormConfig::new(channels)
         .with_epsilon(eps)
+        .with_momentum(bn_momentum(eps))
         .init(l.device());
     bn.gamma = Param::from_tensor(l.tensor(&format!("{prefix}.weight"), [channels]));
     bn.beta = Param::from_tensor(l.tensor(&format!("{prefix}.bias"), [channels]));
@@ -411,5 +421,18 @@ impl Block {
             Block::Inverted(b) => Block::Inverted(b.fold_batchnorm()),
             Block::Residual(b) => Block::Residual(b.fold_batchnorm()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batchnorm_momentum_follows_the_origin() {
+        // torchvision resnet/mobilenet_v2/efficientnet_b0-b4: (momentum 0.1, eps 1e-5);
+        // mobilenet_v3, efficientnet_b5-b7, efficientnet_lite_pytorch: (0.01, 1e-3).
+        assert_eq!(bn_momentum(1e-5), 0.1);
+        assert_eq!(bn_momentum(1e-3), 0.01);
     }
 }
