@@ -184,6 +184,35 @@ fn checkpoint_and_resume_refusals() {
     std::fs::write(dir.path().join("b.checkpoint"), b"not a checkpoint").unwrap();
     let o = run(&args);
     assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
+    // A whole checkpoint, but of another run: refused, naming what differs.
+    use retrain::strategy::checkpoint::{Checkpoint, FORMAT, State};
+    let other = Checkpoint {
+        state: State {
+            format: FORMAT,
+            retrain_version: "0".into(),
+            run: serde_json::json!({"seed": 12345}),
+            phase: 0,
+            epochs_done: 1,
+            partial: None,
+            step: 3,
+            history: vec![],
+            last: None,
+            best: None,
+            stopped_early_after: None,
+        },
+        model: vec![],
+        optimizer: vec![],
+        best: None,
+    };
+    other.write(&dir.path().join("b.checkpoint")).unwrap();
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("different run") && stderr(&o).contains("seed"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(dir.path().join("b.checkpoint"), b"not a checkpoint").unwrap();
     args.pop();
     let o = run(&args);
     assert!(
