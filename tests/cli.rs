@@ -272,7 +272,20 @@ fn models_and_inspect() {
         .unwrap();
     assert_eq!(lite0["parameters"], 4652008);
     assert_eq!(lite0["feature_dim"], 1280);
-    assert_eq!(v.as_array().unwrap().len(), 21);
+    assert_eq!(v.as_array().unwrap().len(), 27);
+    // Trainable parameters of keras.applications.MobileNetV2(alpha, weights=None), as
+    // Keras 3.15 counts them.
+    for (name, keras) in [
+        ("keras_mobilenet_v2_035", 1677128),
+        ("keras_mobilenet_v2_050", 1968680),
+        ("keras_mobilenet_v2_075", 2636424),
+        ("keras_mobilenet_v2", 3504872),
+        ("keras_mobilenet_v2_130", 5386792),
+        ("keras_mobilenet_v2_140", 6108776),
+    ] {
+        let m = v.as_array().unwrap().iter().find(|m| m["name"] == name);
+        assert_eq!(m.unwrap()["parameters"], keras, "{name}");
+    }
 
     let w = fixtures()
         .join("resnet_basic/weights.pt")

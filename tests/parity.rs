@@ -1,5 +1,6 @@
-//! Parity with PyTorch: reduced variants of every zoo family, built and saved by the origin
-//! framework (scripts/make_fixtures.py), must give the same logits and features.
+//! Parity with the origin frameworks: reduced variants of every zoo family, built and saved
+//! by PyTorch (scripts/make_fixtures.py) or Keras (scripts/make_keras_fixtures.py), must
+//! give the same logits and features.
 //! Tolerance: 1e-4 absolute, f32, for the network as loaded and with BatchNorm folded.
 
 mod common;
@@ -50,11 +51,15 @@ fn check(name: &str, expect_format: WeightsFormat) {
         let orig = weights
             .get(k)
             .unwrap_or_else(|| panic!("{name}: exported unknown `{k}`"));
-        assert_eq!(
-            (&t.shape, &t.data),
-            (&orig.shape, &orig.data),
-            "{name}: `{k}`"
-        );
+        // A Keras 3 depthwise kernel reads as (1, C, k, k); it exports as PyTorch's
+        // (C, 1, k, k), the same values in the same order.
+        let keras_depthwise = orig.shape.len() == 4
+            && orig.shape[0] == 1
+            && t.shape == [orig.shape[1], 1, orig.shape[2], orig.shape[3]];
+        if !keras_depthwise {
+            assert_eq!(t.shape, orig.shape, "{name}: `{k}`");
+        }
+        assert_eq!(t.data, orig.data, "{name}: `{k}`");
     }
     let in_file = weights
         .tensors
@@ -113,4 +118,20 @@ fn efficientnet_b_family() {
 #[test]
 fn efficientnet_lite_with_static_same_padding() {
     check("efficientnet_lite", WeightsFormat::TorchLegacy);
+}
+
+#[test]
+fn keras_mobilenet_v2_from_keras_h5_weights() {
+    check("keras_mobilenet_v2", WeightsFormat::KerasH5);
+}
+
+/// Keras' full-model file (`model.save("x.h5")`) holds the same weights under
+/// `/model_weights`.
+#[test]
+fn keras_full_model_file_reads_like_its_weights_file() {
+    let dir = fixtures().join("keras_mobilenet_v2");
+    let a = Weights::load(&dir.join("weights.h5")).unwrap();
+    let b = Weights::load(&dir.join("model.h5")).unwrap();
+    assert_eq!(b.format, WeightsFormat::KerasH5);
+    assert_eq!(a.tensors, b.tensors);
 }

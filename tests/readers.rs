@@ -59,6 +59,7 @@ fn truncated_files_fail_cleanly() {
         "files/abcdefghijklmnopqrstu.pt",
         "files/legacy.pth",
         "mobilenet_v2/weights.safetensors",
+        "keras_mobilenet_v2/weights.h5",
     ] {
         let bytes = std::fs::read(fixtures().join(f)).unwrap();
         let step = (bytes.len() / 400).max(1);
@@ -89,6 +90,7 @@ fn corrupted_bytes_never_panic() {
         "files/abcdefghijklmnopqrstu.pt",
         "files/legacy.pth",
         "mobilenet_v2/weights.safetensors",
+        "keras_mobilenet_v2/weights.h5",
     ] {
         let bytes = std::fs::read(fixtures().join(f)).unwrap();
         for _ in 0..300 {

@@ -4,6 +4,7 @@
 //! A weights file is untrusted input: every reader here is bounded by the file's length,
 //! refuses what it does not understand with an error, and never executes anything.
 
+mod keras_h5;
 mod pickle;
 mod safetensors_file;
 mod torch;
@@ -95,6 +96,8 @@ pub enum WeightsFormat {
     /// torch.save of PyTorch before 1.6 (a stream of pickles).
     TorchLegacy,
     Safetensors,
+    /// Keras 2 HDF5 weights or full-model file (converted to PyTorch's conventions).
+    KerasH5,
 }
 
 impl fmt::Display for WeightsFormat {
@@ -103,6 +106,7 @@ impl fmt::Display for WeightsFormat {
             WeightsFormat::TorchZip => "torch.save zip (PyTorch >= 1.6)",
             WeightsFormat::TorchLegacy => "torch.save legacy (PyTorch < 1.6)",
             WeightsFormat::Safetensors => "safetensors",
+            WeightsFormat::KerasH5 => "Keras HDF5 (.h5)",
         })
     }
 }
@@ -115,7 +119,9 @@ pub enum WeightsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("unrecognised weights format (expected a torch.save .pt/.pth file or .safetensors)")]
+    #[error(
+        "unrecognised weights format (expected a torch.save .pt/.pth file, .safetensors or a Keras .h5)"
+    )]
     UnknownFormat,
     #[error("weights file is truncated: {0}; download or copy it again")]
     Truncated(String),
@@ -153,6 +159,7 @@ impl Weights {
             WeightsFormat::TorchZip => torch::read_zip(bytes)?,
             WeightsFormat::TorchLegacy => torch::read_legacy(bytes)?,
             WeightsFormat::Safetensors => safetensors_file::read(bytes)?,
+            WeightsFormat::KerasH5 => keras_h5::read(bytes)?,
         };
         Ok(Self {
             format,
@@ -194,6 +201,9 @@ pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
     }
     if torch::is_legacy(bytes) {
         return Ok(WeightsFormat::TorchLegacy);
+    }
+    if bytes.starts_with(keras_h5::MAGIC) {
+        return Ok(WeightsFormat::KerasH5);
     }
     if safetensors_file::looks_like(bytes) {
         return Ok(WeightsFormat::Safetensors);

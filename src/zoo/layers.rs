@@ -95,10 +95,22 @@ impl ConvSpec {
 
 pub fn load_conv(l: &WeightLoader, prefix: &str, spec: ConvSpec, bias: bool) -> Conv2d {
     let k = spec.kernel;
-    let weight = l.tensor(
-        &format!("{prefix}.weight"),
-        [spec.cout, spec.cin / spec.groups, k, k],
-    );
+    let name = format!("{prefix}.weight");
+    let depthwise = spec.groups > 1 && spec.groups == spec.cin && spec.cin == spec.cout;
+    let weight = if depthwise && l.shape_of(&name) == Some(vec![1, spec.cout, k, k]) {
+        // Keras 3 saves a depthwise kernel (kh, kw, C, 1) under the plain name `kernel`, so
+        // the reader's HWIO → OIHW turns it into (1, C, kh, kw): the same values in the same
+        // order as PyTorch's (C, 1, kh, kw).
+        let t = l.tensor(&name, [1, spec.cout, k, k]);
+        // (A dry run hands out 1-element placeholders: leave those as they are.)
+        if t.dims() == [1, spec.cout, k, k] {
+            t.reshape([spec.cout, 1, k, k])
+        } else {
+            t
+        }
+    } else {
+        l.tensor(&name, [spec.cout, spec.cin / spec.groups, k, k])
+    };
     let bias = bias.then(|| Param::from_tensor(l.tensor(&format!("{prefix}.bias"), [spec.cout])));
     Conv2d {
         weight: Param::from_tensor(weight),

@@ -3,6 +3,7 @@
 
 pub mod efficientnet;
 pub mod imagenet;
+pub mod keras;
 pub mod layers;
 pub mod loader;
 pub mod mobilenet;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::weights::Weights;
 use efficientnet::{EfficientNetConfig, EfficientNetLiteConfig};
+use keras::KerasMobileNetV2Config;
 use loader::{LoadReport, WeightLoader};
 use mobilenet::{MobileNetV2Config, MobileNetV3Config};
 use network::{Classifier, Network};
@@ -75,6 +77,7 @@ pub enum ArchConfig {
     MobilenetV3(MobileNetV3Config),
     Efficientnet(EfficientNetConfig),
     EfficientnetLite(EfficientNetLiteConfig),
+    KerasMobilenetV2(KerasMobileNetV2Config),
 }
 
 impl ArchConfig {
@@ -85,6 +88,7 @@ impl ArchConfig {
             ArchConfig::MobilenetV3(c) => c.stage_names(),
             ArchConfig::Efficientnet(c) => c.stage_names(),
             ArchConfig::EfficientnetLite(c) => c.stage_names(),
+            ArchConfig::KerasMobilenetV2(c) => c.stage_names(),
         }
     }
 
@@ -96,6 +100,7 @@ impl ArchConfig {
             ArchConfig::MobilenetV3(c) => c.feature_dim(),
             ArchConfig::Efficientnet(c) => c.feature_dim(),
             ArchConfig::EfficientnetLite(c) => c.feature_dim(),
+            ArchConfig::KerasMobilenetV2(c) => c.feature_dim(),
         }
     }
 
@@ -106,6 +111,7 @@ impl ArchConfig {
             ArchConfig::MobilenetV2(_) | ArchConfig::Efficientnet(_) => (None, "classifier.1"),
             ArchConfig::MobilenetV3(_) => (Some("classifier.0"), "classifier.3"),
             ArchConfig::EfficientnetLite(_) => (None, "_fc"),
+            ArchConfig::KerasMobilenetV2(_) => (None, "predictions"),
         }
     }
 
@@ -148,6 +154,7 @@ impl ArchConfig {
             ArchConfig::MobilenetV3(c) => c.build_stages(l),
             ArchConfig::Efficientnet(c) => c.build_stages(l),
             ArchConfig::EfficientnetLite(c) => c.build_stages(l),
+            ArchConfig::KerasMobilenetV2(c) => c.build_stages(l),
         };
         let (hidden, out) = self.classifier_prefixes();
         let out_w = format!("{out}.weight");
@@ -212,6 +219,31 @@ pub fn catalogue() -> Vec<ZooEntry> {
         config: ArchConfig::MobilenetV2(MobileNetV2Config::standard(1.0)),
         preprocess: Preprocess::imagenet(256, 224, Bilinear),
     });
+    // Keras Applications' MobileNetV2 widths (the `alpha` of its weight files).
+    let keras_v2: [(&str, f64); 6] = [
+        ("keras_mobilenet_v2_035", 0.35),
+        ("keras_mobilenet_v2_050", 0.5),
+        ("keras_mobilenet_v2_075", 0.75),
+        ("keras_mobilenet_v2", 1.0),
+        ("keras_mobilenet_v2_130", 1.3),
+        ("keras_mobilenet_v2_140", 1.4),
+    ];
+    for (name, alpha) in keras_v2 {
+        v.push(ZooEntry {
+            name,
+            origin: "Keras Applications (MobileNetV2)",
+            config: ArchConfig::KerasMobilenetV2(KerasMobileNetV2Config {
+                alpha,
+                input_size: 224,
+            }),
+            // Keras' "tf" mode: x / 127.5 - 1.
+            preprocess: Preprocess {
+                mean: [0.5; 3],
+                std: [0.5; 3],
+                ..Preprocess::imagenet(224, 224, Bilinear)
+            },
+        });
+    }
     v.push(ZooEntry {
         name: "mobilenet_v3_small",
         origin: tv,
@@ -402,6 +434,7 @@ pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
             ArchConfig::MobilenetV3(_) => "features.1.block.0.0.weight",
             ArchConfig::Efficientnet(_) => "features.1.0.block.0.0.weight",
             ArchConfig::EfficientnetLite(_) => "_conv_stem.weight",
+            ArchConfig::KerasMobilenetV2(_) => "expanded_conv_depthwise.weight",
         };
         if weights.get(family_key).is_none() {
             continue;

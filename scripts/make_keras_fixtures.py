@@ -1,0 +1,78 @@
+"""Keras fixtures for retrain's parity tests: reduced Keras Applications models with random
+weights and randomised BatchNorm statistics, saved as Keras files, with Keras' own outputs.
+
+Runs Keras 3 (any backend; torch here: KERAS_BACKEND=torch) — the Keras layers define the
+semantics (TF "SAME" padding, ZeroPadding2D, BatchNorm epsilon 1e-3), whatever the backend.
+
+  tests/fixtures/keras_mobilenet_v2/
+    weights.h5          Keras 2 weights file (root attr layer_names, Layer/Layer/kernel:0),
+                        the layout of Keras Applications' *_tf_dim_ordering_tf_kernels.h5
+    model.h5            full-model legacy file (weights under /model_weights)
+    input.npy           NCHW float32 input (already preprocessed)
+    features.npy        GlobalAveragePooling output
+    logits.npy          Dense output before softmax
+    model.json          retrain model spec
+
+Usage: KERAS_BACKEND=torch python scripts/make_keras_fixtures.py
+"""
+import json
+import os
+
+import numpy as np
+import keras
+from keras.src.legacy.saving import legacy_h5_format
+import h5py
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+
+
+def randomise_batchnorm(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, g.shape).astype("float32"),
+                rng.normal(0, 0.1, b.shape).astype("float32"),
+                rng.normal(0, 0.1, m.shape).astype("float32"),
+                rng.uniform(0.5, 2.0, v.shape).astype("float32"),
+            ])
+
+
+def save(model, name, spec, size):
+    out = os.path.join(ROOT, name)
+    os.makedirs(out, exist_ok=True)
+    with h5py.File(os.path.join(out, "weights.h5"), "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    legacy_h5_format.save_model_to_hdf5(model, os.path.join(out, "model.h5"))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (2, size, size, 3)).astype("float32")
+    logits = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    pooled = keras.Model(model.inputs, model.get_layer("global_average_pooling2d").output
+                         if "global_average_pooling2d" in [l.name for l in model.layers]
+                         else model.layers[-2].output)
+    features = np.asarray(keras.ops.convert_to_numpy(pooled(x, training=False)))
+    np.save(os.path.join(out, "input.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    np.save(os.path.join(out, "features.npy"), features)
+    np.save(os.path.join(out, "logits.npy"), logits)
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump(spec, f, indent=1)
+    print(name, logits.shape, features.shape, model.count_params())
+
+
+def main():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    size, alpha, classes = 64, 0.2, 5
+    m = keras.applications.MobileNetV2(alpha=alpha, input_shape=(size, size, 3), weights=None,
+                                       classes=classes, classifier_activation=None)
+    randomise_batchnorm(m, rng)
+    save(m, "keras_mobilenet_v2", {
+        "name": "keras_mobilenet_v2",
+        "config": {"family": "keras_mobilenet_v2", "alpha": alpha, "input_size": size},
+        "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
+                       "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }, size)
+
+
+if __name__ == "__main__":
+    main()

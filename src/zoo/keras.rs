@@ -1,0 +1,129 @@
+//! Keras Applications architectures, by their Keras layer names (the weights reader has
+//! already turned Keras layouts into PyTorch's: `<layer>.weight`, OIHW kernels).
+//!
+//! What differs from the PyTorch versions of the same networks, and is kept exact here:
+//! TF "SAME" padding (stride-2 layers pad more at the bottom/right), BatchNorm epsilon 1e-3
+//! and Keras' running-statistics momentum 0.999 (0.001 in PyTorch's convention), Keras'
+//! channel rounding (`int(filters · alpha)` before rounding to a multiple of 8), and a Dense
+//! classifier named `predictions` straight after global average pooling.
+
+use serde::{Deserialize, Serialize};
+
+use super::layers::{Act, Block, ConvBnAct, ConvSpec, InvertedResidual, Pad};
+use super::loader::WeightLoader;
+use super::mobilenet::make_divisible;
+use super::network::Stage;
+
+const EPS: f64 = 1e-3;
+/// Keras `BatchNormalization(momentum=0.999)` in PyTorch's convention.
+const KERAS_BN_MOMENTUM: f64 = 0.001;
+
+/// `keras.applications.MobileNetV2(alpha, input_shape=(s, s, 3))`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KerasMobileNetV2Config {
+    pub alpha: f64,
+    /// Input height and width: TF "SAME" padding depends on it.
+    pub input_size: usize,
+}
+
+/// (expansion t, filters c, repeats n, stride s) of Keras' MobileNetV2 blocks.
+const SETTING: [[usize; 4]; 7] = [
+    [1, 16, 1, 1],
+    [6, 24, 2, 2],
+    [6, 32, 3, 2],
+    [6, 64, 4, 2],
+    [6, 96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
+];
+
+impl KerasMobileNetV2Config {
+    pub fn stage_names(&self) -> Vec<String> {
+        super::mobilenet::stem_stages_head(SETTING.len())
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        if self.alpha > 1.0 {
+            make_divisible(1280.0 * self.alpha, 8)
+        } else {
+            1280
+        }
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        let cba = |name: &str, bn: &str, spec: ConvSpec, act: Act| {
+            let mut u = ConvBnAct::load(l, name, bn, spec, EPS, act);
+            if let Some(bn) = &mut u.bn {
+                bn.momentum = KERAS_BN_MOMENTUM;
+            }
+            u
+        };
+        let mut size = self.input_size;
+        let mut inp = make_divisible(32.0 * self.alpha, 8);
+        let stem = cba(
+            "Conv1",
+            "bn_Conv1",
+            ConvSpec::new(3, inp, 3, 2).pad(Pad::TfSame(size)),
+            Act::Relu6,
+        );
+        size = size.div_ceil(2);
+        let mut stages = vec![Stage {
+            blocks: vec![Block::Conv(stem)],
+        }];
+        let mut id = 0;
+        for [t, c, n, s] in SETTING {
+            // Keras truncates before rounding: int(filters * alpha).
+            let out = make_divisible((c as f64 * self.alpha).trunc(), 8);
+            let mut blocks = Vec::new();
+            for j in 0..n {
+                let stride = if j == 0 { s } else { 1 };
+                let p = if id == 0 {
+                    "expanded_conv".to_owned()
+                } else {
+                    format!("block_{id}")
+                };
+                let hidden = inp * t;
+                let expand = (t != 1).then(|| {
+                    cba(
+                        &format!("{p}_expand"),
+                        &format!("{p}_expand_BN"),
+                        ConvSpec::new(inp, hidden, 1, 1),
+                        Act::Relu6,
+                    )
+                });
+                let depthwise = cba(
+                    &format!("{p}_depthwise"),
+                    &format!("{p}_depthwise_BN"),
+                    ConvSpec::depthwise(hidden, 3, stride).pad(Pad::TfSame(size)),
+                    Act::Relu6,
+                );
+                size = size.div_ceil(stride);
+                let project = cba(
+                    &format!("{p}_project"),
+                    &format!("{p}_project_BN"),
+                    ConvSpec::new(hidden, out, 1, 1),
+                    Act::Identity,
+                );
+                blocks.push(Block::Inverted(InvertedResidual {
+                    expand,
+                    depthwise,
+                    se: None,
+                    project,
+                    residual: stride == 1 && inp == out,
+                }));
+                inp = out;
+                id += 1;
+            }
+            stages.push(Stage { blocks });
+        }
+        stages.push(Stage {
+            blocks: vec![Block::Conv(cba(
+                "Conv_1",
+                "Conv_1_bn",
+                ConvSpec::new(inp, self.feature_dim(), 1, 1),
+                Act::Relu6,
+            ))],
+        });
+        stages
+    }
+}
