@@ -8,6 +8,7 @@ semantics (TF "SAME" padding, ZeroPadding2D, BatchNorm epsilon 1e-3), whatever t
     weights.h5          Keras 2 weights file (root attr layer_names, Layer/Layer/kernel:0),
                         the layout of Keras Applications' *_tf_dim_ordering_tf_kernels.h5
     model.h5            full-model legacy file (weights under /model_weights)
+    model.keras         Keras 3 archive (config.json + model.weights.h5: /layers/<class>_N/vars)
     input.npy           NCHW float32 input (already preprocessed)
     features.npy        GlobalAveragePooling output
     logits.npy          Dense output before softmax
@@ -44,6 +45,7 @@ def save(model, name, spec, size):
     with h5py.File(os.path.join(out, "weights.h5"), "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     legacy_h5_format.save_model_to_hdf5(model, os.path.join(out, "model.h5"))
+    model.save(os.path.join(out, "model.keras"))
     rng = np.random.default_rng(1)
     x = rng.uniform(-1, 1, (2, size, size, 3)).astype("float32")
     logits = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))

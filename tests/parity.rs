@@ -14,15 +14,20 @@ const TOL: f32 = 1e-4;
 
 fn check(name: &str, expect_format: WeightsFormat) {
     let dir = fixtures().join(name);
-    let device = Device::default();
-    let spec: ModelSpec =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
     let weights_file = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.file_stem().is_some_and(|s| s == "weights"))
         .expect("fixture has a weights file");
-    let weights = Weights::load(&weights_file).unwrap();
+    check_file(name, &weights_file, expect_format);
+}
+
+fn check_file(name: &str, weights_file: &std::path::Path, expect_format: WeightsFormat) {
+    let dir = fixtures().join(name);
+    let device = Device::default();
+    let spec: ModelSpec =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let weights = Weights::load(weights_file).unwrap();
     assert_eq!(weights.format, expect_format, "{name}: detected format");
     let model =
         Model::from_spec(&spec, &weights, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -134,4 +139,21 @@ fn keras_full_model_file_reads_like_its_weights_file() {
     let b = Weights::load(&dir.join("model.h5")).unwrap();
     assert_eq!(b.format, WeightsFormat::KerasH5);
     assert_eq!(a.tensors, b.tensors);
+    check_file(
+        "keras_mobilenet_v2",
+        &dir.join("model.h5"),
+        WeightsFormat::KerasH5,
+    );
+}
+
+/// Keras 3's `.keras` archive (`/layers/<class>_N/vars/i` inside): same network, same
+/// outputs.
+#[test]
+fn keras_3_archive() {
+    let dir = fixtures().join("keras_mobilenet_v2");
+    check_file(
+        "keras_mobilenet_v2",
+        &dir.join("model.keras"),
+        WeightsFormat::Keras,
+    );
 }

@@ -60,6 +60,7 @@ fn truncated_files_fail_cleanly() {
         "files/legacy.pth",
         "mobilenet_v2/weights.safetensors",
         "keras_mobilenet_v2/weights.h5",
+        "keras_mobilenet_v2/model.keras",
     ] {
         let bytes = std::fs::read(fixtures().join(f)).unwrap();
         let step = (bytes.len() / 400).max(1);
@@ -91,6 +92,7 @@ fn corrupted_bytes_never_panic() {
         "files/legacy.pth",
         "mobilenet_v2/weights.safetensors",
         "keras_mobilenet_v2/weights.h5",
+        "keras_mobilenet_v2/model.keras",
     ] {
         let bytes = std::fs::read(fixtures().join(f)).unwrap();
         for _ in 0..300 {

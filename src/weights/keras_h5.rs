@@ -1,11 +1,17 @@
-//! Keras 2 HDF5 weights (`model.save_weights('x.h5')`, Keras Applications'
-//! `*_tf_dim_ordering_tf_kernels[_notop].h5`) and full-model files (`model.save('x.h5')`,
-//! the same layout under `/model_weights`), read with the pure-Rust `hdf5-reader`.
+//! Keras weights, read with the pure-Rust `hdf5-reader`:
 //!
-//! Layout: the root (or `/model_weights`) has the attribute `layer_names` (split into
-//! `layer_names0`, `layer_names1`, … when it outgrows 64 KiB); each layer is a group with
-//! the attribute `weight_names`, and each weight a dataset at `<layer>/<weight name>`, e.g.
-//! `Conv1/Conv1/kernel:0`.
+//! - Keras 2 HDF5 weights (`model.save_weights('x.h5')`, Keras Applications'
+//!   `*_tf_dim_ordering_tf_kernels[_notop].h5`) and full-model files (`model.save('x.h5')`,
+//!   the same layout under `/model_weights`): the root has the attribute `layer_names`
+//!   (split into `layer_names0`, `layer_names1`, … past 64 KiB); each layer is a group with
+//!   the attribute `weight_names`, each weight a dataset at `<layer>/<weight name>`, e.g.
+//!   `Conv1/Conv1/kernel:0`.
+//! - Keras 3 `.weights.h5` (and `.keras`, a zip holding one as `model.weights.h5`):
+//!   `/layers/<class>[_N]/vars/0..k`, the layer's own name in the `name` attribute of
+//!   `vars` (group names follow creation order: `batch_normalization_10` sorts before
+//!   `_2`, so only the attribute names a layer), the variables in the layer's order
+//!   (Conv2D, DepthwiseConv2D, Dense: kernel, bias; BatchNormalization: gamma, beta,
+//!   moving mean, moving variance).
 //!
 //! Tensors come out in PyTorch's conventions, so that every zoo architecture loads them the
 //! same way: `<layer>.weight` / `.bias` / `.running_mean` / `.running_var`, convolution
@@ -56,13 +62,16 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
     } else {
         (root, "/")
     };
-    let layer_names = string_list(|n| base.attribute(n), "layer_names")?.ok_or_else(|| {
-        WeightsError::Unsupported(
-            "an HDF5 file without Keras `layer_names`: not a Keras 2 weights or model file \
-             (Keras 3 `.weights.h5` files are not read yet)"
+    let Some(layer_names) = string_list(|n| base.attribute(n), "layer_names")? else {
+        if groups.iter().any(|g| g == "layers") {
+            return read_keras3(&file);
+        }
+        return Err(WeightsError::Unsupported(
+            "an HDF5 file that is neither a Keras 2 weights/model file (no `layer_names`) \
+             nor a Keras 3 `.weights.h5` (no `layers` group)"
                 .into(),
-        )
-    })?;
+        ));
+    };
     let mut layers = Vec::new();
     for layer in &layer_names {
         let g = base
@@ -75,33 +84,7 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
             let ds = file
                 .dataset(&format!("{prefix}{layer}/{wname}"))
                 .map_err(at)?;
-            let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
-            let (dtype, data): (DType, Vec<f32>) = match ds.dtype() {
-                hdf5_reader::Datatype::FloatingPoint { size: 8, .. } => (
-                    DType::F64,
-                    ds.read_array::<f64>()
-                        .map_err(at)?
-                        .iter()
-                        .map(|&v| v as f32)
-                        .collect(),
-                ),
-                hdf5_reader::Datatype::FloatingPoint { size: 4, .. } => (
-                    DType::F32,
-                    ds.read_array::<f32>()
-                        .map_err(at)?
-                        .iter()
-                        .copied()
-                        .collect(),
-                ),
-                other => {
-                    return Err(WeightsError::Unsupported(format!(
-                        "{layer}/{wname} holds {other:?}, not 32- or 64-bit floats"
-                    )));
-                }
-            };
-            if data.len() != shape.iter().product::<usize>() {
-                return Err(corrupt(format!("{layer}/{wname}: wrong number of values")));
-            }
+            let (dtype, shape, data) = read_floats(&ds, &format!("{layer}/{wname}"))?;
             weights.push(KerasWeight {
                 name: wname,
                 dtype,
@@ -112,6 +95,132 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
         layers.push((layer.clone(), weights));
     }
     to_pytorch_conventions(layers)
+}
+
+/// Keras 3 `.weights.h5`: one group per layer under `/layers`, variables by position.
+fn read_keras3(file: &Hdf5File) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
+    let layers_group = file.group("/layers").map_err(corrupt)?;
+    let (groups, _) = layers_group.member_names().map_err(corrupt)?;
+    let mut layers = Vec::new();
+    for g in groups {
+        let at = |e: hdf5_reader::error::Error| corrupt(format!("layers/{g}: {e}"));
+        let group = layers_group.group(&g).map_err(at)?;
+        let (children, _) = group.member_names().map_err(at)?;
+        if !children.iter().any(|c| c == "vars") {
+            continue;
+        }
+        let vars = group.group("vars").map_err(at)?;
+        let (_, datasets) = vars.member_names().map_err(at)?;
+        if datasets.is_empty() {
+            continue; // a layer without weights (activation, add, pooling, …)
+        }
+        let name = vars
+            .attribute("name")
+            .ok()
+            .and_then(|a| a.read_string().ok())
+            .unwrap_or_else(|| g.clone());
+        // The class, from the group name: `batch_normalization_10` → `batch_normalization`.
+        let class = g
+            .rsplit_once('_')
+            .filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit()))
+            .map_or(g.as_str(), |(c, _)| c);
+        let kinds: &[&str] = match (class, datasets.len()) {
+            ("conv2d", _) | ("dense", _) => &["kernel", "bias"],
+            ("depthwise_conv2d", _) => &["depthwise_kernel", "bias"],
+            ("batch_normalization", 4) => &["gamma", "beta", "moving_mean", "moving_variance"],
+            ("batch_normalization", 2) => &["moving_mean", "moving_variance"],
+            _ => {
+                return Err(WeightsError::Unsupported(format!(
+                    "Keras 3 layer {name} ({class}, {} variables) has no counterpart in \
+                     retrain's zoo",
+                    datasets.len()
+                )));
+            }
+        };
+        let mut weights = Vec::new();
+        for i in 0..datasets.len() {
+            let path = format!("/layers/{g}/vars/{i}");
+            let kind = kinds.get(i).ok_or_else(|| {
+                WeightsError::Unsupported(format!("layer {name}: unexpected variable {i}"))
+            })?;
+            let ds = file.dataset(&path).map_err(at)?;
+            let (dtype, shape, data) = read_floats(&ds, &format!("{name}/{kind}"))?;
+            weights.push(KerasWeight {
+                name: format!("{name}/{kind}"),
+                dtype,
+                shape,
+                data,
+            });
+        }
+        layers.push((name, weights));
+    }
+    to_pytorch_conventions(layers)
+}
+
+/// A dataset's values as f32 (stored as 32- or 64-bit floats), with its shape.
+fn read_floats(
+    ds: &hdf5_reader::Dataset,
+    what: &str,
+) -> Result<(DType, Vec<usize>, Vec<f32>), WeightsError> {
+    let at = |e: hdf5_reader::error::Error| corrupt(format!("{what}: {e}"));
+    let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
+    let (dtype, data): (DType, Vec<f32>) = match ds.dtype() {
+        hdf5_reader::Datatype::FloatingPoint { size: 8, .. } => (
+            DType::F64,
+            ds.read_array::<f64>()
+                .map_err(at)?
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+        ),
+        hdf5_reader::Datatype::FloatingPoint { size: 4, .. } => (
+            DType::F32,
+            ds.read_array::<f32>()
+                .map_err(at)?
+                .iter()
+                .copied()
+                .collect(),
+        ),
+        other => {
+            return Err(WeightsError::Unsupported(format!(
+                "{what} holds {other:?}, not 32- or 64-bit floats"
+            )));
+        }
+    };
+    if data.len() != shape.iter().product::<usize>() {
+        return Err(corrupt(format!("{what}: wrong number of values")));
+    }
+    Ok((dtype, shape, data))
+}
+
+fn open_archive(bytes: &[u8]) -> Option<zip::ZipArchive<std::io::Cursor<&[u8]>>> {
+    let config = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    zip::ZipArchive::with_config(config, std::io::Cursor::new(bytes)).ok()
+}
+
+/// A zip archive with a `model.weights.h5`: a Keras 3 `.keras` file.
+pub fn is_keras_archive(bytes: &[u8]) -> bool {
+    open_archive(bytes).is_some_and(|a| a.index_for_name("model.weights.h5").is_some())
+}
+
+/// Reads the `model.weights.h5` of a `.keras` archive.
+pub fn read_keras_archive(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
+    use std::io::Read;
+    let mut archive = open_archive(bytes).ok_or_else(|| corrupt("unreadable .keras archive"))?;
+    let mut f = archive.by_name("model.weights.h5").map_err(|e| {
+        corrupt(format!(
+            "cannot open model.weights.h5 in the .keras archive ({e})"
+        ))
+    })?;
+    if f.size() > bytes.len() as u64 * 1024 {
+        return Err(corrupt("model.weights.h5 declares an impossible size"));
+    }
+    let mut inner = Vec::with_capacity(f.size().min(1 << 30) as usize);
+    f.read_to_end(&mut inner)
+        .map_err(|e| corrupt(format!("cannot unpack model.weights.h5 ({e})")))?;
+    read(&inner)
 }
 
 /// A string-list attribute, joined across Keras' `name0`, `name1`, … chunks.

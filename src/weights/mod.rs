@@ -96,8 +96,11 @@ pub enum WeightsFormat {
     /// torch.save of PyTorch before 1.6 (a stream of pickles).
     TorchLegacy,
     Safetensors,
-    /// Keras 2 HDF5 weights or full-model file (converted to PyTorch's conventions).
+    /// Keras 2 HDF5 weights or full-model file, or Keras 3 `.weights.h5` (converted to
+    /// PyTorch's conventions).
     KerasH5,
+    /// Keras 3 `.keras` archive (its `model.weights.h5`).
+    Keras,
 }
 
 impl fmt::Display for WeightsFormat {
@@ -106,7 +109,8 @@ impl fmt::Display for WeightsFormat {
             WeightsFormat::TorchZip => "torch.save zip (PyTorch >= 1.6)",
             WeightsFormat::TorchLegacy => "torch.save legacy (PyTorch < 1.6)",
             WeightsFormat::Safetensors => "safetensors",
-            WeightsFormat::KerasH5 => "Keras HDF5 (.h5)",
+            WeightsFormat::KerasH5 => "Keras HDF5 (.h5 / .weights.h5)",
+            WeightsFormat::Keras => "Keras 3 archive (.keras)",
         })
     }
 }
@@ -160,6 +164,7 @@ impl Weights {
             WeightsFormat::TorchLegacy => torch::read_legacy(bytes)?,
             WeightsFormat::Safetensors => safetensors_file::read(bytes)?,
             WeightsFormat::KerasH5 => keras_h5::read(bytes)?,
+            WeightsFormat::Keras => keras_h5::read_keras_archive(bytes)?,
         };
         Ok(Self {
             format,
@@ -197,6 +202,9 @@ impl Weights {
 /// Tells the container from the first bytes of the file.
 pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
     if bytes.starts_with(b"PK\x03\x04") {
+        if keras_h5::is_keras_archive(bytes) {
+            return Ok(WeightsFormat::Keras);
+        }
         return Ok(WeightsFormat::TorchZip);
     }
     if torch::is_legacy(bytes) {
