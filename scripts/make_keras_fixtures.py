@@ -9,6 +9,7 @@ semantics (TF "SAME" padding, ZeroPadding2D, BatchNorm epsilon 1e-3), whatever t
                         the layout of Keras Applications' *_tf_dim_ordering_tf_kernels.h5
     model.h5            full-model legacy file (weights under /model_weights)
     model.keras         Keras 3 archive (config.json + model.weights.h5: /layers/<class>_N/vars)
+  tests/fixtures/keras_mobilenet/  MobileNet v1 (alpha 0.25, odd 67x67 input), weights.h5 only
     input.npy           NCHW float32 input (already preprocessed)
     features.npy        GlobalAveragePooling output
     logits.npy          Dense output before softmax
@@ -39,20 +40,21 @@ def randomise_batchnorm(model, rng):
             ])
 
 
-def save(model, name, spec, size):
+def save(model, name, spec, size, every_format=True):
     out = os.path.join(ROOT, name)
     os.makedirs(out, exist_ok=True)
     with h5py.File(os.path.join(out, "weights.h5"), "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    legacy_h5_format.save_model_to_hdf5(model, os.path.join(out, "model.h5"))
-    model.save(os.path.join(out, "model.keras"))
+    if every_format:
+        legacy_h5_format.save_model_to_hdf5(model, os.path.join(out, "model.h5"))
+        model.save(os.path.join(out, "model.keras"))
     rng = np.random.default_rng(1)
     x = rng.uniform(-1, 1, (2, size, size, 3)).astype("float32")
     logits = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
-    pooled = keras.Model(model.inputs, model.get_layer("global_average_pooling2d").output
-                         if "global_average_pooling2d" in [l.name for l in model.layers]
-                         else model.layers[-2].output)
+    gap = [l for l in model.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][0]
+    pooled = keras.Model(model.inputs, gap.output)
     features = np.asarray(keras.ops.convert_to_numpy(pooled(x, training=False)))
+    features = features.reshape(features.shape[0], -1)
     np.save(os.path.join(out, "input.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     np.save(os.path.join(out, "features.npy"), features)
     np.save(os.path.join(out, "logits.npy"), logits)
@@ -74,6 +76,20 @@ def main():
         "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
                        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
     }, size)
+
+    # MobileNet v1 at an odd input size: Keras pads stride-2 layers (0, 1) whatever the
+    # size, where TF "SAME" would pad (1, 1).
+    keras.utils.set_random_seed(1)
+    size, alpha = 67, 0.25
+    m = keras.applications.MobileNet(alpha=alpha, input_shape=(size, size, 3), weights=None,
+                                     classes=classes, classifier_activation=None)
+    randomise_batchnorm(m, rng)
+    save(m, "keras_mobilenet", {
+        "name": "keras_mobilenet",
+        "config": {"family": "keras_mobilenet", "alpha": alpha},
+        "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
+                       "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }, size, every_format=False)
 
 
 if __name__ == "__main__":

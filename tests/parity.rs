@@ -157,3 +157,10 @@ fn keras_3_archive() {
         WeightsFormat::Keras,
     );
 }
+
+/// Keras MobileNet v1 at an odd input size (its stride-2 layers pad (0, 1), not TF SAME's
+/// (1, 1)), with a 1x1-convolution classifier.
+#[test]
+fn keras_mobilenet_v1_from_keras_h5_weights() {
+    check("keras_mobilenet", WeightsFormat::KerasH5);
+}

@@ -127,3 +127,76 @@ impl KerasMobileNetV2Config {
         stages
     }
 }
+
+/// `keras.applications.MobileNet(alpha)` (v1, depth multiplier 1): a strided 3x3 stem, then
+/// 13 depthwise-separable blocks (`conv_dw_N`, `conv_pw_N`), ReLU6, BatchNorm with Keras'
+/// defaults (epsilon 1e-3, momentum 0.99). Stride-2 layers are "valid" convolutions after
+/// `ZeroPadding2D(((0, 1), (0, 1)))`, whatever the input size; the classifier is a 1x1
+/// convolution `conv_preds` (with bias) after global average pooling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KerasMobileNetConfig {
+    pub alpha: f64,
+}
+
+/// (pointwise filters, stride) of blocks 1..=13, grouped into stages by resolution.
+const V1_STAGES: [&[(usize, usize)]; 5] = [
+    &[(64, 1)],
+    &[(128, 2), (128, 1)],
+    &[(256, 2), (256, 1)],
+    &[(512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1)],
+    &[(1024, 2), (1024, 1)],
+];
+
+impl KerasMobileNetConfig {
+    pub fn stage_names(&self) -> Vec<String> {
+        std::iter::once("stem".to_owned())
+            .chain((1..=V1_STAGES.len()).map(|i| format!("stage{i}")))
+            .collect()
+    }
+
+    fn filters(&self, f: usize) -> usize {
+        (f as f64 * self.alpha).trunc() as usize
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.filters(1024)
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        const EPS: f64 = 1e-3;
+        let cba = |name: &str, spec: ConvSpec| {
+            ConvBnAct::load(l, name, &format!("{name}_bn"), spec, EPS, Act::Relu6)
+        };
+        let mut inp = self.filters(32);
+        let mut stages = vec![Stage {
+            blocks: vec![Block::Conv(cba(
+                "conv1",
+                ConvSpec::new(3, inp, 3, 2).pad(Pad::After(1)),
+            ))],
+        }];
+        let mut id = 1;
+        for stage in V1_STAGES {
+            let mut blocks = Vec::new();
+            for &(f, stride) in stage {
+                let out = self.filters(f);
+                let pad = if stride == 2 {
+                    Pad::After(1)
+                } else {
+                    Pad::Symmetric
+                };
+                blocks.push(Block::Conv(cba(
+                    &format!("conv_dw_{id}"),
+                    ConvSpec::depthwise(inp, 3, stride).pad(pad),
+                )));
+                blocks.push(Block::Conv(cba(
+                    &format!("conv_pw_{id}"),
+                    ConvSpec::new(inp, out, 1, 1),
+                )));
+                inp = out;
+                id += 1;
+            }
+            stages.push(Stage { blocks });
+        }
+        stages
+    }
+}

@@ -42,6 +42,9 @@ pub enum Pad {
     Symmetric,
     /// TF SAME computed for this input height/width.
     TfSame(usize),
+    /// Zeros after (bottom/right) only, whatever the size: Keras' `ZeroPadding2D(((0, n),
+    /// (0, n)))` in front of a "valid" convolution.
+    After(usize),
 }
 
 fn padding(pad: Pad, kernel: usize, stride: usize) -> PaddingConfig2d {
@@ -56,6 +59,7 @@ fn padding(pad: Pad, kernel: usize, stride: usize) -> PaddingConfig2d {
             let (a, b) = (total / 2, total - total / 2);
             PaddingConfig2d::Explicit(a, a, b, b)
         }
+        Pad::After(n) => PaddingConfig2d::Explicit(0, 0, n, n),
     }
 }
 
@@ -147,7 +151,16 @@ pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, eps: f64)
 
 /// PyTorch stores Linear weights as (out, in); burn multiplies by (in, out).
 pub fn load_linear(l: &WeightLoader, prefix: &str, din: usize, dout: usize) -> Linear {
-    let w = l.tensor(&format!("{prefix}.weight"), [dout, din]);
+    let name = format!("{prefix}.weight");
+    let w = if l.shape_of(&name) == Some(vec![dout, din, 1, 1]) {
+        // A 1x1 convolution as the classifier (Keras MobileNet's `conv_preds`): the same
+        // values as a Linear's (out, in).
+        let t = l.tensor(&name, [dout, din, 1, 1]);
+        let dims = t.dims();
+        t.reshape([dims[0], dims[1]])
+    } else {
+        l.tensor(&name, [dout, din])
+    };
     Linear {
         weight: Param::from_tensor(w.transpose()),
         bias: Some(Param::from_tensor(

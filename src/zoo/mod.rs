@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::weights::Weights;
 use efficientnet::{EfficientNetConfig, EfficientNetLiteConfig};
-use keras::KerasMobileNetV2Config;
+use keras::{KerasMobileNetConfig, KerasMobileNetV2Config};
 use loader::{LoadReport, WeightLoader};
 use mobilenet::{MobileNetV2Config, MobileNetV3Config};
 use network::{Classifier, Network};
@@ -78,6 +78,7 @@ pub enum ArchConfig {
     Efficientnet(EfficientNetConfig),
     EfficientnetLite(EfficientNetLiteConfig),
     KerasMobilenetV2(KerasMobileNetV2Config),
+    KerasMobilenet(KerasMobileNetConfig),
 }
 
 impl ArchConfig {
@@ -89,6 +90,7 @@ impl ArchConfig {
             ArchConfig::Efficientnet(c) => c.stage_names(),
             ArchConfig::EfficientnetLite(c) => c.stage_names(),
             ArchConfig::KerasMobilenetV2(c) => c.stage_names(),
+            ArchConfig::KerasMobilenet(c) => c.stage_names(),
         }
     }
 
@@ -101,6 +103,7 @@ impl ArchConfig {
             ArchConfig::Efficientnet(c) => c.feature_dim(),
             ArchConfig::EfficientnetLite(c) => c.feature_dim(),
             ArchConfig::KerasMobilenetV2(c) => c.feature_dim(),
+            ArchConfig::KerasMobilenet(c) => c.feature_dim(),
         }
     }
 
@@ -112,6 +115,7 @@ impl ArchConfig {
             ArchConfig::MobilenetV3(_) => (Some("classifier.0"), "classifier.3"),
             ArchConfig::EfficientnetLite(_) => (None, "_fc"),
             ArchConfig::KerasMobilenetV2(_) => (None, "predictions"),
+            ArchConfig::KerasMobilenet(_) => (None, "conv_preds"),
         }
     }
 
@@ -155,6 +159,7 @@ impl ArchConfig {
             ArchConfig::Efficientnet(c) => c.build_stages(l),
             ArchConfig::EfficientnetLite(c) => c.build_stages(l),
             ArchConfig::KerasMobilenetV2(c) => c.build_stages(l),
+            ArchConfig::KerasMobilenet(c) => c.build_stages(l),
         };
         let (hidden, out) = self.classifier_prefixes();
         let out_w = format!("{out}.weight");
@@ -219,6 +224,23 @@ pub fn catalogue() -> Vec<ZooEntry> {
         config: ArchConfig::MobilenetV2(MobileNetV2Config::standard(1.0)),
         preprocess: Preprocess::imagenet(256, 224, Bilinear),
     });
+    for (name, alpha) in [
+        ("keras_mobilenet_025", 0.25),
+        ("keras_mobilenet_050", 0.5),
+        ("keras_mobilenet_075", 0.75),
+        ("keras_mobilenet", 1.0),
+    ] {
+        v.push(ZooEntry {
+            name,
+            origin: "Keras Applications (MobileNet v1)",
+            config: ArchConfig::KerasMobilenet(KerasMobileNetConfig { alpha }),
+            preprocess: Preprocess {
+                mean: [0.5; 3],
+                std: [0.5; 3],
+                ..Preprocess::imagenet(224, 224, Bilinear)
+            },
+        });
+    }
     // Keras Applications' MobileNetV2 widths (the `alpha` of its weight files).
     let keras_v2: [(&str, f64); 6] = [
         ("keras_mobilenet_v2_035", 0.35),
@@ -435,6 +457,7 @@ pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
             ArchConfig::Efficientnet(_) => "features.1.0.block.0.0.weight",
             ArchConfig::EfficientnetLite(_) => "_conv_stem.weight",
             ArchConfig::KerasMobilenetV2(_) => "expanded_conv_depthwise.weight",
+            ArchConfig::KerasMobilenet(_) => "conv_dw_1.weight",
         };
         if weights.get(family_key).is_none() {
             continue;
