@@ -10,6 +10,7 @@ semantics (TF "SAME" padding, ZeroPadding2D, BatchNorm epsilon 1e-3), whatever t
     model.h5            full-model legacy file (weights under /model_weights)
     model.keras         Keras 3 archive (config.json + model.weights.h5: /layers/<class>_N/vars)
   tests/fixtures/keras_mobilenet/  MobileNet v1 (alpha 0.25, odd 67x67 input), weights.h5 only
+  tests/fixtures/keras_resnet/     ResNet50's code with 1 block per stage, width 8
     input.npy           NCHW float32 input (already preprocessed)
     features.npy        GlobalAveragePooling output
     logits.npy          Dense output before softmax
@@ -29,7 +30,13 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "
 
 
 def randomise_batchnorm(model, rng):
+    """Random BatchNorm statistics, and random biases (Keras initialises them to zero, which
+    would leave a wrongly loaded bias unnoticed)."""
     for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.use_bias:
+            w = layer.get_weights()
+            w[1] = rng.normal(0, 0.1, w[1].shape).astype("float32")
+            layer.set_weights(w)
         if isinstance(layer, keras.layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
             layer.set_weights([
@@ -89,6 +96,30 @@ def main():
         "config": {"family": "keras_mobilenet", "alpha": alpha},
         "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
                        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }, size, every_format=False)
+
+
+    # ResNet (Keras' v1 layout, ResNet50's code) with one block per stage and narrow stages:
+    # biases on every convolution, stride on the first 1x1, "caffe" preprocessing.
+    from keras.src.applications import resnet
+    keras.utils.set_random_seed(2)
+    size, width = 64, 8
+
+    def stack_fn(x):
+        x = resnet.stack_residual_blocks_v1(x, width, 1, stride1=1, name="conv2")
+        x = resnet.stack_residual_blocks_v1(x, width * 2, 1, name="conv3")
+        x = resnet.stack_residual_blocks_v1(x, width * 4, 1, name="conv4")
+        return resnet.stack_residual_blocks_v1(x, width * 8, 1, name="conv5")
+
+    m = resnet.ResNet(stack_fn, False, True, weights=None, input_shape=(size, size, 3),
+                      classes=classes, classifier_activation=None, name="resnet_small")
+    randomise_batchnorm(m, rng)
+    save(m, "keras_resnet", {
+        "name": "keras_resnet",
+        "config": {"family": "keras_resnet", "blocks": [1, 1, 1, 1], "width": width},
+        "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
+                       "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
+                       "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
     }, size, every_format=False)
 
 

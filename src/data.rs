@@ -166,12 +166,13 @@ fn normalise_into(
     let plane = c * c;
     let scale: [f32; 3] = std::array::from_fn(|k| (1.0 / (255.0 * p.std[k])) as f32);
     let shift: [f32; 3] = std::array::from_fn(|k| (p.mean[k] / p.std[k]) as f32);
+    let src: [usize; 3] = if p.bgr { [2, 1, 0] } else { [0, 1, 2] };
     for y in 0..c {
         let row = &buf[((top + y) * width + left) * 3..][..c * 3];
         for x in 0..c {
             let sx = if flip { c - 1 - x } else { x };
             for k in 0..3 {
-                out[k * plane + y * c + x] = row[sx * 3 + k] as f32 * scale[k] - shift[k];
+                out[k * plane + y * c + x] = row[sx * 3 + src[k]] as f32 * scale[k] - shift[k];
             }
         }
     }
@@ -331,6 +332,21 @@ mod tests {
         assert!(!jpeg_is_complete(
             b"\xFF\xD8\xFF\xDAthumb\xFF\xD9\xFF\xDAmain cut"
         ));
+    }
+
+    #[test]
+    fn caffe_mode_is_bgr_minus_imagenet_means() {
+        let img = RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30]));
+        let p = Preprocess::caffe(8);
+        let mut out = vec![0.0; 3 * 64];
+        preprocess_into(&img, &p, &mut out).unwrap();
+        assert!(
+            (out[0] - (30.0 - 103.939)).abs() < 1e-3,
+            "B first: {}",
+            out[0]
+        );
+        assert!((out[64] - (20.0 - 116.779)).abs() < 1e-3);
+        assert!((out[128] - (10.0 - 123.68)).abs() < 1e-3);
     }
 
     #[test]

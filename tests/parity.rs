@@ -164,3 +164,9 @@ fn keras_3_archive() {
 fn keras_mobilenet_v1_from_keras_h5_weights() {
     check("keras_mobilenet", WeightsFormat::KerasH5);
 }
+
+/// Keras' ResNet (v1 layout: stride on the first 1x1, biased convolutions before BN).
+#[test]
+fn keras_resnet_from_keras_h5_weights() {
+    check("keras_resnet", WeightsFormat::KerasH5);
+}

@@ -200,3 +200,107 @@ impl KerasMobileNetConfig {
         stages
     }
 }
+
+/// `keras.applications.ResNet50` (Keras' v1 layout: the stride on the first 1x1 convolution
+/// of a block, biases on every convolution, BatchNorm epsilon 1.001e-5 and momentum 0.99),
+/// names `conv1_conv`, `conv2_block1_0_conv` (projection shortcut), `conv2_block1_1_conv`
+/// … `conv5_block3_3_bn`, `predictions`. Inputs in Keras' "caffe" mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KerasResNetConfig {
+    /// Blocks per stage: [3, 4, 6, 3] for ResNet50.
+    pub blocks: [usize; 4],
+    /// Filters of the first stage, doubling at each later one (64 in ResNet50; the stem
+    /// has 64 whatever this is, as in Keras).
+    #[serde(default = "resnet_width")]
+    pub width: usize,
+}
+
+fn resnet_width() -> usize {
+    64
+}
+
+impl KerasResNetConfig {
+    pub fn stage_names(&self) -> Vec<String> {
+        ["stem", "conv2", "conv3", "conv4", "conv5"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        4 * (self.width << 3)
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        use super::layers::ResidualBlock;
+        use burn::nn::PaddingConfig2d;
+        use burn::nn::pool::MaxPool2d;
+        const EPS: f64 = 1.001e-5;
+        let cba = |name: &str, spec: ConvSpec, act: Act| {
+            let mut u = ConvBnAct::load(
+                l,
+                &format!("{name}_conv"),
+                &format!("{name}_bn"),
+                spec.with_bias(),
+                EPS,
+                act,
+            );
+            if let Some(bn) = &mut u.bn {
+                bn.momentum = 0.01; // Keras' default 0.99
+            }
+            u
+        };
+        let stem = Stage {
+            blocks: vec![
+                Block::Conv(cba("conv1", ConvSpec::new(3, 64, 7, 2), Act::Relu)),
+                // ZeroPadding2D(1) + MaxPooling2D(3, 2): after a ReLU, zeros pad like -inf.
+                Block::MaxPool(MaxPool2d {
+                    stride: [2, 2],
+                    kernel_size: [3, 3],
+                    padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
+                    dilation: [1, 1],
+                    ceil_mode: false,
+                }),
+            ],
+        };
+        let mut stages = vec![stem];
+        let mut inp = 64;
+        for (i, &n) in self.blocks.iter().enumerate() {
+            let filters = self.width << i;
+            let stride = if i == 0 { 1 } else { 2 };
+            let out = 4 * filters;
+            let mut blocks = Vec::with_capacity(n);
+            for b in 1..=n {
+                let p = format!("conv{}_block{b}", i + 2);
+                let s = if b == 1 { stride } else { 1 };
+                let convs = vec![
+                    cba(
+                        &format!("{p}_1"),
+                        ConvSpec::new(inp, filters, 1, s),
+                        Act::Relu,
+                    ),
+                    cba(
+                        &format!("{p}_2"),
+                        ConvSpec::new(filters, filters, 3, 1),
+                        Act::Relu,
+                    ),
+                    cba(
+                        &format!("{p}_3"),
+                        ConvSpec::new(filters, out, 1, 1),
+                        Act::Identity,
+                    ),
+                ];
+                let downsample = (b == 1).then(|| {
+                    cba(
+                        &format!("{p}_0"),
+                        ConvSpec::new(inp, out, 1, s),
+                        Act::Identity,
+                    )
+                });
+                blocks.push(Block::Residual(ResidualBlock { convs, downsample }));
+                inp = out;
+            }
+            stages.push(Stage { blocks });
+        }
+        stages
+    }
+}

@@ -72,6 +72,8 @@ pub struct ConvSpec {
     pub stride: usize,
     pub groups: usize,
     pub pad: Pad,
+    /// The convolution has a bias (Keras' default) before its BatchNorm.
+    pub bias: bool,
 }
 
 impl ConvSpec {
@@ -83,6 +85,7 @@ impl ConvSpec {
             stride,
             groups: 1,
             pad: Pad::Symmetric,
+            bias: false,
         }
     }
     pub fn depthwise(c: usize, kernel: usize, stride: usize) -> Self {
@@ -93,6 +96,10 @@ impl ConvSpec {
     }
     pub fn pad(mut self, pad: Pad) -> Self {
         self.pad = pad;
+        self
+    }
+    pub fn with_bias(mut self) -> Self {
+        self.bias = true;
         self
     }
 }
@@ -220,7 +227,7 @@ impl ConvBnAct {
         act: Act,
     ) -> Self {
         Self {
-            conv: load_conv(l, conv, spec, false),
+            conv: load_conv(l, conv, spec, spec.bias),
             bn: Some(load_batchnorm(l, bn, spec.cout, eps)),
             act,
             names: [conv.to_owned(), bn.to_owned()],

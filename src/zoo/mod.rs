@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::weights::Weights;
 use efficientnet::{EfficientNetConfig, EfficientNetLiteConfig};
-use keras::{KerasMobileNetConfig, KerasMobileNetV2Config};
+use keras::{KerasMobileNetConfig, KerasMobileNetV2Config, KerasResNetConfig};
 use loader::{LoadReport, WeightLoader};
 use mobilenet::{MobileNetV2Config, MobileNetV3Config};
 use network::{Classifier, Network};
@@ -30,7 +30,8 @@ pub enum Interpolation {
 }
 
 /// The input pipeline a model's weights expect: resize the shorter side to `resize`,
-/// center-crop `crop`×`crop`, scale to 0..1, then `(x - mean) / std` per channel.
+/// center-crop `crop`×`crop`, scale to 0..1, then `(x - mean) / std` per channel; channels
+/// in BGR order when `bgr` (Keras' "caffe" mode), `mean` and `std` then in that order too.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
     pub resize: usize,
@@ -38,12 +39,27 @@ pub struct Preprocess {
     pub interpolation: Interpolation,
     pub mean: [f64; 3],
     pub std: [f64; 3],
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bgr: bool,
 }
 
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 impl Preprocess {
+    /// Keras' "caffe" mode (ResNet50, VGG16): BGR, ImageNet means subtracted from 0..255
+    /// pixels, not scaled.
+    pub fn caffe(size: usize) -> Self {
+        Self {
+            resize: size,
+            crop: size,
+            interpolation: Interpolation::Bilinear,
+            mean: [103.939 / 255.0, 116.779 / 255.0, 123.68 / 255.0],
+            std: [1.0 / 255.0; 3],
+            bgr: true,
+        }
+    }
+
     pub fn imagenet(resize: usize, crop: usize, interpolation: Interpolation) -> Self {
         Self {
             resize,
@@ -51,6 +67,7 @@ impl Preprocess {
             interpolation,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            bgr: false,
         }
     }
 
@@ -63,6 +80,7 @@ impl Preprocess {
             interpolation: Interpolation::Bilinear,
             mean: [127.0 / 255.0; 3],
             std: [128.0 / 255.0; 3],
+            bgr: false,
         }
     }
 }
@@ -79,6 +97,7 @@ pub enum ArchConfig {
     EfficientnetLite(EfficientNetLiteConfig),
     KerasMobilenetV2(KerasMobileNetV2Config),
     KerasMobilenet(KerasMobileNetConfig),
+    KerasResnet(KerasResNetConfig),
 }
 
 impl ArchConfig {
@@ -91,6 +110,7 @@ impl ArchConfig {
             ArchConfig::EfficientnetLite(c) => c.stage_names(),
             ArchConfig::KerasMobilenetV2(c) => c.stage_names(),
             ArchConfig::KerasMobilenet(c) => c.stage_names(),
+            ArchConfig::KerasResnet(c) => c.stage_names(),
         }
     }
 
@@ -104,6 +124,7 @@ impl ArchConfig {
             ArchConfig::EfficientnetLite(c) => c.feature_dim(),
             ArchConfig::KerasMobilenetV2(c) => c.feature_dim(),
             ArchConfig::KerasMobilenet(c) => c.feature_dim(),
+            ArchConfig::KerasResnet(c) => c.feature_dim(),
         }
     }
 
@@ -116,6 +137,7 @@ impl ArchConfig {
             ArchConfig::EfficientnetLite(_) => (None, "_fc"),
             ArchConfig::KerasMobilenetV2(_) => (None, "predictions"),
             ArchConfig::KerasMobilenet(_) => (None, "conv_preds"),
+            ArchConfig::KerasResnet(_) => (None, "predictions"),
         }
     }
 
@@ -160,6 +182,7 @@ impl ArchConfig {
             ArchConfig::EfficientnetLite(c) => c.build_stages(l),
             ArchConfig::KerasMobilenetV2(c) => c.build_stages(l),
             ArchConfig::KerasMobilenet(c) => c.build_stages(l),
+            ArchConfig::KerasResnet(c) => c.build_stages(l),
         };
         let (hidden, out) = self.classifier_prefixes();
         let out_w = format!("{out}.weight");
@@ -223,6 +246,15 @@ pub fn catalogue() -> Vec<ZooEntry> {
         origin: tv,
         config: ArchConfig::MobilenetV2(MobileNetV2Config::standard(1.0)),
         preprocess: Preprocess::imagenet(256, 224, Bilinear),
+    });
+    v.push(ZooEntry {
+        name: "keras_resnet50",
+        origin: "Keras Applications (ResNet50)",
+        config: ArchConfig::KerasResnet(KerasResNetConfig {
+            blocks: [3, 4, 6, 3],
+            width: 64,
+        }),
+        preprocess: Preprocess::caffe(224),
     });
     for (name, alpha) in [
         ("keras_mobilenet_025", 0.25),
@@ -458,6 +490,7 @@ pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
             ArchConfig::EfficientnetLite(_) => "_conv_stem.weight",
             ArchConfig::KerasMobilenetV2(_) => "expanded_conv_depthwise.weight",
             ArchConfig::KerasMobilenet(_) => "conv_dw_1.weight",
+            ArchConfig::KerasResnet(_) => "conv2_block1_1_conv.weight",
         };
         if weights.get(family_key).is_none() {
             continue;
