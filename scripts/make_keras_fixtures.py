@@ -11,6 +11,7 @@ semantics (TF "SAME" padding, ZeroPadding2D, BatchNorm epsilon 1e-3), whatever t
     model.keras         Keras 3 archive (config.json + model.weights.h5: /layers/<class>_N/vars)
   tests/fixtures/keras_mobilenet/  MobileNet v1 (alpha 0.25, odd 67x67 input), weights.h5 only
   tests/fixtures/keras_resnet/     ResNet50's code with 1 block per stage, width 8
+  tests/fixtures/keras_vgg/        VGG16's layers at reduced widths, with the top
     input.npy           NCHW float32 input (already preprocessed)
     features.npy        GlobalAveragePooling output
     logits.npy          Dense output before softmax
@@ -47,7 +48,7 @@ def randomise_batchnorm(model, rng):
             ])
 
 
-def save(model, name, spec, size, every_format=True):
+def save(model, name, spec, size, every_format=True, features_layer=None):
     out = os.path.join(ROOT, name)
     os.makedirs(out, exist_ok=True)
     with h5py.File(os.path.join(out, "weights.h5"), "w") as f:
@@ -58,8 +59,11 @@ def save(model, name, spec, size, every_format=True):
     rng = np.random.default_rng(1)
     x = rng.uniform(-1, 1, (2, size, size, 3)).astype("float32")
     logits = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
-    gap = [l for l in model.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][0]
-    pooled = keras.Model(model.inputs, gap.output)
+    if features_layer:
+        pooled = keras.Model(model.inputs, model.get_layer(features_layer).output)
+    else:
+        gap = [l for l in model.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][0]
+        pooled = keras.Model(model.inputs, gap.output)
     features = np.asarray(keras.ops.convert_to_numpy(pooled(x, training=False)))
     features = features.reshape(features.shape[0], -1)
     np.save(os.path.join(out, "input.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -121,6 +125,33 @@ def main():
                        "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
                        "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
     }, size, every_format=False)
+
+
+    # VGG16's layers (keras.applications.vgg16 builds exactly these) at reduced widths, with
+    # the top: Flatten of the NHWC activation, fc1, fc2, predictions.
+    keras.utils.set_random_seed(3)
+    size, blocks, fc = 64, [[2, 4], [2, 8], [3, 16], [3, 16], [3, 16]], 32
+    inp = keras.Input((size, size, 3))
+    x = inp
+    for b, (n, f) in enumerate(blocks, 1):
+        for i in range(1, n + 1):
+            x = keras.layers.Conv2D(f, 3, activation="relu", padding="same",
+                                    name=f"block{b}_conv{i}")(x)
+        x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(fc, activation="relu", name="fc1")(x)
+    feats = keras.layers.Dense(fc, activation="relu", name="fc2")(x)
+    out = keras.layers.Dense(classes, name="predictions")(feats)
+    m = keras.Model(inp, out, name="vgg16_small")
+    randomise_batchnorm(m, rng)
+    save(m, "keras_vgg", {
+        "name": "keras_vgg",
+        "config": {"family": "keras_vgg", "blocks": blocks, "include_top": True, "fc": fc,
+                   "input_size": size},
+        "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
+                       "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
+                       "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
+    }, size, every_format=False, features_layer="fc2")
 
 
 if __name__ == "__main__":

@@ -584,16 +584,22 @@ fn freeze_on_hymenoptera_with_lite0() {
     }
 }
 
-/// The strategies on a Keras-loaded model (Keras MobileNetV2 fixture, `.h5`): each trains,
+/// The strategies on Keras-loaded models (Keras MobileNetV2 and VGG fixtures, `.h5`): each trains,
 /// the bundle loads back through the zoo, and records where its weights came from.
 #[test]
 fn strategies_on_a_keras_model() {
     let dir = tempfile::tempdir().unwrap();
     let data = toy_folder(dir.path());
-    let d = fixtures().join("keras_mobilenet_v2");
-    let (model, weights) = (s(&d.join("model.json")), s(&d.join("weights.h5")));
-    for strategy in ["probe", "freeze", "finetune"] {
-        let out = dir.path().join(strategy);
+    for (fixture, strategy) in [
+        ("keras_mobilenet_v2", "probe"),
+        ("keras_mobilenet_v2", "freeze"),
+        ("keras_mobilenet_v2", "finetune"),
+        // VGG with its top: fc1/fc2 train as 1x1 convolutions and go back into the bundle.
+        ("keras_vgg", "finetune"),
+    ] {
+        let d = fixtures().join(fixture);
+        let (model, weights) = (s(&d.join("model.json")), s(&d.join("weights.h5")));
+        let out = dir.path().join(format!("{fixture}-{strategy}"));
         let o = retrain(&[
             "fit",
             "--model",

@@ -56,12 +56,13 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
         let orig = weights
             .get(k)
             .unwrap_or_else(|| panic!("{name}: exported unknown `{k}`"));
-        // A Keras 3 depthwise kernel reads as (1, C, k, k); it exports as PyTorch's
-        // (C, 1, k, k), the same values in the same order.
-        let keras_depthwise = orig.shape.len() == 4
-            && orig.shape[0] == 1
-            && t.shape == [orig.shape[1], 1, orig.shape[2], orig.shape[3]];
-        if !keras_depthwise {
+        // Keras files hold some tensors in another but equivalent shape: a Keras 3 depthwise
+        // kernel reads as (1, C, k, k) and exports as PyTorch's (C, 1, k, k); a Dense run as
+        // a 1x1 convolution (VGG's fc1) exports as (out, in, 1, 1). Same values, same order:
+        // the shapes agree once unit dimensions are dropped.
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+        assert_eq!(squeeze(&t.shape), squeeze(&orig.shape), "{name}: `{k}`");
+        if !name.starts_with("keras") {
             assert_eq!(t.shape, orig.shape, "{name}: `{k}`");
         }
         assert_eq!(t.data, orig.data, "{name}: `{k}`");
@@ -169,4 +170,11 @@ fn keras_mobilenet_v1_from_keras_h5_weights() {
 #[test]
 fn keras_resnet_from_keras_h5_weights() {
     check("keras_resnet", WeightsFormat::KerasH5);
+}
+
+/// VGG16's layers with the top: Flatten of the NHWC activation, so fc1's rows keep Keras'
+/// order; the embedding is fc2's output.
+#[test]
+fn keras_vgg_with_top_from_keras_h5_weights() {
+    check("keras_vgg", WeightsFormat::KerasH5);
 }

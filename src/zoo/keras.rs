@@ -304,3 +304,110 @@ impl KerasResNetConfig {
         stages
     }
 }
+
+/// `keras.applications.VGG16` / VGG19: blocks of 3x3 convolutions (bias, ReLU, no
+/// BatchNorm) `block{b}_conv{i}`, each block ending in a 2x2 max pool; with the top,
+/// Flatten (of the NHWC activation, so `fc1` keeps Keras' row order) → `fc1` → `fc2`
+/// (ReLU) → `predictions`, and the embedding is `fc2`'s output; without it, the pooled last
+/// block. Inputs in Keras' "caffe" mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KerasVggConfig {
+    /// (convolutions, filters) per block: VGG16 [[2, 64], [2, 128], [3, 256], [3, 512],
+    /// [3, 512]].
+    pub blocks: Vec<[usize; 2]>,
+    /// fc1/fc2 and the classifier (`include_top=True`).
+    pub include_top: bool,
+    /// Width of fc1 and fc2 (4096).
+    #[serde(default = "vgg_fc")]
+    pub fc: usize,
+    /// Input height and width: the top's Flatten depends on it.
+    pub input_size: usize,
+}
+
+fn vgg_fc() -> usize {
+    4096
+}
+
+impl KerasVggConfig {
+    pub fn vgg16(include_top: bool) -> Self {
+        Self {
+            blocks: vec![[2, 64], [2, 128], [3, 256], [3, 512], [3, 512]],
+            include_top,
+            fc: 4096,
+            input_size: 224,
+        }
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = (1..=self.blocks.len())
+            .map(|b| format!("block{b}"))
+            .collect();
+        if self.include_top {
+            v.push("fc".into());
+        }
+        v
+    }
+
+    fn last_filters(&self) -> usize {
+        self.blocks.last().map_or(3, |b| b[1])
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        if self.include_top {
+            self.fc
+        } else {
+            self.last_filters()
+        }
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        use super::layers::FlattenHwc;
+        use burn::nn::PaddingConfig2d;
+        use burn::nn::pool::MaxPool2d;
+        let mut stages = Vec::new();
+        let mut inp = 3;
+        let mut size = self.input_size;
+        for (b, &[n, filters]) in self.blocks.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for i in 1..=n {
+                blocks.push(Block::Conv(ConvBnAct::load_plain(
+                    l,
+                    &format!("block{}_conv{i}", b + 1),
+                    ConvSpec::new(inp, filters, 3, 1),
+                    Act::Relu,
+                )));
+                inp = filters;
+            }
+            blocks.push(Block::MaxPool(MaxPool2d {
+                stride: [2, 2],
+                kernel_size: [2, 2],
+                padding: PaddingConfig2d::Explicit(0, 0, 0, 0),
+                dilation: [1, 1],
+                ceil_mode: false,
+            }));
+            size /= 2;
+            stages.push(Stage { blocks });
+        }
+        if self.include_top {
+            let flat = size * size * inp;
+            stages.push(Stage {
+                blocks: vec![
+                    Block::FlattenHwc(FlattenHwc { marker: () }),
+                    Block::Conv(ConvBnAct::load_plain(
+                        l,
+                        "fc1",
+                        ConvSpec::new(flat, self.fc, 1, 1),
+                        Act::Relu,
+                    )),
+                    Block::Conv(ConvBnAct::load_plain(
+                        l,
+                        "fc2",
+                        ConvSpec::new(self.fc, self.fc, 1, 1),
+                        Act::Relu,
+                    )),
+                ],
+            });
+        }
+        stages
+    }
+}

@@ -119,6 +119,12 @@ pub fn load_conv(l: &WeightLoader, prefix: &str, spec: ConvSpec, bias: bool) -> 
         } else {
             t
         }
+    } else if k == 1 && spec.groups == 1 && l.shape_of(&name) == Some(vec![spec.cout, spec.cin]) {
+        // A Dense layer run as a 1x1 convolution (Keras VGG's fc1/fc2): (out, in) is the same
+        // data as (out, in, 1, 1).
+        let t = l.tensor(&name, [spec.cout, spec.cin]);
+        let [o, i] = t.dims();
+        t.reshape([o, i, 1, 1])
     } else {
         l.tensor(&name, [spec.cout, spec.cin / spec.groups, k, k])
     };
@@ -231,6 +237,16 @@ impl ConvBnAct {
             bn: Some(load_batchnorm(l, bn, spec.cout, eps)),
             act,
             names: [conv.to_owned(), bn.to_owned()],
+        }
+    }
+
+    /// A convolution with a bias and no BatchNorm (VGG).
+    pub fn load_plain(l: &WeightLoader, conv: &str, spec: ConvSpec, act: Act) -> Self {
+        Self {
+            conv: load_conv(l, conv, spec, true),
+            bn: None,
+            act,
+            names: [conv.to_owned(), String::new()],
         }
     }
 
@@ -423,6 +439,24 @@ pub enum Block {
     MaxPool(MaxPool2d),
     Inverted(InvertedResidual),
     Residual(ResidualBlock),
+    /// Keras' `Flatten` of an NHWC activation, as [N, H·W·C, 1, 1] (VGG's dense layers then
+    /// run as 1x1 convolutions on it, with their Keras weights as stored).
+    FlattenHwc(FlattenHwc),
+}
+
+/// See [`Block::FlattenHwc`].
+#[derive(Module, Debug)]
+pub struct FlattenHwc {
+    /// (No state: a marker the module derive can carry.)
+    #[module(skip)]
+    pub marker: (),
+}
+
+impl FlattenHwc {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        x.permute([0, 2, 3, 1]).reshape([n, h * w * c, 1, 1])
+    }
 }
 
 impl Block {
@@ -432,6 +466,7 @@ impl Block {
             Block::MaxPool(p) => p.forward(x),
             Block::Inverted(b) => b.forward(x),
             Block::Residual(b) => b.forward(x),
+            Block::FlattenHwc(f) => f.forward(x),
         }
     }
 
@@ -443,6 +478,7 @@ impl Block {
             Block::MaxPool(_) => {}
             Block::Inverted(b) => b.export(out),
             Block::Residual(b) => b.export(out),
+            Block::FlattenHwc(_) => {}
         }
     }
 
@@ -452,6 +488,7 @@ impl Block {
             Block::MaxPool(p) => Block::MaxPool(p),
             Block::Inverted(b) => Block::Inverted(b.fold_batchnorm()),
             Block::Residual(b) => Block::Residual(b.fold_batchnorm()),
+            Block::FlattenHwc(f) => Block::FlattenHwc(f),
         }
     }
 }

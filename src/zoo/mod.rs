@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::weights::Weights;
 use efficientnet::{EfficientNetConfig, EfficientNetLiteConfig};
-use keras::{KerasMobileNetConfig, KerasMobileNetV2Config, KerasResNetConfig};
+use keras::{KerasMobileNetConfig, KerasMobileNetV2Config, KerasResNetConfig, KerasVggConfig};
 use loader::{LoadReport, WeightLoader};
 use mobilenet::{MobileNetV2Config, MobileNetV3Config};
 use network::{Classifier, Network};
@@ -98,6 +98,7 @@ pub enum ArchConfig {
     KerasMobilenetV2(KerasMobileNetV2Config),
     KerasMobilenet(KerasMobileNetConfig),
     KerasResnet(KerasResNetConfig),
+    KerasVgg(KerasVggConfig),
 }
 
 impl ArchConfig {
@@ -111,6 +112,7 @@ impl ArchConfig {
             ArchConfig::KerasMobilenetV2(c) => c.stage_names(),
             ArchConfig::KerasMobilenet(c) => c.stage_names(),
             ArchConfig::KerasResnet(c) => c.stage_names(),
+            ArchConfig::KerasVgg(c) => c.stage_names(),
         }
     }
 
@@ -125,6 +127,7 @@ impl ArchConfig {
             ArchConfig::KerasMobilenetV2(c) => c.feature_dim(),
             ArchConfig::KerasMobilenet(c) => c.feature_dim(),
             ArchConfig::KerasResnet(c) => c.feature_dim(),
+            ArchConfig::KerasVgg(c) => c.feature_dim(),
         }
     }
 
@@ -137,7 +140,7 @@ impl ArchConfig {
             ArchConfig::EfficientnetLite(_) => (None, "_fc"),
             ArchConfig::KerasMobilenetV2(_) => (None, "predictions"),
             ArchConfig::KerasMobilenet(_) => (None, "conv_preds"),
-            ArchConfig::KerasResnet(_) => (None, "predictions"),
+            ArchConfig::KerasResnet(_) | ArchConfig::KerasVgg(_) => (None, "predictions"),
         }
     }
 
@@ -183,6 +186,7 @@ impl ArchConfig {
             ArchConfig::KerasMobilenetV2(c) => c.build_stages(l),
             ArchConfig::KerasMobilenet(c) => c.build_stages(l),
             ArchConfig::KerasResnet(c) => c.build_stages(l),
+            ArchConfig::KerasVgg(c) => c.build_stages(l),
         };
         let (hidden, out) = self.classifier_prefixes();
         let out_w = format!("{out}.weight");
@@ -256,6 +260,14 @@ pub fn catalogue() -> Vec<ZooEntry> {
         }),
         preprocess: Preprocess::caffe(224),
     });
+    for (name, top) in [("keras_vgg16", true), ("keras_vgg16_notop", false)] {
+        v.push(ZooEntry {
+            name,
+            origin: "Keras Applications (VGG16)",
+            config: ArchConfig::KerasVgg(KerasVggConfig::vgg16(top)),
+            preprocess: Preprocess::caffe(224),
+        });
+    }
     for (name, alpha) in [
         ("keras_mobilenet_025", 0.25),
         ("keras_mobilenet_050", 0.5),
@@ -491,6 +503,7 @@ pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
             ArchConfig::KerasMobilenetV2(_) => "expanded_conv_depthwise.weight",
             ArchConfig::KerasMobilenet(_) => "conv_dw_1.weight",
             ArchConfig::KerasResnet(_) => "conv2_block1_1_conv.weight",
+            ArchConfig::KerasVgg(_) => "block1_conv1.weight",
         };
         if weights.get(family_key).is_none() {
             continue;
