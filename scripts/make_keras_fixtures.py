@@ -12,6 +12,7 @@ semantics (TF "SAME" padding, ZeroPadding2D, BatchNorm epsilon 1e-3), whatever t
   tests/fixtures/keras_mobilenet/  MobileNet v1 (alpha 0.25, odd 67x67 input), weights.h5 only
   tests/fixtures/keras_resnet/     ResNet50's code with 1 block per stage, width 8
   tests/fixtures/keras_vgg/        VGG16's layers at reduced widths, with the top
+  tests/fixtures/keras_efficientnet/  EfficientNet (B0 code, width/depth 0.25), every format
     input.npy           NCHW float32 input (already preprocessed)
     features.npy        GlobalAveragePooling output
     logits.npy          Dense output before softmax
@@ -48,21 +49,24 @@ def randomise_batchnorm(model, rng):
             ])
 
 
-def save(model, name, spec, size, every_format=True, features_layer=None):
+def save(model, name, spec, size, formats=(), features_layer=None, inputs=None):
+    """weights.h5 always; `formats` adds "model.h5" (Keras 2 full model) and/or "keras"."""
     out = os.path.join(ROOT, name)
     os.makedirs(out, exist_ok=True)
     with h5py.File(os.path.join(out, "weights.h5"), "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    if every_format:
+    if "model.h5" in formats:
         legacy_h5_format.save_model_to_hdf5(model, os.path.join(out, "model.h5"))
+    if "keras" in formats:
         model.save(os.path.join(out, "model.keras"))
     rng = np.random.default_rng(1)
-    x = rng.uniform(-1, 1, (2, size, size, 3)).astype("float32")
+    x = inputs if inputs is not None else rng.uniform(-1, 1, (2, size, size, 3)).astype("float32")
     logits = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
     if features_layer:
         pooled = keras.Model(model.inputs, model.get_layer(features_layer).output)
     else:
-        gap = [l for l in model.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][0]
+        # The last one: EfficientNet's squeeze-excitation blocks pool too.
+        gap = [l for l in model.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][-1]
         pooled = keras.Model(model.inputs, gap.output)
     features = np.asarray(keras.ops.convert_to_numpy(pooled(x, training=False)))
     features = features.reshape(features.shape[0], -1)
@@ -86,7 +90,7 @@ def main():
         "config": {"family": "keras_mobilenet_v2", "alpha": alpha, "input_size": size},
         "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
                        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
-    }, size)
+    }, size, formats=("model.h5", "keras"))
 
     # MobileNet v1 at an odd input size: Keras pads stride-2 layers (0, 1) whatever the
     # size, where TF "SAME" would pad (1, 1).
@@ -100,7 +104,7 @@ def main():
         "config": {"family": "keras_mobilenet", "alpha": alpha},
         "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
                        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
-    }, size, every_format=False)
+    }, size, formats=())
 
 
     # ResNet (Keras' v1 layout, ResNet50's code) with one block per stage and narrow stages:
@@ -124,7 +128,7 @@ def main():
         "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
                        "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
                        "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
-    }, size, every_format=False)
+    }, size, formats=())
 
 
     # VGG16's layers (keras.applications.vgg16 builds exactly these) at reduced widths, with
@@ -151,7 +155,31 @@ def main():
         "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
                        "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
                        "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
-    }, size, every_format=False, features_layer="fc2")
+    }, size, formats=(), features_layer="fc2")
+
+
+    # EfficientNet (EfficientNetB0's code) narrowed and shortened: the model's own input
+    # Rescaling + Normalization (random mean/variance), SE blocks, swish, TF SAME padding.
+    from keras.src.applications import efficientnet
+    keras.utils.set_random_seed(4)
+    size, width, depth = 64, 0.25, 0.25
+    m = efficientnet.EfficientNet(width, depth, size, weights=None, input_shape=(size, size, 3),
+                                  classes=classes, classifier_activation=None,
+                                  name="efficientnet_small")
+    randomise_batchnorm(m, rng)
+    norm = m.get_layer("normalization")
+    norm.set_weights([rng.uniform(100, 150, 3).astype("float32"),
+                      rng.uniform(2000, 5000, 3).astype("float32"),
+                      np.array(1000, dtype=norm.get_weights()[2].dtype)])
+    rng2 = np.random.default_rng(5)
+    x = rng2.uniform(0, 255, (2, size, size, 3)).astype("float32")
+    save(m, "keras_efficientnet", {
+        "name": "keras_efficientnet",
+        "config": {"family": "keras_efficientnet", "width": width, "depth": depth,
+                   "input_size": size, "imagenet_rescaling": False},
+        "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
+                       "mean": [0, 0, 0], "std": [1 / 255, 1 / 255, 1 / 255]},
+    }, size, formats=("keras",), inputs=x)
 
 
 if __name__ == "__main__":

@@ -272,9 +272,9 @@ fn models_and_inspect() {
         .unwrap();
     assert_eq!(lite0["parameters"], 4652008);
     assert_eq!(lite0["feature_dim"], 1280);
-    assert_eq!(v.as_array().unwrap().len(), 34);
+    assert_eq!(v.as_array().unwrap().len(), 35);
     // Trainable parameters of keras.applications.MobileNetV2 / MobileNet(alpha) / ResNet50 /
-    // VGG16 (weights=None), as Keras 3.15 counts them.
+    // VGG16 / EfficientNetB0 (weights=None), as Keras 3.15 counts them.
     for (name, keras) in [
         ("keras_mobilenet_v2_035", 1677128),
         ("keras_mobilenet_v2_050", 1968680),
@@ -288,6 +288,7 @@ fn models_and_inspect() {
         ("keras_mobilenet", 4231976),
         ("keras_resnet50", 25583592),
         ("keras_vgg16", 138357544),
+        ("keras_efficientnet_b0", 5288548),
     ] {
         let m = v.as_array().unwrap().iter().find(|m| m["name"] == name);
         assert_eq!(m.unwrap()["parameters"], keras, "{name}");

@@ -596,6 +596,8 @@ fn strategies_on_a_keras_model() {
         ("keras_mobilenet_v2", "finetune"),
         // VGG with its top: fc1/fc2 train as 1x1 convolutions and go back into the bundle.
         ("keras_vgg", "finetune"),
+        // EfficientNet: its input normalisation stays fixed while everything else trains.
+        ("keras_efficientnet", "finetune"),
     ] {
         let d = fixtures().join(fixture);
         let (model, weights) = (s(&d.join("model.json")), s(&d.join("weights.h5")));

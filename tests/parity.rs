@@ -178,3 +178,17 @@ fn keras_resnet_from_keras_h5_weights() {
 fn keras_vgg_with_top_from_keras_h5_weights() {
     check("keras_vgg", WeightsFormat::KerasH5);
 }
+
+/// Keras EfficientNet (B0's code, narrowed): the model's own Rescaling + Normalization
+/// (stored mean/variance), squeeze-excitation, swish, TF SAME padding; from `.h5` and from
+/// a Keras 3 `.keras` archive.
+#[test]
+fn keras_efficientnet_with_its_normalization_layer() {
+    check("keras_efficientnet", WeightsFormat::KerasH5);
+    let dir = fixtures().join("keras_efficientnet");
+    check_file(
+        "keras_efficientnet",
+        &dir.join("model.keras"),
+        WeightsFormat::Keras,
+    );
+}

@@ -80,6 +80,13 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
         let names = string_list(|n| g.attribute(n), "weight_names")?.unwrap_or_default();
         let mut weights = Vec::new();
         for wname in names {
+            if wname
+                .rsplit('/')
+                .next()
+                .is_some_and(|w| w.starts_with("count"))
+            {
+                continue; // Normalization's sample count: an integer, not used
+            }
             let at = |e: hdf5_reader::error::Error| corrupt(format!("{layer}/{wname}: {e}"));
             let ds = file
                 .dataset(&format!("{prefix}{layer}/{wname}"))
@@ -129,6 +136,7 @@ fn read_keras3(file: &Hdf5File) -> Result<BTreeMap<String, WeightTensor>, Weight
             ("depthwise_conv2d", _) => &["depthwise_kernel", "bias"],
             ("batch_normalization", 4) => &["gamma", "beta", "moving_mean", "moving_variance"],
             ("batch_normalization", 2) => &["moving_mean", "moving_variance"],
+            ("normalization", 3) => &["mean", "variance", "count"],
             _ => {
                 return Err(WeightsError::Unsupported(format!(
                     "Keras 3 layer {name} ({class}, {} variables) has no counterpart in \
@@ -143,6 +151,9 @@ fn read_keras3(file: &Hdf5File) -> Result<BTreeMap<String, WeightTensor>, Weight
             let kind = kinds.get(i).ok_or_else(|| {
                 WeightsError::Unsupported(format!("layer {name}: unexpected variable {i}"))
             })?;
+            if *kind == "count" {
+                continue;
+            }
             let ds = file.dataset(&path).map_err(at)?;
             let (dtype, shape, data) = read_floats(&ds, &format!("{name}/{kind}"))?;
             weights.push(KerasWeight {
@@ -329,6 +340,9 @@ fn to_pytorch_conventions(
                 ("beta", _) if is_bn => ("bias", (w.data.clone(), w.shape.clone())),
                 ("moving_mean", _) => ("running_mean", (w.data.clone(), w.shape.clone())),
                 ("moving_variance", _) => ("running_var", (w.data.clone(), w.shape.clone())),
+                // Normalization (EfficientNet's input): kept under its own names.
+                ("mean", _) => ("mean", (w.data.clone(), w.shape.clone())),
+                ("variance", _) => ("variance", (w.data.clone(), w.shape.clone())),
                 (kind, rank) => {
                     return Err(WeightsError::Unsupported(format!(
                         "layer {layer}: weight {} ({kind}, rank {rank}) has no PyTorch counterpart here",

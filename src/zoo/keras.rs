@@ -411,3 +411,127 @@ impl KerasVggConfig {
         stages
     }
 }
+
+/// `keras.applications.EfficientNetB0`..B7: the model normalises its own 0..255 input
+/// (`rescaling`, `normalization` with stored mean/variance, and for the ImageNet weights a
+/// further per-channel rescaling), then `stem_conv`, blocks `block{stage}{letter}_…`
+/// (`expand_conv`, `dwconv`, `se_reduce`/`se_expand`, `project_conv`, each with `_bn`),
+/// `top_conv`, `predictions`. Swish, TF SAME padding, BatchNorm epsilon 1e-3 (momentum 0.99).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KerasEfficientNetConfig {
+    pub width: f64,
+    pub depth: f64,
+    /// Input height and width: TF SAME padding depends on it.
+    pub input_size: usize,
+    /// The models built with `weights="imagenet"` rescale by 1/sqrt(ImageNet stddev) after
+    /// the normalisation; those built without weights do not.
+    pub imagenet_rescaling: bool,
+}
+
+impl KerasEfficientNetConfig {
+    fn ch(&self, c: usize) -> usize {
+        make_divisible(c as f64 * self.width, 8)
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        super::mobilenet::stem_stages_head(7)
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.ch(1280)
+    }
+
+    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        use super::layers::{Normalize, SqueezeExcite};
+        // (expand, kernel, stride, filters in, filters out, repeats) of B0.
+        const ROWS: [(usize, usize, usize, usize, usize, usize); 7] = [
+            (1, 3, 1, 32, 16, 1),
+            (6, 3, 2, 16, 24, 2),
+            (6, 5, 2, 24, 40, 2),
+            (6, 3, 2, 40, 80, 3),
+            (6, 5, 1, 80, 112, 3),
+            (6, 5, 2, 112, 192, 4),
+            (6, 3, 1, 192, 320, 1),
+        ];
+        const EPS: f64 = 1e-3;
+        let cba = |name: &str, bn: &str, spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, name, bn, spec, EPS, act)
+        };
+        let scale = if self.imagenet_rescaling {
+            [0.229f32, 0.224, 0.225].map(|s| 1.0 / s.sqrt())
+        } else {
+            [1.0; 3]
+        };
+        let mut size = self.input_size;
+        let stem_out = self.ch(32);
+        let stem = vec![
+            Block::Normalize(Normalize::load(l, "normalization", scale)),
+            Block::Conv(cba(
+                "stem_conv",
+                "stem_bn",
+                ConvSpec::new(3, stem_out, 3, 2).pad(Pad::TfSame(size)),
+                Act::Silu,
+            )),
+        ];
+        size = size.div_ceil(2);
+        let mut stages = vec![Stage { blocks: stem }];
+        for (s, &(t, k, stride, cin0, cout0, n)) in ROWS.iter().enumerate() {
+            let repeats = (n as f64 * self.depth).ceil() as usize;
+            let mut blocks = Vec::new();
+            for j in 0..repeats {
+                let cin = self.ch(if j == 0 { cin0 } else { cout0 });
+                let cout = self.ch(cout0);
+                let st = if j == 0 { stride } else { 1 };
+                let p = format!("block{}{}", s + 1, (b'a' + j as u8) as char);
+                let hidden = cin * t;
+                let expand = (t != 1).then(|| {
+                    cba(
+                        &format!("{p}_expand_conv"),
+                        &format!("{p}_expand_bn"),
+                        ConvSpec::new(cin, hidden, 1, 1),
+                        Act::Silu,
+                    )
+                });
+                let depthwise = cba(
+                    &format!("{p}_dwconv"),
+                    &format!("{p}_bn"),
+                    ConvSpec::depthwise(hidden, k, st).pad(Pad::TfSame(size)),
+                    Act::Silu,
+                );
+                size = size.div_ceil(st);
+                let se = SqueezeExcite::load(
+                    l,
+                    &format!("{p}_se_reduce"),
+                    &format!("{p}_se_expand"),
+                    hidden,
+                    ((cin as f64 * 0.25) as usize).max(1),
+                    Act::Silu,
+                    false,
+                );
+                let project = cba(
+                    &format!("{p}_project_conv"),
+                    &format!("{p}_project_bn"),
+                    ConvSpec::new(hidden, cout, 1, 1),
+                    Act::Identity,
+                );
+                blocks.push(Block::Inverted(InvertedResidual {
+                    expand,
+                    depthwise,
+                    se: Some(se),
+                    project,
+                    residual: st == 1 && cin == cout,
+                }));
+            }
+            stages.push(Stage { blocks });
+        }
+        stages.push(Stage {
+            blocks: vec![Block::Conv(cba(
+                "top_conv",
+                "top_bn",
+                ConvSpec::new(self.ch(320), self.feature_dim(), 1, 1),
+                Act::Silu,
+            ))],
+        });
+        stages
+    }
+}

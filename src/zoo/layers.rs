@@ -442,6 +442,54 @@ pub enum Block {
     /// Keras' `Flatten` of an NHWC activation, as [N, H·W·C, 1, 1] (VGG's dense layers then
     /// run as 1x1 convolutions on it, with their Keras weights as stored).
     FlattenHwc(FlattenHwc),
+    /// Input normalisation inside the model (Keras EfficientNet).
+    Normalize(Normalize),
+}
+
+/// Keras EfficientNet's input layers: `Rescaling(1/255)`, then `Normalization` with the mean
+/// and variance stored in the weights, `(x - mean) / max(sqrt(var), 1e-7)`, then for the
+/// ImageNet weights a per-channel `Rescaling` (`scale`; Keras' fix for the original
+/// implementation dividing by the variance). Fixed, never trained.
+#[derive(Module, Debug)]
+pub struct Normalize {
+    pub mean: Tensor<1>,
+    pub variance: Tensor<1>,
+    #[module(skip)]
+    pub scale: [f32; 3],
+    #[module(skip)]
+    pub name: String,
+}
+
+impl Normalize {
+    pub fn load(l: &WeightLoader, name: &str, scale: [f32; 3]) -> Self {
+        let mean = l.buffer(&format!("{name}.mean"), [3]);
+        let variance = l.buffer(&format!("{name}.variance"), [3]);
+        l.skip(&format!("{name}.count"));
+        Self {
+            mean,
+            variance,
+            scale,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let std = self.variance.clone().sqrt().clamp_min(1e-7);
+        let scale = Tensor::<1>::from_data(TensorData::new(self.scale.to_vec(), [3]), &device);
+        let x = x / 255.0;
+        ((x - self.mean.clone().reshape([1, 3, 1, 1])) / std.reshape([1, 3, 1, 1]))
+            * scale.reshape([1, 3, 1, 1])
+    }
+
+    fn export(&self, out: &mut TensorMap) {
+        put(out, format!("{}.mean", self.name), self.mean.clone());
+        put(
+            out,
+            format!("{}.variance", self.name),
+            self.variance.clone(),
+        );
+    }
 }
 
 /// See [`Block::FlattenHwc`].
@@ -467,6 +515,7 @@ impl Block {
             Block::Inverted(b) => b.forward(x),
             Block::Residual(b) => b.forward(x),
             Block::FlattenHwc(f) => f.forward(x),
+            Block::Normalize(n) => n.forward(x),
         }
     }
 
@@ -479,6 +528,7 @@ impl Block {
             Block::Inverted(b) => b.export(out),
             Block::Residual(b) => b.export(out),
             Block::FlattenHwc(_) => {}
+            Block::Normalize(n) => n.export(out),
         }
     }
 
@@ -489,6 +539,7 @@ impl Block {
             Block::Inverted(b) => Block::Inverted(b.fold_batchnorm()),
             Block::Residual(b) => Block::Residual(b.fold_batchnorm()),
             Block::FlattenHwc(f) => Block::FlattenHwc(f),
+            Block::Normalize(n) => Block::Normalize(n),
         }
     }
 }

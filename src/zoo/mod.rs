@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::weights::Weights;
 use efficientnet::{EfficientNetConfig, EfficientNetLiteConfig};
-use keras::{KerasMobileNetConfig, KerasMobileNetV2Config, KerasResNetConfig, KerasVggConfig};
+use keras::{
+    KerasEfficientNetConfig, KerasMobileNetConfig, KerasMobileNetV2Config, KerasResNetConfig,
+    KerasVggConfig,
+};
 use loader::{LoadReport, WeightLoader};
 use mobilenet::{MobileNetV2Config, MobileNetV3Config};
 use network::{Classifier, Network};
@@ -99,6 +102,7 @@ pub enum ArchConfig {
     KerasMobilenet(KerasMobileNetConfig),
     KerasResnet(KerasResNetConfig),
     KerasVgg(KerasVggConfig),
+    KerasEfficientnet(KerasEfficientNetConfig),
 }
 
 impl ArchConfig {
@@ -113,6 +117,7 @@ impl ArchConfig {
             ArchConfig::KerasMobilenet(c) => c.stage_names(),
             ArchConfig::KerasResnet(c) => c.stage_names(),
             ArchConfig::KerasVgg(c) => c.stage_names(),
+            ArchConfig::KerasEfficientnet(c) => c.stage_names(),
         }
     }
 
@@ -128,6 +133,7 @@ impl ArchConfig {
             ArchConfig::KerasMobilenet(c) => c.feature_dim(),
             ArchConfig::KerasResnet(c) => c.feature_dim(),
             ArchConfig::KerasVgg(c) => c.feature_dim(),
+            ArchConfig::KerasEfficientnet(c) => c.feature_dim(),
         }
     }
 
@@ -140,7 +146,9 @@ impl ArchConfig {
             ArchConfig::EfficientnetLite(_) => (None, "_fc"),
             ArchConfig::KerasMobilenetV2(_) => (None, "predictions"),
             ArchConfig::KerasMobilenet(_) => (None, "conv_preds"),
-            ArchConfig::KerasResnet(_) | ArchConfig::KerasVgg(_) => (None, "predictions"),
+            ArchConfig::KerasResnet(_)
+            | ArchConfig::KerasVgg(_)
+            | ArchConfig::KerasEfficientnet(_) => (None, "predictions"),
         }
     }
 
@@ -187,6 +195,7 @@ impl ArchConfig {
             ArchConfig::KerasMobilenet(c) => c.build_stages(l),
             ArchConfig::KerasResnet(c) => c.build_stages(l),
             ArchConfig::KerasVgg(c) => c.build_stages(l),
+            ArchConfig::KerasEfficientnet(c) => c.build_stages(l),
         };
         let (hidden, out) = self.classifier_prefixes();
         let out_w = format!("{out}.weight");
@@ -259,6 +268,22 @@ pub fn catalogue() -> Vec<ZooEntry> {
             width: 64,
         }),
         preprocess: Preprocess::caffe(224),
+    });
+    v.push(ZooEntry {
+        name: "keras_efficientnet_b0",
+        origin: "Keras Applications (EfficientNetB0)",
+        config: ArchConfig::KerasEfficientnet(KerasEfficientNetConfig {
+            width: 1.0,
+            depth: 1.0,
+            input_size: 224,
+            imagenet_rescaling: true,
+        }),
+        // The model normalises its own input: it takes 0..255 pixels.
+        preprocess: Preprocess {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+            ..Preprocess::imagenet(224, 224, Bilinear)
+        },
     });
     for (name, top) in [("keras_vgg16", true), ("keras_vgg16_notop", false)] {
         v.push(ZooEntry {
@@ -504,6 +529,7 @@ pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
             ArchConfig::KerasMobilenet(_) => "conv_dw_1.weight",
             ArchConfig::KerasResnet(_) => "conv2_block1_1_conv.weight",
             ArchConfig::KerasVgg(_) => "block1_conv1.weight",
+            ArchConfig::KerasEfficientnet(_) => "block1a_dwconv.weight",
         };
         if weights.get(family_key).is_none() {
             continue;
