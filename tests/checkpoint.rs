@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,24 +11,6 @@ use common::*;
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// A two-class ImageFolder of the fixture images, each copied `copies` times.
-fn toy_folder(root: &Path, copies: usize) -> PathBuf {
-    let img = fixtures().join("images");
-    let data = root.join("data");
-    for (class, files) in [
-        ("round", ["rgb.png", "rgb.bmp", "rgb.webp"]),
-        ("square", ["gray.png", "cmyk.jpg", "palette.gif"]),
-    ] {
-        std::fs::create_dir_all(data.join(class)).unwrap();
-        for f in files {
-            for c in 0..copies {
-                std::fs::copy(img.join(f), data.join(class).join(format!("{c}-{f}"))).unwrap();
-            }
-        }
-    }
-    data
 }
 
 /// A fine-tune of the MobileNetV2 fixture, augmented with colour jitter, one-cycle
@@ -99,7 +81,7 @@ fn assert_same_bundle(a: &Path, b: &Path) {
 #[test]
 fn ctrl_c_saves_and_resume_reaches_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
-    let data = toy_folder(dir.path(), 2);
+    let data = toy_folder_with(dir.path(), 2);
     let whole = dir.path().join("whole");
     let o = run(&finetune_args(&data, &whole, "8", &[]));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -172,7 +154,7 @@ fn ctrl_c_saves_and_resume_reaches_the_same_result() {
 #[test]
 fn checkpoint_and_resume_refusals() {
     let dir = tempfile::tempdir().unwrap();
-    let data = toy_folder(dir.path(), 1);
+    let data = toy_folder_with(dir.path(), 1);
     let out = dir.path().join("b");
     let mut args = finetune_args(&data, &out, "1", &[]);
     args.push("--resume".into());
@@ -239,7 +221,7 @@ fn full_disk_keeps_the_previous_checkpoint() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = toy_folder(dir.path(), 1);
+    let data = toy_folder_with(dir.path(), 1);
     let whole = dir.path().join("whole");
     let o = run(&finetune_args(&data, &whole, "2", &["--patience", "9"]));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -12,18 +12,7 @@ fn s(p: &Path) -> String {
 
 /// A two-class ImageFolder made of the fixture images, three per class.
 fn toy_folder(root: &Path) -> PathBuf {
-    let img = fixtures().join("images");
-    let data = root.join("data");
-    for (class, files) in [
-        ("round", ["rgb.png", "rgb.bmp", "rgb.webp"]),
-        ("square", ["gray.png", "cmyk.jpg", "palette.gif"]),
-    ] {
-        std::fs::create_dir_all(data.join(class)).unwrap();
-        for f in files {
-            std::fs::copy(img.join(f), data.join(class).join(f)).unwrap();
-        }
-    }
-    data
+    toy_folder_with(root, 1)
 }
 
 fn fixture_model() -> (String, String) {

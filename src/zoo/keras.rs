@@ -231,9 +231,7 @@ impl KerasResNetConfig {
     }
 
     pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        use super::layers::ResidualBlock;
-        use burn::nn::PaddingConfig2d;
-        use burn::nn::pool::MaxPool2d;
+        use super::layers::{ResidualBlock, max_pool};
         const EPS: f64 = 1.001e-5;
         let cba = |name: &str, spec: ConvSpec, act: Act| {
             let mut u = ConvBnAct::load(
@@ -253,13 +251,7 @@ impl KerasResNetConfig {
             blocks: vec![
                 Block::Conv(cba("conv1", ConvSpec::new(3, 64, 7, 2), Act::Relu)),
                 // ZeroPadding2D(1) + MaxPooling2D(3, 2): after a ReLU, zeros pad like -inf.
-                Block::MaxPool(MaxPool2d {
-                    stride: [2, 2],
-                    kernel_size: [3, 3],
-                    padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
-                    dilation: [1, 1],
-                    ceil_mode: false,
-                }),
+                max_pool(3, 2, 1),
             ],
         };
         let mut stages = vec![stem];
@@ -361,9 +353,7 @@ impl KerasVggConfig {
     }
 
     pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        use super::layers::FlattenHwc;
-        use burn::nn::PaddingConfig2d;
-        use burn::nn::pool::MaxPool2d;
+        use super::layers::{FlattenHwc, max_pool};
         let mut stages = Vec::new();
         let mut inp = 3;
         let mut size = self.input_size;
@@ -378,13 +368,7 @@ impl KerasVggConfig {
                 )));
                 inp = filters;
             }
-            blocks.push(Block::MaxPool(MaxPool2d {
-                stride: [2, 2],
-                kernel_size: [2, 2],
-                padding: PaddingConfig2d::Explicit(0, 0, 0, 0),
-                dilation: [1, 1],
-                ceil_mode: false,
-            }));
+            blocks.push(max_pool(2, 2, 0));
             size /= 2;
             stages.push(Stage { blocks });
         }

@@ -492,6 +492,18 @@ impl Normalize {
     }
 }
 
+/// A `k`×`k` max pool with stride `stride`, padded `pad` on every side (ResNet's stem:
+/// 3, 2, 1; VGG's blocks: 2, 2, 0).
+pub fn max_pool(k: usize, stride: usize, pad: usize) -> Block {
+    Block::MaxPool(MaxPool2d {
+        stride: [stride; 2],
+        kernel_size: [k; 2],
+        padding: PaddingConfig2d::Explicit(pad, pad, pad, pad),
+        dilation: [1, 1],
+        ceil_mode: false,
+    })
+}
+
 /// See [`Block::FlattenHwc`].
 #[derive(Module, Debug)]
 pub struct FlattenHwc {

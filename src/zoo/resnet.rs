@@ -1,10 +1,8 @@
 //! ResNet (torchvision layout: conv1/bn1, layer1..4, fc; v1.5 bottleneck, stride on the 3x3).
 
-use burn::nn::PaddingConfig2d;
-use burn::nn::pool::MaxPool2d;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Act, Block, ConvBnAct, ConvSpec, ResidualBlock};
+use super::layers::{Act, Block, ConvBnAct, ConvSpec, ResidualBlock, max_pool};
 use super::loader::WeightLoader;
 use super::network::Stage;
 
@@ -58,13 +56,7 @@ impl ResNetConfig {
                     EPS,
                     Act::Relu,
                 )),
-                Block::MaxPool(MaxPool2d {
-                    stride: [2, 2],
-                    kernel_size: [3, 3],
-                    padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
-                    dilation: [1, 1],
-                    ceil_mode: false,
-                }),
+                max_pool(3, 2, 1),
             ],
         };
         let mut stages = vec![stem];

@@ -11,6 +11,30 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// A two-class ImageFolder under `root/data` made of the fixture images, three per class,
+/// each copied `copies` times.
+pub fn toy_folder_with(root: &Path, copies: usize) -> PathBuf {
+    let img = fixtures().join("images");
+    let data = root.join("data");
+    for (class, files) in [
+        ("round", ["rgb.png", "rgb.bmp", "rgb.webp"]),
+        ("square", ["gray.png", "cmyk.jpg", "palette.gif"]),
+    ] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for f in files {
+            for c in 0..copies {
+                let name = if copies == 1 {
+                    f.to_owned()
+                } else {
+                    format!("{c}-{f}")
+                };
+                std::fs::copy(img.join(f), data.join(class).join(name)).unwrap();
+            }
+        }
+    }
+    data
+}
+
 pub fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     read_npy(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
