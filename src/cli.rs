@@ -509,6 +509,11 @@ fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
     }
     let strided = w.tensors.values().filter(|t| t.strided).count();
     let matches = zoo::identify(&w, device);
+    // For a file no architecture takes as is: the closest one and what did not map.
+    let closest = match matches.first() {
+        Some((_, f)) if *f >= 1.0 => None,
+        _ => zoo::closest(&w, device),
+    };
     if json {
         let m: Vec<_> = matches
             .iter()
@@ -524,6 +529,13 @@ fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
                 "parameters": w.parameter_count(),
                 "strided_tensors": strided,
                 "matches": m,
+                "closest": closest.as_ref().map(|(name, f, r)| json!({
+                    "model": name,
+                    "matched_fraction": f,
+                    "missing": r.missing,
+                    "unexpected": r.unexpected,
+                    "shape_mismatches": r.shape_mismatches,
+                })),
             }))?
         );
         return Ok(());
@@ -538,13 +550,21 @@ fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
     let dt: Vec<String> = dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
     println!("dtypes:      {}", dt.join(", "));
     println!("parameters:  {}", w.parameter_count());
-    match matches.first() {
-        Some((name, f)) if *f >= 1.0 => println!("architecture: {name} (every tensor matches)"),
-        Some((name, f)) => println!(
-            "architecture: closest is {name} ({:.0}% of its parameters match); not loadable as is",
-            f * 100.0
-        ),
-        None => println!("architecture: no zoo architecture matches (see `retrain models`)"),
+    match (matches.first(), &closest) {
+        (Some((name, f)), _) if *f >= 1.0 => {
+            println!("architecture: {name} (every tensor matches)")
+        }
+        (_, Some((name, f, report))) => {
+            println!(
+                "architecture: closest is {name} ({:.0}% of its parameters match); not loadable as is",
+                f * 100.0
+            );
+            println!("not mapped: {}", report.to_string().trim());
+            println!(
+                "(a custom width or depth loads with a model spec: `retrain models --json` shows the fields)"
+            );
+        }
+        _ => println!("architecture: no zoo architecture matches (see `retrain models`)"),
     }
     Ok(())
 }

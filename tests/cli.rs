@@ -303,6 +303,36 @@ fn models_and_inspect() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["format"], "torch-zip");
     assert_eq!(v["parameters"], 97522);
+
+    // A Keras file that fits a zoo entry exactly is named; one of a custom width gets the
+    // closest entry and what did not map.
+    let keras = |f: &str| fixtures().join(f).display().to_string();
+    let o = retrain(&["inspect", &keras("keras_mobilenet/weights.h5")]);
+    assert!(
+        stdout(&o).contains("architecture: keras_mobilenet_025 (every tensor matches)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = retrain(&["inspect", &keras("keras_mobilenet_v2/weights.h5")]);
+    let out = stdout(&o);
+    assert!(out.contains("format:      Keras HDF5"), "{out}");
+    assert!(
+        out.contains("closest is keras_mobilenet_v2")
+            && out.contains("not mapped: ")
+            && out.contains("Conv1.weight (model ["),
+        "{out}"
+    );
+    let o = retrain(&[
+        "inspect",
+        "--json",
+        &keras("keras_mobilenet_v2/model.keras"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["format"], "keras");
+    assert!(
+        v["closest"]["shape_mismatches"].as_array().unwrap().len() > 100,
+        "{v}"
+    );
 }
 
 #[test]

@@ -517,6 +517,23 @@ impl Model {
 /// Zoo architectures the weights fit, best first, with the fraction of the architecture's
 /// parameters found (1.0 = exact). Only candidates sharing the file's naming are tried.
 pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
+    candidates(weights, device)
+        .into_iter()
+        .filter(|(_, f, _)| *f > 0.5)
+        .map(|(name, f, _)| (name, f))
+        .collect()
+}
+
+/// The zoo architecture closest to the weights among those sharing the file's naming, with
+/// the fraction of its parameters that match and what did not map (for `inspect`).
+pub fn closest(weights: &Weights, device: &Device) -> Option<(String, f64, LoadReport)> {
+    candidates(weights, device).into_iter().next()
+}
+
+/// Every zoo architecture sharing the file's naming, with the fraction of its parameters
+/// found with the right shape (1.0 only when everything fits) and the loader's report,
+/// best first.
+fn candidates(weights: &Weights, device: &Device) -> Vec<(String, f64, LoadReport)> {
     let mut hits = Vec::new();
     for e in catalogue() {
         let family_key = match &e.config {
@@ -535,14 +552,12 @@ pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
             continue;
         }
         let (report, asked) = e.config.check(weights, device);
-        if report.is_clean() {
-            hits.push((e.name.to_owned(), 1.0));
+        let f = if report.is_clean() {
+            1.0
         } else {
-            let f = report.matched_fraction(asked);
-            if f > 0.5 {
-                hits.push((e.name.to_owned(), f * 0.999));
-            }
-        }
+            report.matched_fraction(asked) * 0.999
+        };
+        hits.push((e.name.to_owned(), f, report));
     }
     hits.sort_by(|a, b| b.1.total_cmp(&a.1));
     hits
