@@ -56,13 +56,17 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
         let orig = weights
             .get(k)
             .unwrap_or_else(|| panic!("{name}: exported unknown `{k}`"));
-        // Keras files hold some tensors in another but equivalent shape: a Keras 3 depthwise
-        // kernel reads as (1, C, k, k) and exports as PyTorch's (C, 1, k, k); a Dense run as
-        // a 1x1 convolution (VGG's fc1) exports as (out, in, 1, 1). Same values, same order:
-        // the shapes agree once unit dimensions are dropped.
-        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-        assert_eq!(squeeze(&t.shape), squeeze(&orig.shape), "{name}: `{k}`");
-        if !name.starts_with("keras") {
+        // Keras files hold some tensors in another but equivalent shape (the loader's
+        // `same_layout`): a Keras 3 depthwise kernel reads as (1, C, k, k) and exports as
+        // PyTorch's (C, 1, k, k); VGG's fc1 exports as (out, in, 1, 1).
+        if name.starts_with("keras") {
+            assert!(
+                retrain::zoo::loader::same_layout(&orig.shape, &t.shape),
+                "{name}: `{k}` {:?} vs {:?}",
+                t.shape,
+                orig.shape
+            );
+        } else {
             assert_eq!(t.shape, orig.shape, "{name}: `{k}`");
         }
         assert_eq!(t.data, orig.data, "{name}: `{k}`");

@@ -106,28 +106,10 @@ impl ConvSpec {
 
 pub fn load_conv(l: &WeightLoader, prefix: &str, spec: ConvSpec, bias: bool) -> Conv2d {
     let k = spec.kernel;
-    let name = format!("{prefix}.weight");
-    let depthwise = spec.groups > 1 && spec.groups == spec.cin && spec.cin == spec.cout;
-    let weight = if depthwise && l.shape_of(&name) == Some(vec![1, spec.cout, k, k]) {
-        // Keras 3 saves a depthwise kernel (kh, kw, C, 1) under the plain name `kernel`, so
-        // the reader's HWIO → OIHW turns it into (1, C, kh, kw): the same values in the same
-        // order as PyTorch's (C, 1, kh, kw).
-        let t = l.tensor(&name, [1, spec.cout, k, k]);
-        // (A dry run hands out 1-element placeholders: leave those as they are.)
-        if t.dims() == [1, spec.cout, k, k] {
-            t.reshape([spec.cout, 1, k, k])
-        } else {
-            t
-        }
-    } else if k == 1 && spec.groups == 1 && l.shape_of(&name) == Some(vec![spec.cout, spec.cin]) {
-        // A Dense layer run as a 1x1 convolution (Keras VGG's fc1/fc2): (out, in) is the same
-        // data as (out, in, 1, 1).
-        let t = l.tensor(&name, [spec.cout, spec.cin]);
-        let [o, i] = t.dims();
-        t.reshape([o, i, 1, 1])
-    } else {
-        l.tensor(&name, [spec.cout, spec.cin / spec.groups, k, k])
-    };
+    let weight = l.tensor(
+        &format!("{prefix}.weight"),
+        [spec.cout, spec.cin / spec.groups, k, k],
+    );
     let bias = bias.then(|| Param::from_tensor(l.tensor(&format!("{prefix}.bias"), [spec.cout])));
     Conv2d {
         weight: Param::from_tensor(weight),
@@ -164,16 +146,7 @@ pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, eps: f64)
 
 /// PyTorch stores Linear weights as (out, in); burn multiplies by (in, out).
 pub fn load_linear(l: &WeightLoader, prefix: &str, din: usize, dout: usize) -> Linear {
-    let name = format!("{prefix}.weight");
-    let w = if l.shape_of(&name) == Some(vec![dout, din, 1, 1]) {
-        // A 1x1 convolution as the classifier (Keras MobileNet's `conv_preds`): the same
-        // values as a Linear's (out, in).
-        let t = l.tensor(&name, [dout, din, 1, 1]);
-        let dims = t.dims();
-        t.reshape([dims[0], dims[1]])
-    } else {
-        l.tensor(&name, [dout, din])
-    };
+    let w = l.tensor(&format!("{prefix}.weight"), [dout, din]);
     Linear {
         weight: Param::from_tensor(w.transpose()),
         bias: Some(Param::from_tensor(

@@ -62,6 +62,17 @@ impl fmt::Display for LoadReport {
     }
 }
 
+/// True when a tensor stored with shape `file` holds the values of one of shape `model` in
+/// the same row-major order: the shapes agree once unit dimensions are dropped. Keras files
+/// need this: a depthwise kernel Keras 3 saved as a plain `kernel` reads as (1, C, kh, kw)
+/// for PyTorch's (C, 1, kh, kw); a Dense run as a 1x1 convolution (VGG's fc1) is (out, in)
+/// for (out, in, 1, 1), and a 1x1-convolution classifier (MobileNet's `conv_preds`) the
+/// reverse.
+pub fn same_layout(file: &[usize], model: &[usize]) -> bool {
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    file == model || squeeze(file) == squeeze(model)
+}
+
 /// Hands out parameters by name and records what did not fit.
 pub struct WeightLoader<'a> {
     weights: &'a Weights,
@@ -128,7 +139,7 @@ impl<'a> WeightLoader<'a> {
         if self.dry {
             if let Some(t) = self.weights.get(name) {
                 self.used.borrow_mut().insert(name.to_owned());
-                if t.shape != shape {
+                if !same_layout(&t.shape, &shape) {
                     self.report.borrow_mut().shape_mismatches.push((
                         name.to_owned(),
                         shape.to_vec(),
@@ -142,7 +153,7 @@ impl<'a> WeightLoader<'a> {
         }
         match self.weights.get(name) {
             None => self.report.borrow_mut().missing.push(name.to_owned()),
-            Some(t) if t.shape != shape => {
+            Some(t) if !same_layout(&t.shape, &shape) => {
                 self.used.borrow_mut().insert(name.to_owned());
                 self.report.borrow_mut().shape_mismatches.push((
                     name.to_owned(),
@@ -178,5 +189,22 @@ impl<'a> WeightLoader<'a> {
             .cloned()
             .collect();
         (report, self.asked.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_layout;
+
+    #[test]
+    fn shapes_with_the_same_row_major_order() {
+        assert!(same_layout(&[1, 8, 3, 3], &[8, 1, 3, 3]));
+        assert!(same_layout(&[32, 64], &[32, 64, 1, 1]));
+        assert!(same_layout(&[5, 7, 1, 1], &[5, 7]));
+        assert!(
+            !same_layout(&[64, 32], &[32, 64, 1, 1]),
+            "a transpose is not a reshape"
+        );
+        assert!(!same_layout(&[8, 3, 3, 3], &[16, 3, 3, 3]));
     }
 }
