@@ -51,8 +51,8 @@ pub struct State {
     pub step: usize,
     pub history: Vec<serde_json::Value>,
     pub last: Option<EpochScore>,
-    /// Lowest validation loss so far and its epoch (early stopping).
-    pub best: Option<(f64, EpochScore)>,
+    /// The epoch with the lowest validation loss so far (early stopping).
+    pub best: Option<EpochScore>,
     pub stopped_early_after: Option<usize>,
 }
 

@@ -127,13 +127,12 @@ pub fn train(s: Setup, device: &Device) -> Result<Trained> {
     };
     let fresh_head = || freeze::new_head(model.config.feature_dim(), k, s.training.seed, &ad);
     let mut best: Option<Trainable> = None;
-    if let (Some((_, _, Some(bytes))), Some((_, score))) = (&saved, &state.best) {
+    if let (Some((_, _, Some(bytes))), Some(score)) = (&saved, &state.best) {
         let phase = phase_of(s.phases, score.epoch);
         let mut b = structure(phase, fresh_head())?;
         checkpoint::load_module(&mut b, bytes)?;
         best = Some(b);
     }
-    let mut head = Some(fresh_head());
     let mut net: Option<Trainable> = None;
     let mut phase_start = 0;
     for (pi, phase) in s.phases.iter().enumerate() {
@@ -145,10 +144,8 @@ pub fn train(s: Setup, device: &Device) -> Result<Trained> {
             continue;
         }
         let resuming_here = pi == state.phase && saved.is_some();
-        let h = match net.take() {
-            Some(n) => n.head,
-            None => head.take().unwrap_or_else(fresh_head),
-        };
+        // The head trained so far, or a new one (seeded: the same whenever it is made).
+        let h = net.take().map_or_else(fresh_head, |n| n.head);
         let mut current = structure(pi, h)?;
         let mut optimizer_state = None;
         if resuming_here {
@@ -291,12 +288,16 @@ pub fn train(s: Setup, device: &Device) -> Result<Trained> {
             };
             // Early stopping keeps the epoch with the lowest validation loss.
             if s.training.patience > 0 {
-                if state.best.as_ref().is_none_or(|b| score.val.loss < b.0) {
-                    state.best = Some((score.val.loss, score.clone()));
+                if state
+                    .best
+                    .as_ref()
+                    .is_none_or(|b| score.val.loss < b.val.loss)
+                {
+                    state.best = Some(score.clone());
                     // A snapshot: a clone would share BatchNorm's running statistics, which
                     // keep changing as training goes on.
                     best = Some(current.valid());
-                } else if epoch - state.best.as_ref().map_or(epoch, |b| b.1.epoch)
+                } else if epoch - state.best.as_ref().map_or(epoch, |b| b.epoch)
                     >= s.training.patience
                 {
                     state.stopped_early_after = Some(epoch + 1);
@@ -331,7 +332,7 @@ pub fn train(s: Setup, device: &Device) -> Result<Trained> {
         .clone()
         .context("the checkpoint holds no finished epoch")?;
     let (net, score) = match (best, state.best) {
-        (Some(b), Some((_, score))) => {
+        (Some(b), Some(score)) => {
             if s.log_epochs {
                 eprintln!("keeping epoch {} (lowest validation loss)", score.epoch + 1);
             }
