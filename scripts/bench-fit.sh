@@ -11,16 +11,8 @@
 # writable copy of the peer scripts (PEER_COPY, default /tmp/peers).
 # Usage: scripts/bench-fit.sh   (STRATEGIES="probe freeze" to run some)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-peers=${PEERS_DIR:-$root/../shared/peers}
-copy=${PEER_COPY:-/tmp/peers}
-venv=${PEER_VENV:-$copy/venv}
+source "$(dirname "$0")/peer-env.sh"
 data=${HYMENOPTERA_DIR:-$root/../shared/data/hymenoptera_data}
-[ -x "$venv/bin/python" ] || { echo "no peer venv at $venv: cp -r $peers $copy && bash $copy/setup_venv.sh" >&2; exit 1; }
-[ -d "$copy" ] || cp -r "$peers" "$copy"
-mkdir -p "$copy/results"
-scripts/fetch-weights.sh >/dev/null
 cargo build --release --quiet
 bin=$root/target/release/retrain
 w=$root/weights/efficientnet-lite0.pth

@@ -9,16 +9,8 @@
 # Needs the peer venv (PEER_VENV, default /tmp/peers/venv; see scripts/bench-embed.sh).
 # Usage: scripts/bench-train.sh [iters]   (retrain's timed steps per figure, default 5)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-peers=${PEERS_DIR:-$root/../shared/peers}
-copy=${PEER_COPY:-/tmp/peers}
-venv=${PEER_VENV:-$copy/venv}
+source "$(dirname "$0")/peer-env.sh"
 iters=${1:-5}
-[ -x "$venv/bin/python" ] || { echo "no peer venv at $venv: cp -r $peers $copy && bash $copy/setup_venv.sh" >&2; exit 1; }
-[ -d "$copy" ] || cp -r "$peers" "$copy"
-mkdir -p "$copy/results"
-scripts/fetch-weights.sh >/dev/null
 cargo build --release --quiet --example train_throughput
 ours=$root/target/release/examples/train_throughput
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

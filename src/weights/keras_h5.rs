@@ -272,6 +272,10 @@ struct KerasWeight {
 }
 
 impl KerasWeight {
+    fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
     /// `kernel`, `depthwise_kernel`, `bias`, `gamma`, … (no scope, no `:0`).
     fn kind(&self) -> &str {
         let base = self.name.rsplit('/').next().unwrap_or(&self.name);
@@ -362,12 +366,6 @@ fn to_pytorch_conventions(
         }
     }
     Ok(out)
-}
-
-impl KerasWeight {
-    fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
 }
 
 #[cfg(test)]
