@@ -495,7 +495,8 @@ fn models(json: bool) -> Result<()> {
 }
 
 fn load_weights(path: &Path) -> Result<Weights> {
-    if !path.exists() {
+    let checkpoint_index = PathBuf::from(format!("{}.index", path.display()));
+    if !path.exists() && !checkpoint_index.exists() {
         bail!("weights file {} does not exist", path.display());
     }
     Weights::load(path).with_context(|| format!("cannot load {}", path.display()))

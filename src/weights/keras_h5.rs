@@ -263,12 +263,12 @@ fn strings(a: &hdf5_reader::Attribute, name: &str) -> Result<Vec<String>, Weight
 }
 
 /// One weight of a Keras layer as stored (Keras layout).
-struct KerasWeight {
+pub(super) struct KerasWeight {
     /// `Conv1/kernel:0`, `bn_Conv1/moving_mean:0`, …
-    name: String,
-    dtype: DType,
-    shape: Vec<usize>,
-    data: Vec<f32>,
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
 }
 
 impl KerasWeight {
@@ -284,7 +284,7 @@ impl KerasWeight {
 }
 
 /// Permutes a row-major tensor: output axis `i` is input axis `perm[i]`.
-fn permute(data: &[f32], shape: &[usize], perm: &[usize]) -> (Vec<f32>, Vec<usize>) {
+pub(super) fn permute(data: &[f32], shape: &[usize], perm: &[usize]) -> (Vec<f32>, Vec<usize>) {
     let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
     let mut in_strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -307,7 +307,7 @@ fn permute(data: &[f32], shape: &[usize], perm: &[usize]) -> (Vec<f32>, Vec<usiz
     (out, out_shape)
 }
 
-fn to_pytorch_conventions(
+pub(super) fn to_pytorch_conventions(
     layers: Vec<(String, Vec<KerasWeight>)>,
 ) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
     let mut out = BTreeMap::new();

@@ -7,6 +7,8 @@
 mod keras_h5;
 mod pickle;
 mod safetensors_file;
+mod tf_bundle;
+mod tflite;
 mod torch;
 
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 pub use pickle::PickleError;
 
@@ -101,6 +104,12 @@ pub enum WeightsFormat {
     KerasH5,
     /// Keras 3 `.keras` archive (its `model.weights.h5`).
     Keras,
+    /// TensorFlow 2 checkpoint or SavedModel `variables/` (tensor bundle: `.index` + data
+    /// shards), named by its object graph.
+    TfCheckpoint,
+    /// TensorFlow Lite flatbuffer: convolution and dense weights (BatchNorm folded in),
+    /// dequantised from int8/uint8/float16.
+    Tflite,
 }
 
 impl fmt::Display for WeightsFormat {
@@ -111,6 +120,8 @@ impl fmt::Display for WeightsFormat {
             WeightsFormat::Safetensors => "safetensors",
             WeightsFormat::KerasH5 => "Keras HDF5 (.h5 / .weights.h5)",
             WeightsFormat::Keras => "Keras 3 archive (.keras)",
+            WeightsFormat::TfCheckpoint => "TensorFlow checkpoint (.index + .data shards)",
+            WeightsFormat::Tflite => "TensorFlow Lite (.tflite, BatchNorm folded)",
         })
     }
 }
@@ -124,7 +135,7 @@ pub enum WeightsError {
         source: std::io::Error,
     },
     #[error(
-        "unrecognised weights format (expected a torch.save .pt/.pth file, .safetensors or a Keras .h5)"
+        "unrecognised weights format (expected a torch.save .pt/.pth file, .safetensors, a Keras .h5/.keras, a TensorFlow checkpoint or SavedModel folder, a .tflite)"
     )]
     UnknownFormat,
     #[error("weights file is truncated: {0}; download or copy it again")]
@@ -142,18 +153,37 @@ pub enum WeightsError {
 pub struct Weights {
     pub format: WeightsFormat,
     pub source: Option<PathBuf>,
+    /// SHA-256 of the bytes read (all files of a multi-file checkpoint, in order).
+    pub sha256: Option<String>,
     pub tensors: BTreeMap<String, WeightTensor>,
 }
 
 impl Weights {
-    /// Reads a weights file, detecting its format from its content.
+    /// Reads a weights file, detecting its format from its content. A TensorFlow checkpoint
+    /// is named by its prefix, its `.index` file, or (SavedModel) its folder.
     pub fn load(path: &Path) -> Result<Self, WeightsError> {
+        if let Some(prefix) = tf_bundle::prefix_of(path) {
+            let files = tf_bundle::BundleFiles::read(&prefix)?;
+            if tf_bundle::is_index(&files.index) {
+                let tensors = tf_bundle::read(&files)?;
+                let mut h = Sha256::new();
+                h.update(&files.index);
+                files.shards.iter().for_each(|s| h.update(s));
+                return Ok(Self {
+                    format: WeightsFormat::TfCheckpoint,
+                    source: Some(path.to_owned()),
+                    sha256: Some(hex(&h.finalize())),
+                    tensors,
+                });
+            }
+        }
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
             path: path.to_owned(),
             source,
         })?;
         let mut w = Self::from_bytes(&bytes)?;
         w.source = Some(path.to_owned());
+        w.sha256 = Some(hex(&Sha256::digest(&bytes)));
         Ok(w)
     }
 
@@ -165,10 +195,18 @@ impl Weights {
             WeightsFormat::Safetensors => safetensors_file::read(bytes)?,
             WeightsFormat::KerasH5 => keras_h5::read(bytes)?,
             WeightsFormat::Keras => keras_h5::read_keras_archive(bytes)?,
+            WeightsFormat::Tflite => tflite::read(bytes)?,
+            WeightsFormat::TfCheckpoint => {
+                return Err(WeightsError::Unsupported(
+                    "a TensorFlow checkpoint index alone: load it by path, beside its .data shards"
+                        .into(),
+                ));
+            }
         };
         Ok(Self {
             format,
             source: None,
+            sha256: None,
             tensors: strip_data_parallel_prefix(tensors),
         })
     }
@@ -178,6 +216,7 @@ impl Weights {
         Self {
             format: WeightsFormat::Safetensors,
             source: None,
+            sha256: None,
             tensors: BTreeMap::new(),
         }
     }
@@ -186,13 +225,16 @@ impl Weights {
         self.tensors.get(name)
     }
 
-    /// Number of trainable values: floating-point tensors other than BatchNorm's running
-    /// statistics (integer buffers such as `num_batches_tracked` are not parameters either).
+    /// Number of trainable values: tensors other than BatchNorm's running statistics and
+    /// `num_batches_tracked`. (Integer tensors count only where they are quantised weights:
+    /// the one integer buffer of the other formats is `num_batches_tracked`.)
     pub fn parameter_count(&self) -> usize {
         self.tensors
             .iter()
             .filter(|(k, t)| {
-                t.dtype.is_float() && !k.ends_with(".running_mean") && !k.ends_with(".running_var")
+                (t.dtype.is_float() || self.format == WeightsFormat::Tflite)
+                    && !k.ends_with(".running_mean")
+                    && !k.ends_with(".running_var")
             })
             .map(|(_, t)| t.numel())
             .sum()
@@ -213,6 +255,12 @@ pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
     if bytes.starts_with(keras_h5::MAGIC) {
         return Ok(WeightsFormat::KerasH5);
     }
+    if tflite::looks_like(bytes) {
+        return Ok(WeightsFormat::Tflite);
+    }
+    if tf_bundle::is_index(bytes) {
+        return Ok(WeightsFormat::TfCheckpoint);
+    }
     if safetensors_file::looks_like(bytes) {
         return Ok(WeightsFormat::Safetensors);
     }
@@ -220,6 +268,10 @@ pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
         return Err(WeightsError::Truncated("the file is empty".into()));
     }
     Err(WeightsError::UnknownFormat)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `nn.DataParallel` saves every name under `module.`; the models know them without it.

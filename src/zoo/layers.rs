@@ -144,6 +144,27 @@ pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, eps: f64)
     bn
 }
 
+/// The BatchNorm of a file that folded it into the convolution before it (TFLite): the
+/// convolution's bias is the folded shift. The BatchNorm becomes the identity (γ = 1,
+/// μ = 0, σ² = 1 − ε) carrying that shift as β, so the unit computes what the file does and
+/// fine-tuning still has a BatchNorm to adapt. A convolution with a bias of its own (Keras
+/// ResNet) keeps the file's bias there and β = 0.
+fn folded_batchnorm(l: &WeightLoader, conv: &str, spec: ConvSpec, eps: f64) -> BatchNorm {
+    let c = spec.cout;
+    let device = l.device();
+    let mut bn = BatchNormConfig::new(c)
+        .with_epsilon(eps)
+        .with_momentum(bn_momentum(eps))
+        .init(device);
+    bn.beta = Param::from_tensor(if spec.bias {
+        Tensor::zeros([c], device)
+    } else {
+        l.tensor(&format!("{conv}.bias"), [c])
+    });
+    bn.running_var = RunningState::new(Tensor::full([c], 1.0 - eps, device));
+    bn
+}
+
 /// PyTorch stores Linear weights as (out, in); burn multiplies by (in, out).
 pub fn load_linear(l: &WeightLoader, prefix: &str, din: usize, dout: usize) -> Linear {
     let w = l.tensor(&format!("{prefix}.weight"), [dout, din]);
@@ -205,9 +226,14 @@ impl ConvBnAct {
         eps: f64,
         act: Act,
     ) -> Self {
+        let batchnorm = if l.batchnorm_folded() {
+            folded_batchnorm(l, conv, spec, eps)
+        } else {
+            load_batchnorm(l, bn, spec.cout, eps)
+        };
         Self {
             conv: load_conv(l, conv, spec, spec.bias),
-            bn: Some(load_batchnorm(l, bn, spec.cout, eps)),
+            bn: Some(batchnorm),
             act,
             names: [conv.to_owned(), bn.to_owned()],
         }

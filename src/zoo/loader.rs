@@ -116,6 +116,11 @@ impl<'a> WeightLoader<'a> {
         &self.device
     }
 
+    /// The file folded every BatchNorm into the convolution before it (TFLite).
+    pub fn batchnorm_folded(&self) -> bool {
+        self.weights.format == crate::weights::WeightsFormat::Tflite
+    }
+
     /// True if the file holds a tensor of that name (for optional parts such as a classifier).
     pub fn has(&self, name: &str) -> bool {
         self.weights.get(name).is_some()

@@ -1,0 +1,551 @@
+//! TensorFlow Lite models (`TFL3` flatbuffers), read through the flatbuffers verifier.
+//!
+//! A TFLite file is a graph, not a list of layer weights: the converter folds each
+//! BatchNorm into the convolution before it (its bias) and fuses activations. Weights are
+//! the constant inputs of `CONV_2D` (filter OHWI), `DEPTHWISE_CONV_2D` (filter 1×kh×kw×C·m)
+//! and `FULLY_CONNECTED` (out×in) operators; they may be stored as int8/uint8 (per-tensor or
+//! per-channel scale and zero point), float16 behind a `DEQUANTIZE` operator, or float32.
+//! Everything is dequantised to f32 here and laid out in PyTorch's conventions.
+//!
+//! Names: the converter names a weight after the graph operations it came from, e.g.
+//! `mobilenetv2_1.00_224/block_1_expand/convolution` or (folded) `…/expanded_conv_depthwise_
+//! relu/Relu6;…/expanded_conv_depthwise_BN/batchnorm/mul_1;…/expanded_conv_depthwise/
+//! depthwise`; the scope before the convolution's own operation is the Keras layer. Keras 3
+//! traces the model a second time when converting and suffixes every scope alike (`Conv1_1`
+//! in `mobilenetv2_…_1`); that common suffix is removed. The folded bias is stored as
+//! `<layer>.bias`; the zoo's loader turns the missing BatchNorm into an identity (see
+//! `WeightLoader::batchnorm_folded`).
+
+use std::collections::BTreeMap;
+
+use flatbuffers::{
+    Follow, ForwardsUOffset, InvalidFlatbuffer, Table, Vector, Verifiable, Verifier,
+    VerifierOptions,
+};
+
+use super::{DType, WeightTensor, WeightsError};
+
+/// Declares a flatbuffer table by the fields retrain reads. The verifier and the accessors
+/// come from the same list, so a field is only ever read as the type it was verified as.
+macro_rules! table {
+    ($name:ident { $($field:ident : $ty:ty = $slot:expr),* $(,)? }) => {
+        #[derive(Clone, Copy)]
+        struct $name<'a>(Table<'a>);
+
+        impl<'a> Follow<'a> for $name<'a> {
+            type Inner = $name<'a>;
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                // Safety: only reached through a verified parent (see `root`).
+                $name(unsafe { Table::new(buf, loc) })
+            }
+        }
+
+        impl<'a> Verifiable for $name<'a> {
+            fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    $(.visit_field::<$ty>(stringify!($field), 4 + 2 * $slot, false)?)*
+                    .finish();
+                Ok(())
+            }
+        }
+
+        #[allow(dead_code)]
+        impl<'a> $name<'a> {
+            $(
+                fn $field(&self) -> Option<<$ty as Follow<'a>>::Inner> {
+                    // Safety: the verifier checked this slot as `$ty` (same declaration).
+                    unsafe { self.0.get::<$ty>(4 + 2 * $slot, None) }
+                }
+            )*
+        }
+    };
+}
+
+type List<'a, T> = ForwardsUOffset<Vector<'a, T>>;
+type Tables<'a, T> = ForwardsUOffset<Vector<'a, ForwardsUOffset<T>>>;
+
+// Field slots from tensorflow/compiler/mlir/lite/schema/schema.fbs.
+table!(Model {
+    operator_codes: Tables<'a, OperatorCode<'a>> = 1,
+    subgraphs: Tables<'a, SubGraph<'a>> = 2,
+    buffers: Tables<'a, Buffer<'a>> = 4,
+});
+table!(OperatorCode {
+    deprecated_builtin_code: i8 = 0,
+    builtin_code: i32 = 3,
+});
+table!(SubGraph {
+    tensors: Tables<'a, TensorDef<'a>> = 0,
+    operators: Tables<'a, Operator<'a>> = 3,
+});
+table!(TensorDef {
+    shape: List<'a, i32> = 0,
+    kind: i8 = 1,
+    buffer: u32 = 2,
+    name: ForwardsUOffset<&'a str> = 3,
+    quantization: ForwardsUOffset<Quantization<'a>> = 4,
+});
+table!(Quantization {
+    scale: List<'a, f32> = 2,
+    zero_point: List<'a, i64> = 3,
+    quantized_dimension: i32 = 6,
+});
+table!(Buffer {
+    data: List<'a, u8> = 0,
+    offset: u64 = 1,
+    size: u64 = 2,
+});
+table!(Operator {
+    opcode_index: u32 = 0,
+    inputs: List<'a, i32> = 1,
+    outputs: List<'a, i32> = 2,
+});
+
+const CONV_2D: i32 = 3;
+const DEPTHWISE_CONV_2D: i32 = 4;
+const DEQUANTIZE: i32 = 6;
+const FULLY_CONNECTED: i32 = 9;
+
+/// `TFL3` at bytes 4..8: the file identifier of every TFLite model.
+pub fn looks_like(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"TFL3")
+}
+
+fn corrupt(what: impl std::fmt::Display) -> WeightsError {
+    WeightsError::Corrupt(format!("TFLite: {what}"))
+}
+
+/// One constant tensor of the graph, dequantised.
+struct Constant {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+struct Graph<'a> {
+    bytes: &'a [u8],
+    tensors: Vec<TensorDef<'a>>,
+    buffers: Vec<Buffer<'a>>,
+    /// The operator (builtin code, inputs) that produces each tensor.
+    producers: BTreeMap<i32, (i32, Vec<i32>)>,
+}
+
+impl<'a> Graph<'a> {
+    fn tensor(&self, i: i32) -> Result<TensorDef<'a>, WeightsError> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.tensors.get(i).copied())
+            .ok_or_else(|| corrupt(format!("operator input {i} is not a tensor")))
+    }
+
+    fn name(&self, i: i32) -> String {
+        self.tensor(i)
+            .ok()
+            .and_then(|t| t.name())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The stored values of tensor `i`, following a `DEQUANTIZE` to its input.
+    fn constant(&self, i: i32) -> Result<Constant, WeightsError> {
+        let t = self.tensor(i)?;
+        let name = t.name().unwrap_or("?");
+        let raw = self.buffer_bytes(t)?;
+        if raw.is_empty() {
+            return match self.producers.get(&i) {
+                Some((DEQUANTIZE, inputs)) if inputs.len() == 1 => self.constant(inputs[0]),
+                _ => Err(WeightsError::Unsupported(format!(
+                    "TFLite: weight {name} is computed in the graph, not stored"
+                ))),
+            };
+        }
+        let shape: Vec<usize> = t
+            .shape()
+            .map(|s| s.iter().map(|d| usize::try_from(d).unwrap_or(0)).collect())
+            .unwrap_or_default();
+        let numel = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| corrupt(format!("{name}: shape {shape:?} overflows")))?;
+        let dtype = match t.kind().unwrap_or(0) {
+            0 => DType::F32,
+            1 => DType::F16,
+            2 => DType::I32,
+            3 => DType::U8,
+            4 => DType::I64,
+            7 => DType::I16,
+            9 => DType::I8,
+            10 => DType::F64,
+            k => {
+                return Err(WeightsError::Unsupported(format!(
+                    "TFLite: weight {name} has tensor type {k}"
+                )));
+            }
+        };
+        if numel.checked_mul(dtype.size()) != Some(raw.len()) {
+            return Err(corrupt(format!(
+                "{name}: {} bytes for {shape:?} of {dtype}",
+                raw.len()
+            )));
+        }
+        let stored: Vec<f32> = raw
+            .chunks_exact(dtype.size())
+            .map(|b| dtype.to_f32(b))
+            .collect();
+        let data = if dtype.is_float() {
+            stored
+        } else {
+            dequantise(&stored, &shape, &QuantParams::of(t.quantization()), name)?
+        };
+        Ok(Constant { dtype, shape, data })
+    }
+
+    fn buffer_bytes(&self, t: TensorDef<'a>) -> Result<&'a [u8], WeightsError> {
+        let b = usize::try_from(t.buffer().unwrap_or(0))
+            .ok()
+            .and_then(|i| self.buffers.get(i).copied())
+            .ok_or_else(|| corrupt("a tensor names a buffer that does not exist"))?;
+        if let Some(data) = b.data().filter(|d| !d.is_empty()) {
+            return Ok(data.bytes());
+        }
+        // Models past 2 GiB keep buffers after the flatbuffer, at an offset from the start.
+        match (b.offset().unwrap_or(0), b.size().unwrap_or(0)) {
+            (offset, size) if offset > 1 => usize::try_from(offset)
+                .ok()
+                .zip(usize::try_from(size).ok())
+                .and_then(|(o, s)| self.bytes.get(o..o.checked_add(s)?))
+                .ok_or_else(|| {
+                    WeightsError::Truncated("TFLite: a buffer lies past the end of the file".into())
+                }),
+            _ => Ok(&[]),
+        }
+    }
+}
+
+/// Scales, zero points and axis of a quantised tensor.
+struct QuantParams {
+    scales: Vec<f32>,
+    zeros: Vec<f32>,
+    axis: usize,
+}
+
+impl QuantParams {
+    fn of(q: Option<Quantization>) -> Self {
+        Self {
+            scales: q
+                .and_then(|p| p.scale())
+                .map(|s| s.iter().collect())
+                .unwrap_or_default(),
+            zeros: q
+                .and_then(|p| p.zero_point())
+                .map(|z| z.iter().map(|v| v as f32).collect())
+                .unwrap_or_default(),
+            axis: q
+                .and_then(|p| p.quantized_dimension())
+                .and_then(|d| usize::try_from(d).ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// `(q − zero_point) · scale`, per tensor or per channel along the quantised axis.
+fn dequantise(
+    q: &[f32],
+    shape: &[usize],
+    p: &QuantParams,
+    name: &str,
+) -> Result<Vec<f32>, WeightsError> {
+    let channels = p.scales.len();
+    if channels == 0 {
+        return Err(WeightsError::Unsupported(format!(
+            "TFLite: integer weight {name} has no quantisation scale"
+        )));
+    }
+    let (axis_len, inner) = if channels == 1 {
+        (1, 1)
+    } else {
+        let len = shape.get(p.axis).copied().unwrap_or(0);
+        if len != channels || p.zeros.len() > 1 && p.zeros.len() != channels {
+            return Err(corrupt(format!(
+                "{name}: {channels} scales for axis {} of {shape:?}",
+                p.axis
+            )));
+        }
+        (len, shape[p.axis + 1..].iter().product::<usize>())
+    };
+    Ok(q.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / inner) % axis_len;
+            let z = p.zeros.get(c).or(p.zeros.first()).copied().unwrap_or(0.0);
+            (v - z) * p.scales[c]
+        })
+        .collect())
+}
+
+/// Permutes a row-major tensor: output axis `i` is input axis `perm[i]`.
+fn permute(data: &[f32], shape: &[usize], perm: &[usize]) -> (Vec<f32>, Vec<usize>) {
+    super::keras_h5::permute(data, shape, perm)
+}
+
+/// The Keras layer a weight belongs to: in the `;`-joined names the converter gives a fused
+/// constant, the part that ends in the layer's own operation, and in it the scope before it.
+fn layer_scope(name: &str, ops: &[&str]) -> Option<String> {
+    let parts: Vec<&str> = name.split(';').filter(|p| p.contains('/')).collect();
+    let part = parts
+        .iter()
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|last| ops.iter().any(|op| last.starts_with(op)))
+        })
+        .or(parts.first())?;
+    let segments: Vec<&str> = part.split('/').collect();
+    (segments.len() >= 2).then(|| segments[segments.len() - 2].to_owned())
+}
+
+/// Keras 3 suffixes every scope of the converted graph alike (`_1`): when the model's scope
+/// and every layer's share one `_N`, it is not part of the layer names.
+fn common_trace_suffix(model_scope: &str, layers: &[String]) -> Option<String> {
+    let (_, n) = model_scope.rsplit_once('_')?;
+    if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let suffix = format!("_{n}");
+    layers
+        .iter()
+        .all(|l| l.len() > suffix.len() && l.ends_with(&suffix))
+        .then_some(suffix)
+}
+
+pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
+    let opts = VerifierOptions {
+        max_apparent_size: 1 << 34,
+        ..Default::default()
+    };
+    let model = flatbuffers::root_with_opts::<Model>(&opts, bytes).map_err(|e| {
+        if bytes.len() < 64 || e.to_string().contains("range") {
+            WeightsError::Truncated(format!("TFLite: {e}"))
+        } else {
+            corrupt(e)
+        }
+    })?;
+    let codes: Vec<i32> = model
+        .operator_codes()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    i32::from(c.deprecated_builtin_code().unwrap_or(0))
+                        .max(c.builtin_code().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let graph = model
+        .subgraphs()
+        .and_then(|s| s.iter().next())
+        .ok_or_else(|| corrupt("the model has no subgraph"))?;
+    let ops: Vec<(i32, Vec<i32>, Vec<i32>)> = graph
+        .operators()
+        .map(|ops| {
+            ops.iter()
+                .map(|op| {
+                    let code = usize::try_from(op.opcode_index().unwrap_or(0))
+                        .ok()
+                        .and_then(|i| codes.get(i).copied())
+                        .unwrap_or(-1);
+                    let list =
+                        |v: Option<Vector<i32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
+                    (code, list(op.inputs()), list(op.outputs()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let g = Graph {
+        bytes,
+        tensors: graph
+            .tensors()
+            .map(|t| t.iter().collect())
+            .unwrap_or_default(),
+        buffers: model
+            .buffers()
+            .map(|b| b.iter().collect())
+            .unwrap_or_default(),
+        producers: ops
+            .iter()
+            .flat_map(|(code, inputs, outputs)| {
+                outputs.iter().map(|&o| (o, (*code, inputs.clone())))
+            })
+            .collect(),
+    };
+
+    // (layer scope, conv kind, filter, bias)
+    let mut layers = Vec::new();
+    for (code, inputs, outputs) in &ops {
+        let marks: &[&str] = match *code {
+            CONV_2D => &["convolution", "Conv2D", "BiasAdd"],
+            DEPTHWISE_CONV_2D => &["depthwise", "BiasAdd"],
+            FULLY_CONNECTED => &["MatMul", "BiasAdd", "Tensordot"],
+            _ => continue,
+        };
+        let filter_index = *inputs
+            .get(1)
+            .ok_or_else(|| corrupt("a convolution without a filter"))?;
+        let filter_name = g.name(filter_index);
+        let scope = layer_scope(&filter_name, marks)
+            .or_else(|| {
+                outputs
+                    .first()
+                    .and_then(|&o| layer_scope(&g.name(o), marks))
+            })
+            .ok_or_else(|| {
+                WeightsError::Unsupported(format!(
+                    "TFLite: cannot tell which layer the weight `{filter_name}` belongs to"
+                ))
+            })?;
+        let filter = g.constant(filter_index)?;
+        let bias = match inputs.get(2) {
+            Some(&b) if b >= 0 => Some(g.constant(b)?),
+            _ => None,
+        };
+        layers.push((scope, *code, filter, bias));
+    }
+    if layers.is_empty() {
+        return Err(WeightsError::Unsupported(
+            "TFLite: the model has no convolution or fully connected layer".into(),
+        ));
+    }
+    let model_scope = g
+        .name(layers_first_filter(&ops))
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let scopes: Vec<String> = layers.iter().map(|(s, ..)| s.clone()).collect();
+    let suffix = common_trace_suffix(&model_scope, &scopes);
+
+    let mut out = BTreeMap::new();
+    for (scope, code, filter, bias) in layers {
+        let layer = match &suffix {
+            Some(s) => scope[..scope.len() - s.len()].to_owned(),
+            None => scope,
+        };
+        let (data, shape) = match (code, filter.shape.as_slice()) {
+            (CONV_2D, [_, _, _, _]) => permute(&filter.data, &filter.shape, &[0, 3, 1, 2]),
+            // (1, kh, kw, C·m) → (C·m, 1, kh, kw)
+            (DEPTHWISE_CONV_2D, [1, _, _, _]) => {
+                permute(&filter.data, &filter.shape, &[3, 0, 1, 2])
+            }
+            (FULLY_CONNECTED, [_, _]) => (filter.data, filter.shape),
+            (_, s) => {
+                return Err(WeightsError::Unsupported(format!(
+                    "TFLite: layer {layer} has a filter of shape {s:?}"
+                )));
+            }
+        };
+        let cout = shape[0];
+        let weight = WeightTensor {
+            dtype: filter.dtype,
+            shape,
+            data,
+            strided: false,
+        };
+        let bias = match bias {
+            Some(b) if b.data.len() == cout => WeightTensor {
+                dtype: b.dtype,
+                shape: vec![cout],
+                data: b.data,
+                strided: false,
+            },
+            Some(b) => {
+                return Err(corrupt(format!(
+                    "layer {layer}: {} bias values for {cout} outputs",
+                    b.data.len()
+                )));
+            }
+            None => WeightTensor {
+                dtype: DType::F32,
+                shape: vec![cout],
+                data: vec![0.0; cout],
+                strided: false,
+            },
+        };
+        if out.insert(format!("{layer}.weight"), weight).is_some() {
+            return Err(WeightsError::Unsupported(format!(
+                "TFLite: two operators carry the weights of layer {layer}"
+            )));
+        }
+        out.insert(format!("{layer}.bias"), bias);
+    }
+    Ok(out)
+}
+
+/// The filter of the first weighted operator (its name carries the model's scope).
+fn layers_first_filter(ops: &[(i32, Vec<i32>, Vec<i32>)]) -> i32 {
+    ops.iter()
+        .find(|(c, ..)| matches!(*c, CONV_2D | DEPTHWISE_CONV_2D | FULLY_CONNECTED))
+        .and_then(|(_, inputs, _)| inputs.get(1).copied())
+        .unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_channel_and_per_tensor_dequantisation() {
+        // uint8, one scale and zero point 128.
+        let p = QuantParams {
+            scales: vec![0.5],
+            zeros: vec![128.0],
+            axis: 0,
+        };
+        assert_eq!(
+            dequantise(&[0.0, 128.0, 255.0], &[3], &p, "t").unwrap(),
+            vec![-64.0, 0.0, 63.5]
+        );
+        // int8 per output channel: axis 0 of a 2×1×2 filter, and axis 2 (depthwise).
+        let p = QuantParams {
+            scales: vec![0.5, 0.25],
+            zeros: vec![0.0, 0.0],
+            axis: 0,
+        };
+        assert_eq!(
+            dequantise(&[1.0, -2.0, 3.0, 4.0], &[2, 1, 2], &p, "t").unwrap(),
+            vec![0.5, -1.0, 0.75, 1.0]
+        );
+        let p = QuantParams { axis: 2, ..p };
+        assert_eq!(
+            dequantise(&[1.0, -2.0, 3.0, 4.0], &[2, 1, 2], &p, "t").unwrap(),
+            vec![0.5, -0.5, 1.5, 1.0]
+        );
+        // Scales that do not fit the axis, or none at all, are refused.
+        assert!(dequantise(&[1.0; 6], &[3, 2], &QuantParams { axis: 0, ..p }, "t").is_err());
+        let none = QuantParams {
+            scales: vec![],
+            zeros: vec![],
+            axis: 0,
+        };
+        assert!(dequantise(&[1.0], &[1], &none, "t").is_err());
+    }
+
+    #[test]
+    fn layer_scopes_from_converter_names() {
+        let conv = ["convolution", "Conv2D"];
+        assert_eq!(
+            layer_scope("m_1/block_1_expand_1/convolution", &conv).as_deref(),
+            Some("block_1_expand_1")
+        );
+        let fused = "m_1/dw_relu_1/Relu6;m_1/dw_BN_1/batchnorm/mul_1;m_1/dw_1/depthwise;";
+        assert_eq!(layer_scope(fused, &["depthwise"]).as_deref(), Some("dw_1"));
+        assert_eq!(layer_scope("arith.constant3", &conv), None);
+        let layers = vec!["Conv1_1".to_owned(), "block_1_expand_1".to_owned()];
+        assert_eq!(
+            common_trace_suffix("mobilenetv2_1.00_224_1", &layers).as_deref(),
+            Some("_1")
+        );
+        // A Keras 2 graph: no common suffix, names kept.
+        let layers = vec!["Conv1".to_owned(), "Conv_1".to_owned()];
+        assert_eq!(common_trace_suffix("mobilenetv2_1.00_224", &layers), None);
+    }
+}
