@@ -1,6 +1,6 @@
 //! Parity with the origin frameworks: reduced variants of every zoo family, built and saved
-//! by PyTorch (scripts/make_fixtures.py) or Keras (scripts/make_keras_fixtures.py), must
-//! give the same logits and features.
+//! by PyTorch (scripts/make_fixtures.py), Keras (scripts/make_keras_fixtures.py) or
+//! TensorFlow (scripts/make_tf_fixtures.py), must give the same logits and features.
 //! Tolerance: 1e-4 absolute, f32, for the network as loaded and with BatchNorm folded.
 
 mod common;
@@ -46,7 +46,25 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
         "{name}: features {df:e}, logits {dl:e} > {TOL:e}"
     );
 
-    // Export under origin names gives back the file's tensors exactly.
+    // Export under origin names gives back the file's tensors exactly (TFLite excepted: it
+    // holds the BatchNorms folded, an export writes them unfolded).
+    if expect_format != WeightsFormat::Tflite {
+        check_export(name, &spec, &weights, &model);
+    }
+
+    let folded = model.for_inference();
+    let (f, l) = folded
+        .network
+        .features_and_logits(tensor4(&shape, x, &device));
+    let df = max_abs_diff("features", values(f), want_features);
+    let dl = max_abs_diff("logits", values(l.unwrap()), want_logits);
+    assert!(
+        df <= TOL && dl <= TOL,
+        "{name} (BN folded): features {df:e}, logits {dl:e} > {TOL:e}"
+    );
+}
+
+fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) {
     let mut exported = Default::default();
     for stage in &model.network.stages {
         stage.export(&mut exported);
@@ -59,7 +77,7 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
         // Keras files hold some tensors in another but equivalent shape (the loader's
         // `same_layout`): a Keras 3 depthwise kernel reads as (1, C, k, k) and exports as
         // PyTorch's (C, 1, k, k); VGG's fc1 exports as (out, in, 1, 1).
-        if name.starts_with("keras") {
+        if name.starts_with("keras") || name.starts_with("tf_") {
             assert!(
                 retrain::zoo::loader::same_layout(&orig.shape, &t.shape),
                 "{name}: `{k}` {:?} vs {:?}",
@@ -86,17 +104,6 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
         exported.len() + classifier,
         in_file,
         "{name}: every backbone tensor exported"
-    );
-
-    let folded = model.for_inference();
-    let (f, l) = folded
-        .network
-        .features_and_logits(tensor4(&shape, x, &device));
-    let df = max_abs_diff("features", values(f), want_features);
-    let dl = max_abs_diff("logits", values(l.unwrap()), want_logits);
-    assert!(
-        df <= TOL && dl <= TOL,
-        "{name} (BN folded): features {df:e}, logits {dl:e} > {TOL:e}"
     );
 }
 
@@ -195,4 +202,83 @@ fn keras_efficientnet_with_its_normalization_layer() {
         &dir.join("model.keras"),
         WeightsFormat::Keras,
     );
+}
+
+/// A TensorFlow 2 checkpoint (`tf.train.Checkpoint(model=m).write`, object-graph keys such
+/// as `model/_operations/1/_kernel/.ATTRIBUTES/VARIABLE_VALUE`) split into two data shards,
+/// named by its prefix as TensorFlow names it, and by its `.index` file.
+#[test]
+fn tf_checkpoint_in_two_shards() {
+    let dir = fixtures().join("tf_mobilenet_v2/checkpoint");
+    check_file(
+        "tf_mobilenet_v2",
+        &dir.join("model"),
+        WeightsFormat::TfCheckpoint,
+    );
+    check_file(
+        "tf_mobilenet_v2",
+        &dir.join("model.index"),
+        WeightsFormat::TfCheckpoint,
+    );
+}
+
+/// A SavedModel (`model.export`) named by its folder: `variables/variables.*` inside.
+#[test]
+fn tf_saved_model_variables() {
+    check_file(
+        "tf_resnet",
+        &fixtures().join("tf_resnet/saved_model"),
+        WeightsFormat::TfCheckpoint,
+    );
+}
+
+/// TFLite, float32 weights: BatchNorm folded into the convolutions by the converter, Keras 3
+/// scope suffixes removed; MobileNetV2 (depthwise filters 1×kh×kw×C) and ResNet (biased
+/// convolutions, max pooling). Same outputs as the Keras model within 1e-4.
+#[test]
+fn tflite_float_models() {
+    for name in ["tf_mobilenet_v2", "tf_resnet"] {
+        check_file(
+            name,
+            &fixtures().join(name).join("model.tflite"),
+            WeightsFormat::Tflite,
+        );
+    }
+}
+
+/// TFLite with int8 weights (the converter's Optimize.DEFAULT: per-output-channel scales,
+/// symmetric). retrain dequantises them and computes in f32; the TFLite interpreter runs
+/// hybrid kernels that also quantise each activation to int8 on the fly, so the two differ by
+/// activation rounding. Stated tolerance: 2% of the largest output magnitude (the
+/// interpreter itself is 1.4e-3 from the unquantised Keras model here).
+#[test]
+fn tflite_int8_weights_match_the_interpreter() {
+    let dir = fixtures().join("tf_mobilenet_v2");
+    let device = Device::default();
+    let spec: ModelSpec =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let weights = Weights::load(&dir.join("model_int8.tflite")).unwrap();
+    assert_eq!(weights.format, WeightsFormat::Tflite);
+    assert!(
+        weights
+            .tensors
+            .values()
+            .any(|t| t.dtype == retrain::weights::DType::I8),
+        "the fixture stores int8 weights"
+    );
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let (f, l) = model
+        .network
+        .features_and_logits(tensor4(&shape, x, &device));
+    for (what, got, file) in [
+        ("features", values(f), "tflite_int8_features.npy"),
+        ("logits", values(l.unwrap()), "tflite_int8_logits.npy"),
+    ] {
+        let want = npy(&dir.join(file));
+        let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(what, got, want);
+        eprintln!("int8 TFLite {what}: max |diff| {d:.2e} (largest |value| {scale:.2e})");
+        assert!(d <= 0.02 * scale, "{what}: {d:e} > 2% of {scale:e}");
+    }
 }

@@ -61,6 +61,7 @@ fn truncated_files_fail_cleanly() {
         "mobilenet_v2/weights.safetensors",
         "keras_mobilenet_v2/weights.h5",
         "keras_mobilenet_v2/model.keras",
+        "tf_mobilenet_v2/model_int8.tflite",
     ] {
         let bytes = std::fs::read(fixtures().join(f)).unwrap();
         let step = (bytes.len() / 400).max(1);
@@ -93,6 +94,7 @@ fn corrupted_bytes_never_panic() {
         "mobilenet_v2/weights.safetensors",
         "keras_mobilenet_v2/weights.h5",
         "keras_mobilenet_v2/model.keras",
+        "tf_mobilenet_v2/model_int8.tflite",
     ] {
         let bytes = std::fs::read(fixtures().join(f)).unwrap();
         for _ in 0..300 {
@@ -102,6 +104,74 @@ fn corrupted_bytes_never_panic() {
                 b[i] = rand() as u8;
             }
             let _ = Weights::from_bytes(&b);
+        }
+    }
+}
+
+/// A TensorFlow checkpoint is several files: each damage is found and named.
+#[test]
+fn tf_checkpoint_damage_is_detected() {
+    let src = fixtures().join("tf_mobilenet_v2/checkpoint");
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+        dir.join("model")
+    };
+    let err = |prefix: &std::path::Path| Weights::load(prefix).unwrap_err().to_string();
+
+    // One flipped byte in a data shard: that tensor's checksum.
+    let prefix = copy(&tmp.path().join("flipped"));
+    let shard = prefix.with_file_name("model.data-00001-of-00002");
+    let mut b = std::fs::read(&shard).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    std::fs::write(&shard, &b).unwrap();
+    assert!(
+        err(&prefix).contains("checksum mismatch"),
+        "{}",
+        err(&prefix)
+    );
+
+    // A shard cut short, and a shard missing (named).
+    let prefix = copy(&tmp.path().join("short"));
+    let shard = prefix.with_file_name("model.data-00000-of-00002");
+    std::fs::write(&shard, &std::fs::read(&shard).unwrap()[..1000]).unwrap();
+    assert!(err(&prefix).contains("truncated"), "{}", err(&prefix));
+    std::fs::remove_file(&shard).unwrap();
+    assert!(
+        err(&prefix).contains("model.data-00000-of-00002"),
+        "{}",
+        err(&prefix)
+    );
+
+    // The index cut anywhere, or with flipped bytes: an error or (bytes that no check covers,
+    // e.g. the footer's padding) the same tensors; never a panic.
+    let prefix = copy(&tmp.path().join("index"));
+    let index = prefix.with_file_name("model.index");
+    let good = std::fs::read(&index).unwrap();
+    let whole = Weights::load(&prefix).unwrap();
+    for n in (0..good.len()).step_by(97) {
+        std::fs::write(&index, &good[..n]).unwrap();
+        assert!(Weights::load(&prefix).is_err(), "index cut to {n} bytes");
+    }
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    for _ in 0..300 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut b = good.clone();
+        let i = (seed as usize) % b.len();
+        b[i] ^= 1 << (seed >> 60 & 7);
+        std::fs::write(&index, &b).unwrap();
+        if let Ok(w) = Weights::load(&prefix) {
+            assert_eq!(
+                w.tensors, whole.tensors,
+                "flipped index byte {i} changed the weights"
+            );
         }
     }
 }

@@ -1,0 +1,159 @@
+"""TensorFlow fixtures for retrain's parity tests: Keras Applications models built and saved
+by TensorFlow itself (Keras 3 on its TensorFlow backend), in TensorFlow's own formats, with
+TensorFlow's outputs.
+
+  tests/fixtures/tf_mobilenet_v2/   MobileNetV2 (alpha 0.35, 48x48), random weights and BN
+    checkpoint/model.index, model.data-0000S-of-00002
+                        tf.train.Checkpoint(model=m).write, split into two data shards
+    model.tflite        TFLiteConverter.from_keras_model: BatchNorm folded, float32
+    model_int8.tflite   the same with Optimize.DEFAULT: int8 weights (per-channel scales)
+    input.npy, features.npy, logits.npy   Keras/TensorFlow outputs (NCHW input)
+    tflite_int8_logits.npy, tflite_int8_features.npy   the TFLite interpreter's outputs for
+                        model_int8.tflite (it quantises activations on the fly, hence a
+                        looser tolerance in the test)
+    model.json          retrain model spec
+  tests/fixtures/tf_resnet/         ResNet50's code with 1 block per stage, width 8:
+    saved_model/variables/variables.{index,data-00000-of-00001}
+                        model.export(): the SavedModel's variables (its saved_model.pb, the
+                        graph, is not committed: retrain reads only the variables)
+    model.tflite        biased convolutions with their BatchNorm folded in, max pooling
+
+Usage: python scripts/make_tf_fixtures.py   (pip install tensorflow-cpu; TF 2.21 here)
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from make_keras_fixtures import randomise_batchnorm
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+
+
+def gap_model(model):
+    gap = [l for l in model.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][-1]
+    return keras.Model(model.inputs, gap.output)
+
+
+def tflite_run(path, x, features_shape):
+    """The interpreter's logits, and the pooled features (the MEAN op's output tensor)."""
+    it = tf.lite.Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], x.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    logits = it.get_tensor(it.get_output_details()[0]["index"])
+    feats = [t for t in it.get_tensor_details()
+             if tuple(t["shape"]) == (x.shape[0], features_shape) and "Mean" in t["name"]]
+    features = it.get_tensor(feats[-1]["index"])
+    return logits, features
+
+
+class TwoShards(tf.train.experimental.ShardingCallback):
+    """Whole variables in two data shards. (MaxShardSizePolicy would also cut variables into
+    slices, which retrain refuses: partitioned variables are not a zoo's format.)"""
+
+    @property
+    def description(self):
+        return "two shards of whole variables"
+
+    def __call__(self, shardable_tensors):
+        shards = [{}, {}]
+        for i, t in enumerate(shardable_tensors):
+            shards[i % 2].setdefault(t.checkpoint_key, {})[t.slice_spec] = t.tensor
+        return shards
+
+
+def write_tflite(model, path, int8=False):
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    with open(path, "wb") as f:
+        f.write(conv.convert())
+
+
+def outputs(model, out, x):
+    logits = model(x, training=False).numpy()
+    features = gap_model(model)(x, training=False).numpy()
+    np.save(os.path.join(out, "input.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    np.save(os.path.join(out, "features.npy"), features)
+    np.save(os.path.join(out, "logits.npy"), logits)
+    return logits, features
+
+
+def main():
+    keras.utils.set_random_seed(10)
+    rng = np.random.default_rng(10)
+    size, alpha, classes = 48, 0.35, 5
+    m = keras.applications.MobileNetV2(alpha=alpha, input_shape=(size, size, 3), weights=None,
+                                       classes=classes, classifier_activation=None)
+    randomise_batchnorm(m, rng)
+    out = os.path.join(ROOT, "tf_mobilenet_v2")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    x = np.random.default_rng(11).uniform(-1, 1, (2, size, size, 3)).astype("float32")
+    logits, features = outputs(m, out, x)
+
+    sharding = TwoShards()
+    tf.train.Checkpoint(model=m).write(
+        os.path.join(out, "checkpoint", "model"),
+        options=tf.train.CheckpointOptions(experimental_sharding_callback=sharding))
+    write_tflite(m, os.path.join(out, "model.tflite"))
+    write_tflite(m, os.path.join(out, "model_int8.tflite"), int8=True)
+    for name in ("model.tflite", "model_int8.tflite"):
+        tl, tfeat = tflite_run(os.path.join(out, name), x, features.shape[1])
+        print(name, "interpreter vs Keras: logits", np.abs(tl - logits).max(),
+              "features", np.abs(tfeat - features).max())
+        if name == "model_int8.tflite":
+            np.save(os.path.join(out, "tflite_int8_logits.npy"), tl)
+            np.save(os.path.join(out, "tflite_int8_features.npy"), tfeat)
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump({
+            "name": "tf_mobilenet_v2",
+            "config": {"family": "keras_mobilenet_v2", "alpha": alpha, "input_size": size},
+            "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
+                           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        }, f, indent=1)
+
+    from keras.src.applications import resnet
+    keras.utils.set_random_seed(12)
+    size, width = 48, 8
+
+    def stack_fn(x):
+        x = resnet.stack_residual_blocks_v1(x, width, 1, stride1=1, name="conv2")
+        x = resnet.stack_residual_blocks_v1(x, width * 2, 1, name="conv3")
+        x = resnet.stack_residual_blocks_v1(x, width * 4, 1, name="conv4")
+        return resnet.stack_residual_blocks_v1(x, width * 8, 1, name="conv5")
+
+    m = resnet.ResNet(stack_fn, False, True, weights=None, input_shape=(size, size, 3),
+                      classes=classes, classifier_activation=None, name="resnet_small")
+    randomise_batchnorm(m, rng)
+    out = os.path.join(ROOT, "tf_resnet")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    x = np.random.default_rng(13).uniform(-120, 150, (2, size, size, 3)).astype("float32")
+    logits, features = outputs(m, out, x)
+    saved = os.path.join(out, "saved_model")
+    m.export(saved)
+    for extra in ("saved_model.pb", "fingerprint.pb", "assets"):
+        p = os.path.join(saved, extra)
+        shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+    write_tflite(m, os.path.join(out, "model.tflite"))
+    tl, tfeat = tflite_run(os.path.join(out, "model.tflite"), x, features.shape[1])
+    print("resnet model.tflite interpreter vs Keras: logits", np.abs(tl - logits).max())
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump({
+            "name": "tf_resnet",
+            "config": {"family": "keras_resnet", "blocks": [1, 1, 1, 1], "width": width},
+            "preprocess": {"resize": size, "crop": size, "interpolation": "bilinear",
+                           "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
+                           "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
+        }, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
