@@ -99,9 +99,35 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
                 data,
             });
         }
-        layers.push((layer.clone(), weights));
+        layers.extend(split_nested_model(layer, weights));
     }
     to_pytorch_conventions(layers)
+}
+
+/// A model used as a layer of another (a transfer-learning model: `MobileNetV2` inside a
+/// `Functional` with a new head) is one entry of `layer_names` holding every inner layer's
+/// weights, named `Conv1/kernel`, `bn_Conv1/gamma`, …: split it into those inner layers.
+/// A plain layer's weights all share one scope and keep the layer's own name.
+fn split_nested_model(layer: &str, weights: Vec<KerasWeight>) -> Vec<(String, Vec<KerasWeight>)> {
+    let scope = |w: &KerasWeight| w.name.rsplit_once('/').map(|(s, _)| s.to_owned());
+    let scopes: std::collections::BTreeSet<Option<String>> = weights.iter().map(scope).collect();
+    if scopes.len() <= 1 || scopes.contains(&None) {
+        return vec![(layer.to_owned(), weights)];
+    }
+    let mut inner: Vec<(String, Vec<KerasWeight>)> = Vec::new();
+    for w in weights {
+        let s = scope(&w).unwrap_or_default();
+        // Keras 2 prefixes the inner layer with the nested model's name in some versions.
+        let s = s
+            .strip_prefix(&format!("{layer}/"))
+            .map(str::to_owned)
+            .unwrap_or(s);
+        match inner.iter_mut().find(|(n, _)| *n == s) {
+            Some((_, ws)) => ws.push(w),
+            None => inner.push((s, vec![w])),
+        }
+    }
+    inner
 }
 
 /// Keras 3 `.weights.h5`: one group per layer under `/layers`, variables by position.
