@@ -83,6 +83,8 @@ pub struct WeightLoader<'a> {
     /// Shape checking only: hand out 1-element placeholders instead of copying data.
     dry: bool,
     numel: RefCell<usize>,
+    /// Architecture name → the file's name, for a classifier saved under another name.
+    aliases: RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 impl<'a> WeightLoader<'a> {
@@ -95,6 +97,7 @@ impl<'a> WeightLoader<'a> {
             asked: RefCell::new(0),
             dry: false,
             numel: RefCell::new(0),
+            aliases: RefCell::default(),
         }
     }
 
@@ -121,14 +124,55 @@ impl<'a> WeightLoader<'a> {
         self.weights.format == crate::weights::WeightsFormat::Tflite
     }
 
+    /// The file's name for the architecture's tensor `name`.
+    fn resolve(&self, name: &str) -> String {
+        self.aliases
+            .borrow()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
     /// True if the file holds a tensor of that name (for optional parts such as a classifier).
     pub fn has(&self, name: &str) -> bool {
-        self.weights.get(name).is_some()
+        self.weights.get(&self.resolve(name)).is_some()
     }
 
     /// Shape of a tensor in the file, if present.
     pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.weights.get(name).map(|t| t.shape.clone())
+        self.weights
+            .get(&self.resolve(name))
+            .map(|t| t.shape.clone())
+    }
+
+    /// A transfer-learned model keeps its new classifier under a name of its own (Keras'
+    /// `dense` after a `MobileNetV2` backbone). When, once the backbone is loaded, the only
+    /// tensors left are one dense layer over `din` features, it is taken as the classifier
+    /// `prefix`. Returns whether it was.
+    pub fn adopt_classifier(&self, prefix: &str, din: usize) -> bool {
+        let used = self.used.borrow();
+        let left: Vec<&String> = self
+            .weights
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k) && !k.ends_with("num_batches_tracked"))
+            .collect();
+        let [a, b] = left.as_slice() else {
+            return false;
+        };
+        let (Some(layer), Some(other)) = (a.strip_suffix(".bias"), b.strip_suffix(".weight"))
+        else {
+            return false;
+        };
+        let (w, bias) = (&self.weights.tensors[*b], &self.weights.tensors[*a]);
+        let k = bias.numel();
+        if layer != other || bias.shape.len() != 1 || !same_layout(&w.shape, &[k, din]) {
+            return false;
+        }
+        let mut aliases = self.aliases.borrow_mut();
+        aliases.insert(format!("{prefix}.weight"), (*b).clone());
+        aliases.insert(format!("{prefix}.bias"), (*a).clone());
+        true
     }
 
     /// The parameter `name` with the given shape; zeros (and a report entry) if absent or misshapen.
@@ -140,6 +184,7 @@ impl<'a> WeightLoader<'a> {
     /// Like [`tensor`](Self::tensor) for state that is not a trainable parameter (BatchNorm's
     /// running statistics): loaded the same way, left out of the parameter count.
     pub fn buffer<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        let name = &self.resolve(name);
         *self.asked.borrow_mut() += 1;
         if self.dry {
             if let Some(t) = self.weights.get(name) {

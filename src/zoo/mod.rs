@@ -199,6 +199,9 @@ impl ArchConfig {
         };
         let (hidden, out) = self.classifier_prefixes();
         let out_w = format!("{out}.weight");
+        if num_classes.is_none() && hidden.is_none() && !l.has(&out_w) {
+            l.adopt_classifier(out, self.feature_dim());
+        }
         let classes = match num_classes {
             Some(n) => (n > 0).then_some(n),
             None => l.shape_of(&out_w).and_then(|s| s.first().copied()),
