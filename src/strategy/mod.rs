@@ -207,8 +207,16 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
         .with_context(|| format!("cannot load {}", req.weights.display()))?;
     let pretrained = WeightsSource::of(&req.weights, &weights)?;
     let model = Model::from_spec(&req.spec, &weights, device)
-        .with_context(|| format!("cannot load {}", req.weights.display()))?
-        .for_inference();
+        .with_context(|| format!("cannot load {}", req.weights.display()))?;
+    // The bundle starts from the backbone as loaded, under the origin's names: a TFLite
+    // file's folded BatchNorms are the identity BatchNorms the model trains, and the
+    // classifier a transfer-learned file keeps under its own name (adopted as the head) is
+    // not carried along beside the new one.
+    let mut backbone = crate::zoo::layers::TensorMap::new();
+    for stage in &model.network.stages {
+        stage.export(&mut backbone);
+    }
+    let model = model.for_inference();
     let (train, val) = load_data(&req.data, &req.val, req.seed)?;
     let k = train.classes.len();
     let run = RunOptions {
@@ -409,7 +417,10 @@ pub fn fit(req: &FitRequest, device: &Device) -> Result<FitSummary> {
         metrics: metrics.clone(),
         created_unix: bundle::now_unix(),
     };
-    let mut updated = weights.clone();
+    let mut updated = Weights {
+        tensors: backbone,
+        ..weights.clone()
+    };
     updated.tensors.extend(trained);
     let tensors = bundle::replace_classifier(&updated, &req.spec, head.weight, head.bias);
     let plots = plot_files(&history, &val.classes, &val_report)?;
