@@ -210,7 +210,7 @@ struct PretrainedArgs {
     /// Architecture name (`retrain models`) or a model spec .json file.
     #[arg(long, short)]
     model: String,
-    /// Its pretrained weights (.pt/.pth or .safetensors).
+    /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, or .tflite.
     #[arg(long, short)]
     weights: PathBuf,
 }
@@ -332,12 +332,7 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None) => Validation::Split(0.2),
             };
             let spec = zoo::resolve(&pretrained.model)?;
-            if !pretrained.weights.exists() {
-                bail!(
-                    "weights file {} does not exist",
-                    pretrained.weights.display()
-                );
-            }
+            check_weights_path(&pretrained.weights)?;
             if !(0.0..1.0).contains(&label_smoothing) {
                 bail!("--label-smoothing must be in [0, 1), got {label_smoothing}");
             }
@@ -494,11 +489,17 @@ fn models(json: bool) -> Result<()> {
     Ok(())
 }
 
-fn load_weights(path: &Path) -> Result<Weights> {
+/// A weights file, SavedModel folder, or TensorFlow checkpoint prefix (`<prefix>.index`).
+fn check_weights_path(path: &Path) -> Result<()> {
     let checkpoint_index = PathBuf::from(format!("{}.index", path.display()));
     if !path.exists() && !checkpoint_index.exists() {
         bail!("weights file {} does not exist", path.display());
     }
+    Ok(())
+}
+
+fn load_weights(path: &Path) -> Result<Weights> {
+    check_weights_path(path)?;
     Weights::load(path).with_context(|| format!("cannot load {}", path.display()))
 }
 
