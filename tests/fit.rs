@@ -579,18 +579,30 @@ fn freeze_on_hymenoptera_with_lite0() {
 fn strategies_on_a_keras_model() {
     let dir = tempfile::tempdir().unwrap();
     let data = toy_folder(dir.path());
-    for (fixture, strategy) in [
-        ("keras_mobilenet_v2", "probe"),
-        ("keras_mobilenet_v2", "freeze"),
-        ("keras_mobilenet_v2", "finetune"),
+    for (fixture, file, strategy, format) in [
+        ("keras_mobilenet_v2", "weights.h5", "probe", "keras-h5"),
+        ("keras_mobilenet_v2", "weights.h5", "freeze", "keras-h5"),
+        ("keras_mobilenet_v2", "weights.h5", "finetune", "keras-h5"),
         // VGG with its top: fc1/fc2 train as 1x1 convolutions and go back into the bundle.
-        ("keras_vgg", "finetune"),
+        ("keras_vgg", "weights.h5", "finetune", "keras-h5"),
         // EfficientNet: its input normalisation stays fixed while everything else trains.
-        ("keras_efficientnet", "finetune"),
+        ("keras_efficientnet", "weights.h5", "finetune", "keras-h5"),
+        // TensorFlow's own formats: a sharded checkpoint, and int8 TFLite whose folded
+        // BatchNorms come back as trainable identity BatchNorms.
+        (
+            "tf_mobilenet_v2",
+            "checkpoint/model",
+            "finetune",
+            "tf-checkpoint",
+        ),
+        ("tf_mobilenet_v2", "model_int8.tflite", "freeze", "tflite"),
+        ("tf_resnet", "model.tflite", "finetune", "tflite"),
     ] {
         let d = fixtures().join(fixture);
-        let (model, weights) = (s(&d.join("model.json")), s(&d.join("weights.h5")));
-        let out = dir.path().join(format!("{fixture}-{strategy}"));
+        let (model, weights) = (s(&d.join("model.json")), s(&d.join(file)));
+        let out = dir
+            .path()
+            .join(format!("{fixture}-{}-{strategy}", file.replace('/', "_")));
         let o = retrain(&[
             "fit",
             "--model",
@@ -619,12 +631,12 @@ fn strategies_on_a_keras_model() {
         let manifest: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
                 .unwrap();
-        assert_eq!(manifest["pretrained"]["format"], "keras-h5", "{strategy}");
+        assert_eq!(manifest["pretrained"]["format"], format, "{strategy}");
         assert!(
             manifest["pretrained"]["path"]
                 .as_str()
                 .unwrap()
-                .ends_with("weights.h5")
+                .ends_with(file)
         );
         // The bundle's weights (PyTorch conventions, Keras layer names) load back, and eval
         // reproduces the fit's validation figure.

