@@ -7,9 +7,11 @@ TensorFlow's outputs.
                         tf.train.Checkpoint(model=m).write, split into two data shards
     model.tflite        TFLiteConverter.from_keras_model: BatchNorm folded, float32
     model_int8.tflite   the same with Optimize.DEFAULT: int8 weights (per-channel scales)
+    model_full_int8.tflite  full integer quantisation (calibrated on 16 random inputs):
+                        int8 weights and activations, int32 biases
     input.npy, features.npy, logits.npy   Keras/TensorFlow outputs (NCHW input)
-    tflite_int8_logits.npy, tflite_int8_features.npy   the TFLite interpreter's outputs for
-                        model_int8.tflite (it quantises activations on the fly, hence a
+    tflite_{int8,full_int8}_{logits,features}.npy   the TFLite interpreter's outputs for
+                        the quantised models (it computes with int8 activations, hence a
                         looser tolerance in the test)
     model.json          retrain model spec
   tests/fixtures/tf_resnet/         ResNet50's code with 1 block per stage, width 8:
@@ -50,6 +52,9 @@ def tflite_run(path, x, features_shape):
     feats = [t for t in it.get_tensor_details()
              if tuple(t["shape"]) == (x.shape[0], features_shape) and "Mean" in t["name"]]
     features = it.get_tensor(feats[-1]["index"])
+    if features.dtype != np.float32:  # an int8 activation: dequantise it as TFLite defines
+        scale, zero = feats[-1]["quantization"]
+        features = (features.astype(np.float32) - zero) * scale
     return logits, features
 
 
@@ -68,10 +73,14 @@ class TwoShards(tf.train.experimental.ShardingCallback):
         return shards
 
 
-def write_tflite(model, path, int8=False):
+def write_tflite(model, path, int8=False, calibration=None):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if calibration is not None:
+        # Full integer quantisation: int8 activations too, int32 biases (scale = input scale
+        # × weight scale); float input and output through QUANTIZE/DEQUANTIZE.
+        conv.representative_dataset = lambda: ([c[None]] for c in calibration)
     with open(path, "wb") as f:
         f.write(conv.convert())
 
@@ -104,13 +113,17 @@ def main():
         options=tf.train.CheckpointOptions(experimental_sharding_callback=sharding))
     write_tflite(m, os.path.join(out, "model.tflite"))
     write_tflite(m, os.path.join(out, "model_int8.tflite"), int8=True)
-    for name in ("model.tflite", "model_int8.tflite"):
+    calibration = np.random.default_rng(14).uniform(-1, 1, (16, size, size, 3)).astype("float32")
+    write_tflite(m, os.path.join(out, "model_full_int8.tflite"), int8=True,
+                 calibration=calibration)
+    for name in ("model.tflite", "model_int8.tflite", "model_full_int8.tflite"):
         tl, tfeat = tflite_run(os.path.join(out, name), x, features.shape[1])
         print(name, "interpreter vs Keras: logits", np.abs(tl - logits).max(),
               "features", np.abs(tfeat - features).max())
-        if name == "model_int8.tflite":
-            np.save(os.path.join(out, "tflite_int8_logits.npy"), tl)
-            np.save(os.path.join(out, "tflite_int8_features.npy"), tfeat)
+        if name != "model.tflite":
+            stem = name[len("model_"):-len(".tflite")]
+            np.save(os.path.join(out, f"tflite_{stem}_logits.npy"), tl)
+            np.save(os.path.join(out, f"tflite_{stem}_features.npy"), tfeat)
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump({
             "name": "tf_mobilenet_v2",
