@@ -15,10 +15,14 @@ TensorFlow's outputs.
                         looser tolerance in the test)
     model.json          retrain model spec
   tests/fixtures/tf_resnet/         ResNet50's code with 1 block per stage, width 8:
+    training_checkpoint/ckpt.*  the model and its SGD optimizer (momentum slots), where the
+                        optimizer's paths key the trainable variables
     saved_model/variables/variables.{index,data-00000-of-00001}
                         model.export(): the SavedModel's variables (its saved_model.pb, the
                         graph, is not committed: retrain reads only the variables)
     model.tflite        biased convolutions with their BatchNorm folded in, max pooling
+  tests/fixtures/tf_keras2_resnet/  the same architecture in Keras 2 (tf_keras):
+    checkpoint/weights.*  model.save_weights in TensorFlow's format (layer_with_weights-N keys)
 
 Usage: python scripts/make_tf_fixtures.py   (pip install tensorflow-cpu; TF 2.21 here)
 """
@@ -150,6 +154,17 @@ def main():
     os.makedirs(out)
     x = np.random.default_rng(13).uniform(-120, 150, (2, size, size, 3)).astype("float32")
     logits, features = outputs(m, out, x)
+    # A training checkpoint: the model with its optimizer (SGD with momentum, one step taken,
+    # then the weights put back), as tf.train.Checkpoint(model=, optimizer=) writes it. The
+    # optimizer tracks the trainable variables too: they are keyed under
+    # optimizer/_trainable_variables/N.
+    weights = m.get_weights()
+    opt = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    m.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    m.fit(x, np.array([0, 1]), epochs=1, verbose=0)
+    m.set_weights(weights)
+    tf.train.Checkpoint(model=m, optimizer=opt).write(
+        os.path.join(out, "training_checkpoint", "ckpt"))
     saved = os.path.join(out, "saved_model")
     m.export(saved)
     for extra in ("saved_model.pb", "fingerprint.pb", "assets"):
@@ -166,6 +181,54 @@ def main():
                            "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
                            "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
         }, f, indent=1)
+
+    # Keras 2 (tf_keras): model.save_weights in TensorFlow's format (no .h5 suffix), keys
+    # layer_with_weights-N/kernel/.ATTRIBUTES/VARIABLE_VALUE.
+    import tf_keras
+    from tf_keras.src.applications import resnet as resnet2
+    tf_keras.utils.set_random_seed(15)
+
+    def stack_fn2(x):
+        x = resnet2.stack1(x, width, 1, stride1=1, name="conv2")
+        x = resnet2.stack1(x, width * 2, 1, name="conv3")
+        x = resnet2.stack1(x, width * 4, 1, name="conv4")
+        return resnet2.stack1(x, width * 8, 1, name="conv5")
+
+    m2 = resnet2.ResNet(stack_fn2, False, True, "resnet_small", weights=None,
+                        input_shape=(size, size, 3), classes=classes,
+                        classifier_activation=None)
+    randomise_batchnorm2(m2, rng)
+    out = os.path.join(ROOT, "tf_keras2_resnet")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    x = np.random.default_rng(16).uniform(-120, 150, (2, size, size, 3)).astype("float32")
+    logits = m2(x, training=False).numpy()
+    gap = [l for l in m2.layers if isinstance(l, tf_keras.layers.GlobalAveragePooling2D)][-1]
+    features = tf_keras.Model(m2.inputs, gap.output)(x, training=False).numpy()
+    np.save(os.path.join(out, "input.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    np.save(os.path.join(out, "features.npy"), features)
+    np.save(os.path.join(out, "logits.npy"), logits)
+    m2.save_weights(os.path.join(out, "checkpoint", "weights"))
+    os.remove(os.path.join(out, "checkpoint", "checkpoint"))  # the text pointer file
+    shutil.copy(os.path.join(ROOT, "tf_resnet", "model.json"), os.path.join(out, "model.json"))
+
+
+def randomise_batchnorm2(model, rng):
+    """randomise_batchnorm for a tf_keras (Keras 2) model."""
+    import tf_keras
+    for layer in model.layers:
+        if isinstance(layer, (tf_keras.layers.Conv2D, tf_keras.layers.Dense)) and layer.use_bias:
+            w = layer.get_weights()
+            w[1] = rng.normal(0, 0.1, w[1].shape).astype("float32")
+            layer.set_weights(w)
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            g, b, mu, v = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, g.shape).astype("float32"),
+                rng.normal(0, 0.1, b.shape).astype("float32"),
+                rng.normal(0, 0.1, mu.shape).astype("float32"),
+                rng.uniform(0.5, 2.0, v.shape).astype("float32"),
+            ])
 
 
 if __name__ == "__main__":

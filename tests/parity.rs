@@ -222,6 +222,28 @@ fn tf_checkpoint_in_two_shards() {
     );
 }
 
+/// A training checkpoint (model and SGD optimizer): the optimizer's slots are left out, and
+/// the trainable variables it keys under `optimizer/_trainable_variables/N` are the model's.
+#[test]
+fn tf_training_checkpoint_with_its_optimizer() {
+    check_file(
+        "tf_resnet",
+        &fixtures().join("tf_resnet/training_checkpoint/ckpt"),
+        WeightsFormat::TfCheckpoint,
+    );
+}
+
+/// Keras 2 (tf_keras) `model.save_weights` in TensorFlow's format: `layer_with_weights-N`
+/// keys, named by the object graph.
+#[test]
+fn keras2_tf_format_weights() {
+    check_file(
+        "tf_keras2_resnet",
+        &fixtures().join("tf_keras2_resnet/checkpoint/weights"),
+        WeightsFormat::TfCheckpoint,
+    );
+}
+
 /// A SavedModel (`model.export`) named by its folder: `variables/variables.*` inside.
 #[test]
 fn tf_saved_model_variables() {
@@ -266,9 +288,15 @@ fn tflite_int8_weights_match_the_interpreter() {
         let weights = Weights::load(&dir.join(file)).unwrap();
         assert_eq!(weights.format, WeightsFormat::Tflite);
         let stored = |d| weights.tensors.values().filter(|t| t.dtype == d).count();
-        assert!(stored(retrain::weights::DType::I8) > 0, "{file} stores int8");
+        assert!(
+            stored(retrain::weights::DType::I8) > 0,
+            "{file} stores int8"
+        );
         if stem == "full_int8" {
-            assert!(stored(retrain::weights::DType::I32) > 0, "{file}: int32 biases");
+            assert!(
+                stored(retrain::weights::DType::I32) > 0,
+                "{file}: int32 biases"
+            );
         }
         let model = Model::from_spec(&spec, &weights, &device).unwrap();
         let (shape, x) = npy(&dir.join("input.npy"));

@@ -76,8 +76,18 @@ struct TrackableObjectGraph {
 
 #[derive(Clone, PartialEq, Message)]
 struct TrackableObject {
+    #[prost(message, repeated, tag = "1")]
+    children: Vec<ObjectReference>,
     #[prost(message, repeated, tag = "2")]
     attributes: Vec<SerializedTensor>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ObjectReference {
+    #[prost(int32, tag = "1")]
+    node_id: i32,
+    #[prost(string, tag = "2")]
+    local_name: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -193,27 +203,27 @@ pub fn read(files: &BundleFiles) -> Result<BTreeMap<String, WeightTensor>, Weigh
         }
         decoded.push((name, entry, bytes));
     }
-    // Checkpoint key → the variable's own name, e.g. `Conv1/kernel`.
-    let names: BTreeMap<String, String> = match graph {
-        Some(g) => TrackableObjectGraph::decode(g)
-            .map_err(|e| corrupt(format!("object graph: {e}")))?
-            .nodes
-            .into_iter()
-            .flat_map(|n| n.attributes)
-            .filter(|a| a.name == "VARIABLE_VALUE" && !a.full_name.is_empty())
-            .map(|a| (a.checkpoint_key, a.full_name))
-            .collect(),
-        None => BTreeMap::new(),
+    // Checkpoint key → the variable's own name, e.g. `Conv1/kernel`, for the variables of
+    // the model (not of an optimizer saved beside it).
+    let graph_names = match graph {
+        Some(g) => Some(model_variables(
+            &TrackableObjectGraph::decode(g).map_err(|e| corrupt(format!("object graph: {e}")))?,
+        )),
+        None => None,
     };
     let mut layers: BTreeMap<String, Vec<KerasWeight>> = BTreeMap::new();
     let mut order = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (key, entry, bytes) in decoded {
-        if is_training_state(&key) {
-            continue;
-        }
-        // Without an object graph (TF1 Saver files) the key is the variable's name.
-        let full = names.get(&key).cloned().unwrap_or_else(|| key.clone());
+        let full = match &graph_names {
+            Some(names) => match names.get(&key) {
+                Some(full) => full.clone(),
+                None => continue, // optimizer state, counters
+            },
+            // Without an object graph (TF1 Saver files) the key is the variable's name.
+            None if is_training_state(&key) => continue,
+            None => key.clone(),
+        };
         let full = full.split(':').next().unwrap_or(&full).to_owned();
         let Some((layer, kind)) = full.rsplit_once('/') else {
             continue; // a top-level counter such as `save_counter`
@@ -259,7 +269,35 @@ pub fn read(files: &BundleFiles) -> Result<BTreeMap<String, WeightTensor>, Weigh
     to_pytorch_conventions(grouped)
 }
 
-/// Optimizer slots and step counters saved beside a model's weights.
+/// The variables reachable from the root without passing through an optimizer: checkpoint
+/// key → the variable's name. (An optimizer tracks the trainable variables too, and the
+/// checkpoint may key them under `optimizer/_trainable_variables/N`; they are the model's
+/// all the same. Its own slots and counters are reachable only through it.)
+fn model_variables(g: &TrackableObjectGraph) -> BTreeMap<String, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack = vec![0usize];
+    let mut names = BTreeMap::new();
+    while let Some(id) = stack.pop() {
+        let Some(node) = g.nodes.get(id).filter(|_| seen.insert(id)) else {
+            continue;
+        };
+        for a in &node.attributes {
+            if a.name == "VARIABLE_VALUE" && !a.full_name.is_empty() {
+                names.insert(a.checkpoint_key.clone(), a.full_name.clone());
+            }
+        }
+        for c in &node.children {
+            let optimizer = matches!(c.local_name.as_str(), "optimizer" | "_optimizer");
+            if let (false, Ok(child)) = (optimizer, usize::try_from(c.node_id)) {
+                stack.push(child);
+            }
+        }
+    }
+    names
+}
+
+/// Optimizer slots and step counters saved beside a model's weights (for checkpoints
+/// without an object graph).
 fn is_training_state(key: &str) -> bool {
     key.starts_with("optimizer/")
         || key.contains("/optimizer/")
