@@ -31,15 +31,15 @@ import h5py
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 
 
-def randomise_batchnorm(model, rng):
+def randomise_batchnorm(model, rng, layers=keras.layers):
     """Random BatchNorm statistics, and random biases (Keras initialises them to zero, which
-    would leave a wrongly loaded bias unnoticed)."""
+    would leave a wrongly loaded bias unnoticed). `layers`: Keras 2's (tf_keras) for its models."""
     for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.use_bias:
+        if isinstance(layer, (layers.Conv2D, layers.Dense)) and layer.use_bias:
             w = layer.get_weights()
             w[1] = rng.normal(0, 0.1, w[1].shape).astype("float32")
             layer.set_weights(w)
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, layers.BatchNormalization):
             g, b, m, v = layer.get_weights()
             layer.set_weights([
                 rng.uniform(0.5, 1.5, g.shape).astype("float32"),
@@ -47,6 +47,29 @@ def randomise_batchnorm(model, rng):
                 rng.normal(0, 0.1, m.shape).astype("float32"),
                 rng.uniform(0.5, 2.0, v.shape).astype("float32"),
             ])
+
+
+def small_resnet(size, width, classes, keras2=False):
+    """ResNet50's code (Keras' v1 layout) with one block per stage of `width`·(1, 2, 4, 8)
+    bottleneck channels. keras2: the same from tf_keras (Keras 2)."""
+    if keras2:
+        from tf_keras.src.applications import resnet
+        stack = resnet.stack1
+    else:
+        from keras.src.applications import resnet
+        stack = resnet.stack_residual_blocks_v1
+
+    def stack_fn(x):
+        x = stack(x, width, 1, stride1=1, name="conv2")
+        x = stack(x, width * 2, 1, name="conv3")
+        x = stack(x, width * 4, 1, name="conv4")
+        return stack(x, width * 8, 1, name="conv5")
+
+    args = dict(weights=None, input_shape=(size, size, 3), classes=classes,
+                classifier_activation=None)
+    if keras2:
+        return resnet.ResNet(stack_fn, False, True, "resnet_small", **args)
+    return resnet.ResNet(stack_fn, False, True, name="resnet_small", **args)
 
 
 def save(model, name, spec, size, formats=(), features_layer=None, inputs=None):
@@ -109,18 +132,9 @@ def main():
 
     # ResNet (Keras' v1 layout, ResNet50's code) with one block per stage and narrow stages:
     # biases on every convolution, stride on the first 1x1, "caffe" preprocessing.
-    from keras.src.applications import resnet
     keras.utils.set_random_seed(2)
     size, width = 64, 8
-
-    def stack_fn(x):
-        x = resnet.stack_residual_blocks_v1(x, width, 1, stride1=1, name="conv2")
-        x = resnet.stack_residual_blocks_v1(x, width * 2, 1, name="conv3")
-        x = resnet.stack_residual_blocks_v1(x, width * 4, 1, name="conv4")
-        return resnet.stack_residual_blocks_v1(x, width * 8, 1, name="conv5")
-
-    m = resnet.ResNet(stack_fn, False, True, weights=None, input_shape=(size, size, 3),
-                      classes=classes, classifier_activation=None, name="resnet_small")
+    m = small_resnet(size, width, classes)
     randomise_batchnorm(m, rng)
     save(m, "keras_resnet", {
         "name": "keras_resnet",

@@ -34,14 +34,21 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from make_keras_fixtures import randomise_batchnorm
+from make_keras_fixtures import randomise_batchnorm, small_resnet
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 
 
-def gap_model(model):
-    gap = [l for l in model.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)][-1]
-    return keras.Model(model.inputs, gap.output)
+def fresh(name):
+    out = os.path.join(ROOT, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    return out
+
+
+def gap_model(model, k=keras):
+    gap = [l for l in model.layers if isinstance(l, k.layers.GlobalAveragePooling2D)][-1]
+    return k.Model(model.inputs, gap.output)
 
 
 def tflite_run(path, x, features_shape):
@@ -89,9 +96,10 @@ def write_tflite(model, path, int8=False, calibration=None):
         f.write(conv.convert())
 
 
-def outputs(model, out, x):
+def outputs(model, out, x, k=keras):
+    """Saves the input (NCHW) and the model's logits and pooled features. k: the Keras."""
     logits = model(x, training=False).numpy()
-    features = gap_model(model)(x, training=False).numpy()
+    features = gap_model(model, k)(x, training=False).numpy()
     np.save(os.path.join(out, "input.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     np.save(os.path.join(out, "features.npy"), features)
     np.save(os.path.join(out, "logits.npy"), logits)
@@ -105,9 +113,7 @@ def main():
     m = keras.applications.MobileNetV2(alpha=alpha, input_shape=(size, size, 3), weights=None,
                                        classes=classes, classifier_activation=None)
     randomise_batchnorm(m, rng)
-    out = os.path.join(ROOT, "tf_mobilenet_v2")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    out = fresh("tf_mobilenet_v2")
     x = np.random.default_rng(11).uniform(-1, 1, (2, size, size, 3)).astype("float32")
     logits, features = outputs(m, out, x)
 
@@ -136,22 +142,11 @@ def main():
                            "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
         }, f, indent=1)
 
-    from keras.src.applications import resnet
     keras.utils.set_random_seed(12)
     size, width = 48, 8
-
-    def stack_fn(x):
-        x = resnet.stack_residual_blocks_v1(x, width, 1, stride1=1, name="conv2")
-        x = resnet.stack_residual_blocks_v1(x, width * 2, 1, name="conv3")
-        x = resnet.stack_residual_blocks_v1(x, width * 4, 1, name="conv4")
-        return resnet.stack_residual_blocks_v1(x, width * 8, 1, name="conv5")
-
-    m = resnet.ResNet(stack_fn, False, True, weights=None, input_shape=(size, size, 3),
-                      classes=classes, classifier_activation=None, name="resnet_small")
+    m = small_resnet(size, width, classes)
     randomise_batchnorm(m, rng)
-    out = os.path.join(ROOT, "tf_resnet")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    out = fresh("tf_resnet")
     x = np.random.default_rng(13).uniform(-120, 150, (2, size, size, 3)).astype("float32")
     logits, features = outputs(m, out, x)
     # A training checkpoint: the model with its optimizer (SGD with momentum, one step taken,
@@ -185,50 +180,15 @@ def main():
     # Keras 2 (tf_keras): model.save_weights in TensorFlow's format (no .h5 suffix), keys
     # layer_with_weights-N/kernel/.ATTRIBUTES/VARIABLE_VALUE.
     import tf_keras
-    from tf_keras.src.applications import resnet as resnet2
     tf_keras.utils.set_random_seed(15)
-
-    def stack_fn2(x):
-        x = resnet2.stack1(x, width, 1, stride1=1, name="conv2")
-        x = resnet2.stack1(x, width * 2, 1, name="conv3")
-        x = resnet2.stack1(x, width * 4, 1, name="conv4")
-        return resnet2.stack1(x, width * 8, 1, name="conv5")
-
-    m2 = resnet2.ResNet(stack_fn2, False, True, "resnet_small", weights=None,
-                        input_shape=(size, size, 3), classes=classes,
-                        classifier_activation=None)
-    randomise_batchnorm2(m2, rng)
-    out = os.path.join(ROOT, "tf_keras2_resnet")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    m2 = small_resnet(size, width, classes, keras2=True)
+    randomise_batchnorm(m2, rng, layers=tf_keras.layers)
+    out = fresh("tf_keras2_resnet")
     x = np.random.default_rng(16).uniform(-120, 150, (2, size, size, 3)).astype("float32")
-    logits = m2(x, training=False).numpy()
-    gap = [l for l in m2.layers if isinstance(l, tf_keras.layers.GlobalAveragePooling2D)][-1]
-    features = tf_keras.Model(m2.inputs, gap.output)(x, training=False).numpy()
-    np.save(os.path.join(out, "input.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    np.save(os.path.join(out, "features.npy"), features)
-    np.save(os.path.join(out, "logits.npy"), logits)
+    outputs(m2, out, x, k=tf_keras)
     m2.save_weights(os.path.join(out, "checkpoint", "weights"))
     os.remove(os.path.join(out, "checkpoint", "checkpoint"))  # the text pointer file
     shutil.copy(os.path.join(ROOT, "tf_resnet", "model.json"), os.path.join(out, "model.json"))
-
-
-def randomise_batchnorm2(model, rng):
-    """randomise_batchnorm for a tf_keras (Keras 2) model."""
-    import tf_keras
-    for layer in model.layers:
-        if isinstance(layer, (tf_keras.layers.Conv2D, tf_keras.layers.Dense)) and layer.use_bias:
-            w = layer.get_weights()
-            w[1] = rng.normal(0, 0.1, w[1].shape).astype("float32")
-            layer.set_weights(w)
-        if isinstance(layer, tf_keras.layers.BatchNormalization):
-            g, b, mu, v = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, g.shape).astype("float32"),
-                rng.normal(0, 0.1, b.shape).astype("float32"),
-                rng.normal(0, 0.1, mu.shape).astype("float32"),
-                rng.uniform(0.5, 2.0, v.shape).astype("float32"),
-            ])
 
 
 if __name__ == "__main__":
