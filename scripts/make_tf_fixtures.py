@@ -21,6 +21,7 @@ TensorFlow's outputs.
                         model.export(): the SavedModel's variables (its saved_model.pb, the
                         graph, is not committed: retrain reads only the variables)
     model.tflite        biased convolutions with their BatchNorm folded in, max pooling
+  tests/fixtures/keras_mobilenet/model.tflite  the MobileNet v1 Keras fixture as TFLite
   tests/fixtures/tf_keras2_resnet/  the same architecture in Keras 2 (tf_keras):
     checkpoint/weights.*  model.save_weights in TensorFlow's format (layer_with_weights-N keys)
 
@@ -176,6 +177,16 @@ def main():
                            "mean": [103.939 / 255, 116.779 / 255, 123.68 / 255],
                            "std": [1 / 255, 1 / 255, 1 / 255], "bgr": True},
         }, f, indent=1)
+
+    # MobileNet v1 (the Keras fixture's weights, from its weights.h5) as TFLite: its (0, 1)
+    # stride-2 padding is an explicit PAD operator, its classifier a 1x1 convolution.
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+    v1 = keras.applications.MobileNet(alpha=0.25, input_shape=(67, 67, 3), weights=None,
+                                      classes=classes, classifier_activation=None)
+    with h5py.File(os.path.join(ROOT, "keras_mobilenet", "weights.h5"), "r") as f:
+        legacy_h5_format.load_weights_from_hdf5_group(f, v1)
+    write_tflite(v1, os.path.join(ROOT, "keras_mobilenet", "model.tflite"))
 
     # Keras 2 (tf_keras): model.save_weights in TensorFlow's format (no .h5 suffix), keys
     # layer_with_weights-N/kernel/.ATTRIBUTES/VARIABLE_VALUE.

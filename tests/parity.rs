@@ -255,11 +255,12 @@ fn tf_saved_model_variables() {
 }
 
 /// TFLite, float32 weights: BatchNorm folded into the convolutions by the converter, Keras 3
-/// scope suffixes removed; MobileNetV2 (depthwise filters 1×kh×kw×C) and ResNet (biased
-/// convolutions, max pooling). Same outputs as the Keras model within 1e-4.
+/// scope suffixes removed; MobileNetV2 (depthwise filters 1×kh×kw×C), ResNet (biased
+/// convolutions, max pooling) and MobileNet v1 (the Keras fixture converted by TF: 1x1-conv
+/// classifier, odd input size). Same outputs as the Keras model within 1e-4.
 #[test]
 fn tflite_float_models() {
-    for name in ["tf_mobilenet_v2", "tf_resnet"] {
+    for name in ["tf_mobilenet_v2", "tf_resnet", "keras_mobilenet"] {
         check_file(
             name,
             &fixtures().join(name).join("model.tflite"),

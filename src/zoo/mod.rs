@@ -468,7 +468,12 @@ impl Model {
     ) -> Result<Self, MismatchError> {
         let (network, report, _) = config.build(weights, device);
         if !report.is_clean() {
+            let folded_input = weights.format == crate::weights::WeightsFormat::Tflite
+                && report.missing.iter().any(|m| m == "normalization.mean");
             let hint = match identify(weights, device).first() {
+                _ if folded_input => " TFLite folds EfficientNet's input Normalization into \
+                    graph constants, which retrain does not read: use the model's .h5 or .keras"
+                    .to_owned(),
                 Some((other, _)) if other != name => {
                     format!(" the file looks like `{other}`; pass --model {other}")
                 }
