@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Act, Block, ConvBnAct, ConvSpec, InvertedResidual, Pad, SqueezeExcite};
+use super::layers::{
+    Act, Block, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
+    SqueezeExcite,
+};
 use super::loader::WeightLoader;
 use super::mobilenet::{make_divisible, stem_stages_head};
 use super::network::Stage;
@@ -99,43 +102,36 @@ impl EfficientNetConfig {
                 let cin = self.ch(if b == 0 { row.cin } else { row.cout });
                 let cout = self.ch(row.cout);
                 let stride = if b == 0 { row.stride } else { 1 };
-                let hidden = make_divisible((cin * row.expand) as f64, 8);
+                let spec = InvertedSpec {
+                    cin,
+                    hidden: make_divisible((cin * row.expand) as f64, 8),
+                    cout,
+                    kernel: row.kernel,
+                    stride,
+                    pad: Pad::Symmetric,
+                    act: Act::Silu,
+                };
+                // Units in order: block.0 (expand, if any), depthwise, SE, projection.
                 let p = format!("features.{}.{b}.block", s + 1);
-                let mut k = 0;
-                let expand = (hidden != cin).then(|| {
-                    k += 1;
-                    cba(
-                        format!("{p}.0"),
-                        ConvSpec::new(cin, hidden, 1, 1),
-                        Act::Silu,
-                    )
-                });
-                let depthwise = cba(
-                    format!("{p}.{k}"),
-                    ConvSpec::depthwise(hidden, row.kernel, stride),
-                    Act::Silu,
-                );
+                let dw = spec.expands() as usize;
                 let se = SqueezeExcite::load(
                     l,
-                    &format!("{p}.{}.fc1", k + 1),
-                    &format!("{p}.{}.fc2", k + 1),
-                    hidden,
+                    &format!("{p}.{}.fc1", dw + 1),
+                    &format!("{p}.{}.fc2", dw + 1),
+                    spec.hidden,
                     (cin / 4).max(1),
                     Act::Silu,
                     false,
                 );
-                let project = cba(
-                    format!("{p}.{}", k + 2),
-                    ConvSpec::new(hidden, cout, 1, 1),
-                    Act::Identity,
-                );
-                blocks.push(Block::Inverted(InvertedResidual {
-                    expand,
-                    depthwise,
-                    se: Some(se),
-                    project,
-                    residual: stride == 1 && cin == cout,
-                }));
+                blocks.push(Block::Inverted(InvertedResidual::load(
+                    spec,
+                    |part, conv, act| match part {
+                        InvertedPart::Expand => cba(format!("{p}.0"), conv, act),
+                        InvertedPart::Depthwise => cba(format!("{p}.{dw}"), conv, act),
+                        InvertedPart::Project => cba(format!("{p}.{}", dw + 2), conv, act),
+                    },
+                    Some(se),
+                )));
             }
             stages.push(Stage { blocks });
         }
@@ -199,8 +195,8 @@ impl EfficientNetLiteConfig {
     }
 
     pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        let cba = |conv: String, bn: String, spec: ConvSpec| {
-            ConvBnAct::load(l, &conv, &bn, spec, LITE_EPS, Act::Relu6)
+        let cba = |conv: String, bn: String, spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, &conv, &bn, spec, LITE_EPS, act)
         };
         let mut size = self.image_size;
         let mut stages = vec![Stage {
@@ -208,6 +204,7 @@ impl EfficientNetLiteConfig {
                 "_conv_stem".into(),
                 "_bn0".into(),
                 ConvSpec::new(3, LITE_STEM, 3, 2).pad(Pad::TfSame(size)),
+                Act::Relu6,
             ))],
         }];
         size = size.div_ceil(2);
@@ -222,33 +219,27 @@ impl EfficientNetLiteConfig {
                 };
                 let cout = self.ch(row.cout);
                 let stride = if b == 0 { row.stride } else { 1 };
-                let hidden = cin * row.expand;
                 let p = format!("_blocks.{n}");
-                let expand = (row.expand != 1).then(|| {
-                    cba(
-                        format!("{p}._expand_conv"),
-                        format!("{p}._bn0"),
-                        ConvSpec::new(cin, hidden, 1, 1),
-                    )
-                });
-                let depthwise = cba(
-                    format!("{p}._depthwise_conv"),
-                    format!("{p}._bn1"),
-                    ConvSpec::depthwise(hidden, row.kernel, stride).pad(Pad::TfSame(size)),
-                );
-                let mut project = cba(
-                    format!("{p}._project_conv"),
-                    format!("{p}._bn2"),
-                    ConvSpec::new(hidden, cout, 1, 1),
-                );
-                project.act = Act::Identity;
-                blocks.push(Block::Inverted(InvertedResidual {
-                    expand,
-                    depthwise,
-                    se: None,
-                    project,
-                    residual: stride == 1 && cin == cout,
-                }));
+                blocks.push(Block::Inverted(InvertedResidual::load(
+                    InvertedSpec {
+                        cin,
+                        hidden: cin * row.expand,
+                        cout,
+                        kernel: row.kernel,
+                        stride,
+                        pad: Pad::TfSame(size),
+                        act: Act::Relu6,
+                    },
+                    |part, conv, act| {
+                        let (c, bn) = match part {
+                            InvertedPart::Expand => ("_expand_conv", "_bn0"),
+                            InvertedPart::Depthwise => ("_depthwise_conv", "_bn1"),
+                            InvertedPart::Project => ("_project_conv", "_bn2"),
+                        };
+                        cba(format!("{p}.{c}"), format!("{p}.{bn}"), conv, act)
+                    },
+                    None,
+                )));
                 size = size.div_ceil(stride);
                 n += 1;
             }
@@ -260,6 +251,7 @@ impl EfficientNetLiteConfig {
                 "_conv_head".into(),
                 "_bn1".into(),
                 ConvSpec::new(last_in, LITE_HEAD, 1, 1),
+                Act::Relu6,
             ))],
         });
         stages

@@ -9,7 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Act, Block, ConvBnAct, ConvSpec, InvertedResidual, Pad};
+use super::layers::{
+    Act, Block, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
+};
 use super::loader::WeightLoader;
 use super::mobilenet::make_divisible;
 use super::network::Stage;
@@ -82,35 +84,27 @@ impl KerasMobileNetV2Config {
                 } else {
                     format!("block_{id}")
                 };
-                let hidden = inp * t;
-                let expand = (t != 1).then(|| {
-                    cba(
-                        &format!("{p}_expand"),
-                        &format!("{p}_expand_BN"),
-                        ConvSpec::new(inp, hidden, 1, 1),
-                        Act::Relu6,
-                    )
-                });
-                let depthwise = cba(
-                    &format!("{p}_depthwise"),
-                    &format!("{p}_depthwise_BN"),
-                    ConvSpec::depthwise(hidden, 3, stride).pad(Pad::TfSame(size)),
-                    Act::Relu6,
-                );
+                blocks.push(Block::Inverted(InvertedResidual::load(
+                    InvertedSpec {
+                        cin: inp,
+                        hidden: inp * t,
+                        cout: out,
+                        kernel: 3,
+                        stride,
+                        pad: Pad::TfSame(size),
+                        act: Act::Relu6,
+                    },
+                    |part, conv, act| {
+                        let unit = match part {
+                            InvertedPart::Expand => "expand",
+                            InvertedPart::Depthwise => "depthwise",
+                            InvertedPart::Project => "project",
+                        };
+                        cba(&format!("{p}_{unit}"), &format!("{p}_{unit}_BN"), conv, act)
+                    },
+                    None,
+                )));
                 size = size.div_ceil(stride);
-                let project = cba(
-                    &format!("{p}_project"),
-                    &format!("{p}_project_BN"),
-                    ConvSpec::new(hidden, out, 1, 1),
-                    Act::Identity,
-                );
-                blocks.push(Block::Inverted(InvertedResidual {
-                    expand,
-                    depthwise,
-                    se: None,
-                    project,
-                    residual: stride == 1 && inp == out,
-                }));
                 inp = out;
                 id += 1;
             }
@@ -468,21 +462,6 @@ impl KerasEfficientNetConfig {
                 let st = if j == 0 { stride } else { 1 };
                 let p = format!("block{}{}", s + 1, (b'a' + j as u8) as char);
                 let hidden = cin * t;
-                let expand = (t != 1).then(|| {
-                    cba(
-                        &format!("{p}_expand_conv"),
-                        &format!("{p}_expand_bn"),
-                        ConvSpec::new(cin, hidden, 1, 1),
-                        Act::Silu,
-                    )
-                });
-                let depthwise = cba(
-                    &format!("{p}_dwconv"),
-                    &format!("{p}_bn"),
-                    ConvSpec::depthwise(hidden, k, st).pad(Pad::TfSame(size)),
-                    Act::Silu,
-                );
-                size = size.div_ceil(st);
                 let se = SqueezeExcite::load(
                     l,
                     &format!("{p}_se_reduce"),
@@ -492,19 +471,27 @@ impl KerasEfficientNetConfig {
                     Act::Silu,
                     false,
                 );
-                let project = cba(
-                    &format!("{p}_project_conv"),
-                    &format!("{p}_project_bn"),
-                    ConvSpec::new(hidden, cout, 1, 1),
-                    Act::Identity,
-                );
-                blocks.push(Block::Inverted(InvertedResidual {
-                    expand,
-                    depthwise,
-                    se: Some(se),
-                    project,
-                    residual: st == 1 && cin == cout,
-                }));
+                blocks.push(Block::Inverted(InvertedResidual::load(
+                    InvertedSpec {
+                        cin,
+                        hidden,
+                        cout,
+                        kernel: k,
+                        stride: st,
+                        pad: Pad::TfSame(size),
+                        act: Act::Silu,
+                    },
+                    |part, conv, act| {
+                        let (c, bn) = match part {
+                            InvertedPart::Expand => ("expand_conv", "expand_bn"),
+                            InvertedPart::Depthwise => ("dwconv", "bn"),
+                            InvertedPart::Project => ("project_conv", "project_bn"),
+                        };
+                        cba(&format!("{p}_{c}"), &format!("{p}_{bn}"), conv, act)
+                    },
+                    Some(se),
+                )));
+                size = size.div_ceil(st);
             }
             stages.push(Stage { blocks });
         }

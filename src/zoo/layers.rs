@@ -350,7 +350,68 @@ pub struct InvertedResidual {
     pub residual: bool,
 }
 
+/// One unit of an inverted-residual block, for naming it in its origin's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvertedPart {
+    Expand,
+    Depthwise,
+    Project,
+}
+
+/// The shape of one inverted-residual block.
+#[derive(Debug, Clone, Copy)]
+pub struct InvertedSpec {
+    pub cin: usize,
+    pub hidden: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// Padding of the depthwise convolution.
+    pub pad: Pad,
+    /// Activation after the expansion and the depthwise convolution.
+    pub act: Act,
+}
+
+impl InvertedSpec {
+    /// The block expands (has its 1x1 expansion) only when `hidden` differs from `cin`.
+    pub fn expands(&self) -> bool {
+        self.hidden != self.cin
+    }
+}
+
 impl InvertedResidual {
+    /// The block every family builds the same way: a 1x1 expansion when it expands, the
+    /// depthwise kxk, the squeeze-excitation `se` gives, a linear 1x1 projection, and a
+    /// residual when stride 1 keeps the shape. `unit` loads one convolution + BatchNorm +
+    /// activation under the origin's names for that part.
+    pub fn load(
+        s: InvertedSpec,
+        unit: impl Fn(InvertedPart, ConvSpec, Act) -> ConvBnAct,
+        se: Option<SqueezeExcite>,
+    ) -> Self {
+        Self {
+            expand: s.expands().then(|| {
+                unit(
+                    InvertedPart::Expand,
+                    ConvSpec::new(s.cin, s.hidden, 1, 1),
+                    s.act,
+                )
+            }),
+            depthwise: unit(
+                InvertedPart::Depthwise,
+                ConvSpec::depthwise(s.hidden, s.kernel, s.stride).pad(s.pad),
+                s.act,
+            ),
+            se,
+            project: unit(
+                InvertedPart::Project,
+                ConvSpec::new(s.hidden, s.cout, 1, 1),
+                Act::Identity,
+            ),
+            residual: s.stride == 1 && s.cin == s.cout,
+        }
+    }
+
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let Some(e) = &self.expand {

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Act, Block, ConvBnAct, ConvSpec, InvertedResidual, SqueezeExcite};
+use super::layers::{
+    Act, Block, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
+    SqueezeExcite,
+};
 use super::loader::WeightLoader;
 use super::network::Stage;
 
@@ -67,37 +70,37 @@ impl MobileNetV2Config {
             let mut blocks = Vec::new();
             for j in 0..n {
                 let stride = if j == 0 { s } else { 1 };
-                let hidden = (inp as f64 * t as f64).round() as usize;
+                let spec = InvertedSpec {
+                    cin: inp,
+                    hidden: (inp as f64 * t as f64).round() as usize,
+                    cout: out,
+                    kernel: 3,
+                    stride,
+                    pad: Pad::Symmetric,
+                    act: Act::Relu6,
+                };
+                // torchvision numbers the units: conv.0 (expand), then the depthwise conv
+                // and BN, then the projection conv and its BN.
                 let p = format!("features.{idx}.conv");
-                let mut k = 0;
-                let expand = (t != 1).then(|| {
-                    k += 1;
-                    cba(
-                        format!("{p}.0.0"),
-                        format!("{p}.0.1"),
-                        ConvSpec::new(inp, hidden, 1, 1),
-                        Act::Relu6,
-                    )
-                });
-                let depthwise = cba(
-                    format!("{p}.{k}.0"),
-                    format!("{p}.{k}.1"),
-                    ConvSpec::depthwise(hidden, 3, stride),
-                    Act::Relu6,
-                );
-                let project = cba(
-                    format!("{p}.{}", k + 1),
-                    format!("{p}.{}", k + 2),
-                    ConvSpec::new(hidden, out, 1, 1),
-                    Act::Identity,
-                );
-                blocks.push(Block::Inverted(InvertedResidual {
-                    expand,
-                    depthwise,
-                    se: None,
-                    project,
-                    residual: stride == 1 && inp == out,
-                }));
+                let k = spec.expands() as usize;
+                blocks.push(Block::Inverted(InvertedResidual::load(
+                    spec,
+                    |part, conv, act| match part {
+                        InvertedPart::Expand => {
+                            cba(format!("{p}.0.0"), format!("{p}.0.1"), conv, act)
+                        }
+                        InvertedPart::Depthwise => {
+                            cba(format!("{p}.{k}.0"), format!("{p}.{k}.1"), conv, act)
+                        }
+                        InvertedPart::Project => cba(
+                            format!("{p}.{}", k + 1),
+                            format!("{p}.{}", k + 2),
+                            conv,
+                            act,
+                        ),
+                    },
+                    None,
+                )));
                 inp = out;
                 idx += 1;
             }
@@ -243,47 +246,40 @@ impl MobileNetV3Config {
                 } else {
                     Act::Relu
                 };
-                let p = format!("features.{}.block", i + 1);
-                let mut k = 0;
-                let expand = (b.expanded != b.cin).then(|| {
-                    k += 1;
-                    cba(
-                        format!("{p}.0"),
-                        ConvSpec::new(b.cin, b.expanded, 1, 1),
-                        act,
-                    )
-                });
-                let depthwise = cba(
-                    format!("{p}.{k}"),
-                    ConvSpec::depthwise(b.expanded, b.kernel, b.stride),
+                let spec = InvertedSpec {
+                    cin: b.cin,
+                    hidden: b.expanded,
+                    cout: b.cout,
+                    kernel: b.kernel,
+                    stride: b.stride,
+                    pad: Pad::Symmetric,
                     act,
-                );
-                k += 1;
+                };
+                // torchvision numbers the units in order: block.0 (expand, if any), the
+                // depthwise, the SE (if any), the projection.
+                let p = format!("features.{}.block", i + 1);
+                let dw = spec.expands() as usize;
                 let se = b.se.then(|| {
-                    let s = SqueezeExcite::load(
+                    SqueezeExcite::load(
                         l,
-                        &format!("{p}.{k}.fc1"),
-                        &format!("{p}.{k}.fc2"),
+                        &format!("{p}.{}.fc1", dw + 1),
+                        &format!("{p}.{}.fc2", dw + 1),
                         b.expanded,
                         make_divisible((b.expanded / 4) as f64, 8),
                         Act::Relu,
                         true,
-                    );
-                    k += 1;
-                    s
+                    )
                 });
-                let project = cba(
-                    format!("{p}.{k}"),
-                    ConvSpec::new(b.expanded, b.cout, 1, 1),
-                    Act::Identity,
-                );
-                blocks.push(Block::Inverted(InvertedResidual {
-                    expand,
-                    depthwise,
+                let project = dw + 1 + b.se as usize;
+                blocks.push(Block::Inverted(InvertedResidual::load(
+                    spec,
+                    |part, conv, act| match part {
+                        InvertedPart::Expand => cba(format!("{p}.0"), conv, act),
+                        InvertedPart::Depthwise => cba(format!("{p}.{dw}"), conv, act),
+                        InvertedPart::Project => cba(format!("{p}.{project}"), conv, act),
+                    },
                     se,
-                    project,
-                    residual: b.stride == 1 && b.cin == b.cout,
-                }));
+                )));
             }
             stages.push(Stage { blocks });
         }
