@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::dataset::DataSummary;
 use crate::outputs::write_atomic;
@@ -38,24 +37,13 @@ pub struct WeightsSource {
 impl WeightsSource {
     /// Describes the file `weights` were loaded from (its hash was taken while reading it).
     pub fn of(path: &Path, weights: &Weights) -> Result<Self> {
-        let sha256 = match &weights.sha256 {
-            Some(h) => h.clone(),
-            None => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                Sha256::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect()
-            }
-        };
         Ok(Self {
             path: path.display().to_string(),
             format: serde_json::to_value(weights.format)?
                 .as_str()
                 .unwrap_or("")
                 .to_owned(),
-            sha256,
+            sha256: weights.sha256.clone(),
         })
     }
 }

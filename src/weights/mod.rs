@@ -153,8 +153,8 @@ pub enum WeightsError {
 pub struct Weights {
     pub format: WeightsFormat,
     pub source: Option<PathBuf>,
-    /// SHA-256 of the bytes read (all files of a multi-file checkpoint, in order).
-    pub sha256: Option<String>,
+    /// SHA-256 of the bytes read (all files of a multi-file checkpoint, in order), hex.
+    pub sha256: String,
     pub tensors: BTreeMap<String, WeightTensor>,
 }
 
@@ -172,7 +172,7 @@ impl Weights {
                 return Ok(Self {
                     format: WeightsFormat::TfCheckpoint,
                     source: Some(path.to_owned()),
-                    sha256: Some(hex(&h.finalize())),
+                    sha256: hex(&h.finalize()),
                     tensors,
                 });
             }
@@ -183,7 +183,6 @@ impl Weights {
         })?;
         let mut w = Self::from_bytes(&bytes)?;
         w.source = Some(path.to_owned());
-        w.sha256 = Some(hex(&Sha256::digest(&bytes)));
         Ok(w)
     }
 
@@ -206,7 +205,7 @@ impl Weights {
         Ok(Self {
             format,
             source: None,
-            sha256: None,
+            sha256: hex(&Sha256::digest(bytes)),
             tensors: strip_data_parallel_prefix(tensors),
         })
     }
@@ -216,7 +215,7 @@ impl Weights {
         Self {
             format: WeightsFormat::Safetensors,
             source: None,
-            sha256: None,
+            sha256: hex(&Sha256::digest([])),
             tensors: BTreeMap::new(),
         }
     }
