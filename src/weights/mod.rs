@@ -162,20 +162,19 @@ impl Weights {
     /// Reads a weights file, detecting its format from its content. A TensorFlow checkpoint
     /// is named by its prefix, its `.index` file, or (SavedModel) its folder.
     pub fn load(path: &Path) -> Result<Self, WeightsError> {
-        if let Some(prefix) = tf_bundle::prefix_of(path) {
-            let files = tf_bundle::BundleFiles::read(&prefix)?;
-            if tf_bundle::is_index(&files.index) {
-                let tensors = tf_bundle::read(&files)?;
-                let mut h = Sha256::new();
-                h.update(&files.index);
-                files.shards.iter().for_each(|s| h.update(s));
-                return Ok(Self {
-                    format: WeightsFormat::TfCheckpoint,
-                    source: Some(path.to_owned()),
-                    sha256: hex(&h.finalize()),
-                    tensors,
-                });
-            }
+        if let Some(prefix) = tf_bundle::prefix_of(path)
+            && let Some(files) = tf_bundle::BundleFiles::open(&prefix)?
+        {
+            let tensors = tf_bundle::read(&files)?;
+            let mut h = Sha256::new();
+            h.update(&files.index);
+            files.shards.iter().for_each(|s| h.update(s));
+            return Ok(Self {
+                format: WeightsFormat::TfCheckpoint,
+                source: Some(path.to_owned()),
+                sha256: hex(&h.finalize()),
+                tensors,
+            });
         }
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
             path: path.to_owned(),

@@ -110,18 +110,21 @@ pub fn is_index(bytes: &[u8]) -> bool {
         && u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().unwrap()) == TABLE_MAGIC
 }
 
-/// The checkpoint prefix a user's path names, if it names one: a SavedModel folder
-/// (`variables/variables`), its `variables/` folder, a `<prefix>.index` file, a shard
-/// `<prefix>.data-…`, or the prefix itself (how TensorFlow names a checkpoint).
+/// The checkpoint prefix a user's path names, if it names one whose `<prefix>.index` exists:
+/// a SavedModel folder (`variables/variables`), its `variables/` folder, a `<prefix>.index`
+/// file, a shard `<prefix>.data-…`, or the prefix itself (how TensorFlow names a checkpoint).
 pub fn prefix_of(path: &Path) -> Option<PathBuf> {
-    let with = |p: &Path, ext: &str| PathBuf::from(format!("{}{ext}", p.display()));
+    prefix_named(path).filter(|p| PathBuf::from(format!("{}.index", p.display())).is_file())
+}
+
+fn prefix_named(path: &Path) -> Option<PathBuf> {
     if path.is_dir() {
-        for p in [path.join("variables/variables"), path.join("variables")] {
-            if with(&p, ".index").is_file() {
-                return Some(p);
-            }
-        }
-        return None;
+        let saved_model = path.join("variables/variables");
+        return Some(if saved_model.with_extension("index").is_file() {
+            saved_model
+        } else {
+            path.join("variables")
+        });
     }
     let s = path.to_string_lossy();
     if let Some(stem) = s.strip_suffix(".index") {
@@ -130,24 +133,28 @@ pub fn prefix_of(path: &Path) -> Option<PathBuf> {
     if let Some((stem, _)) = s.rsplit_once(".data-") {
         return Some(PathBuf::from(stem));
     }
-    (!path.exists() && with(path, ".index").is_file()).then(|| path.to_owned())
+    (!path.exists()).then(|| path.to_owned())
 }
 
-/// The files of a bundle as read: the index, then each data shard.
+/// A bundle as read: the index file, its parsed entries, and each data shard.
 pub struct BundleFiles {
     pub index: Vec<u8>,
+    entries: Vec<Entry>,
     pub shards: Vec<Vec<u8>>,
 }
 
 impl BundleFiles {
-    /// Reads `<prefix>.index` and the data shards its header announces.
-    pub fn read(prefix: &Path) -> Result<Self, WeightsError> {
+    /// Reads `<prefix>.index` and the data shards its header announces; `None` when the
+    /// index file's content is not a tensor-bundle table (then it is some other file).
+    pub fn open(prefix: &Path) -> Result<Option<Self>, WeightsError> {
         let read =
             |p: PathBuf| std::fs::read(&p).map_err(|source| WeightsError::Io { path: p, source });
         let index = read(PathBuf::from(format!("{}.index", prefix.display())))?;
+        if !is_index(&index) {
+            return Ok(None);
+        }
         let entries = table_entries(&index)?;
-        let header = header(&entries)?;
-        let n = header.num_shards;
+        let n = header(&entries)?.num_shards;
         let shards = (0..n)
             .map(|i| {
                 read(PathBuf::from(format!(
@@ -156,7 +163,11 @@ impl BundleFiles {
                 )))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { index, shards })
+        Ok(Some(Self {
+            index,
+            entries,
+            shards,
+        }))
     }
 }
 
@@ -180,14 +191,9 @@ fn header(entries: &[Entry]) -> Result<BundleHeaderProto, WeightsError> {
 
 /// Every variable of the bundle, by Keras layer, in PyTorch's conventions.
 pub fn read(files: &BundleFiles) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
-    let entries = table_entries(&files.index)?;
-    let header = header(&entries)?;
-    if files.shards.len() != header.num_shards as usize {
-        return Err(corrupt("wrong number of data shards"));
-    }
     let mut decoded = Vec::new();
     let mut graph = None;
-    for (key, value) in entries.iter().filter(|(k, _)| !k.is_empty()) {
+    for (key, value) in files.entries.iter().filter(|(k, _)| !k.is_empty()) {
         let name = String::from_utf8_lossy(key).into_owned();
         let entry = BundleEntryProto::decode(value.as_slice())
             .map_err(|e| corrupt(format!("entry {name}: {e}")))?;

@@ -23,6 +23,7 @@ use flatbuffers::{
     VerifierOptions,
 };
 
+use super::keras_h5::permute;
 use super::{DType, WeightTensor, WeightsError};
 
 /// Declares a flatbuffer table by the fields retrain reads. The verifier and the accessors
@@ -281,11 +282,6 @@ fn dequantise(
             (v - z) * p.scales[c]
         })
         .collect())
-}
-
-/// Permutes a row-major tensor: output axis `i` is input axis `perm[i]`.
-fn permute(data: &[f32], shape: &[usize], perm: &[usize]) -> (Vec<f32>, Vec<usize>) {
-    super::keras_h5::permute(data, shape, perm)
 }
 
 /// The Keras layer a weight belongs to: in the `;`-joined names the converter gives a fused
