@@ -162,9 +162,8 @@ impl Weights {
     /// Reads a weights file, detecting its format from its content. A TensorFlow checkpoint
     /// is named by its prefix, its `.index` file, or (SavedModel) its folder.
     pub fn load(path: &Path) -> Result<Self, WeightsError> {
-        if let Some(prefix) = tf_bundle::prefix_of(path)
-            && let Some(files) = tf_bundle::BundleFiles::open(&prefix)?
-        {
+        if let Some(prefix) = tf_bundle::prefix_of(path) {
+            let files = tf_bundle::BundleFiles::open(&prefix)?;
             let tensors = tf_bundle::read(&files)?;
             let mut h = Sha256::new();
             h.update(&files.index);

@@ -144,15 +144,11 @@ pub struct BundleFiles {
 }
 
 impl BundleFiles {
-    /// Reads `<prefix>.index` and the data shards its header announces; `None` when the
-    /// index file's content is not a tensor-bundle table (then it is some other file).
-    pub fn open(prefix: &Path) -> Result<Option<Self>, WeightsError> {
+    /// Reads `<prefix>.index` and the data shards its header announces.
+    pub fn open(prefix: &Path) -> Result<Self, WeightsError> {
         let read =
             |p: PathBuf| std::fs::read(&p).map_err(|source| WeightsError::Io { path: p, source });
         let index = read(PathBuf::from(format!("{}.index", prefix.display())))?;
-        if !is_index(&index) {
-            return Ok(None);
-        }
         let entries = table_entries(&index)?;
         let n = header(&entries)?.num_shards;
         let shards = (0..n)
@@ -163,11 +159,11 @@ impl BundleFiles {
                 )))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(Self {
+        Ok(Self {
             index,
             entries,
             shards,
-        }))
+        })
     }
 }
 
