@@ -9,11 +9,12 @@
 //! `cargo run --release --example train_throughput -- <arch> <weights> [iters] [warmup]`
 //! prints one JSON line with the median images/s of `iters` timed steps after `warmup`.
 
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use burn::prelude::*;
-use retrain::strategy::freeze::{self, EpochTrainer, HeadTraining, Optimizer, Trainable};
+use retrain::observe::Interrupter;
+use retrain::strategy::Training;
+use retrain::strategy::gradient::{self, EpochTrainer, Inputs, Trainable};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -39,21 +40,19 @@ fn main() {
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let y: Vec<usize> = (0..batch).map(|i| i % classes).collect();
-    let cfg = HeadTraining {
+    let cfg = Training {
         epochs: 1,
         lr: 1e-3,
-        optimizer: Optimizer::Sgd { momentum: 0.9 },
-        warmup_epochs: 0.0,
-        label_smoothing: 0.0,
         batch_size: batch,
-        seed: 0,
-        balanced: false,
-        patience: 0,
-        schedule: freeze::Schedule::Cosine,
-        stage_lr_ratio: 1.0,
-        color_jitter: 0.0,
+        ..Training::default()
     };
-    let never = AtomicBool::new(false);
+    let never = Interrupter::new();
+    let pixels = Inputs {
+        values: x.clone(),
+        shape: [3, s, s],
+        labels: y.clone(),
+        classes,
+    };
     let dim = spec.config.feature_dim();
 
     // Full fine-tune: every stage and the head train; one epoch over 16 samples = one step.
@@ -62,13 +61,13 @@ fn main() {
         .network;
     let mut model = Trainable {
         stages: net.stages,
-        head: freeze::new_head(dim, classes, 0, &ad),
+        head: gradient::new_head(dim, classes, 0, &ad),
     };
     let mut trainer = EpochTrainer::new(&cfg, batch);
     let mut times = Vec::new();
     for i in 0..warmup + iters {
         let t = Instant::now();
-        let (m, _) = trainer.epoch(model, &x, [3, s, s], &y, classes, i, None, &never, &ad);
+        let (m, _) = trainer.epoch(model, &pixels, i, None, &never, &ad);
         model = m;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
@@ -83,7 +82,7 @@ fn main() {
         .for_inference();
     let mut head = Trainable {
         stages: Vec::new(),
-        head: freeze::new_head(dim, classes, 0, &ad),
+        head: gradient::new_head(dim, classes, 0, &ad),
     };
     let mut trainer = EpochTrainer::new(&cfg, batch);
     let mut times = Vec::new();
@@ -96,7 +95,13 @@ fn main() {
             .into_data()
             .try_into_vec::<f32>()
             .unwrap();
-        let (h, _) = trainer.epoch(head, &f, [dim, 1, 1], &y, classes, i, None, &never, &ad);
+        let pooled = Inputs {
+            values: f,
+            shape: [dim, 1, 1],
+            labels: y.clone(),
+            classes,
+        };
+        let (h, _) = trainer.epoch(head, &pooled, i, None, &never, &ad);
         head = h;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());

@@ -13,5 +13,5 @@ else
   scripts/fetch-weights.sh || echo "could not fetch the real weights; their tests will be skipped" >&2
 fi
 cargo fmt --check
-cargo clippy --release --all-targets --quiet -- -D warnings
-cargo test --release
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+cargo test --release --workspace

@@ -1,3 +1,10 @@
+//! The `retrain` program: flags ([`cli`]), commands ([`commands`]) and what the terminal
+//! shows ([`terminal`]), over the `retrain` library.
+
+mod cli;
+mod commands;
+mod terminal;
+
 fn main() {
     // Die quietly on a closed pipe (`retrain predict … | head`), as Unix tools do, rather
     // than panic on the next write to stdout.
@@ -7,5 +14,5 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     retrain::tune_allocator();
-    std::process::exit(retrain::cli::main());
+    std::process::exit(cli::main());
 }

@@ -167,20 +167,23 @@ fn checkpoint_and_resume_refusals() {
     let o = run(&args);
     assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
     // A whole checkpoint, but of another run: refused, naming what differs.
-    use retrain::strategy::checkpoint::{Checkpoint, FORMAT, State};
+    use retrain::strategy::RunIdentity;
+    use retrain::strategy::checkpoint::{Checkpoint, State};
+    let run_id = RunIdentity {
+        model: retrain::zoo::resolve("resnet18").unwrap(),
+        pretrained_sha256: "0".into(),
+        train: "0".into(),
+        val: "0".into(),
+        strategy: retrain::strategy::Strategy::finetune(),
+        seed: 12345,
+        batch_size: 32,
+    };
     let other = Checkpoint {
         state: State {
-            format: FORMAT,
-            retrain_version: "0".into(),
-            run: serde_json::json!({"seed": 12345}),
-            phase: 0,
             epochs_done: 1,
-            partial: None,
             step: 3,
-            history: vec![],
-            last: None,
-            best: None,
-            stopped_early_after: None,
+            retrain_version: "0".into(),
+            ..State::new(run_id)
         },
         model: vec![],
         optimizer: vec![],

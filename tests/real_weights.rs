@@ -7,7 +7,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use common::*;
-use retrain::inference::{self, RunOptions};
+use retrain::inference::{self, Output, RunOptions};
+use retrain::observe::Silent;
 use retrain::weights::Weights;
 use retrain::zoo::{self, Model, imagenet};
 
@@ -205,14 +206,14 @@ fn lite0_top1_on_hymenoptera_val() {
     for (folder, label) in [("ants", "ant"), ("bees", "bee")] {
         let paths = retrain::data::collect_images(&[data.join("val").join(folder)]).unwrap();
         let opts = RunOptions {
-            want_logits: true,
+            output: Output::PooledAndLogits,
             ..Default::default()
         };
-        let out = inference::run(&model, &paths, &opts, &device).unwrap();
+        let out = inference::run(&model, &paths, &opts, &Silent, &device).unwrap();
         assert!(out.skipped.is_empty(), "{:?}", out.skipped);
         let logits = out.logits.unwrap();
         for row in logits.chunks(out.classes) {
-            let best = retrain::cli::top_k(row, 1)[0].0;
+            let best = retrain::metrics::top_k(row, 1)[0].0;
             correct += (imagenet::label(best, out.classes) == Some(label)) as usize;
             total += 1;
         }

@@ -15,7 +15,8 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::freeze::PartialEpoch;
+use super::gradient::PartialEpoch;
+use super::records::{EpochRecord, RunIdentity};
 use crate::metrics::Report;
 use crate::outputs;
 
@@ -40,7 +41,7 @@ pub struct State {
     pub format: u32,
     pub retrain_version: String,
     /// What the run is (model, weights, data, strategy, seed): a resumed run must match.
-    pub run: serde_json::Value,
+    pub run: RunIdentity,
     /// Phase the saved model belongs to (its structure: which stages train).
     pub phase: usize,
     /// Epochs finished, over all phases.
@@ -49,11 +50,30 @@ pub struct State {
     pub partial: Option<PartialEpoch>,
     /// Optimizer steps taken in this phase (the schedule's position).
     pub step: usize,
-    pub history: Vec<serde_json::Value>,
+    pub history: Vec<EpochRecord>,
     pub last: Option<EpochScore>,
     /// The epoch with the lowest validation loss so far (early stopping).
     pub best: Option<EpochScore>,
     pub stopped_early_after: Option<usize>,
+}
+
+impl State {
+    /// The state of a run that has not started.
+    pub fn new(run: RunIdentity) -> Self {
+        Self {
+            format: FORMAT,
+            retrain_version: env!("CARGO_PKG_VERSION").to_owned(),
+            run,
+            phase: 0,
+            epochs_done: 0,
+            partial: None,
+            step: 0,
+            history: Vec::new(),
+            last: None,
+            best: None,
+            stopped_early_after: None,
+        }
+    }
 }
 
 /// A state and its tensors, as burnpack bytes that keep parameter ids (the optimizer's
@@ -174,19 +194,20 @@ mod tests {
     use super::*;
 
     fn sample() -> Checkpoint {
+        let run = RunIdentity {
+            model: crate::zoo::resolve("resnet18").unwrap(),
+            pretrained_sha256: "00".into(),
+            train: "t".into(),
+            val: "v".into(),
+            strategy: crate::strategy::Strategy::freeze(),
+            seed: 1,
+            batch_size: 32,
+        };
         Checkpoint {
             state: State {
-                format: FORMAT,
-                retrain_version: "0".into(),
-                run: serde_json::json!({"seed": 1}),
-                phase: 0,
                 epochs_done: 2,
-                partial: None,
                 step: 30,
-                history: vec![],
-                last: None,
-                best: None,
-                stopped_early_after: None,
+                ..State::new(run)
             },
             model: vec![1, 2, 3],
             optimizer: vec![4],

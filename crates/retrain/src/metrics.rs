@@ -22,6 +22,14 @@ pub struct Report {
     pub per_class: Vec<ClassScores>,
 }
 
+/// The `k` best classes of one logit row: (index, probability), best first.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let p = softmax_rows(logits, logits.len());
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    idx.into_iter().take(k).map(|i| (i, p[i])).collect()
+}
+
 /// Scores predictions `probs` (row-major n × k) against `labels`.
 pub fn report(classes: &[String], probs: &[f32], labels: &[usize]) -> Report {
     let k = classes.len();

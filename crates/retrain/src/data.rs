@@ -198,8 +198,8 @@ pub fn augment_into(img: &RgbImage, p: &Preprocess, a: Augment, out: &mut [f32])
     if w == 0 || h == 0 {
         bail!("image has no pixels");
     }
-    let mut rng = crate::dataset::SplitMix64(seed);
-    let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let mut rng = crate::rng::SplitMix64(seed);
+    let mut uniform = || rng.uniform();
     let area = (w * h) as f64;
     let mut bx = None;
     for _ in 0..10 {

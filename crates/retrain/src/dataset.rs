@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data;
+use crate::rng::SplitMix64;
 
 /// Images with class indices into `classes`.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,10 +168,8 @@ impl Labelled {
         let mut rng = SplitMix64(seed ^ 0x5851_F42D_4C95_7F2D);
         let (mut tr, mut va) = (Vec::new(), Vec::new());
         for (_, mut idx) in by_class {
-            // Fisher-Yates with a fixed generator: a split that repeats for a seed.
-            for i in (1..idx.len()).rev() {
-                idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-            }
+            // A fixed generator: a split that repeats for a seed.
+            rng.shuffle(&mut idx);
             let n_val = ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1);
             va.extend_from_slice(&idx[..n_val]);
             tr.extend_from_slice(&idx[n_val..]);
@@ -228,20 +227,6 @@ impl DataSummary {
             per_class: set.classes.iter().cloned().zip(set.counts()).collect(),
             fingerprint: set.fingerprint(),
         }
-    }
-}
-
-/// A small, fast, seedable generator (SplitMix64) for splits and shuffles.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 

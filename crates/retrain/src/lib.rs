@@ -5,13 +5,14 @@
 //! with [`inference`] running a model over images and [`cli`] the command-line program.
 
 pub mod bundle;
-pub mod cli;
 pub mod data;
 pub mod dataset;
 pub mod inference;
 pub mod metrics;
+pub mod observe;
 pub mod outputs;
 pub mod plots;
+pub mod rng;
 pub mod strategy;
 pub mod weights;
 pub mod zoo;

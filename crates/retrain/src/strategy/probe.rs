@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Features of `n` samples, row-major `n × dim`, with labels in `0..classes`.
 pub struct FeatureSet<'a> {
@@ -239,9 +239,7 @@ fn stratified_folds(y: &[usize], classes: usize, folds: usize, seed: u64) -> Vec
     let mut out = vec![0; y.len()];
     for c in 0..classes {
         let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == c).collect();
-        for i in (1..idx.len()).rev() {
-            idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
+        rng.shuffle(&mut idx);
         for (r, i) in idx.into_iter().enumerate() {
             out[i] = r % folds;
         }
@@ -257,7 +255,7 @@ mod tests {
     #[test]
     fn separates_blobs_and_regularises() {
         let mut rng = SplitMix64(3);
-        let mut u = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut u = || rng.uniform();
         let (n, d) = (80, 5);
         let mut x = Vec::new();
         let mut y = Vec::new();

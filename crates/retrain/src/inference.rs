@@ -6,43 +6,50 @@ use std::sync::mpsc::sync_channel;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::data;
+use crate::observe::{Event, Observer};
+use crate::rng::SplitMix64;
 use crate::zoo::Model;
 
-/// What to compute for each image.
+/// What a run returns for each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// The globally average-pooled output of a stage (`None`: of the last, the classifier's
+    /// input): one vector per image.
+    #[default]
+    Pooled,
+    /// The pooled output of the stage with this index.
+    PooledAt(usize),
+    /// The classifier's input and the class scores (when the model has a classifier).
+    PooledAndLogits,
+    /// The whole feature map of a stage, flattened C·H·W per image: what the trainable part
+    /// is fed when the backbone is frozen through that stage.
+    FeatureMap(usize),
+    /// The preprocessed (maybe augmented) pixels, without running the network: what a
+    /// model with nothing frozen is fed.
+    Pixels,
+}
+
+/// How to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Stage whose pooled output is the embedding; `None` for the classifier's input.
-    pub stage: Option<usize>,
-    pub want_logits: bool,
+    pub output: Output,
     pub batch_size: usize,
     /// Stop at the first unreadable image instead of skipping it.
     pub strict: bool,
-    pub progress: bool,
     /// Training augmentation; each image's draws derive from its seed and the image's place.
     pub augment: Option<data::Augment>,
-    /// Keep the stage's whole feature map (flattened C·H·W per image) instead of pooling it:
-    /// the input of the trainable part when the backbone is frozen up to that stage.
-    pub keep_maps: bool,
-    /// Return the preprocessed (and maybe augmented) pixels themselves, without running the
-    /// network: the input when nothing is frozen.
-    pub pixels_only: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
-            stage: None,
-            want_logits: false,
+            output: Output::Pooled,
             batch_size: 32,
             strict: false,
-            progress: false,
             augment: None,
-            keep_maps: false,
-            pixels_only: false,
         }
     }
 }
@@ -57,8 +64,9 @@ pub struct RunOutput {
     /// Row-major `paths.len() × classes`, when asked for and the model has a classifier.
     pub logits: Option<Vec<f32>>,
     pub classes: usize,
-    /// Shape of one image's feature map when `keep_maps` was asked for.
-    pub map_shape: [usize; 3],
+    /// Shape of one image's output: `[dim, 1, 1]` for vectors, `[c, h, w]` for feature
+    /// maps and pixels.
+    pub shape: [usize; 3],
     /// Images that could not be read, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -69,18 +77,17 @@ struct Batch {
     failed: Vec<(PathBuf, String)>,
 }
 
-/// Runs `model` over `paths`.
+/// Runs `model` over `paths`, telling `observer` how far it got.
 pub fn run(
     model: &Model,
     paths: &[PathBuf],
     opts: &RunOptions,
+    observer: &dyn Observer,
     device: &Device,
 ) -> Result<RunOutput> {
     let pre = model.preprocess;
     let px = 3 * pre.crop * pre.crop;
-    let last = model.network.stages.len() - 1;
-    let stage = opts.stage.unwrap_or(last);
-    let bar = progress_bar(paths.len() as u64, opts.progress);
+    observer.event(Event::ImagesStarted { total: paths.len() });
     let mut out = RunOutput::default();
     let batch_size = opts.batch_size.max(1);
 
@@ -96,10 +103,7 @@ pub fn run(
                     .map(|(i, p)| {
                         // Each image's draw depends only on the seed and its position.
                         let draw = augment.map(|a| data::Augment {
-                            seed: crate::dataset::SplitMix64(
-                                a.seed ^ ((b * batch_size + i) as u64),
-                            )
-                            .next_u64(),
+                            seed: SplitMix64(a.seed ^ ((b * batch_size + i) as u64)).next_u64(),
                             ..a
                         });
                         (p, data::load_tensor_with(p, &pre, draw))
@@ -124,8 +128,8 @@ pub fn run(
                 }
             }
         });
-        for b in rx {
-            let done = (b.paths.len() + b.failed.len()) as u64;
+        for mut b in rx {
+            let done = b.paths.len() + b.failed.len();
             if let Some((p, why)) = b.failed.first() {
                 if opts.strict {
                     bail!(
@@ -133,51 +137,64 @@ pub fn run(
                         p.display()
                     );
                 }
-                for (p, why) in &b.failed {
-                    bar.suspend(|| eprintln!("warning: skipping {}: {why}", p.display()));
+                for (path, why) in &b.failed {
+                    observer.event(Event::Skipped { path, why });
                 }
-                out.skipped.extend(b.failed);
+                out.skipped.append(&mut b.failed);
             }
-            let n = b.paths.len();
-            if n > 0 && opts.pixels_only {
-                out.map_shape = [3, pre.crop, pre.crop];
-                out.dim = px;
-                out.features.extend_from_slice(&b.pixels);
-                out.paths.extend(b.paths);
-            } else if n > 0 {
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(b.pixels, [n, 3, pre.crop, pre.crop]),
-                    device,
-                );
-                let (feats, logits) = if opts.keep_maps {
-                    let m = model.network.features_through(x, stage);
-                    let [n, c, h, w] = m.dims();
-                    out.map_shape = [c, h, w];
-                    (m.reshape([n, c * h * w]), None)
-                } else if stage == last {
-                    let (f, l) = if opts.want_logits {
-                        model.network.features_and_logits(x)
-                    } else {
-                        (model.network.penultimate(x), None)
-                    };
-                    (f, l)
-                } else {
-                    (model.network.embed(x, stage), None)
-                };
-                out.dim = feats.dims()[1];
-                out.features.extend(to_vec(feats)?);
-                if let Some(l) = logits {
-                    out.classes = l.dims()[1];
-                    out.logits.get_or_insert_with(Vec::new).extend(to_vec(l)?);
-                }
-                out.paths.extend(b.paths);
+            if !b.paths.is_empty() {
+                out.add_batch(model, b, opts.output, device)?;
             }
-            bar.inc(done);
+            observer.event(Event::ImagesDone { count: done });
         }
         Ok(())
     })?;
-    bar.finish_and_clear();
+    observer.event(Event::ImagesFinished);
     Ok(out)
+}
+
+impl RunOutput {
+    /// Runs the network on one decoded batch and appends what `output` asks for.
+    fn add_batch(
+        &mut self,
+        model: &Model,
+        b: Batch,
+        output: Output,
+        device: &Device,
+    ) -> Result<()> {
+        let crop = model.preprocess.crop;
+        let n = b.paths.len();
+        self.paths.extend(b.paths);
+        if output == Output::Pixels {
+            self.shape = [3, crop, crop];
+            self.dim = 3 * crop * crop;
+            self.features.extend_from_slice(&b.pixels);
+            return Ok(());
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [n, 3, crop, crop]), device);
+        let net = &model.network;
+        let (feats, logits) = match output {
+            Output::FeatureMap(stage) => {
+                let m = net.features_through(x, stage);
+                let [n, c, h, w] = m.dims();
+                self.shape = [c, h, w];
+                (m.reshape([n, c * h * w]), None)
+            }
+            Output::PooledAndLogits => net.features_and_logits(x),
+            Output::PooledAt(stage) => (net.embed(x, stage), None),
+            Output::Pooled | Output::Pixels => (net.penultimate(x), None),
+        };
+        self.dim = feats.dims()[1];
+        if !matches!(output, Output::FeatureMap(_)) {
+            self.shape = [self.dim, 1, 1];
+        }
+        self.features.extend(to_vec(feats)?);
+        if let Some(l) = logits {
+            self.classes = l.dims()[1];
+            self.logits.get_or_insert_with(Vec::new).extend(to_vec(l)?);
+        }
+        Ok(())
+    }
 }
 
 /// Runs `model` over a labelled set; the output and the labels of the images that could be
@@ -186,9 +203,10 @@ pub fn run_labelled(
     model: &Model,
     set: &crate::dataset::Labelled,
     opts: &RunOptions,
+    observer: &dyn Observer,
     device: &Device,
 ) -> Result<(RunOutput, Vec<usize>)> {
-    let out = run(model, &set.paths, opts, device)?;
+    let out = run(model, &set.paths, opts, observer, device)?;
     let label_of: std::collections::HashMap<&PathBuf, usize> =
         set.paths.iter().zip(set.labels.iter().copied()).collect();
     let labels = out.paths.iter().map(|p| label_of[p]).collect();
@@ -199,16 +217,4 @@ fn to_vec(t: Tensor<2>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("cannot read results back from the device: {e:?}"))
-}
-
-fn progress_bar(len: u64, enabled: bool) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::DataSummary;
 use crate::outputs::write_atomic;
+use crate::strategy::{FitMetrics, Hyperparameters, StrategyKind};
 use crate::weights::{WeightTensor, Weights};
 use crate::zoo::{Model, ModelSpec};
 
@@ -54,13 +55,13 @@ pub struct Manifest {
     pub retrain_version: String,
     pub model: ModelSpec,
     pub classes: Vec<String>,
-    pub strategy: String,
-    pub hyperparameters: serde_json::Value,
+    pub strategy: StrategyKind,
+    pub hyperparameters: Hyperparameters,
     pub seed: u64,
     pub pretrained: WeightsSource,
     pub train: DataSummary,
     pub val: Option<DataSummary>,
-    pub metrics: serde_json::Value,
+    pub metrics: FitMetrics,
     pub created_unix: u64,
 }
 

@@ -1,0 +1,527 @@
+//! The commands: each loads what it needs through the library, runs it, and prints text
+//! or (`--json`) one typed JSON document on stdout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use retrain::bundle::Bundle;
+use retrain::dataset::Labelled;
+use retrain::inference::{self, Output, RunOptions};
+use retrain::metrics::{self, Report};
+use retrain::observe::Interrupter;
+use retrain::outputs;
+use retrain::strategy::{self, FitOptions};
+use retrain::weights::{Weights, WeightsFormat};
+use retrain::zoo::{self, ArchConfig, Model, Preprocess, imagenet};
+use serde::Serialize;
+
+use crate::cli::{InputArgs, ModelArgs};
+use crate::terminal::Terminal;
+
+fn print_json(value: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// An image that could not be read, for `--json` output.
+#[derive(Serialize)]
+struct Skipped {
+    path: String,
+    error: String,
+}
+
+fn skipped(list: &[(PathBuf, String)]) -> Vec<Skipped> {
+    list.iter()
+        .map(|(p, why)| Skipped {
+            path: p.display().to_string(),
+            error: why.clone(),
+        })
+        .collect()
+}
+
+/// One row of `retrain models --json`.
+#[derive(Serialize)]
+struct ModelRow {
+    name: &'static str,
+    origin: &'static str,
+    parameters: usize,
+    input_size: usize,
+    feature_dim: usize,
+    stages: Vec<String>,
+    preprocess: Preprocess,
+    config: ArchConfig,
+}
+
+pub fn models(json: bool) -> Result<()> {
+    let rows: Vec<ModelRow> = zoo::catalogue()
+        .into_iter()
+        .map(|e| ModelRow {
+            name: e.name,
+            origin: e.origin,
+            parameters: e.config.parameter_count(1000),
+            input_size: e.preprocess.crop,
+            feature_dim: e.config.feature_dim(),
+            stages: e.config.stage_names(),
+            preprocess: e.preprocess,
+            config: e.config,
+        })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    println!(
+        "{:<20} {:>11} {:>6} {:>8}  stages",
+        "model", "parameters", "input", "features"
+    );
+    for r in &rows {
+        println!(
+            "{:<20} {:>11} {:>6} {:>8}  {}",
+            r.name,
+            r.parameters,
+            r.input_size,
+            r.feature_dim,
+            r.stages.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// A weights file, SavedModel folder, or TensorFlow checkpoint prefix (`<prefix>.index`).
+pub fn check_weights_path(path: &Path) -> Result<()> {
+    let checkpoint_index = PathBuf::from(format!("{}.index", path.display()));
+    if !path.exists() && !checkpoint_index.exists() {
+        bail!("weights file {} does not exist", path.display());
+    }
+    Ok(())
+}
+
+fn load_weights(path: &Path) -> Result<Weights> {
+    check_weights_path(path)?;
+    Weights::load(path).with_context(|| format!("cannot load {}", path.display()))
+}
+
+#[derive(Serialize)]
+struct InspectMatch {
+    model: String,
+    exact: bool,
+    matched_fraction: f64,
+}
+
+#[derive(Serialize)]
+struct InspectClosest {
+    model: String,
+    matched_fraction: f64,
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    shape_mismatches: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+#[derive(Serialize)]
+struct InspectReport {
+    path: String,
+    format: WeightsFormat,
+    tensors: usize,
+    dtypes: BTreeMap<String, usize>,
+    parameters: usize,
+    strided_tensors: usize,
+    matches: Vec<InspectMatch>,
+    closest: Option<InspectClosest>,
+}
+
+pub fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
+    let w = load_weights(path)?;
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    for t in w.tensors.values() {
+        *dtypes.entry(t.dtype.to_string()).or_default() += 1;
+    }
+    let strided = w.tensors.values().filter(|t| t.strided).count();
+    let matches = zoo::identify(&w, device);
+    // For a file no architecture takes as is: the closest one and what did not map.
+    let closest = match matches.first() {
+        Some((_, f)) if *f >= 1.0 => None,
+        _ => zoo::closest(&w, device),
+    };
+    if json {
+        return print_json(&InspectReport {
+            path: path.display().to_string(),
+            format: w.format,
+            tensors: w.tensors.len(),
+            dtypes,
+            parameters: w.parameter_count(),
+            strided_tensors: strided,
+            matches: matches
+                .iter()
+                .map(|(n, f)| InspectMatch {
+                    model: n.clone(),
+                    exact: *f >= 1.0,
+                    matched_fraction: *f,
+                })
+                .collect(),
+            closest: closest.map(|(model, f, r)| InspectClosest {
+                model,
+                matched_fraction: f,
+                missing: r.missing,
+                unexpected: r.unexpected,
+                shape_mismatches: r.shape_mismatches,
+            }),
+        });
+    }
+    println!("file:        {}", path.display());
+    println!("format:      {}", w.format);
+    println!(
+        "tensors:     {} ({} stored strided)",
+        w.tensors.len(),
+        strided
+    );
+    let dt: Vec<String> = dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    println!("dtypes:      {}", dt.join(", "));
+    println!("parameters:  {}", w.parameter_count());
+    match (matches.first(), &closest) {
+        (Some((name, f)), _) if *f >= 1.0 => {
+            println!("architecture: {name} (every tensor matches)")
+        }
+        (_, Some((name, f, report))) => {
+            println!(
+                "architecture: closest is {name} ({:.0}% of its parameters match); not loadable as is",
+                f * 100.0
+            );
+            println!("not mapped: {}", report.to_string().trim());
+            println!(
+                "(a custom width or depth loads with a model spec: `retrain models --json` shows the fields)"
+            );
+        }
+        _ => println!("architecture: no zoo architecture matches (see `retrain models`)"),
+    }
+    Ok(())
+}
+
+/// The model to run, and its class names when it comes from a bundle.
+fn load_model(args: &ModelArgs, device: &Device) -> Result<(Model, Option<Vec<String>>)> {
+    if let Some(dir) = &args.bundle {
+        let b = Bundle::load(dir, device)?;
+        return Ok((b.model.for_inference(), Some(b.manifest.classes)));
+    }
+    let (Some(model), Some(weights)) = (&args.model, &args.weights) else {
+        bail!("give --model and --weights, or --bundle");
+    };
+    let spec = zoo::resolve(model)?;
+    let w = load_weights(weights)?;
+    let model = Model::from_spec(&spec, &w, device)
+        .with_context(|| format!("cannot load {}", weights.display()))?;
+    Ok((model.for_inference(), None))
+}
+
+#[derive(Serialize)]
+struct ClassScore<'a> {
+    class: usize,
+    label: Option<&'a str>,
+    probability: f32,
+}
+
+#[derive(Serialize)]
+struct Prediction<'a> {
+    path: String,
+    top: Vec<ClassScore<'a>>,
+}
+
+#[derive(Serialize)]
+struct Predictions<'a> {
+    model: &'a str,
+    predictions: Vec<Prediction<'a>>,
+    skipped: Vec<Skipped>,
+}
+
+pub fn predict(
+    args: &ModelArgs,
+    top: usize,
+    json: bool,
+    input: &InputArgs,
+    device: &Device,
+) -> Result<()> {
+    let (model, class_names) = load_model(args, device)?;
+    if model.network.classifier.is_none() {
+        bail!(
+            "the weights have no classifier layer (a headless/notop file); use `retrain embed` for features"
+        );
+    }
+    let paths = retrain::data::collect_images(&input.inputs)?;
+    let opts = RunOptions {
+        output: Output::PooledAndLogits,
+        batch_size: input.batch_size,
+        strict: input.strict,
+        ..Default::default()
+    };
+    let out = inference::run(&model, &paths, &opts, &Terminal::new(json), device)?;
+    let logits = out.logits.clone().unwrap_or_default();
+    let k = out.classes;
+    let rows: Vec<Prediction> = out
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Prediction {
+            path: path.display().to_string(),
+            top: metrics::top_k(&logits[i * k..(i + 1) * k], top)
+                .into_iter()
+                .map(|(c, p)| ClassScore {
+                    class: c,
+                    label: match &class_names {
+                        Some(names) => names.get(c).map(String::as_str),
+                        None => imagenet::label(c, k),
+                    },
+                    probability: p,
+                })
+                .collect(),
+        })
+        .collect();
+    if json {
+        print_json(&Predictions {
+            model: &model.name,
+            predictions: rows,
+            skipped: skipped(&out.skipped),
+        })?;
+    } else {
+        for r in &rows {
+            let classes: Vec<String> = r
+                .top
+                .iter()
+                .map(|t| {
+                    let name = t
+                        .label
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("class {}", t.class));
+                    format!("{name} {:.1}%", t.probability as f64 * 100.0)
+                })
+                .collect();
+            println!("{}\t{}", r.path, classes.join(", "));
+        }
+    }
+    if out.paths.is_empty() {
+        bail!("none of the {} images could be read", paths.len());
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Embedded<'a> {
+    model: &'a str,
+    layer: &'a str,
+    images: usize,
+    dim: usize,
+    seconds: f64,
+    skipped: Vec<Skipped>,
+    files: Vec<String>,
+}
+
+pub fn embed(
+    args: &ModelArgs,
+    out_path: &Path,
+    layer: Option<&str>,
+    json: bool,
+    input: &InputArgs,
+    device: &Device,
+) -> Result<()> {
+    // Fail on a bad output path before spending minutes on the images.
+    outputs::EmbeddingFormat::from_path(out_path)?;
+    outputs::check_writable(out_path)?;
+    let (model, _) = load_model(args, device)?;
+    let stage = layer
+        .map(|l| {
+            model.stage_index(l).with_context(|| {
+                format!(
+                    "{} has no stage `{l}`; choose one of: {}",
+                    model.name,
+                    model.stage_names.join(", ")
+                )
+            })
+        })
+        .transpose()?;
+    let paths = retrain::data::collect_images(&input.inputs)?;
+    let opts = RunOptions {
+        output: stage.map_or(Output::Pooled, Output::PooledAt),
+        batch_size: input.batch_size,
+        strict: input.strict,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let out = inference::run(&model, &paths, &opts, &Terminal::new(json), device)?;
+    if out.paths.is_empty() {
+        bail!(
+            "none of the {} images could be read; nothing written",
+            paths.len()
+        );
+    }
+    let files = outputs::write_embeddings(out_path, &out.paths, &out.features, out.dim)?;
+    let secs = t.elapsed().as_secs_f64();
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    if json {
+        return print_json(&Embedded {
+            model: &model.name,
+            layer: &model.stage_names[stage.unwrap_or(model.stage_names.len() - 1)],
+            images: out.paths.len(),
+            dim: out.dim,
+            seconds: secs,
+            skipped: skipped(&out.skipped),
+            files,
+        });
+    }
+    eprintln!(
+        "embedded {} images ({} dims) in {:.1}s ({:.1} images/s){}; wrote {}",
+        out.paths.len(),
+        out.dim,
+        secs,
+        out.paths.len() as f64 / secs,
+        if out.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", skipped {}", out.skipped.len())
+        },
+        files.join(", ")
+    );
+    Ok(())
+}
+
+pub fn fit(
+    opts: &FitOptions,
+    json: bool,
+    interrupter: &Interrupter,
+    device: &Device,
+) -> Result<()> {
+    let summary = strategy::fit(opts, &Terminal::new(json), interrupter, device)?;
+    if json {
+        return print_json(&summary);
+    }
+    eprintln!(
+        "{} on {} classes: train accuracy {:.1}% ({} images), val accuracy {:.1}% ({} images); {:.1}s; bundle {}",
+        summary.strategy,
+        summary.classes.len(),
+        summary.train_accuracy * 100.0,
+        summary.train_images,
+        summary.val_accuracy * 100.0,
+        summary.val_images,
+        summary.seconds,
+        summary.bundle
+    );
+    Ok(())
+}
+
+/// An image the model got most wrong.
+#[derive(Serialize)]
+struct Worst<'a> {
+    path: String,
+    #[serde(rename = "true")]
+    truth: &'a str,
+    predicted: &'a str,
+    p_true: f32,
+    p_predicted: f32,
+}
+
+#[derive(Serialize)]
+struct Evaluation<'a> {
+    bundle: String,
+    report: &'a Report,
+    worst: &'a [Worst<'a>],
+    skipped: Vec<Skipped>,
+}
+
+pub fn eval(
+    dir: &Path,
+    data: &Path,
+    worst: usize,
+    json: bool,
+    batch_size: usize,
+    device: &Device,
+) -> Result<()> {
+    let b = Bundle::load(dir, device)?;
+    let classes = b.manifest.classes.clone();
+    let set = Labelled::load(data, Some(&classes))?;
+    if set.is_empty() {
+        bail!("{} has no images", data.display());
+    }
+    let model = b.model.for_inference();
+    let opts = RunOptions {
+        output: Output::PooledAndLogits,
+        batch_size,
+        ..Default::default()
+    };
+    let (out, labels) = inference::run_labelled(&model, &set, &opts, &Terminal::new(json), device)?;
+    let k = classes.len();
+    let probs = metrics::softmax_rows(&out.logits.clone().unwrap_or_default(), k);
+    let report = metrics::report(&classes, &probs, &labels);
+    // Worst predicted: lowest probability given to the true class.
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    let p_true = |i: usize| probs[i * k + labels[i]];
+    order.sort_by(|&a, &b| p_true(a).total_cmp(&p_true(b)));
+    let worst_rows: Vec<Worst> = order
+        .iter()
+        .take(worst)
+        .map(|&i| {
+            let row = &probs[i * k..(i + 1) * k];
+            let pred = metrics::argmax(row);
+            Worst {
+                path: out.paths[i].display().to_string(),
+                truth: &classes[labels[i]],
+                predicted: &classes[pred],
+                p_true: row[labels[i]],
+                p_predicted: row[pred],
+            }
+        })
+        .collect();
+    if json {
+        return print_json(&Evaluation {
+            bundle: dir.display().to_string(),
+            report: &report,
+            worst: &worst_rows,
+            skipped: skipped(&out.skipped),
+        });
+    }
+    print_report(&report, &classes, &worst_rows);
+    Ok(())
+}
+
+fn print_report(report: &Report, classes: &[String], worst: &[Worst]) {
+    println!(
+        "accuracy {:.2}% on {} images (mean cross-entropy {:.4})",
+        report.accuracy * 100.0,
+        report.images,
+        report.loss
+    );
+    println!(
+        "\n{:<20} {:>9} {:>9} {:>9} {:>8}",
+        "class", "precision", "recall", "f1", "images"
+    );
+    for c in &report.per_class {
+        println!(
+            "{:<20} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            c.class, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    println!("\nconfusion (rows: true, columns: predicted)");
+    print!("{:<20}", "");
+    for c in classes {
+        print!(" {:>10.10}", c);
+    }
+    println!();
+    for (c, row) in classes.iter().zip(&report.confusion) {
+        print!("{:<20.20}", c);
+        for v in row {
+            print!(" {:>10}", v);
+        }
+        println!();
+    }
+    if !worst.is_empty() {
+        println!("\nworst predicted");
+        for r in worst {
+            println!(
+                "{}\ttrue {} ({:.1}%), predicted {} ({:.1}%)",
+                r.path,
+                r.truth,
+                r.p_true as f64 * 100.0,
+                r.predicted,
+                r.p_predicted as f64 * 100.0
+            );
+        }
+    }
+}
