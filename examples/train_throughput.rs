@@ -12,9 +12,10 @@
 use std::time::Instant;
 
 use burn::prelude::*;
+use retrain::inference::Features;
 use retrain::observe::Interrupter;
 use retrain::strategy::Training;
-use retrain::strategy::gradient::{self, EpochTrainer, Inputs, Trainable};
+use retrain::strategy::gradient::{self, EpochTrainer, Trainable};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -47,7 +48,7 @@ fn main() {
         ..Training::default()
     };
     let never = Interrupter::new();
-    let pixels = Inputs {
+    let pixels = Features {
         values: x.clone(),
         shape: [3, s, s],
         labels: y.clone(),
@@ -95,7 +96,7 @@ fn main() {
             .into_data()
             .try_into_vec::<f32>()
             .unwrap();
-        let pooled = Inputs {
+        let pooled = Features {
             values: f,
             shape: [dim, 1, 1],
             labels: y.clone(),

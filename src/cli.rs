@@ -175,10 +175,10 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Bundle folder to create (must not exist). While training, the run is saved after
-    /// every epoch to <out>.checkpoint (and on Ctrl-C).
+    /// every epoch to OUT.checkpoint (and on Ctrl-C).
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Continue the interrupted run saved in <out>.checkpoint (same command otherwise).
+    /// Continue the interrupted run saved in OUT.checkpoint (same command otherwise).
     #[arg(long)]
     pub resume: bool,
     /// Images per forward pass.

@@ -210,3 +210,59 @@ pub fn now_unix() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Manifests as retrain wrote them before its records were typed (built with
+    /// `serde_json::json!`): they must still read.
+    #[test]
+    fn manifests_of_earlier_versions_read() {
+        let common = r#""format": 1, "retrain_version": "0.1.0",
+            "model": {"name": "resnet18", "config": {"family": "resnet", "bottleneck": false,
+              "layers": [2, 2, 2, 2], "width": 64},
+              "preprocess": {"resize": 256, "crop": 224, "interpolation": "bilinear",
+              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}},
+            "classes": ["ants", "bees"], "seed": 0,
+            "pretrained": {"path": "w.pth", "format": "torch_zip", "sha256": "ab"},
+            "train": {"source": "t", "images": 4, "per_class": {"ants": 2, "bees": 2}, "fingerprint": "f"},
+            "val": null, "created_unix": 1,
+            "metrics": {"train_accuracy": 1.0, "val": {"accuracy": 0.5, "images": 2, "loss": 0.7,
+              "confusion": [[1, 0], [1, 0]], "per_class": []}}"#;
+        let probe = format!(
+            r#"{{{common}, "strategy": "probe", "hyperparameters": {{"c": 0.1,
+            "c_chosen_by": "cross-validation", "cv_folds": 5,
+            "cv": [{{"c": 0.1, "mean_accuracy": 0.9, "fold_accuracy": [0.9]}}],
+            "solver": "L-BFGS (strong Wolfe), standardised features"}}}}"#
+        );
+        let m: Manifest = serde_json::from_str(&probe).unwrap();
+        assert_eq!(m.strategy, StrategyKind::Probe);
+        assert!(matches!(m.hyperparameters, Hyperparameters::Probe { c, .. } if c == 0.1));
+        let finetune = format!(
+            r#"{{{common}, "strategy": "finetune", "hyperparameters": {{
+            "training": {{"epochs": 5, "lr": 0.003, "optimizer": {{"name": "sgd", "momentum": 0.9}},
+              "warmup_epochs": 0.0, "label_smoothing": 0.0, "batch_size": 16, "seed": 0,
+              "balanced": false, "patience": 0, "schedule": "cosine", "stage_lr_ratio": 0.1,
+              "color_jitter": 0.0}},
+            "augment": "random resized crop + horizontal flip",
+            "phases": [{{"frozen_through": "layer4", "epochs": 1, "lr": 0.003, "stage_lr_factors": []}},
+                       {{"frozen_through": null, "epochs": 5, "lr": 0.0015,
+                         "stage_lr_factors": [0.1, 0.17, 0.31, 0.56, 1.0]}}],
+            "stopped_early_after_epoch": null}}}}"#
+        );
+        let m: Manifest = serde_json::from_str(&finetune).unwrap();
+        assert_eq!(m.strategy, StrategyKind::Finetune);
+        let Hyperparameters::Gradient {
+            phases, training, ..
+        } = &m.hyperparameters
+        else {
+            panic!("a gradient run's hyper-parameters: {:?}", m.hyperparameters);
+        };
+        assert_eq!(phases.len(), 2);
+        assert_eq!(training.stage_lr_ratio, 0.1);
+        // And what this version writes reads back the same.
+        let again: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+    }
+}

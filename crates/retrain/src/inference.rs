@@ -16,8 +16,8 @@ use crate::zoo::Model;
 /// What a run returns for each image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Output {
-    /// The globally average-pooled output of a stage (`None`: of the last, the classifier's
-    /// input): one vector per image.
+    /// The globally average-pooled output of the last stage (the classifier's input): one
+    /// vector per image.
     #[default]
     Pooled,
     /// The pooled output of the stage with this index.
@@ -69,6 +69,23 @@ pub struct RunOutput {
     pub shape: [usize; 3],
     /// Images that could not be read, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Per-sample values of a labelled set: `labels.len()` samples of `shape` each (a vector
+/// as `[d, 1, 1]`, a feature map, or pixels), row-major, with their labels in `0..classes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    pub values: Vec<f32>,
+    pub shape: [usize; 3],
+    pub labels: Vec<usize>,
+    pub classes: usize,
+}
+
+impl Features {
+    /// Values per sample.
+    pub fn sample_len(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 struct Batch {
@@ -211,6 +228,23 @@ pub fn run_labelled(
         set.paths.iter().zip(set.labels.iter().copied()).collect();
     let labels = out.paths.iter().map(|p| label_of[p]).collect();
     Ok((out, labels))
+}
+
+/// What `opts.output` asks for, for every readable image of `set`, with its label.
+pub fn features(
+    model: &Model,
+    set: &crate::dataset::Labelled,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+    device: &Device,
+) -> Result<Features> {
+    let (out, labels) = run_labelled(model, set, opts, observer, device)?;
+    Ok(Features {
+        values: out.features,
+        shape: out.shape,
+        labels,
+        classes: set.classes.len(),
+    })
 }
 
 fn to_vec(t: Tensor<2>) -> Result<Vec<f32>> {

@@ -233,7 +233,7 @@ fn csv_bytes(names: &[String], features: &[f32], dim: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Parquet with a `path` string column and an `embedding` list<float> column.
+/// Parquet with a `path` string column and an `embedding` `list<float>` column.
 fn parquet_bytes(names: &[String], features: &[f32], dim: usize) -> Result<Vec<u8>> {
     let schema = Arc::new(parse_message_type(
         "message embeddings {

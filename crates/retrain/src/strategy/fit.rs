@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::checkpoint::{self, Checkpoint};
-use super::gradient::{self, Inputs};
+use super::gradient;
 use super::options::{FitOptions, Strategy, Validation};
 use super::probe;
 use super::records::{
@@ -19,7 +19,7 @@ use super::schedule::stage_lr_factors;
 use super::train::{self, Phase};
 use crate::bundle::{self, Manifest, WeightsSource};
 use crate::dataset::{DataSummary, Labelled};
-use crate::inference::{self, RunOptions};
+use crate::inference::{self, Features, RunOptions};
 use crate::metrics;
 use crate::observe::{Interrupter, Observer};
 use crate::weights::{WeightTensor, Weights};
@@ -237,15 +237,8 @@ struct Record {
 impl FitContext<'_> {
     /// Pooled features of every readable image of `set` (unreadable ones are skipped with
     /// a warning, as everywhere).
-    fn features(&self, set: &Labelled, run: &RunOptions) -> Result<Inputs> {
-        let (out, labels) =
-            inference::run_labelled(self.model, set, run, self.observer, self.device)?;
-        Ok(Inputs {
-            values: out.features,
-            shape: [out.dim, 1, 1],
-            labels,
-            classes: set.classes.len(),
-        })
+    fn features(&self, set: &Labelled, run: &RunOptions) -> Result<Features> {
+        inference::features(self.model, set, run, self.observer, self.device)
     }
 
     fn probe(
@@ -253,7 +246,7 @@ impl FitContext<'_> {
         c: Option<f64>,
         folds: usize,
         run: &RunOptions,
-        val: &Inputs,
+        val: &Features,
     ) -> Result<StrategyResult> {
         let xt = self.features(self.train, run)?;
         let set = probe::FeatureSet {
@@ -368,7 +361,7 @@ impl FitContext<'_> {
         &self,
         resume: Option<Checkpoint>,
         run: &RunOptions,
-        val: &Inputs,
+        val: &Features,
     ) -> Result<StrategyResult> {
         let (training, augment) = match &self.opts.strategy {
             Strategy::Freeze {
@@ -430,7 +423,7 @@ impl FitContext<'_> {
             training: training.clone(),
             augment: augmentation_words(augment, training.color_jitter).to_owned(),
             phases: self.phase_records(&phases, training),
-            stopped_early_after: t.stopped_early_after,
+            stopped_early_after_epoch: t.stopped_early_after,
         };
         Ok(StrategyResult {
             head,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::options::{Optimizer, Schedule, Training};
 use super::schedule::{cosine_lr, one_cycle_lr};
+use crate::inference::Features;
 use crate::observe::Interrupter;
 use crate::rng::SplitMix64;
 use crate::zoo::network::{Stage, global_avg_pool};
@@ -178,7 +179,7 @@ impl EpochTrainer {
     pub fn epoch(
         &mut self,
         mut model: Trainable,
-        inputs: &Inputs,
+        inputs: &Features,
         epoch: usize,
         resume: Option<PartialEpoch>,
         interrupter: &Interrupter,
@@ -252,7 +253,7 @@ impl EpochTrainer {
     /// A batch's inputs and its (smoothed, class-weighted) one-hot targets.
     fn batch_tensors(
         &self,
-        inputs: &Inputs,
+        inputs: &Features,
         batch: &[usize],
         class_weight: &[f64],
         device: &Device,
@@ -279,23 +280,6 @@ impl EpochTrainer {
         let xt = Tensor::<4>::from_data(TensorData::new(xb, [b, c, h, w]), device);
         let tt = Tensor::<2>::from_data(TensorData::new(target, [b, k]), device);
         (xt, tt)
-    }
-}
-
-/// What the trainable part is fed: per sample a `shape` tensor (pooled features as
-/// `[d, 1, 1]`, a feature map at the cut, or pixels), row-major, with its label.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inputs {
-    pub values: Vec<f32>,
-    pub shape: [usize; 3],
-    pub labels: Vec<usize>,
-    pub classes: usize,
-}
-
-impl Inputs {
-    /// Values per sample.
-    pub fn sample_len(&self) -> usize {
-        self.shape.iter().product()
     }
 }
 
@@ -349,7 +333,7 @@ mod tests {
             seed: 3,
             ..Training::default()
         };
-        let inputs = Inputs {
+        let inputs = Features {
             values: x.clone(),
             shape: [d, 1, 1],
             labels: y.clone(),

@@ -78,48 +78,104 @@ pub const DEFAULT_CS: &[f64] = &[1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0];
 
 /// Fits the logistic regression with inverse regularisation strength `c`.
 pub fn fit(set: &FeatureSet, c: f64, device: &Device) -> LinearHead {
-    let (n, d, k) = (set.len(), set.dim, set.classes);
     // Standardise: the solve converges in far fewer iterations on unit-scale features.
-    let mut mean = vec![0f64; d];
-    let mut var = vec![0f64; d];
-    for row in set.x.chunks(d) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += *v as f64;
+    let scaling = Standardisation::of(set);
+    let head = solve(set, &scaling.apply(set), c, &device.clone().autodiff());
+    scaling.fold_into(&head, set.dim, set.classes)
+}
+
+/// Per-feature mean and standard deviation of a feature set.
+struct Standardisation {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+}
+
+impl Standardisation {
+    fn of(set: &FeatureSet) -> Self {
+        let (n, d) = (set.len(), set.dim);
+        let mut mean = vec![0f64; d];
+        let mut var = vec![0f64; d];
+        for row in set.x.chunks(d) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += *v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        for row in set.x.chunks(d) {
+            for ((s, v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (*v as f64 - m).powi(2);
+            }
+        }
+        let std = var
+            .iter()
+            .map(|v| (v / n as f64).sqrt().max(1e-6))
+            .collect();
+        Self { mean, std }
+    }
+
+    /// The standardised features, row-major like the set's.
+    fn apply(&self, set: &FeatureSet) -> Vec<f32> {
+        set.x
+            .chunks(set.dim)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&self.mean)
+                    .zip(&self.std)
+                    .map(|((v, m), s)| ((*v as f64 - m) / s) as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// A head on raw features from one on standardised ones: W' = W / s, b' = b − W'·μ.
+    fn fold_into(&self, head: &Linear, d: usize, k: usize) -> LinearHead {
+        let w: Vec<f32> = head
+            .weight
+            .val()
+            .inner()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let b: Vec<f32> = head
+            .bias
+            .as_ref()
+            .map(|b| b.val().inner().into_data().try_into_vec::<f32>().unwrap())
+            .unwrap_or_else(|| vec![0.0; k]);
+        let mut weight = vec![0f32; k * d];
+        let mut bias = vec![0f32; k];
+        for c in 0..k {
+            let mut shift = 0f64;
+            for j in 0..d {
+                // burn's Linear stores (in, out).
+                let wj = w[j * k + c] as f64 / self.std[j];
+                weight[c * d + j] = wj as f32;
+                shift += wj * self.mean[j];
+            }
+            bias[c] = (b[c] as f64 - shift) as f32;
+        }
+        LinearHead {
+            weight,
+            bias,
+            dim: d,
+            classes: k,
         }
     }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
-    for row in set.x.chunks(d) {
-        for ((s, v), m) in var.iter_mut().zip(row).zip(&mean) {
-            *s += (*v as f64 - m).powi(2);
-        }
-    }
-    let std: Vec<f64> = var
-        .iter()
-        .map(|v| (v / n as f64).sqrt().max(1e-6))
-        .collect();
-    let z: Vec<f32> = set
-        .x
-        .chunks(d)
-        .flat_map(|row| {
-            row.iter()
-                .zip(&mean)
-                .zip(&std)
-                .map(|((v, m), s)| ((*v as f64 - m) / s) as f32)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+}
+
+/// Minimises `Σ cross-entropy / n + ‖W‖² / (2·C·n)` over a linear layer on the
+/// standardised features `z`, with L-BFGS from zero.
+fn solve(set: &FeatureSet, z: &[f32], c: f64, ad: &Device) -> Linear {
+    let (n, d, k) = (set.len(), set.dim, set.classes);
     let onehot: Vec<f32> = set
         .y
         .iter()
         .flat_map(|&y| (0..k).map(move |c| (c == y) as u8 as f32))
         .collect();
-
-    let ad = device.clone().autodiff();
-    let x = Tensor::<2>::from_data(TensorData::new(z, [n, d]), &ad);
-    let t = Tensor::<2>::from_data(TensorData::new(onehot, [n, k]), &ad);
-    let mut head = Linear {
-        weight: Param::from_tensor(Tensor::zeros([d, k], &ad)),
-        bias: Some(Param::from_tensor(Tensor::zeros([k], &ad))),
+    let x = Tensor::<2>::from_data(TensorData::new(z.to_vec(), [n, d]), ad);
+    let t = Tensor::<2>::from_data(TensorData::new(onehot, [n, k]), ad);
+    let head = Linear {
+        weight: Param::from_tensor(Tensor::zeros([d, k], ad)),
+        bias: Some(Param::from_tensor(Tensor::zeros([k], ad))),
     };
     let penalty = 1.0 / (2.0 * c * n as f64);
     let mut lbfgs = LBFGSConfig::new()
@@ -138,39 +194,7 @@ pub fn fit(set: &FeatureSet, c: f64, device: &Device) -> LinearHead {
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         (value, grads)
     });
-    head = h;
-
-    // Fold the standardisation back: W' = W / s, b' = b − W'·μ.
-    let w: Vec<f32> = head
-        .weight
-        .val()
-        .inner()
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap();
-    let b: Vec<f32> = head
-        .bias
-        .as_ref()
-        .map(|b| b.val().inner().into_data().try_into_vec::<f32>().unwrap())
-        .unwrap_or_else(|| vec![0.0; k]);
-    let mut weight = vec![0f32; k * d];
-    let mut bias = vec![0f32; k];
-    for c in 0..k {
-        let mut shift = 0f64;
-        for j in 0..d {
-            // burn's Linear stores (in, out).
-            let wj = w[j * k + c] as f64 / std[j];
-            weight[c * d + j] = wj as f32;
-            shift += wj * mean[j];
-        }
-        bias[c] = (b[c] as f64 - shift) as f32;
-    }
-    LinearHead {
-        weight,
-        bias,
-        dim: d,
-        classes: k,
-    }
+    h
 }
 
 /// Stratified `folds`-fold cross-validation of each C; returns the scores, best first by

@@ -62,7 +62,8 @@ pub enum Hyperparameters {
         /// The augmentation, in words.
         augment: String,
         phases: Vec<PhaseRecord>,
-        stopped_early_after: Option<usize>,
+        /// The epoch (counted from 1) after which early stopping ended the run.
+        stopped_early_after_epoch: Option<usize>,
     },
 }
 

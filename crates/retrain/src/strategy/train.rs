@@ -13,12 +13,12 @@ use burn::prelude::*;
 
 use super::checkpoint::{self, Checkpoint, EpochScore, State};
 use super::early_stopping::{EarlyStopping, Verdict};
-use super::gradient::{self, EpochEnd, EpochTrainer, Inputs, PartialEpoch, Trainable};
+use super::gradient::{self, EpochEnd, EpochTrainer, PartialEpoch, Trainable};
 use super::options::Training;
 use super::records::{EpochRecord, RunIdentity};
 use super::schedule::stage_lr_factors;
 use crate::dataset::Labelled;
-use crate::inference::{self, Output, RunOptions};
+use crate::inference::{self, Features, Output, RunOptions};
 use crate::metrics::{self, Report};
 use crate::observe::{Event, Interrupter, Observer};
 use crate::weights::Weights;
@@ -46,7 +46,7 @@ pub struct Setup<'a> {
     pub train: &'a Labelled,
     pub val: &'a Labelled,
     /// Pooled features of the validation images (whole backbone frozen) and their labels.
-    pub val_features: &'a Inputs,
+    pub val_features: &'a Features,
     pub run: RunOptions,
     /// Identity of the run, stored in checkpoints; a resumed run must have the same.
     pub run_id: RunIdentity,
@@ -120,8 +120,8 @@ struct Finished {
 /// output, and its training output when that is the same every epoch (no augmentation).
 struct Feed {
     at_cut: RunOptions,
-    val: Inputs,
-    fixed: Option<Inputs>,
+    val: Features,
+    fixed: Option<Features>,
 }
 
 impl<'a> Run<'a> {
@@ -284,19 +284,12 @@ impl<'a> Run<'a> {
         Ok(Feed { at_cut, val, fixed })
     }
 
-    fn frozen_output(&self, opts: &RunOptions, set: &Labelled) -> Result<Inputs> {
-        let (out, labels) =
-            inference::run_labelled(self.s.model, set, opts, self.s.observer, &self.device)?;
-        Ok(Inputs {
-            values: out.features,
-            shape: out.shape,
-            labels,
-            classes: set.classes.len(),
-        })
+    fn frozen_output(&self, opts: &RunOptions, set: &Labelled) -> Result<Features> {
+        inference::features(self.s.model, set, opts, self.s.observer, &self.device)
     }
 
     /// Epoch `epoch`'s training inputs: the fixed ones, or freshly augmented crops.
-    fn train_inputs(&self, feed: &Feed, epoch: usize) -> Result<Inputs> {
+    fn train_inputs(&self, feed: &Feed, epoch: usize) -> Result<Features> {
         if let Some(f) = &feed.fixed {
             return Ok(f.clone());
         }
@@ -316,7 +309,7 @@ impl<'a> Run<'a> {
         &self,
         pi: usize,
         current: &Trainable,
-        inputs: &Inputs,
+        inputs: &Features,
         optimizer_state: Option<Vec<u8>>,
     ) -> Result<EpochTrainer> {
         let cfg = Training {

@@ -359,6 +359,9 @@ impl Machine {
 }
 
 /// Decodes one pickle starting at `data[0]`. Stops at STOP; trailing bytes are left alone.
+///
+/// Long by design: one match arm per pickle opcode, each a few lines, read against
+/// CPython's `pickle.py` table in order; splitting it would scatter that table.
 pub fn parse(data: &[u8]) -> Result<Pickle, PickleError> {
     let mut r = Reader { data, pos: 0 };
     let mut m = Machine {
