@@ -156,6 +156,11 @@ pub struct Weights {
     /// SHA-256 of the bytes read (all files of a multi-file checkpoint, in order), hex.
     pub sha256: String,
     pub tensors: BTreeMap<String, WeightTensor>,
+    /// The format folded every BatchNorm into the convolution before it (TFLite): the file
+    /// has the convolution's bias and no BatchNorm tensors.
+    pub batchnorm_folded: bool,
+    /// Tensors a file of this format cannot hold, with why: (tensor name, explanation).
+    pub absent: &'static [(&'static str, &'static str)],
 }
 
 impl Weights {
@@ -173,6 +178,8 @@ impl Weights {
                 source: Some(path.to_owned()),
                 sha256: hex(&h.finalize()),
                 tensors,
+                batchnorm_folded: false,
+                absent: &[],
             });
         }
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
@@ -186,13 +193,18 @@ impl Weights {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, WeightsError> {
         let format = detect(bytes)?;
+        let (mut batchnorm_folded, mut absent) = (false, &[][..]);
         let tensors = match format {
             WeightsFormat::TorchZip => torch::read_zip(bytes)?,
             WeightsFormat::TorchLegacy => torch::read_legacy(bytes)?,
             WeightsFormat::Safetensors => safetensors_file::read(bytes)?,
             WeightsFormat::KerasH5 => keras_h5::read(bytes)?,
             WeightsFormat::Keras => keras_h5::read_keras_archive(bytes)?,
-            WeightsFormat::Tflite => tflite::read(bytes)?,
+            WeightsFormat::Tflite => {
+                batchnorm_folded = true;
+                absent = tflite::ABSENT;
+                tflite::read(bytes)?
+            }
             WeightsFormat::TfCheckpoint => {
                 return Err(WeightsError::Unsupported(
                     "a TensorFlow checkpoint index alone: load it by path, beside its .data shards"
@@ -205,6 +217,8 @@ impl Weights {
             source: None,
             sha256: hex(&Sha256::digest(bytes)),
             tensors: strip_data_parallel_prefix(tensors),
+            batchnorm_folded,
+            absent,
         })
     }
 
@@ -215,11 +229,21 @@ impl Weights {
             source: None,
             sha256: hex(&Sha256::digest([])),
             tensors: BTreeMap::new(),
+            batchnorm_folded: false,
+            absent: &[],
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&WeightTensor> {
         self.tensors.get(name)
+    }
+
+    /// Why a tensor a model asked for is not in the file, when its format cannot hold it.
+    pub fn hint_for_missing(&self, name: &str) -> Option<&'static str> {
+        self.absent
+            .iter()
+            .find(|(tensor, _)| *tensor == name)
+            .map(|(_, why)| *why)
     }
 
     /// Number of trainable values: tensors other than BatchNorm's running statistics and
@@ -286,3 +310,25 @@ fn strip_data_parallel_prefix(
 }
 
 pub use safetensors_file::write as write_safetensors;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_explains_the_tensors_it_cannot_hold() {
+        let tflite = Weights {
+            format: WeightsFormat::Tflite,
+            batchnorm_folded: true,
+            absent: tflite::ABSENT,
+            ..Weights::empty()
+        };
+        let why = tflite.hint_for_missing("normalization.mean").unwrap();
+        assert!(why.starts_with("TFLite folds EfficientNet's input Normalization"));
+        assert_eq!(tflite.hint_for_missing("stem_conv.weight"), None);
+        assert_eq!(
+            Weights::empty().hint_for_missing("normalization.mean"),
+            None
+        );
+    }
+}

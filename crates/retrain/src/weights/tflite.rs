@@ -13,8 +13,9 @@
 //! depthwise`; the scope before the convolution's own operation is the Keras layer. Keras 3
 //! traces the model a second time when converting and suffixes every scope alike (`Conv1_1`
 //! in `mobilenetv2_…_1`); that common suffix is removed. The folded bias is stored as
-//! `<layer>.bias`; the zoo's loader turns the missing BatchNorm into an identity (see
-//! `WeightLoader::batchnorm_folded`).
+//! `<layer>.bias`, and the file is marked `batchnorm_folded`: the zoo's loader turns the
+//! missing BatchNorm into an identity. What the converter turns into graph constants instead
+//! of weights is listed in [`ABSENT`], to explain a model's missing tensors.
 
 use std::collections::BTreeMap;
 
@@ -313,6 +314,13 @@ fn common_trace_suffix(model_scope: &str, layers: &[String]) -> Option<String> {
         .all(|l| l.len() > suffix.len() && l.ends_with(&suffix))
         .then_some(suffix)
 }
+
+/// Tensors a TFLite file never holds as weights, with why (see `Weights::hint_for_missing`).
+pub const ABSENT: &[(&str, &str)] = &[(
+    "normalization.mean",
+    "TFLite folds EfficientNet's input Normalization into graph constants, which retrain \
+     does not read: use the model's .h5 or .keras",
+)];
 
 pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
     let opts = VerifierOptions {

@@ -6,13 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::family::{ClassifierSpec, Family, StageInfo, stem_stages_head};
 use super::layers::{
-    Act, Block, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
+    Act, Block, BnSpec, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
     SqueezeExcite,
 };
 use super::loader::WeightLoader;
-use super::mobilenet::{make_divisible, stem_stages_head};
+use super::mobilenet::make_divisible;
 use super::network::Stage;
+use super::{Interpolation, Preprocess, ZooEntry};
 
 /// One row of an EfficientNet stage table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,10 @@ pub struct EfficientNetConfig {
     pub bn_eps: f64,
 }
 
+/// torchvision's B0-B4 use `nn.BatchNorm2d`'s defaults; B5-B7 (ported from TF) set
+/// `partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)`, so the epsilon tells which.
+const B_TF_MOMENTUM: f64 = 0.01;
+
 impl EfficientNetConfig {
     pub fn b(width_mult: f64, depth_mult: f64, bn_eps: f64) -> Self {
         Self {
@@ -75,18 +81,42 @@ impl EfficientNetConfig {
         (n as f64 * self.depth_mult).ceil() as usize
     }
 
-    pub fn stage_names(&self) -> Vec<String> {
-        stem_stages_head(self.rows.len())
+    fn bn(&self) -> BnSpec {
+        if self.bn_eps >= 1e-3 {
+            BnSpec::new(self.bn_eps, B_TF_MOMENTUM)
+        } else {
+            BnSpec::new(self.bn_eps, BnSpec::TORCH.momentum)
+        }
+    }
+}
+
+impl Family for EfficientNetConfig {
+    fn stages(&self) -> Vec<StageInfo> {
+        let rows = self.rows.iter().map(|r| (self.ch(r.cout), r.stride));
+        let stem = self.ch(self.rows.first().map_or(32, |r| r.cin));
+        stem_stages_head(stem, rows, self.feature_dim())
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         4 * self.ch(self.rows.last().map_or(16, |r| r.cout))
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        let eps = self.bn_eps;
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("classifier.1")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(self.bn())
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "features.1.0.block.0.0.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        let bn = self.bn();
         let cba = |p: String, spec: ConvSpec, act: Act| {
-            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, eps, act)
+            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, bn, act)
         };
         let stem_out = self.ch(self.rows.first().map_or(32, |r| r.cin));
         let mut stages = vec![Stage {
@@ -145,6 +175,30 @@ impl EfficientNetConfig {
         });
         stages
     }
+
+    fn entries() -> Vec<ZooEntry> {
+        // torchvision's IMAGENET1K_V1 transforms for each B variant.
+        let bs: [(&str, f64, f64, f64, usize, usize); 8] = [
+            ("efficientnet_b0", 1.0, 1.0, 1e-5, 256, 224),
+            ("efficientnet_b1", 1.0, 1.1, 1e-5, 256, 240),
+            ("efficientnet_b2", 1.1, 1.2, 1e-5, 288, 288),
+            ("efficientnet_b3", 1.2, 1.4, 1e-5, 320, 300),
+            ("efficientnet_b4", 1.4, 1.8, 1e-5, 384, 380),
+            ("efficientnet_b5", 1.6, 2.2, 1e-3, 456, 456),
+            ("efficientnet_b6", 1.8, 2.6, 1e-3, 528, 528),
+            ("efficientnet_b7", 2.0, 3.1, 1e-3, 600, 600),
+        ];
+        bs.into_iter()
+            .map(|(name, w, d, eps, resize, crop)| {
+                ZooEntry::new(
+                    name,
+                    "torchvision",
+                    Self::b(w, d, eps),
+                    Preprocess::imagenet(resize, crop, Interpolation::Bicubic),
+                )
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,7 +213,8 @@ pub struct EfficientNetLiteConfig {
 /// The stem's width and the head's width are fixed in Lite ("fix_head_stem").
 const LITE_STEM: usize = 32;
 const LITE_HEAD: usize = 1280;
-const LITE_EPS: f64 = 1e-3;
+/// The TF recipe's BatchNorm (epsilon 1e-3, Keras momentum 0.99), as the port keeps it.
+const LITE_BN: BnSpec = BnSpec::new(1e-3, 0.01);
 
 impl EfficientNetLiteConfig {
     pub fn lite(width_mult: f64, depth_mult: f64, image_size: usize) -> Self {
@@ -185,18 +240,33 @@ impl EfficientNetLiteConfig {
             (r.repeats as f64 * self.depth_mult).ceil() as usize
         }
     }
+}
 
-    pub fn stage_names(&self) -> Vec<String> {
-        stem_stages_head(self.rows.len())
+impl Family for EfficientNetLiteConfig {
+    fn stages(&self) -> Vec<StageInfo> {
+        let rows = self.rows.iter().map(|r| (self.ch(r.cout), r.stride));
+        stem_stages_head(LITE_STEM, rows, LITE_HEAD)
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         LITE_HEAD
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("_fc")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(LITE_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "_conv_stem.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let cba = |conv: String, bn: String, spec: ConvSpec, act: Act| {
-            ConvBnAct::load(l, &conv, &bn, spec, LITE_EPS, act)
+            ConvBnAct::load(l, &conv, &bn, spec, LITE_BN, act)
         };
         let mut size = self.image_size;
         let mut stages = vec![Stage {
@@ -255,5 +325,26 @@ impl EfficientNetLiteConfig {
             ))],
         });
         stages
+    }
+
+    fn entries() -> Vec<ZooEntry> {
+        let lites: [(&str, f64, f64, usize); 5] = [
+            ("efficientnet_lite0", 1.0, 1.0, 224),
+            ("efficientnet_lite1", 1.0, 1.1, 240),
+            ("efficientnet_lite2", 1.1, 1.2, 260),
+            ("efficientnet_lite3", 1.2, 1.4, 280),
+            ("efficientnet_lite4", 1.4, 1.8, 300),
+        ];
+        lites
+            .into_iter()
+            .map(|(name, w, d, size)| {
+                ZooEntry::new(
+                    name,
+                    "efficientnet_lite_pytorch (TF EfficientNet-Lite)",
+                    Self::lite(w, d, size),
+                    Preprocess::lite(size),
+                )
+            })
+            .collect()
     }
 }

@@ -9,16 +9,36 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::family::{ClassifierSpec, Family, StageInfo, StageList, stem_stages_head};
 use super::layers::{
-    Act, Block, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
+    Act, Block, BnSpec, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
 };
 use super::loader::WeightLoader;
 use super::mobilenet::make_divisible;
 use super::network::Stage;
+use super::{Interpolation, Preprocess, ZooEntry};
 
-const EPS: f64 = 1e-3;
 /// Keras `BatchNormalization(momentum=0.999)` in PyTorch's convention.
 const KERAS_BN_MOMENTUM: f64 = 0.001;
+/// Keras' default `BatchNormalization(momentum=0.99)` in PyTorch's convention.
+const KERAS_DEFAULT_MOMENTUM: f64 = 0.01;
+
+/// MobileNetV2 sets `epsilon=1e-3, momentum=0.999` on every BatchNorm.
+const MOBILENET_V2_BN: BnSpec = BnSpec::new(1e-3, KERAS_BN_MOMENTUM);
+/// MobileNet v1 and EfficientNet: epsilon 1e-3, Keras' default momentum.
+const MOBILENET_BN: BnSpec = BnSpec::new(1e-3, KERAS_DEFAULT_MOMENTUM);
+const EFFICIENTNET_BN: BnSpec = BnSpec::new(1e-3, KERAS_DEFAULT_MOMENTUM);
+/// ResNet50: `epsilon=1.001e-5`, Keras' default momentum.
+const RESNET_BN: BnSpec = BnSpec::new(1.001e-5, KERAS_DEFAULT_MOMENTUM);
+
+/// Keras' "tf" mode: x / 127.5 - 1.
+fn tf_mode(size: usize) -> Preprocess {
+    Preprocess {
+        mean: [0.5; 3],
+        std: [0.5; 3],
+        ..Preprocess::imagenet(size, size, Interpolation::Bilinear)
+    }
+}
 
 /// `keras.applications.MobileNetV2(alpha, input_shape=(s, s, 3))`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,11 +60,20 @@ const SETTING: [[usize; 4]; 7] = [
 ];
 
 impl KerasMobileNetV2Config {
-    pub fn stage_names(&self) -> Vec<String> {
-        super::mobilenet::stem_stages_head(SETTING.len())
+    /// Keras truncates before rounding: int(filters * alpha).
+    fn filters(&self, c: usize) -> usize {
+        make_divisible((c as f64 * self.alpha).trunc(), 8)
+    }
+}
+
+impl Family for KerasMobileNetV2Config {
+    fn stages(&self) -> Vec<StageInfo> {
+        let rows = SETTING.iter().map(|&[_, c, _, s]| (self.filters(c), s));
+        let stem = make_divisible(32.0 * self.alpha, 8);
+        stem_stages_head(stem, rows, self.feature_dim())
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         if self.alpha > 1.0 {
             make_divisible(1280.0 * self.alpha, 8)
         } else {
@@ -52,13 +81,21 @@ impl KerasMobileNetV2Config {
         }
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("predictions")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(MOBILENET_V2_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "expanded_conv_depthwise.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let cba = |name: &str, bn: &str, spec: ConvSpec, act: Act| {
-            let mut u = ConvBnAct::load(l, name, bn, spec, EPS, act);
-            if let Some(bn) = &mut u.bn {
-                bn.momentum = KERAS_BN_MOMENTUM;
-            }
-            u
+            ConvBnAct::load(l, name, bn, spec, MOBILENET_V2_BN, act)
         };
         let mut size = self.input_size;
         let mut inp = make_divisible(32.0 * self.alpha, 8);
@@ -74,8 +111,7 @@ impl KerasMobileNetV2Config {
         }];
         let mut id = 0;
         for [t, c, n, s] in SETTING {
-            // Keras truncates before rounding: int(filters * alpha).
-            let out = make_divisible((c as f64 * self.alpha).trunc(), 8);
+            let out = self.filters(c);
             let mut blocks = Vec::new();
             for j in 0..n {
                 let stride = if j == 0 { s } else { 1 };
@@ -120,6 +156,33 @@ impl KerasMobileNetV2Config {
         });
         stages
     }
+
+    fn entries() -> Vec<ZooEntry> {
+        // Keras Applications' MobileNetV2 widths (the `alpha` of its weight files).
+        let widths: [(&str, f64); 6] = [
+            ("keras_mobilenet_v2_035", 0.35),
+            ("keras_mobilenet_v2_050", 0.5),
+            ("keras_mobilenet_v2_075", 0.75),
+            ("keras_mobilenet_v2", 1.0),
+            ("keras_mobilenet_v2_130", 1.3),
+            ("keras_mobilenet_v2_140", 1.4),
+        ];
+        widths
+            .into_iter()
+            .map(|(name, alpha)| {
+                let config = Self {
+                    alpha,
+                    input_size: 224,
+                };
+                ZooEntry::new(
+                    name,
+                    "Keras Applications (MobileNetV2)",
+                    config,
+                    tf_mode(224),
+                )
+            })
+            .collect()
+    }
 }
 
 /// `keras.applications.MobileNet(alpha)` (v1, depth multiplier 1): a strided 3x3 stem, then
@@ -142,24 +205,49 @@ const V1_STAGES: [&[(usize, usize)]; 5] = [
 ];
 
 impl KerasMobileNetConfig {
-    pub fn stage_names(&self) -> Vec<String> {
-        std::iter::once("stem".to_owned())
-            .chain((1..=V1_STAGES.len()).map(|i| format!("stage{i}")))
-            .collect()
-    }
-
     fn filters(&self, f: usize) -> usize {
         (f as f64 * self.alpha).trunc() as usize
     }
+}
 
-    pub fn feature_dim(&self) -> usize {
+impl Family for KerasMobileNetConfig {
+    fn stages(&self) -> Vec<StageInfo> {
+        let stages = V1_STAGES.iter().map(|blocks| {
+            let stride = blocks.iter().map(|&(_, s)| s).product::<usize>();
+            (self.filters(blocks.last().map_or(32, |&(f, _)| f)), stride)
+        });
+        StageList::new()
+            .then("stem", self.filters(32), 2)
+            .numbered(stages)
+            .done()
+    }
+
+    fn feature_dim(&self) -> usize {
         self.filters(1024)
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        const EPS: f64 = 1e-3;
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("conv_preds")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(MOBILENET_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "conv_dw_1.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let cba = |name: &str, spec: ConvSpec| {
-            ConvBnAct::load(l, name, &format!("{name}_bn"), spec, EPS, Act::Relu6)
+            ConvBnAct::load(
+                l,
+                name,
+                &format!("{name}_bn"),
+                spec,
+                MOBILENET_BN,
+                Act::Relu6,
+            )
         };
         let mut inp = self.filters(32);
         let mut stages = vec![Stage {
@@ -193,6 +281,22 @@ impl KerasMobileNetConfig {
         }
         stages
     }
+
+    fn entries() -> Vec<ZooEntry> {
+        let widths = [
+            ("keras_mobilenet_025", 0.25),
+            ("keras_mobilenet_050", 0.5),
+            ("keras_mobilenet_075", 0.75),
+            ("keras_mobilenet", 1.0),
+        ];
+        widths
+            .into_iter()
+            .map(|(name, alpha)| {
+                let origin = "Keras Applications (MobileNet v1)";
+                ZooEntry::new(name, origin, Self { alpha }, tf_mode(224))
+            })
+            .collect()
+    }
 }
 
 /// `keras.applications.ResNet50` (Keras' v1 layout: the stride on the first 1x1 convolution
@@ -213,33 +317,46 @@ fn resnet_width() -> usize {
     64
 }
 
-impl KerasResNetConfig {
-    pub fn stage_names(&self) -> Vec<String> {
-        ["stem", "conv2", "conv3", "conv4", "conv5"]
-            .map(String::from)
-            .to_vec()
+impl Family for KerasResNetConfig {
+    fn stages(&self) -> Vec<StageInfo> {
+        let out = |i: usize| 4 * (self.width << i);
+        // The stem's stride-2 convolution and max pool.
+        StageList::new()
+            .then("stem", 64, 4)
+            .then("conv2", out(0), 1)
+            .then("conv3", out(1), 2)
+            .then("conv4", out(2), 2)
+            .then("conv5", out(3), 2)
+            .done()
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         4 * (self.width << 3)
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("predictions")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(RESNET_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "conv2_block1_1_conv.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         use super::layers::{ResidualBlock, max_pool};
-        const EPS: f64 = 1.001e-5;
         let cba = |name: &str, spec: ConvSpec, act: Act| {
-            let mut u = ConvBnAct::load(
+            ConvBnAct::load(
                 l,
                 &format!("{name}_conv"),
                 &format!("{name}_bn"),
                 spec.with_bias(),
-                EPS,
+                RESNET_BN,
                 act,
-            );
-            if let Some(bn) = &mut u.bn {
-                bn.momentum = 0.01; // Keras' default 0.99
-            }
-            u
+            )
         };
         let stem = Stage {
             blocks: vec![
@@ -289,6 +406,20 @@ impl KerasResNetConfig {
         }
         stages
     }
+
+    fn entries() -> Vec<ZooEntry> {
+        let config = Self {
+            blocks: [3, 4, 6, 3],
+            width: 64,
+        };
+        let origin = "Keras Applications (ResNet50)";
+        vec![ZooEntry::new(
+            "keras_resnet50",
+            origin,
+            config,
+            Preprocess::caffe(224),
+        )]
+    }
 }
 
 /// `keras.applications.VGG16` / VGG19: blocks of 3x3 convolutions (bias, ReLU, no
@@ -324,21 +455,26 @@ impl KerasVggConfig {
         }
     }
 
-    pub fn stage_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = (1..=self.blocks.len())
-            .map(|b| format!("block{b}"))
-            .collect();
-        if self.include_top {
-            v.push("fc".into());
-        }
-        v
-    }
-
     fn last_filters(&self) -> usize {
         self.blocks.last().map_or(3, |b| b[1])
     }
+}
 
-    pub fn feature_dim(&self) -> usize {
+impl Family for KerasVggConfig {
+    fn stages(&self) -> Vec<StageInfo> {
+        let blocks = self.blocks.iter().enumerate();
+        let mut list = blocks.fold(StageList::new(), |list, (b, &[_, filters])| {
+            list.then(format!("block{}", b + 1), filters, 2)
+        });
+        if self.include_top {
+            // Flatten + dense layers: the whole remaining map becomes one vector.
+            let left = self.input_size >> self.blocks.len();
+            list = list.then("fc", self.fc, left);
+        }
+        list.done()
+    }
+
+    fn feature_dim(&self) -> usize {
         if self.include_top {
             self.fc
         } else {
@@ -346,7 +482,19 @@ impl KerasVggConfig {
         }
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("predictions")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        None
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "block1_conv1.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         use super::layers::{FlattenHwc, max_pool};
         let mut stages = Vec::new();
         let mut inp = 3;
@@ -388,6 +536,16 @@ impl KerasVggConfig {
         }
         stages
     }
+
+    fn entries() -> Vec<ZooEntry> {
+        [("keras_vgg16", true), ("keras_vgg16_notop", false)]
+            .into_iter()
+            .map(|(name, top)| {
+                let origin = "Keras Applications (VGG16)";
+                ZooEntry::new(name, origin, Self::vgg16(top), Preprocess::caffe(224))
+            })
+            .collect()
+    }
 }
 
 /// `keras.applications.EfficientNetB0`..B7: the model normalises its own 0..255 input
@@ -406,34 +564,49 @@ pub struct KerasEfficientNetConfig {
     pub imagenet_rescaling: bool,
 }
 
+/// (expand, kernel, stride, filters in, filters out, repeats) of Keras' EfficientNetB0.
+const B0_ROWS: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+];
+
 impl KerasEfficientNetConfig {
     fn ch(&self, c: usize) -> usize {
         make_divisible(c as f64 * self.width, 8)
     }
+}
 
-    pub fn stage_names(&self) -> Vec<String> {
-        super::mobilenet::stem_stages_head(7)
+impl Family for KerasEfficientNetConfig {
+    fn stages(&self) -> Vec<StageInfo> {
+        let rows = B0_ROWS.iter().map(|&(_, _, s, _, c, _)| (self.ch(c), s));
+        stem_stages_head(self.ch(32), rows, self.feature_dim())
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         self.ch(1280)
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("predictions")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(EFFICIENTNET_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "block1a_dwconv.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         use super::layers::{Normalize, SqueezeExcite};
-        // (expand, kernel, stride, filters in, filters out, repeats) of B0.
-        const ROWS: [(usize, usize, usize, usize, usize, usize); 7] = [
-            (1, 3, 1, 32, 16, 1),
-            (6, 3, 2, 16, 24, 2),
-            (6, 5, 2, 24, 40, 2),
-            (6, 3, 2, 40, 80, 3),
-            (6, 5, 1, 80, 112, 3),
-            (6, 5, 2, 112, 192, 4),
-            (6, 3, 1, 192, 320, 1),
-        ];
-        const EPS: f64 = 1e-3;
         let cba = |name: &str, bn: &str, spec: ConvSpec, act: Act| {
-            ConvBnAct::load(l, name, bn, spec, EPS, act)
+            ConvBnAct::load(l, name, bn, spec, EFFICIENTNET_BN, act)
         };
         let scale = if self.imagenet_rescaling {
             [0.229f32, 0.224, 0.225].map(|s| 1.0 / s.sqrt())
@@ -453,7 +626,7 @@ impl KerasEfficientNetConfig {
         ];
         size = size.div_ceil(2);
         let mut stages = vec![Stage { blocks: stem }];
-        for (s, &(t, k, stride, cin0, cout0, n)) in ROWS.iter().enumerate() {
+        for (s, &(t, k, stride, cin0, cout0, n)) in B0_ROWS.iter().enumerate() {
             let repeats = (n as f64 * self.depth).ceil() as usize;
             let mut blocks = Vec::new();
             for j in 0..repeats {
@@ -504,5 +677,27 @@ impl KerasEfficientNetConfig {
             ))],
         });
         stages
+    }
+
+    fn entries() -> Vec<ZooEntry> {
+        let config = Self {
+            width: 1.0,
+            depth: 1.0,
+            input_size: 224,
+            imagenet_rescaling: true,
+        };
+        // The model normalises its own input: it takes 0..255 pixels.
+        let preprocess = Preprocess {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+            ..Preprocess::imagenet(224, 224, Interpolation::Bilinear)
+        };
+        let origin = "Keras Applications (EfficientNetB0)";
+        vec![ZooEntry::new(
+            "keras_efficientnet_b0",
+            origin,
+            config,
+            preprocess,
+        )]
     }
 }

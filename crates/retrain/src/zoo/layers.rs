@@ -122,20 +122,34 @@ pub fn load_conv(l: &WeightLoader, prefix: &str, spec: ConvSpec, bias: bool) -> 
     }
 }
 
-/// The running-statistics momentum (PyTorch convention) that goes with a BatchNorm epsilon
-/// in every origin of the zoo: recipes ported from TensorFlow (EfficientNet-Lite, B5-B7,
-/// MobileNetV3) pair eps 1e-3 with Keras momentum 0.99, i.e. 0.01 here; PyTorch's own
-/// defaults are eps 1e-5, momentum 0.1. Fine-tuning must update the statistics as the
-/// origin does, or they drift ten times faster than the origin's on small batches.
-pub fn bn_momentum(eps: f64) -> f64 {
-    if eps >= 1e-3 { 0.01 } else { 0.1 }
+/// A BatchNorm's epsilon and running-statistics momentum (PyTorch's convention: the weight
+/// of the new batch, `1 - momentum` in Keras'). Each family states both as its origin does:
+/// fine-tuning must update the statistics at the origin's rate, or on small batches they
+/// drift ten times faster (or slower) than there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BnSpec {
+    pub eps: f64,
+    pub momentum: f64,
 }
 
-pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, eps: f64) -> BatchNorm {
-    let mut bn = BatchNormConfig::new(channels)
-        .with_epsilon(eps)
-        .with_momentum(bn_momentum(eps))
-        .init(l.device());
+impl BnSpec {
+    /// PyTorch's `nn.BatchNorm2d` defaults.
+    pub const TORCH: BnSpec = BnSpec::new(1e-5, 0.1);
+
+    pub const fn new(eps: f64, momentum: f64) -> Self {
+        Self { eps, momentum }
+    }
+
+    fn init(self, channels: usize, device: &Device) -> BatchNorm {
+        BatchNormConfig::new(channels)
+            .with_epsilon(self.eps)
+            .with_momentum(self.momentum)
+            .init(device)
+    }
+}
+
+pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, spec: BnSpec) -> BatchNorm {
+    let mut bn = spec.init(channels, l.device());
     bn.gamma = Param::from_tensor(l.tensor(&format!("{prefix}.weight"), [channels]));
     bn.beta = Param::from_tensor(l.tensor(&format!("{prefix}.bias"), [channels]));
     bn.running_mean = RunningState::new(l.buffer(&format!("{prefix}.running_mean"), [channels]));
@@ -149,13 +163,11 @@ pub fn load_batchnorm(l: &WeightLoader, prefix: &str, channels: usize, eps: f64)
 /// μ = 0, σ² = 1 − ε) carrying that shift as β, so the unit computes what the file does and
 /// fine-tuning still has a BatchNorm to adapt. A convolution with a bias of its own (Keras
 /// ResNet) keeps the file's bias there and β = 0.
-fn folded_batchnorm(l: &WeightLoader, conv: &str, spec: ConvSpec, eps: f64) -> BatchNorm {
+fn folded_batchnorm(l: &WeightLoader, conv: &str, spec: ConvSpec, bn: BnSpec) -> BatchNorm {
     let c = spec.cout;
     let device = l.device();
-    let mut bn = BatchNormConfig::new(c)
-        .with_epsilon(eps)
-        .with_momentum(bn_momentum(eps))
-        .init(device);
+    let eps = bn.eps;
+    let mut bn = bn.init(c, device);
     bn.beta = Param::from_tensor(if spec.bias {
         Tensor::zeros([c], device)
     } else {
@@ -212,9 +224,12 @@ pub struct ConvBnAct {
     pub bn: Option<BatchNorm>,
     #[module(skip)]
     pub act: Act,
-    /// Origin-framework names of the convolution and the BatchNorm, for export.
+    /// Origin-framework name of the convolution, for export.
     #[module(skip)]
-    pub names: [String; 2],
+    pub conv_name: String,
+    /// Origin-framework name of the BatchNorm (none for a plain convolution), for export.
+    #[module(skip)]
+    pub bn_name: Option<String>,
 }
 
 impl ConvBnAct {
@@ -223,19 +238,20 @@ impl ConvBnAct {
         conv: &str,
         bn: &str,
         spec: ConvSpec,
-        eps: f64,
+        norm: BnSpec,
         act: Act,
     ) -> Self {
         let batchnorm = if l.batchnorm_folded() {
-            folded_batchnorm(l, conv, spec, eps)
+            folded_batchnorm(l, conv, spec, norm)
         } else {
-            load_batchnorm(l, bn, spec.cout, eps)
+            load_batchnorm(l, bn, spec.cout, norm)
         };
         Self {
             conv: load_conv(l, conv, spec, spec.bias),
             bn: Some(batchnorm),
             act,
-            names: [conv.to_owned(), bn.to_owned()],
+            conv_name: conv.to_owned(),
+            bn_name: Some(bn.to_owned()),
         }
     }
 
@@ -245,15 +261,15 @@ impl ConvBnAct {
             conv: load_conv(l, conv, spec, true),
             bn: None,
             act,
-            names: [conv.to_owned(), String::new()],
+            conv_name: conv.to_owned(),
+            bn_name: None,
         }
     }
 
     /// Adds this unit's tensors, under their origin names, to `out`.
     pub fn export(&self, out: &mut TensorMap) {
-        export_conv(&self.conv, &self.names[0], out);
-        if let Some(bn) = &self.bn {
-            let n = &self.names[1];
+        export_conv(&self.conv, &self.conv_name, out);
+        if let (Some(bn), Some(n)) = (&self.bn, &self.bn_name) {
             put(out, format!("{n}.weight"), bn.gamma.val());
             put(out, format!("{n}.bias"), bn.beta.val());
             put(out, format!("{n}.running_mean"), bn.running_mean.value());
@@ -613,18 +629,5 @@ impl Block {
             Block::FlattenHwc(f) => Block::FlattenHwc(f),
             Block::Normalize(n) => Block::Normalize(n),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batchnorm_momentum_follows_the_origin() {
-        // torchvision resnet/mobilenet_v2/efficientnet_b0-b4: (momentum 0.1, eps 1e-5);
-        // mobilenet_v3, efficientnet_b5-b7, efficientnet_lite_pytorch: (0.01, 1e-3).
-        assert_eq!(bn_momentum(1e-5), 0.1);
-        assert_eq!(bn_momentum(1e-3), 0.01);
     }
 }

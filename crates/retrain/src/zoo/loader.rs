@@ -119,9 +119,9 @@ impl<'a> WeightLoader<'a> {
         &self.device
     }
 
-    /// The file folded every BatchNorm into the convolution before it (TFLite).
+    /// The file folded every BatchNorm into the convolution before it.
     pub fn batchnorm_folded(&self) -> bool {
-        self.weights.format == crate::weights::WeightsFormat::Tflite
+        self.weights.batchnorm_folded
     }
 
     /// The file's name for the architecture's tensor `name`.

@@ -2,12 +2,19 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::family::{ClassifierSpec, Family, HiddenLayer, StageInfo, stem_stages_head};
 use super::layers::{
-    Act, Block, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
+    Act, Block, BnSpec, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
     SqueezeExcite,
 };
 use super::loader::WeightLoader;
 use super::network::Stage;
+use super::{Interpolation, Preprocess, ZooEntry};
+
+/// torchvision's MobileNetV2 uses `nn.BatchNorm2d`'s defaults.
+const V2_BN: BnSpec = BnSpec::TORCH;
+/// torchvision's MobileNetV3: `partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)`.
+const V3_BN: BnSpec = BnSpec::new(1e-3, 0.01);
 
 /// torchvision's `_make_divisible`: round to a multiple of `divisor`, never down by >10%.
 pub fn make_divisible(v: f64, divisor: usize) -> usize {
@@ -42,20 +49,38 @@ impl MobileNetV2Config {
         }
     }
 
-    pub fn stage_names(&self) -> Vec<String> {
-        stem_stages_head(self.setting.len())
+    fn ch(&self, c: usize) -> usize {
+        make_divisible(c as f64 * self.width_mult, 8)
+    }
+}
+
+impl Family for MobileNetV2Config {
+    fn stages(&self) -> Vec<StageInfo> {
+        let rows = self.setting.iter().map(|&[_, c, _, s]| (self.ch(c), s));
+        stem_stages_head(self.ch(32), rows, self.feature_dim())
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         make_divisible(1280.0 * self.width_mult.max(1.0), 8)
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        const EPS: f64 = 1e-5;
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("classifier.1")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(V2_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "features.1.conv.0.0.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let cba = |conv: String, bn: String, spec: ConvSpec, act: Act| {
-            ConvBnAct::load(l, &conv, &bn, spec, EPS, act)
+            ConvBnAct::load(l, &conv, &bn, spec, V2_BN, act)
         };
-        let mut inp = make_divisible(32.0 * self.width_mult, 8);
+        let mut inp = self.ch(32);
         let mut stages = vec![Stage {
             blocks: vec![Block::Conv(cba(
                 "features.0.0".into(),
@@ -66,7 +91,7 @@ impl MobileNetV2Config {
         }];
         let mut idx = 1;
         for &[t, c, n, s] in &self.setting {
-            let out = make_divisible(c as f64 * self.width_mult, 8);
+            let out = self.ch(c);
             let mut blocks = Vec::new();
             for j in 0..n {
                 let stride = if j == 0 { s } else { 1 };
@@ -115,6 +140,15 @@ impl MobileNetV2Config {
             ))],
         });
         stages
+    }
+
+    fn entries() -> Vec<ZooEntry> {
+        vec![ZooEntry::new(
+            "mobilenet_v2",
+            "torchvision",
+            Self::standard(1.0),
+            Preprocess::imagenet(256, 224, Interpolation::Bilinear),
+        )]
     }
 }
 
@@ -215,19 +249,45 @@ impl MobileNetV3Config {
         bounds.push(start..self.blocks.len());
         bounds
     }
+}
 
-    pub fn stage_names(&self) -> Vec<String> {
-        stem_stages_head(self.stage_bounds().len())
+impl Family for MobileNetV3Config {
+    fn stages(&self) -> Vec<StageInfo> {
+        let first = self.blocks.first().map_or(16, |b| b.cin);
+        let stages = self.stage_bounds().into_iter().map(|r| {
+            let blocks = &self.blocks[r];
+            let stride = blocks.iter().map(|b| b.stride).product::<usize>();
+            (blocks.last().map_or(first, |b| b.cout), stride)
+        });
+        stem_stages_head(first, stages, self.feature_dim())
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         6 * self.blocks.last().map_or(16, |b| b.cout)
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        const EPS: f64 = 1e-3;
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec {
+            hidden: Some(HiddenLayer {
+                prefix: "classifier.0",
+                width: self.last_channel,
+                act: Act::Hardswish,
+            }),
+            out: "classifier.3",
+        }
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(V3_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "features.1.block.0.0.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let cba = |p: String, spec: ConvSpec, act: Act| {
-            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, EPS, act)
+            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, V3_BN, act)
         };
         let first = self.blocks.first().map_or(16, |b| b.cin);
         let mut stages = vec![Stage {
@@ -293,14 +353,23 @@ impl MobileNetV3Config {
         });
         stages
     }
-}
 
-/// `stem`, `stage1`…`stageN`, `head`.
-pub fn stem_stages_head(n: usize) -> Vec<String> {
-    let mut v = vec!["stem".to_owned()];
-    v.extend((1..=n).map(|i| format!("stage{i}")));
-    v.push("head".to_owned());
-    v
+    fn entries() -> Vec<ZooEntry> {
+        [
+            ("mobilenet_v3_small", Self::small()),
+            ("mobilenet_v3_large", Self::large()),
+        ]
+        .into_iter()
+        .map(|(name, config)| {
+            ZooEntry::new(
+                name,
+                "torchvision",
+                config,
+                Preprocess::imagenet(256, 224, Interpolation::Bilinear),
+            )
+        })
+        .collect()
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! trained with, built from a weights file by the origin framework's parameter names.
 
 pub mod efficientnet;
+pub mod family;
 pub mod imagenet;
 pub mod keras;
 pub mod layers;
@@ -14,15 +15,10 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::weights::Weights;
-use efficientnet::{EfficientNetConfig, EfficientNetLiteConfig};
-use keras::{
-    KerasEfficientNetConfig, KerasMobileNetConfig, KerasMobileNetV2Config, KerasResNetConfig,
-    KerasVggConfig,
-};
+pub use family::{ClassifierSpec, Family, HiddenLayer, StageInfo};
+use layers::Act;
 use loader::{LoadReport, WeightLoader};
-use mobilenet::{MobileNetV2Config, MobileNetV3Config};
 use network::{Classifier, Network};
-use resnet::ResNetConfig;
 
 /// How images are resized before cropping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,75 +84,75 @@ impl Preprocess {
     }
 }
 
-/// An architecture family and its hyper-parameters; serialisable so a bundle or a fixture
-/// can describe a reduced or custom variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "family", rename_all = "snake_case")]
-pub enum ArchConfig {
-    Resnet(ResNetConfig),
-    MobilenetV2(MobileNetV2Config),
-    MobilenetV3(MobileNetV3Config),
-    Efficientnet(EfficientNetConfig),
-    EfficientnetLite(EfficientNetLiteConfig),
-    KerasMobilenetV2(KerasMobileNetV2Config),
-    KerasMobilenet(KerasMobileNetConfig),
-    KerasResnet(KerasResNetConfig),
-    KerasVgg(KerasVggConfig),
-    KerasEfficientnet(KerasEfficientNetConfig),
+/// Registers the architecture families: `Variant(config type)`, one line each. Generates
+/// the serialisable [`ArchConfig`] (tagged by the variant's snake_case name, the form
+/// bundles and model specs store), its dispatch to the [`Family`], and the catalogue from
+/// each family's entries, in the order listed here.
+macro_rules! families {
+    ($($variant:ident($config:ty)),* $(,)?) => {
+        /// An architecture family and its hyper-parameters; serialisable so a bundle or a
+        /// fixture can describe a reduced or custom variant.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "family", rename_all = "snake_case")]
+        pub enum ArchConfig {
+            $($variant($config),)*
+        }
+
+        impl ArchConfig {
+            /// The family's description of this configuration.
+            pub fn family(&self) -> &dyn Family {
+                match self {
+                    $(ArchConfig::$variant(c) => c,)*
+                }
+            }
+        }
+
+        $(impl From<$config> for ArchConfig {
+            fn from(c: $config) -> Self {
+                ArchConfig::$variant(c)
+            }
+        })*
+
+        /// Every architecture retrain can load.
+        pub fn catalogue() -> Vec<ZooEntry> {
+            let mut entries = Vec::new();
+            $(entries.extend(<$config as Family>::entries());)*
+            entries
+        }
+    };
+}
+
+families! {
+    Resnet(resnet::ResNetConfig),
+    MobilenetV2(mobilenet::MobileNetV2Config),
+    KerasResnet(keras::KerasResNetConfig),
+    KerasEfficientnet(keras::KerasEfficientNetConfig),
+    KerasVgg(keras::KerasVggConfig),
+    KerasMobilenet(keras::KerasMobileNetConfig),
+    KerasMobilenetV2(keras::KerasMobileNetV2Config),
+    MobilenetV3(mobilenet::MobileNetV3Config),
+    EfficientnetLite(efficientnet::EfficientNetLiteConfig),
+    Efficientnet(efficientnet::EfficientNetConfig),
 }
 
 impl ArchConfig {
+    pub fn stages(&self) -> Vec<StageInfo> {
+        self.family().stages()
+    }
+
     pub fn stage_names(&self) -> Vec<String> {
-        match self {
-            ArchConfig::Resnet(c) => c.stage_names(),
-            ArchConfig::MobilenetV2(c) => c.stage_names(),
-            ArchConfig::MobilenetV3(c) => c.stage_names(),
-            ArchConfig::Efficientnet(c) => c.stage_names(),
-            ArchConfig::EfficientnetLite(c) => c.stage_names(),
-            ArchConfig::KerasMobilenetV2(c) => c.stage_names(),
-            ArchConfig::KerasMobilenet(c) => c.stage_names(),
-            ArchConfig::KerasResnet(c) => c.stage_names(),
-            ArchConfig::KerasVgg(c) => c.stage_names(),
-            ArchConfig::KerasEfficientnet(c) => c.stage_names(),
-        }
+        self.family().stage_names()
     }
 
     /// Length of the classifier's input vector (the default embedding).
     pub fn feature_dim(&self) -> usize {
-        match self {
-            ArchConfig::Resnet(c) => c.feature_dim(),
-            ArchConfig::MobilenetV2(c) => c.feature_dim(),
-            ArchConfig::MobilenetV3(c) => c.feature_dim(),
-            ArchConfig::Efficientnet(c) => c.feature_dim(),
-            ArchConfig::EfficientnetLite(c) => c.feature_dim(),
-            ArchConfig::KerasMobilenetV2(c) => c.feature_dim(),
-            ArchConfig::KerasMobilenet(c) => c.feature_dim(),
-            ArchConfig::KerasResnet(c) => c.feature_dim(),
-            ArchConfig::KerasVgg(c) => c.feature_dim(),
-            ArchConfig::KerasEfficientnet(c) => c.feature_dim(),
-        }
+        self.family().feature_dim()
     }
 
     /// Parameter name prefixes of the classifier's layers: (hidden, output).
     pub fn classifier_prefixes(&self) -> (Option<&'static str>, &'static str) {
-        match self {
-            ArchConfig::Resnet(_) => (None, "fc"),
-            ArchConfig::MobilenetV2(_) | ArchConfig::Efficientnet(_) => (None, "classifier.1"),
-            ArchConfig::MobilenetV3(_) => (Some("classifier.0"), "classifier.3"),
-            ArchConfig::EfficientnetLite(_) => (None, "_fc"),
-            ArchConfig::KerasMobilenetV2(_) => (None, "predictions"),
-            ArchConfig::KerasMobilenet(_) => (None, "conv_preds"),
-            ArchConfig::KerasResnet(_)
-            | ArchConfig::KerasVgg(_)
-            | ArchConfig::KerasEfficientnet(_) => (None, "predictions"),
-        }
-    }
-
-    fn hidden_width(&self) -> Option<usize> {
-        match self {
-            ArchConfig::MobilenetV3(c) => Some(c.last_channel),
-            _ => None,
-        }
+        let c = self.family().classifier();
+        (c.hidden.map(|h| h.prefix), c.out)
     }
 
     /// Builds the network from `weights`. The classifier is loaded when the file has one
@@ -185,43 +181,33 @@ impl ArchConfig {
     }
 
     fn build_with(&self, l: &WeightLoader, num_classes: Option<usize>) -> (Network, usize) {
-        let stages = match self {
-            ArchConfig::Resnet(c) => c.build_stages(l),
-            ArchConfig::MobilenetV2(c) => c.build_stages(l),
-            ArchConfig::MobilenetV3(c) => c.build_stages(l),
-            ArchConfig::Efficientnet(c) => c.build_stages(l),
-            ArchConfig::EfficientnetLite(c) => c.build_stages(l),
-            ArchConfig::KerasMobilenetV2(c) => c.build_stages(l),
-            ArchConfig::KerasMobilenet(c) => c.build_stages(l),
-            ArchConfig::KerasResnet(c) => c.build_stages(l),
-            ArchConfig::KerasVgg(c) => c.build_stages(l),
-            ArchConfig::KerasEfficientnet(c) => c.build_stages(l),
-        };
-        let (hidden, out) = self.classifier_prefixes();
-        let out_w = format!("{out}.weight");
-        if num_classes.is_none() && hidden.is_none() && !l.has(&out_w) {
-            l.adopt_classifier(out, self.feature_dim());
+        let family = self.family();
+        let stages = family.build_stages(l);
+        let spec = family.classifier();
+        let out_w = format!("{}.weight", spec.out);
+        if num_classes.is_none() && spec.hidden.is_none() && !l.has(&out_w) {
+            l.adopt_classifier(spec.out, family.feature_dim());
         }
         let classes = match num_classes {
             Some(n) => (n > 0).then_some(n),
             None => l.shape_of(&out_w).and_then(|s| s.first().copied()),
         };
         let classifier = classes.map(|classes| {
-            let mut din = self.feature_dim();
+            let mut din = family.feature_dim();
             // A retrained head (a bundle) replaces the hidden layer too: load it only when
             // the file has it.
-            let hidden = hidden
-                .filter(|h| num_classes.is_some() || l.has(&format!("{h}.weight")))
-                .zip(self.hidden_width())
-                .map(|(name, width)| {
-                    let h = layers::load_linear(l, name, din, width);
-                    din = width;
-                    h
+            let hidden = spec
+                .hidden
+                .filter(|h| num_classes.is_some() || l.has(&format!("{}.weight", h.prefix)))
+                .map(|h| {
+                    let layer = layers::load_linear(l, h.prefix, din, h.width);
+                    din = h.width;
+                    (layer, h.act)
                 });
             Classifier {
-                hidden,
-                hidden_act: layers::Act::Hardswish,
-                out: layers::load_linear(l, out, din, classes),
+                hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
+                hidden: hidden.map(|(layer, _)| layer),
+                out: layers::load_linear(l, spec.out, din, classes),
             }
         });
         (Network { stages, classifier }, l.parameter_count())
@@ -237,156 +223,6 @@ pub struct ZooEntry {
     pub preprocess: Preprocess,
 }
 
-/// Every architecture retrain can load.
-pub fn catalogue() -> Vec<ZooEntry> {
-    use Interpolation::{Bicubic, Bilinear};
-    let tv = "torchvision";
-    let mut v = Vec::new();
-    let resnets: [(&str, bool, [usize; 4]); 5] = [
-        ("resnet18", false, [2, 2, 2, 2]),
-        ("resnet34", false, [3, 4, 6, 3]),
-        ("resnet50", true, [3, 4, 6, 3]),
-        ("resnet101", true, [3, 4, 23, 3]),
-        ("resnet152", true, [3, 8, 36, 3]),
-    ];
-    for (name, bottleneck, layers) in resnets {
-        v.push(ZooEntry {
-            name,
-            origin: tv,
-            config: ArchConfig::Resnet(ResNetConfig::new(bottleneck, layers)),
-            preprocess: Preprocess::imagenet(256, 224, Bilinear),
-        });
-    }
-    v.push(ZooEntry {
-        name: "mobilenet_v2",
-        origin: tv,
-        config: ArchConfig::MobilenetV2(MobileNetV2Config::standard(1.0)),
-        preprocess: Preprocess::imagenet(256, 224, Bilinear),
-    });
-    v.push(ZooEntry {
-        name: "keras_resnet50",
-        origin: "Keras Applications (ResNet50)",
-        config: ArchConfig::KerasResnet(KerasResNetConfig {
-            blocks: [3, 4, 6, 3],
-            width: 64,
-        }),
-        preprocess: Preprocess::caffe(224),
-    });
-    v.push(ZooEntry {
-        name: "keras_efficientnet_b0",
-        origin: "Keras Applications (EfficientNetB0)",
-        config: ArchConfig::KerasEfficientnet(KerasEfficientNetConfig {
-            width: 1.0,
-            depth: 1.0,
-            input_size: 224,
-            imagenet_rescaling: true,
-        }),
-        // The model normalises its own input: it takes 0..255 pixels.
-        preprocess: Preprocess {
-            mean: [0.0; 3],
-            std: [1.0 / 255.0; 3],
-            ..Preprocess::imagenet(224, 224, Bilinear)
-        },
-    });
-    for (name, top) in [("keras_vgg16", true), ("keras_vgg16_notop", false)] {
-        v.push(ZooEntry {
-            name,
-            origin: "Keras Applications (VGG16)",
-            config: ArchConfig::KerasVgg(KerasVggConfig::vgg16(top)),
-            preprocess: Preprocess::caffe(224),
-        });
-    }
-    for (name, alpha) in [
-        ("keras_mobilenet_025", 0.25),
-        ("keras_mobilenet_050", 0.5),
-        ("keras_mobilenet_075", 0.75),
-        ("keras_mobilenet", 1.0),
-    ] {
-        v.push(ZooEntry {
-            name,
-            origin: "Keras Applications (MobileNet v1)",
-            config: ArchConfig::KerasMobilenet(KerasMobileNetConfig { alpha }),
-            preprocess: Preprocess {
-                mean: [0.5; 3],
-                std: [0.5; 3],
-                ..Preprocess::imagenet(224, 224, Bilinear)
-            },
-        });
-    }
-    // Keras Applications' MobileNetV2 widths (the `alpha` of its weight files).
-    let keras_v2: [(&str, f64); 6] = [
-        ("keras_mobilenet_v2_035", 0.35),
-        ("keras_mobilenet_v2_050", 0.5),
-        ("keras_mobilenet_v2_075", 0.75),
-        ("keras_mobilenet_v2", 1.0),
-        ("keras_mobilenet_v2_130", 1.3),
-        ("keras_mobilenet_v2_140", 1.4),
-    ];
-    for (name, alpha) in keras_v2 {
-        v.push(ZooEntry {
-            name,
-            origin: "Keras Applications (MobileNetV2)",
-            config: ArchConfig::KerasMobilenetV2(KerasMobileNetV2Config {
-                alpha,
-                input_size: 224,
-            }),
-            // Keras' "tf" mode: x / 127.5 - 1.
-            preprocess: Preprocess {
-                mean: [0.5; 3],
-                std: [0.5; 3],
-                ..Preprocess::imagenet(224, 224, Bilinear)
-            },
-        });
-    }
-    v.push(ZooEntry {
-        name: "mobilenet_v3_small",
-        origin: tv,
-        config: ArchConfig::MobilenetV3(MobileNetV3Config::small()),
-        preprocess: Preprocess::imagenet(256, 224, Bilinear),
-    });
-    v.push(ZooEntry {
-        name: "mobilenet_v3_large",
-        origin: tv,
-        config: ArchConfig::MobilenetV3(MobileNetV3Config::large()),
-        preprocess: Preprocess::imagenet(256, 224, Bilinear),
-    });
-    let lites: [(&str, f64, f64, usize); 5] = [
-        ("efficientnet_lite0", 1.0, 1.0, 224),
-        ("efficientnet_lite1", 1.0, 1.1, 240),
-        ("efficientnet_lite2", 1.1, 1.2, 260),
-        ("efficientnet_lite3", 1.2, 1.4, 280),
-        ("efficientnet_lite4", 1.4, 1.8, 300),
-    ];
-    for (name, w, d, size) in lites {
-        v.push(ZooEntry {
-            name,
-            origin: "efficientnet_lite_pytorch (TF EfficientNet-Lite)",
-            config: ArchConfig::EfficientnetLite(EfficientNetLiteConfig::lite(w, d, size)),
-            preprocess: Preprocess::lite(size),
-        });
-    }
-    // torchvision's IMAGENET1K_V1 transforms for each B variant.
-    let bs: [(&str, f64, f64, f64, usize, usize); 8] = [
-        ("efficientnet_b0", 1.0, 1.0, 1e-5, 256, 224),
-        ("efficientnet_b1", 1.0, 1.1, 1e-5, 256, 240),
-        ("efficientnet_b2", 1.1, 1.2, 1e-5, 288, 288),
-        ("efficientnet_b3", 1.2, 1.4, 1e-5, 320, 300),
-        ("efficientnet_b4", 1.4, 1.8, 1e-5, 384, 380),
-        ("efficientnet_b5", 1.6, 2.2, 1e-3, 456, 456),
-        ("efficientnet_b6", 1.8, 2.6, 1e-3, 528, 528),
-        ("efficientnet_b7", 2.0, 3.1, 1e-3, 600, 600),
-    ];
-    for (name, w, d, eps, resize, crop) in bs {
-        v.push(ZooEntry {
-            name,
-            origin: tv,
-            config: ArchConfig::Efficientnet(EfficientNetConfig::b(w, d, eps)),
-            preprocess: Preprocess::imagenet(resize, crop, Bicubic),
-        });
-    }
-    v
-}
-
 /// What `--model` names: an architecture (a zoo entry or a custom variant) with the
 /// preprocessing its weights expect. A JSON file of this shape is accepted wherever a zoo
 /// name is.
@@ -398,6 +234,20 @@ pub struct ModelSpec {
 }
 
 impl ZooEntry {
+    pub fn new(
+        name: &'static str,
+        origin: &'static str,
+        config: impl Into<ArchConfig>,
+        preprocess: Preprocess,
+    ) -> Self {
+        Self {
+            name,
+            origin,
+            config: config.into(),
+            preprocess,
+        }
+    }
+
     pub fn spec(&self) -> ModelSpec {
         ModelSpec {
             name: self.name.to_owned(),
@@ -468,18 +318,7 @@ impl Model {
     ) -> Result<Self, MismatchError> {
         let (network, report, _) = config.build(weights, device);
         if !report.is_clean() {
-            let folded_input = weights.format == crate::weights::WeightsFormat::Tflite
-                && report.missing.iter().any(|m| m == "normalization.mean");
-            let hint = match identify(weights, device).first() {
-                _ if folded_input => " TFLite folds EfficientNet's input Normalization into \
-                    graph constants, which retrain does not read: use the model's .h5 or .keras"
-                    .to_owned(),
-                Some((other, _)) if other != name => {
-                    format!(" the file looks like `{other}`; pass --model {other}")
-                }
-                _ => " check that --model names the architecture these weights were saved from"
-                    .to_owned(),
-            };
+            let hint = mismatch_hint(name, &report, weights, device);
             return Err(MismatchError {
                 arch: name.to_owned(),
                 report,
@@ -522,6 +361,24 @@ impl Model {
     }
 }
 
+/// What to tell the user about weights that do not fit `name`: what the file's format cannot
+/// hold first (it explains the mismatch best), else the zoo architecture the file does fit.
+fn mismatch_hint(name: &str, report: &LoadReport, weights: &Weights, device: &Device) -> String {
+    if let Some(why) = report
+        .missing
+        .iter()
+        .find_map(|m| weights.hint_for_missing(m))
+    {
+        return format!(" {why}");
+    }
+    match identify(weights, device).first() {
+        Some((other, _)) if other != name => {
+            format!(" the file looks like `{other}`; pass --model {other}")
+        }
+        _ => " check that --model names the architecture these weights were saved from".to_owned(),
+    }
+}
+
 /// Zoo architectures the weights fit, best first, with the fraction of the architecture's
 /// parameters found (1.0 = exact). Only candidates sharing the file's naming are tried.
 pub fn identify(weights: &Weights, device: &Device) -> Vec<(String, f64)> {
@@ -544,18 +401,7 @@ pub fn closest(weights: &Weights, device: &Device) -> Option<(String, f64, LoadR
 fn candidates(weights: &Weights, device: &Device) -> Vec<(String, f64, LoadReport)> {
     let mut hits = Vec::new();
     for e in catalogue() {
-        let family_key = match &e.config {
-            ArchConfig::Resnet(_) => "layer1.0.conv1.weight",
-            ArchConfig::MobilenetV2(_) => "features.1.conv.0.0.weight",
-            ArchConfig::MobilenetV3(_) => "features.1.block.0.0.weight",
-            ArchConfig::Efficientnet(_) => "features.1.0.block.0.0.weight",
-            ArchConfig::EfficientnetLite(_) => "_conv_stem.weight",
-            ArchConfig::KerasMobilenetV2(_) => "expanded_conv_depthwise.weight",
-            ArchConfig::KerasMobilenet(_) => "conv_dw_1.weight",
-            ArchConfig::KerasResnet(_) => "conv2_block1_1_conv.weight",
-            ArchConfig::KerasVgg(_) => "block1_conv1.weight",
-            ArchConfig::KerasEfficientnet(_) => "block1a_dwconv.weight",
-        };
+        let family_key = e.config.family().naming_key();
         if weights.get(family_key).is_none() {
             continue;
         }
@@ -569,4 +415,143 @@ fn candidates(weights: &Weights, device: &Device) -> Vec<(String, f64, LoadRepor
     }
     hits.sort_by(|a, b| b.1.total_cmp(&a.1));
     hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layers::{Block, ConvBnAct};
+    use super::*;
+
+    /// Every convolution + BatchNorm unit of a network.
+    fn units(net: &Network) -> Vec<&ConvBnAct> {
+        let mut v = Vec::new();
+        for block in net.stages.iter().flat_map(|s| &s.blocks) {
+            match block {
+                Block::Conv(c) => v.push(c),
+                Block::Inverted(b) => {
+                    v.extend(&b.expand);
+                    v.extend([&b.depthwise, &b.project]);
+                }
+                Block::Residual(b) => v.extend(b.convs.iter().chain(&b.downsample)),
+                _ => {}
+            }
+        }
+        v
+    }
+
+    fn skeleton(config: &ArchConfig, weights: &Weights) -> Network {
+        let l = WeightLoader::dry_run(weights, &Device::default());
+        config.build_with(&l, Some(0)).0
+    }
+
+    #[test]
+    fn batchnorm_momentum_follows_the_origin() {
+        // (epsilon, momentum in PyTorch's convention) per zoo entry, as the origins set them:
+        // torchvision resnet/mobilenet_v2/efficientnet_b0-b4 PyTorch's defaults; torchvision
+        // mobilenet_v3 and efficientnet_b5-b7, efficientnet_lite_pytorch and Keras the TF
+        // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm.
+        let expected = |name: &str| match name {
+            n if n.starts_with("resnet") || n == "mobilenet_v2" => Some((1e-5, 0.1)),
+            "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
+            n if n.starts_with("efficientnet_b") => Some((1e-5, 0.1)),
+            n if n.starts_with("mobilenet_v3") || n.starts_with("efficientnet_lite") => {
+                Some((1e-3, 0.01))
+            }
+            "keras_resnet50" => Some((1.001e-5, 0.01)),
+            n if n.starts_with("keras_vgg16") => None,
+            n if n.starts_with("keras_mobilenet_v2") => Some((1e-3, 0.001)),
+            n if n.starts_with("keras_mobilenet") || n == "keras_efficientnet_b0" => {
+                Some((1e-3, 0.01))
+            }
+            other => panic!("no expected BatchNorm for {other}"),
+        };
+        let folded = Weights {
+            batchnorm_folded: true,
+            ..Weights::empty()
+        };
+        for e in catalogue() {
+            let want = expected(e.name);
+            let spec = e.config.family().batchnorm();
+            assert_eq!(spec.map(|b| (b.eps, b.momentum)), want, "{}", e.name);
+            // Every unit uses it, from a file with BatchNorm and from one that folded it.
+            for weights in [&Weights::empty(), &folded] {
+                let net = skeleton(&e.config, weights);
+                for u in units(&net) {
+                    let got = u.bn.as_ref().map(|bn| (bn.epsilon, bn.momentum));
+                    assert_eq!(got, want, "{} {}", e.name, u.conv_name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_entry_builds_the_stages_it_lists() {
+        for e in catalogue() {
+            let names = e.config.stage_names();
+            assert_eq!(
+                skeleton(&e.config, &Weights::empty()).stages.len(),
+                names.len()
+            );
+            let unique: std::collections::BTreeSet<_> = names.iter().collect();
+            assert_eq!(unique.len(), names.len(), "{}", e.name);
+        }
+    }
+
+    /// Small variants of every family at a 64x64 input, run for real (zero weights): each
+    /// stage's output has the channels and the reduction its `StageInfo` states.
+    #[test]
+    fn stage_info_matches_the_network() {
+        use efficientnet::{EfficientNetConfig, EfficientNetLiteConfig};
+        use keras::*;
+        const SIZE: usize = 64;
+        let configs: Vec<ArchConfig> = vec![
+            resnet::ResNetConfig {
+                width: 8,
+                ..resnet::ResNetConfig::new(true, [1, 1, 1, 1])
+            }
+            .into(),
+            resnet::ResNetConfig::new(false, [1, 1, 1, 1]).into(),
+            mobilenet::MobileNetV2Config::standard(0.35).into(),
+            mobilenet::MobileNetV3Config::small().into(),
+            EfficientNetConfig::b(0.5, 0.5, 1e-5).into(),
+            EfficientNetLiteConfig::lite(0.5, 0.5, SIZE).into(),
+            KerasMobileNetV2Config {
+                alpha: 0.35,
+                input_size: SIZE,
+            }
+            .into(),
+            KerasMobileNetConfig { alpha: 0.25 }.into(),
+            KerasResNetConfig {
+                blocks: [1, 1, 1, 1],
+                width: 8,
+            }
+            .into(),
+            KerasVggConfig {
+                blocks: vec![[1, 8], [1, 8], [1, 16], [1, 16], [1, 16]],
+                include_top: true,
+                fc: 24,
+                input_size: SIZE,
+            }
+            .into(),
+            KerasEfficientNetConfig {
+                width: 0.5,
+                depth: 0.5,
+                input_size: SIZE,
+                imagenet_rescaling: true,
+            }
+            .into(),
+        ];
+        let device = Device::default();
+        for config in configs {
+            let (net, _, _) = config.build(&Weights::empty(), &device);
+            let x = Tensor::<4>::zeros([1, 3, SIZE, SIZE], &device);
+            for (i, s) in config.stages().iter().enumerate() {
+                let dims = net.features_through(x.clone(), i).dims();
+                let side = SIZE / s.stride;
+                assert_eq!(dims, [1, s.channels, side, side], "{config:?} {}", s.name);
+            }
+            let dim = net.penultimate(x).dims()[1];
+            assert_eq!(dim, config.feature_dim(), "{config:?}");
+        }
+    }
 }

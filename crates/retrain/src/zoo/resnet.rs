@@ -2,11 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Act, Block, ConvBnAct, ConvSpec, ResidualBlock, max_pool};
+use super::family::{ClassifierSpec, Family, StageInfo, StageList};
+use super::layers::{Act, Block, BnSpec, ConvBnAct, ConvSpec, ResidualBlock, max_pool};
 use super::loader::WeightLoader;
 use super::network::Stage;
+use super::{Interpolation, Preprocess, ZooEntry};
 
-const EPS: f64 = 1e-5;
+/// torchvision builds ResNet with `nn.BatchNorm2d`'s defaults.
+const BN: BnSpec = BnSpec::TORCH;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResNetConfig {
@@ -33,18 +36,38 @@ impl ResNetConfig {
     fn expansion(&self) -> usize {
         if self.bottleneck { 4 } else { 1 }
     }
+}
 
-    pub fn stage_names(&self) -> Vec<String> {
-        ["stem", "layer1", "layer2", "layer3", "layer4"]
-            .map(String::from)
-            .to_vec()
+impl Family for ResNetConfig {
+    fn stages(&self) -> Vec<StageInfo> {
+        let out = |i: usize| (self.width << i) * self.expansion();
+        // The stem's stride-2 convolution and max pool.
+        StageList::new()
+            .then("stem", self.width, 4)
+            .then("layer1", out(0), 1)
+            .then("layer2", out(1), 2)
+            .then("layer3", out(2), 2)
+            .then("layer4", out(3), 2)
+            .done()
     }
 
-    pub fn feature_dim(&self) -> usize {
+    fn feature_dim(&self) -> usize {
         self.width * 8 * self.expansion()
     }
 
-    pub fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("fc")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "layer1.0.conv1.weight"
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let w = self.width;
         let stem = Stage {
             blocks: vec![
@@ -53,7 +76,7 @@ impl ResNetConfig {
                     "conv1",
                     "bn1",
                     ConvSpec::new(3, w, 7, 2),
-                    EPS,
+                    BN,
                     Act::Relu,
                 )),
                 max_pool(3, 2, 1),
@@ -75,7 +98,7 @@ impl ResNetConfig {
                         &format!("{p}.conv{name}"),
                         &format!("{p}.bn{name}"),
                         spec,
-                        EPS,
+                        BN,
                         act,
                     )
                 };
@@ -97,7 +120,7 @@ impl ResNetConfig {
                         &format!("{p}.downsample.0"),
                         &format!("{p}.downsample.1"),
                         ConvSpec::new(inplanes, out, 1, s),
-                        EPS,
+                        BN,
                         Act::Identity,
                     )
                 });
@@ -107,5 +130,26 @@ impl ResNetConfig {
             stages.push(Stage { blocks });
         }
         stages
+    }
+
+    fn entries() -> Vec<ZooEntry> {
+        let resnets: [(&str, bool, [usize; 4]); 5] = [
+            ("resnet18", false, [2, 2, 2, 2]),
+            ("resnet34", false, [3, 4, 6, 3]),
+            ("resnet50", true, [3, 4, 6, 3]),
+            ("resnet101", true, [3, 4, 23, 3]),
+            ("resnet152", true, [3, 8, 36, 3]),
+        ];
+        resnets
+            .into_iter()
+            .map(|(name, bottleneck, layers)| {
+                ZooEntry::new(
+                    name,
+                    "torchvision",
+                    Self::new(bottleneck, layers),
+                    Preprocess::imagenet(256, 224, Interpolation::Bilinear),
+                )
+            })
+            .collect()
     }
 }

@@ -1,0 +1,126 @@
+//! What a family of architectures tells the zoo: its stages (the cut and freeze points),
+//! its classifier, its BatchNorm, how its files are named, and how to build it. One record
+//! per configuration, in the spirit of timm's `feature_info` and `pretrained_cfg`.
+
+use serde::Serialize;
+
+use super::ZooEntry;
+use super::layers::{Act, BnSpec};
+use super::loader::WeightLoader;
+use super::network::Stage;
+
+/// One stage of a network: a point it can be cut or frozen at, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageInfo {
+    pub name: String,
+    /// Channels of the stage's output.
+    pub channels: usize,
+    /// Total reduction of the input's height and width at the stage's output.
+    pub stride: usize,
+}
+
+/// A stage list built in order, each stage giving its own stride; totals accumulate.
+#[derive(Debug, Default)]
+pub struct StageList {
+    stages: Vec<StageInfo>,
+}
+
+impl StageList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a stage that reduces the resolution by `stride` more.
+    pub fn then(mut self, name: impl Into<String>, channels: usize, stride: usize) -> Self {
+        let total = self.stages.last().map_or(1, |s| s.stride) * stride;
+        self.stages.push(StageInfo {
+            name: name.into(),
+            channels,
+            stride: total,
+        });
+        self
+    }
+
+    /// `stage1`…`stageN` from (channels, stride) per stage.
+    pub fn numbered(self, stages: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        stages
+            .into_iter()
+            .enumerate()
+            .fold(self, |list, (i, (c, s))| {
+                list.then(format!("stage{}", i + 1), c, s)
+            })
+    }
+
+    pub fn done(self) -> Vec<StageInfo> {
+        self.stages
+    }
+}
+
+/// The MobileNet/EfficientNet layout: a stride-2 `stem`, `stage1`…`stageN` from (channels,
+/// stride) per stage, and a 1x1 `head` of `head` channels.
+pub fn stem_stages_head(
+    stem: usize,
+    stages: impl IntoIterator<Item = (usize, usize)>,
+    head: usize,
+) -> Vec<StageInfo> {
+    StageList::new()
+        .then("stem", stem, 2)
+        .numbered(stages)
+        .then("head", head, 1)
+        .done()
+}
+
+/// The classifier on the pooled features, by the origin's parameter names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassifierSpec {
+    /// A hidden layer before the output (MobileNetV3), if any.
+    pub hidden: Option<HiddenLayer>,
+    /// Parameter prefix of the output layer (`<prefix>.weight`, `<prefix>.bias`).
+    pub out: &'static str,
+}
+
+impl ClassifierSpec {
+    /// One linear layer named `out`.
+    pub fn linear(out: &'static str) -> Self {
+        Self { hidden: None, out }
+    }
+}
+
+/// A classifier's hidden layer: its parameter prefix, width and activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HiddenLayer {
+    pub prefix: &'static str,
+    pub width: usize,
+    pub act: Act,
+}
+
+/// An architecture family: everything the zoo needs of one configuration. A new family
+/// implements this next to its config and is registered once in `families!` (zoo/mod.rs).
+pub trait Family {
+    /// The stages the network is built as, in order.
+    fn stages(&self) -> Vec<StageInfo>;
+
+    fn stage_names(&self) -> Vec<String> {
+        self.stages().into_iter().map(|s| s.name).collect()
+    }
+
+    /// Length of the classifier's input vector (the default embedding).
+    fn feature_dim(&self) -> usize;
+
+    fn classifier(&self) -> ClassifierSpec;
+
+    /// The BatchNorm every unit uses, as the origin sets it (none: no BatchNorm).
+    fn batchnorm(&self) -> Option<BnSpec>;
+
+    /// A tensor every file in this family's naming has: identifying a file only tries the
+    /// families whose key it holds.
+    fn naming_key(&self) -> &'static str;
+
+    /// The stages, one [`Stage`] per entry of [`stages`](Self::stages), loaded through `l`.
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage>;
+
+    /// The zoo's named entries of this family, in the order `retrain models` lists them.
+    fn entries() -> Vec<ZooEntry>
+    where
+        Self: Sized;
+}
