@@ -322,6 +322,17 @@ pub const ABSENT: &[(&str, &str)] = &[(
      does not read: use the model's .h5 or .keras",
 )];
 
+/// One operator: builtin code, input and output tensor indices.
+type Op = (i32, Vec<i32>, Vec<i32>);
+
+/// A weighted layer found in the graph: its scope, operator kind, filter and bias.
+struct Layer {
+    scope: String,
+    code: i32,
+    filter: Constant,
+    bias: Option<Constant>,
+}
+
 pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
     let opts = VerifierOptions {
         max_apparent_size: 1 << 34,
@@ -334,37 +345,11 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError
             corrupt(e)
         }
     })?;
-    let codes: Vec<i32> = model
-        .operator_codes()
-        .map(|c| {
-            c.iter()
-                .map(|c| {
-                    i32::from(c.deprecated_builtin_code().unwrap_or(0))
-                        .max(c.builtin_code().unwrap_or(0))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let ops = operators(&model)?;
     let graph = model
         .subgraphs()
         .and_then(|s| s.iter().next())
         .ok_or_else(|| corrupt("the model has no subgraph"))?;
-    let ops: Vec<(i32, Vec<i32>, Vec<i32>)> = graph
-        .operators()
-        .map(|ops| {
-            ops.iter()
-                .map(|op| {
-                    let code = usize::try_from(op.opcode_index().unwrap_or(0))
-                        .ok()
-                        .and_then(|i| codes.get(i).copied())
-                        .unwrap_or(-1);
-                    let list =
-                        |v: Option<Vector<i32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
-                    (code, list(op.inputs()), list(op.outputs()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let g = Graph {
         bytes,
         tensors: graph
@@ -382,10 +367,72 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError
             })
             .collect(),
     };
+    let layers = weighted_layers(&g, &ops)?;
+    let model_scope = g
+        .name(layers_first_filter(&ops))
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let scopes: Vec<String> = layers.iter().map(|l| l.scope.clone()).collect();
+    let suffix = common_trace_suffix(&model_scope, &scopes);
+    let mut out = BTreeMap::new();
+    for l in layers {
+        let layer = match &suffix {
+            Some(s) => l.scope[..l.scope.len() - s.len()].to_owned(),
+            None => l.scope.clone(),
+        };
+        let (weight, bias) = to_pytorch(&layer, l)?;
+        if out.insert(format!("{layer}.weight"), weight).is_some() {
+            return Err(WeightsError::Unsupported(format!(
+                "TFLite: two operators carry the weights of layer {layer}"
+            )));
+        }
+        out.insert(format!("{layer}.bias"), bias);
+    }
+    Ok(out)
+}
 
-    // (layer scope, conv kind, filter, bias)
+/// The first subgraph's operators, with their builtin codes resolved.
+fn operators(model: &Model) -> Result<Vec<Op>, WeightsError> {
+    let codes: Vec<i32> = model
+        .operator_codes()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    i32::from(c.deprecated_builtin_code().unwrap_or(0))
+                        .max(c.builtin_code().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let graph = model
+        .subgraphs()
+        .and_then(|s| s.iter().next())
+        .ok_or_else(|| corrupt("the model has no subgraph"))?;
+    Ok(graph
+        .operators()
+        .map(|ops| {
+            ops.iter()
+                .map(|op| {
+                    let code = usize::try_from(op.opcode_index().unwrap_or(0))
+                        .ok()
+                        .and_then(|i| codes.get(i).copied())
+                        .unwrap_or(-1);
+                    let list =
+                        |v: Option<Vector<i32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
+                    (code, list(op.inputs()), list(op.outputs()))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Every convolution, depthwise convolution and fully connected operator with its
+/// (dequantised) constants, named by the converter's scope.
+fn weighted_layers(g: &Graph, ops: &[Op]) -> Result<Vec<Layer>, WeightsError> {
     let mut layers = Vec::new();
-    for (code, inputs, outputs) in &ops {
+    for (code, inputs, outputs) in ops {
         let marks: &[&str] = match *code {
             CONV_2D => &["convolution", "Conv2D", "BiasAdd"],
             DEPTHWISE_CONV_2D => &["depthwise", "BiasAdd"],
@@ -412,80 +459,68 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError
             Some(&b) if b >= 0 => Some(g.constant(b)?),
             _ => None,
         };
-        layers.push((scope, *code, filter, bias));
+        layers.push(Layer {
+            scope,
+            code: *code,
+            filter,
+            bias,
+        });
     }
     if layers.is_empty() {
         return Err(WeightsError::Unsupported(
             "TFLite: the model has no convolution or fully connected layer".into(),
         ));
     }
-    let model_scope = g
-        .name(layers_first_filter(&ops))
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    let scopes: Vec<String> = layers.iter().map(|(s, ..)| s.clone()).collect();
-    let suffix = common_trace_suffix(&model_scope, &scopes);
+    Ok(layers)
+}
 
-    let mut out = BTreeMap::new();
-    for (scope, code, filter, bias) in layers {
-        let layer = match &suffix {
-            Some(s) => scope[..scope.len() - s.len()].to_owned(),
-            None => scope,
-        };
-        let (data, shape) = match (code, filter.shape.as_slice()) {
-            (CONV_2D, [_, _, _, _]) => permute(&filter.data, &filter.shape, &[0, 3, 1, 2]),
-            // (1, kh, kw, C·m) → (C·m, 1, kh, kw)
-            (DEPTHWISE_CONV_2D, [1, _, _, _]) => {
-                permute(&filter.data, &filter.shape, &[3, 0, 1, 2])
-            }
-            (FULLY_CONNECTED, [_, _]) => (filter.data, filter.shape),
-            (_, s) => {
-                return Err(WeightsError::Unsupported(format!(
-                    "TFLite: layer {layer} has a filter of shape {s:?}"
-                )));
-            }
-        };
-        let cout = shape[0];
-        let weight = WeightTensor {
-            dtype: filter.dtype,
-            shape,
-            data,
-            strided: false,
-        };
-        let bias = match bias {
-            Some(b) if b.data.len() == cout => WeightTensor {
-                dtype: b.dtype,
-                shape: vec![cout],
-                data: b.data,
-                strided: false,
-            },
-            Some(b) => {
-                return Err(corrupt(format!(
-                    "layer {layer}: {} bias values for {cout} outputs",
-                    b.data.len()
-                )));
-            }
-            None => WeightTensor {
-                dtype: DType::F32,
-                shape: vec![cout],
-                data: vec![0.0; cout],
-                strided: false,
-            },
-        };
-        if out.insert(format!("{layer}.weight"), weight).is_some() {
+/// A layer's weight in PyTorch's layout (OIHW; depthwise as (C·m, 1, kh, kw); dense as
+/// (out, in)) and its bias (zeros when the operator has none).
+fn to_pytorch(layer: &str, l: Layer) -> Result<(WeightTensor, WeightTensor), WeightsError> {
+    let filter = l.filter;
+    let (data, shape) = match (l.code, filter.shape.as_slice()) {
+        (CONV_2D, [_, _, _, _]) => permute(&filter.data, &filter.shape, &[0, 3, 1, 2]),
+        // (1, kh, kw, C·m) → (C·m, 1, kh, kw)
+        (DEPTHWISE_CONV_2D, [1, _, _, _]) => permute(&filter.data, &filter.shape, &[3, 0, 1, 2]),
+        (FULLY_CONNECTED, [_, _]) => (filter.data, filter.shape),
+        (_, s) => {
             return Err(WeightsError::Unsupported(format!(
-                "TFLite: two operators carry the weights of layer {layer}"
+                "TFLite: layer {layer} has a filter of shape {s:?}"
             )));
         }
-        out.insert(format!("{layer}.bias"), bias);
-    }
-    Ok(out)
+    };
+    let cout = shape[0];
+    let weight = WeightTensor {
+        dtype: filter.dtype,
+        shape,
+        data,
+        strided: false,
+    };
+    let bias = match l.bias {
+        Some(b) if b.data.len() == cout => WeightTensor {
+            dtype: b.dtype,
+            shape: vec![cout],
+            data: b.data,
+            strided: false,
+        },
+        Some(b) => {
+            return Err(corrupt(format!(
+                "layer {layer}: {} bias values for {cout} outputs",
+                b.data.len()
+            )));
+        }
+        None => WeightTensor {
+            dtype: DType::F32,
+            shape: vec![cout],
+            data: vec![0.0; cout],
+            strided: false,
+        },
+    };
+    Ok((weight, bias))
 }
 
 /// The filter of the first weighted operator (its name carries the model's scope).
-fn layers_first_filter(ops: &[(i32, Vec<i32>, Vec<i32>)]) -> i32 {
+fn layers_first_filter(ops: &[Op]) -> i32 {
     ops.iter()
         .find(|(c, ..)| matches!(*c, CONV_2D | DEPTHWISE_CONV_2D | FULLY_CONNECTED))
         .and_then(|(_, inputs, _)| inputs.get(1).copied())
