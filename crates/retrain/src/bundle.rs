@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::DataSummary;
 use crate::outputs::write_atomic;
 use crate::strategy::{FitMetrics, Hyperparameters, StrategyKind};
-use crate::weights::{WeightTensor, Weights};
+use crate::weights::{WeightTensor, Weights, WeightsFormat};
 use crate::zoo::{Model, ModelSpec};
 
 /// Bumped whenever a bundle written by this version could not be read by an older one.
@@ -31,21 +31,18 @@ pub const METRICS: &str = "metrics.json";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WeightsSource {
     pub path: String,
-    pub format: String,
+    pub format: WeightsFormat,
     pub sha256: String,
 }
 
 impl WeightsSource {
     /// Describes the file `weights` were loaded from (its hash was taken while reading it).
-    pub fn of(path: &Path, weights: &Weights) -> Result<Self> {
-        Ok(Self {
+    pub fn of(path: &Path, weights: &Weights) -> Self {
+        Self {
             path: path.display().to_string(),
-            format: serde_json::to_value(weights.format)?
-                .as_str()
-                .unwrap_or("")
-                .to_owned(),
+            format: weights.format,
             sha256: weights.sha256.clone(),
-        })
+        }
     }
 }
 
@@ -225,7 +222,7 @@ mod tests {
               "preprocess": {"resize": 256, "crop": 224, "interpolation": "bilinear",
               "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}},
             "classes": ["ants", "bees"], "seed": 0,
-            "pretrained": {"path": "w.pth", "format": "torch_zip", "sha256": "ab"},
+            "pretrained": {"path": "w.pth", "format": "torch-zip", "sha256": "ab"},
             "train": {"source": "t", "images": 4, "per_class": {"ants": 2, "bees": 2}, "fingerprint": "f"},
             "val": null, "created_unix": 1,
             "metrics": {"train_accuracy": 1.0, "val": {"accuracy": 0.5, "images": 2, "loss": 0.7,

@@ -115,7 +115,7 @@ pub fn train_model(
     let resume = resumed_checkpoint(opts)?;
     let weights = Weights::load(&opts.weights)
         .with_context(|| format!("cannot load {}", opts.weights.display()))?;
-    let pretrained = WeightsSource::of(&opts.weights, &weights)?;
+    let pretrained = WeightsSource::of(&opts.weights, &weights);
     let model = Model::from_spec(&opts.spec, &weights, device)
         .with_context(|| format!("cannot load {}", opts.weights.display()))?;
     // The bundle starts from the backbone as loaded, under the origin's names: a TFLite

@@ -91,7 +91,7 @@ impl WeightTensor {
 }
 
 /// The container a weights file was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WeightsFormat {
     /// torch.save of PyTorch 1.6+ (zip archive holding data.pkl).
