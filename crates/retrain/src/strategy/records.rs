@@ -97,25 +97,18 @@ pub struct RunIdentity {
 }
 
 impl RunIdentity {
-    /// The fields whose values differ from `other`'s, by name.
-    pub fn differences(&self, other: &RunIdentity) -> Vec<&'static str> {
-        let mut d = Vec::new();
-        let mut differ = |name, same: bool| {
-            if !same {
-                d.push(name);
-            }
+    /// The fields whose values differ from `other`'s, by name. Read from the serialised
+    /// form, so a field added to the identity is compared without being listed here.
+    pub fn differences(&self, other: &RunIdentity) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+            (serde_json::to_value(self), serde_json::to_value(other))
+        else {
+            unreachable!("a RunIdentity serialises to a JSON object");
         };
-        differ("batch_size", self.batch_size == other.batch_size);
-        differ("model", self.model == other.model);
-        differ(
-            "pretrained_sha256",
-            self.pretrained_sha256 == other.pretrained_sha256,
-        );
-        differ("seed", self.seed == other.seed);
-        differ("strategy", self.strategy == other.strategy);
-        differ("train", self.train == other.train);
-        differ("val", self.val == other.val);
-        d
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 }
 

@@ -109,6 +109,7 @@ struct Run<'a> {
 
 /// A finished epoch's training figures.
 struct Finished {
+    phase: usize,
     epoch: usize,
     loss: f64,
     accuracy: f64,
@@ -245,6 +246,7 @@ impl<'a> Run<'a> {
                 }
             };
             let done = Finished {
+                phase: pi,
                 epoch,
                 loss,
                 accuracy,
@@ -345,6 +347,7 @@ impl<'a> Run<'a> {
         tr: &EpochTrainer,
     ) -> EpochScore {
         let Finished {
+            phase: pi,
             epoch,
             loss,
             accuracy,
@@ -358,7 +361,6 @@ impl<'a> Run<'a> {
             &metrics::softmax_rows(&logits, k),
             &feed.val.labels,
         );
-        let pi = phase_of(self.s.phases, epoch);
         let cut = self.s.phases[pi].frozen_through;
         let record = EpochRecord {
             epoch: epoch + 1,
