@@ -343,16 +343,25 @@ fn resized_dims(w: u32, h: u32, size: usize) -> (u32, u32) {
 /// Resize (PIL-compatible antialiased filter), center-crop, normalise: a CHW f32 tensor
 /// written to `out`, which must hold 3·crop·crop values.
 ///
-/// The result is torchvision's `Resize(resize)` then `CenterCrop(crop)`, but only the
-/// crop is computed: the kept window is mapped back to source coordinates and resized
-/// straight to crop×crop (the filter still reads the source pixels around the window, as
-/// the full resize would), so a 10000×2 image costs a 224×224 buffer, not a
-/// 1,280,000×256 one.
+/// The result is torchvision's `Resize(resize)` then `CenterCrop(crop)`. When the resized
+/// image would be large (an extreme aspect ratio: a 10000×2 image resizes to 1,280,000×256)
+/// only the crop is computed: the kept window is mapped back to source coordinates and
+/// resized straight to crop×crop (the filter still reads the source pixels around the
+/// window, as the full resize would; values agree within one 8-bit level). Ordinary
+/// images are resized whole, as before, their intermediate being at most
+/// 16·resize² pixels.
 pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Result<()> {
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         bail!("image has no pixels");
     }
+    let (rw, rh) = resized_dims(w, h, p.resize);
+    let direct = rw as u64 * rh as u64 > 16 * (p.resize as u64).pow(2);
+    resize_crop_into(img, p, direct, out)
+}
+
+fn resize_crop_into(img: &RgbImage, p: &Preprocess, direct: bool, out: &mut [f32]) -> Result<()> {
+    let (w, h) = img.dimensions();
     let (rw, rh) = resized_dims(w, h, p.resize);
     let c = p.crop as u32;
     if rw < c || rh < c {
@@ -361,20 +370,26 @@ pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Resul
     // torchvision's CenterCrop rounds the offsets with Python's round(): half to even.
     let left = ((rw - c) as f64 / 2.0).round_ties_even();
     let top = ((rh - c) as f64 / 2.0).round_ties_even();
-    // The same window in the source: the resize maps output x to source x · w / rw.
-    let (sx, sy) = (w as f64 / rw as f64, h as f64 / rh as f64);
     let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)?;
-    let mut dst = Image::new(c, c, PixelType::U8x3);
     let filter = match p.interpolation {
         Interpolation::Bilinear => FilterType::Bilinear,
         Interpolation::Bicubic => FilterType::CatmullRom,
     };
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+    if !direct {
+        let mut dst = Image::new(rw, rh, PixelType::U8x3);
+        Resizer::new().resize(&src, &mut dst, &opts)?;
+        let (left, top, c) = (left as usize, top as usize, c as usize);
+        normalise_into(dst.buffer(), rw as usize, left, top, c, false, p, out);
+        return Ok(());
+    }
+    // The same window in the source: the resize maps output x to source x · w / rw.
+    let (sx, sy) = (w as f64 / rw as f64, h as f64 / rh as f64);
+    let mut dst = Image::new(c, c, PixelType::U8x3);
     Resizer::new().resize(
         &src,
         &mut dst,
-        &ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(filter))
-            .crop(left * sx, top * sy, c as f64 * sx, c as f64 * sy),
+        &opts.crop(left * sx, top * sy, c as f64 * sx, c as f64 * sy),
     )?;
     normalise_into(dst.buffer(), c as usize, 0, 0, c as usize, false, p, out);
     Ok(())
@@ -556,6 +571,23 @@ mod tests {
     }
 
     #[test]
+    fn only_extreme_aspect_ratios_take_the_direct_crop() {
+        let p = Preprocess::lite(224);
+        for (w, h) in [(640, 480), (4000, 300)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 9]));
+            let mut a = vec![0.0; 3 * 224 * 224];
+            let mut b = a.clone();
+            preprocess_into(&img, &p, &mut a).unwrap();
+            resize_crop_into(&img, &p, false, &mut b).unwrap();
+            assert_eq!(a, b, "{w}x{h}: resized whole, as before");
+        }
+        // 10000x2: a 1,280,000-pixel-wide intermediate is never made.
+        let img = RgbImage::from_pixel(10000, 2, image::Rgb([1, 2, 3]));
+        let mut a = vec![0.0; 3 * 224 * 224];
+        preprocess_into(&img, &p, &mut a).unwrap();
+    }
+
+    #[test]
     fn cropping_before_resizing_gives_the_full_resize_crop() {
         let mut rng = crate::rng::SplitMix64(3);
         for (w, h) in [
@@ -582,7 +614,7 @@ mod tests {
                 let want = full_resize_then_crop(&img, &p);
                 let c = p.crop as u32;
                 let mut dst = vec![0.0; 3 * p.crop * p.crop];
-                preprocess_into(&img, &p, &mut dst).unwrap();
+                resize_crop_into(&img, &p, true, &mut dst).unwrap();
                 // Back from normalised floats to 8-bit levels, CHW to HWC.
                 let plane = p.crop * p.crop;
                 let mut worst = 0i32;
