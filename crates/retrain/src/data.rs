@@ -135,6 +135,8 @@ pub fn scan_images(inputs: &[PathBuf], strict: bool) -> Result<Scan> {
 pub struct SubFolders(Walker);
 
 impl SubFolders {
+    // The key is `Copy` on Unix only.
+    #[cfg_attr(unix, allow(clippy::clone_on_copy))]
     pub fn new(root: &Path, strict: bool) -> Result<Self> {
         let mut walker = Walker::new(strict);
         let meta = std::fs::metadata(root)
@@ -215,6 +217,7 @@ impl Walker {
         Ok(())
     }
 
+    #[cfg_attr(unix, allow(clippy::clone_on_copy))]
     fn walk(
         &mut self,
         dir: &Path,
