@@ -56,7 +56,7 @@ pub enum Command {
         #[command(flatten)]
         model: ModelArgs,
         /// Output file; the extension picks the format. Image paths go in a `path` column
-        /// (.csv, .parquet) or a `<name>.paths.txt` file beside it (.npy, .safetensors).
+        /// (.csv, .parquet) or a `<name>.paths.jsonl` file beside it, one JSON string per line (.npy, .safetensors).
         #[arg(long, short)]
         out: PathBuf,
         /// Stage whose pooled output to take (see `retrain models`); default: the
@@ -88,6 +88,10 @@ pub enum Command {
         /// Images per forward pass.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
+        /// Skip images with more pixels than this (checked from the file's header before
+        /// decoding; PIL's limit by default).
+        #[arg(long, default_value_t = retrain::data::Limits::DEFAULT_MAX_PIXELS)]
+        max_pixels: u64,
     },
 }
 
@@ -184,6 +188,10 @@ pub struct FitArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Skip images with more pixels than this (checked from the file's header before
+    /// decoding; PIL's limit by default).
+    #[arg(long, default_value_t = retrain::data::Limits::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
     #[arg(long)]
     pub json: bool,
 }
@@ -245,12 +253,31 @@ pub struct InputArgs {
     /// Image files or folders (searched recursively for jpg, jpeg, png, webp, bmp, gif).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Fail on the first unreadable image instead of skipping it with a warning.
+    /// Fail on the first unreadable image (or image over --max-pixels, or folder that
+    /// cannot be listed) instead of skipping it with a warning.
     #[arg(long)]
     pub strict: bool,
     /// Images per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Skip images with more pixels than this (checked from the file's header before
+    /// decoding; PIL's limit by default).
+    #[arg(long, default_value_t = retrain::data::Limits::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+impl InputArgs {
+    /// The library's image limits for these flags, checked.
+    pub fn limits(&self) -> Result<retrain::data::Limits> {
+        limits(self.max_pixels)
+    }
+}
+
+/// The library's image limits for `--max-pixels`, checked by the library.
+pub fn limits(max_pixels: u64) -> Result<retrain::data::Limits> {
+    let l = retrain::data::Limits { max_pixels };
+    l.validate().map_err(flag_error)?;
+    Ok(l)
 }
 
 impl FitArgs {
@@ -275,6 +302,9 @@ impl FitArgs {
             seed: self.seed,
             batch_size: self.batch_size,
             resume: self.resume,
+            limits: retrain::data::Limits {
+                max_pixels: self.max_pixels,
+            },
         };
         opts.validate().map_err(flag_error)?;
         Ok(opts)
@@ -398,6 +428,15 @@ fn run(cli: Cli) -> Result<()> {
             worst,
             json,
             batch_size,
-        } => commands::eval(&bundle, &data, worst, json, batch_size, &device),
+            max_pixels,
+        } => commands::eval(
+            &bundle,
+            &data,
+            worst,
+            json,
+            batch_size,
+            limits(max_pixels)?,
+            &device,
+        ),
     }
 }

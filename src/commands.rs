@@ -11,7 +11,7 @@ use retrain::bundle::Bundle;
 use retrain::dataset::Labelled;
 use retrain::inference::{self, Output, RunOptions};
 use retrain::metrics::{self, Report};
-use retrain::observe::Interrupter;
+use retrain::observe::{Event, Interrupter, Observer};
 use retrain::outputs;
 use retrain::strategy::{self, FitOptions};
 use retrain::weights::{Weights, WeightsFormat};
@@ -234,6 +234,19 @@ struct Predictions<'a> {
     skipped: Vec<Skipped>,
 }
 
+/// The image files of the command line's inputs, with a warning for each folder left out.
+fn scan(input: &InputArgs, terminal: &Terminal) -> Result<Vec<PathBuf>> {
+    let scan = retrain::data::scan_images(&input.inputs, input.strict)?;
+    report_folders(&scan.notes, terminal);
+    Ok(scan.paths)
+}
+
+fn report_folders(notes: &[(PathBuf, String)], terminal: &Terminal) {
+    for (path, why) in notes {
+        terminal.event(Event::FolderSkipped { path, why });
+    }
+}
+
 pub fn predict(
     args: &ModelArgs,
     top: usize,
@@ -247,14 +260,17 @@ pub fn predict(
             "the weights have no classifier layer (a headless/notop file); use `retrain embed` for features"
         );
     }
-    let paths = retrain::data::collect_images(&input.inputs)?;
+    let limits = input.limits()?;
+    let terminal = Terminal::new(json);
+    let paths = scan(input, &terminal)?;
     let opts = RunOptions {
         output: Output::PooledAndLogits,
         batch_size: input.batch_size,
         strict: input.strict,
+        limits,
         ..Default::default()
     };
-    let out = inference::run(&model, &paths, &opts, &Terminal::new(json), device)?;
+    let out = inference::run(&model, &paths, &opts, &terminal, device)?;
     let logits = out.logits.clone().unwrap_or_default();
     let k = out.classes;
     let rows: Vec<Prediction> = out
@@ -338,15 +354,18 @@ pub fn embed(
             })
         })
         .transpose()?;
-    let paths = retrain::data::collect_images(&input.inputs)?;
+    let limits = input.limits()?;
+    let terminal = Terminal::new(json);
+    let paths = scan(input, &terminal)?;
     let opts = RunOptions {
         output: stage.map_or(Output::Pooled, Output::PooledAt),
         batch_size: input.batch_size,
         strict: input.strict,
+        limits,
         ..Default::default()
     };
     let t = Instant::now();
-    let out = inference::run(&model, &paths, &opts, &Terminal::new(json), device)?;
+    let out = inference::run(&model, &paths, &opts, &terminal, device)?;
     if out.paths.is_empty() {
         bail!(
             "none of the {} images could be read; nothing written",
@@ -432,11 +451,14 @@ pub fn eval(
     worst: usize,
     json: bool,
     batch_size: usize,
+    limits: retrain::data::Limits,
     device: &Device,
 ) -> Result<()> {
     let b = Bundle::load(dir, device)?;
     let classes = b.manifest.classes.clone();
-    let set = Labelled::load(data, Some(&classes))?;
+    let terminal = Terminal::new(json);
+    let (set, notes) = Labelled::scan(data, Some(&classes))?;
+    report_folders(&notes, &terminal);
     if set.is_empty() {
         bail!("{} has no images", data.display());
     }
@@ -444,9 +466,10 @@ pub fn eval(
     let opts = RunOptions {
         output: Output::PooledAndLogits,
         batch_size,
+        limits,
         ..Default::default()
     };
-    let (out, labels) = inference::run_labelled(&model, &set, &opts, &Terminal::new(json), device)?;
+    let (out, labels) = inference::run_labelled(&model, &set, &opts, &terminal, device)?;
     let k = classes.len();
     let probs = metrics::softmax_rows(&out.logits.clone().unwrap_or_default(), k);
     let report = metrics::report(&classes, &probs, &labels);

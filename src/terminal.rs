@@ -71,6 +71,9 @@ impl Observer for Terminal {
             Event::Skipped { path, why } => {
                 self.line(&format!("warning: skipping {}: {why}", path.display()))
             }
+            Event::FolderSkipped { path, why } => {
+                self.line(&format!("warning: skipping {}: {why}", path.display()))
+            }
             Event::Epoch {
                 record: r,
                 total_epochs,

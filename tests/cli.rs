@@ -63,8 +63,7 @@ fn embed_writes_every_format_with_paths_in_order() {
     let (shape, values) = read_npy(&std::fs::read(&npy).unwrap()).unwrap();
     assert_eq!(shape, vec![7, 1280]);
     assert!(values.iter().all(|v| v.is_finite()));
-    let paths = std::fs::read_to_string(dir.path().join("f.paths.txt")).unwrap();
-    assert_eq!(paths.lines().collect::<Vec<_>>(), expected);
+    assert_eq!(sidecar(&dir.path().join("f.paths.jsonl")), expected);
 
     let csv = dir.path().join("f.csv");
     assert!(run_embed(&csv, &[], &[&img]).status.success());
@@ -343,4 +342,231 @@ fn usage_errors_exit_2_and_help_exits_0() {
         let o = retrain(&[cmd, "--help"]);
         assert!(o.status.success() && stdout(&o).contains("Usage"), "{cmd}");
     }
+}
+
+/// The paths of a `<name>.paths.jsonl` sidecar: one JSON string per line.
+fn sidecar(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.ends_with('\n'), "{text:?}");
+    text.lines()
+        .map(|l| serde_json::from_str::<String>(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// The `path` column of a CSV file read per RFC 4180 (quoted fields may hold commas,
+/// quotes doubled, and line breaks).
+fn csv_paths(text: &str) -> Vec<String> {
+    let mut rows = vec![vec![String::new()]];
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        let row = rows.last_mut().unwrap();
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                row.last_mut().unwrap().push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => row.last_mut().unwrap().push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(String::new()),
+            (false, '\n') => rows.push(vec![String::new()]),
+            (false, c) => row.last_mut().unwrap().push(c),
+        }
+    }
+    rows.pop_if(|r| r.len() == 1 && r[0].is_empty());
+    assert_eq!(rows[0][0], "path");
+    rows[1..].iter().map(|r| r[0].clone()).collect()
+}
+
+#[test]
+fn a_file_name_with_a_newline_survives_every_embedding_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let odd = photos.join("two\nlines, \"quoted\".png");
+    std::fs::copy(images().join("rgb.png"), &odd).unwrap();
+    std::fs::copy(images().join("gray.png"), photos.join("plain.png")).unwrap();
+    let expected = vec![
+        photos.join("plain.png").display().to_string(),
+        odd.display().to_string(),
+    ];
+    let mut sorted = expected.clone();
+    sorted.sort();
+    for ext in ["npy", "safetensors", "parquet", "csv"] {
+        let out = dir.path().join(format!("f.{ext}"));
+        let o = run_embed(&out, &[], &[&photos]);
+        assert!(o.status.success(), "{ext}: {}", stderr(&o));
+        let got = match ext {
+            "npy" => sidecar(&dir.path().join("f.paths.jsonl")),
+            "safetensors" => {
+                assert_eq!(sidecar(&dir.path().join("f.paths.jsonl")), sorted);
+                let bytes = std::fs::read(&out).unwrap();
+                let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+                let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+                serde_json::from_str(header["__metadata__"]["paths"].as_str().unwrap()).unwrap()
+            }
+            "parquet" => {
+                use parquet::file::reader::{FileReader, SerializedFileReader};
+                use parquet::record::RowAccessor;
+                let reader = SerializedFileReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+                reader
+                    .get_row_iter(None)
+                    .unwrap()
+                    .map(|r| r.unwrap().get_string(0).unwrap().clone())
+                    .collect()
+            }
+            _ => csv_paths(&std::fs::read_to_string(&out).unwrap()),
+        };
+        assert_eq!(got, sorted, "{ext}");
+    }
+}
+
+/// A folder of one normal image, two headers claiming 65500×65500 pixels (PNG and JPEG)
+/// and a 10000×2 PNG.
+fn hostile_folder(root: &Path) -> PathBuf {
+    let d = root.join("hostile");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::copy(images().join("rgb.png"), d.join("a-normal.png")).unwrap();
+    common::png_claiming(&d.join("huge.png"), 65500, 65500);
+    common::jpeg_claiming(&d.join("huge.jpg"), 65500, 65500);
+    common::png_of_size(&d.join("wide.png"), 10000, 2);
+    d
+}
+
+#[test]
+fn images_claiming_a_huge_size_are_skipped_and_fail_with_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = hostile_folder(dir.path());
+    let out = dir.path().join("f.npy");
+    let o = run_embed(&out, &[], &[&d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    for f in ["huge.png", "huge.jpg"] {
+        let line = format!(
+            "warning: skipping {}: image claims 65500x65500 pixels",
+            d.join(f).display()
+        );
+        assert_eq!(e.matches(&line).count(), 1, "{e}");
+    }
+    let (shape, values) = read_npy(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(shape[0], 2, "the normal and the wide image");
+    assert!(values.iter().all(|v| v.is_finite()));
+    assert_eq!(
+        sidecar(&dir.path().join("f.paths.jsonl")),
+        [d.join("a-normal.png"), d.join("wide.png")].map(|p| p.display().to_string())
+    );
+
+    let o = run_embed(&dir.path().join("g.npy"), &["--strict"], &[&d]);
+    assert_fails(&o, "image claims 65500x65500 pixels");
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(!dir.path().join("g.npy").exists());
+
+    // The limit is a flag: the normal image (80x48) is refused under 1000 pixels.
+    let o = run_embed(
+        &dir.path().join("h.npy"),
+        &["--max-pixels", "1000", "--strict"],
+        &[&images().join("rgb.png")],
+    );
+    assert_fails(
+        &o,
+        "image claims 80x48 pixels (3840), over the limit of 1000 pixels",
+    );
+    let o = run_embed(&dir.path().join("h.npy"), &["--max-pixels", "0"], &[&d]);
+    assert_fails(&o, "--max-pixels must be at least 1, got 0");
+}
+
+#[test]
+fn hostile_images_stay_within_a_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = hostile_folder(dir.path());
+    let out = dir.path().join("f.npy");
+    let mut args: Vec<String> = vec!["embed".into()];
+    args.extend(model_args());
+    args.extend([
+        "--out".into(),
+        out.display().to_string(),
+        d.display().to_string(),
+    ]);
+    let bin = Path::new(env!("CARGO_BIN_EXE_retrain"));
+    // 3 GiB of address space: decoding either 65500x65500 header would need over 12 GB.
+    let Some(o) = common::under_memory_limit(3 << 30, bin, &args) else {
+        return;
+    };
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert_eq!(read_npy(&std::fs::read(&out).unwrap()).unwrap().0[0], 2);
+}
+
+#[test]
+fn a_symlink_loop_is_walked_once_and_hidden_files_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    let sub = photos.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(images().join("rgb.png"), photos.join("a.png")).unwrap();
+    std::fs::copy(images().join("gray.png"), sub.join("b.png")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("..", sub.join("loop")).unwrap();
+    // Junk that a Mac or Windows leaves behind; none of it is an image.
+    std::fs::create_dir(photos.join("__MACOSX")).unwrap();
+    std::fs::write(photos.join("__MACOSX/x.jpg"), b"resource fork").unwrap();
+    std::fs::write(photos.join(".DS_Store"), b"\0\0\0\x01Bud1").unwrap();
+    std::fs::write(photos.join("._a.png"), b"AppleDouble").unwrap();
+    std::fs::write(photos.join("Thumbs.db"), b"thumbs").unwrap();
+    std::fs::create_dir(photos.join(".hidden")).unwrap();
+    std::fs::write(photos.join(".hidden/c.png"), b"not a png").unwrap();
+
+    let out = dir.path().join("f.npy");
+    let o = run_embed(&out, &[], &[&photos]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let warnings: Vec<&str> = e.lines().filter(|l| l.starts_with("warning:")).collect();
+    if cfg!(unix) {
+        assert_eq!(warnings.len(), 1, "{e}");
+        assert!(
+            warnings[0].contains(&format!(
+                "{}: a symbolic-link loop",
+                sub.join("loop").display()
+            )),
+            "{e}"
+        );
+    } else {
+        assert!(warnings.is_empty(), "{e}");
+    }
+    assert_eq!(
+        sidecar(&dir.path().join("f.paths.jsonl")),
+        [photos.join("a.png"), sub.join("b.png")].map(|p| p.display().to_string())
+    );
+}
+
+#[test]
+fn an_unreadable_sub_folder_is_a_warning_or_an_error_with_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    let locked = photos.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::copy(images().join("rgb.png"), photos.join("a.png")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    if std::fs::read_dir(&locked).is_ok() {
+        common::skipped(
+            "folder permissions do not stop this user (root?): unreadable folders not checked",
+        );
+        return;
+    }
+    let o = run_embed(&dir.path().join("f.npy"), &[], &[&photos]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "warning: skipping {}: cannot list folder",
+            locked.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_embed(&dir.path().join("g.npy"), &["--strict"], &[&photos]);
+    assert_fails(&o, "run without --strict to skip it");
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::fixtures;
-use retrain::data::load_rgb;
+use retrain::data::{Limits, load_rgb, load_rgb_with};
 
 #[test]
 fn every_format_and_colour_model_decodes_to_rgb() {
@@ -43,4 +43,74 @@ fn exif_orientation_is_applied() {
         (48, 80),
         "stored 80x48 with orientation 6"
     );
+}
+
+#[test]
+fn a_header_claiming_a_huge_size_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (png, jpg) = (dir.path().join("huge.png"), dir.path().join("huge.jpg"));
+    common::png_claiming(&png, 65500, 65500);
+    common::jpeg_claiming(&jpg, 65500, 65500);
+    for f in [&png, &jpg] {
+        let e = format!("{:#}", load_rgb(f).unwrap_err());
+        assert!(
+            e.contains(
+                "image claims 65500x65500 pixels (4290250000), over the limit of 89478485 pixels"
+            ),
+            "{e}"
+        );
+    }
+    // A limit of its own: exactly the pixels of the image passes, one fewer does not.
+    let rgb = fixtures().join("images/rgb.png");
+    assert!(
+        load_rgb_with(
+            &rgb,
+            &Limits {
+                max_pixels: 80 * 48
+            }
+        )
+        .is_ok()
+    );
+    assert!(
+        load_rgb_with(
+            &rgb,
+            &Limits {
+                max_pixels: 80 * 48 - 1
+            }
+        )
+        .is_err()
+    );
+    assert!(Limits { max_pixels: 0 }.validate().is_err());
+}
+
+#[test]
+fn a_wide_image_is_resized_through_its_crop_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = dir.path().join("wide.png");
+    common::png_of_size(&wide, 10000, 2);
+    let p = retrain::zoo::Preprocess::lite(224);
+    let t = retrain::data::load_tensor(&wide, &p).unwrap();
+    assert_eq!(t.len(), 3 * 224 * 224);
+    assert!(t.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn folders_of_a_data_set_skip_hidden_classes_and_report_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::toy_folder_with(dir.path(), 1);
+    std::fs::create_dir_all(data.join("__MACOSX/round")).unwrap();
+    std::fs::write(data.join("__MACOSX/round/x.jpg"), b"junk").unwrap();
+    std::fs::create_dir(data.join(".thumbnails")).unwrap();
+    std::fs::write(data.join("round/Thumbs.db"), b"junk").unwrap();
+    std::fs::write(data.join("round/._rgb.png"), b"junk").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("..", data.join("square/loop")).unwrap();
+    let (set, notes) = retrain::dataset::Labelled::scan(&data, None).unwrap();
+    assert_eq!(set.classes, ["round", "square"]);
+    assert_eq!(set.counts(), [3, 3]);
+    if cfg!(unix) {
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].0, data.join("square/loop"));
+        assert!(notes[0].1.contains("symbolic-link loop"), "{notes:?}");
+    }
 }

@@ -124,3 +124,93 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// CRC-32 (IEEE) of a PNG chunk's type and data.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// A valid PNG header claiming `w`×`h` RGB pixels, with a tiny IDAT (an empty zlib
+/// stream): a few dozen bytes that a naive decoder turns into gigabytes.
+pub fn png_claiming(path: &Path, w: u32, h: u32) {
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut b, b"IHDR", &ihdr);
+    png_chunk(
+        &mut b,
+        b"IDAT",
+        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    png_chunk(&mut b, b"IEND", &[]);
+    std::fs::write(path, b).unwrap();
+}
+
+/// The fixture JPEG with its frame header (SOF) rewritten to claim `w`×`h` pixels: a
+/// well-formed file of a few hundred bytes.
+pub fn jpeg_claiming(path: &Path, w: u16, h: u16) {
+    let mut b = std::fs::read(fixtures().join("images/rotated.jpg")).unwrap();
+    let mut i = 2;
+    loop {
+        assert_eq!(b[i], 0xFF, "JPEG marker expected at {i}");
+        let m = b[i + 1];
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        if (0xC0..=0xCF).contains(&m) && ![0xC4, 0xC8, 0xCC].contains(&m) {
+            b[i + 5..i + 7].copy_from_slice(&h.to_be_bytes());
+            b[i + 7..i + 9].copy_from_slice(&w.to_be_bytes());
+            break;
+        }
+        i += 2 + len;
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A `w`×`h` gradient PNG.
+pub fn png_of_size(path: &Path, w: u32, h: u32) {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 251) as u8, (y * 90) as u8, 40])
+    })
+    .save(path)
+    .unwrap();
+}
+
+/// `command` run under an address-space limit of `bytes` with prlimit, or None (with the
+/// reason printed) where prlimit is missing.
+pub fn under_memory_limit(bytes: u64, program: &Path, args: &[String]) -> Option<Output> {
+    let probe = Command::new("prlimit").arg("--version").output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        skipped("prlimit not found: the memory bound is not checked");
+        return None;
+    }
+    Some(
+        Command::new("prlimit")
+            .arg(format!("--as={bytes}"))
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("run prlimit"),
+    )
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::io::Cursor;
 
 use anyhow::{Context, Result, anyhow, bail};
-use fast_image_resize::images::Image;
+use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
@@ -21,55 +21,287 @@ fn has_image_extension(p: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// How large an image may be. Checked from the file's header before any pixel is decoded,
+/// so a small file claiming an enormous size (a decompression bomb) costs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most pixels (width × height) an image may have; larger ones are refused. The default,
+    /// 89,478,485, is PIL's `MAX_IMAGE_PIXELS`.
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pixels: Self::DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+impl Limits {
+    /// PIL's `Image.MAX_IMAGE_PIXELS`.
+    pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+
+    /// Bytes per pixel the decoder may hold at most (16-bit RGBA).
+    const DECODED_BYTES_PER_PIXEL: u64 = 8;
+
+    pub fn validate(&self) -> Result<(), crate::strategy::InvalidOption> {
+        if self.max_pixels >= 1 {
+            Ok(())
+        } else {
+            Err(crate::strategy::InvalidOption {
+                name: "max_pixels",
+                rule: "at least 1",
+                value: self.max_pixels.to_string(),
+            })
+        }
+    }
+
+    /// The `image` crate's allocation limits that go with this pixel limit: the decoded
+    /// buffer of the largest allowed image in the widest pixel format, plus room for the
+    /// decoder's own tables.
+    pub fn decoder_limits(&self) -> image::Limits {
+        let mut l = image::Limits::default();
+        l.max_alloc = Some(
+            self.max_pixels
+                .saturating_mul(Self::DECODED_BYTES_PER_PIXEL)
+                .saturating_add(64 << 20),
+        );
+        l
+    }
+
+    /// Refuses a `w`×`h` image over the limit, naming its claimed size.
+    pub fn check(&self, w: u32, h: u32) -> Result<()> {
+        let pixels = w as u64 * h as u64;
+        if pixels > self.max_pixels {
+            bail!(
+                "image claims {w}x{h} pixels ({pixels}), over the limit of {} pixels (raise --max-pixels to read it)",
+                self.max_pixels
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What walking the inputs found: the image files, in order, and what was left out with
+/// the reason (a folder that cannot be listed, a symbolic-link loop), for the caller to
+/// report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scan {
+    pub paths: Vec<PathBuf>,
+    pub notes: Vec<(PathBuf, String)>,
+}
+
 /// Expands the command line's files and folders into image files, in a stable order:
-/// files as given, folders walked recursively with entries sorted by name.
+/// files as given, folders walked recursively with entries sorted by name. What
+/// [`scan_images`] would report is dropped; use it to show the warnings.
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+    Ok(scan_images(inputs, false)?.paths)
+}
+
+/// Names never taken as images or walked: hidden files and folders (a leading `.`, such as
+/// `.DS_Store` or `._photo.jpg`), Windows' `Thumbs.db` and `desktop.ini`, and the
+/// `__MACOSX` folder of zip archives made on a Mac.
+pub fn is_ignored_name(name: &std::ffi::OsStr) -> bool {
+    let n = name.to_string_lossy();
+    n.starts_with('.')
+        || n.eq_ignore_ascii_case("thumbs.db")
+        || n.eq_ignore_ascii_case("desktop.ini")
+        || n == "__MACOSX"
+}
+
+/// Like [`collect_images`], with what was left out. Symbolic links are followed; a link back
+/// to a folder being walked (a loop) or to one already walked is skipped and noted once.
+/// A sub-folder that cannot be listed is noted and skipped, or is an error when `strict`.
+/// Hidden and system files ([`is_ignored_name`]) are ignored without a note.
+pub fn scan_images(inputs: &[PathBuf], strict: bool) -> Result<Scan> {
+    let mut scan = Scan::default();
+    let mut walker = Walker::new(strict);
     for input in inputs {
         let meta = std::fs::metadata(input)
             .with_context(|| format!("cannot read {}: no such file or folder", input.display()))?;
         if meta.is_dir() {
-            let before = out.len();
-            walk(input, &mut out)?;
-            if out.len() == before {
-                bail!(
-                    "no images in folder {} (looked for {} files)",
-                    input.display(),
-                    IMAGE_EXTENSIONS.join(", ")
-                );
-            }
+            walker.walk_input(input, &meta, &mut scan)?;
         } else {
-            out.push(input.clone());
+            scan.paths.push(input.clone());
         }
     }
-    Ok(out)
+    Ok(scan)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Walks sub-folders of one `root` (a data set's class folders) as [`scan_images`] does
+/// and as one tree: a link back to `root` is a loop, and a folder reached from two of them
+/// is listed under the first only.
+pub struct SubFolders(Walker);
+
+impl SubFolders {
+    // The key is `Copy` on Unix only.
+    #[cfg_attr(unix, allow(clippy::clone_on_copy))]
+    pub fn new(root: &Path, strict: bool) -> Result<Self> {
+        let mut walker = Walker::new(strict);
+        let meta = std::fs::metadata(root)
+            .with_context(|| format!("cannot read {}: no such file or folder", root.display()))?;
+        let key = dir_key(root, &meta);
+        walker.visited.insert(key.clone(), root.to_owned());
+        walker.ancestors.push(key);
+        Ok(Self(walker))
+    }
+
+    /// The images of `dir`, which must hold some.
+    pub fn scan(&mut self, dir: &Path) -> Result<Scan> {
+        let meta =
+            std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        let mut scan = Scan::default();
+        self.0.walk_input(dir, &meta, &mut scan)?;
+        Ok(scan)
+    }
+}
+
+/// A folder's identity: (device, inode) on Unix, the resolved path elsewhere.
+#[cfg(unix)]
+type DirKey = (u64, u64);
+#[cfg(not(unix))]
+type DirKey = PathBuf;
+
+#[cfg(unix)]
+fn dir_key(_path: &Path, meta: &std::fs::Metadata) -> DirKey {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn dir_key(path: &Path, _meta: &std::fs::Metadata) -> DirKey {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list folder {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("cannot list folder {}", dir.display()))?;
     entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if has_image_extension(&p) {
-            out.push(p);
+    Ok(entries)
+}
+
+/// A recursive folder walk that remembers the folders it has been through.
+struct Walker {
+    /// Every folder walked, by identity, with the path it was first reached by.
+    visited: std::collections::HashMap<DirKey, PathBuf>,
+    /// The folders being walked, outermost first.
+    ancestors: Vec<DirKey>,
+    strict: bool,
+}
+
+impl Walker {
+    fn new(strict: bool) -> Self {
+        Self {
+            visited: std::collections::HashMap::new(),
+            ancestors: Vec::new(),
+            strict,
         }
     }
-    Ok(())
+
+    /// Walks a folder named by the caller, which must hold images.
+    fn walk_input(&mut self, dir: &Path, meta: &std::fs::Metadata, scan: &mut Scan) -> Result<()> {
+        let before = scan.paths.len();
+        let entries = list_dir(dir)?;
+        self.walk(dir, meta, entries, scan)?;
+        if scan.paths.len() == before {
+            bail!(
+                "no images in folder {} (looked for {} files)",
+                dir.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    #[cfg_attr(unix, allow(clippy::clone_on_copy))]
+    fn walk(
+        &mut self,
+        dir: &Path,
+        meta: &std::fs::Metadata,
+        entries: Vec<PathBuf>,
+        scan: &mut Scan,
+    ) -> Result<()> {
+        let key = dir_key(dir, meta);
+        if self.ancestors.contains(&key) {
+            let target = &self.visited[&key];
+            scan.notes.push((
+                dir.to_owned(),
+                format!(
+                    "a symbolic-link loop (leads back to {}); not followed",
+                    target.display()
+                ),
+            ));
+            return Ok(());
+        }
+        if let Some(first) = self.visited.get(&key) {
+            scan.notes.push((
+                dir.to_owned(),
+                format!(
+                    "the same folder as {}, already walked; not walked again",
+                    first.display()
+                ),
+            ));
+            return Ok(());
+        }
+        self.visited.insert(key.clone(), dir.to_owned());
+        self.ancestors.push(key);
+        for p in entries {
+            if p.file_name().is_some_and(is_ignored_name) {
+                continue;
+            }
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_dir() => match list_dir(&p) {
+                    Ok(sub) => self.walk(&p, &m, sub, scan)?,
+                    Err(e) if self.strict => {
+                        return Err(
+                            e.context("fix its permissions or run without --strict to skip it")
+                        );
+                    }
+                    Err(e) => {
+                        let why = format!("{:#}", e.root_cause());
+                        scan.notes
+                            .push((p, format!("cannot list folder ({why}); skipped")));
+                    }
+                },
+                // A file, or a broken link: an image name is kept, and reported if it
+                // cannot be read.
+                _ if has_image_extension(&p) => scan.paths.push(p),
+                _ => {}
+            }
+        }
+        self.ancestors.pop();
+        Ok(())
+    }
 }
 
 /// Decodes an image file, detecting the format from its content, applying its EXIF
 /// orientation and converting grayscale, palette, CMYK or alpha images to 8-bit RGB.
 /// Errors say what is wrong with the file; the caller names it.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    load_rgb_with(path, &Limits::default())
+}
+
+/// Like [`load_rgb`], refusing an image over `limits` from its header, before decoding it.
+pub fn load_rgb_with(path: &Path, limits: &Limits) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read file ({e})"))?;
-    let reader = ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| anyhow!("cannot read file ({e})"))?;
+    let reader = || {
+        ImageReader::new(Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| anyhow!("cannot read file ({e})"))
+    };
+    // The header alone first: its claimed size is checked before any pixel buffer exists.
+    let mut probe = reader()?;
+    probe.no_limits();
+    let (w, h) = probe
+        .into_dimensions()
+        .map_err(|e| anyhow!("not a readable image ({e})"))?;
+    limits.check(w, h)?;
+    let mut reader = reader()?;
+    reader.limits(limits.decoder_limits());
     let format = reader.format();
     let mut decoder = reader
         .into_decoder()
@@ -113,40 +345,56 @@ fn resized_dims(w: u32, h: u32, size: usize) -> (u32, u32) {
 
 /// Resize (PIL-compatible antialiased filter), center-crop, normalise: a CHW f32 tensor
 /// written to `out`, which must hold 3·crop·crop values.
+///
+/// The result is torchvision's `Resize(resize)` then `CenterCrop(crop)`. When the resized
+/// image would be large (an extreme aspect ratio: a 10000×2 image resizes to 1,280,000×256)
+/// only the crop is computed: the kept window is mapped back to source coordinates and
+/// resized straight to crop×crop (the filter still reads the source pixels around the
+/// window, as the full resize would; values agree within one 8-bit level). Ordinary
+/// images are resized whole, as before, their intermediate being at most
+/// 16·resize² pixels.
 pub fn preprocess_into(img: &RgbImage, p: &Preprocess, out: &mut [f32]) -> Result<()> {
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         bail!("image has no pixels");
     }
     let (rw, rh) = resized_dims(w, h, p.resize);
-    let src = Image::from_vec_u8(w, h, img.as_raw().clone(), PixelType::U8x3)?;
-    let mut dst = Image::new(rw, rh, PixelType::U8x3);
-    let filter = match p.interpolation {
-        Interpolation::Bilinear => FilterType::Bilinear,
-        Interpolation::Bicubic => FilterType::CatmullRom,
-    };
-    Resizer::new().resize(
-        &src,
-        &mut dst,
-        &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)),
-    )?;
+    let direct = rw as u64 * rh as u64 > 16 * (p.resize as u64).pow(2);
+    resize_crop_into(img, p, direct, out)
+}
+
+fn resize_crop_into(img: &RgbImage, p: &Preprocess, direct: bool, out: &mut [f32]) -> Result<()> {
+    let (w, h) = img.dimensions();
+    let (rw, rh) = resized_dims(w, h, p.resize);
     let c = p.crop as u32;
     if rw < c || rh < c {
         bail!("image is smaller than the {c}x{c} crop after resizing");
     }
     // torchvision's CenterCrop rounds the offsets with Python's round(): half to even.
-    let left = ((rw - c) as f64 / 2.0).round_ties_even() as usize;
-    let top = ((rh - c) as f64 / 2.0).round_ties_even() as usize;
-    normalise_into(
-        dst.buffer(),
-        rw as usize,
-        left,
-        top,
-        c as usize,
-        false,
-        p,
-        out,
-    );
+    let left = ((rw - c) as f64 / 2.0).round_ties_even();
+    let top = ((rh - c) as f64 / 2.0).round_ties_even();
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)?;
+    let filter = match p.interpolation {
+        Interpolation::Bilinear => FilterType::Bilinear,
+        Interpolation::Bicubic => FilterType::CatmullRom,
+    };
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+    if !direct {
+        let mut dst = Image::new(rw, rh, PixelType::U8x3);
+        Resizer::new().resize(&src, &mut dst, &opts)?;
+        let (left, top, c) = (left as usize, top as usize, c as usize);
+        normalise_into(dst.buffer(), rw as usize, left, top, c, false, p, out);
+        return Ok(());
+    }
+    // The same window in the source: the resize maps output x to source x · w / rw.
+    let (sx, sy) = (w as f64 / rw as f64, h as f64 / rh as f64);
+    let mut dst = Image::new(c, c, PixelType::U8x3);
+    Resizer::new().resize(
+        &src,
+        &mut dst,
+        &opts.crop(left * sx, top * sy, c as f64 * sx, c as f64 * sy),
+    )?;
+    normalise_into(dst.buffer(), c as usize, 0, 0, c as usize, false, p, out);
     Ok(())
 }
 
@@ -220,7 +468,7 @@ pub fn augment_into(img: &RgbImage, p: &Preprocess, a: Augment, out: &mut [f32])
         ((w - s) / 2, (h - s) / 2, s, s)
     });
     let flip = uniform() < 0.5;
-    let src = Image::from_vec_u8(w, h, img.as_raw().clone(), PixelType::U8x3)?;
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)?;
     let c = p.crop as u32;
     let mut dst = Image::new(c, c, PixelType::U8x3);
     Resizer::new().resize(
@@ -273,7 +521,17 @@ pub fn load_tensor(path: &Path, p: &Preprocess) -> Result<Vec<f32>> {
 
 /// Like [`load_tensor`], with training augmentation drawn from `augment` when given.
 pub fn load_tensor_with(path: &Path, p: &Preprocess, augment: Option<Augment>) -> Result<Vec<f32>> {
-    let img = load_rgb(path)?;
+    load_tensor_limited(path, p, augment, &Limits::default())
+}
+
+/// Like [`load_tensor_with`], refusing an image over `limits` before decoding it.
+pub fn load_tensor_limited(
+    path: &Path,
+    p: &Preprocess,
+    augment: Option<Augment>,
+    limits: &Limits,
+) -> Result<Vec<f32>> {
+    let img = load_rgb_with(path, limits)?;
     let mut out = vec![0.0; 3 * p.crop * p.crop];
     match augment {
         Some(a) => augment_into(&img, p, a, &mut out)?,
@@ -291,6 +549,87 @@ mod tests {
         assert_eq!(resized_dims(500, 375, 256), (341, 256));
         assert_eq!(resized_dims(375, 500, 256), (256, 341));
         assert_eq!(resized_dims(256, 256, 256), (256, 256));
+    }
+
+    /// The previous way: resize the whole image, then cut the center crop out of it.
+    fn full_resize_then_crop(img: &RgbImage, p: &Preprocess) -> Vec<u8> {
+        let (w, h) = img.dimensions();
+        let (rw, rh) = resized_dims(w, h, p.resize);
+        let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).unwrap();
+        let mut dst = Image::new(rw, rh, PixelType::U8x3);
+        let filter = match p.interpolation {
+            Interpolation::Bilinear => FilterType::Bilinear,
+            Interpolation::Bicubic => FilterType::CatmullRom,
+        };
+        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+        Resizer::new().resize(&src, &mut dst, &opts).unwrap();
+        let c = p.crop;
+        let left = ((rw as usize - c) as f64 / 2.0).round_ties_even() as usize;
+        let top = ((rh as usize - c) as f64 / 2.0).round_ties_even() as usize;
+        let mut out = Vec::new();
+        for y in 0..c {
+            out.extend_from_slice(&dst.buffer()[((top + y) * rw as usize + left) * 3..][..c * 3]);
+        }
+        out
+    }
+
+    #[test]
+    fn only_extreme_aspect_ratios_take_the_direct_crop() {
+        let p = Preprocess::lite(224);
+        for (w, h) in [(640, 480), (4000, 300)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 9]));
+            let mut a = vec![0.0; 3 * 224 * 224];
+            let mut b = a.clone();
+            preprocess_into(&img, &p, &mut a).unwrap();
+            resize_crop_into(&img, &p, false, &mut b).unwrap();
+            assert_eq!(a, b, "{w}x{h}: resized whole, as before");
+        }
+        // 10000x2: a 1,280,000-pixel-wide intermediate is never made.
+        let img = RgbImage::from_pixel(10000, 2, image::Rgb([1, 2, 3]));
+        let mut a = vec![0.0; 3 * 224 * 224];
+        preprocess_into(&img, &p, &mut a).unwrap();
+    }
+
+    #[test]
+    fn cropping_before_resizing_gives_the_full_resize_crop() {
+        let mut rng = crate::rng::SplitMix64(3);
+        for (w, h) in [
+            (500, 375),
+            (375, 500),
+            (640, 480),
+            (300, 1000),
+            (257, 256),
+            (224, 224),
+        ] {
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                let n = (rng.uniform() * 60.0) as u32;
+                image::Rgb([
+                    ((x * 3 + n) % 256) as u8,
+                    ((y * 5) % 256) as u8,
+                    (x ^ y) as u8,
+                ])
+            });
+            for p in [
+                Preprocess::lite(224),
+                Preprocess::imagenet(256, 224, Interpolation::Bicubic),
+                Preprocess::imagenet(256, 224, Interpolation::Bilinear),
+            ] {
+                let want = full_resize_then_crop(&img, &p);
+                let c = p.crop as u32;
+                let mut dst = vec![0.0; 3 * p.crop * p.crop];
+                resize_crop_into(&img, &p, true, &mut dst).unwrap();
+                // Back from normalised floats to 8-bit levels, CHW to HWC.
+                let plane = p.crop * p.crop;
+                let mut worst = 0i32;
+                for i in 0..plane {
+                    for k in 0..3 {
+                        let v = (dst[k * plane + i] as f64 * p.std[k] + p.mean[k]) * 255.0;
+                        worst = worst.max((v.round() as i32 - want[i * 3 + k] as i32).abs());
+                    }
+                }
+                assert!(worst <= 1, "{w}x{h} crop {c}: off by {worst} levels");
+            }
+        }
     }
 
     #[test]

@@ -41,8 +41,18 @@ impl Labelled {
     /// images per class. `classes` fixes the class list (for validation data, which must use
     /// the training classes); otherwise it is the sorted folder names or labels.
     pub fn load(source: &Path, classes: Option<&[String]>) -> Result<Self> {
+        Ok(Self::scan(source, classes)?.0)
+    }
+
+    /// Like [`Labelled::load`], with what was left out of the class folders (see
+    /// [`data::scan_images`]) for the caller to report. Hidden folders and `__MACOSX` are
+    /// not classes.
+    pub fn scan(
+        source: &Path,
+        classes: Option<&[String]>,
+    ) -> Result<(Self, Vec<(PathBuf, String)>)> {
         if source.is_file() {
-            return Self::from_csv(source, classes);
+            return Ok((Self::from_csv(source, classes)?, Vec::new()));
         }
         if !source.is_dir() {
             bail!("data folder {} does not exist", source.display());
@@ -50,6 +60,7 @@ impl Labelled {
         let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(source)
             .with_context(|| format!("cannot list {}", source.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| !data::is_ignored_name(n)))
             .filter(|p| p.is_dir())
             .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
             .collect();
@@ -69,6 +80,8 @@ impl Labelled {
             paths: Vec::new(),
             labels: Vec::new(),
         };
+        let mut notes = Vec::new();
+        let mut walk = data::SubFolders::new(source, false)?;
         for (name, dir) in found {
             let Some(label) = out.classes.iter().position(|c| *c == name) else {
                 bail!(
@@ -77,12 +90,13 @@ impl Labelled {
                     out.classes.join(", ")
                 );
             };
-            let images = data::collect_images(std::slice::from_ref(&dir))
-                .with_context(|| format!("class `{name}`"))?;
-            out.labels.extend(std::iter::repeat_n(label, images.len()));
-            out.paths.extend(images);
+            let scan = walk.scan(&dir).with_context(|| format!("class `{name}`"))?;
+            notes.extend(scan.notes);
+            out.labels
+                .extend(std::iter::repeat_n(label, scan.paths.len()));
+            out.paths.extend(scan.paths);
         }
-        Ok(out)
+        Ok((out, notes))
     }
 
     fn from_csv(csv: &Path, classes: Option<&[String]>) -> Result<Self> {

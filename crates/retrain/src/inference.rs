@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub strict: bool,
     /// Training augmentation; each image's draws derive from its seed and the image's place.
     pub augment: Option<data::Augment>,
+    /// Images larger than this are refused from their header (skipped, or fatal if strict).
+    pub limits: data::Limits,
 }
 
 impl Default for RunOptions {
@@ -50,6 +52,7 @@ impl Default for RunOptions {
             batch_size: 32,
             strict: false,
             augment: None,
+            limits: data::Limits::default(),
         }
     }
 }
@@ -102,6 +105,7 @@ pub fn run(
     observer: &dyn Observer,
     device: &Device,
 ) -> Result<RunOutput> {
+    opts.limits.validate()?;
     let pre = model.preprocess;
     let px = 3 * pre.crop * pre.crop;
     observer.event(Event::ImagesStarted { total: paths.len() });
@@ -112,6 +116,7 @@ pub fn run(
         // One batch decoded ahead: decoding overlaps the network's work on the previous one.
         let (tx, rx) = sync_channel::<Batch>(1);
         let augment = opts.augment;
+        let limits = opts.limits;
         scope.spawn(move || {
             for (b, chunk) in paths.chunks(batch_size).enumerate() {
                 let decoded: Vec<_> = chunk
@@ -123,7 +128,7 @@ pub fn run(
                             seed: SplitMix64(a.seed ^ ((b * batch_size + i) as u64)).next_u64(),
                             ..a
                         });
-                        (p, data::load_tensor_with(p, &pre, draw))
+                        (p, data::load_tensor_limited(p, &pre, draw, &limits))
                     })
                     .collect();
                 let mut b = Batch {

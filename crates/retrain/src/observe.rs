@@ -23,6 +23,8 @@ pub enum Event<'a> {
     ImagesFinished,
     /// An image could not be read and was skipped.
     Skipped { path: &'a Path, why: &'a str },
+    /// A folder (or a link to one) was left out while looking for images.
+    FolderSkipped { path: &'a Path, why: &'a str },
     /// A training epoch ended (`total_epochs` over all phases; `head_only` when only the
     /// new head trained in it, the first phase of a fine-tune).
     Epoch {

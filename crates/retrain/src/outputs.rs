@@ -40,9 +40,11 @@ impl EmbeddingFormat {
         })
     }
 
-    /// .npy and .safetensors hold only numbers: the paths go to `<stem>.paths.txt` beside them.
+    /// .npy and .safetensors hold only numbers: the paths go to `<stem>.paths.jsonl` beside
+    /// them, one JSON string per line (so a name holding a newline or any other character
+    /// survives).
     pub fn sidecar(self, path: &Path) -> Option<PathBuf> {
-        matches!(self, Self::Npy | Self::Safetensors).then(|| path.with_extension("paths.txt"))
+        matches!(self, Self::Npy | Self::Safetensors).then(|| path.with_extension("paths.jsonl"))
     }
 }
 
@@ -128,7 +130,11 @@ pub fn write_embeddings(
     };
     let mut written = Vec::new();
     if let Some(side) = format.sidecar(path) {
-        let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+        let mut text = String::new();
+        for n in &names {
+            text.push_str(&serde_json::to_string(n)?);
+            text.push('\n');
+        }
         write_atomic(&side, |w| Ok(w.write_all(text.as_bytes())?))?;
         written.push(side);
     }
@@ -316,7 +322,7 @@ mod tests {
         assert!(EmbeddingFormat::from_path(Path::new("x.txt")).is_err());
         assert_eq!(
             EmbeddingFormat::Npy.sidecar(Path::new("out/f.npy")),
-            Some(PathBuf::from("out/f.paths.txt"))
+            Some(PathBuf::from("out/f.paths.jsonl"))
         );
     }
 }

@@ -2,7 +2,7 @@
 //! into a trained model (and a bundle).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -127,7 +127,7 @@ pub fn train_model(
         stage.export(&mut backbone);
     }
     let model = model.for_inference();
-    let (train, val) = load_data(&opts.data, &opts.val, opts.seed)?;
+    let (train, val) = load_data(&opts.data, &opts.val, opts.seed, observer)?;
     let ctx = FitContext {
         opts,
         weights: &weights,
@@ -141,6 +141,7 @@ pub fn train_model(
     };
     let run = RunOptions {
         batch_size: opts.batch_size,
+        limits: opts.limits,
         ..Default::default()
     };
     // The frozen backbone's features of the validation images never change: compute once.
@@ -187,14 +188,27 @@ fn resumed_checkpoint(opts: &FitOptions) -> Result<Option<Checkpoint>> {
     }
 }
 
-/// Loads the training and validation sets.
-pub fn load_data(data: &Path, val: &Validation, seed: u64) -> Result<(Labelled, Labelled)> {
-    let all = Labelled::load(data, None)?;
+/// Loads the training and validation sets, telling `observer` what was left out of the
+/// folders.
+pub fn load_data(
+    data: &Path,
+    val: &Validation,
+    seed: u64,
+    observer: &dyn Observer,
+) -> Result<(Labelled, Labelled)> {
+    let report = |notes: Vec<(PathBuf, String)>| {
+        for (path, why) in &notes {
+            observer.event(crate::observe::Event::FolderSkipped { path, why });
+        }
+    };
+    let (all, notes) = Labelled::scan(data, None)?;
+    report(notes);
     all.check_trainable()?;
     match val {
         Validation::Folder(dir) => {
-            let v = Labelled::load(dir, Some(&all.classes))
+            let (v, notes) = Labelled::scan(dir, Some(&all.classes))
                 .with_context(|| format!("validation data {}", dir.display()))?;
+            report(notes);
             if v.is_empty() {
                 bail!("validation folder {} has no images", dir.display());
             }

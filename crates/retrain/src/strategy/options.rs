@@ -308,6 +308,8 @@ pub struct FitOptions {
     pub batch_size: usize,
     /// Continue the interrupted run saved in `<out>.checkpoint`.
     pub resume: bool,
+    /// Images over this size are skipped (from their header, before decoding).
+    pub limits: crate::data::Limits,
 }
 
 impl FitOptions {
@@ -328,6 +330,7 @@ impl FitOptions {
             seed: 0,
             batch_size: 32,
             resume: false,
+            limits: crate::data::Limits::default(),
         }
     }
 
@@ -342,6 +345,7 @@ impl FitOptions {
         if let Validation::Split(f) = self.val {
             check(f > 0.0 && f < 1.0, "val_split", "between 0 and 1", f)?;
         }
+        self.limits.validate()?;
         Ok(())
     }
 }
