@@ -98,7 +98,7 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
     let classifier = weights
         .tensors
         .keys()
-        .filter(|k| k.starts_with(out) || hidden.is_some_and(|h| k.starts_with(h)))
+        .filter(|k| k.starts_with(&out) || hidden.is_some_and(|h| k.starts_with(h)))
         .count();
     assert_eq!(
         exported.len() + classifier,

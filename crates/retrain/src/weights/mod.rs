@@ -5,6 +5,7 @@
 //! refuses what it does not understand with an error, and never executes anything.
 
 mod keras_h5;
+pub mod onnx;
 mod pickle;
 mod safetensors_file;
 mod tf_bundle;
@@ -110,6 +111,8 @@ pub enum WeightsFormat {
     /// TensorFlow Lite flatbuffer: convolution and dense weights (BatchNorm folded in),
     /// dequantised from int8/uint8/float16.
     Tflite,
+    /// ONNX model (`ModelProto`): the graph and its initializers.
+    Onnx,
 }
 
 impl fmt::Display for WeightsFormat {
@@ -122,6 +125,7 @@ impl fmt::Display for WeightsFormat {
             WeightsFormat::Keras => "Keras 3 archive (.keras)",
             WeightsFormat::TfCheckpoint => "TensorFlow checkpoint (.index + .data shards)",
             WeightsFormat::Tflite => "TensorFlow Lite (.tflite, BatchNorm folded)",
+            WeightsFormat::Onnx => "ONNX model (.onnx)",
         })
     }
 }
@@ -135,7 +139,7 @@ pub enum WeightsError {
         source: std::io::Error,
     },
     #[error(
-        "unrecognised weights format (expected a torch.save .pt/.pth file, .safetensors, a Keras .h5/.keras, a TensorFlow checkpoint or SavedModel folder, a .tflite)"
+        "unrecognised weights format (expected a torch.save .pt/.pth file, .safetensors, a Keras .h5/.keras, a TensorFlow checkpoint or SavedModel folder, a .tflite, an .onnx)"
     )]
     UnknownFormat,
     #[error("weights file is truncated: {0}; download or copy it again")]
@@ -161,6 +165,8 @@ pub struct Weights {
     pub batchnorm_folded: bool,
     /// Tensors a file of this format cannot hold, with why: (tensor name, explanation).
     pub absent: &'static [(&'static str, &'static str)],
+    /// The file's own graph, for a format that holds one (ONNX): it runs as that graph.
+    pub graph: Option<Box<crate::graph::Graph>>,
 }
 
 impl Weights {
@@ -180,20 +186,28 @@ impl Weights {
                 tensors,
                 batchnorm_folded: false,
                 absent: &[],
+                graph: None,
             });
         }
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
             path: path.to_owned(),
             source,
         })?;
-        let mut w = Self::from_bytes(&bytes)?;
+        let mut w = Self::from_bytes_in(&bytes, path.parent())?;
         w.source = Some(path.to_owned());
         Ok(w)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, WeightsError> {
+        Self::from_bytes_in(bytes, None)
+    }
+
+    /// Like [`from_bytes`](Self::from_bytes) for a file in `dir`, where an ONNX model's
+    /// external data files are.
+    fn from_bytes_in(bytes: &[u8], dir: Option<&Path>) -> Result<Self, WeightsError> {
         let format = detect(bytes)?;
         let (mut batchnorm_folded, mut absent) = (false, &[][..]);
+        let mut graph = None;
         let tensors = match format {
             WeightsFormat::TorchZip => torch::read_zip(bytes)?,
             WeightsFormat::TorchLegacy => torch::read_legacy(bytes)?,
@@ -204,6 +218,11 @@ impl Weights {
                 batchnorm_folded = true;
                 absent = tflite::ABSENT;
                 tflite::read(bytes)?
+            }
+            WeightsFormat::Onnx => {
+                let (tensors, g) = onnx::read(bytes, onnx::ExternalData { dir })?;
+                graph = Some(Box::new(g));
+                tensors
             }
             WeightsFormat::TfCheckpoint => {
                 return Err(WeightsError::Unsupported(
@@ -219,6 +238,7 @@ impl Weights {
             tensors: strip_data_parallel_prefix(tensors),
             batchnorm_folded,
             absent,
+            graph,
         })
     }
 
@@ -231,6 +251,7 @@ impl Weights {
             tensors: BTreeMap::new(),
             batchnorm_folded: false,
             absent: &[],
+            graph: None,
         }
     }
 
@@ -284,6 +305,9 @@ pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
     }
     if safetensors_file::looks_like(bytes) {
         return Ok(WeightsFormat::Safetensors);
+    }
+    if onnx::looks_like(bytes) {
+        return Ok(WeightsFormat::Onnx);
     }
     if bytes.is_empty() {
         return Err(WeightsError::Truncated("the file is empty".into()));

@@ -71,18 +71,21 @@ pub fn stem_stages_head(
 }
 
 /// The classifier on the pooled features, by the origin's parameter names.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClassifierSpec {
     /// A hidden layer before the output (MobileNetV3), if any.
     pub hidden: Option<HiddenLayer>,
     /// Parameter prefix of the output layer (`<prefix>.weight`, `<prefix>.bias`).
-    pub out: &'static str,
+    pub out: String,
 }
 
 impl ClassifierSpec {
     /// One linear layer named `out`.
-    pub fn linear(out: &'static str) -> Self {
-        Self { hidden: None, out }
+    pub fn linear(out: impl Into<String>) -> Self {
+        Self {
+            hidden: None,
+            out: out.into(),
+        }
     }
 }
 

@@ -520,6 +520,8 @@ pub enum Block {
     FlattenHwc(FlattenHwc),
     /// Input normalisation inside the model (Keras EfficientNet).
     Normalize(Normalize),
+    /// A run of a model file's own graph (ONNX) between two cut points.
+    Graph(crate::graph::block::GraphBlock),
 }
 
 /// Keras EfficientNet's input layers: `Rescaling(1/255)`, then `Normalization` with the mean
@@ -604,6 +606,7 @@ impl Block {
             Block::Residual(b) => b.forward(x),
             Block::FlattenHwc(f) => f.forward(x),
             Block::Normalize(n) => n.forward(x),
+            Block::Graph(g) => g.forward(x),
         }
     }
 
@@ -617,6 +620,7 @@ impl Block {
             Block::Residual(b) => b.export(out),
             Block::FlattenHwc(_) => {}
             Block::Normalize(n) => n.export(out),
+            Block::Graph(g) => g.export(out),
         }
     }
 
@@ -628,6 +632,7 @@ impl Block {
             Block::Residual(b) => Block::Residual(b.fold_batchnorm()),
             Block::FlattenHwc(f) => Block::FlattenHwc(f),
             Block::Normalize(n) => Block::Normalize(n),
+            Block::Graph(g) => Block::Graph(g.fold_batchnorm()),
         }
     }
 }

@@ -219,6 +219,15 @@ impl<'a> WeightLoader<'a> {
         Tensor::zeros(shape, &self.device)
     }
 
+    /// Records a part of a graph that could not be built (listed with the missing tensors,
+    /// so the load fails with the reason).
+    pub fn report_broken(&self, part: &str, why: &str) {
+        self.report
+            .borrow_mut()
+            .missing
+            .push(format!("{part} (cannot be built: {why})"));
+    }
+
     /// Marks a tensor the architecture knows but does not need (e.g. BatchNorm's
     /// `num_batches_tracked`) as consumed.
     pub fn skip(&self, name: &str) {

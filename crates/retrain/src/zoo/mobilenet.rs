@@ -273,7 +273,7 @@ impl Family for MobileNetV3Config {
                 width: self.last_channel,
                 act: Act::Hardswish,
             }),
-            out: "classifier.3",
+            out: "classifier.3".into(),
         }
     }
 

@@ -133,6 +133,7 @@ families! {
     MobilenetV3(mobilenet::MobileNetV3Config),
     EfficientnetLite(efficientnet::EfficientNetLiteConfig),
     Efficientnet(efficientnet::EfficientNetConfig),
+    Graph(crate::graph::GraphConfig),
 }
 
 impl ArchConfig {
@@ -150,7 +151,7 @@ impl ArchConfig {
     }
 
     /// Parameter name prefixes of the classifier's layers: (hidden, output).
-    pub fn classifier_prefixes(&self) -> (Option<&'static str>, &'static str) {
+    pub fn classifier_prefixes(&self) -> (Option<&'static str>, String) {
         let c = self.family().classifier();
         (c.hidden.map(|h| h.prefix), c.out)
     }
@@ -186,7 +187,7 @@ impl ArchConfig {
         let spec = family.classifier();
         let out_w = format!("{}.weight", spec.out);
         if num_classes.is_none() && spec.hidden.is_none() && !l.has(&out_w) {
-            l.adopt_classifier(spec.out, family.feature_dim());
+            l.adopt_classifier(&spec.out, family.feature_dim());
         }
         let classes = match num_classes {
             Some(n) => (n > 0).then_some(n),
@@ -207,7 +208,7 @@ impl ArchConfig {
             Classifier {
                 hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
                 hidden: hidden.map(|(layer, _)| layer),
-                out: layers::load_linear(l, spec.out, din, classes),
+                out: layers::load_linear(l, &spec.out, din, classes),
             }
         });
         (Network { stages, classifier }, l.parameter_count())

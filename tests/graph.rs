@@ -1,0 +1,316 @@
+//! ONNX files run as their own graph: torch.onnx exports (TorchScript exporter at opsets 9,
+//! 13 and 17, the dynamo exporter at 18, external data, a symbolic batch) of reduced
+//! torchvision networks, against onnxruntime's outputs (scripts/make_onnx_fixtures.py).
+//! Tolerance: 1e-4 absolute, f32, as loaded and with BatchNorm folded.
+
+mod common;
+
+use burn::prelude::*;
+use common::*;
+use retrain::graph;
+use retrain::weights::{Weights, WeightsFormat};
+use retrain::zoo::Model;
+
+const TOL: f32 = 1e-4;
+
+fn check(name: &str) {
+    let dir = fixtures().join("onnx").join(name);
+    let device = Device::default();
+    let weights = Weights::load(&dir.join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(weights.format, WeightsFormat::Onnx);
+    let spec = graph::analyse::model_spec(&weights, name, None, &device)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model =
+        Model::from_spec(&spec, &weights, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let want_logits = npy(&dir.join("logits.npy"));
+    let want_features = npy(&dir.join("features.npy"));
+    let (f, l) = model
+        .network
+        .features_and_logits(tensor4(&shape, x.clone(), &device));
+    let df = max_abs_diff("features", values(f), want_features.clone());
+    let dl = max_abs_diff(
+        "logits",
+        values(l.expect("a classifier")),
+        want_logits.clone(),
+    );
+    eprintln!(
+        "{name}: {} stages; max |diff| features {df:.2e}, logits {dl:.2e}",
+        model.stage_names.len()
+    );
+    assert!(
+        df <= TOL && dl <= TOL,
+        "{name}: features {df:e}, logits {dl:e} > {TOL:e}"
+    );
+
+    let folded = model.for_inference();
+    let (f, l) = folded
+        .network
+        .features_and_logits(tensor4(&shape, x, &device));
+    let df = max_abs_diff("features", values(f), want_features);
+    let dl = max_abs_diff("logits", values(l.unwrap()), want_logits);
+    assert!(
+        df <= TOL && dl <= TOL,
+        "{name} folded: features {df:e}, logits {dl:e}"
+    );
+}
+
+macro_rules! parity {
+    ($($test:ident),* $(,)?) => {
+        $(#[test]
+        fn $test() {
+            check(stringify!($test));
+        })*
+    };
+}
+
+parity!(
+    resnet_op9,
+    resnet_op13,
+    resnet_op17,
+    resnet_dynamo,
+    mobilenet_v2_op9,
+    mobilenet_v2_op13,
+    mobilenet_v2_op17,
+    mobilenet_v2_dynamo,
+    mobilenet_v2_op13_external,
+    mobilenet_v3_op13,
+    mobilenet_v3_op17,
+    efficientnet_op13,
+    efficientnet_op17,
+    convnext_op17,
+    vit_op17,
+);
+
+/// dL/d(input) through the graph, L = Σ logits · probe, equals torch autograd's on the
+/// same network (eval mode: BatchNorm folded, as the origin's inference).
+fn check_gradient(name: &str) {
+    let dir = fixtures().join("onnx").join(name);
+    let ad = Device::default().autodiff();
+    let weights = Weights::load(&dir.join("model.onnx")).unwrap();
+    let spec = graph::analyse::model_spec(&weights, name, None, &ad).unwrap();
+    let model = Model::from_spec(&spec, &weights, &ad)
+        .unwrap()
+        .for_inference();
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let (pshape, probe) = npy(&dir.join("probe.npy"));
+    let x = tensor4(&shape, x, &ad).require_grad();
+    let logits = model.network.logits(x.clone()).unwrap();
+    let probe = Tensor::<2>::from_data(TensorData::new(probe, [pshape[0], pshape[1]]), &ad);
+    let grads = (logits * probe).sum().backward();
+    let g = x.grad(&grads).expect("the input has a gradient");
+    let got = (
+        g.dims().to_vec(),
+        g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
+    );
+    let d = max_abs_diff("grad_input", got, npy(&dir.join("grad_input.npy")));
+    eprintln!("{name}: gradient max |diff| {d:.2e}");
+    assert!(d <= TOL, "{name}: gradient {d:e} > {TOL:e}");
+}
+
+macro_rules! gradient {
+    ($($test:ident: $fixture:literal),* $(,)?) => {
+        $(#[test]
+        fn $test() {
+            check_gradient($fixture);
+        })*
+    };
+}
+
+gradient!(
+    gradient_resnet_op13: "resnet_op13",
+    gradient_resnet_dynamo: "resnet_dynamo",
+    gradient_mobilenet_v2_op9: "mobilenet_v2_op9",
+    gradient_mobilenet_v3_op17: "mobilenet_v3_op17",
+    gradient_efficientnet_op13: "efficientnet_op13",
+    gradient_convnext_op17: "convnext_op17",
+    gradient_vit_op17: "vit_op17",
+);
+
+/// A graph exported for a batch of 2 (its Reshape names the 2) runs any batch, in
+/// chunks: 3 images give what they give one by one.
+#[test]
+fn a_fixed_batch_export_runs_other_batch_sizes() {
+    let dir = fixtures().join("onnx").join("resnet_dynamo");
+    let device = Device::default();
+    let weights = Weights::load(&dir.join("model.onnx")).unwrap();
+    let spec = graph::analyse::model_spec(&weights, "r", None, &device).unwrap();
+    let retrain::zoo::ArchConfig::Graph(cfg) = &spec.config else {
+        panic!("a graph")
+    };
+    assert_eq!(cfg.fixed_batch, Some(2));
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let per = x.len() / shape[0];
+    let mut three = x.clone();
+    three.extend_from_slice(&x[..per]);
+    let l3 = values(
+        model
+            .network
+            .logits(tensor4(&[3, shape[1], shape[2], shape[3]], three, &device))
+            .unwrap(),
+    );
+    let want = npy(&dir.join("logits.npy"));
+    let classes = want.0[1];
+    let first_two = (vec![2, classes], l3.1[..2 * classes].to_vec());
+    assert!(max_abs_diff("logits", first_two, want.clone()) <= TOL);
+    let third = (vec![1, classes], l3.1[2 * classes..].to_vec());
+    assert!(
+        max_abs_diff(
+            "logits",
+            third,
+            (vec![1, classes], want.1[..classes].to_vec())
+        ) <= TOL
+    );
+}
+
+fn tiny_graph(nodes: Vec<retrain::graph::Node>, output: &str) -> (retrain::graph::Graph, Weights) {
+    use retrain::graph::{Graph, ValueInfo};
+    let mut tensors = std::collections::BTreeMap::new();
+    tensors.insert(
+        "w".to_owned(),
+        retrain::weights::WeightTensor {
+            dtype: retrain::weights::DType::F32,
+            shape: vec![5],
+            data: vec![1.0; 5],
+            strided: false,
+        },
+    );
+    let g = Graph {
+        format: "onnx".into(),
+        producer: "test".into(),
+        opset: 17,
+        input: ValueInfo {
+            name: "x".into(),
+            dims: vec![Some(1), Some(3), Some(8), Some(8)],
+        },
+        output: ValueInfo {
+            name: output.into(),
+            dims: vec![],
+        },
+        nodes,
+        params: [("w".to_owned(), vec![5])].into(),
+        constants: [(
+            "huge".to_owned(),
+            retrain::graph::HostTensor::ints(vec![2], vec![1 << 20, 1 << 20]),
+        )]
+        .into(),
+    };
+    let w = Weights {
+        tensors,
+        ..Weights::empty()
+    };
+    (g, w)
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> retrain::graph::Node {
+    retrain::graph::Node {
+        name: format!("n_{output}"),
+        op: op.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![output.into()],
+        attrs: Default::default(),
+    }
+}
+
+/// Broken graphs are one-line errors naming the node, never a panic or a huge allocation.
+#[test]
+fn broken_graphs_are_errors_naming_the_node() {
+    let device = Device::default();
+    let cases = [
+        (
+            vec![node("FooBar", &["x"], "y")],
+            "y",
+            "n_y",
+            "the op FooBar is not supported",
+        ),
+        (
+            vec![node("Relu", &["nowhere"], "y")],
+            "y",
+            "n_y",
+            "not produced by any earlier node",
+        ),
+        (
+            vec![node("Relu", &["z"], "y"), node("Relu", &["y"], "z")],
+            "z",
+            "n_y",
+            "a cycle or a dangling input",
+        ),
+        (
+            vec![node("Add", &["x", "w"], "y")],
+            "y",
+            "n_y",
+            "do not broadcast",
+        ),
+        (
+            vec![node("ConstantOfShape", &["huge"], "y")],
+            "y",
+            "n_y",
+            "would exceed",
+        ),
+        (
+            vec![node("Relu", &["x"], "y")],
+            "q",
+            "q",
+            "computed by no node",
+        ),
+    ];
+    for (nodes, out, at, why) in cases {
+        let (g, w) = tiny_graph(nodes, out);
+        let e = retrain::graph::analyse(&g, &w, None, &device).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(at) && msg.contains(why), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}
+
+/// Every truncation of an ONNX file is an error (or, cut at a field boundary, a graph
+/// that fails to analyse cleanly), never a panic.
+#[test]
+fn truncated_onnx_files_fail_cleanly() {
+    let device = Device::default();
+    let bytes = std::fs::read(fixtures().join("onnx/resnet_op13/model.onnx")).unwrap();
+    for k in 1..=97 {
+        let cut = bytes.len() * k / 100;
+        if let Ok(w) = Weights::from_bytes(&bytes[..cut]) {
+            let _ = graph::analyse::model_spec(&w, "cut", None, &device);
+        }
+    }
+    // Flipped bytes: decoding errors or graphs that are refused, never a panic.
+    for k in (0..bytes.len()).step_by(bytes.len() / 61) {
+        let mut b = bytes.clone();
+        b[k] ^= 0xA5;
+        if let Ok(w) = Weights::from_bytes(&b) {
+            let _ = graph::analyse::model_spec(&w, "flipped", None, &device);
+        }
+    }
+}
+
+/// External data named outside the model's folder is refused.
+#[test]
+fn external_data_stays_in_the_model_folder() {
+    let src = fixtures().join("onnx/mobilenet_v2_op13_external");
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(src.join("model.onnx")).unwrap();
+    // Same length as "model.onnx.data", pointing up a folder.
+    let evil = bytes
+        .windows(15)
+        .position(|w| w == b"model.onnx.data")
+        .expect("the location string");
+    let mut b = bytes.clone();
+    b[evil..evil + 15].copy_from_slice(b"../../etc/passw");
+    std::fs::write(tmp.path().join("model.onnx"), &b).unwrap();
+    let e = Weights::load(&tmp.path().join("model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside the model's folder"), "{e}");
+    // And a missing data file says where it should be.
+    std::fs::write(tmp.path().join("model.onnx"), &bytes).unwrap();
+    let e = Weights::load(&tmp.path().join("model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.onnx.data") && e.contains("keep it beside the model"),
+        "{e}"
+    );
+}
