@@ -199,11 +199,12 @@ pub struct FitArgs {
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
     /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`),
-    /// or a model spec .json file for a custom variant.
-    #[arg(long, short, required_unless_present = "bundle")]
+    /// or a model spec .json file for a custom variant. Not needed for a file that holds
+    /// its own graph (.onnx): it runs as that graph.
+    #[arg(long, short)]
     pub model: Option<String>,
     /// Weights for that architecture: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow
-    /// checkpoint prefix or SavedModel folder, or .tflite.
+    /// checkpoint prefix or SavedModel folder, or .tflite; or an .onnx model.
     #[arg(long, short, required_unless_present = "bundle")]
     pub weights: Option<PathBuf>,
     /// A bundle written by `retrain fit`, instead of --model and --weights.
@@ -214,9 +215,10 @@ pub struct ModelArgs {
 /// The pretrained model a fit starts from.
 #[derive(clap::Args, Debug)]
 pub struct PretrainedArgs {
-    /// Architecture name (`retrain models`) or a model spec .json file.
+    /// Architecture name (`retrain models`) or a model spec .json file; not needed for an
+    /// .onnx model, which runs as its own graph.
     #[arg(long, short)]
-    pub model: String,
+    pub model: Option<String>,
     /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, or .tflite.
     #[arg(long, short)]
     pub weights: PathBuf,
@@ -293,7 +295,7 @@ impl FitArgs {
             bail!("--freeze-until applies to --strategy freeze");
         }
         let opts = FitOptions {
-            spec: zoo::resolve(&self.pretrained.model)?,
+            spec: pretrained_spec(&self.pretrained)?,
             weights: self.pretrained.weights.clone(),
             data: self.data.clone(),
             val,
@@ -439,4 +441,14 @@ fn run(cli: Cli) -> Result<()> {
             &device,
         ),
     }
+}
+
+/// The spec of a fit's pretrained model: `--model`, or the weights file's own graph.
+fn pretrained_spec(p: &PretrainedArgs) -> Result<zoo::ModelSpec> {
+    if let Some(m) = &p.model {
+        return zoo::resolve(m);
+    }
+    let w = retrain::weights::Weights::load(&p.weights)
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", p.weights.display()))?;
+    zoo::spec_for(None, &w, &retrain::default_device())
 }

@@ -129,6 +129,104 @@ struct InspectReport {
     strided_tensors: usize,
     matches: Vec<InspectMatch>,
     closest: Option<InspectClosest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph: Option<InspectGraph>,
+}
+
+/// A file's own graph, as `inspect` shows it.
+#[derive(Serialize)]
+struct InspectGraph {
+    producer: String,
+    opset: i64,
+    input: String,
+    /// Input dimensions, `null` where symbolic.
+    input_dims: Vec<Option<usize>>,
+    output: String,
+    nodes: usize,
+    ops: BTreeMap<String, usize>,
+    /// What running it found: the cut points (`--layer`, `--freeze-until`), or why it cannot run.
+    stages: Vec<InspectStage>,
+    feature_dim: Option<usize>,
+    classifier: Option<String>,
+    fixed_batch: Option<usize>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct InspectStage {
+    name: String,
+    shape: Vec<usize>,
+}
+
+fn inspect_graph(w: &Weights, device: &Device) -> Option<InspectGraph> {
+    let g = w.graph.as_deref()?;
+    let mut ops = BTreeMap::new();
+    for n in &g.nodes {
+        *ops.entry(n.op.clone()).or_default() += 1;
+    }
+    let analysed = retrain::graph::analyse(g, w, None, device);
+    let (stages, feature_dim, classifier, fixed_batch, error) = match analysed {
+        Ok(c) => (
+            c.stages
+                .iter()
+                .map(|s| InspectStage {
+                    name: s.name.clone(),
+                    shape: s.shape.clone(),
+                })
+                .collect(),
+            c.stages.last().and_then(|s| s.shape.get(1).copied()),
+            c.classifier.clone(),
+            c.fixed_batch,
+            None,
+        ),
+        Err(e) => (vec![], None, None, None, Some(e.to_string())),
+    };
+    Some(InspectGraph {
+        producer: g.producer.clone(),
+        opset: g.opset,
+        input: g.input.name.clone(),
+        input_dims: g.input.dims.clone(),
+        output: g.output.name.clone(),
+        nodes: g.nodes.len(),
+        ops,
+        stages,
+        feature_dim,
+        classifier,
+        fixed_batch,
+        error,
+    })
+}
+
+fn print_graph(g: &InspectGraph) {
+    let dims: Vec<String> = g
+        .input_dims
+        .iter()
+        .map(|d| d.map_or("?".to_owned(), |d| d.to_string()))
+        .collect();
+    println!(
+        "graph:       {} nodes, opset {}, by {}",
+        g.nodes, g.opset, g.producer
+    );
+    println!("input:       {} [{}] (NCHW)", g.input, dims.join(", "));
+    println!("output:      {}", g.output);
+    let ops: Vec<String> = g.ops.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    println!("ops:         {}", ops.join(", "));
+    if let Some(e) = &g.error {
+        println!("cannot run:  {e}");
+        return;
+    }
+    match (&g.classifier, g.feature_dim) {
+        (Some(c), Some(d)) => println!("classifier:  {c} on {d} features (replaced by fit)"),
+        (None, Some(d)) => println!("classifier:  none; the output has {d} features"),
+        _ => {}
+    }
+    if let Some(b) = g.fixed_batch {
+        println!("batch:       fixed to {b} by the export (run in chunks of {b})");
+    }
+    println!("stages (--layer, --freeze-until):");
+    for s in &g.stages {
+        println!("  {:<50} {:?}", s.name, s.shape);
+    }
 }
 
 pub fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
@@ -144,6 +242,7 @@ pub fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
         Some((_, f)) if *f >= 1.0 => None,
         _ => zoo::closest(&w, device),
     };
+    let graph = inspect_graph(&w, device);
     if json {
         return print_json(&InspectReport {
             path: path.display().to_string(),
@@ -167,6 +266,7 @@ pub fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
                 unexpected: r.unexpected,
                 shape_mismatches: r.shape_mismatches,
             }),
+            graph,
         });
     }
     println!("file:        {}", path.display());
@@ -179,6 +279,10 @@ pub fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
     let dt: Vec<String> = dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
     println!("dtypes:      {}", dt.join(", "));
     println!("parameters:  {}", w.parameter_count());
+    if let Some(g) = &graph {
+        print_graph(g);
+        return Ok(());
+    }
     match (matches.first(), &closest) {
         (Some((name, f)), _) if *f >= 1.0 => {
             println!("architecture: {name} (every tensor matches)")
@@ -204,11 +308,12 @@ fn load_model(args: &ModelArgs, device: &Device) -> Result<(Model, Option<Vec<St
         let b = Bundle::load(dir, device)?;
         return Ok((b.model.for_inference(), Some(b.manifest.classes)));
     }
-    let (Some(model), Some(weights)) = (&args.model, &args.weights) else {
-        bail!("give --model and --weights, or --bundle");
+    let Some(weights) = &args.weights else {
+        bail!("give --weights (and --model for a file of weights only), or --bundle");
     };
-    let spec = zoo::resolve(model)?;
     let w = load_weights(weights)?;
+    let spec = zoo::spec_for(args.model.as_deref(), &w, device)
+        .with_context(|| format!("cannot load {}", weights.display()))?;
     let model = Model::from_spec(&spec, &w, device)
         .with_context(|| format!("cannot load {}", weights.display()))?;
     Ok((model.for_inference(), None))

@@ -570,3 +570,94 @@ fn an_unreadable_sub_folder_is_a_warning_or_an_error_with_strict() {
     let o = run_embed(&dir.path().join("g.npy"), &["--strict"], &[&photos]);
     assert_fails(&o, "run without --strict to skip it");
 }
+
+/// An ONNX file needs no --model: inspect shows its graph and cut points, embed and fit
+/// run it as its graph, and the bundle (which stores the graph) predicts.
+#[test]
+fn an_onnx_file_runs_as_its_graph_in_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::toy_folder_with(tmp.path(), 2);
+    let onnx = fixtures().join("onnx/resnet_op13/model.onnx");
+    let onnx = onnx.to_str().unwrap();
+
+    let o = retrain(&["inspect", "--json", onnx]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["format"], "onnx");
+    assert_eq!(j["graph"]["opset"], 13);
+    assert_eq!(j["graph"]["classifier"], "fc");
+    let stages: Vec<&str> = j["graph"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        stages.contains(&"/layer2/layer2.0/relu_1/Relu"),
+        "{stages:?}"
+    );
+
+    let out = tmp.path().join("e.npy");
+    let o = retrain(&[
+        "embed",
+        "--weights",
+        onnx,
+        "--layer",
+        "/layer2/layer2.0/relu_1/Relu",
+        "--out",
+        out.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (shape, _) = common::npy(&out);
+    assert_eq!(shape, vec![12, 8]);
+
+    let bundle = tmp.path().join("b");
+    let o = retrain(&[
+        "fit",
+        "--weights",
+        onnx,
+        "--strategy",
+        "freeze",
+        "--freeze-until",
+        "/layer2/layer2.0/relu_1/Relu",
+        "--epochs",
+        "1",
+        "--val-split",
+        "0.34",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = retrain(&[
+        "predict",
+        "--json",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let label = j["predictions"][0]["top"][0]["label"].as_str().unwrap();
+    assert!(["round", "square"].contains(&label), "{label}");
+}
+
+/// A file of weights only still needs --model, and says so.
+#[test]
+fn a_weights_only_file_without_model_says_what_to_give() {
+    let w = fixtures().join("resnet_basic/weights.pt");
+    let o = retrain(&[
+        "predict",
+        "--weights",
+        w.to_str().unwrap(),
+        fixtures().join("images/rgb.png").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("holds weights only: give --model"),
+        "{}",
+        stderr(&o)
+    );
+}

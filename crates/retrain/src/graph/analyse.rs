@@ -202,8 +202,8 @@ pub fn analyse(
 }
 
 /// The stages: after every node where one float value (an image-shaped map or a vector)
-/// is all that later nodes need. Of a run of cuts with one shape (conv → BN → ReLU) only
-/// the last is kept.
+/// is all that later nodes need. Of cuts after consecutive nodes with one shape (conv →
+/// BN → ReLU) only the last is kept.
 fn cut_points(
     g: &Graph,
     end: usize,
@@ -260,8 +260,9 @@ fn cut_points(
     let kept: Vec<(usize, &str)> = cuts
         .iter()
         .enumerate()
-        .filter(|(k, (_, v))| match cuts.get(k + 1) {
-            Some((_, next)) => shapes.get(*v) != shapes.get(*next),
+        .filter(|(k, (i, v))| match cuts.get(k + 1) {
+            // conv → BN → activation: one stage, at the activation.
+            Some((j, next)) => *j != i + 1 || shapes.get(*v) != shapes.get(*next),
             None => true,
         })
         .map(|(_, c)| *c)

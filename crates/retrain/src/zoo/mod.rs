@@ -258,6 +258,32 @@ impl ZooEntry {
     }
 }
 
+/// The model a weights file runs as: `model` (a zoo name or spec file) when given, else
+/// the file's own graph (ONNX), named after the file.
+pub fn spec_for(
+    model: Option<&str>,
+    weights: &Weights,
+    device: &Device,
+) -> anyhow::Result<ModelSpec> {
+    if let Some(m) = model {
+        return resolve(m);
+    }
+    if weights.graph.is_none() {
+        anyhow::bail!(
+            "this {} file holds weights only: give --model (`retrain inspect` names the architecture it fits)",
+            weights.format
+        );
+    }
+    let name = weights
+        .source
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .map_or_else(|| "graph".to_owned(), |s| s.to_string_lossy().into_owned());
+    Ok(crate::graph::analyse::model_spec(
+        weights, &name, None, device,
+    )?)
+}
+
 /// Resolves `--model`: a zoo name, or the path of a JSON [`ModelSpec`].
 pub fn resolve(model: &str) -> anyhow::Result<ModelSpec> {
     use anyhow::Context;
