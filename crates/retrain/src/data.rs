@@ -288,8 +288,13 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// Like [`load_rgb`], refusing an image over `limits` from its header, before decoding it.
 pub fn load_rgb_with(path: &Path, limits: &Limits) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read file ({e})"))?;
+    decode_rgb_with(&bytes, limits)
+}
+
+/// [`load_rgb_with`] on the bytes of an image file already in memory.
+pub fn decode_rgb_with(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     let reader = || {
-        ImageReader::new(Cursor::new(&bytes))
+        ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| anyhow!("cannot read file ({e})"))
     };
@@ -311,7 +316,7 @@ pub fn load_rgb_with(path: &Path, limits: &Limits) -> Result<RgbImage> {
         DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("corrupt image ({e})"))?;
     // The JPEG decoder fills a cut-off scan with grey instead of failing; a file whose
     // entropy-coded data never reaches the end-of-image marker is truncated.
-    if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+    if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
         bail!("truncated JPEG (no end-of-image marker after the image data)");
     }
     if let Some(o) = orientation {

@@ -21,6 +21,19 @@ use sha2::{Digest, Sha256};
 
 pub use pickle::PickleError;
 
+/// Each reader on its own, for the fuzz targets in `fuzz/` (feature `fuzzing`). Not a
+/// stable API: [`Weights`] is how a program reads weights.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod readers {
+    pub use super::keras_h5::{read as keras_h5, read_keras_archive};
+    pub use super::pickle::parse as pickle;
+    pub use super::safetensors_file::read as safetensors;
+    pub use super::tf_bundle::{BundleFiles, read as tf_bundle};
+    pub use super::tflite::read as tflite;
+    pub use super::torch::{read_legacy, read_zip};
+}
+
 /// Element type of a tensor as stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
