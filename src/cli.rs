@@ -219,7 +219,7 @@ pub struct PretrainedArgs {
     /// .onnx model, which runs as its own graph.
     #[arg(long, short)]
     pub model: Option<String>,
-    /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, or .tflite.
+    /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, .tflite, or an .onnx model.
     #[arg(long, short)]
     pub weights: PathBuf,
 }

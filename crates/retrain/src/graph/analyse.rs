@@ -190,7 +190,7 @@ pub fn analyse(
         }
         _ => None,
     };
-    let stages = cut_points(g, end, &feature, &shapes, hw);
+    let stages = cut_points(g, end, &feature, &shapes);
     Ok(GraphConfig {
         graph: Box::new(g.clone()),
         stages,
@@ -209,7 +209,6 @@ fn cut_points(
     end: usize,
     feature: &str,
     shapes: &BTreeMap<String, Vec<usize>>,
-    hw: [usize; 2],
 ) -> Vec<GraphStage> {
     let fixed: BTreeSet<&str> = g
         .params
@@ -290,7 +289,6 @@ fn cut_points(
         });
         start = i + 1;
     }
-    let _ = hw;
     stages
 }
 
