@@ -6,7 +6,8 @@
 #
 #   SECONDS_PER_TARGET  how long each target runs (default 60)
 #   TARGET              one or more of: pickle torch_zip torch_legacy safetensors keras_h5
-#                       keras_archive tflite tf_bundle weights_detect image (default: all)
+#                       keras_archive tflite tf_bundle onnx weights_detect image
+#                       (default: all)
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). The script builds
 # the targets (`cargo +nightly fuzz build`: release, debug assertions, overflow checks,
@@ -31,7 +32,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 fx="$root/tests/fixtures"
 cd "$root/fuzz"
 
-all=(pickle torch_zip torch_legacy safetensors keras_h5 keras_archive tflite tf_bundle weights_detect image)
+all=(pickle torch_zip torch_legacy safetensors keras_h5 keras_archive tflite tf_bundle onnx weights_detect image)
 secs="${1:-60}"
 shift || true
 targets=("$@")
@@ -91,9 +92,10 @@ seed keras_h5 "$fx"/*/weights.h5 "$fx"/*/model.h5 "${keras3[@]}"
 seed keras_archive "$fx"/*/model.keras
 seed tflite "$fx"/*/*.tflite
 seed tf_bundle "$fx"/*/*/*.index "$fx"/*/*/variables/*.index
+seed onnx "$fx"/onnx/*/model.onnx
 seed weights_detect "$fx"/files/* "$fx"/mobilenet_v2/weights.safetensors "$fx"/keras_vgg/weights.h5 \
     "$fx"/keras_efficientnet/model.keras "$fx"/tf_mobilenet_v2/model_int8.tflite \
-    "$fx"/tf_keras2_resnet/checkpoint/weights.index
+    "$fx"/tf_keras2_resnet/checkpoint/weights.index "$fx"/onnx/resnet_op13/model.onnx
 seed image "$fx"/images/*
 
 summary=()
