@@ -105,6 +105,10 @@ enum Slot {
 /// Limits that keep a hostile file from using unbounded memory.
 const MAX_STACK: usize = 1 << 20;
 const MAX_DIMS: usize = 16;
+/// Arguments of the calls a checkpoint makes (`_rebuild_tensor_v2` takes 6 or 7).
+const MAX_CALL_ARGS: usize = 8;
+/// Longest storage key or global name: real ones are a few dozen bytes.
+const MAX_NAME: usize = 1024;
 
 /// The decoded pickle: an arena and the index of its root value.
 pub struct Pickle {
@@ -267,9 +271,15 @@ impl Machine {
             _ => Err(self.err("APPEND on a non-list")),
         }
     }
-    fn tuple_items(&self, i: usize) -> Result<Vec<usize>, PickleError> {
+    /// The items of a tuple of at most `max` items: the tuples read here are short, and a
+    /// bound keeps a file from making each of many calls copy one huge tuple.
+    fn tuple_items(&self, i: usize, max: usize) -> Result<Vec<usize>, PickleError> {
         match &self.nodes[i] {
-            Node::Tuple(t) => Ok(t.clone()),
+            Node::Tuple(t) if t.len() <= max => Ok(t.clone()),
+            Node::Tuple(t) => Err(self.err(format!(
+                "a tuple of {} items where at most {max} are expected",
+                t.len()
+            ))),
             _ => Err(self.err("expected a tuple")),
         }
     }
@@ -280,16 +290,15 @@ impl Machine {
         }
     }
     fn usizes(&self, i: usize) -> Result<Vec<usize>, PickleError> {
-        let t = self.tuple_items(i)?;
-        if t.len() > MAX_DIMS {
-            return Err(self.err("tensor has too many dimensions"));
-        }
+        let t = self
+            .tuple_items(i, MAX_DIMS)
+            .map_err(|_| self.err("tensor has too many dimensions"))?;
         t.into_iter().map(|x| self.usize_of(x)).collect()
     }
 
     /// `persistent_load`: `('storage', torch.XStorage, key, location, numel[, view])`.
     fn persistent(&mut self, pid: usize) -> Result<Node, PickleError> {
-        let t = self.tuple_items(pid)?;
+        let t = self.tuple_items(pid, MAX_CALL_ARGS)?;
         if t.len() < 5 || self.nodes[t[0]] != Node::Str("storage".into()) {
             return Err(self.err("persistent id is not a tensor storage"));
         }
@@ -299,9 +308,9 @@ impl Machine {
         }
         .ok_or_else(|| self.err("unknown storage type"))?;
         let key = match &self.nodes[t[2]] {
-            Node::Str(s) => s.clone(),
+            Node::Str(s) if s.len() <= MAX_NAME => s.clone(),
             Node::Int(v) => v.to_string(),
-            _ => return Err(self.err("storage key is not a string")),
+            _ => return Err(self.err("storage key is not a string of at most 1024 bytes")),
         };
         // Legacy files may hand out a view: (view_key, offset, size) into a root storage.
         let view_offset = match t.get(5).map(|&v| &self.nodes[v]) {
@@ -320,7 +329,7 @@ impl Machine {
             Node::Global(g) => g.clone(),
             _ => return Err(self.err("REDUCE on a value that is not an allowed callable")),
         };
-        let a = self.tuple_items(args)?;
+        let a = self.tuple_items(args, MAX_CALL_ARGS)?;
         match name.as_str() {
             "collections.OrderedDict" => Ok(Node::Dict(Vec::new())),
             "torch._utils._rebuild_tensor" | "torch._utils._rebuild_tensor_v2" => {
@@ -335,7 +344,10 @@ impl Machine {
                     } => (key.clone(), *dtype, *view_offset),
                     _ => return Err(self.err("tensor rebuild without a storage")),
                 };
-                let offset = self.usize_of(a[1])? + view_offset;
+                let offset = self
+                    .usize_of(a[1])?
+                    .checked_add(view_offset)
+                    .ok_or_else(|| self.err("tensor offset overflows"))?;
                 let shape = self.usizes(a[2])?;
                 let stride = self.usizes(a[3])?;
                 if shape.len() != stride.len() {
@@ -349,8 +361,11 @@ impl Machine {
                     stride,
                 }))
             }
-            "torch._utils._rebuild_parameter" => match a.first() {
-                Some(&t) => Ok(self.nodes[t].clone()),
+            // Only a tensor is copied: copying a container here would let a small file
+            // grow the arena with the square of its size.
+            "torch._utils._rebuild_parameter" => match a.first().map(|&t| &self.nodes[t]) {
+                Some(t @ Node::Tensor(_)) => Ok(t.clone()),
+                Some(_) => Err(self.err("parameter rebuild of something that is not a tensor")),
                 None => Err(self.err("parameter rebuild without data")),
             },
             other => Err(PickleError::ForbiddenGlobal(format!("{other}(...)"))),
@@ -587,8 +602,10 @@ pub fn parse(data: &[u8]) -> Result<Pickle, PickleError> {
                 let name = m.pop()?;
                 let module = m.pop()?;
                 let (module, name) = match (&m.nodes[module], &m.nodes[name]) {
-                    (Node::Str(a), Node::Str(b)) => (a.clone(), b.clone()),
-                    _ => return Err(m.err("STACK_GLOBAL needs two strings")),
+                    (Node::Str(a), Node::Str(b)) if a.len() + b.len() <= MAX_NAME => {
+                        (a.clone(), b.clone())
+                    }
+                    _ => return Err(m.err("STACK_GLOBAL needs two strings of at most 1024 bytes")),
                 };
                 m.global(&module, &name)?
             }
@@ -659,6 +676,51 @@ mod tests {
     fn huge_declared_lengths_do_not_allocate() {
         let payload = b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\x7f";
         assert!(matches!(parse(payload), Err(PickleError::Truncated(_))));
+    }
+
+    /// Protocol 2, `collections.OrderedDict` as memo 0, a tuple of `n` zeros as memo 1, then
+    /// `calls` REDUCEs of the one with the other.
+    fn many_calls_with_one_long_tuple(n: usize, calls: usize) -> Vec<u8> {
+        let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00(".to_vec();
+        for _ in 0..n {
+            p.extend_from_slice(b"K\x00");
+        }
+        p.extend_from_slice(b"tq\x01");
+        for _ in 0..calls {
+            p.extend_from_slice(b"h\x00h\x01R0");
+        }
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn a_call_with_a_huge_argument_tuple_is_refused_not_copied() {
+        // Each call used to copy the whole tuple: time grew with the square of the file.
+        let e = parse(&many_calls_with_one_long_tuple(100_000, 50_000))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("at most 8"), "{e}");
+        // A short argument tuple still calls.
+        assert!(parse(&many_calls_with_one_long_tuple(0, 3)).is_ok());
+    }
+
+    #[test]
+    fn a_parameter_rebuild_of_a_container_is_refused() {
+        // _rebuild_parameter([0, 0, ...]) repeated would copy the list each time.
+        let mut p = b"\x80\x02ctorch._utils\n_rebuild_parameter\nq\x00(K\x00K\x00lq\x01".to_vec();
+        p.extend_from_slice(b"h\x00h\x01\x85R.");
+        let e = parse(&p).err().unwrap();
+        assert!(e.to_string().contains("not a tensor"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_global_name_is_refused_before_it_is_copied() {
+        let mut p = b"\x80\x04\x8c\x08builtins\x94\x8d".to_vec();
+        p.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(b'a', 1 << 20));
+        p.extend_from_slice(b"\x94\x93.");
+        let e = parse(&p).err().unwrap();
+        assert!(e.to_string().contains("at most 1024 bytes"), "{e}");
     }
 
     #[test]

@@ -67,13 +67,14 @@ pub fn read_zip(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsE
     let refs = state_dict_refs(&pickle)?;
     let mut out = BTreeMap::new();
     let mut storages: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut budget = element_budget(bytes.len());
     for (name, r) in refs {
         if !storages.contains_key(&r.storage_key) {
             let entry = format!("{root}data/{}", r.storage_key);
             let data = read_entry(&mut archive, &entry)?;
             storages.insert(r.storage_key.clone(), data);
         }
-        let t = materialize(&name, &r, &storages[&r.storage_key])?;
+        let t = materialize(&name, &r, &storages[&r.storage_key], &mut budget)?;
         out.insert(name, t);
     }
     Ok(out)
@@ -149,6 +150,7 @@ pub fn read_legacy(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weigh
         pos += n;
     }
     let mut out = BTreeMap::new();
+    let mut budget = element_budget(bytes.len());
     for (name, r) in refs {
         let data = storages.get(&r.storage_key).ok_or_else(|| {
             WeightsError::Corrupt(format!(
@@ -156,7 +158,7 @@ pub fn read_legacy(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weigh
                 r.storage_key
             ))
         })?;
-        out.insert(name.clone(), materialize(&name, &r, data)?);
+        out.insert(name.clone(), materialize(&name, &r, data, &mut budget)?);
     }
     Ok(out)
 }
@@ -214,7 +216,24 @@ fn state_dict_refs(p: &Pickle) -> Result<Vec<(String, TensorRef)>, WeightsError>
 }
 
 /// Copies a (possibly strided) tensor out of its storage into row-major f32.
-fn materialize(name: &str, r: &TensorRef, storage: &[u8]) -> Result<WeightTensor, WeightsError> {
+/// The most elements a view may have beyond those of its storage (4 MB of f32).
+const MAX_REPEATED_VIEW: usize = 1 << 20;
+
+/// How many elements the tensors of a file of `len` bytes may have in all: each element
+/// takes at least one byte of the file, a few names may share one storage (tied weights),
+/// and views repeating their storage get [`MAX_REPEATED_VIEW`] more.
+fn element_budget(len: usize) -> usize {
+    len.saturating_mul(4).saturating_add(MAX_REPEATED_VIEW)
+}
+
+/// Copies one tensor out of its storage, as f32 values in row-major order; `budget` is the
+/// number of elements the file may still materialise.
+fn materialize(
+    name: &str,
+    r: &TensorRef,
+    storage: &[u8],
+    budget: &mut usize,
+) -> Result<WeightTensor, WeightsError> {
     let es = r.dtype.size();
     let storage_len = storage.len() / es;
     let numel = r
@@ -227,7 +246,16 @@ fn materialize(name: &str, r: &TensorRef, storage: &[u8]) -> Result<WeightTensor
             "tensor `{name}` reaches past the end of its storage (file truncated or corrupt)"
         ))
     };
-    if numel > 0 {
+    if numel == 0 {
+        // Nothing to read, whatever the offset says.
+        return Ok(WeightTensor {
+            dtype: r.dtype,
+            shape: r.shape.clone(),
+            data: Vec::new(),
+            strided: false,
+        });
+    }
+    {
         // Highest element index the view touches must lie inside the storage.
         let last = r
             .shape
@@ -241,6 +269,21 @@ fn materialize(name: &str, r: &TensorRef, storage: &[u8]) -> Result<WeightTensor
             return Err(out_of_bounds());
         }
     }
+    // A view with a zero stride repeats storage elements: it may claim far more elements
+    // than the file holds. Allow what an expanded bias or mask needs, not an allocation
+    // the file's size cannot justify.
+    if numel > storage_len.max(MAX_REPEATED_VIEW) {
+        return Err(WeightsError::Corrupt(format!(
+            "tensor `{name}` is a view of {numel} elements over a storage of {storage_len}; \
+             a view repeating its storage is read up to {MAX_REPEATED_VIEW} elements"
+        )));
+    }
+    *budget = budget.checked_sub(numel).ok_or_else(|| {
+        WeightsError::Corrupt(format!(
+            "tensor `{name}` takes the file's tensors past what a file of this size can \
+             hold: more views of the same storages than a real checkpoint has"
+        ))
+    })?;
     let mut data = Vec::with_capacity(numel);
     let contiguous = is_contiguous(&r.shape, &r.stride);
     if contiguous {
@@ -307,7 +350,7 @@ mod tests {
             shape: vec![2, 3],
             stride: vec![1, 2],
         };
-        let t = materialize("w", &r, &storage).unwrap();
+        let t = materialize("w", &r, &storage, &mut unlimited()).unwrap();
         assert_eq!(t.data, vec![0., 2., 4., 1., 3., 5.]);
         assert!(t.strided);
     }
@@ -322,6 +365,61 @@ mod tests {
             shape: vec![3],
             stride: vec![1],
         };
-        assert!(materialize("w", &r, &storage).is_err());
+        assert!(materialize("w", &r, &storage, &mut unlimited()).is_err());
+    }
+
+    fn unlimited() -> usize {
+        usize::MAX
+    }
+
+    fn view(offset: usize, shape: &[usize], stride: &[usize]) -> TensorRef {
+        TensorRef {
+            storage_key: "0".into(),
+            dtype: DType::F32,
+            offset,
+            shape: shape.to_vec(),
+            stride: stride.to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_empty_view_reads_nothing_whatever_its_offset() {
+        let storage = vec![0u8; 16];
+        for offset in [0, 4, 1 << 40, usize::MAX / 2] {
+            let t = materialize("w", &view(offset, &[0, 3], &[3, 1]), &storage, &mut 10).unwrap();
+            assert_eq!((t.shape, t.data.len()), (vec![0, 3], 0));
+        }
+    }
+
+    #[test]
+    fn a_zero_stride_view_may_not_claim_more_than_the_file_justifies() {
+        let storage = vec![0u8; 4];
+        // An expanded scalar of a thousand elements reads (a bias broadcast, say).
+        let t = materialize("b", &view(0, &[1000], &[0]), &storage, &mut unlimited());
+        assert_eq!(t.unwrap().data.len(), 1000);
+        // 2^40 elements over one stored float is refused before any allocation.
+        let e = materialize(
+            "w",
+            &view(0, &[1 << 20, 1 << 20], &[0, 0]),
+            &storage,
+            &mut unlimited(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("view of 1099511627776 elements"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn views_sharing_a_storage_stop_at_the_files_budget() {
+        let storage = vec![0u8; 4096];
+        let mut budget = element_budget(storage.len());
+        let whole = view(0, &[1024], &[1]);
+        let taken = (0..10_000)
+            .take_while(|_| materialize("w", &whole, &storage, &mut budget).is_ok())
+            .count();
+        // 4 x 4096 + 2^20 elements: 1040 views of 1024 elements, then an error.
+        assert_eq!(taken, element_budget(4096) / 1024);
     }
 }
