@@ -9,8 +9,10 @@ TensorFlow's outputs.
     model_int8.tflite   the same with Optimize.DEFAULT: int8 weights (per-channel scales)
     model_full_int8.tflite  full integer quantisation (calibrated on 16 random inputs):
                         int8 weights and activations, int32 biases
+    model_f16.tflite    float16 quantisation: float16 weights, each behind a DEQUANTIZE
+                        operator that gives the float32 the interpreter computes with
     input.npy, features.npy, logits.npy   Keras/TensorFlow outputs (NCHW input)
-    tflite_{int8,full_int8}_{logits,features}.npy   the TFLite interpreter's outputs for
+    tflite_{int8,full_int8,f16}_{logits,features}.npy   the TFLite interpreter's outputs for
                         the quantised models (it computes with int8 activations, hence a
                         looser tolerance in the test)
     model.json          retrain model spec
@@ -85,10 +87,12 @@ class TwoShards(tf.train.experimental.ShardingCallback):
         return shards
 
 
-def write_tflite(model, path, int8=False, calibration=None):
+def write_tflite(model, path, int8=False, calibration=None, f16=False):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
+    if int8 or f16:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if f16:
+        conv.target_spec.supported_types = [tf.float16]
     if calibration is not None:
         # Full integer quantisation: int8 activations too, int32 biases (scale = input scale
         # × weight scale); float input and output through QUANTIZE/DEQUANTIZE.
@@ -127,7 +131,9 @@ def main():
     calibration = np.random.default_rng(14).uniform(-1, 1, (16, size, size, 3)).astype("float32")
     write_tflite(m, os.path.join(out, "model_full_int8.tflite"), int8=True,
                  calibration=calibration)
-    for name in ("model.tflite", "model_int8.tflite", "model_full_int8.tflite"):
+    write_tflite(m, os.path.join(out, "model_f16.tflite"), f16=True)
+    for name in ("model.tflite", "model_int8.tflite", "model_full_int8.tflite",
+                 "model_f16.tflite"):
         tl, tfeat = tflite_run(os.path.join(out, name), x, features.shape[1])
         print(name, "interpreter vs Keras: logits", np.abs(tl - logits).max(),
               "features", np.abs(tfeat - features).max())

@@ -269,6 +269,36 @@ fn tflite_float_models() {
     }
 }
 
+/// TFLite with float16 weights (the converter's `supported_types = [tf.float16]`): each
+/// weight is stored as float16 behind a DEQUANTIZE operator, and the interpreter computes
+/// in float32 on the widened values, as retrain does. Same outputs as the interpreter
+/// within 1e-4 (float16 rounding puts both 1.4e-4 from the float32 Keras model).
+#[test]
+fn tflite_float16_weights_match_the_interpreter() {
+    let dir = fixtures().join("tf_mobilenet_v2");
+    let device = Device::default();
+    let spec: ModelSpec =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let weights = Weights::load(&dir.join("model_f16.tflite")).unwrap();
+    let f16 = weights
+        .tensors
+        .values()
+        .filter(|t| t.dtype == retrain::weights::DType::F16)
+        .count();
+    assert!(f16 > 0, "model_f16.tflite stores float16 weights");
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let (f, l) = model
+        .network
+        .features_and_logits(tensor4(&shape, x, &device));
+    for (what, got) in [("features", values(f)), ("logits", values(l.unwrap()))] {
+        let want = npy(&dir.join(format!("tflite_f16_{what}.npy")));
+        let d = max_abs_diff(what, got, want);
+        eprintln!("model_f16.tflite {what}: max |diff| {d:.2e}");
+        assert!(d <= 1e-4, "model_f16.tflite {what}: {d:e} > 1e-4");
+    }
+}
+
 /// TFLite with int8 weights: the converter's Optimize.DEFAULT (int8 weights, per-output-
 /// channel scales, float activations) and full integer quantisation (int8 activations too,
 /// int32 biases whose scale is input scale × weight scale). retrain dequantises the weights

@@ -128,9 +128,14 @@ struct Graph<'a> {
     bytes: &'a [u8],
     tensors: Vec<TensorDef<'a>>,
     buffers: Vec<Buffer<'a>>,
-    /// The operator (builtin code, inputs) that produces each tensor.
-    producers: BTreeMap<i32, (i32, Vec<i32>)>,
+    ops: &'a [Op],
+    /// The operator (an index into `ops`) that produces each tensor.
+    producers: BTreeMap<i32, usize>,
 }
+
+/// How many `DEQUANTIZE` operators a weight may pass through to its stored values (the
+/// converter emits one; a loop of them must not recurse forever).
+const MAX_DEQUANTIZE_CHAIN: usize = 4;
 
 impl<'a> Graph<'a> {
     fn tensor(&self, i: i32) -> Result<TensorDef<'a>, WeightsError> {
@@ -150,17 +155,33 @@ impl<'a> Graph<'a> {
 
     /// The stored values of tensor `i`, following a `DEQUANTIZE` to its input.
     fn constant(&self, i: i32) -> Result<Constant, WeightsError> {
-        let t = self.tensor(i)?;
-        let name = t.name().unwrap_or("?");
-        let raw = self.buffer_bytes(t)?;
-        if raw.is_empty() {
-            return match self.producers.get(&i) {
-                Some((DEQUANTIZE, inputs)) if inputs.len() == 1 => self.constant(inputs[0]),
-                _ => Err(WeightsError::Unsupported(format!(
-                    "TFLite: weight {name} is computed in the graph, not stored"
-                ))),
-            };
-        }
+        let mut i = i;
+        let mut hops = 0;
+        let (t, name, raw) = loop {
+            let t = self.tensor(i)?;
+            let name = t.name().unwrap_or("?");
+            let raw = self.buffer_bytes(t)?;
+            if !raw.is_empty() {
+                break (t, name, raw);
+            }
+            match self.producers.get(&i).map(|&k| &self.ops[k]) {
+                Some((DEQUANTIZE, inputs, _)) if inputs.len() == 1 => {
+                    hops += 1;
+                    if hops > MAX_DEQUANTIZE_CHAIN {
+                        return Err(corrupt(format!(
+                            "weight {name} is behind a loop or a chain of over \
+                             {MAX_DEQUANTIZE_CHAIN} DEQUANTIZE operators"
+                        )));
+                    }
+                    i = inputs[0];
+                }
+                _ => {
+                    return Err(WeightsError::Unsupported(format!(
+                        "TFLite: weight {name} is computed in the graph, not stored"
+                    )));
+                }
+            }
+        };
         let shape: Vec<usize> = t
             .shape()
             .map(|s| s.iter().map(|d| usize::try_from(d).unwrap_or(0)).collect())
@@ -360,11 +381,11 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError
             .buffers()
             .map(|b| b.iter().collect())
             .unwrap_or_default(),
+        ops: &ops,
         producers: ops
             .iter()
-            .flat_map(|(code, inputs, outputs)| {
-                outputs.iter().map(|&o| (o, (*code, inputs.clone())))
-            })
+            .enumerate()
+            .flat_map(|(k, (_, _, outputs))| outputs.iter().map(move |&o| (o, k)))
             .collect(),
     };
     let layers = weighted_layers(&g, &ops)?;
@@ -566,6 +587,29 @@ mod tests {
             axis: 0,
         };
         assert!(dequantise(&[1.0], &[1], &none, "t").is_err());
+    }
+
+    /// A float16 model's weights sit behind DEQUANTIZE operators. Pointing one such
+    /// operator's input at its own output made the reader recurse until the stack
+    /// overflowed; it is an error naming the loop now.
+    #[test]
+    fn a_dequantize_loop_is_an_error_not_a_stack_overflow() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let bytes = std::fs::read(dir.join("tf_mobilenet_v2/model_f16.tflite")).unwrap();
+        assert!(read(&bytes).is_ok());
+        let model = flatbuffers::root::<Model>(&bytes).unwrap();
+        let graph = model.subgraphs().unwrap().get(0);
+        let ops = operators(&model).unwrap();
+        let k = ops
+            .iter()
+            .position(|(code, ..)| *code == DEQUANTIZE)
+            .unwrap();
+        let inputs = graph.operators().unwrap().get(k).inputs().unwrap();
+        let at = inputs.bytes().as_ptr() as usize - bytes.as_ptr() as usize;
+        let mut looped = bytes.clone();
+        looped[at..at + 4].copy_from_slice(&ops[k].2[0].to_le_bytes());
+        let e = read(&looped).unwrap_err().to_string();
+        assert!(e.contains("loop or a chain"), "{e}");
     }
 
     #[test]
