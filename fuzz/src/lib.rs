@@ -15,3 +15,28 @@ pub fn tolerate_caught_panics() {
         }
     });
 }
+
+/// The same archive written anew, every entry stored uncompressed with a correct CRC-32.
+/// A mutation inside a zip entry almost always breaks the entry's checksum, so the reader
+/// behind the zip would never see it; fuzzing the repacked archive lets content mutations
+/// through. `None` when the input is not a readable zip. Each entry is read up to 64 MiB
+/// (a deflate bomb is the zip reader's own concern, fuzzed on the raw input).
+pub fn repack_zip(data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::{Cursor, Read, Write};
+    let mut archive = zip::ZipArchive::new(Cursor::new(data)).ok()?;
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..archive.len().min(4096) {
+        let Ok(f) = archive.by_index(i) else {
+            continue;
+        };
+        let name = f.name().to_owned();
+        let mut content = Vec::new();
+        // A bad checksum is reported after the last byte: the content is all read by then.
+        let _ = f.take(64 << 20).read_to_end(&mut content);
+        out.start_file(name, stored).ok()?;
+        out.write_all(&content).ok()?;
+    }
+    Some(out.finish().ok()?.into_inner())
+}
