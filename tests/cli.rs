@@ -661,3 +661,40 @@ fn a_weights_only_file_without_model_says_what_to_give() {
         stderr(&o)
     );
 }
+
+/// `--jpeg-draft` decodes a large JPEG at a reduced DCT scale: the embedding moves a
+/// little, and not at all for a JPEG too small to reduce or in CMYK.
+#[test]
+fn jpeg_draft_changes_only_jpegs_large_enough_to_reduce() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.jpg");
+    let img = image::RgbImage::from_fn(1600, 1200, |x, y| {
+        image::Rgb([(x / 7) as u8, (y / 5) as u8, ((x + y) / 11) as u8])
+    });
+    img.save(&big).unwrap();
+    let (rotated, cmyk) = (images().join("rotated.jpg"), images().join("cmyk.jpg"));
+    let embed = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let o = run_embed(&out, extra, &[&big, &rotated, &cmyk]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_npy(&std::fs::read(&out).unwrap()).unwrap()
+    };
+    let ((shape, full), (_, draft)) = (
+        embed("full.npy", &[]),
+        embed("draft.npy", &["--jpeg-draft"]),
+    );
+    let d = shape[1];
+    let diff =
+        |r: std::ops::Range<usize>| r.map(|i| (full[i] - draft[i]).abs()).fold(0f32, f32::max);
+    assert!(
+        diff(0..d) > 0.0,
+        "the 1600x1200 JPEG is decoded at a reduced scale"
+    );
+    let scale = full[..d].iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!(
+        "draft: max |diff| {:.2e} of max |value| {scale:.2e}",
+        diff(0..d)
+    );
+    assert!(diff(0..d) < 0.05 * scale, "and its embedding stays close");
+    assert_eq!(diff(d..3 * d), 0.0, "small and CMYK JPEGs decode in full");
+}

@@ -66,7 +66,8 @@ fn a_header_claiming_a_huge_size_is_refused_before_decoding() {
         load_rgb_with(
             &rgb,
             &Limits {
-                max_pixels: 80 * 48
+                max_pixels: 80 * 48,
+                ..Default::default()
             }
         )
         .is_ok()
@@ -75,12 +76,17 @@ fn a_header_claiming_a_huge_size_is_refused_before_decoding() {
         load_rgb_with(
             &rgb,
             &Limits {
-                max_pixels: 80 * 48 - 1
+                max_pixels: 80 * 48 - 1,
+                ..Default::default()
             }
         )
         .is_err()
     );
-    assert!(Limits { max_pixels: 0 }.validate().is_err());
+    let zero = Limits {
+        max_pixels: 0,
+        ..Default::default()
+    };
+    assert!(zero.validate().is_err());
 }
 
 #[test]
@@ -113,4 +119,77 @@ fn folders_of_a_data_set_skip_hidden_classes_and_report_loops() {
         assert_eq!(notes[0].0, data.join("square/loop"));
         assert!(notes[0].1.contains("symbolic-link loop"), "{notes:?}");
     }
+}
+
+/// A smooth `w`×`h` test picture (gradients and a slow wave: no detail finer than the
+/// draft's scale), grey or colour, as a quality-95 JPEG.
+fn smooth_jpeg(w: u32, h: u32, grey: bool) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+        let wave = ((u * 7.0).sin() * (v * 5.0).cos() * 0.5 + 0.5) * 255.0;
+        let px = [u * 255.0, v * 255.0, wave].map(|c| c as u8);
+        if grey {
+            image::Rgb([px[2]; 3])
+        } else {
+            image::Rgb(px)
+        }
+    });
+    let mut out = Vec::new();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+    if grey {
+        enc.encode_image(&image::DynamicImage::ImageRgb8(img).to_luma8())
+            .unwrap();
+    } else {
+        enc.encode_image(&img).unwrap();
+    }
+    out
+}
+
+/// `--jpeg-draft`: a large JPEG decodes at the smallest DCT scale whose shorter side still
+/// covers the resize, and the preprocessed tensor stays close to the full decode's (stated
+/// bound: mean |diff| under 0.01 and max under 0.1 in normalised units, about 0.6 and 6
+/// 8-bit levels). Small JPEGs, augmentation and other formats decode in full.
+#[test]
+fn a_jpeg_draft_decodes_at_a_reduced_scale_near_the_full_decode() {
+    use retrain::data::{decode_rgb_for, decode_rgb_with, preprocess_into};
+    let draft = Limits {
+        jpeg_draft: true,
+        ..Default::default()
+    };
+    let p = retrain::zoo::Preprocess::imagenet(256, 224, retrain::zoo::Interpolation::Bilinear);
+    for (w, h, grey, scaled) in [
+        (2400, 1800, false, (600, 450)), // 1/4: 450 >= 256, 1/8 would be 225
+        (1800, 2400, true, (450, 600)),  // portrait, greyscale
+        (1000, 700, false, (500, 350)),  // 1/2
+        (600, 400, false, (600, 400)),   // no reduction keeps a short side of 256
+    ] {
+        let bytes = smooth_jpeg(w, h, grey);
+        let full = decode_rgb_with(&bytes, &Limits::default()).unwrap();
+        let small = decode_rgb_for(&bytes, &draft, Some(256)).unwrap();
+        assert_eq!(small.dimensions(), scaled, "{w}x{h}");
+        // Without a resize to cover (augmentation), the full image.
+        assert_eq!(
+            decode_rgb_for(&bytes, &draft, None).unwrap().dimensions(),
+            (w, h)
+        );
+        let (mut a, mut b) = (vec![0f32; 3 * 224 * 224], vec![0f32; 3 * 224 * 224]);
+        preprocess_into(&full, &p, &mut a).unwrap();
+        preprocess_into(&small, &p, &mut b).unwrap();
+        let diffs: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        let max = diffs.iter().fold(0f32, |m, &d| m.max(d));
+        eprintln!("{w}x{h} grey={grey}: draft {scaled:?}, mean |diff| {mean:.2e}, max {max:.2e}");
+        assert!(mean < 0.01 && max < 0.1, "{w}x{h}: mean {mean}, max {max}");
+    }
+    // A PNG is never drafted.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("big.png");
+    common::png_of_size(&png, 2048, 1536);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(
+        decode_rgb_for(&bytes, &draft, Some(256))
+            .unwrap()
+            .dimensions(),
+        (2048, 1536)
+    );
 }

@@ -28,12 +28,21 @@ pub struct Limits {
     /// Most pixels (width × height) an image may have; larger ones are refused. The default,
     /// 89,478,485, is PIL's `MAX_IMAGE_PIXELS`.
     pub max_pixels: u64,
+    /// Decode a JPEG at the smallest DCT scale (1/2, 1/4 or 1/8) that still leaves its
+    /// shorter side at least the resize size, as PIL's `Image.draft` does. The entropy
+    /// decoding is the same; the inverse DCT, colour conversion and resize work on the
+    /// smaller image (embedding 12-megapixel photos: 1.7 times faster, a third of the
+    /// memory). Pixels differ a little from a full decode's, which is what torchvision's
+    /// pipeline sees, hence off by default. Only for inference preprocessing, not
+    /// augmentation.
+    pub jpeg_draft: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_pixels: Self::DEFAULT_MAX_PIXELS,
+            jpeg_draft: false,
         }
     }
 }
@@ -293,6 +302,12 @@ pub fn load_rgb_with(path: &Path, limits: &Limits) -> Result<RgbImage> {
 
 /// [`load_rgb_with`] on the bytes of an image file already in memory.
 pub fn decode_rgb_with(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
+    decode_rgb_for(bytes, limits, None)
+}
+
+/// [`decode_rgb_with`] for an image that will be resized to a shorter side of `resize`:
+/// with [`Limits::jpeg_draft`] a JPEG is then decoded at a reduced DCT scale.
+pub fn decode_rgb_for(bytes: &[u8], limits: &Limits, resize: Option<usize>) -> Result<RgbImage> {
     let reader = || {
         ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
@@ -312,8 +327,14 @@ pub fn decode_rgb_with(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
         .into_decoder()
         .map_err(|e| anyhow!("not a readable image ({e})"))?;
     let orientation = decoder.orientation().ok();
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("corrupt image ({e})"))?;
+    let draft = match (limits.jpeg_draft, resize, format) {
+        (true, Some(size), Some(ImageFormat::Jpeg)) => jpeg_draft(bytes, size, limits)?,
+        _ => None,
+    };
+    let mut img = match draft {
+        Some(img) => DynamicImage::ImageRgb8(img),
+        None => DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("corrupt image ({e})"))?,
+    };
     // The JPEG decoder fills a cut-off scan with grey instead of failing; a file whose
     // entropy-coded data never reaches the end-of-image marker is truncated.
     if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
@@ -323,6 +344,53 @@ pub fn decode_rgb_with(bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
         img.apply_orientation(o);
     }
     Ok(img.into_rgb8())
+}
+
+/// A JPEG decoded at the smallest DCT scale that keeps its shorter side at least `size`
+/// (the IDCT of each 8×8 block computed at 4×4, 2×2 or 1×1); `None` when no reduction
+/// applies or the colour model is one the full decoder handles better (CMYK, 16 bits).
+fn jpeg_draft(bytes: &[u8], size: usize, limits: &Limits) -> Result<Option<RgbImage>> {
+    let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    d.read_info()
+        .map_err(|e| anyhow!("not a readable image ({e})"))?;
+    let Some(info) = d.info() else {
+        return Ok(None);
+    };
+    let (w, h) = (info.width as usize, info.height as usize);
+    let short = w.min(h);
+    let Some(k) = [8, 4, 2].into_iter().find(|k| short.div_ceil(*k) >= size) else {
+        return Ok(None);
+    };
+    if !matches!(
+        info.pixel_format,
+        jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
+    ) {
+        return Ok(None);
+    }
+    let (sw, sh) = d
+        .scale(w.div_ceil(k) as u16, h.div_ceil(k) as u16)
+        .map_err(|e| anyhow!("corrupt image ({e})"))?;
+    let (sw, sh) = (sw as u32, sh as u32);
+    if (sw.min(sh) as usize) < size {
+        return Ok(None);
+    }
+    // The coefficients of a progressive JPEG are kept whole: bound the decoder by the
+    // full image, as the `image` decoder is.
+    d.set_max_decoding_buffer_size(
+        limits
+            .decoder_limits()
+            .max_alloc
+            .unwrap_or(u64::MAX)
+            .min(usize::MAX as u64) as usize,
+    );
+    let pixels = d.decode().map_err(|e| anyhow!("corrupt image ({e})"))?;
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => pixels,
+    };
+    RgbImage::from_raw(sw, sh, rgb)
+        .map(Some)
+        .ok_or_else(|| anyhow!("corrupt image (the JPEG decoder gave too few pixels)"))
 }
 
 /// True when an end-of-image marker (FF D9) follows the last start-of-scan (FF DA). Markers
@@ -536,7 +604,9 @@ pub fn load_tensor_limited(
     augment: Option<Augment>,
     limits: &Limits,
 ) -> Result<Vec<f32>> {
-    let img = load_rgb_with(path, limits)?;
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read file ({e})"))?;
+    let resize = augment.is_none().then_some(p.resize);
+    let img = decode_rgb_for(&bytes, limits, resize)?;
     let mut out = vec![0.0; 3 * p.crop * p.crop];
     match augment {
         Some(a) => augment_into(&img, p, a, &mut out)?,
