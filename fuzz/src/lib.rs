@@ -31,7 +31,9 @@ pub fn repack_zip(data: &[u8]) -> Option<Vec<u8>> {
         let Ok(f) = archive.by_index(i) else {
             continue;
         };
-        let name = f.name().to_owned();
+        let Ok(name) = f.name().map(|n| n.into_owned()) else {
+            continue;
+        };
         let mut content = Vec::new();
         // A bad checksum is reported after the last byte: the content is all read by then.
         let _ = f.take(64 << 20).read_to_end(&mut content);
