@@ -27,9 +27,9 @@ first-conv initializer equals the torch tensor the gradient was taken against. M
 seeded by architecture, so the fixtures of one architecture at several opsets share weights,
 input and reference outputs, and regenerating gives the same numbers.
 
-Usage:  python3 -m venv /work/venv-onnx
-        /work/venv-onnx/bin/pip install -r scripts/requirements-onnx-fixtures.txt
-        /work/venv-onnx/bin/python scripts/make_onnx_fixtures.py [NAME ...]
+Usage:  python3 -m venv .venv-onnx
+        .venv-onnx/bin/pip install -r scripts/requirements-onnx-fixtures.txt
+        .venv-onnx/bin/python scripts/make_onnx_fixtures.py [NAME ...]
 """
 import copy
 import json

@@ -11,8 +11,10 @@ with <case>/case.json holding the op type, domain, opset imports and onnx's tole
 (rtol, atol). The output is not committed (default target/onnx-node-cases); regenerate it.
 It prints how many cases, the op types and the size written.
 
-Usage:  /work/venv-onnx/bin/pip install -r scripts/requirements-onnx-fixtures.txt
-        /work/venv-onnx/bin/python scripts/make_onnx_node_cases.py [OUT_DIR] [--op OP_TYPE]
+tests/onnx_conformance.rs runs them (scripts/test.sh makes them first).
+
+Usage:  python3 -m venv .venv-onnx && .venv-onnx/bin/pip install -r scripts/requirements-onnx-cases.txt
+        .venv-onnx/bin/python scripts/make_onnx_node_cases.py [OUT_DIR] [--op OP_TYPE]
 """
 import argparse
 import collections

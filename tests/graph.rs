@@ -184,6 +184,7 @@ fn tiny_graph(nodes: Vec<retrain::graph::Node>, output: &str) -> (retrain::graph
             name: "x".into(),
             dims: vec![Some(1), Some(3), Some(8), Some(8)],
         },
+        extra_inputs: vec![],
         output: ValueInfo {
             name: output.into(),
             dims: vec![],

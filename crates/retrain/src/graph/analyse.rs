@@ -140,6 +140,14 @@ pub fn analyse(
         opset: g.opset,
         why,
     };
+    if !g.extra_inputs.is_empty() {
+        let names: Vec<&str> = g.extra_inputs.iter().map(|v| v.name.as_str()).collect();
+        return Err(input_err(format!(
+            "the graph takes {} more inputs ({}); an image model takes one",
+            names.len(),
+            names.join(", ")
+        )));
+    }
     let dims = &g.input.dims;
     if dims.len() != 4 {
         return Err(input_err(format!(

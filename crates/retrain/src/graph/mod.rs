@@ -28,6 +28,9 @@ pub struct Graph {
     pub opset: i64,
     /// The image input: its name and dimensions (`None` for a symbolic one).
     pub input: ValueInfo,
+    /// The graph's other runtime inputs, in the file's order (an image model has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_inputs: Vec<ValueInfo>,
     pub output: ValueInfo,
     pub nodes: Vec<Node>,
     /// Float initializers (the weights, in [`crate::weights::Weights`] by these names).

@@ -141,7 +141,8 @@ pub enum Op {
     },
     /// Cast to the type of the second input.
     CastLike,
-    Dropout(f64),
+    /// Ratio, and whether the mask output is named.
+    Dropout(f64, bool),
     Reduce {
         kind: ReduceKind,
         axes: Option<Vec<i64>>,
@@ -175,8 +176,12 @@ fn two(v: Option<&[i64]>, default: usize, what: &str) -> R<[usize; 2]> {
     match v {
         None => Ok([default; 2]),
         Some([a, b]) if *a >= 1 && *b >= 1 => Ok([*a as usize, *b as usize]),
+        Some(other) if other.len() == 2 => {
+            Err(format!("{what} {other:?}: two positive values expected"))
+        }
         Some(other) => Err(format!(
-            "{what} {other:?}: two positive values expected (2-D only)"
+            "{what} {other:?}: a {}-D window is not supported (2-D only)",
+            other.len()
         )),
     }
 }
@@ -287,6 +292,9 @@ impl Op {
                 trans_b: node.int("transB").unwrap_or(0) != 0,
             }),
             "MatMul" => Ok(Op::MatMul),
+            "MaxPool" if node.outputs.get(1).is_some_and(|o| !o.is_empty()) => {
+                Err("MaxPool's Indices output is not supported".into())
+            }
             "MaxPool" => Ok(Op::MaxPool {
                 window: window(node, true)?,
                 ceil: node.int("ceil_mode").unwrap_or(0) != 0,
@@ -352,7 +360,10 @@ impl Op {
                     to_float: matches!(to, 1 | 10 | 11 | 16),
                 })
             }
-            "Dropout" => Ok(Op::Dropout(node.float("ratio").unwrap_or(0.5) as f64)),
+            "Dropout" => Ok(Op::Dropout(
+                node.float("ratio").unwrap_or(0.5) as f64,
+                node.outputs.get(1).is_some_and(|o| !o.is_empty()),
+            )),
             "ReduceMean" | "ReduceSum" | "ReduceMax" => Ok(Op::Reduce {
                 kind: match node.op.as_str() {
                     "ReduceMean" => ReduceKind::Mean,
@@ -903,7 +914,7 @@ fn host_slice(x: &HostTensor, ranges: &[(usize, usize, usize)]) -> HostTensor {
     // Only 1-D host slices occur in shape arithmetic; higher ranks go row by row.
     let shape: Vec<usize> = ranges
         .iter()
-        .map(|&(s, e, st)| (e - s).div_ceil(st))
+        .map(|&(s, e, st)| e.saturating_sub(s).div_ceil(st))
         .collect();
     let strides: Vec<usize> = (0..x.shape.len())
         .map(|i| x.shape[i + 1..].iter().product())
@@ -964,6 +975,24 @@ fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> R<Vec<usiz
 fn reduce(x: F, kind: ReduceKind, axes: &[usize], keep: bool) -> F {
     let mut y = x;
     for &a in axes {
+        let s = y.shape();
+        if s[a] == 0 {
+            // Over an empty set: the reduction's identity (numpy's and ONNX's).
+            let mut shape = s;
+            shape[a] = 1;
+            let v = match kind {
+                ReduceKind::Mean => f32::NAN,
+                ReduceKind::Sum => 0.0,
+                ReduceKind::Max => f32::NEG_INFINITY,
+            };
+            let n = shape.iter().product();
+            let h = HostTensor {
+                shape,
+                data: HostData::Float(vec![v; n]),
+            };
+            y = F::from_host(&h, &y.device());
+            continue;
+        }
         y = match kind {
             ReduceKind::Mean => map_f!(y, |t| t.mean_dim(a)),
             ReduceKind::Sum => map_f!(y, |t| t.sum_dim(a)),
@@ -1013,6 +1042,18 @@ fn expand_f(x: F, target: &[usize]) -> R<F> {
 }
 
 fn slice_f(x: F, ranges: &[(usize, usize, usize)]) -> F {
+    if ranges.iter().any(|&(a, b, _)| b <= a) {
+        // An empty slice (a start past the end): burn's slice wants at least one element.
+        let shape: Vec<usize> = ranges
+            .iter()
+            .map(|&(a, b, st)| b.saturating_sub(a).div_ceil(st))
+            .collect();
+        let h = HostTensor {
+            shape,
+            data: HostData::Float(vec![]),
+        };
+        return F::from_host(&h, &x.device());
+    }
     let s: Vec<Slice> = ranges
         .iter()
         .map(|&(a, b, st)| Slice::new(a as isize, Some(b as isize), st as isize))
@@ -1160,6 +1201,12 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 }
             };
             let (lo, hi) = (bound(1, *min)?, bound(2, *max)?);
+            // A NaN bound is no bound; a lower bound over the upper gives the upper (numpy's
+            // clip, ONNX's reference).
+            let hi = hi.filter(|h| !h.is_nan());
+            let lo = lo
+                .filter(|l| !l.is_nan())
+                .map(|l| hi.map_or(l, |h| l.min(h)));
             let x = float(x0()?, dev);
             one(match (lo, hi) {
                 (Some(l), Some(h)) => map_f!(x, |t| t.clamp(l, h)),
@@ -1580,18 +1627,44 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
             };
             run(&Op::Cast { to_float }, &inputs[..1], ctx)
         }
-        Op::Dropout(p) => {
+        Op::Dropout(p, with_mask) => {
             let x = x0()?;
-            match x {
-                Value::F(f) if ctx.training && *p > 0.0 && *p < 1.0 => {
-                    let keep = 1.0 - p;
-                    one(map_f!(f.clone(), |t| {
-                        let mask = t.random_like(burn::tensor::Distribution::Bernoulli(keep));
-                        t.mul(mask).mul_scalar(1.0 / keep)
-                    }))
-                }
-                v => Ok(vec![v.clone()]),
+            // Opset 12 takes the ratio and training_mode as inputs. retrain drops when it
+            // trains (an autodiff device), whatever the file says.
+            let p = match inputs.get(1).copied().flatten() {
+                Some(v) => host(v, "Dropout's ratio")?
+                    .as_floats()
+                    .first()
+                    .map_or(*p, |&r| r as f64),
+                None => *p,
+            };
+            if let Some(t) = inputs.get(2).copied().flatten()
+                && host(t, "Dropout's training_mode")?.as_ints().first() == Some(&1)
+            {
+                return Err(
+                    "Dropout with training_mode set in the graph is not supported (retrain \
+                     applies dropout itself when it trains)"
+                        .into(),
+                );
             }
+            let (y, mask) = match x {
+                Value::F(f) if ctx.training && p > 0.0 && p < 1.0 => {
+                    let keep = 1.0 - p;
+                    let mask = map_f!(f.clone(), |t| t
+                        .random_like(burn::tensor::Distribution::Bernoulli(keep)));
+                    let y = float_binary(Binary::Mul, f.clone(), mask.clone())?;
+                    (
+                        Value::F(map_f!(y, |t| t.mul_scalar(1.0 / keep))),
+                        Value::F(mask),
+                    )
+                }
+                v => {
+                    let s = v.shape();
+                    let n = s.iter().product();
+                    (v.clone(), Value::Host(HostTensor::ints(s, vec![1; n])))
+                }
+            };
+            Ok(if *with_mask { vec![y, mask] } else { vec![y] })
         }
         Op::Reduce {
             kind,
@@ -1614,7 +1687,7 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
             let a = axis(*ax, s.len())?;
             let axes: Vec<usize> = (a..s.len()).collect();
             let mean = reduce(x.clone(), ReduceKind::Mean, &axes, true);
-            let centred = float_binary(Binary::Sub, x, mean)?;
+            let centred = float_binary(Binary::Sub, x, mean.clone())?;
             let var = reduce(
                 map_f!(centred.clone(), |t| t.clone().mul(t)),
                 ReduceKind::Mean,
@@ -1622,6 +1695,7 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 true,
             );
             let std = map_f!(var, |t| t.add_scalar(*eps).sqrt());
+            let inv_std = map_f!(std.clone(), |t| t.recip());
             let mut y = float_binary(Binary::Div, centred, std)?;
             if let Some(sc) = inputs.get(1).copied().flatten() {
                 y = float_binary(Binary::Mul, y, float(sc, dev))?;
@@ -1632,7 +1706,8 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
             if y.shape() != s {
                 return Err(format!("scale or bias does not fit the input {s:?}"));
             }
-            one(y)
+            // The optional Mean and InvStdDev outputs, kept-dims shaped.
+            Ok(vec![Value::F(y), Value::F(mean), Value::F(inv_std)])
         }
         Op::Equal => {
             let (a, b) = (

@@ -81,6 +81,10 @@ impl F {
         fn arr<const N: usize>(d: &[usize]) -> [usize; N] {
             std::array::from_fn(|i| d[i])
         }
+        if self.numel() == 0 || dims.contains(&0) {
+            // burn cannot infer a reshape of an empty tensor: make the empty one directly.
+            return F::zeros(dims, &self.device());
+        }
         let flat: Tensor<1> = with_f!(self, |t| t.reshape([-1]));
         match dims.len() {
             0 => F::R0(flat.reshape([1])),
@@ -89,6 +93,21 @@ impl F {
             3 => F::R3(flat.reshape(arr::<3>(dims))),
             4 => F::R4(flat.reshape(arr::<4>(dims))),
             _ => F::R5(flat.reshape(arr::<5>(dims))),
+        }
+    }
+
+    /// Zeros of shape `dims` (rank 0 to 5).
+    pub fn zeros(dims: &[usize], device: &Device) -> F {
+        fn arr<const N: usize>(d: &[usize]) -> [usize; N] {
+            std::array::from_fn(|i| d[i])
+        }
+        match dims.len() {
+            0 => F::R0(Tensor::zeros([1], device)),
+            1 => F::R1(Tensor::zeros(arr::<1>(dims), device)),
+            2 => F::R2(Tensor::zeros(arr::<2>(dims), device)),
+            3 => F::R3(Tensor::zeros(arr::<3>(dims), device)),
+            4 => F::R4(Tensor::zeros(arr::<4>(dims), device)),
+            _ => F::R5(Tensor::zeros(arr::<5>(dims), device)),
         }
     }
 
@@ -118,12 +137,19 @@ impl F {
     }
 
     /// Packs into the rank-4 tensor a stage boundary carries: `[n, c, h, w]` as is, a
-    /// vector `[n, d]` as `[n, d, 1, 1]`; other ranks with trailing unit dimensions.
+    /// vector `[n, d]` as `[n, d, 1, 1]`; lower ranks with trailing unit dimensions, rank 5
+    /// with its last two dimensions merged.
     pub fn into_r4(self) -> Tensor<4> {
         match self {
             F::R4(t) => t,
             other => {
                 let mut d = other.shape();
+                if d.len() > 4 {
+                    // Rank 5: the trailing dimensions merged.
+                    let tail: usize = d[3..].iter().product();
+                    d.truncate(3);
+                    d.push(tail);
+                }
                 d.resize(4, 1);
                 match other.reshape(&d) {
                     F::R4(t) => t,

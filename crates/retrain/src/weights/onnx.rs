@@ -166,10 +166,11 @@ const MAX_HOST_ELEMENTS: usize = 1 << 20;
 const MAX_FLOAT_CONSTANT: usize = 64;
 
 /// True for a protobuf stream that starts like an ONNX ModelProto: field 1 (ir_version,
-/// varint) with a known IR version, or field 8/2/7 first as some writers order them.
+/// varint) with an IR version from 3 (ONNX 1.0) to 20 (onnx 1.23 writes 14; later ones
+/// are let through to the opset check, which names what is supported).
 pub fn looks_like(bytes: &[u8]) -> bool {
     match bytes {
-        [0x08, v, ..] => (3..=12).contains(v),
+        [0x08, v, ..] => (3..=20).contains(v),
         _ => false,
     }
 }
@@ -205,9 +206,9 @@ pub fn read(
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
         .unwrap_or(if model.ir_version <= 3 { 8 } else { 0 });
-    if !(7..=23).contains(&opset) {
+    if !(7..=28).contains(&opset) {
         return Err(WeightsError::Unsupported(format!(
-            "ONNX opset {opset}: opsets 7 to 23 are supported; re-export the model with a supported opset"
+            "ONNX opset {opset}: opsets 7 to 28 are supported; re-export the model with a supported opset"
         )));
     }
     let mut tensors = BTreeMap::new();
@@ -283,12 +284,15 @@ pub fn read(
             .unwrap_or_default(),
     };
     // Before IR 4 initializers are listed among the inputs too.
-    let input = g
+    let mut inputs = g
         .input
         .iter()
-        .find(|i| !params.contains_key(&i.name) && !constants.contains_key(&i.name))
-        .map(value_info)
-        .ok_or_else(|| corrupt("the ONNX graph has no input"))?;
+        .filter(|i| !params.contains_key(&i.name) && !constants.contains_key(&i.name))
+        .map(value_info);
+    let input = inputs.next().ok_or_else(|| {
+        WeightsError::Unsupported("the ONNX graph has no input: an image model takes one".into())
+    })?;
+    let extra_inputs = inputs.collect();
     let output = g
         .output
         .first()
@@ -301,6 +305,7 @@ pub fn read(
             .to_owned(),
         opset,
         input,
+        extra_inputs,
         output,
         nodes,
         params,
@@ -309,6 +314,15 @@ pub fn read(
     graph.alias_identities();
     canonical_classifier(&mut graph, &mut tensors);
     Ok((tensors, graph))
+}
+
+/// Reads one serialised `TensorProto` (the layout of ONNX's test data, `input_0.pb`): its
+/// name and its values, floats or integers (booleans as 0 and 1).
+pub fn read_tensor_proto(bytes: &[u8]) -> Result<(String, HostTensor), WeightsError> {
+    let t = proto::TensorProto::decode(bytes)
+        .map_err(|e| corrupt(format!("not a readable ONNX TensorProto ({e})")))?;
+    let (shape, data) = tensor_values(&t, &ExternalData { dir: None })?;
+    Ok((t.name, HostTensor { shape, data }))
 }
 
 /// A Constant node's value: small ones stay in the graph, large float ones become weights
