@@ -213,8 +213,52 @@ pub struct ModelArgs {
     #[arg(long, short, required_unless_present = "bundle")]
     pub weights: Option<PathBuf>,
     /// A bundle written by `retrain fit`, instead of --model and --weights.
-    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    #[arg(long, conflicts_with_all = ["model", "weights", "preprocess", "size"])]
     pub bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub input_spec: InputSpecArgs,
+}
+
+/// How a model's input is prepared, where its spec does not say or is to be overridden.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct InputSpecArgs {
+    /// Pixel scaling: torch (0..1, then ImageNet mean/std), tf (-1..1), caffe (BGR,
+    /// ImageNet means subtracted from 0..255), raw (0..255), unit (0..1). Default: the
+    /// model's own; ImageNet mean/std for an .onnx graph, which stores none.
+    #[arg(long, value_enum)]
+    pub preprocess: Option<PreprocessArg>,
+    /// Input size N: the shorter side resized to N, then an NxN center crop. Default: the
+    /// model's (an .onnx graph: its input size, 224 where that is symbolic, from 256).
+    #[arg(long)]
+    pub size: Option<usize>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreprocessArg {
+    Torch,
+    Tf,
+    Caffe,
+    Raw,
+    Unit,
+}
+
+impl InputSpecArgs {
+    /// The library's input override for these flags.
+    pub fn input_override(&self) -> Result<zoo::InputOverride> {
+        if self.size == Some(0) {
+            bail!("--size must be at least 1");
+        }
+        Ok(zoo::InputOverride {
+            scaling: self.preprocess.map(|p| match p {
+                PreprocessArg::Torch => zoo::PixelScaling::Torch,
+                PreprocessArg::Tf => zoo::PixelScaling::Tf,
+                PreprocessArg::Caffe => zoo::PixelScaling::Caffe,
+                PreprocessArg::Raw => zoo::PixelScaling::Raw,
+                PreprocessArg::Unit => zoo::PixelScaling::Unit,
+            }),
+            size: self.size,
+        })
+    }
 }
 
 /// The pretrained model a fit starts from.
@@ -227,6 +271,8 @@ pub struct PretrainedArgs {
     /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, .tflite, or an .onnx model.
     #[arg(long, short)]
     pub weights: PathBuf,
+    #[command(flatten)]
+    pub input_spec: InputSpecArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,10 +506,13 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The spec of a fit's pretrained model: `--model`, or the weights file's own graph.
 fn pretrained_spec(p: &PretrainedArgs) -> Result<zoo::ModelSpec> {
-    if let Some(m) = &p.model {
+    let input = p.input_spec.input_override()?;
+    if let Some(m) = &p.model
+        && input == zoo::InputOverride::default()
+    {
         return zoo::resolve(m);
     }
     let w = retrain::weights::Weights::load(&p.weights)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", p.weights.display()))?;
-    zoo::spec_for(None, &w, &retrain::default_device())
+    zoo::spec_with_input(p.model.as_deref(), &w, &input, &retrain::default_device())
 }

@@ -312,7 +312,8 @@ fn load_model(args: &ModelArgs, device: &Device) -> Result<(Model, Option<Vec<St
         bail!("give --weights (and --model for a file of weights only), or --bundle");
     };
     let w = load_weights(weights)?;
-    let spec = zoo::spec_for(args.model.as_deref(), &w, device)
+    let input = args.input_spec.input_override()?;
+    let spec = zoo::spec_with_input(args.model.as_deref(), &w, &input, device)
         .with_context(|| format!("cannot load {}", weights.display()))?;
     let model = Model::from_spec(&spec, &w, device)
         .with_context(|| format!("cannot load {}", weights.display()))?;

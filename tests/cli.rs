@@ -698,3 +698,43 @@ fn jpeg_draft_changes_only_jpegs_large_enough_to_reduce() {
     assert!(diff(0..d) < 0.05 * scale, "and its embedding stays close");
     assert_eq!(diff(d..3 * d), 0.0, "small and CMYK JPEGs decode in full");
 }
+
+/// `--preprocess` and `--size` change what the network sees: another pixel scaling gives
+/// another embedding, `--size` runs a zoo model at that size, and a graph whose input size
+/// is fixed refuses another with a one-line error.
+#[test]
+fn preprocess_and_size_flags_change_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = images().join("rgb.png");
+    let embed = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let o = run_embed(&out, extra, &[&img]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_npy(&std::fs::read(&out).unwrap()).unwrap().1
+    };
+    let torch = embed("torch.npy", &[]);
+    assert_eq!(
+        torch,
+        embed("torch2.npy", &["--preprocess", "torch"]),
+        "the spec's own scaling"
+    );
+    assert_ne!(torch, embed("unit.npy", &["--preprocess", "unit"]));
+    assert_ne!(torch, embed("size.npy", &["--size", "48"]));
+    let onnx = fixtures().join("onnx/mobilenet_v2_op13/model.onnx");
+    let o = retrain(&[
+        "embed",
+        "--weights",
+        onnx.to_str().unwrap(),
+        "--size",
+        "40",
+        "--out",
+        dir.path().join("g.npy").to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert_fails(
+        &o,
+        "the graph's input is fixed at 32x32: --size 40 does not fit it",
+    );
+    let o = run_embed(&dir.path().join("z.npy"), &["--size", "0"], &[&img]);
+    assert_fails(&o, "--size must be at least 1");
+}

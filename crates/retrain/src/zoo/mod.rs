@@ -42,6 +42,23 @@ pub struct Preprocess {
     pub bgr: bool,
 }
 
+/// How pixels are scaled for a network, by the names Keras' `imagenet_utils` gives them
+/// (`--preprocess`): what a graph file does not say (ONNX stores no preprocessing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelScaling {
+    /// 0..1, then ImageNet mean and std per channel (torchvision, timm).
+    Torch,
+    /// −1..1 (`x / 127.5 − 1`: Keras MobileNet, EfficientNetV2, Inception).
+    Tf,
+    /// BGR, ImageNet means subtracted from 0..255 (Keras ResNet50, VGG).
+    Caffe,
+    /// 0..255 as they are.
+    Raw,
+    /// 0..1.
+    Unit,
+}
+
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
@@ -56,6 +73,36 @@ impl Preprocess {
             mean: [103.939 / 255.0, 116.779 / 255.0, 123.68 / 255.0],
             std: [1.0 / 255.0; 3],
             bgr: true,
+        }
+    }
+
+    /// The same resize and crop with the pixel scaling of `mode`.
+    pub fn scaled(self, mode: PixelScaling) -> Self {
+        let (mean, std, bgr) = match mode {
+            PixelScaling::Torch => (IMAGENET_MEAN, IMAGENET_STD, false),
+            PixelScaling::Tf => ([0.5; 3], [0.5; 3], false),
+            PixelScaling::Caffe => {
+                let c = Self::caffe(self.crop);
+                (c.mean, c.std, true)
+            }
+            PixelScaling::Raw => ([0.0; 3], [1.0 / 255.0; 3], false),
+            PixelScaling::Unit => ([0.0; 3], [1.0; 3], false),
+        };
+        Self {
+            mean,
+            std,
+            bgr,
+            ..self
+        }
+    }
+
+    /// The same pixel scaling for an `n`×`n` input: the shorter side resized to `n`, then
+    /// an `n`×`n` center crop.
+    pub fn sized(self, n: usize) -> Self {
+        Self {
+            resize: n,
+            crop: n,
+            ..self
         }
     }
 
@@ -265,6 +312,50 @@ pub fn spec_for(
     weights: &Weights,
     device: &Device,
 ) -> anyhow::Result<ModelSpec> {
+    spec_with_input(model, weights, &InputOverride::default(), device)
+}
+
+/// What the command line may say of a model's input beyond its spec: the pixel scaling
+/// (`--preprocess`) and the image size (`--size`; for a graph whose size is symbolic, the
+/// size it is analysed at).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InputOverride {
+    pub scaling: Option<PixelScaling>,
+    pub size: Option<usize>,
+}
+
+/// [`spec_for`] with the input changed as `input` says.
+pub fn spec_with_input(
+    model: Option<&str>,
+    weights: &Weights,
+    input: &InputOverride,
+    device: &Device,
+) -> anyhow::Result<ModelSpec> {
+    let mut spec = base_spec(model, weights, input.size, device)?;
+    if let Some(n) = input.size {
+        if let ArchConfig::Graph(g) = &spec.config
+            && g.input_size != [n, n]
+        {
+            anyhow::bail!(
+                "the graph's input is fixed at {}x{}: --size {n} does not fit it (leave --size out)",
+                g.input_size[0],
+                g.input_size[1]
+            );
+        }
+        spec.preprocess = spec.preprocess.sized(n);
+    }
+    if let Some(mode) = input.scaling {
+        spec.preprocess = spec.preprocess.scaled(mode);
+    }
+    Ok(spec)
+}
+
+fn base_spec(
+    model: Option<&str>,
+    weights: &Weights,
+    size: Option<usize>,
+    device: &Device,
+) -> anyhow::Result<ModelSpec> {
     if let Some(m) = model {
         return resolve(m);
     }
@@ -280,7 +371,7 @@ pub fn spec_for(
         .and_then(|p| p.file_stem())
         .map_or_else(|| "graph".to_owned(), |s| s.to_string_lossy().into_owned());
     Ok(crate::graph::analyse::model_spec(
-        weights, &name, None, device,
+        weights, &name, size, device,
     )?)
 }
 
@@ -448,6 +539,22 @@ fn candidates(weights: &Weights, device: &Device) -> Vec<(String, f64, LoadRepor
 mod tests {
     use super::layers::{Block, ConvBnAct};
     use super::*;
+
+    /// What each `--preprocess` mode makes of a black (0) and a white (255) pixel.
+    #[test]
+    fn pixel_scalings_map_black_and_white_as_keras_names_them() {
+        let base = Preprocess::imagenet(256, 224, Interpolation::Bilinear);
+        let ends = |p: Preprocess| [0.0, 1.0].map(|x| (x - p.mean[0]) / p.std[0]);
+        assert_eq!(ends(base.scaled(PixelScaling::Tf)), [-1.0, 1.0]);
+        assert_eq!(ends(base.scaled(PixelScaling::Raw)), [0.0, 255.0]);
+        assert_eq!(ends(base.scaled(PixelScaling::Unit)), [0.0, 1.0]);
+        assert_eq!(base.scaled(PixelScaling::Torch), base);
+        let caffe = base.scaled(PixelScaling::Caffe);
+        assert!(caffe.bgr);
+        assert!((ends(caffe)[0] + 103.939).abs() < 1e-9, "B minus its ImageNet mean");
+        assert_eq!((caffe.resize, caffe.crop), (256, 224), "the size is kept");
+        assert_eq!((base.sized(300).resize, base.sized(300).crop), (300, 300));
+    }
 
     /// Every convolution + BatchNorm unit of a network.
     fn units(net: &Network) -> Vec<&ConvBnAct> {
