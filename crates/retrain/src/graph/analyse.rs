@@ -148,6 +148,13 @@ pub fn analyse(
             names.join(", ")
         )));
     }
+    let nchw;
+    let g = if is_nhwc(&g.input.dims) {
+        nchw = with_nchw_input(g);
+        &nchw
+    } else {
+        g
+    };
     let dims = &g.input.dims;
     if dims.len() != 4 {
         return Err(input_err(format!(
@@ -159,7 +166,7 @@ pub fn analyse(
         dims[1].ok_or_else(|| input_err("the input's channel count is symbolic".into()))?;
     if !(1..=4).contains(&channels) {
         return Err(input_err(format!(
-            "the input has {channels} channels in NCHW order; an NHWC image input is not supported yet"
+            "the input has {channels} channels: 1 to 4 are expected, in NCHW or NHWC order"
         )));
     }
     let fallback = size.unwrap_or(224);
@@ -207,6 +214,40 @@ pub fn analyse(
         input_channels: channels,
         fixed_batch,
     })
+}
+
+/// An image input in NHWC order (TensorFlow's; tf2onnx keeps it): a channel count of 1 to
+/// 4 last, and not second.
+fn is_nhwc(dims: &[Option<usize>]) -> bool {
+    let small = |d: Option<usize>| d.is_some_and(|c| (1..=4).contains(&c));
+    dims.len() == 4 && small(dims[3]) && !small(dims[1])
+}
+
+/// The graph fed NCHW images, as every retrain model is: a Transpose to NHWC first, into
+/// the original input's name.
+fn with_nchw_input(g: &Graph) -> Graph {
+    let mut g = g.clone();
+    let nhwc = g.input.name.clone();
+    let mut name = format!("{nhwc}_nchw");
+    while g.nodes.iter().any(|n| n.outputs.contains(&name) || n.inputs.contains(&name)) {
+        name.push('_');
+    }
+    let d = g.input.dims.clone();
+    g.input = super::ValueInfo {
+        name: name.clone(),
+        dims: vec![d[0], d[3], d[1], d[2]],
+    };
+    g.nodes.insert(
+        0,
+        Node {
+            name: "retrain_nchw_to_nhwc".into(),
+            op: "Transpose".into(),
+            inputs: vec![name],
+            outputs: vec![nhwc],
+            attrs: [("perm".to_owned(), super::Attr::Ints(vec![0, 2, 3, 1]))].into(),
+        },
+    );
+    g
 }
 
 /// The stages: after every node where one float value (an image-shaped map or a vector)
