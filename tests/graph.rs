@@ -1,7 +1,7 @@
 //! ONNX files run as their own graph: torch.onnx exports (TorchScript exporter at opsets 9,
 //! 13 and 17, the dynamo exporter at 18, external data, a symbolic batch) of reduced
 //! torchvision networks, against onnxruntime's outputs (scripts/make_onnx_fixtures.py);
-//! one of them behind an NHWC input (scripts/make_onnx_nhwc_fixture.py).
+//! one of them behind an NHWC and a greyscale input (scripts/make_onnx_input_fixtures.py).
 //! Tolerance: 1e-4 absolute, f32, as loaded and with BatchNorm folded.
 
 mod common;
@@ -75,8 +75,10 @@ parity!(
     mobilenet_v2_op17,
     mobilenet_v2_dynamo,
     mobilenet_v2_op13_external,
-    // An NHWC image input, as tf2onnx writes it (scripts/make_onnx_nhwc_fixture.py).
+    // An NHWC image input, as tf2onnx writes it, and a greyscale one fed RGB
+    // (scripts/make_onnx_input_fixtures.py).
     mobilenet_v2_nhwc,
+    mobilenet_v2_grey,
     mobilenet_v3_op13,
     mobilenet_v3_op17,
     efficientnet_op13,

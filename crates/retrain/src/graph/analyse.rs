@@ -155,6 +155,13 @@ pub fn analyse(
     } else {
         g
     };
+    let grey;
+    let g = if g.input.dims.len() == 4 && g.input.dims[1] == Some(1) {
+        grey = with_rgb_input(g);
+        &grey
+    } else {
+        g
+    };
     let dims = &g.input.dims;
     if dims.len() != 4 {
         return Err(input_err(format!(
@@ -164,9 +171,9 @@ pub fn analyse(
     }
     let channels =
         dims[1].ok_or_else(|| input_err("the input's channel count is symbolic".into()))?;
-    if !(1..=4).contains(&channels) {
+    if channels != 3 {
         return Err(input_err(format!(
-            "the input has {channels} channels: 1 to 4 are expected, in NCHW or NHWC order"
+            "the input has {channels} channels: images give 3 (RGB) or 1 (grey), in NCHW or NHWC order"
         )));
     }
     let fallback = size.unwrap_or(224);
@@ -250,6 +257,46 @@ fn with_nchw_input(g: &Graph) -> Graph {
     g
 }
 
+/// The graph of a greyscale model fed RGB batches: a 1×1 convolution with PIL's luma
+/// weights (ITU-R 601-2: 0.299 R + 0.587 G + 0.114 B) into the original input's name.
+/// With equal scaling on the three channels (`--preprocess tf|raw|unit`) this is PIL's
+/// `convert("L")` exactly; with ImageNet's per-channel mean/std, nearly.
+fn with_rgb_input(g: &Graph) -> Graph {
+    let mut g = g.clone();
+    let grey = g.input.name.clone();
+    let fresh = |g: &Graph, base: &str| {
+        let mut name = base.to_owned();
+        while g.constants.contains_key(&name)
+            || g.params.contains_key(&name)
+            || g.nodes.iter().any(|n| n.outputs.contains(&name) || n.inputs.contains(&name))
+        {
+            name.push('_');
+        }
+        name
+    };
+    let (rgb, luma) = (fresh(&g, &format!("{grey}_rgb")), fresh(&g, "retrain_luma"));
+    g.constants.insert(
+        luma.clone(),
+        super::HostTensor {
+            shape: vec![1, 3, 1, 1],
+            data: super::HostData::Float(vec![0.299, 0.587, 0.114]),
+        },
+    );
+    g.input.name = rgb.clone();
+    g.input.dims[1] = Some(3);
+    g.nodes.insert(
+        0,
+        Node {
+            name: "retrain_rgb_to_grey".into(),
+            op: "Conv".into(),
+            inputs: vec![rgb, luma],
+            outputs: vec![grey],
+            attrs: Default::default(),
+        },
+    );
+    g
+}
+
 /// The stages: after every node where one float value (an image-shaped map or a vector)
 /// is all that later nodes need. Of cuts after consecutive nodes with one shape (conv →
 /// BN → ReLU) only the last is kept.
@@ -276,6 +323,10 @@ fn cut_points(
         }
     }
     last_use.insert(feature, usize::MAX);
+    let first_weighted = g.nodes[..end]
+        .iter()
+        .position(|n| n.inputs.iter().any(|x| g.params.contains_key(x)))
+        .unwrap_or(0);
     let mut live: BTreeSet<&str> = BTreeSet::new();
     live.insert(&g.input.name);
     let mut cuts: Vec<(usize, &str)> = Vec::new();
@@ -286,7 +337,9 @@ fn cut_points(
             }
         }
         live.retain(|v| last_use.get(v).is_some_and(|&u| u > i));
-        if live.len() == 1 {
+        // No cut before the first node with weights: the input's own layout and channel
+        // conversions (an NHWC Transpose, a grey input's luma) are not stages.
+        if live.len() == 1 && i >= first_weighted {
             let v = *live.iter().next().expect("one live value");
             let shape_ok = shapes.get(v).is_some_and(|s| s.len() == 4 || s.len() == 2);
             if shape_ok && n.outputs.iter().any(|o| o == v) {
