@@ -7,7 +7,7 @@ mod common;
 
 use burn::prelude::*;
 use common::*;
-use retrain::weights::{Weights, WeightsFormat};
+use retrain::weights::{DType, Weights, WeightsFormat};
 use retrain::zoo::{Model, ModelSpec};
 
 const TOL: f32 = 1e-4;
@@ -275,27 +275,34 @@ fn tflite_float_models() {
 /// within 1e-4 (float16 rounding puts both 1.4e-4 from the float32 Keras model).
 #[test]
 fn tflite_float16_weights_match_the_interpreter() {
+    matches_the_interpreter("model_f16.tflite", "f16", &[DType::F16], |_| 1e-4);
+}
+
+/// The tf_mobilenet_v2 fixture read from one of its TFLite files (which must store tensors
+/// of each of `stores`): its features and logits against the interpreter's,
+/// `tflite_<stem>_*.npy`, within `tol(largest |value|)`.
+fn matches_the_interpreter(file: &str, stem: &str, stores: &[DType], tol: fn(f32) -> f32) {
     let dir = fixtures().join("tf_mobilenet_v2");
     let device = Device::default();
     let spec: ModelSpec =
         serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
-    let weights = Weights::load(&dir.join("model_f16.tflite")).unwrap();
-    let f16 = weights
-        .tensors
-        .values()
-        .filter(|t| t.dtype == retrain::weights::DType::F16)
-        .count();
-    assert!(f16 > 0, "model_f16.tflite stores float16 weights");
+    let weights = Weights::load(&dir.join(file)).unwrap();
+    assert_eq!(weights.format, WeightsFormat::Tflite);
+    for &d in stores {
+        let n = weights.tensors.values().filter(|t| t.dtype == d).count();
+        assert!(n > 0, "{file} stores {d:?} tensors");
+    }
     let model = Model::from_spec(&spec, &weights, &device).unwrap();
     let (shape, x) = npy(&dir.join("input.npy"));
     let (f, l) = model
         .network
         .features_and_logits(tensor4(&shape, x, &device));
     for (what, got) in [("features", values(f)), ("logits", values(l.unwrap()))] {
-        let want = npy(&dir.join(format!("tflite_f16_{what}.npy")));
+        let want = npy(&dir.join(format!("tflite_{stem}_{what}.npy")));
+        let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max_abs_diff(what, got, want);
-        eprintln!("model_f16.tflite {what}: max |diff| {d:.2e}");
-        assert!(d <= 1e-4, "model_f16.tflite {what}: {d:e} > 1e-4");
+        eprintln!("{file} {what}: max |diff| {d:.2e} (largest |value| {scale:.2e})");
+        assert!(d <= tol(scale), "{file} {what}: {d:e} > {:e}", tol(scale));
     }
 }
 
@@ -308,38 +315,11 @@ fn tflite_float16_weights_match_the_interpreter() {
 /// unquantised Keras model here).
 #[test]
 fn tflite_int8_weights_match_the_interpreter() {
-    let dir = fixtures().join("tf_mobilenet_v2");
-    let device = Device::default();
-    let spec: ModelSpec =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
-    for (file, stem) in [
-        ("model_int8.tflite", "int8"),
-        ("model_full_int8.tflite", "full_int8"),
-    ] {
-        let weights = Weights::load(&dir.join(file)).unwrap();
-        assert_eq!(weights.format, WeightsFormat::Tflite);
-        let stored = |d| weights.tensors.values().filter(|t| t.dtype == d).count();
-        assert!(
-            stored(retrain::weights::DType::I8) > 0,
-            "{file} stores int8"
-        );
-        if stem == "full_int8" {
-            assert!(
-                stored(retrain::weights::DType::I32) > 0,
-                "{file}: int32 biases"
-            );
-        }
-        let model = Model::from_spec(&spec, &weights, &device).unwrap();
-        let (shape, x) = npy(&dir.join("input.npy"));
-        let (f, l) = model
-            .network
-            .features_and_logits(tensor4(&shape, x, &device));
-        for (what, got) in [("features", values(f)), ("logits", values(l.unwrap()))] {
-            let want = npy(&dir.join(format!("tflite_{stem}_{what}.npy")));
-            let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = max_abs_diff(what, got, want);
-            eprintln!("{file} {what}: max |diff| {d:.2e} (largest |value| {scale:.2e})");
-            assert!(d <= 0.02 * scale, "{file} {what}: {d:e} > 2% of {scale:e}");
-        }
-    }
+    matches_the_interpreter("model_int8.tflite", "int8", &[DType::I8], |s| 0.02 * s);
+    matches_the_interpreter(
+        "model_full_int8.tflite",
+        "full_int8",
+        &[DType::I8, DType::I32],
+        |s| 0.02 * s,
+    );
 }

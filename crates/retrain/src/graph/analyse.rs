@@ -236,7 +236,11 @@ fn with_nchw_input(g: &Graph) -> Graph {
     let mut g = g.clone();
     let nhwc = g.input.name.clone();
     let mut name = format!("{nhwc}_nchw");
-    while g.nodes.iter().any(|n| n.outputs.contains(&name) || n.inputs.contains(&name)) {
+    while g
+        .nodes
+        .iter()
+        .any(|n| n.outputs.contains(&name) || n.inputs.contains(&name))
+    {
         name.push('_');
     }
     let d = g.input.dims.clone();
@@ -268,7 +272,9 @@ fn with_rgb_input(g: &Graph) -> Graph {
         let mut name = base.to_owned();
         while g.constants.contains_key(&name)
             || g.params.contains_key(&name)
-            || g.nodes.iter().any(|n| n.outputs.contains(&name) || n.inputs.contains(&name))
+            || g.nodes
+                .iter()
+                .any(|n| n.outputs.contains(&name) || n.inputs.contains(&name))
         {
             name.push('_');
         }

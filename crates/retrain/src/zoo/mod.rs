@@ -551,7 +551,10 @@ mod tests {
         assert_eq!(base.scaled(PixelScaling::Torch), base);
         let caffe = base.scaled(PixelScaling::Caffe);
         assert!(caffe.bgr);
-        assert!((ends(caffe)[0] + 103.939).abs() < 1e-9, "B minus its ImageNet mean");
+        assert!(
+            (ends(caffe)[0] + 103.939).abs() < 1e-9,
+            "B minus its ImageNet mean"
+        );
         assert_eq!((caffe.resize, caffe.crop), (256, 224), "the size is kept");
         assert_eq!((base.sized(300).resize, base.sized(300).crop), (300, 300));
     }
