@@ -73,10 +73,15 @@ pub fn real_weights(file: &str) -> Option<PathBuf> {
     if p.is_file() {
         return Some(p);
     }
-    let why = format!(
+    missing(format!(
         "{} not found; run scripts/fetch-weights.sh (or set RETRAIN_WEIGHTS_DIR)",
         p.display()
-    );
+    ))
+}
+
+/// What a test does without data it needs: with RETRAIN_REQUIRE_REAL=1 (CI) that is a
+/// failure; otherwise it says it was skipped and why.
+pub fn missing<T>(why: String) -> Option<T> {
     if std::env::var_os("RETRAIN_REQUIRE_REAL").is_some() {
         panic!("{why}");
     }
@@ -101,12 +106,7 @@ pub fn hymenoptera() -> Option<PathBuf> {
     if p.join("val").is_dir() {
         return Some(p);
     }
-    let why = format!("{} not found (set HYMENOPTERA_DIR)", p.display());
-    if std::env::var_os("RETRAIN_REQUIRE_REAL").is_some() {
-        panic!("{why}");
-    }
-    skipped(&why);
-    None
+    missing(format!("{} not found (set HYMENOPTERA_DIR)", p.display()))
 }
 
 /// Runs the `retrain` binary built for the tests.
