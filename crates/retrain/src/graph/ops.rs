@@ -956,6 +956,8 @@ fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> R<Vec<usiz
             _ => return Err(format!("shape {spec:?} is not a valid Reshape target")),
         }
     }
+    // The target's dimensions come from the file: bounded before they are multiplied.
+    check_numel(&out).map_err(|_| format!("cannot reshape {input:?} to {spec:?}"))?;
     let known: usize = out.iter().product();
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
@@ -1768,4 +1770,23 @@ fn reshape_value(x: &Value, dims: &[usize], _dev: &Device) -> R<Vec<Value>> {
 /// The value an op consumes as a float tensor, whatever it was stored as.
 pub fn as_float(v: &Value, dev: &Device) -> F {
     float(v, dev)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Found by fuzzing (onnx target): a Reshape whose target dimensions multiply past
+    /// usize overflowed in the product (a panic with overflow checks, a wrapped count
+    /// without). 7 × 7905747460161236407 wraps to exactly 1, so without the bound the
+    /// inferred dimension came out as the whole input and only a later check saw it.
+    #[test]
+    fn reshape_targets_that_overflow_are_refused() {
+        let e =
+            super::reshape_target(&[6], &[-1, 7, 7_905_747_460_161_236_407], false).unwrap_err();
+        assert!(e.starts_with("cannot reshape [6]"), "{e}");
+        assert!(super::reshape_target(&[17, 32], &[17, 1 << 56, 16], false).is_err());
+        assert_eq!(
+            super::reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
+    }
 }
