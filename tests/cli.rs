@@ -644,6 +644,74 @@ fn an_onnx_file_runs_as_its_graph_in_every_command() {
     assert!(["round", "square"].contains(&label), "{label}");
 }
 
+/// A TFLite file runs as its graph without --model too: inspect names its stages by the
+/// Keras layers, embed cuts at one, fit freezes up to one and the bundle predicts.
+#[test]
+fn a_tflite_file_runs_as_its_graph_in_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::toy_folder_with(tmp.path(), 2);
+    let tflite = fixtures().join("tf_mobilenet_v2/model_int8.tflite");
+    let tflite = tflite.to_str().unwrap();
+
+    let o = retrain(&["inspect", "--json", tflite]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["graph"]["classifier"], "predictions");
+    let stages: Vec<&str> = j["graph"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(stages.contains(&"block_6_project"), "{stages:?}");
+    assert!(stages.contains(&"block_5_add"), "{stages:?}");
+
+    let out = tmp.path().join("e.npy");
+    let o = retrain(&[
+        "embed",
+        "--weights",
+        tflite,
+        "--layer",
+        "block_6_project",
+        "--out",
+        out.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(common::npy(&out).0, vec![12, 24]);
+
+    let bundle = tmp.path().join("b");
+    let o = retrain(&[
+        "fit",
+        "--weights",
+        tflite,
+        "--strategy",
+        "freeze",
+        "--freeze-until",
+        "block_6_project",
+        "--epochs",
+        "1",
+        "--val-split",
+        "0.34",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = retrain(&[
+        "predict",
+        "--json",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let label = j["predictions"][0]["top"][0]["label"].as_str().unwrap();
+    assert!(["round", "square"].contains(&label), "{label}");
+}
+
 /// A file of weights only still needs --model, and says so.
 #[test]
 fn a_weights_only_file_without_model_says_what_to_give() {

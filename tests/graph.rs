@@ -3,6 +3,12 @@
 //! torchvision networks, against onnxruntime's outputs (scripts/make_onnx_fixtures.py);
 //! one of them behind an NHWC and a greyscale input (scripts/make_onnx_input_fixtures.py).
 //! Tolerance: 1e-4 absolute, f32, as loaded and with BatchNorm folded.
+//!
+//! TFLite files run as their own graph too, without `--model`: the Keras models of the
+//! TFLite parity fixtures (scripts/make_tf_fixtures.py) against Keras' outputs (float
+//! weights, 1e-4) and the TFLite interpreter's (float16 weights 1e-4; int8 weights and full
+//! integer quantisation, computed here in f32, 2% of the largest output), and TF1 graphs
+//! with TF-slim names, float and uint8 (scripts/make_tflite_tf1_fixtures.py).
 
 mod common;
 
@@ -201,6 +207,7 @@ fn tiny_graph(nodes: Vec<retrain::graph::Node>, output: &str) -> (retrain::graph
             retrain::graph::HostTensor::ints(vec![2], vec![1 << 20, 1 << 20]),
         )]
         .into(),
+        input_scaling: None,
     };
     let w = Weights {
         tensors,
@@ -319,4 +326,85 @@ fn external_data_stays_in_the_model_folder() {
         e.contains("model.onnx.data") && e.contains("keep it beside the model"),
         "{e}"
     );
+}
+
+/// Runs `dir/file` as its own graph on `dir/input.npy` and compares its features and
+/// logits with `dir/<want>features.npy` and `dir/<want>logits.npy`, within `tol(largest
+/// |value|)`.
+fn check_tflite(dir: &str, file: &str, want: &str, tol: fn(f32) -> f32) {
+    let dir = fixtures().join(dir);
+    let device = Device::default();
+    let weights = Weights::load(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert_eq!(weights.format, WeightsFormat::Tflite);
+    let spec =
+        retrain::zoo::spec_for(None, &weights, &device).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let model =
+        Model::from_spec(&spec, &weights, &device).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let (f, l) = model
+        .network
+        .features_and_logits(tensor4(&shape, x, &device));
+    for (what, got) in [
+        ("features", values(f)),
+        ("logits", values(l.expect("a classifier"))),
+    ] {
+        let want = npy(&dir.join(format!("{want}{what}.npy")));
+        let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(what, got, want);
+        eprintln!(
+            "{file} as a graph ({} stages): {what} max |diff| {d:.2e} (largest |value| {scale:.2e})",
+            model.stage_names.len()
+        );
+        assert!(d <= tol(scale), "{file} {what}: {d:e} > {:e}", tol(scale));
+    }
+}
+
+/// Float TFLite files as graphs: MobileNetV2 (depthwise convolutions, ReLU6, residual
+/// ADDs), ResNet (biased convolutions, PAD, max pooling) and MobileNet v1 (a 1×1
+/// convolution as the classifier, reshaped to the logits), against Keras within 1e-4.
+#[test]
+fn tflite_float_files_run_as_their_graph() {
+    for dir in ["tf_mobilenet_v2", "tf_resnet", "keras_mobilenet"] {
+        check_tflite(dir, "model.tflite", "", |_| TOL);
+    }
+}
+
+/// Float16 weights (behind DEQUANTIZE operators) within 1e-4 of the interpreter; int8
+/// weights and full integer quantisation within 2% of the largest output (the interpreter
+/// rounds activations to int8; retrain computes them in f32).
+#[test]
+fn quantised_tflite_files_run_as_their_graph() {
+    check_tflite("tf_mobilenet_v2", "model_f16.tflite", "tflite_f16_", |_| {
+        TOL
+    });
+    check_tflite(
+        "tf_mobilenet_v2",
+        "model_int8.tflite",
+        "tflite_int8_",
+        |s| 0.02 * s,
+    );
+    check_tflite(
+        "tf_mobilenet_v2",
+        "model_full_int8.tflite",
+        "tflite_full_int8_",
+        |s| 0.02 * s,
+    );
+}
+
+/// A TF1 graph converted from its session (scripts/make_tflite_tf1_fixtures.py): TF-slim
+/// scopes (`MobilenetV1/Conv2d_1_depthwise/depthwise`), a 1×1-convolution head over 1001
+/// classes squeezed to a vector; float32, and uint8 throughout (weights and activations,
+/// trained with fake quantisation; its input's scale 1 and zero point 0 say it takes
+/// pixels as they are). Float within 1e-4 of the interpreter; uint8 within 3% of the
+/// largest output (the interpreter rounds every activation to uint8, retrain keeps f32).
+#[test]
+fn tf1_tflite_files_run_as_their_graph() {
+    check_tflite("tflite_tf1", "model.tflite", "float_", |_| TOL);
+    check_tflite("tflite_tf1", "model_uint8.tflite", "uint8_", |s| 0.03 * s);
+    let device = Device::default();
+    let w = Weights::load(&fixtures().join("tflite_tf1/model_uint8.tflite")).unwrap();
+    let spec = retrain::zoo::spec_for(None, &w, &device).unwrap();
+    assert_eq!(spec.preprocess.mean, [0.0; 3]);
+    assert!((spec.preprocess.std[0] - 1.0 / 255.0).abs() < 1e-12);
+    assert_eq!(spec.preprocess.crop, 56);
 }

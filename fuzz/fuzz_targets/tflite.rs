@@ -1,9 +1,11 @@
-//! A TensorFlow Lite flatbuffer: verified, then weights dequantised and BatchNorm-folded.
+//! A TensorFlow Lite flatbuffer: verified, weights dequantised, the operators translated
+//! into retrain's graph, then the load-time analysis that every command runs (see
+//! `retrain_fuzz::load_and_analyse`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use retrain::weights::readers;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = readers::tflite(data);
+    retrain_fuzz::tolerate_caught_panics();
+    retrain_fuzz::load_and_analyse(data);
 });

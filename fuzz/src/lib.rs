@@ -16,6 +16,21 @@ pub fn tolerate_caught_panics() {
     });
 }
 
+/// A model file read as every command reads it, then, when it holds a graph (ONNX,
+/// TFLite), the load-time analysis every command runs: order check, one traced run on a
+/// blank 16×16 image (small so that an execution stays fast; a graph's own fixed size still
+/// applies) that checks every op's shapes, the classifier and the cut points.
+pub fn load_and_analyse(data: &[u8]) {
+    use burn::prelude::Device;
+    let Ok(mut w) = retrain::weights::Weights::from_bytes(data) else {
+        return;
+    };
+    let Some(g) = w.graph.take() else {
+        return;
+    };
+    let _ = retrain::graph::analyse(&g, &w, Some(16), &Device::default());
+}
+
 /// The same archive written anew, every entry stored uncompressed with a correct CRC-32.
 /// A mutation inside a zip entry almost always breaks the entry's checksum, so the reader
 /// behind the zip would never see it; fuzzing the repacked archive lets content mutations

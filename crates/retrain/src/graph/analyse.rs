@@ -512,13 +512,22 @@ pub fn model_spec(
     let config = analyse(g, weights, size, device)?;
     let crop = config.input_size[0].min(config.input_size[1]);
     let resize = (crop as f64 * 256.0 / 224.0).round() as usize;
+    let imagenet =
+        crate::zoo::Preprocess::imagenet(resize, crop, crate::zoo::Interpolation::Bilinear);
+    // What the file says, else what its producers mostly expect: TFLite models converted
+    // from TF/Keras take −1..1 (Keras' "tf" mode), ONNX exports torchvision's scaling.
+    let preprocess = match (&g.input_scaling, g.format.as_str()) {
+        (Some(s), _) => crate::zoo::Preprocess {
+            mean: s.mean,
+            std: s.std,
+            ..imagenet
+        },
+        (None, "tflite") => imagenet.scaled(crate::zoo::PixelScaling::Tf),
+        _ => imagenet,
+    };
     Ok(crate::zoo::ModelSpec {
         name: name.to_owned(),
-        preprocess: crate::zoo::Preprocess::imagenet(
-            resize,
-            crop,
-            crate::zoo::Interpolation::Bilinear,
-        ),
+        preprocess,
         config: config.into(),
     })
 }

@@ -1,4 +1,4 @@
-//! The graph runtime: a model file that carries its own graph (ONNX today) runs as that
+//! The graph runtime: a model file that carries its own graph (ONNX, TFLite) runs as that
 //! graph. A front-end in `weights/` turns the file into the [`Graph`] IR (named values,
 //! ops with their attributes, small integer constants) and its float initializers into
 //! named weights; [`analyse`] runs it once to infer and check every shape, finds the
@@ -37,6 +37,18 @@ pub struct Graph {
     pub params: BTreeMap<String, Vec<usize>>,
     /// Integer and small constant tensors (shapes, axes, indices), held in the graph.
     pub constants: BTreeMap<String, HostTensor>,
+    /// How the file says the input's pixels are scaled, where it does (a TFLite model's
+    /// quantised input); ONNX files never do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_scaling: Option<InputScaling>,
+}
+
+/// Per-channel mean and standard deviation on 0..1 pixels, as [`crate::zoo::Preprocess`]
+/// holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InputScaling {
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -230,7 +230,9 @@ impl Weights {
             WeightsFormat::Tflite => {
                 batchnorm_folded = true;
                 absent = tflite::ABSENT;
-                tflite::read(bytes)?
+                let (tensors, g) = tflite::read(bytes)?;
+                graph = Some(Box::new(g));
+                tensors
             }
             WeightsFormat::Onnx => {
                 let (tensors, g) = onnx::read(bytes, onnx::ExternalData { dir })?;

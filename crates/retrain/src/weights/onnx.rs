@@ -310,6 +310,7 @@ pub fn read(
         nodes,
         params,
         constants,
+        input_scaling: None,
     };
     graph.alias_identities();
     canonical_classifier(&mut graph, &mut tensors);
@@ -629,7 +630,7 @@ fn param_shaped<'a>(
 /// Rewrites the graph's final linear layer (Gemm, or MatMul + Add, on a vector) as one
 /// Gemm whose weight is `<prefix>.weight` in PyTorch's (out, in) layout and bias
 /// `<prefix>.bias`, the names the zoo's classifier loader reads.
-fn canonical_classifier(g: &mut Graph, tensors: &mut BTreeMap<String, WeightTensor>) {
+pub(crate) fn canonical_classifier(g: &mut Graph, tensors: &mut BTreeMap<String, WeightTensor>) {
     let producer = |g: &Graph, v: &str| {
         g.nodes
             .iter()

@@ -10,11 +10,15 @@ pub fn labels() -> &'static [&'static str] {
     LABELS.get_or_init(|| CLASSES.lines().collect())
 }
 
-/// The label of class `i` when the classifier is ImageNet's 1000-way head.
+/// The label of class `i` when the classifier is ImageNet's 1000-way head, or the 1001-way
+/// head of TF-slim models (class 0 is "background", then the 1000 in the same order).
 pub fn label(i: usize, num_classes: usize) -> Option<&'static str> {
-    (num_classes == 1000)
-        .then(|| labels().get(i).copied())
-        .flatten()
+    match (num_classes, i) {
+        (1000, i) => labels().get(i).copied(),
+        (1001, 0) => Some("background"),
+        (1001, i) => labels().get(i - 1).copied(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -25,5 +29,9 @@ mod tests {
         assert_eq!(l.len(), 1000);
         assert_eq!(l[309], "bee");
         assert_eq!(l[310], "ant");
+        assert_eq!(super::label(310, 1000), Some("ant"));
+        assert_eq!(super::label(311, 1001), Some("ant"));
+        assert_eq!(super::label(0, 1001), Some("background"));
+        assert_eq!(super::label(0, 10), None);
     }
 }

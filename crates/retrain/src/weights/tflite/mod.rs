@@ -26,6 +26,9 @@ use flatbuffers::{
 
 use super::keras_h5::permute;
 use super::{DType, WeightTensor, WeightsError};
+use crate::graph::Graph as GraphIr;
+
+mod graph;
 
 /// Declares a flatbuffer table by the fields retrain reads. The verifier and the accessors
 /// come from the same list, so a field is only ever read as the type it was verified as.
@@ -70,6 +73,7 @@ type Tables<'a, T> = ForwardsUOffset<Vector<'a, ForwardsUOffset<T>>>;
 table!(Model {
     operator_codes: Tables<'a, OperatorCode<'a>> = 1,
     subgraphs: Tables<'a, SubGraph<'a>> = 2,
+    description: ForwardsUOffset<&'a str> = 3,
     buffers: Tables<'a, Buffer<'a>> = 4,
 });
 table!(OperatorCode {
@@ -78,6 +82,8 @@ table!(OperatorCode {
 });
 table!(SubGraph {
     tensors: Tables<'a, TensorDef<'a>> = 0,
+    inputs: List<'a, i32> = 1,
+    outputs: List<'a, i32> = 2,
     operators: Tables<'a, Operator<'a>> = 3,
 });
 table!(TensorDef {
@@ -97,11 +103,132 @@ table!(Buffer {
     offset: u64 = 1,
     size: u64 = 2,
 });
-table!(Operator {
-    opcode_index: u32 = 0,
-    inputs: List<'a, i32> = 1,
-    outputs: List<'a, i32> = 2,
-});
+
+/// Declares the builtin options tables retrain reads, each with its key in the
+/// `BuiltinOptions` union; the operator's verifier checks the options table as the type its
+/// key names, and [`Operator::options`] reads it only as that type.
+macro_rules! options {
+    ($($name:ident = $key:literal { $($field:ident : $ty:ty = $slot:expr),* $(,)? })*) => {
+        $(
+            table!($name { $($field: $ty = $slot),* });
+            impl<'a> OptionsTable<'a> for $name<'a> {
+                const KEY: u8 = $key;
+            }
+        )*
+
+        fn verify_options(key: u8, v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
+            match key {
+                $($key => v.verify_union_variant::<ForwardsUOffset<$name>>(stringify!($name), pos),)*
+                _ => Ok(()),
+            }
+        }
+    };
+}
+
+trait OptionsTable<'a>: Follow<'a, Inner = Self> + Verifiable {
+    const KEY: u8;
+}
+
+// Keys from the order of `union BuiltinOptions` in schema.fbs (NONE = 0).
+options! {
+    Conv2DOptions = 1 {
+        padding: i8 = 0,
+        stride_w: i32 = 1,
+        stride_h: i32 = 2,
+        fused_activation_function: i8 = 3,
+        dilation_w_factor: i32 = 4,
+        dilation_h_factor: i32 = 5,
+    }
+    DepthwiseConv2DOptions = 2 {
+        padding: i8 = 0,
+        stride_w: i32 = 1,
+        stride_h: i32 = 2,
+        depth_multiplier: i32 = 3,
+        fused_activation_function: i8 = 4,
+        dilation_w_factor: i32 = 5,
+        dilation_h_factor: i32 = 6,
+    }
+    Pool2DOptions = 5 {
+        padding: i8 = 0,
+        stride_w: i32 = 1,
+        stride_h: i32 = 2,
+        filter_width: i32 = 3,
+        filter_height: i32 = 4,
+        fused_activation_function: i8 = 5,
+    }
+    FullyConnectedOptions = 8 {
+        fused_activation_function: i8 = 0,
+        weights_format: i8 = 1,
+        keep_num_dims: bool = 2,
+    }
+    SoftmaxOptions = 9 { beta: f32 = 0 }
+    ConcatenationOptions = 10 { axis: i32 = 0, fused_activation_function: i8 = 1 }
+    AddOptions = 11 { fused_activation_function: i8 = 0 }
+    ReshapeOptions = 17 { new_shape: List<'a, i32> = 0 }
+    MulOptions = 21 { fused_activation_function: i8 = 0 }
+    ReducerOptions = 27 { keep_dims: bool = 0 }
+    SubOptions = 28 { fused_activation_function: i8 = 0 }
+    DivOptions = 29 { fused_activation_function: i8 = 0 }
+    SqueezeOptions = 30 { squeeze_dims: List<'a, i32> = 0 }
+    LeakyReluOptions = 75 { alpha: f32 = 0 }
+}
+
+/// An operator: its code's index, its tensors and its builtin options (a union: the key
+/// at slot 3, the table at slot 4).
+#[derive(Clone, Copy)]
+struct Operator<'a>(Table<'a>);
+
+impl<'a> Follow<'a> for Operator<'a> {
+    type Inner = Operator<'a>;
+    unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+        // Safety: only reached through a verified parent (see `root`).
+        Operator(unsafe { Table::new(buf, loc) })
+    }
+}
+
+impl Verifiable for Operator<'_> {
+    fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
+        v.visit_table(pos)?
+            .visit_field::<u32>("opcode_index", 4, false)?
+            .visit_field::<List<i32>>("inputs", 6, false)?
+            .visit_field::<List<i32>>("outputs", 8, false)?
+            .visit_union::<u8, _>(
+                "builtin_options_type",
+                10,
+                "builtin_options",
+                12,
+                false,
+                verify_options,
+            )?
+            .finish();
+        Ok(())
+    }
+}
+
+impl<'a> Operator<'a> {
+    fn opcode_index(&self) -> Option<u32> {
+        // Safety: verified as u32 above.
+        unsafe { self.0.get::<u32>(4, None) }
+    }
+
+    fn inputs(&self) -> Option<Vector<'a, i32>> {
+        // Safety: verified as a vector of i32 above.
+        unsafe { self.0.get::<List<'a, i32>>(6, None) }
+    }
+
+    fn outputs(&self) -> Option<Vector<'a, i32>> {
+        // Safety: verified as a vector of i32 above.
+        unsafe { self.0.get::<List<'a, i32>>(8, None) }
+    }
+
+    /// The builtin options, when they are a `T` table.
+    fn options<T: OptionsTable<'a> + 'a>(&self) -> Option<T> {
+        // Safety: the key was verified as u8, and the table as the type its key names;
+        // it is read only when that type is `T`.
+        let key = unsafe { self.0.get::<u8>(10, Some(0)) }?;
+        (key == T::KEY).then(|| unsafe { self.0.get::<ForwardsUOffset<T>>(12, None) })?
+    }
+}
 
 const CONV_2D: i32 = 3;
 const DEPTHWISE_CONV_2D: i32 = 4;
@@ -129,6 +256,13 @@ struct Graph<'a> {
     tensors: Vec<TensorDef<'a>>,
     buffers: Vec<Buffer<'a>>,
     ops: &'a [Op],
+    /// The operators themselves (their options), in `ops`' order.
+    operators: Vec<Operator<'a>>,
+    /// The subgraph's input and output tensors.
+    inputs: Vec<i32>,
+    outputs: Vec<i32>,
+    /// What the converter says it is (`MLIR Converted.`, `TOCO Converted.`).
+    description: String,
     /// The operator (an index into `ops`) that produces each tensor.
     producers: BTreeMap<i32, usize>,
 }
@@ -346,15 +480,21 @@ pub const ABSENT: &[(&str, &str)] = &[(
 /// One operator: builtin code, input and output tensor indices.
 type Op = (i32, Vec<i32>, Vec<i32>);
 
-/// A weighted layer found in the graph: its scope, operator kind, filter and bias.
+/// A weighted layer found in the graph: the operator (an index into the ops), its scope
+/// (the Keras layer, when the converter's names tell it), operator kind, filter and bias.
 struct Layer {
-    scope: String,
+    op: usize,
+    scope: Option<String>,
     code: i32,
     filter: Constant,
     bias: Option<Constant>,
 }
 
-pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
+/// Reads a TFLite model: its graph (see [`graph`]), and its weights in PyTorch's layouts,
+/// named `<layer>.weight` / `<layer>.bias` after the Keras layers where the converter's
+/// names tell them apart (so that the zoo's loaders read them too), otherwise after the
+/// graph's own nodes.
+pub fn read(bytes: &[u8]) -> Result<(BTreeMap<String, WeightTensor>, GraphIr), WeightsError> {
     let opts = VerifierOptions {
         max_apparent_size: 1 << 34,
         ..Default::default()
@@ -371,6 +511,7 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError
         .subgraphs()
         .and_then(|s| s.iter().next())
         .ok_or_else(|| corrupt("the model has no subgraph"))?;
+    let list = |v: Option<Vector<'_, i32>>| v.map(|v| v.iter().collect()).unwrap_or_default();
     let g = Graph {
         bytes,
         tensors: graph
@@ -382,6 +523,13 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError
             .map(|b| b.iter().collect())
             .unwrap_or_default(),
         ops: &ops,
+        operators: graph
+            .operators()
+            .map(|o| o.iter().collect())
+            .unwrap_or_default(),
+        inputs: list(graph.inputs()),
+        outputs: list(graph.outputs()),
+        description: model.description().unwrap_or_default().to_owned(),
         producers: ops
             .iter()
             .enumerate()
@@ -389,29 +537,63 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError
             .collect(),
     };
     let layers = weighted_layers(&g, &ops)?;
+    let suffix = trace_suffix(&g, &ops, &layers);
+    let names = layer_names(&layers, suffix.as_deref(), |l| {
+        g.name(ops[l.op].1.get(1).copied().unwrap_or(-1))
+    })
+    .unwrap_or_else(|_| graph::node_names(&g, &layers));
+    let mut tensors = BTreeMap::new();
+    for (l, name) in layers.iter().zip(&names) {
+        let (weight, bias) = to_pytorch(name, l)?;
+        tensors.insert(format!("{name}.weight"), weight);
+        tensors.insert(format!("{name}.bias"), bias);
+    }
+    let ir = graph::translate(&g, &layers, &names, suffix.as_deref(), &mut tensors)?;
+    Ok((tensors, ir))
+}
+
+/// The scope suffix Keras 3 gives every name of the converted graph, if it does.
+fn trace_suffix(g: &Graph, ops: &[Op], layers: &[Layer]) -> Option<String> {
     let model_scope = g
-        .name(layers_first_filter(&ops))
+        .name(layers_first_filter(ops))
         .split('/')
         .next()
         .unwrap_or_default()
         .to_owned();
-    let scopes: Vec<String> = layers.iter().map(|l| l.scope.clone()).collect();
-    let suffix = common_trace_suffix(&model_scope, &scopes);
-    let mut out = BTreeMap::new();
-    for l in layers {
-        let layer = match &suffix {
-            Some(s) => l.scope[..l.scope.len() - s.len()].to_owned(),
-            None => l.scope.clone(),
-        };
-        let (weight, bias) = to_pytorch(&layer, l)?;
-        if out.insert(format!("{layer}.weight"), weight).is_some() {
-            return Err(WeightsError::Unsupported(format!(
-                "TFLite: two operators carry the weights of layer {layer}"
-            )));
-        }
-        out.insert(format!("{layer}.bias"), bias);
-    }
-    Ok(out)
+    let scopes: Option<Vec<String>> = layers.iter().map(|l| l.scope.clone()).collect();
+    common_trace_suffix(&model_scope, &scopes?)
+}
+
+/// The Keras layer of each weighted operator, with the scope `suffix` removed; an error
+/// when the converter's names do not tell every layer apart (`filter_name` names a
+/// layer's weight for the message).
+fn layer_names(
+    layers: &[Layer],
+    suffix: Option<&str>,
+    filter_name: impl Fn(&Layer) -> String,
+) -> Result<Vec<String>, WeightsError> {
+    let mut seen = std::collections::BTreeSet::new();
+    layers
+        .iter()
+        .map(|l| {
+            let scope = l.scope.clone().ok_or_else(|| {
+                WeightsError::Unsupported(format!(
+                    "TFLite: cannot tell which layer the weight `{}` belongs to",
+                    filter_name(l)
+                ))
+            })?;
+            let layer = match suffix {
+                Some(s) => scope[..scope.len() - s.len()].to_owned(),
+                None => scope,
+            };
+            if !seen.insert(layer.clone()) {
+                return Err(WeightsError::Unsupported(format!(
+                    "TFLite: two operators carry the weights of layer {layer}"
+                )));
+            }
+            Ok(layer)
+        })
+        .collect()
 }
 
 /// The first subgraph's operators, with their builtin codes resolved.
@@ -450,10 +632,10 @@ fn operators(model: &Model) -> Result<Vec<Op>, WeightsError> {
 }
 
 /// Every convolution, depthwise convolution and fully connected operator with its
-/// (dequantised) constants, named by the converter's scope.
+/// (dequantised) constants and the converter's scope for it.
 fn weighted_layers(g: &Graph, ops: &[Op]) -> Result<Vec<Layer>, WeightsError> {
     let mut layers = Vec::new();
-    for (code, inputs, outputs) in ops {
+    for (k, (code, inputs, outputs)) in ops.iter().enumerate() {
         let marks: &[&str] = match *code {
             CONV_2D => &["convolution", "Conv2D", "BiasAdd"],
             DEPTHWISE_CONV_2D => &["depthwise", "BiasAdd"],
@@ -463,47 +645,36 @@ fn weighted_layers(g: &Graph, ops: &[Op]) -> Result<Vec<Layer>, WeightsError> {
         let filter_index = *inputs
             .get(1)
             .ok_or_else(|| corrupt("a convolution without a filter"))?;
-        let filter_name = g.name(filter_index);
-        let scope = layer_scope(&filter_name, marks)
-            .or_else(|| {
-                outputs
-                    .first()
-                    .and_then(|&o| layer_scope(&g.name(o), marks))
-            })
-            .ok_or_else(|| {
-                WeightsError::Unsupported(format!(
-                    "TFLite: cannot tell which layer the weight `{filter_name}` belongs to"
-                ))
-            })?;
+        let scope = layer_scope(&g.name(filter_index), marks).or_else(|| {
+            outputs
+                .first()
+                .and_then(|&o| layer_scope(&g.name(o), marks))
+        });
         let filter = g.constant(filter_index)?;
         let bias = match inputs.get(2) {
             Some(&b) if b >= 0 => Some(g.constant(b)?),
             _ => None,
         };
         layers.push(Layer {
+            op: k,
             scope,
             code: *code,
             filter,
             bias,
         });
     }
-    if layers.is_empty() {
-        return Err(WeightsError::Unsupported(
-            "TFLite: the model has no convolution or fully connected layer".into(),
-        ));
-    }
     Ok(layers)
 }
 
 /// A layer's weight in PyTorch's layout (OIHW; depthwise as (C·m, 1, kh, kw); dense as
 /// (out, in)) and its bias (zeros when the operator has none).
-fn to_pytorch(layer: &str, l: Layer) -> Result<(WeightTensor, WeightTensor), WeightsError> {
-    let filter = l.filter;
+fn to_pytorch(layer: &str, l: &Layer) -> Result<(WeightTensor, WeightTensor), WeightsError> {
+    let filter = &l.filter;
     let (data, shape) = match (l.code, filter.shape.as_slice()) {
         (CONV_2D, [_, _, _, _]) => permute(&filter.data, &filter.shape, &[0, 3, 1, 2]),
         // (1, kh, kw, C·m) → (C·m, 1, kh, kw)
         (DEPTHWISE_CONV_2D, [1, _, _, _]) => permute(&filter.data, &filter.shape, &[3, 0, 1, 2]),
-        (FULLY_CONNECTED, [_, _]) => (filter.data, filter.shape),
+        (FULLY_CONNECTED, [_, _]) => (filter.data.clone(), filter.shape.clone()),
         (_, s) => {
             return Err(WeightsError::Unsupported(format!(
                 "TFLite: layer {layer} has a filter of shape {s:?}"
@@ -517,11 +688,11 @@ fn to_pytorch(layer: &str, l: Layer) -> Result<(WeightTensor, WeightTensor), Wei
         data,
         strided: false,
     };
-    let bias = match l.bias {
+    let bias = match &l.bias {
         Some(b) if b.data.len() == cout => WeightTensor {
             dtype: b.dtype,
             shape: vec![cout],
-            data: b.data,
+            data: b.data.clone(),
             strided: false,
         },
         Some(b) => {
@@ -610,6 +781,35 @@ mod tests {
         looped[at..at + 4].copy_from_slice(&ops[k].2[0].to_le_bytes());
         let e = read(&looped).unwrap_err().to_string();
         assert!(e.contains("loop or a chain"), "{e}");
+    }
+
+    /// An operator outside the supported set stays in the graph under its TFLite name, so
+    /// that analysing the graph refuses it by name (and `--model` still reads the weights).
+    #[test]
+    fn an_unsupported_operator_is_refused_by_name() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let bytes = std::fs::read(dir.join("tf_mobilenet_v2/model_f16.tflite")).unwrap();
+        let model = flatbuffers::root::<Model>(&bytes).unwrap();
+        let codes = model.operator_codes().unwrap();
+        let mean = codes
+            .iter()
+            .position(|c| c.builtin_code() == Some(40))
+            .expect("MEAN");
+        // Its builtin_code (slot 3, i32) and deprecated_builtin_code (slot 0, i8) become
+        // RESIZE_BILINEAR; the vtable gives each field's offset.
+        let table = codes.get(mean).0;
+        let field = |slot: u16| table.loc() + table.vtable().get(4 + 2 * slot) as usize;
+        let mut patched = bytes.clone();
+        patched[field(3)..field(3) + 4].copy_from_slice(&23i32.to_le_bytes());
+        patched[field(0)] = 23;
+        let w = crate::weights::Weights::from_bytes(&patched).unwrap();
+        let e = crate::graph::analyse::model_spec(&w, "m", None, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TFLite RESIZE_BILINEAR") && e.contains("not supported"),
+            "{e}"
+        );
     }
 
     #[test]
