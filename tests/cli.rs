@@ -575,120 +575,69 @@ fn an_unreadable_sub_folder_is_a_warning_or_an_error_with_strict() {
 /// run it as its graph, and the bundle (which stores the graph) predicts.
 #[test]
 fn an_onnx_file_runs_as_its_graph_in_every_command() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = common::toy_folder_with(tmp.path(), 2);
     let onnx = fixtures().join("onnx/resnet_op13/model.onnx");
-    let onnx = onnx.to_str().unwrap();
-
-    let o = retrain(&["inspect", "--json", onnx]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let j = graph_file_in_every_command(&onnx, "/layer2/layer2.0/relu_1/Relu", 8);
     assert_eq!(j["format"], "onnx");
     assert_eq!(j["graph"]["opset"], 13);
     assert_eq!(j["graph"]["classifier"], "fc");
-    let stages: Vec<&str> = j["graph"]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        stages.contains(&"/layer2/layer2.0/relu_1/Relu"),
-        "{stages:?}"
-    );
-
-    let out = tmp.path().join("e.npy");
-    let o = retrain(&[
-        "embed",
-        "--weights",
-        onnx,
-        "--layer",
-        "/layer2/layer2.0/relu_1/Relu",
-        "--out",
-        out.to_str().unwrap(),
-        data.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let (shape, _) = common::npy(&out);
-    assert_eq!(shape, vec![12, 8]);
-
-    let bundle = tmp.path().join("b");
-    let o = retrain(&[
-        "fit",
-        "--weights",
-        onnx,
-        "--strategy",
-        "freeze",
-        "--freeze-until",
-        "/layer2/layer2.0/relu_1/Relu",
-        "--epochs",
-        "1",
-        "--val-split",
-        "0.34",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = retrain(&[
-        "predict",
-        "--json",
-        "--bundle",
-        bundle.to_str().unwrap(),
-        data.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let label = j["predictions"][0]["top"][0]["label"].as_str().unwrap();
-    assert!(["round", "square"].contains(&label), "{label}");
 }
 
-/// A TFLite file runs as its graph without --model too: inspect names its stages by the
-/// Keras layers, embed cuts at one, fit freezes up to one and the bundle predicts.
+/// A TFLite file runs as its graph without --model too, its stages named by the Keras
+/// layers.
 #[test]
 fn a_tflite_file_runs_as_its_graph_in_every_command() {
+    let tflite = fixtures().join("tf_mobilenet_v2/model_int8.tflite");
+    let j = graph_file_in_every_command(&tflite, "block_6_project", 24);
+    assert_eq!(j["graph"]["classifier"], "predictions");
+    let stages = j["graph"]["stages"].as_array().unwrap();
+    assert!(
+        stages.iter().any(|s| s["name"] == "block_5_add"),
+        "{stages:?}"
+    );
+}
+
+/// A graph file without --model: `inspect` lists `layer` among its stages, `embed` cuts
+/// there (`width` values an image), `fit` freezes up to it and the bundle predicts.
+/// Returns what `inspect --json` said.
+fn graph_file_in_every_command(file: &Path, layer: &str, width: usize) -> serde_json::Value {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::toy_folder_with(tmp.path(), 2);
-    let tflite = fixtures().join("tf_mobilenet_v2/model_int8.tflite");
-    let tflite = tflite.to_str().unwrap();
+    let file = file.to_str().unwrap();
 
-    let o = retrain(&["inspect", "--json", tflite]);
+    let o = retrain(&["inspect", "--json", file]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(j["graph"]["classifier"], "predictions");
-    let stages: Vec<&str> = j["graph"]["stages"]
+    let inspected: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let stages: Vec<&str> = inspected["graph"]["stages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert!(stages.contains(&"block_6_project"), "{stages:?}");
-    assert!(stages.contains(&"block_5_add"), "{stages:?}");
+    assert!(stages.contains(&layer), "{stages:?}");
 
     let out = tmp.path().join("e.npy");
     let o = retrain(&[
         "embed",
         "--weights",
-        tflite,
+        file,
         "--layer",
-        "block_6_project",
+        layer,
         "--out",
         out.to_str().unwrap(),
         data.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(common::npy(&out).0, vec![12, 24]);
+    assert_eq!(common::npy(&out).0, vec![12, width]);
 
     let bundle = tmp.path().join("b");
     let o = retrain(&[
         "fit",
         "--weights",
-        tflite,
+        file,
         "--strategy",
         "freeze",
         "--freeze-until",
-        "block_6_project",
+        layer,
         "--epochs",
         "1",
         "--val-split",
@@ -710,6 +659,7 @@ fn a_tflite_file_runs_as_its_graph_in_every_command() {
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let label = j["predictions"][0]["top"][0]["label"].as_str().unwrap();
     assert!(["round", "square"].contains(&label), "{label}");
+    inspected
 }
 
 /// A file of weights only still needs --model, and says so.

@@ -541,31 +541,27 @@ impl Builder<'_, '_> {
                 let x_t = input(0)?;
                 let xs = self.shape(x_t)?;
                 let fs = &l.filter.shape;
-                let (padding, strides, dilations, act) = match code {
-                    CONV_2D => match operator.options::<Conv2DOptions>() {
-                        Some(o) => (
-                            o.padding().unwrap_or(0),
-                            [o.stride_h().unwrap_or(1), o.stride_w().unwrap_or(1)],
-                            [
-                                o.dilation_h_factor().unwrap_or(1),
-                                o.dilation_w_factor().unwrap_or(1),
-                            ],
-                            o.fused_activation_function().unwrap_or(0),
-                        ),
-                        None => (0, [1, 1], [1, 1], 0),
-                    },
-                    _ => match operator.options::<DepthwiseConv2DOptions>() {
-                        Some(o) => (
-                            o.padding().unwrap_or(0),
-                            [o.stride_h().unwrap_or(1), o.stride_w().unwrap_or(1)],
-                            [
-                                o.dilation_h_factor().unwrap_or(1),
-                                o.dilation_w_factor().unwrap_or(1),
-                            ],
-                            o.fused_activation_function().unwrap_or(0),
-                        ),
-                        None => (0, [1, 1], [1, 1], 0),
-                    },
+                // Both options tables have these fields, under the same names.
+                macro_rules! conv_options {
+                    ($t:ty) => {
+                        match operator.options::<$t>() {
+                            Some(o) => (
+                                o.padding().unwrap_or(0),
+                                [o.stride_h().unwrap_or(1), o.stride_w().unwrap_or(1)],
+                                [
+                                    o.dilation_h_factor().unwrap_or(1),
+                                    o.dilation_w_factor().unwrap_or(1),
+                                ],
+                                o.fused_activation_function().unwrap_or(0),
+                            ),
+                            None => (0, [1, 1], [1, 1], 0),
+                        }
+                    };
+                }
+                let (padding, strides, dilations, act) = if code == CONV_2D {
+                    conv_options!(Conv2DOptions)
+                } else {
+                    conv_options!(DepthwiseConv2DOptions)
                 };
                 if strides
                     .iter()
