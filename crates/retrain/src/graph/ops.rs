@@ -956,9 +956,11 @@ fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> R<Vec<usiz
             _ => return Err(format!("shape {spec:?} is not a valid Reshape target")),
         }
     }
-    // The target's dimensions come from the file: bounded before they are multiplied.
-    check_numel(&out).map_err(|_| format!("cannot reshape {input:?} to {spec:?}"))?;
-    let known: usize = out.iter().product();
+    // The target's dimensions come from the file: multiplied with overflow checked.
+    let known = out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("cannot reshape {input:?} to {spec:?}: its size overflows"))?;
     if let Some(i) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
