@@ -205,7 +205,7 @@ pub struct FitArgs {
 pub struct ModelArgs {
     /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`),
     /// or a model spec .json file for a custom variant. Not needed for a file that holds
-    /// its own graph (.onnx): it runs as that graph.
+    /// its own graph (.onnx, .tflite): it runs as that graph.
     #[arg(long, short)]
     pub model: Option<String>,
     /// Weights for that architecture: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow
@@ -224,11 +224,12 @@ pub struct ModelArgs {
 pub struct InputSpecArgs {
     /// Pixel scaling: torch (0..1, then ImageNet mean/std), tf (-1..1), caffe (BGR,
     /// ImageNet means subtracted from 0..255), raw (0..255), unit (0..1). Default: the
-    /// model's own; ImageNet mean/std for an .onnx graph, which stores none.
+    /// model's own; ImageNet mean/std for an .onnx graph, which stores none; for a .tflite
+    /// graph its quantised input's, else tf.
     #[arg(long, value_enum)]
     pub preprocess: Option<PreprocessArg>,
     /// Input size N: the shorter side resized to N, then an NxN center crop. Default: the
-    /// model's (an .onnx graph: its input size, 224 where that is symbolic, from 256).
+    /// model's (a graph: its input size, 224 where that is symbolic, from 256).
     #[arg(long)]
     pub size: Option<usize>,
 }
@@ -265,7 +266,7 @@ impl InputSpecArgs {
 #[derive(clap::Args, Debug)]
 pub struct PretrainedArgs {
     /// Architecture name (`retrain models`) or a model spec .json file; not needed for an
-    /// .onnx model, which runs as its own graph.
+    /// .onnx or .tflite model, which runs as its own graph.
     #[arg(long, short)]
     pub model: Option<String>,
     /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, .tflite, or an .onnx model.

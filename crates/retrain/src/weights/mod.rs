@@ -178,7 +178,7 @@ pub struct Weights {
     pub batchnorm_folded: bool,
     /// Tensors a file of this format cannot hold, with why: (tensor name, explanation).
     pub absent: &'static [(&'static str, &'static str)],
-    /// The file's own graph, for a format that holds one (ONNX): it runs as that graph.
+    /// The file's own graph, for a format that holds one (ONNX, TFLite): it runs as that graph.
     pub graph: Option<Box<crate::graph::Graph>>,
 }
 

@@ -520,7 +520,7 @@ pub enum Block {
     FlattenHwc(FlattenHwc),
     /// Input normalisation inside the model (Keras EfficientNet).
     Normalize(Normalize),
-    /// A run of a model file's own graph (ONNX) between two cut points.
+    /// A run of a model file's own graph (ONNX, TFLite) between two cut points.
     Graph(crate::graph::block::GraphBlock),
 }
 

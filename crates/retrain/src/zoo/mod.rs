@@ -306,7 +306,7 @@ impl ZooEntry {
 }
 
 /// The model a weights file runs as: `model` (a zoo name or spec file) when given, else
-/// the file's own graph (ONNX), named after the file.
+/// the file's own graph (ONNX, TFLite), named after the file.
 pub fn spec_for(
     model: Option<&str>,
     weights: &Weights,
