@@ -88,8 +88,8 @@ seed pickle "${pickles[@]}" "${torch_legacies[@]}"
 seed torch_zip "${torch_zips[@]}"
 seed torch_legacy "${torch_legacies[@]}"
 seed safetensors "$fx"/*/weights.safetensors
-seed keras_h5 "$fx"/*/weights.h5 "$fx"/*/model.h5 "${keras3[@]}"
-seed keras_archive "$fx"/*/model.keras
+seed keras_h5 "$fx"/*/weights.h5 "$fx"/*/model.h5 "$fx"/keras_graph/*.h5 "${keras3[@]}"
+seed keras_archive "$fx"/*/model.keras "$fx"/keras_graph/*.keras
 seed tflite "$fx"/*/*.tflite
 seed tf_bundle "$fx"/*/*/*.index "$fx"/*/*/variables/*.index
 seed onnx "$fx"/onnx/*/model.onnx

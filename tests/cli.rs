@@ -596,6 +596,15 @@ fn a_tflite_file_runs_as_its_graph_in_every_command() {
     );
 }
 
+/// A Keras full model runs as its graph without --model, its stages named by its layers.
+#[test]
+fn a_keras_full_model_runs_as_its_graph_in_every_command() {
+    let keras = fixtures().join("keras_graph/residual.keras");
+    let j = graph_file_in_every_command(&keras, "add", 12);
+    assert_eq!(j["format"], "keras");
+    assert_eq!(j["graph"]["classifier"], "head");
+}
+
 /// A graph file without --model: `inspect` lists `layer` among its stages, `embed` cuts
 /// there (`width` values an image), `fit` freezes up to it and the bundle predicts.
 /// Returns what `inspect --json` said.
@@ -674,7 +683,8 @@ fn a_weights_only_file_without_model_says_what_to_give() {
     ]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("holds weights only: give --model"),
+        stderr(&o)
+            .contains("holds weights only and fits no zoo architecture as they are: give --model"),
         "{}",
         stderr(&o)
     );

@@ -208,6 +208,7 @@ fn tiny_graph(nodes: Vec<retrain::graph::Node>, output: &str) -> (retrain::graph
         )]
         .into(),
         input_scaling: None,
+        weights_in_constants: vec![],
     };
     let w = Weights {
         tensors,
@@ -332,15 +333,28 @@ fn external_data_stays_in_the_model_folder() {
 /// logits with `dir/<want>features.npy` and `dir/<want>logits.npy`, within `tol(largest
 /// |value|)`.
 fn check_tflite(dir: &str, file: &str, want: &str, tol: fn(f32) -> f32) {
+    check_file_graph(dir, file, WeightsFormat::Tflite, "", want, tol);
+}
+
+/// Runs `dir/file` as its own graph (no `--model`) on `dir/<input>input.npy` and compares
+/// the classifier's input and output with `dir/<want>features.npy` and `<want>logits.npy`.
+fn check_file_graph(
+    dir: &str,
+    file: &str,
+    format: WeightsFormat,
+    input: &str,
+    want: &str,
+    tol: fn(f32) -> f32,
+) {
     let dir = fixtures().join(dir);
     let device = Device::default();
     let weights = Weights::load(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-    assert_eq!(weights.format, WeightsFormat::Tflite);
+    assert_eq!(weights.format, format);
     let spec =
         retrain::zoo::spec_for(None, &weights, &device).unwrap_or_else(|e| panic!("{file}: {e}"));
     let model =
         Model::from_spec(&spec, &weights, &device).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let (shape, x) = npy(&dir.join("input.npy"));
+    let (shape, x) = npy(&dir.join(format!("{input}input.npy")));
     let (f, l) = model
         .network
         .features_and_logits(tensor4(&shape, x, &device));
@@ -407,4 +421,44 @@ fn tf1_tflite_files_run_as_their_graph() {
     assert_eq!(spec.preprocess.mean, [0.0; 3]);
     assert!((spec.preprocess.std[0] - 1.0 / 255.0).abs() < 1e-12);
     assert_eq!(spec.preprocess.crop, 56);
+}
+
+/// Keras full models as graphs (scripts/make_keras_graph_fixtures.py): a plain CNN
+/// (Sequential, Flatten of a 5x5 map), a transfer model around a nested Functional base,
+/// and a residual net (SeparableConv2D, PReLU, Concatenate, Cropping2D, squeeze-excitation,
+/// Reshape, config-given Normalization), each as saved by Keras 3 (`.keras` and `.h5`);
+/// the CNN also by Keras 2 (tf_keras). Against Keras within 1e-4.
+#[test]
+fn keras_full_models_of_custom_networks_run_as_their_graph() {
+    for name in ["cnn", "nested", "residual"] {
+        let (input, want) = (format!("{name}_"), format!("{name}_"));
+        for (file, format) in [
+            (format!("{name}.keras"), WeightsFormat::Keras),
+            (format!("{name}.h5"), WeightsFormat::KerasH5),
+        ] {
+            check_file_graph("keras_graph", &file, format, &input, &want, |_| TOL);
+        }
+    }
+    check_file_graph(
+        "keras_graph",
+        "cnn_keras2.h5",
+        WeightsFormat::KerasH5,
+        "cnn_",
+        "cnn_",
+        |_| TOL,
+    );
+}
+
+/// Keras Applications' own code as full models: MobileNetV2 (ZeroPadding2D, ReLU(6),
+/// residual Adds; `.keras` and `.h5`) and EfficientNet (the model's own Rescaling and
+/// Normalization, swish, squeeze-excitation through Reshape and Multiply), against Keras.
+#[test]
+fn keras_applications_full_models_run_as_their_graph() {
+    for (dir, file, format) in [
+        ("keras_mobilenet_v2", "model.keras", WeightsFormat::Keras),
+        ("keras_mobilenet_v2", "model.h5", WeightsFormat::KerasH5),
+        ("keras_efficientnet", "model.keras", WeightsFormat::Keras),
+    ] {
+        check_file_graph(dir, file, format, "", "", |_| TOL);
+    }
 }

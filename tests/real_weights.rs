@@ -23,6 +23,13 @@ fn load(arch: &str, file: &Path, device: &Device) -> Model {
     Model::from_spec(&zoo::find(arch).unwrap().spec(), &w, device).unwrap()
 }
 
+/// The file as it runs without `--model`: its own graph, or the zoo architecture it fits.
+fn load_without_model(file: &Path, device: &Device) -> Model {
+    let w = Weights::load(file).unwrap();
+    let spec = zoo::spec_for(None, &w, device).unwrap();
+    Model::from_spec(&spec, &w, device).unwrap()
+}
+
 /// The torchvision-preprocessed crops of scripts/make_fixtures.py, normalised for `model`.
 fn crops(model: &Model, device: &Device) -> Tensor<4> {
     let dir = fixtures().join("real");
@@ -43,13 +50,19 @@ fn crops(model: &Model, device: &Device) -> Tensor<4> {
 }
 
 /// Features and logits match the origin framework's (PyTorch's, or TensorFlow's for a Keras
-/// file) on identical input within 1e-3, both as loaded and with BatchNorm folded.
-fn embeddings_match_origin(arch: &str, file: &str) {
+/// file) on identical input within 1e-3, both as loaded and with BatchNorm folded: run on
+/// the zoo architecture `arch`, or without `--model` when `as_graph` (a Keras full model
+/// as its own graph).
+fn embeddings_match_origin(arch: &str, file: &str, as_graph: bool) {
     let Some(path) = real_weights(file) else {
         return;
     };
     let device = Device::default();
-    let model = load(arch, &path, &device);
+    let model = if as_graph {
+        load_without_model(&path, &device)
+    } else {
+        load(arch, &path, &device)
+    };
     let dir = fixtures().join("real");
     let want_f = npy(&dir.join(format!("{arch}_features.npy")));
     let want_l = npy(&dir.join(format!("{arch}_logits.npy")));
@@ -75,12 +88,12 @@ fn embeddings_match_origin(arch: &str, file: &str) {
 
 #[test]
 fn lite0_embeddings_match_origin() {
-    embeddings_match_origin("efficientnet_lite0", LITE0);
+    embeddings_match_origin("efficientnet_lite0", LITE0, false);
 }
 
 #[test]
 fn mobilenet_v2_embeddings_match_origin() {
-    embeddings_match_origin("mobilenet_v2", MOBILENET_V2);
+    embeddings_match_origin("mobilenet_v2", MOBILENET_V2, false);
 }
 
 /// retrain's own decode + resize + crop against torchvision's (PIL) on the same JPEGs:
@@ -122,7 +135,14 @@ fn preprocessing_matches_torchvision() {
 /// 2.21) on the same crops; the file's own `dense` head is taken as the classifier.
 #[test]
 fn keras_mobilenet_v2_embeddings_match_tensorflow() {
-    embeddings_match_origin("keras_mobilenet_v2", KERAS_MOBILENET_V2);
+    embeddings_match_origin("keras_mobilenet_v2", KERAS_MOBILENET_V2, false);
+}
+
+/// The same file without `--model` runs as the graph its config describes (the nested
+/// MobileNetV2, named as Keras names it, gets Keras' `tf` pixel scaling from that name).
+#[test]
+fn keras_full_model_as_its_graph_matches_tensorflow() {
+    embeddings_match_origin("keras_mobilenet_v2", KERAS_MOBILENET_V2, true);
 }
 
 /// The three strategies on a real Keras file and the real images, with few steps (one
@@ -238,6 +258,15 @@ fn inspect_identifies_real_files_and_refuses_the_wrong_architecture() {
     );
     let mw = Weights::load(&mbv2).unwrap();
     assert_eq!(zoo::identify(&mw, &device)[0], ("mobilenet_v2".into(), 1.0));
+    // Each fits one architecture exactly, so runs on it without --model.
+    assert_eq!(
+        zoo::spec_for(None, &lw, &device).unwrap().name,
+        "efficientnet_lite0"
+    );
+    assert_eq!(
+        zoo::spec_for(None, &mw, &device).unwrap().name,
+        "mobilenet_v2"
+    );
     let err = Model::from_spec(&zoo::find("mobilenet_v2").unwrap().spec(), &lw, &device)
         .err()
         .expect("Lite0 weights must not load as MobileNetV2");

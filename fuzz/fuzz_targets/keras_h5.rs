@@ -1,4 +1,6 @@
-//! Keras HDF5 weights (Keras 2 `.h5`, Keras 3 `.weights.h5`).
+//! Keras HDF5 files (Keras 2 `.h5` weights and full models, Keras 3 `.weights.h5`): the
+//! weights reader, then, for a full model, its architecture translated into retrain's graph
+//! and the load-time analysis every command runs (see `retrain_fuzz::load_and_analyse`).
 //!
 //! `keras_h5` parses through `hdf5-reader` inside `catch_unwind` (a panic in it is reported
 //! as a corrupt file). libFuzzer's panic hook would abort on such a caught panic too; set
@@ -7,9 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use retrain::weights::readers;
 
 fuzz_target!(|data: &[u8]| {
     retrain_fuzz::tolerate_caught_panics();
-    let _ = readers::keras_h5(data);
+    retrain_fuzz::load_and_analyse(data);
 });

@@ -16,10 +16,10 @@ pub fn tolerate_caught_panics() {
     });
 }
 
-/// A model file read as every command reads it, then, when it holds a graph (ONNX,
-/// TFLite), the load-time analysis every command runs: order check, one traced run on a
-/// blank 16×16 image (small so that an execution stays fast; a graph's own fixed size still
-/// applies) that checks every op's shapes, the classifier and the cut points.
+/// A model file read as every command reads it, then, when it holds a graph (ONNX, TFLite,
+/// a Keras full model), the load-time analysis every command runs: order check, one traced
+/// run on a blank 16×16 image (small so that an execution stays fast; a graph's own fixed
+/// size still applies) that checks every op's shapes, the classifier and the cut points.
 pub fn load_and_analyse(data: &[u8]) {
     use burn::prelude::Device;
     let Ok(mut w) = retrain::weights::Weights::from_bytes(data) else {

@@ -188,6 +188,9 @@ pub fn analyse(
     // An exported static batch may be baked into Reshapes: trace at that batch, then try
     // another to see whether the graph is tied to it.
     let batch = dims[0].unwrap_or(1);
+    // The file's own sizes are untrusted: the traced batches must fit the value bound.
+    super::ops::check_numel(&[batch.saturating_add(1), channels, hw[0], hw[1]])
+        .map_err(|why| input_err(format!("its traced batch: {why}")))?;
     let loader = WeightLoader::new(weights, device);
     let whole = Span {
         graph: g,
@@ -463,6 +466,9 @@ impl Family for GraphConfig {
     }
 
     fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        for name in &self.graph.weights_in_constants {
+            l.skip(name);
+        }
         (0..self.stages.len())
             .map(|k| {
                 let (input, input_shape) = self.stage_input(k);
@@ -514,15 +520,17 @@ pub fn model_spec(
     let resize = (crop as f64 * 256.0 / 224.0).round() as usize;
     let imagenet =
         crate::zoo::Preprocess::imagenet(resize, crop, crate::zoo::Interpolation::Bilinear);
-    // What the file says, else what its producers mostly expect: TFLite models converted
-    // from TF/Keras take −1..1 (Keras' "tf" mode), ONNX exports torchvision's scaling.
+    // What the file says, else what its producers mostly expect: Keras models and TFLite
+    // models converted from them take −1..1 (Keras' "tf" mode), ONNX exports torchvision's
+    // scaling.
     let preprocess = match (&g.input_scaling, g.format.as_str()) {
         (Some(s), _) => crate::zoo::Preprocess {
             mean: s.mean,
             std: s.std,
+            bgr: s.bgr,
             ..imagenet
         },
-        (None, "tflite") => imagenet.scaled(crate::zoo::PixelScaling::Tf),
+        (None, "tflite" | "keras") => imagenet.scaled(crate::zoo::PixelScaling::Tf),
         _ => imagenet,
     };
     Ok(crate::zoo::ModelSpec {

@@ -8,6 +8,7 @@
 
 pub mod analyse;
 pub mod block;
+pub(crate) mod build;
 pub mod ops;
 pub mod value;
 
@@ -38,17 +39,24 @@ pub struct Graph {
     /// Integer and small constant tensors (shapes, axes, indices), held in the graph.
     pub constants: BTreeMap<String, HostTensor>,
     /// How the file says the input's pixels are scaled, where it does (a TFLite model's
-    /// quantised input); ONNX files never do.
+    /// quantised input; a Keras model that rescales its own input, or a Keras Application
+    /// known by its name); ONNX files never do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_scaling: Option<InputScaling>,
+    /// The file's tensors a front-end read into `constants` (a Keras Normalization's
+    /// adapted mean and variance): not trained, and not unexpected either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights_in_constants: Vec<String>,
 }
 
 /// Per-channel mean and standard deviation on 0..1 pixels, as [`crate::zoo::Preprocess`]
-/// holds them.
+/// holds them, and whether the channels are taken in BGR order (Keras' "caffe" mode).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct InputScaling {
     pub mean: [f64; 3],
     pub std: [f64; 3],
+    #[serde(default)]
+    pub bgr: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

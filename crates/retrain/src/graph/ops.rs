@@ -381,6 +381,13 @@ impl Op {
             "Equal" => Ok(Op::Equal),
             "Where" => Ok(Op::Where),
             "Range" => Ok(Op::Range),
+            // A front-end's layer it could not translate, with its reason.
+            other if other.starts_with("Keras ") || other.starts_with("TFLite ") => {
+                Err(node.string("why").map_or_else(
+                    || format!("the {other} operator is not supported"),
+                    str::to_owned,
+                ))
+            }
             other => Err(format!(
                 "the op {other} is not supported (see README: graph ops)"
             )),
@@ -398,7 +405,7 @@ fn axis(a: i64, rank: usize) -> R<usize> {
     }
 }
 
-fn check_numel(shape: &[usize]) -> R<()> {
+pub(crate) fn check_numel(shape: &[usize]) -> R<()> {
     let mut n: usize = 1;
     for &d in shape {
         n = n

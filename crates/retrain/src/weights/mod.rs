@@ -4,7 +4,7 @@
 //! A weights file is untrusted input: every reader here is bounded by the file's length,
 //! refuses what it does not understand with an error, and never executes anything.
 
-mod keras_h5;
+mod keras;
 pub mod onnx;
 mod pickle;
 mod safetensors_file;
@@ -26,7 +26,7 @@ pub use pickle::PickleError;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod readers {
-    pub use super::keras_h5::{read as keras_h5, read_keras_archive};
+    pub use super::keras::{read as keras_h5, read_keras_archive};
     pub use super::pickle::parse as pickle;
     pub use super::safetensors_file::read as safetensors;
     pub use super::tf_bundle::{BundleFiles, read as tf_bundle};
@@ -178,8 +178,12 @@ pub struct Weights {
     pub batchnorm_folded: bool,
     /// Tensors a file of this format cannot hold, with why: (tensor name, explanation).
     pub absent: &'static [(&'static str, &'static str)],
-    /// The file's own graph, for a format that holds one (ONNX, TFLite): it runs as that graph.
+    /// The file's own graph, for a format that holds one (ONNX, TFLite, a Keras full model):
+    /// it runs as that graph.
     pub graph: Option<Box<crate::graph::Graph>>,
+    /// Why a file that holds its architecture has no `graph` (a Keras config that cannot be
+    /// translated): the weights are still there for `--model`.
+    pub graph_refused: Option<String>,
 }
 
 impl Weights {
@@ -200,6 +204,7 @@ impl Weights {
                 batchnorm_folded: false,
                 absent: &[],
                 graph: None,
+                graph_refused: None,
             });
         }
         let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
@@ -220,13 +225,30 @@ impl Weights {
     fn from_bytes_in(bytes: &[u8], dir: Option<&Path>) -> Result<Self, WeightsError> {
         let format = detect(bytes)?;
         let (mut batchnorm_folded, mut absent) = (false, &[][..]);
-        let mut graph = None;
+        let (mut graph, mut graph_refused) = (None, None);
         let tensors = match format {
             WeightsFormat::TorchZip => torch::read_zip(bytes)?,
             WeightsFormat::TorchLegacy => torch::read_legacy(bytes)?,
             WeightsFormat::Safetensors => safetensors_file::read(bytes)?,
-            WeightsFormat::KerasH5 => keras_h5::read(bytes)?,
-            WeightsFormat::Keras => keras_h5::read_keras_archive(bytes)?,
+            WeightsFormat::KerasH5 | WeightsFormat::Keras => {
+                let file = if format == WeightsFormat::Keras {
+                    keras::read_keras_archive(bytes)?
+                } else {
+                    keras::read(bytes)?
+                };
+                let mut tensors = file.tensors;
+                if let Some(config) = &file.config {
+                    match keras::graph::translate(
+                        config,
+                        file.keras_version.as_deref(),
+                        &mut tensors,
+                    ) {
+                        Ok(g) => graph = Some(Box::new(g)),
+                        Err(e) => graph_refused = Some(e.to_string()),
+                    }
+                }
+                tensors
+            }
             WeightsFormat::Tflite => {
                 batchnorm_folded = true;
                 absent = tflite::ABSENT;
@@ -254,6 +276,7 @@ impl Weights {
             batchnorm_folded,
             absent,
             graph,
+            graph_refused,
         })
     }
 
@@ -267,6 +290,7 @@ impl Weights {
             batchnorm_folded: false,
             absent: &[],
             graph: None,
+            graph_refused: None,
         }
     }
 
@@ -301,7 +325,7 @@ impl Weights {
 /// Tells the container from the first bytes of the file.
 pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
     if bytes.starts_with(b"PK\x03\x04") {
-        if keras_h5::is_keras_archive(bytes) {
+        if keras::is_keras_archive(bytes) {
             return Ok(WeightsFormat::Keras);
         }
         return Ok(WeightsFormat::TorchZip);
@@ -309,7 +333,7 @@ pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
     if torch::is_legacy(bytes) {
         return Ok(WeightsFormat::TorchLegacy);
     }
-    if bytes.starts_with(keras_h5::MAGIC) {
+    if bytes.starts_with(keras::MAGIC) {
         return Ok(WeightsFormat::KerasH5);
     }
     if tflite::looks_like(bytes) {

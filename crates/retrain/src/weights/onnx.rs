@@ -311,6 +311,7 @@ pub fn read(
         params,
         constants,
         input_scaling: None,
+        weights_in_constants: vec![],
     };
     graph.alias_identities();
     canonical_classifier(&mut graph, &mut tensors);

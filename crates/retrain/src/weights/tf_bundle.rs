@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::keras_h5::{KerasWeight, to_pytorch_conventions};
+use super::keras::{KerasWeight, to_pytorch_conventions};
 use super::{DType, WeightTensor, WeightsError};
 
 const TABLE_MAGIC: u64 = 0xdb47_7524_8b80_fb57;

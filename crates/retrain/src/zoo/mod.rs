@@ -306,7 +306,8 @@ impl ZooEntry {
 }
 
 /// The model a weights file runs as: `model` (a zoo name or spec file) when given, else
-/// the file's own graph (ONNX, TFLite), named after the file.
+/// the file's own graph (ONNX, TFLite, a Keras full model), named after the file, else the
+/// one zoo architecture whose every tensor the file holds.
 pub fn spec_for(
     model: Option<&str>,
     weights: &Weights,
@@ -360,8 +361,32 @@ fn base_spec(
         return resolve(m);
     }
     if weights.graph.is_none() {
+        // A state dict that fits exactly one zoo architecture needs no --model.
+        let exact: Vec<String> = identify(weights, device)
+            .into_iter()
+            .filter(|(_, f)| *f >= 1.0)
+            .map(|(name, _)| name)
+            .collect();
+        match exact.as_slice() {
+            [one] => return resolve(one),
+            [] => {}
+            several => anyhow::bail!(
+                "this {} file fits several zoo architectures ({}): give --model to choose",
+                weights.format,
+                several.join(", ")
+            ),
+        }
+        if let Some(why) = &weights.graph_refused {
+            anyhow::bail!(
+                "this {} file's model cannot run as its own graph ({why}), and its weights fit \
+                 no zoo architecture as they are: give --model (`retrain inspect` names the \
+                 closest one)",
+                weights.format
+            );
+        }
         anyhow::bail!(
-            "this {} file holds weights only: give --model (`retrain inspect` names the architecture it fits)",
+            "this {} file holds weights only and fits no zoo architecture as they are: give \
+             --model (`retrain inspect` names the closest one)",
             weights.format
         );
     }
@@ -557,6 +582,36 @@ mod tests {
         );
         assert_eq!((caffe.resize, caffe.crop), (256, 224), "the size is kept");
         assert_eq!((base.sized(300).resize, base.sized(300).crop), (300, 300));
+    }
+
+    /// A state dict that holds exactly one zoo architecture's tensors runs without
+    /// `--model`; one that fits none is told to give it.
+    #[test]
+    fn a_state_dict_that_fits_one_architecture_needs_no_model() {
+        let device = Device::default();
+        let config = find("resnet18").unwrap().config;
+        let tensor = |shape: Vec<usize>| crate::weights::WeightTensor {
+            dtype: crate::weights::DType::F32,
+            data: vec![0.0; shape.iter().product()],
+            shape,
+            strided: false,
+        };
+        // The loader names what is missing, then, given placeholders, the shapes it wants.
+        let mut weights = Weights::empty();
+        for name in config.check(&weights, &device).0.missing {
+            weights.tensors.insert(name, tensor(vec![1]));
+        }
+        for (name, want, _) in config.check(&weights, &device).0.shape_mismatches {
+            weights.tensors.insert(name, tensor(want));
+        }
+        assert!(config.check(&weights, &device).0.is_clean());
+        assert_eq!(spec_for(None, &weights, &device).unwrap().name, "resnet18");
+        weights.tensors.remove("layer4.1.bn2.running_var");
+        let e = spec_for(None, &weights, &device).unwrap_err().to_string();
+        assert!(
+            e.contains("fits no zoo architecture as they are: give --model"),
+            "{e}"
+        );
     }
 
     /// Every convolution + BatchNorm unit of a network.

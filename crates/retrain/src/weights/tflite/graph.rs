@@ -23,7 +23,8 @@ use super::{
     DepthwiseConv2DOptions, FULLY_CONNECTED, FullyConnectedOptions, Graph, Layer, LeakyReluOptions,
     Pool2DOptions, ReducerOptions, SoftmaxOptions, corrupt,
 };
-use crate::graph::{Attr, Graph as Ir, HostData, HostTensor, InputScaling, Node, ValueInfo};
+use crate::graph::build::{IrBuilder, unique};
+use crate::graph::{Attr, Graph as Ir, InputScaling, ValueInfo};
 use crate::weights::{WeightTensor, WeightsError};
 
 const ADD: i32 = 0;
@@ -153,29 +154,14 @@ pub(super) fn node_names(g: &Graph, layers: &[Layer]) -> Vec<String> {
         .collect()
 }
 
-fn unique(used: &mut BTreeSet<String>, base: &str) -> String {
-    let mut name = base.to_owned();
-    let mut n = 1;
-    while !used.insert(name.clone()) {
-        n += 1;
-        name = format!("{base}_{n}");
-    }
-    name
-}
-
 struct Builder<'g, 'a> {
     g: &'g Graph<'a>,
     /// The scope suffix Keras 3 adds to every name (see `common_trace_suffix`).
     suffix: Option<&'g str>,
     /// Operators left out (see [`dead_operators`]).
     dead: BTreeSet<usize>,
-    nodes: Vec<Node>,
-    params: BTreeMap<String, Vec<usize>>,
-    constants: BTreeMap<String, HostTensor>,
+    ir: IrBuilder,
     values: BTreeMap<i32, Val>,
-    /// Transposes made of a value (to NHWC when `true`), made once each.
-    views: BTreeMap<(String, bool), String>,
-    used: BTreeSet<String>,
 }
 
 type R<T> = Result<T, WeightsError>;
@@ -194,13 +180,9 @@ pub(super) fn translate(
         g,
         suffix,
         dead: dead_operators(g),
-        nodes: Vec::new(),
-        params: BTreeMap::new(),
-        constants: BTreeMap::new(),
-        values: BTreeMap::new(),
-        views: BTreeMap::new(),
         // Node names are the layers' (the weights are `<layer>.weight`, apart).
-        used: tensors.keys().cloned().collect(),
+        ir: IrBuilder::avoiding(tensors.keys().cloned()),
+        values: BTreeMap::new(),
     };
     let &input = g
         .inputs
@@ -234,7 +216,7 @@ pub(super) fn translate(
         .outputs
         .first()
         .ok_or_else(|| WeightsError::Unsupported("TFLite: the model has no output".into()))?;
-    let output_name = b.plain(out)?;
+    let output_name = b.plain(out, None)?;
     let output = ValueInfo {
         name: output_name,
         dims: b.shape(out)?.into_iter().map(Some).collect(),
@@ -246,10 +228,11 @@ pub(super) fn translate(
         input: input_info,
         extra_inputs,
         output,
-        nodes: b.nodes,
-        params: b.params,
-        constants: b.constants,
+        nodes: b.ir.nodes,
+        params: b.ir.params,
+        constants: b.ir.constants,
         input_scaling: input_scaling(g, input),
+        weights_in_constants: vec![],
     };
     crate::weights::onnx::canonical_classifier(&mut ir, tensors);
     Ok(ir)
@@ -271,6 +254,7 @@ fn input_scaling(g: &Graph, input: i32) -> Option<InputScaling> {
     (scale > 0.0 && scale.is_finite()).then(|| InputScaling {
         mean: [(zero + shift) / 255.0; 3],
         std: [1.0 / (f64::from(scale) * 255.0); 3],
+        bgr: false,
     })
 }
 
@@ -286,7 +270,7 @@ impl Builder<'_, '_> {
     /// The graph's image input: an NHWC tensor, declared in NCHW with a free batch.
     fn input(&mut self, t: i32) -> R<ValueInfo> {
         let shape = self.shape(t)?;
-        let name = unique(&mut self.used, &self.g.name(t));
+        let name = self.ir.unique(&self.g.name(t));
         let (dims, nchw) = match shape.as_slice() {
             &[_, h, w, c] => (vec![None, Some(c), Some(h), Some(w)], true),
             s => (s.iter().map(|&d| Some(d)).collect(), false),
@@ -346,9 +330,18 @@ impl Builder<'_, '_> {
     }
 
     fn val(&self, t: i32, k: usize) -> R<Val> {
+        self.val_for(t, Some(k))
+    }
+
+    /// The value of tensor `t` as read by operator `reader` (`None`: the graph's output).
+    fn val_for(&self, t: i32, reader: Option<usize>) -> R<Val> {
         self.values.get(&t).cloned().ok_or_else(|| {
+            let who = reader.map_or_else(
+                || "the graph's output".to_owned(),
+                |k| format!("operator {k}"),
+            );
             corrupt(format!(
-                "operator {k} reads tensor {t} ({}), which no earlier operator produces",
+                "{who} reads tensor {t} ({}), which no earlier operator produces",
                 self.g.name(t)
             ))
         })
@@ -361,22 +354,11 @@ impl Builder<'_, '_> {
         inputs: Vec<String>,
         attrs: Vec<(&str, Attr)>,
     ) -> String {
-        let name = unique(&mut self.used, base);
-        self.nodes.push(Node {
-            name: name.clone(),
-            op: op.to_owned(),
-            inputs,
-            outputs: vec![name.clone()],
-            attrs: attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        });
-        name
+        self.ir.push(base, op, inputs, attrs)
     }
 
     fn int_constant(&mut self, base: &str, data: Vec<i64>) -> String {
-        let name = unique(&mut self.used, base);
-        self.constants
-            .insert(name.clone(), HostTensor::ints(vec![data.len()], data));
-        name
+        self.ir.int_constant(base, data)
     }
 
     /// `op` with a fused activation after it; the activation (or the op, without one) is
@@ -422,8 +404,8 @@ impl Builder<'_, '_> {
     }
 
     /// The tensor's value in TFLite's own layout.
-    fn plain(&mut self, t: i32) -> R<String> {
-        let v = self.val(t, usize::MAX)?;
+    fn plain(&mut self, t: i32, reader: Option<usize>) -> R<String> {
+        let v = self.val_for(t, reader)?;
         if !v.nchw {
             return Ok(v.name);
         }
@@ -432,31 +414,16 @@ impl Builder<'_, '_> {
 
     /// The tensor's values in TFLite's element order, for an op that only reads that order
     /// (a reshape): an NCHW value whose spatial size is 1×1 already is in it.
-    fn flat(&mut self, t: i32) -> R<String> {
-        let v = self.val(t, usize::MAX)?;
+    fn flat(&mut self, t: i32, reader: usize) -> R<String> {
+        let v = self.val(t, reader)?;
         match self.shape(t)?.as_slice() {
             &[_, 1, 1, _] => Ok(v.name),
-            _ => self.plain(t),
+            _ => self.plain(t, Some(reader)),
         }
     }
 
     fn view(&mut self, name: &str, to_nhwc: bool) -> String {
-        if let Some(v) = self.views.get(&(name.to_owned(), to_nhwc)) {
-            return v.clone();
-        }
-        let (suffix, perm) = if to_nhwc {
-            ("nhwc", vec![0, 2, 3, 1])
-        } else {
-            ("nchw", vec![0, 3, 1, 2])
-        };
-        let v = self.push(
-            &format!("{name}/{suffix}"),
-            "Transpose",
-            vec![name.to_owned()],
-            vec![("perm", Attr::Ints(perm))],
-        );
-        self.views.insert((name.to_owned(), to_nhwc), v.clone());
-        v
+        self.ir.layout_view(name, to_nhwc)
     }
 
     /// A stored float tensor as a graph constant; broadcast against an NCHW value, its
@@ -470,23 +437,14 @@ impl Builder<'_, '_> {
         } else {
             (c.data, c.shape)
         };
-        let name = unique(&mut self.used, base);
-        self.constants.insert(
-            name.clone(),
-            HostTensor {
-                shape,
-                data: HostData::Float(data),
-            },
-        );
-        Ok(name)
+        Ok(self.ir.float_constant(base, shape, data))
     }
 
     fn param(&mut self, name: &str, tensors: &BTreeMap<String, WeightTensor>) -> R<String> {
         let t = tensors
             .get(name)
             .ok_or_else(|| corrupt(format!("no weight {name}")))?;
-        self.params.insert(name.to_owned(), t.shape.clone());
-        Ok(name.to_owned())
+        Ok(self.ir.param(name, &t.shape))
     }
 
     fn out(&mut self, t: i32, name: String, nchw: bool) {
@@ -630,9 +588,9 @@ impl Builder<'_, '_> {
                     )));
                 }
                 let x = if xs.len() == 2 {
-                    self.plain(x_t)?
+                    self.plain(x_t, Some(k))?
                 } else {
-                    let f = self.flat(x_t)?;
+                    let f = self.flat(x_t, k)?;
                     let shape = self.int_constant(&format!("{name}/shape"), vec![-1, din as i64]);
                     self.push(
                         &format!("{name}/flatten"),
@@ -690,7 +648,7 @@ impl Builder<'_, '_> {
                         if as_nchw {
                             self.nchw(t, k)?
                         } else {
-                            self.plain(t)?
+                            self.plain(t, Some(k))?
                         }
                     } else if self.is_stored(t) {
                         self.float_constant(t, &format!("{base}/operand{i}"), as_nchw)?
@@ -787,7 +745,7 @@ impl Builder<'_, '_> {
                 let (x, axes, nchw) = if v.nchw && rank == 4 && (keep || kept_in_order) {
                     (v.name, mapped, keep)
                 } else {
-                    (self.plain(x_t)?, axes, false)
+                    (self.plain(x_t, Some(k))?, axes, false)
                 };
                 let attrs = vec![
                     ("axes", Attr::Ints(axes.iter().map(|&a| a as i64).collect())),
@@ -842,7 +800,7 @@ impl Builder<'_, '_> {
                     names.push(if as_nchw {
                         self.nchw(t, k)?
                     } else {
-                        self.plain(t)?
+                        self.plain(t, Some(k))?
                     });
                 }
                 let axis = if as_nchw { TO_NCHW_AXIS[axis] } else { axis };
@@ -857,7 +815,7 @@ impl Builder<'_, '_> {
             }
             RESHAPE | SQUEEZE | EXPAND_DIMS => {
                 let x_t = input(0)?;
-                let y = self.reshape(x_t, out, &base)?;
+                let y = self.reshape(k, x_t, out, &base)?;
                 self.out(out, y, false);
             }
             SOFTMAX => {
@@ -870,14 +828,9 @@ impl Builder<'_, '_> {
                     .unwrap_or(1.0);
                 let mut x = v.name;
                 if beta != 1.0 {
-                    let c = unique(&mut self.used, &format!("{base}/beta"));
-                    self.constants.insert(
-                        c.clone(),
-                        HostTensor {
-                            shape: vec![],
-                            data: HostData::Float(vec![beta]),
-                        },
-                    );
+                    let c = self
+                        .ir
+                        .float_constant(&format!("{base}/beta"), vec![], vec![beta]);
                     x = self.push(&format!("{base}/scaled"), "Mul", vec![x, c], vec![]);
                 }
                 let axis = if v.nchw && rank == 4 { 1 } else { -1 };
@@ -900,10 +853,10 @@ impl Builder<'_, '_> {
 
     /// A reshape (RESHAPE, SQUEEZE, EXPAND_DIMS) of `x_t` to `out`'s shape, in TFLite's
     /// element order; the batch is copied from the input (Reshape's 0), so any batch runs.
-    fn reshape(&mut self, x_t: i32, out: i32, base: &str) -> R<String> {
+    fn reshape(&mut self, k: usize, x_t: i32, out: i32, base: &str) -> R<String> {
         let xs = self.shape(x_t)?;
         let os = self.shape(out)?;
-        let x = self.flat(x_t)?;
+        let x = self.flat(x_t, k)?;
         let held = match self.values.get(&x_t) {
             Some(v) if v.nchw && x == v.name => vec![xs[0], xs[3], xs[1], xs[2]],
             _ => xs.clone(),
@@ -934,6 +887,13 @@ impl Builder<'_, '_> {
         tensors: &mut BTreeMap<String, WeightTensor>,
     ) -> R<Option<usize>> {
         let g = self.g;
+        // The cheap checks first: no activation, a 1×1 filter on a 1×1 map.
+        if act != 0
+            || !matches!(l.filter.shape.as_slice(), &[_, 1, 1, _])
+            || !matches!(xs, &[_, 1, 1, _])
+        {
+            return Ok(None);
+        }
         let (_, _, outputs) = &g.ops[k];
         let Some(&y) = outputs.first() else {
             return Ok(None);
@@ -944,16 +904,12 @@ impl Builder<'_, '_> {
         let &[next] = readers.as_slice() else {
             return Ok(None);
         };
-        let is_head = act == 0
-            && matches!(l.filter.shape.as_slice(), &[_, 1, 1, _])
-            && matches!(xs, &[_, 1, 1, _])
-            && g.ops.get(next).is_some_and(|(code, inputs, outs)| {
-                matches!(*code, RESHAPE | SQUEEZE)
-                    && inputs.first() == Some(&y)
-                    && outs.len() == 1
-                    && self.shape(outs[0]).is_ok_and(|s| s.len() == 2)
-            })
-            && !g.outputs.contains(&y);
+        let is_head = g.ops.get(next).is_some_and(|(code, inputs, outs)| {
+            matches!(*code, RESHAPE | SQUEEZE)
+                && inputs.first() == Some(&y)
+                && outs.len() == 1
+                && self.shape(outs[0]).is_ok_and(|s| s.len() == 2)
+        }) && !g.outputs.contains(&y);
         if !is_head {
             return Ok(None);
         }
@@ -965,7 +921,7 @@ impl Builder<'_, '_> {
         w.shape = vec![w.shape[0], w.shape[1]];
         let prefix = name;
         let x_t = g.ops[k].1[0];
-        let x = self.flat(x_t)?;
+        let x = self.flat(x_t, k)?;
         let flat = self.push(
             &format!("{name}/flatten"),
             "Flatten",

@@ -24,7 +24,7 @@ use flatbuffers::{
     VerifierOptions,
 };
 
-use super::keras_h5::permute;
+use super::keras::permute;
 use super::{DType, WeightTensor, WeightsError};
 use crate::graph::Graph as GraphIr;
 

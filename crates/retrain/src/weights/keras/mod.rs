@@ -19,31 +19,87 @@
 //! kw), dense kernels (in, out) → (out, in). A BatchNormalization without `gamma` (scale
 //! off) or `beta` (center off) gets ones or zeros, as Keras computes with.
 
+pub(super) mod graph;
+
 use std::collections::BTreeMap;
 
 use hdf5_reader::Hdf5File;
 
 use super::{DType, WeightTensor, WeightsError};
 
+/// What a Keras file holds: its weights, and for a full model its architecture.
+#[derive(Debug)]
+pub struct KerasFile {
+    pub tensors: BTreeMap<String, WeightTensor>,
+    /// The model's config (`model_config` of an `.h5`, `config.json` of a `.keras`), JSON.
+    pub config: Option<String>,
+    /// The Keras version that wrote it (`2.15.0`, `3.6.0`), where the file says.
+    pub keras_version: Option<String>,
+}
+
 pub const MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
 
 /// Reads every layer's weights. `hdf5-reader` parses untrusted bytes; a panic inside it is
 /// caught and reported as a corrupt file rather than taking the program down.
-pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_unguarded(bytes))).unwrap_or_else(
-        |_| {
-            Err(WeightsError::Corrupt(
-                "the HDF5 structure is damaged (the reader gave up)".into(),
-            ))
-        },
-    )
+pub fn read(bytes: &[u8]) -> Result<KerasFile, WeightsError> {
+    read_with(bytes, &Config::default())
+}
+
+fn read_with(bytes: &[u8], config: &Config) -> Result<KerasFile, WeightsError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_unguarded(bytes, config)
+    }))
+    .unwrap_or_else(|_| {
+        Err(WeightsError::Corrupt(
+            "the HDF5 structure is damaged (the reader gave up)".into(),
+        ))
+    })
 }
 
 fn corrupt(what: impl std::fmt::Display) -> WeightsError {
     WeightsError::Corrupt(format!("HDF5: {what}"))
 }
 
-fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
+/// What the model's config tells the weights reader: which BatchNormalizations lack `gamma`
+/// or `beta` (a Keras 3 `.weights.h5` stores their variables by position only).
+#[derive(Debug, Default)]
+struct Config {
+    /// Layer name → (center, scale), for every BatchNormalization in the config.
+    batchnorms: BTreeMap<String, (bool, bool)>,
+}
+
+impl Config {
+    fn of(json: Option<&str>) -> Self {
+        let mut c = Self::default();
+        if let Some(v) = json.and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) {
+            c.visit(&v, 0);
+        }
+        c
+    }
+
+    fn visit(&mut self, v: &serde_json::Value, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("class_name").and_then(|c| c.as_str()) == Some("BatchNormalization")
+                    && let Some(cfg) = m.get("config")
+                    && let Some(name) = cfg.get("name").and_then(|n| n.as_str())
+                {
+                    let flag = |k: &str| cfg.get(k).and_then(|b| b.as_bool()).unwrap_or(true);
+                    self.batchnorms
+                        .insert(name.to_owned(), (flag("center"), flag("scale")));
+                }
+                m.values().for_each(|x| self.visit(x, depth + 1));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| self.visit(x, depth + 1)),
+            _ => {}
+        }
+    }
+}
+
+fn read_unguarded(bytes: &[u8], config: &Config) -> Result<KerasFile, WeightsError> {
     let file = Hdf5File::from_bytes(bytes).map_err(|e| {
         let msg = e.to_string();
         if bytes.len() < 512 || msg.contains("EOF") || msg.contains("bounds") {
@@ -53,6 +109,9 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
         }
     })?;
     let root = file.root_group().map_err(corrupt)?;
+    let attribute_string = |name: &str| root.attribute(name).ok()?.read_string().ok();
+    let model_config = attribute_string("model_config");
+    let keras_version = attribute_string("keras_version");
     let (groups, _) = root.member_names().map_err(corrupt)?;
     let (base, prefix) = if groups.iter().any(|g| g == "model_weights") {
         (
@@ -64,7 +123,13 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
     };
     let Some(layer_names) = string_list(|n| base.attribute(n), "layer_names")? else {
         if groups.iter().any(|g| g == "layers") {
-            return read_keras3(&file);
+            let mut layers = Vec::new();
+            read_keras3(&file, "/layers", config, 0, &mut layers)?;
+            return Ok(KerasFile {
+                tensors: to_pytorch_conventions(layers)?,
+                config: model_config,
+                keras_version,
+            });
         }
         return Err(WeightsError::Unsupported(
             "an HDF5 file that is neither a Keras 2 weights/model file (no `layer_names`) \
@@ -101,7 +166,11 @@ fn read_unguarded(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, Weight
         }
         layers.extend(split_nested_model(layer, weights));
     }
-    to_pytorch_conventions(layers)
+    Ok(KerasFile {
+        tensors: to_pytorch_conventions(layers)?,
+        config: model_config,
+        keras_version,
+    })
 }
 
 /// A model used as a layer of another (a transfer-learning model: `MobileNetV2` inside a
@@ -130,15 +199,33 @@ fn split_nested_model(layer: &str, weights: Vec<KerasWeight>) -> Vec<(String, Ve
     inner
 }
 
-/// Keras 3 `.weights.h5`: one group per layer under `/layers`, variables by position.
-fn read_keras3(file: &Hdf5File) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
-    let layers_group = file.group("/layers").map_err(corrupt)?;
+/// Keras 3 `.weights.h5`: one group per layer under `/layers`, variables by position; a
+/// nested model's layers under its own `layers` group.
+fn read_keras3(
+    file: &Hdf5File,
+    path: &str,
+    config: &Config,
+    depth: usize,
+    layers: &mut Vec<(String, Vec<KerasWeight>)>,
+) -> Result<(), WeightsError> {
+    if depth > 32 {
+        return Err(corrupt("models nested more than 32 deep"));
+    }
+    let layers_group = file.group(path).map_err(corrupt)?;
     let (groups, _) = layers_group.member_names().map_err(corrupt)?;
-    let mut layers = Vec::new();
     for g in groups {
-        let at = |e: hdf5_reader::error::Error| corrupt(format!("layers/{g}: {e}"));
+        let at = |e: hdf5_reader::error::Error| corrupt(format!("{path}/{g}: {e}"));
         let group = layers_group.group(&g).map_err(at)?;
         let (children, _) = group.member_names().map_err(at)?;
+        if children.iter().any(|c| c == "layers") {
+            read_keras3(
+                file,
+                &format!("{path}/{g}/layers"),
+                config,
+                depth + 1,
+                layers,
+            )?;
+        }
         if !children.iter().any(|c| c == "vars") {
             continue;
         }
@@ -157,10 +244,24 @@ fn read_keras3(file: &Hdf5File) -> Result<BTreeMap<String, WeightTensor>, Weight
             .rsplit_once('_')
             .filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit()))
             .map_or(g.as_str(), |(c, _)| c);
+        let bn_flags = config.batchnorms.get(&name).copied();
         let kinds: &[&str] = match (class, datasets.len()) {
             ("conv2d", _) | ("dense", _) => &["kernel", "bias"],
             ("depthwise_conv2d", _) => &["depthwise_kernel", "bias"],
+            ("separable_conv2d", _) => &["depthwise_kernel", "pointwise_kernel", "bias"],
+            ("p_re_lu", 1) => &["alpha"],
             ("batch_normalization", 4) => &["gamma", "beta", "moving_mean", "moving_variance"],
+            ("batch_normalization", 3) => match bn_flags {
+                Some((true, false)) => &["beta", "moving_mean", "moving_variance"],
+                Some((false, true)) => &["gamma", "moving_mean", "moving_variance"],
+                _ => {
+                    return Err(WeightsError::Unsupported(format!(
+                        "Keras 3 layer {name}: a BatchNormalization with 3 variables, without \
+                         the model's config to tell whether it lacks gamma or beta (load the \
+                         .keras file instead)"
+                    )));
+                }
+            },
             ("batch_normalization", 2) => &["moving_mean", "moving_variance"],
             ("normalization", 3) => &["mean", "variance", "count"],
             _ => {
@@ -173,14 +274,14 @@ fn read_keras3(file: &Hdf5File) -> Result<BTreeMap<String, WeightTensor>, Weight
         };
         let mut weights = Vec::new();
         for i in 0..datasets.len() {
-            let path = format!("/layers/{g}/vars/{i}");
+            let var = format!("{path}/{g}/vars/{i}");
             let kind = kinds.get(i).ok_or_else(|| {
                 WeightsError::Unsupported(format!("layer {name}: unexpected variable {i}"))
             })?;
             if *kind == "count" {
                 continue;
             }
-            let ds = file.dataset(&path).map_err(at)?;
+            let ds = file.dataset(&var).map_err(at)?;
             let (dtype, shape, data) = read_floats(&ds, &format!("{name}/{kind}"))?;
             weights.push(KerasWeight {
                 name: format!("{name}/{kind}"),
@@ -191,7 +292,7 @@ fn read_keras3(file: &Hdf5File) -> Result<BTreeMap<String, WeightTensor>, Weight
         }
         layers.push((name, weights));
     }
-    to_pytorch_conventions(layers)
+    Ok(())
 }
 
 /// A dataset's values as f32 (stored as 32- or 64-bit floats), with its shape.
@@ -242,22 +343,39 @@ pub fn is_keras_archive(bytes: &[u8]) -> bool {
     open_archive(bytes).is_some_and(|a| a.index_for_name("model.weights.h5").is_some())
 }
 
-/// Reads the `model.weights.h5` of a `.keras` archive.
-pub fn read_keras_archive(bytes: &[u8]) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
+/// Reads a `.keras` archive: its `config.json` and `metadata.json`, and the weights of its
+/// `model.weights.h5`.
+pub fn read_keras_archive(bytes: &[u8]) -> Result<KerasFile, WeightsError> {
     use std::io::Read;
     let mut archive = open_archive(bytes).ok_or_else(|| corrupt("unreadable .keras archive"))?;
-    let mut f = archive.by_name("model.weights.h5").map_err(|e| {
-        corrupt(format!(
-            "cannot open model.weights.h5 in the .keras archive ({e})"
-        ))
-    })?;
-    if f.size() > bytes.len() as u64 * 1024 {
-        return Err(corrupt("model.weights.h5 declares an impossible size"));
-    }
-    let mut inner = Vec::with_capacity(f.size().min(1 << 30) as usize);
-    f.read_to_end(&mut inner)
-        .map_err(|e| corrupt(format!("cannot unpack model.weights.h5 ({e})")))?;
-    read(&inner)
+    let mut member = |name: &str, required: bool| -> Result<Option<Vec<u8>>, WeightsError> {
+        let mut f = match archive.by_name(name) {
+            Ok(f) => f,
+            Err(_) if !required => return Ok(None),
+            Err(e) => {
+                return Err(corrupt(format!(
+                    "cannot open {name} in the .keras archive ({e})"
+                )));
+            }
+        };
+        if f.size() > bytes.len() as u64 * 1024 {
+            return Err(corrupt(format!("{name} declares an impossible size")));
+        }
+        let mut out = Vec::with_capacity(f.size().min(1 << 30) as usize);
+        f.read_to_end(&mut out)
+            .map_err(|e| corrupt(format!("cannot unpack {name} ({e})")))?;
+        Ok(Some(out))
+    };
+    let text = |b: Option<Vec<u8>>| b.and_then(|b| String::from_utf8(b).ok());
+    let config = text(member("config.json", false)?);
+    let keras_version = text(member("metadata.json", false)?)
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        .and_then(|m| m.get("keras_version")?.as_str().map(str::to_owned));
+    let inner = member("model.weights.h5", true)?.unwrap_or_default();
+    let mut file = read_with(&inner, &Config::of(config.as_deref()))?;
+    file.config = config;
+    file.keras_version = keras_version;
+    Ok(file)
 }
 
 /// A string-list attribute, joined across Keras' `name0`, `name1`, … chunks.
@@ -356,14 +474,28 @@ pub(super) fn to_pytorch_conventions(
             .iter()
             .find(|w| w.kind() == "moving_mean")
             .map(|w| w.numel());
+        // SeparableConv2D: a depthwise then a pointwise convolution, one bias.
+        let separable = weights.iter().any(|w| w.kind() == "pointwise_kernel");
         for w in &weights {
             let (suffix, (data, shape)) = match (w.kind(), w.shape.len()) {
                 ("kernel", 4) => ("weight", permute(&w.data, &w.shape, &[3, 2, 0, 1])),
+                ("pointwise_kernel", 4) => (
+                    "pointwise.weight",
+                    permute(&w.data, &w.shape, &[3, 2, 0, 1]),
+                ),
                 ("depthwise_kernel", 4) => {
                     // (kh, kw, C, m) → (C, m, kh, kw) → (C·m, 1, kh, kw)
                     let (d, s) = permute(&w.data, &w.shape, &[2, 3, 0, 1]);
-                    ("weight", (d, vec![s[0] * s[1], 1, s[2], s[3]]))
+                    let suffix = if separable {
+                        "depthwise.weight"
+                    } else {
+                        "weight"
+                    };
+                    (suffix, (d, vec![s[0] * s[1], 1, s[2], s[3]]))
                 }
+                // PReLU's slopes, per element of an (h, w, c) map → (c, h, w).
+                ("alpha", 3) => ("weight", permute(&w.data, &w.shape, &[2, 0, 1])),
+                ("alpha", _) => ("weight", (w.data.clone(), w.shape.clone())),
                 ("kernel", 2) => ("weight", permute(&w.data, &w.shape, &[1, 0])),
                 ("bias", _) => ("bias", (w.data.clone(), w.shape.clone())),
                 ("gamma", _) if is_bn => ("weight", (w.data.clone(), w.shape.clone())),
