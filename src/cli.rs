@@ -205,7 +205,8 @@ pub struct FitArgs {
 pub struct ModelArgs {
     /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`),
     /// or a model spec .json file for a custom variant. Not needed for a file that holds
-    /// its own graph (.onnx, .tflite): it runs as that graph.
+    /// its own graph (.onnx, .tflite, a Keras full model): it runs as that graph; nor for
+    /// a state dict whose every tensor fits one architecture (`retrain inspect`).
     #[arg(long, short)]
     pub model: Option<String>,
     /// Weights for that architecture: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow
@@ -225,7 +226,8 @@ pub struct InputSpecArgs {
     /// Pixel scaling: torch (0..1, then ImageNet mean/std), tf (-1..1), caffe (BGR,
     /// ImageNet means subtracted from 0..255), raw (0..255), unit (0..1). Default: the
     /// model's own; ImageNet mean/std for an .onnx graph, which stores none; for a .tflite
-    /// graph its quantised input's, else tf.
+    /// graph its quantised input's, else tf; for a Keras model its own rescaling, or its
+    /// Keras Application's, else tf.
     #[arg(long, value_enum)]
     pub preprocess: Option<PreprocessArg>,
     /// Input size N: the shorter side resized to N, then an NxN center crop. Default: the
@@ -266,7 +268,8 @@ impl InputSpecArgs {
 #[derive(clap::Args, Debug)]
 pub struct PretrainedArgs {
     /// Architecture name (`retrain models`) or a model spec .json file; not needed for an
-    /// .onnx or .tflite model, which runs as its own graph.
+    /// .onnx, .tflite or Keras full model, which runs as its own graph, nor for a state
+    /// dict whose every tensor fits one architecture.
     #[arg(long, short)]
     pub model: Option<String>,
     /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, .tflite, or an .onnx model.
@@ -505,7 +508,8 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The spec of a fit's pretrained model: `--model`, or the weights file's own graph.
+/// The spec of a fit's pretrained model: `--model`, the weights file's own graph, or the
+/// one zoo architecture its tensors fit.
 fn pretrained_spec(p: &PretrainedArgs) -> Result<zoo::ModelSpec> {
     let input = p.input_spec.input_override()?;
     if let Some(m) = &p.model
