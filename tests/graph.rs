@@ -1,8 +1,9 @@
 //! ONNX files run as their own graph: torch.onnx exports (TorchScript exporter at opsets 9,
 //! 13 and 17, the dynamo exporter at 18, external data, a symbolic batch) of reduced
 //! torchvision networks, against onnxruntime's outputs (scripts/make_onnx_fixtures.py);
-//! one of them behind an NHWC and a greyscale input (scripts/make_onnx_input_fixtures.py).
-//! Tolerance: 1e-4 absolute, f32, as loaded and with BatchNorm folded.
+//! one of them behind an NHWC and a greyscale input (scripts/make_onnx_input_fixtures.py);
+//! tf2onnx's conversions of Keras models (scripts/make_tf2onnx_fixtures.py). Tolerance:
+//! 1e-4 absolute, f32, as loaded and with BatchNorm folded.
 //!
 //! TFLite files run as their own graph too, without `--model`: the Keras models of the
 //! TFLite parity fixtures (scripts/make_tf_fixtures.py) against Keras' outputs (float
@@ -91,6 +92,11 @@ parity!(
     efficientnet_op17,
     convnext_op17,
     vit_op17,
+    // tf2onnx's conversions of Keras models (scripts/make_tf2onnx_fixtures.py): NHWC input
+    // with a symbolic batch, BatchNorm as per-channel Mul and Add, Dense as MatMul + Add
+    // behind a Squeeze, a final Softmax; against onnxruntime (which matches Keras).
+    keras_mobilenet_v2_tf2onnx_op13,
+    keras_residual_tf2onnx_op17,
 );
 
 /// dL/d(input) through the graph, L = Σ logits · probe, equals torch autograd's on the
