@@ -10,6 +10,7 @@ pub mod analyse;
 pub mod block;
 pub(crate) mod build;
 pub mod ops;
+pub mod resize;
 pub mod value;
 
 use std::collections::BTreeMap;

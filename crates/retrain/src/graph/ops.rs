@@ -141,6 +141,7 @@ pub enum Op {
     },
     /// Cast to the type of the second input.
     CastLike,
+    Resize(Box<super::resize::Resize>),
     /// Ratio, and whether the mask output is named.
     Dropout(f64, bool),
     Reduce {
@@ -353,6 +354,9 @@ impl Op {
                 },
             })),
             "Expand" => Ok(Op::Expand),
+            "Resize" | "Upsample" => Ok(Op::Resize(Box::new(super::resize::Resize::compile(
+                node, opset,
+            )?))),
             "Cast" => {
                 // TensorProto data types: FLOAT 1, FLOAT16 10, DOUBLE 11, BFLOAT16 16.
                 let to = node.int("to").ok_or("Cast without `to`")?;
@@ -583,6 +587,11 @@ fn host_binary(b: Binary, x: &HostTensor, y: &HostTensor) -> R<HostTensor> {
         }
     };
     Ok(HostTensor { shape, data })
+}
+
+/// `x + y`, broadcast.
+pub(crate) fn add_f(x: F, y: F) -> R<F> {
+    float_binary(Binary::Add, x, y)
 }
 
 fn float_binary(b: Binary, x: F, y: F) -> R<F> {
@@ -822,7 +831,7 @@ fn matmul(a: F, b: F) -> R<F> {
     Ok(if a1 || b1 { y.reshape(&shape) } else { y })
 }
 
-fn transpose_f(x: F, perm: &[usize]) -> F {
+pub(crate) fn transpose_f(x: F, perm: &[usize]) -> F {
     fn arr<const N: usize>(p: &[usize]) -> [usize; N] {
         std::array::from_fn(|i| p[i])
     }
@@ -1630,6 +1639,17 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                     .collect()
             }),
         },
+        Op::Resize(r) => {
+            let x = float(x0()?, dev);
+            one(r.run(x, |i| {
+                inputs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|v| host(v, "Resize's roi, scales and sizes"))
+                    .transpose()
+            })?)
+        }
         Op::CastLike => {
             let like = need(inputs, 1)?;
             let to_float = match like {
