@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use retrain::strategy::{
     self, FitOptions, InvalidOption, Optimizer, Schedule, Strategy, Training, Validation,
 };
+use retrain::weights::Weights;
 use retrain::zoo;
 
 use crate::commands;
@@ -347,8 +348,9 @@ pub fn limits(max_pixels: u64, jpeg_draft: bool) -> Result<retrain::data::Limits
 
 impl FitArgs {
     /// The library's fit options for these flags (checked by the library: an option out of
-    /// range is reported under its flag's name).
-    pub fn options(&self) -> Result<FitOptions> {
+    /// range is reported under its flag's name), and the pretrained file where choosing
+    /// the spec read it already.
+    pub fn options(&self) -> Result<(FitOptions, Option<Weights>)> {
         let val = match (&self.val, self.val_split) {
             (Some(dir), _) => Validation::Folder(dir.clone()),
             (None, Some(f)) => Validation::Split(f),
@@ -357,8 +359,9 @@ impl FitArgs {
         if self.strategy != StrategyArg::Freeze && self.freeze_until.is_some() {
             bail!("--freeze-until applies to --strategy freeze");
         }
+        let (spec, weights) = pretrained_spec(&self.pretrained)?;
         let opts = FitOptions {
-            spec: pretrained_spec(&self.pretrained)?,
+            spec,
             weights: self.pretrained.weights.clone(),
             data: self.data.clone(),
             val,
@@ -373,7 +376,7 @@ impl FitArgs {
             },
         };
         opts.validate().map_err(flag_error)?;
-        Ok(opts)
+        Ok((opts, weights))
     }
 
     fn training(&self) -> Training {
@@ -480,13 +483,13 @@ fn run(cli: Cli) -> Result<()> {
             input,
         } => commands::embed(&model, &out, layer.as_deref(), json, &input, &device),
         Command::Fit(args) => {
-            let opts = args.options()?;
+            let (opts, weights) = args.options()?;
             commands::check_weights_path(&opts.weights)?;
             let interrupter = retrain::observe::Interrupter::new();
             if args.strategy != StrategyArg::Probe {
                 terminal::stop_on_ctrl_c(&interrupter);
             }
-            commands::fit(&opts, args.json, &interrupter, &device)
+            commands::fit(&opts, weights.as_ref(), args.json, &interrupter, &device)
         }
         Command::Eval {
             bundle,
@@ -509,15 +512,16 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// The spec of a fit's pretrained model: `--model`, the weights file's own graph, or the
-/// one zoo architecture its tensors fit.
-fn pretrained_spec(p: &PretrainedArgs) -> Result<zoo::ModelSpec> {
+/// one zoo architecture its tensors fit; with the file, where that needed reading it.
+fn pretrained_spec(p: &PretrainedArgs) -> Result<(zoo::ModelSpec, Option<Weights>)> {
     let input = p.input_spec.input_override()?;
     if let Some(m) = &p.model
         && input == zoo::InputOverride::default()
     {
-        return zoo::resolve(m);
+        return Ok((zoo::resolve(m)?, None));
     }
-    let w = retrain::weights::Weights::load(&p.weights)
+    let w = Weights::load(&p.weights)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", p.weights.display()))?;
-    zoo::spec_with_input(p.model.as_deref(), &w, &input, &retrain::default_device())
+    let spec = zoo::spec_with_input(p.model.as_deref(), &w, &input, &retrain::default_device())?;
+    Ok((spec, Some(w)))
 }

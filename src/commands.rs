@@ -508,13 +508,19 @@ pub fn embed(
     Ok(())
 }
 
+/// Runs a fit; `weights`: the pretrained file, where the command line read it already.
 pub fn fit(
     opts: &FitOptions,
+    weights: Option<&Weights>,
     json: bool,
     interrupter: &Interrupter,
     device: &Device,
 ) -> Result<()> {
-    let summary = strategy::fit(opts, &Terminal::new(json), interrupter, device)?;
+    let observer = Terminal::new(json);
+    let summary = match weights {
+        Some(w) => strategy::fit_with_weights(opts, w, &observer, interrupter, device)?,
+        None => strategy::fit(opts, &observer, interrupter, device)?,
+    };
     if json {
         return print_json(&summary);
     }

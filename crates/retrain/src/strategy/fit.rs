@@ -86,7 +86,29 @@ pub fn fit(
     interrupter: &Interrupter,
     device: &Device,
 ) -> Result<FitSummary> {
-    let fitted = train_model(opts, observer, interrupter, device)?;
+    fit_loaded(opts, None, observer, interrupter, device)
+}
+
+/// [`fit`] with the pretrained file already read (`Weights::load(&opts.weights)`, as a
+/// caller that needed it to choose the spec did): a large file is read once.
+pub fn fit_with_weights(
+    opts: &FitOptions,
+    weights: &Weights,
+    observer: &dyn Observer,
+    interrupter: &Interrupter,
+    device: &Device,
+) -> Result<FitSummary> {
+    fit_loaded(opts, Some(weights), observer, interrupter, device)
+}
+
+fn fit_loaded(
+    opts: &FitOptions,
+    weights: Option<&Weights>,
+    observer: &dyn Observer,
+    interrupter: &Interrupter,
+    device: &Device,
+) -> Result<FitSummary> {
+    let fitted = train(opts, weights, observer, interrupter, device)?;
     fitted.write_bundle(&opts.out)?;
     // The bundle holds the result now; the checkpoint has served.
     let ckpt = checkpoint::path_for(&opts.out);
@@ -104,6 +126,27 @@ pub fn train_model(
     interrupter: &Interrupter,
     device: &Device,
 ) -> Result<Fitted> {
+    train(opts, None, observer, interrupter, device)
+}
+
+/// [`train_model`] with the pretrained file already read (see [`fit_with_weights`]).
+pub fn train_model_with_weights(
+    opts: &FitOptions,
+    weights: &Weights,
+    observer: &dyn Observer,
+    interrupter: &Interrupter,
+    device: &Device,
+) -> Result<Fitted> {
+    train(opts, Some(weights), observer, interrupter, device)
+}
+
+fn train(
+    opts: &FitOptions,
+    preloaded: Option<&Weights>,
+    observer: &dyn Observer,
+    interrupter: &Interrupter,
+    device: &Device,
+) -> Result<Fitted> {
     let started = Instant::now();
     opts.validate()?;
     if opts.out.exists() {
@@ -113,10 +156,17 @@ pub fn train_model(
         );
     }
     let resume = resumed_checkpoint(opts)?;
-    let weights = Weights::load(&opts.weights)
-        .with_context(|| format!("cannot load {}", opts.weights.display()))?;
-    let pretrained = WeightsSource::of(&opts.weights, &weights);
-    let model = Model::from_spec(&opts.spec, &weights, device)
+    let loaded;
+    let weights = match preloaded {
+        Some(w) => w,
+        None => {
+            loaded = Weights::load(&opts.weights)
+                .with_context(|| format!("cannot load {}", opts.weights.display()))?;
+            &loaded
+        }
+    };
+    let pretrained = WeightsSource::of(&opts.weights, weights);
+    let model = Model::from_spec(&opts.spec, weights, device)
         .with_context(|| format!("cannot load {}", opts.weights.display()))?;
     // The bundle starts from the backbone as loaded, under the origin's names: a TFLite
     // file's folded BatchNorms are the identity BatchNorms the model trains, and the
@@ -130,7 +180,7 @@ pub fn train_model(
     let (train, val) = load_data(&opts.data, &opts.val, opts.seed, observer)?;
     let ctx = FitContext {
         opts,
-        weights: &weights,
+        weights,
         pretrained: &pretrained,
         model: &model,
         train: &train,

@@ -18,7 +18,7 @@ pub mod records;
 pub mod schedule;
 pub mod train;
 
-pub use fit::{Fitted, fit, load_data, train_model};
+pub use fit::{Fitted, fit, fit_with_weights, load_data, train_model, train_model_with_weights};
 pub use options::{
     FitOptions, InvalidOption, Optimizer, Schedule, Strategy, StrategyKind, Training, Validation,
 };
