@@ -605,6 +605,18 @@ fn a_keras_full_model_runs_as_its_graph_in_every_command() {
     assert_eq!(j["graph"]["classifier"], "head");
 }
 
+/// Keras Applications as full models run in every command too: MobileNetV3 (whose 1x1
+/// convolution classifier is replaced by fit) and ConvNeXt (LayerNormalization trains).
+#[test]
+fn keras_applications_run_as_their_graph_in_every_command() {
+    let mobilenet = fixtures().join("keras_apps/mobilenet_v3_small.keras");
+    let j = graph_file_in_every_command(&mobilenet, "expanded_conv_5_add", 8);
+    assert_eq!(j["graph"]["classifier"], "logits");
+    let convnext = fixtures().join("keras_apps/convnext.keras");
+    let j = graph_file_in_every_command(&convnext, "convnext_tiny_downsampling_conv_1", 24);
+    assert_eq!(j["graph"]["classifier"], "convnext_tiny_head_dense");
+}
+
 /// A graph file without --model: `inspect` lists `layer` among its stages, `embed` cuts
 /// there (`width` values an image), `fit` freezes up to it and the bundle predicts.
 /// Returns what `inspect --json` said.

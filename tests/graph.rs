@@ -455,6 +455,46 @@ fn keras_full_models_of_custom_networks_run_as_their_graph() {
     );
 }
 
+/// Keras Applications of every family as full models, from Keras' own application code,
+/// reduced (scripts/make_keras_app_fixtures.py): Xception, InceptionV3, ResNet50V2,
+/// DenseNet121, NASNet, MobileNetV3Small (Keras 3 operations on tensors, a 1x1-convolution
+/// classifier), EfficientNetV2, ConvNeXt (LayerNormalization, Dense on maps, LayerScale, a
+/// nested Sequential; also as a legacy .h5) and InceptionResNetV2's CustomScaleLayer,
+/// against Keras within 1e-4.
+#[test]
+fn keras_applications_of_every_family_run_as_their_graph() {
+    for name in [
+        "xception",
+        "inception_v3",
+        "resnet50v2",
+        "densenet121",
+        "nasnet",
+        "mobilenet_v3_small",
+        "efficientnet_v2",
+        "convnext",
+        "custom_scale",
+    ] {
+        let prefix = format!("{name}_");
+        let file = format!("{name}.keras");
+        check_file_graph(
+            "keras_apps",
+            &file,
+            WeightsFormat::Keras,
+            &prefix,
+            &prefix,
+            |_| TOL,
+        );
+    }
+    check_file_graph(
+        "keras_apps",
+        "convnext.h5",
+        WeightsFormat::KerasH5,
+        "convnext_",
+        "convnext_",
+        |_| TOL,
+    );
+}
+
 /// Keras Applications' own code as full models: MobileNetV2 (ZeroPadding2D, ReLU(6),
 /// residual Adds; `.keras` and `.h5`) and EfficientNet (the model's own Rescaling and
 /// Normalization, swish, squeeze-excitation through Reshape and Multiply), against Keras.

@@ -336,6 +336,9 @@ fn cut_points(
         .iter()
         .position(|n| n.inputs.iter().any(|x| g.params.contains_key(x)))
         .unwrap_or(0);
+    // A Keras layer translated into several nodes is one stage: its inner values (named
+    // `layer/…`; Keras layer names hold no `/`) are not cuts.
+    let inner = |v: &str| g.format == "keras" && v.contains('/');
     let mut live: BTreeSet<&str> = BTreeSet::new();
     live.insert(&g.input.name);
     let mut cuts: Vec<(usize, &str)> = Vec::new();
@@ -351,7 +354,7 @@ fn cut_points(
         if live.len() == 1 && i >= first_weighted {
             let v = *live.iter().next().expect("one live value");
             let shape_ok = shapes.get(v).is_some_and(|s| s.len() == 4 || s.len() == 2);
-            if shape_ok && n.outputs.iter().any(|o| o == v) {
+            if shape_ok && !inner(v) && n.outputs.iter().any(|o| o == v) {
                 cuts.push((i, v));
             }
         }

@@ -64,6 +64,10 @@ struct Builder<'t> {
     first_layer: Option<(String, String)>,
     /// Weights read into constants (Normalization's adapted statistics).
     weights_in_constants: Vec<String>,
+    /// The classes of the layers that read each layer's output (by scoped name).
+    consumers: BTreeMap<String, Vec<String>>,
+    /// Classifier convolutions' kernels, to hold as (out, in).
+    head_kernels: Vec<String>,
 }
 
 /// Translates a model config (JSON) into the runtime's graph; `tensors` are the file's
@@ -85,6 +89,8 @@ pub(crate) fn translate(
         input: None,
         first_layer: None,
         weights_in_constants: vec![],
+        consumers: BTreeMap::new(),
+        head_kernels: vec![],
     };
     let class = str_of(&root, "class_name").unwrap_or_default();
     let cfg = root
@@ -124,6 +130,13 @@ pub(crate) fn translate(
         input_scaling,
         weights_in_constants: b.weights_in_constants,
     };
+    // A classifier convolution's 1×1 kernel is held as (out, in), as its Gemm reads it
+    // (the zoo's loaders read either shape).
+    for name in b.head_kernels {
+        if let Some(t) = tensors.get_mut(&name) {
+            t.shape.truncate(2);
+        }
+    }
     crate::weights::onnx::canonical_classifier(&mut ir, tensors);
     Ok(ir)
 }
@@ -368,6 +381,20 @@ impl Builder<'_> {
             )));
         }
         let scoped = |name: &str| format!("{scope}{name}");
+        for layer in layers {
+            let class = str_of(layer, "class_name").unwrap_or_default();
+            for call in layer
+                .get("inbound_nodes")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for (l, _, _) in call_inputs(call) {
+                    let readers = self.consumers.entry(scoped(&l)).or_default();
+                    readers.push(class.to_owned());
+                }
+            }
+        }
         let input_layers = endpoints(cfg.get("input_layers"));
         for (i, (name, n, t)) in input_layers.iter().enumerate() {
             let v = match &inputs {
@@ -412,7 +439,7 @@ impl Builder<'_> {
                         })?;
                     xs.push(v);
                 }
-                let outs = self.layer(class, layer, &name, xs, &model_name, scope, depth)?;
+                let outs = self.layer(class, layer, call, &name, xs, &model_name, scope, depth)?;
                 for (t, v) in outs.into_iter().enumerate() {
                     self.values.insert((scoped(&name), node, t), v);
                 }
@@ -440,7 +467,12 @@ impl Builder<'_> {
         depth: usize,
     ) -> R<Vec<Val>> {
         let mut x = inputs.and_then(|v| v.into_iter().next());
-        for layer in layers {
+        for (k, layer) in layers.iter().enumerate() {
+            if let (Some(name), Some(next)) = (layer_name(layer), layers.get(k + 1)) {
+                let class = str_of(next, "class_name").unwrap_or_default();
+                self.consumers
+                    .insert(format!("{scope}{name}"), vec![class.to_owned()]);
+            }
             let class = str_of(layer, "class_name").unwrap_or_default();
             let cfg = layer.get("config").unwrap_or(&Json::Null);
             let name = layer_name(layer)
@@ -455,7 +487,16 @@ impl Builder<'_> {
                 continue;
             }
             let v = x.take().expect("set above");
-            let outs = self.layer(class, layer, &name, vec![v], model_name, scope, depth)?;
+            let outs = self.layer(
+                class,
+                layer,
+                &Json::Null,
+                &name,
+                vec![v],
+                model_name,
+                scope,
+                depth,
+            )?;
             x = Some(outs.into_iter().next().ok_or_else(|| {
                 unsupported(format!(
                     "layer {name} of a Sequential model gives no output"
@@ -680,12 +721,14 @@ impl Builder<'_> {
         Ok(same(y))
     }
 
-    /// One call of a layer on `xs`; its outputs.
+    /// One call of a layer on `xs` (`call`: its inbound node, where the model lists one);
+    /// its outputs.
     #[allow(clippy::too_many_arguments)]
     fn layer(
         &mut self,
         class: &str,
         layer: &Json,
+        call: &Json,
         name: &str,
         xs: Vec<Val>,
         model_name: &str,
@@ -695,6 +738,13 @@ impl Builder<'_> {
         let cfg = layer.get("config").unwrap_or(&Json::Null);
         if matches!(class, "Functional" | "Model" | "Sequential") {
             return self.model(class, cfg, &format!("{scope}{name}/"), Some(xs), depth + 1);
+        }
+        // Keras 3 records an operation on symbolic tensors (`x + 3.0` in MobileNetV3's
+        // hard sigmoid) as a layer of module `keras.src.ops.*`, its numbers in the call.
+        if str_of(layer, "module")
+            .is_some_and(|m| m.starts_with("keras.src.ops") || m.starts_with("keras.ops"))
+        {
+            return self.operation(class, call, name, &xs).map(|v| vec![v]);
         }
         if self.first_layer.is_none() {
             self.first_layer = Some((class.to_owned(), model_name.to_owned()));
@@ -743,12 +793,20 @@ impl Builder<'_> {
             | "SeparableConvolution2D" => {
                 let x = single(&xs)?;
                 spatial(&x)?;
+                if class == "Conv2D"
+                    && self.is_head_conv(layer, cfg, &format!("{scope}{name}"), &activation)
+                {
+                    return self.head_conv(name, &x).map(|v| vec![v]);
+                }
                 return self
                     .conv(class, cfg, name, &x, &activation)
                     .map(|v| vec![v]);
             }
             "Dense" => {
                 let x = single(&xs)?;
+                if x.rank == 4 {
+                    return self.pointwise_dense(name, &x, &activation).map(|v| vec![v]);
+                }
                 if x.rank != 2 {
                     return Ok(self.refused(
                         name,
@@ -1133,6 +1191,50 @@ impl Builder<'_> {
                 let x = single(&xs)?;
                 return self.normalization(cfg, name, &x).map(|v| vec![v]);
             }
+            // InceptionResNetV2 (Keras 3): x[0] + x[1] · scale.
+            "CustomScaleLayer" => {
+                let scale = cfg
+                    .get("scale")
+                    .and_then(Json::as_f64)
+                    .ok_or_else(|| unsupported(format!("layer {name}: no scale")))?;
+                let [a, b] = xs.as_slice() else {
+                    return Err(unsupported(format!(
+                        "layer {name} (CustomScaleLayer) takes two inputs, not {}",
+                        xs.len()
+                    )));
+                };
+                let k =
+                    self.ir
+                        .float_constant(&format!("{name}/scale"), vec![], vec![scale as f32]);
+                let scaled = Val {
+                    name: self.ir.push(
+                        &format!("{name}/scaled"),
+                        "Mul",
+                        vec![b.name.clone(), k],
+                        vec![],
+                    ),
+                    ..b.clone()
+                };
+                self.merge("Add", name, &[a.clone(), scaled])?
+            }
+            // ConvNeXt's per-channel scale of a block's output (its `gamma`, trained).
+            "LayerScale" => {
+                let x = single(&xs)?;
+                let g = self.param(&format!("{name}.weight"), name)?;
+                let g = self.channel_param(name, &g, &x);
+                let y = self.ir.push(name, "Mul", vec![x.name.clone(), g], vec![]);
+                Val { name: y, ..x }
+            }
+            // Identities at inference (ConvNeXt's drop path).
+            "StochasticDepth" => {
+                let x = single(&xs)?;
+                let y = self.ir.push(name, "Identity", vec![x.name.clone()], vec![]);
+                Val { name: y, ..x }
+            }
+            "LayerNormalization" => {
+                let x = single(&xs)?;
+                return self.layer_norm(cfg, name, &x).map(|v| vec![v]);
+            }
             "Lambda" | "TFOpLambda" | "SlicingOpLambda" => {
                 return Ok(self.refused(
                     name,
@@ -1153,6 +1255,304 @@ impl Builder<'_> {
             }
         };
         Ok(vec![out])
+    }
+
+    /// A Keras 3 operation on symbolic tensors and numbers (`x + 3.0`, `x * (1 / 6)`,
+    /// `a * b`): its tensors are `xs`, its numbers in the call's `args`.
+    fn operation(&mut self, class: &str, call: &Json, name: &str, xs: &[Val]) -> R<Val> {
+        let op = match class {
+            "Add" => "Add",
+            "Subtract" => "Sub",
+            "Multiply" => "Mul",
+            "Divide" | "TrueDivide" => "Div",
+            other => {
+                return Ok(self
+                    .refused(
+                        name,
+                        other,
+                        xs,
+                        format!("the Keras operation {other} is not supported"),
+                    )
+                    .remove(0));
+            }
+        };
+        let args = call.get("args").and_then(Json::as_array);
+        let mut tensors = xs.iter();
+        let mut operands: Vec<Result<Val, f32>> = Vec::new();
+        for a in args.into_iter().flatten() {
+            match a {
+                Json::Number(n) => operands.push(Err(n.as_f64().unwrap_or(0.0) as f32)),
+                Json::Object(_) => match tensors.next() {
+                    Some(v) => operands.push(Ok(v.clone())),
+                    None => break,
+                },
+                _ => {}
+            }
+        }
+        let [p, q] = operands.as_slice() else {
+            return Err(unsupported(format!(
+                "layer {name}: the operation {class} of {} operands (two expected)",
+                operands.len()
+            )));
+        };
+        let like = match (p, q) {
+            (Ok(v), _) | (_, Ok(v)) => v.clone(),
+            _ => return Err(unsupported(format!("layer {name}: {class} of two numbers"))),
+        };
+        let held = |b: &mut Self, o: &Result<Val, f32>, k: usize| match o {
+            Ok(v) if v.rank == 4 && like.nchw && !v.nchw => b.nchw(v),
+            Ok(v) if v.rank == 4 && !like.nchw && v.nchw => b.plain(v),
+            Ok(v) => v.name.clone(),
+            Err(c) => {
+                b.ir.float_constant(&format!("{name}/operand{k}"), vec![], vec![*c])
+            }
+        };
+        let (a, b) = (held(self, p, 0), held(self, q, 1));
+        let y = self.ir.push(name, op, vec![a, b], vec![]);
+        Ok(Val { name: y, ..like })
+    }
+
+    /// Whether a Conv2D is a classifier: a linear 1×1 convolution with a bias on a 1×1 map
+    /// (its build shape says so) whose output only a Flatten reads (MobileNetV3's and
+    /// MobileNet's `Logits`/`conv_preds`).
+    fn is_head_conv(&self, layer: &Json, cfg: &Json, scoped: &str, activation: &str) -> bool {
+        let one_by_one = layer
+            .get("build_config")
+            .and_then(|b| b.get("input_shape"))
+            .and_then(Json::as_array)
+            .is_some_and(|s| s.len() == 4 && s[1] == 1 && s[2] == 1);
+        let pointwise = |key: &str| {
+            matches!(cfg.get(key), Some(Json::Array(a)) if a.iter().all(|v| v == 1))
+                || cfg.get(key).and_then(Json::as_i64) == Some(1)
+        };
+        let name = str_of(cfg, "name").unwrap_or_default();
+        one_by_one
+            && activation == "linear"
+            && pointwise("kernel_size")
+            && (cfg.get("strides").is_none() || pointwise("strides"))
+            && cfg.get("groups").and_then(Json::as_i64).unwrap_or(1) == 1
+            && self.has(&format!("{name}.bias"))
+            && self
+                .consumers
+                .get(scoped)
+                .is_some_and(|c| c.len() == 1 && c[0] == "Flatten")
+    }
+
+    /// A classifier convolution (see [`Self::is_head_conv`]) as a Gemm on the flattened
+    /// 1×1 map, its kernel read as (out, in) (`head_kernels` reshapes it once built).
+    fn head_conv(&mut self, name: &str, x: &Val) -> R<Val> {
+        let weight = format!("{name}.weight");
+        let shape = self
+            .tensors
+            .get(&weight)
+            .map(|t| t.shape.clone())
+            .ok_or_else(|| unsupported(format!("layer {name}: the file has no weight {weight}")))?;
+        let &[out, inp, 1, 1] = shape.as_slice() else {
+            return Err(unsupported(format!(
+                "layer {name}: a kernel of shape {shape:?}"
+            )));
+        };
+        let flat = self.ir.push(
+            &format!("{name}/flatten"),
+            "Flatten",
+            vec![x.name.clone()],
+            vec![("axis", Attr::Int(1))],
+        );
+        let w = self.ir.param(&weight, &[out, inp]);
+        self.head_kernels.push(weight);
+        let b = self.param(&format!("{name}.bias"), name)?;
+        let y = self.ir.push(
+            name,
+            "Gemm",
+            vec![flat, w, b],
+            vec![("transB", Attr::Int(1))],
+        );
+        Ok(Val {
+            name: y,
+            rank: 2,
+            nchw: false,
+        })
+    }
+
+    /// A per-channel weight `w` (shape (C)) shaped to broadcast over `x`: (C, 1, 1) for a
+    /// map held in NCHW.
+    fn channel_param(&mut self, name: &str, w: &str, x: &Val) -> String {
+        if !(x.rank == 4 && x.nchw) {
+            return w.to_owned();
+        }
+        let c = self.tensors.get(w).map_or(0, |t| t.numel()) as i64;
+        let shape = self
+            .ir
+            .int_constant(&format!("{name}/channels"), vec![c, 1, 1]);
+        self.ir.push(
+            &format!("{w}/per_channel"),
+            "Reshape",
+            vec![w.to_owned(), shape],
+            vec![],
+        )
+    }
+
+    /// A Dense layer on an image map (ConvNeXt's pointwise layers): a 1×1 convolution
+    /// with the layer's (out, in) kernel.
+    fn pointwise_dense(&mut self, name: &str, x: &Val, activation: &str) -> R<Val> {
+        let w = self.param(&format!("{name}.weight"), name)?;
+        let (out, inp) = match self.tensors[&w].shape.as_slice() {
+            &[o, i] => (o as i64, i as i64),
+            s => {
+                return Err(unsupported(format!(
+                    "layer {name}: a kernel of shape {s:?}"
+                )));
+            }
+        };
+        let shape = self
+            .ir
+            .int_constant(&format!("{name}/kernel_shape"), vec![out, inp, 1, 1]);
+        let kernel = self
+            .ir
+            .push(&format!("{name}/kernel"), "Reshape", vec![w, shape], vec![]);
+        let xn = self.nchw(x);
+        let mut inputs = vec![xn, kernel];
+        if self.has(&format!("{name}.bias")) {
+            inputs.push(self.param(&format!("{name}.bias"), name)?);
+        }
+        let attrs = vec![
+            ("kernel_shape", Attr::Ints(vec![1, 1])),
+            ("strides", Attr::Ints(vec![1, 1])),
+        ];
+        self.with_activation(name, "Conv", inputs, attrs, activation, (4, true))
+    }
+
+    /// LayerNormalization over the last (channel) axis, Keras' formula: (x − mean) /
+    /// √(variance + ε) · γ + β, per position of an image map or per row of a matrix.
+    fn layer_norm(&mut self, cfg: &Json, name: &str, x: &Val) -> R<Val> {
+        let axis = match cfg.get("axis") {
+            Some(Json::Array(a)) if a.len() == 1 => a[0].as_i64(),
+            Some(v) => v.as_i64(),
+            None => Some(-1),
+        };
+        let last = x.rank as i64 - 1;
+        if !(axis == Some(-1) || axis == Some(last)) {
+            return Ok(self
+                .refused(
+                    name,
+                    "LayerNormalization",
+                    std::slice::from_ref(x),
+                    format!("a LayerNormalization over axis {axis:?} (the last axis is supported)"),
+                )
+                .remove(0));
+        }
+        if cfg.get("rms_scaling").and_then(Json::as_bool) == Some(true) {
+            return Ok(self
+                .refused(
+                    name,
+                    "LayerNormalization",
+                    std::slice::from_ref(x),
+                    "a LayerNormalization with rms_scaling is not supported".into(),
+                )
+                .remove(0));
+        }
+        let eps = cfg.get("epsilon").and_then(Json::as_f64).unwrap_or(1e-3) as f32;
+        let (weight, bias) = (format!("{name}.weight"), format!("{name}.bias"));
+        let gamma = self
+            .has(&weight)
+            .then(|| self.param(&weight, name))
+            .transpose()?;
+        let beta = self
+            .has(&bias)
+            .then(|| self.param(&bias, name))
+            .transpose()?;
+        if !(x.rank == 4 && x.nchw) {
+            // The channels are the last axis as it is held: ONNX's LayerNormalization.
+            let c = self
+                .tensors
+                .get(&weight)
+                .or_else(|| self.tensors.get(&bias));
+            let Some(c) = c.map(|t| t.numel()) else {
+                return Err(unsupported(format!(
+                    "layer {name}: a LayerNormalization without scale or centre"
+                )));
+            };
+            let gamma = gamma.unwrap_or_else(|| {
+                self.ir
+                    .float_constant(&format!("{name}/ones"), vec![c], vec![1.0; c])
+            });
+            let mut inputs = vec![x.name.clone(), gamma];
+            inputs.extend(beta);
+            let y = self.ir.push(
+                name,
+                "LayerNormalization",
+                inputs,
+                vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))],
+            );
+            return Ok(Val {
+                name: y,
+                ..x.clone()
+            });
+        }
+        // An NCHW map: the statistics over axis 1, per position.
+        let over_channels = vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))];
+        let mean = self.ir.push(
+            &format!("{name}/mean"),
+            "ReduceMean",
+            vec![x.name.clone()],
+            over_channels.clone(),
+        );
+        let d = self.ir.push(
+            &format!("{name}/centred"),
+            "Sub",
+            vec![x.name.clone(), mean],
+            vec![],
+        );
+        let sq = self.ir.push(
+            &format!("{name}/squared"),
+            "Mul",
+            vec![d.clone(), d.clone()],
+            vec![],
+        );
+        let var = self.ir.push(
+            &format!("{name}/variance"),
+            "ReduceMean",
+            vec![sq],
+            over_channels,
+        );
+        let e = self
+            .ir
+            .float_constant(&format!("{name}/epsilon"), vec![], vec![eps]);
+        let v = self
+            .ir
+            .push(&format!("{name}/variance_eps"), "Add", vec![var, e], vec![]);
+        let s = self
+            .ir
+            .push(&format!("{name}/std"), "Sqrt", vec![v], vec![]);
+        // The last node carries the layer's name (a stage, a --layer).
+        let step = |last: bool, what: &str| {
+            if last {
+                name.to_owned()
+            } else {
+                format!("{name}/{what}")
+            }
+        };
+        let (scaled, shifted) = (gamma.is_some(), beta.is_some());
+        let mut y = self.ir.push(
+            &step(!scaled && !shifted, "normalised"),
+            "Div",
+            vec![d, s],
+            vec![],
+        );
+        if let Some(g) = gamma {
+            let g = self.channel_param(name, &g, x);
+            y = self
+                .ir
+                .push(&step(!shifted, "scaled"), "Mul", vec![y, g], vec![]);
+        }
+        if let Some(b) = beta {
+            let b = self.channel_param(name, &b, x);
+            y = self.ir.push(name, "Add", vec![y, b], vec![]);
+        }
+        Ok(Val {
+            name: y,
+            ..x.clone()
+        })
     }
 
     /// An axis of a Keras tensor as an axis of the value that holds it.

@@ -264,6 +264,8 @@ fn read_keras3(
             },
             ("batch_normalization", 2) => &["moving_mean", "moving_variance"],
             ("normalization", 3) => &["mean", "variance", "count"],
+            ("layer_normalization", 2) => &["gamma", "beta"],
+            ("layer_scale", 1) => &["gamma"],
             _ => {
                 return Err(WeightsError::Unsupported(format!(
                     "Keras 3 layer {name} ({class}, {} variables) has no counterpart in \
@@ -498,8 +500,11 @@ pub(super) fn to_pytorch_conventions(
                 ("alpha", _) => ("weight", (w.data.clone(), w.shape.clone())),
                 ("kernel", 2) => ("weight", permute(&w.data, &w.shape, &[1, 0])),
                 ("bias", _) => ("bias", (w.data.clone(), w.shape.clone())),
-                ("gamma", _) if is_bn => ("weight", (w.data.clone(), w.shape.clone())),
-                ("beta", _) if is_bn => ("bias", (w.data.clone(), w.shape.clone())),
+                // BatchNormalization's, LayerNormalization's, ConvNeXt's LayerScale's (which
+                // a legacy .h5 names by Keras' default, `variable`).
+                ("gamma", _) => ("weight", (w.data.clone(), w.shape.clone())),
+                (kind, _) if is_unnamed(kind) => ("weight", (w.data.clone(), w.shape.clone())),
+                ("beta", _) => ("bias", (w.data.clone(), w.shape.clone())),
                 ("moving_mean", _) => ("running_mean", (w.data.clone(), w.shape.clone())),
                 ("moving_variance", _) => ("running_var", (w.data.clone(), w.shape.clone())),
                 // Normalization (EfficientNet's input): kept under its own names.
@@ -524,6 +529,16 @@ pub(super) fn to_pytorch_conventions(
         }
     }
     Ok(out)
+}
+
+/// A variable Keras named by its default (`variable`, `variable_3`): a layer's only weight
+/// added without a name.
+fn is_unnamed(kind: &str) -> bool {
+    kind.strip_prefix("variable").is_some_and(|n| {
+        n.is_empty()
+            || n.strip_prefix('_')
+                .is_some_and(|d| d.chars().all(|c| c.is_ascii_digit()))
+    })
 }
 
 #[cfg(test)]
