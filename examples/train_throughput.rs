@@ -5,9 +5,11 @@
 //!   batch statistics), forward, cross-entropy, backward, SGD momentum step.
 //! - `freeze_b16`: step of a frozen backbone, batch 16: the backbone in inference form (BN
 //!   folded, no autodiff) gives pooled features, the new head trains on them.
+//! - `infer_b32`: model-only inference, batch 32: the inference form to pooled features.
 //!
 //! `cargo run --release --example train_throughput -- <arch> <weights> [iters] [warmup]`
 //! prints one JSON line with the median images/s of `iters` timed steps after `warmup`.
+//! `<arch>` `-` runs the file as its own graph (an .onnx, .tflite or Keras model).
 
 use std::time::Instant;
 
@@ -31,8 +33,12 @@ fn main() {
     retrain::tune_allocator();
     let device = retrain::default_device();
     let ad = device.clone().autodiff();
-    let spec = retrain::zoo::resolve(&a[1]).unwrap();
     let w = retrain::weights::Weights::load(std::path::Path::new(&a[2])).unwrap();
+    let spec = if a[1] == "-" {
+        retrain::zoo::spec_for(None, &w, &device).unwrap()
+    } else {
+        retrain::zoo::resolve(&a[1]).unwrap()
+    };
     let iters: usize = a.get(3).map_or(5, |s| s.parse().unwrap());
     let warmup: usize = a.get(4).map_or(1, |s| s.parse().unwrap());
     let (batch, classes, s) = (16usize, 2usize, spec.preprocess.crop);
@@ -109,8 +115,23 @@ fn main() {
         }
     }
     let freeze = batch as f64 / median(times);
+
+    // Model-only inference: batch 32 to pooled features.
+    let big: Vec<f32> = x.iter().cycle().take(2 * x.len()).copied().collect();
+    let mut times = Vec::new();
+    for i in 0..warmup + iters.max(3) {
+        let t = Instant::now();
+        let xt =
+            Tensor::<4>::from_data(TensorData::new(big.clone(), [2 * batch, 3, s, s]), &device);
+        let f = frozen.network.penultimate(xt).into_data();
+        std::hint::black_box(f);
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let infer = (2 * batch) as f64 / median(times);
     println!(
         "{}",
-        serde_json::json!({"arch": spec.name, "train_b16": train, "freeze_b16": freeze, "iters": iters, "warmup": warmup})
+        serde_json::json!({"arch": spec.name, "train_b16": train, "freeze_b16": freeze, "infer_b32": infer, "iters": iters, "warmup": warmup})
     );
 }
