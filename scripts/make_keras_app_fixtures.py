@@ -20,6 +20,10 @@ Keras writes stored) and ConvNeXt also as a legacy `.h5`, with Keras' own output
                           a nested Sequential stem
     custom_scale.keras    InceptionResNetV2's CustomScaleLayer (x[0] + x[1] * scale) in a
                           small residual network
+    tf_ops_keras2.h5      a Keras 2 (tf_keras) model written with TensorFlow operations on
+                          tensors, TFOpLambda layers in its config (`x / 255.0`, `a + b`,
+                          `tf.nn.relu(x + 3.0) * (1 / 6)`, as tf.keras' MobileNetV3 writes
+                          its hard sigmoid)
     <name>_input.npy      NCHW float32 input (pixels 0..255 for models that rescale their
                           own input, else -1..1)
     <name>_features.npy   the classifier's input
@@ -30,7 +34,7 @@ Keras writes stored) and ConvNeXt also as a legacy `.h5`, with Keras' own output
 count divided by k while the model is built (the topology, layer names and layer types are
 Keras'); the classifier keeps its class count.
 
-Usage (Python 3.11, scripts/requirements-tf-fixtures.txt):
+Usage (Python 3.11, scripts/requirements-tf-fixtures.txt, which has tf_keras):
   python scripts/make_keras_app_fixtures.py
 """
 import os
@@ -167,6 +171,61 @@ def build(name):
     raise ValueError(name)
 
 
+def keras2(name):
+    """The Keras 2 (tf_keras) models: (model, input size, whether it takes 0..255 pixels)."""
+    import tf_keras as k
+    L = k.layers
+    inp = k.Input((16, 16, 3), name="image")
+    x = inp / 255.0
+    x = L.Conv2D(6, 3, name="conv1")(x)
+    y = L.Conv2D(6, 3, padding="same", name="conv2")(x)
+    z = x + y
+    z = k.activations.relu(z + 3.0) * (1 / 6)
+    z = L.GlobalAveragePooling2D(name="pool")(z)
+    out = L.Dense(CLASSES, name="predictions")(z)
+    return k.Model(inp, out, name="tf_ops"), 16, True
+
+
+def randomise_by_name(model, rng):
+    """Random BatchNorm statistics, scales and biases by variable name (tf_keras layers)."""
+    for layer in model.layers:
+        new = []
+        for v, w in zip(layer.weights, layer.get_weights()):
+            kind = v.name.split("/")[-1].split(":")[0]
+            new.append({
+                "moving_variance": lambda: rng.uniform(0.5, 2.0, w.shape),
+                "moving_mean": lambda: rng.normal(0, 0.1, w.shape),
+                "gamma": lambda: rng.uniform(0.5, 1.5, w.shape),
+                "beta": lambda: rng.normal(0, 0.1, w.shape),
+                "bias": lambda: rng.normal(0, 0.1, w.shape),
+            }.get(kind, lambda: w)().astype("float32"))
+        if new:
+            layer.set_weights(new)
+
+
+def save_keras2(name):
+    import tf_keras as k
+    k.utils.set_random_seed(0)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    model, size, pixels = keras2(name)
+    randomise_by_name(model, rng)
+    x = (rng.uniform(0, 255, (2, size, size, 3)) if pixels
+         else rng.uniform(-1, 1, (2, size, size, 3))).astype("float32")
+    model.save(os.path.join(ROOT, f"{name}.h5"), save_format="h5")
+    head = [l for l in model.layers if isinstance(l, k.layers.Dense)][-1]
+    f, l = k.Model(model.inputs, [head.input, head.output])(x, training=False)
+    features = np.asarray(f).reshape(len(x), -1)
+    logits = np.asarray(l).reshape(len(x), -1)
+    np.save(os.path.join(ROOT, f"{name}_input.npy"),
+            np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    np.save(os.path.join(ROOT, f"{name}_features.npy"), features.astype("float32"))
+    np.save(os.path.join(ROOT, f"{name}_logits.npy"), logits.astype("float32"))
+    size_kb = os.path.getsize(os.path.join(ROOT, f"{name}.h5")) / 1024
+    print(f"{name}: {model.count_params()} parameters, {size_kb:.0f} KB (Keras 2)")
+
+
+KERAS2 = ["tf_ops_keras2"]
+
 NAMES = ["xception", "inception_v3", "resnet50v2", "densenet121", "nasnet",
          "mobilenet_v3_small", "efficientnet_v2", "convnext",
          "custom_scale"]
@@ -174,7 +233,10 @@ NAMES = ["xception", "inception_v3", "resnet50v2", "densenet121", "nasnet",
 
 def main():
     os.makedirs(ROOT, exist_ok=True)
-    for name in sys.argv[1:] or NAMES:
+    for name in sys.argv[1:] or NAMES + KERAS2:
+        if name in KERAS2:
+            save_keras2(name)
+            continue
         keras.utils.set_random_seed(0)
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         model, size, pixels = build(name)

@@ -459,8 +459,8 @@ fn keras_full_models_of_custom_networks_run_as_their_graph() {
 /// reduced (scripts/make_keras_app_fixtures.py): Xception, InceptionV3, ResNet50V2,
 /// DenseNet121, NASNet, MobileNetV3Small (Keras 3 operations on tensors, a 1x1-convolution
 /// classifier), EfficientNetV2, ConvNeXt (LayerNormalization, Dense on maps, LayerScale, a
-/// nested Sequential; also as a legacy .h5) and InceptionResNetV2's CustomScaleLayer,
-/// against Keras within 1e-4.
+/// nested Sequential; also as a legacy .h5), InceptionResNetV2's CustomScaleLayer and a
+/// Keras 2 model of TensorFlow operations (TFOpLambda layers), against Keras within 1e-4.
 #[test]
 fn keras_applications_of_every_family_run_as_their_graph() {
     for name in [
@@ -485,6 +485,20 @@ fn keras_applications_of_every_family_run_as_their_graph() {
             |_| TOL,
         );
     }
+    // Keras 2's TFOpLambda layers (`x / 255.0`, `a + b`, `tf.nn.relu(x + 3.0) * (1 / 6)`).
+    check_file_graph(
+        "keras_apps",
+        "tf_ops_keras2.h5",
+        WeightsFormat::KerasH5,
+        "tf_ops_keras2_",
+        "tf_ops_keras2_",
+        |_| TOL,
+    );
+    // It divides its own pixels by 255: it takes 0..255.
+    let w = Weights::load(&fixtures().join("keras_apps/tf_ops_keras2.h5")).unwrap();
+    let spec = retrain::zoo::spec_for(None, &w, &Device::default()).unwrap();
+    assert_eq!(spec.preprocess.mean, [0.0; 3]);
+    assert!((spec.preprocess.std[0] - 1.0 / 255.0).abs() < 1e-12);
     check_file_graph(
         "keras_apps",
         "convnext.h5",

@@ -183,8 +183,8 @@ fn depthwise_kernels_in_place(
 }
 
 /// The pixels the model expects, where its first layer or its name tells: a model that
-/// rescales its own input (EfficientNet, MobileNetV3, a user's `Rescaling(1/255)`) takes
-/// 0..255; a Keras Application the scaling of its `preprocess_input`.
+/// rescales its own input (EfficientNet, MobileNetV3, a user's `Rescaling(1/255)` or `x /
+/// 255.0`) takes 0..255; a Keras Application the scaling of its `preprocess_input`.
 fn pixel_scaling(first_class: &str, model: &str) -> Option<InputScaling> {
     let m = model.to_ascii_lowercase();
     let caffe = InputScaling {
@@ -197,7 +197,21 @@ fn pixel_scaling(first_class: &str, model: &str) -> Option<InputScaling> {
         std: [0.5; 3],
         bgr: false,
     };
-    if matches!(first_class, "Rescaling" | "Normalization") {
+    // The model scales its own pixels: a Rescaling or Normalization layer, or `x / 255`
+    // written as an operation (Keras 3) or a TFOpLambda (Keras 2).
+    let scales_itself = matches!(
+        first_class,
+        "Rescaling"
+            | "Normalization"
+            | "operation Divide"
+            | "operation TrueDivide"
+            | "operation Multiply"
+            | "tf.math.truediv"
+            | "tf.math.divide"
+            | "tf.math.multiply"
+            | "tf.__operators__.truediv"
+    );
+    if scales_itself {
         return Some(InputScaling {
             mean: [0.0; 3],
             std: [1.0 / 255.0; 3],
@@ -276,10 +290,31 @@ fn call_inputs(call: &Json) -> Vec<(String, usize, usize)> {
     let mut out = Vec::new();
     match call {
         Json::Object(m) => keras3(m.get("args").unwrap_or(&Json::Null), &mut out, 0),
+        // Keras 2's TFOpLambda: the call is one entry, `[layer, node, tensor, kwargs]`,
+        // and a tensor argument among the kwargs is `[layer, node, tensor]` too.
+        Json::Array(entry) if entry.first().is_some_and(Json::is_string) => {
+            out.extend(key_of(call));
+            if let Some(Json::Object(kwargs)) = entry.get(3) {
+                out.extend(
+                    kwargs
+                        .values()
+                        .filter(|v| is_tensor_ref(v))
+                        .filter_map(key_of),
+                );
+            }
+        }
         Json::Array(entries) => out.extend(entries.iter().filter_map(key_of)),
         _ => {}
     }
     out
+}
+
+/// `[layer, node, tensor]`: a Keras 2 reference to a tensor.
+fn is_tensor_ref(v: &Json) -> bool {
+    matches!(
+        v.as_array().map(Vec::as_slice),
+        Some([Json::String(_), Json::Number(_), Json::Number(_)])
+    )
 }
 
 /// An integer pair: `n` or `[a, b]` (kernel sizes, strides, pool sizes).
@@ -739,15 +774,21 @@ impl Builder<'_> {
         if matches!(class, "Functional" | "Model" | "Sequential") {
             return self.model(class, cfg, &format!("{scope}{name}/"), Some(xs), depth + 1);
         }
+        let is_operation = str_of(layer, "module")
+            .is_some_and(|m| m.starts_with("keras.src.ops") || m.starts_with("keras.ops"));
+        if self.first_layer.is_none() {
+            // What the first layer computes (an operation's or a TFOpLambda's own).
+            let what = match (is_operation, str_of(cfg, "function")) {
+                (true, _) => format!("operation {class}"),
+                (false, Some(f)) if class == "TFOpLambda" => format!("tf.{f}"),
+                _ => class.to_owned(),
+            };
+            self.first_layer = Some((what, model_name.to_owned()));
+        }
         // Keras 3 records an operation on symbolic tensors (`x + 3.0` in MobileNetV3's
         // hard sigmoid) as a layer of module `keras.src.ops.*`, its numbers in the call.
-        if str_of(layer, "module")
-            .is_some_and(|m| m.starts_with("keras.src.ops") || m.starts_with("keras.ops"))
-        {
+        if is_operation {
             return self.operation(class, call, name, &xs).map(|v| vec![v]);
-        }
-        if self.first_layer.is_none() {
-            self.first_layer = Some((class.to_owned(), model_name.to_owned()));
         }
         if str_of(cfg, "data_format") == Some("channels_first") {
             return Ok(self.refused(
@@ -1235,7 +1276,26 @@ impl Builder<'_> {
                 let x = single(&xs)?;
                 return self.layer_norm(cfg, name, &x).map(|v| vec![v]);
             }
-            "Lambda" | "TFOpLambda" | "SlicingOpLambda" => {
+            "TFOpLambda" if str_of(cfg, "function").is_some_and(|f| tf_op(f).is_some()) => {
+                let function = str_of(cfg, "function").unwrap_or_default();
+                return self
+                    .tf_operation(function, call, name, &xs)
+                    .map(|v| vec![v]);
+            }
+            "TFOpLambda" | "SlicingOpLambda" => {
+                let function = str_of(cfg, "function").unwrap_or("an operation");
+                return Ok(self.refused(
+                    name,
+                    class,
+                    &xs,
+                    format!(
+                        "the TensorFlow operation tf.{function} (a {class} layer) is not \
+                         supported: rebuild the model with Keras layers, or export it to ONNX \
+                         or TFLite"
+                    ),
+                ));
+            }
+            "Lambda" => {
                 return Ok(self.refused(
                     name,
                     class,
@@ -1372,6 +1432,41 @@ impl Builder<'_> {
             rank: 2,
             nchw: false,
         })
+    }
+
+    /// A Keras 2 TFOpLambda layer calling a TensorFlow operation retrain knows (see
+    /// [`tf_op`]): `x` is the call's tensor, a binary operation's `y` a number or a tensor
+    /// among its kwargs.
+    fn tf_operation(&mut self, function: &str, call: &Json, name: &str, xs: &[Val]) -> R<Val> {
+        let Some(x) = xs.first() else {
+            return Err(unsupported(format!(
+                "layer {name}: tf.{function} of no tensor"
+            )));
+        };
+        match tf_op(function) {
+            Some(TfOp::Activation(a)) => self.activation(name, x, a),
+            Some(TfOp::Binary(class)) => {
+                let y = call
+                    .as_array()
+                    .and_then(|e| e.get(3))
+                    .and_then(|kw| kw.get("y"));
+                let operands = match (y, xs.get(1)) {
+                    (Some(Json::Number(n)), _) => {
+                        serde_json::json!({"args": [{}, n.as_f64().unwrap_or(0.0)]})
+                    }
+                    (Some(v), Some(_)) if is_tensor_ref(v) => serde_json::json!({"args": [{}, {}]}),
+                    _ => {
+                        return Err(unsupported(format!(
+                            "layer {name}: tf.{function} without a number or tensor `y`"
+                        )));
+                    }
+                };
+                self.operation(class, &operands, name, xs)
+            }
+            None => Err(unsupported(format!(
+                "layer {name}: tf.{function} is not supported"
+            ))),
+        }
     }
 
     /// A per-channel weight `w` (shape (C)) shaped to broadcast over `x`: (C, 1, 1) for a
@@ -1759,6 +1854,32 @@ impl Builder<'_> {
         let y = self.ir.push(name, "Mul", vec![c, s], vec![]);
         Ok(Val { name: y, ..held })
     }
+}
+
+/// What a Keras 2 TFOpLambda's TensorFlow function computes, where retrain knows it.
+enum TfOp {
+    /// An element-wise operation of two operands, as a Keras 3 operation's class.
+    Binary(&'static str),
+    /// A Keras activation by name.
+    Activation(&'static str),
+}
+
+fn tf_op(function: &str) -> Option<TfOp> {
+    Some(match function {
+        "__operators__.add" | "math.add" => TfOp::Binary("Add"),
+        "math.subtract" | "__operators__.sub" => TfOp::Binary("Subtract"),
+        "math.multiply" | "__operators__.mul" => TfOp::Binary("Multiply"),
+        "math.truediv" | "math.divide" | "__operators__.truediv" => TfOp::Binary("Divide"),
+        "nn.relu" => TfOp::Activation("relu"),
+        "nn.relu6" => TfOp::Activation("relu6"),
+        "math.sigmoid" | "nn.sigmoid" => TfOp::Activation("sigmoid"),
+        "math.tanh" | "nn.tanh" => TfOp::Activation("tanh"),
+        "nn.silu" | "nn.swish" => TfOp::Activation("swish"),
+        "math.exp" => TfOp::Activation("exponential"),
+        "nn.elu" => TfOp::Activation("elu"),
+        "nn.softplus" | "math.softplus" => TfOp::Activation("softplus"),
+        _ => return None,
+    })
 }
 
 /// A layer entry's name: Keras 3 and 2 both put it in `config`; Keras 2 also beside it.
