@@ -49,6 +49,12 @@ struct Val {
     nchw: bool,
 }
 
+/// An operand of an element-wise operation: a tensor, or a number in the call.
+enum Operand {
+    Tensor(Val),
+    Number(f32),
+}
+
 /// A Keras tensor: (the layer's name within its enclosing models, node index, tensor index).
 type Key = (String, usize, usize);
 
@@ -1320,6 +1326,26 @@ impl Builder<'_> {
     /// A Keras 3 operation on symbolic tensors and numbers (`x + 3.0`, `x * (1 / 6)`,
     /// `a * b`): its tensors are `xs`, its numbers in the call's `args`.
     fn operation(&mut self, class: &str, call: &Json, name: &str, xs: &[Val]) -> R<Val> {
+        let args = call.get("args").and_then(Json::as_array);
+        let mut tensors = xs.iter();
+        let mut operands = Vec::new();
+        for a in args.into_iter().flatten() {
+            match a {
+                Json::Number(n) => operands.push(Operand::Number(n.as_f64().unwrap_or(0.0) as f32)),
+                Json::Object(_) => match tensors.next() {
+                    Some(v) => operands.push(Operand::Tensor(v.clone())),
+                    None => break,
+                },
+                _ => {}
+            }
+        }
+        self.binary(class, name, operands, xs)
+    }
+
+    /// An element-wise operation (a Keras 3 operation's class: Add, Subtract, Multiply,
+    /// Divide) of two operands, tensors or numbers; `xs`: the layer's tensors, for a
+    /// refusal.
+    fn binary(&mut self, class: &str, name: &str, operands: Vec<Operand>, xs: &[Val]) -> R<Val> {
         let op = match class {
             "Add" => "Add",
             "Subtract" => "Sub",
@@ -1336,19 +1362,6 @@ impl Builder<'_> {
                     .remove(0));
             }
         };
-        let args = call.get("args").and_then(Json::as_array);
-        let mut tensors = xs.iter();
-        let mut operands: Vec<Result<Val, f32>> = Vec::new();
-        for a in args.into_iter().flatten() {
-            match a {
-                Json::Number(n) => operands.push(Err(n.as_f64().unwrap_or(0.0) as f32)),
-                Json::Object(_) => match tensors.next() {
-                    Some(v) => operands.push(Ok(v.clone())),
-                    None => break,
-                },
-                _ => {}
-            }
-        }
         let [p, q] = operands.as_slice() else {
             return Err(unsupported(format!(
                 "layer {name}: the operation {class} of {} operands (two expected)",
@@ -1356,14 +1369,14 @@ impl Builder<'_> {
             )));
         };
         let like = match (p, q) {
-            (Ok(v), _) | (_, Ok(v)) => v.clone(),
+            (Operand::Tensor(v), _) | (_, Operand::Tensor(v)) => v.clone(),
             _ => return Err(unsupported(format!("layer {name}: {class} of two numbers"))),
         };
-        let held = |b: &mut Self, o: &Result<Val, f32>, k: usize| match o {
-            Ok(v) if v.rank == 4 && like.nchw && !v.nchw => b.nchw(v),
-            Ok(v) if v.rank == 4 && !like.nchw && v.nchw => b.plain(v),
-            Ok(v) => v.name.clone(),
-            Err(c) => {
+        let held = |b: &mut Self, o: &Operand, k: usize| match o {
+            Operand::Tensor(v) if v.rank == 4 && like.nchw && !v.nchw => b.nchw(v),
+            Operand::Tensor(v) if v.rank == 4 && !like.nchw && v.nchw => b.plain(v),
+            Operand::Tensor(v) => v.name.clone(),
+            Operand::Number(c) => {
                 b.ir.float_constant(&format!("{name}/operand{k}"), vec![], vec![*c])
             }
         };
@@ -1450,18 +1463,16 @@ impl Builder<'_> {
                     .as_array()
                     .and_then(|e| e.get(3))
                     .and_then(|kw| kw.get("y"));
-                let operands = match (y, xs.get(1)) {
-                    (Some(Json::Number(n)), _) => {
-                        serde_json::json!({"args": [{}, n.as_f64().unwrap_or(0.0)]})
-                    }
-                    (Some(v), Some(_)) if is_tensor_ref(v) => serde_json::json!({"args": [{}, {}]}),
+                let y = match (y, xs.get(1)) {
+                    (Some(Json::Number(n)), _) => Operand::Number(n.as_f64().unwrap_or(0.0) as f32),
+                    (Some(v), Some(t)) if is_tensor_ref(v) => Operand::Tensor(t.clone()),
                     _ => {
                         return Err(unsupported(format!(
                             "layer {name}: tf.{function} without a number or tensor `y`"
                         )));
                     }
                 };
-                self.operation(class, &operands, name, xs)
+                self.binary(class, name, vec![Operand::Tensor(x.clone()), y], xs)
             }
             None => Err(unsupported(format!(
                 "layer {name}: tf.{function} is not supported"
