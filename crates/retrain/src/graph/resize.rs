@@ -255,11 +255,11 @@ impl Resize {
                 outside.push(vec![false; out[a]]);
                 continue;
             }
-            y = along_axis(y, a, &m, shape[a], out[a]);
+            y = along_axis(y, a, m, shape[a], out[a]);
             outside.push(out_of_region);
         }
         if self.extrapolation != 0.0 && outside.iter().flatten().any(|&o| o) {
-            // Rows outside the region are zero in their matrices: add the value there.
+            // Outputs outside the region are zero columns of their matrices: add the value.
             let numel: usize = out.iter().product();
             let mut fill = vec![0.0f32; numel];
             for (k, v) in fill.iter_mut().enumerate() {
@@ -286,10 +286,10 @@ impl Resize {
         Ok(y)
     }
 
-    /// The (out × in) weights of one axis, row-major, and which outputs fall outside the
-    /// crop region (their rows are zero).
+    /// The weights of one axis as the (in × out) matrix a row of inputs multiplies,
+    /// row-major, and which outputs fall outside the crop region (their columns are zero).
     fn matrix(&self, len: usize, out: usize, scale: f64, roi: (f64, f64)) -> (Vec<f32>, Vec<bool>) {
-        let mut m = vec![0.0f64; out * len];
+        let mut m = vec![0.0f64; len * out];
         let mut outside = vec![false; out];
         let (n_in, width) = (len as f64, scale * len as f64);
         for x in 0..out {
@@ -343,7 +343,7 @@ impl Resize {
             for (k, w) in c.iter().enumerate() {
                 // Beyond the edges the edge pixel repeats.
                 let i = index(k).clamp(0, len as i64 - 1) as usize;
-                m[x * len + i] += w;
+                m[i * out + x] += w;
             }
         }
         (m.into_iter().map(|w| w as f32).collect(), outside)
@@ -422,8 +422,8 @@ fn is_identity(m: &[f32], n: usize) -> bool {
     (0..n).all(|i| (0..n).all(|j| m[i * n + j] == if i == j { 1.0 } else { 0.0 }))
 }
 
-/// Multiplies axis `a` of `x` (length `len`) by the (out × len) matrix `m`.
-fn along_axis(x: F, a: usize, m: &[f32], len: usize, out: usize) -> F {
+/// Resizes axis `a` of `x` (length `len`) to `out` with the (len × out) matrix `m`.
+fn along_axis(x: F, a: usize, m: Vec<f32>, len: usize, out: usize) -> F {
     let shape = x.shape();
     let rank = shape.len();
     // The axis last, the others flattened into rows.
@@ -433,21 +433,15 @@ fn along_axis(x: F, a: usize, m: &[f32], len: usize, out: usize) -> F {
     let rows: usize = perm[..rank - 1].iter().map(|&i| shape[i]).product();
     let device = moved.device();
     let flat = moved.reshape(&[rows, len]);
-    // (rows × len) · (len × out): the transpose of `m`.
-    let mut mt = vec![0.0f32; len * out];
-    for o in 0..out {
-        for i in 0..len {
-            mt[i * out + o] = m[o * len + i];
-        }
-    }
-    let mt = F::from_host(
+    // (rows × len) · (len × out).
+    let m = F::from_host(
         &HostTensor {
             shape: vec![len, out],
-            data: super::HostData::Float(mt),
+            data: super::HostData::Float(m),
         },
         &device,
     );
-    let y = match (flat, mt) {
+    let y = match (flat, m) {
         (F::R2(p), F::R2(q)) => F::R2(p.matmul(q)),
         (p, q) => unreachable!("reshaped to rank 2: {:?} {:?}", p.shape(), q.shape()),
     };
