@@ -347,20 +347,6 @@ impl Builder<'_, '_> {
         })
     }
 
-    fn push(
-        &mut self,
-        base: &str,
-        op: &str,
-        inputs: Vec<String>,
-        attrs: Vec<(&str, Attr)>,
-    ) -> String {
-        self.ir.push(base, op, inputs, attrs)
-    }
-
-    fn int_constant(&mut self, base: &str, data: Vec<i64>) -> String {
-        self.ir.int_constant(base, data)
-    }
-
     /// `op` with a fused activation after it; the activation (or the op, without one) is
     /// the node named `base`.
     fn emit(
@@ -372,9 +358,11 @@ impl Builder<'_, '_> {
         activation: i8,
     ) -> R<String> {
         if activation == 0 {
-            return Ok(self.push(base, op, inputs, attrs));
+            return Ok(self.ir.push(base, op, inputs, attrs));
         }
-        let x = self.push(&format!("{base}/{}", op.to_lowercase()), op, inputs, attrs);
+        let x = self
+            .ir
+            .push(&format!("{base}/{}", op.to_lowercase()), op, inputs, attrs);
         self.activation(base, x, activation)
     }
 
@@ -382,10 +370,10 @@ impl Builder<'_, '_> {
         let clip = |lo: f32, hi: f32| vec![("min", Attr::Float(lo)), ("max", Attr::Float(hi))];
         Ok(match activation {
             0 => x,
-            1 => self.push(base, "Relu", vec![x], vec![]),
-            2 => self.push(base, "Clip", vec![x], clip(-1.0, 1.0)),
-            3 => self.push(base, "Clip", vec![x], clip(0.0, 6.0)),
-            4 => self.push(base, "Tanh", vec![x], vec![]),
+            1 => self.ir.push(base, "Relu", vec![x], vec![]),
+            2 => self.ir.push(base, "Clip", vec![x], clip(-1.0, 1.0)),
+            3 => self.ir.push(base, "Clip", vec![x], clip(0.0, 6.0)),
+            4 => self.ir.push(base, "Tanh", vec![x], vec![]),
             a => {
                 return Err(WeightsError::Unsupported(format!(
                     "TFLite: operator {base} has fused activation {a} (SIGN_BIT or unknown)"
@@ -591,8 +579,10 @@ impl Builder<'_, '_> {
                     self.plain(x_t, Some(k))?
                 } else {
                     let f = self.flat(x_t, k)?;
-                    let shape = self.int_constant(&format!("{name}/shape"), vec![-1, din as i64]);
-                    self.push(
+                    let shape = self
+                        .ir
+                        .int_constant(&format!("{name}/shape"), vec![-1, din as i64]);
+                    self.ir.push(
                         &format!("{name}/flatten"),
                         "Reshape",
                         vec![f, shape],
@@ -662,18 +652,18 @@ impl Builder<'_, '_> {
             LOGISTIC | TANH | RELU | RELU6 | RELU_N1_TO_1 | HARD_SWISH | LEAKY_RELU => {
                 let v = self.val(input(0)?, k)?;
                 let y = match code {
-                    LOGISTIC => self.push(&base, "Sigmoid", vec![v.name], vec![]),
-                    TANH => self.push(&base, "Tanh", vec![v.name], vec![]),
+                    LOGISTIC => self.ir.push(&base, "Sigmoid", vec![v.name], vec![]),
+                    TANH => self.ir.push(&base, "Tanh", vec![v.name], vec![]),
                     RELU => self.activation(&base, v.name, 1)?,
                     RELU6 => self.activation(&base, v.name, 3)?,
                     RELU_N1_TO_1 => self.activation(&base, v.name, 2)?,
-                    HARD_SWISH => self.push(&base, "HardSwish", vec![v.name], vec![]),
+                    HARD_SWISH => self.ir.push(&base, "HardSwish", vec![v.name], vec![]),
                     _ => {
                         let alpha = operator
                             .options::<LeakyReluOptions>()
                             .and_then(|o| o.alpha())
                             .unwrap_or(0.2);
-                        self.push(
+                        self.ir.push(
                             &base,
                             "LeakyRelu",
                             vec![v.name],
@@ -751,7 +741,7 @@ impl Builder<'_, '_> {
                     ("axes", Attr::Ints(axes.iter().map(|&a| a as i64).collect())),
                     ("keepdims", Attr::Int(i64::from(keep))),
                 ];
-                let y = self.push(&base, "ReduceMean", vec![x], attrs);
+                let y = self.ir.push(&base, "ReduceMean", vec![x], attrs);
                 self.out(out, y, nchw);
             }
             PAD | PADV2 => {
@@ -778,7 +768,7 @@ impl Builder<'_, '_> {
                 let mut pads: Vec<i64> = order.iter().map(|&a| p[2 * a]).collect();
                 pads.extend(order.iter().map(|&a| p[2 * a + 1]));
                 let attrs = vec![("pads", Attr::Ints(pads)), ("value", Attr::Float(value))];
-                let y = self.push(&base, "Pad", vec![v.name], attrs);
+                let y = self.ir.push(&base, "Pad", vec![v.name], attrs);
                 self.out(out, y, v.nchw && rank == 4);
             }
             CONCATENATION => {
@@ -831,10 +821,14 @@ impl Builder<'_, '_> {
                     let c = self
                         .ir
                         .float_constant(&format!("{base}/beta"), vec![], vec![beta]);
-                    x = self.push(&format!("{base}/scaled"), "Mul", vec![x, c], vec![]);
+                    x = self
+                        .ir
+                        .push(&format!("{base}/scaled"), "Mul", vec![x, c], vec![]);
                 }
                 let axis = if v.nchw && rank == 4 { 1 } else { -1 };
-                let y = self.push(&base, "Softmax", vec![x], vec![("axis", Attr::Int(axis))]);
+                let y = self
+                    .ir
+                    .push(&base, "Softmax", vec![x], vec![("axis", Attr::Int(axis))]);
                 self.out(out, y, v.nchw && rank == 4);
             }
             other => {
@@ -844,7 +838,9 @@ impl Builder<'_, '_> {
                     .iter()
                     .filter_map(|t| self.values.get(t).map(|v| v.name.clone()))
                     .collect();
-                let y = self.push(&base, &format!("TFLite {}", op_name(other)), known, vec![]);
+                let y = self
+                    .ir
+                    .push(&base, &format!("TFLite {}", op_name(other)), known, vec![]);
                 self.out(out, y, false);
             }
         }
@@ -870,8 +866,8 @@ impl Builder<'_, '_> {
         {
             *t0 = 0;
         }
-        let shape = self.int_constant(&format!("{base}/shape"), target);
-        Ok(self.push(base, "Reshape", vec![x, shape], vec![]))
+        let shape = self.ir.int_constant(&format!("{base}/shape"), target);
+        Ok(self.ir.push(base, "Reshape", vec![x, shape], vec![]))
     }
 
     /// A 1×1 convolution on a 1×1 map whose output is only reshaped to a vector by the
@@ -922,7 +918,7 @@ impl Builder<'_, '_> {
         let prefix = name;
         let x_t = g.ops[k].1[0];
         let x = self.flat(x_t, k)?;
-        let flat = self.push(
+        let flat = self.ir.push(
             &format!("{name}/flatten"),
             "Flatten",
             vec![x],
@@ -930,7 +926,7 @@ impl Builder<'_, '_> {
         );
         let w = self.param(&format!("{prefix}.weight"), tensors)?;
         let b = self.param(&format!("{prefix}.bias"), tensors)?;
-        let y = self.push(
+        let y = self.ir.push(
             name,
             "Gemm",
             vec![flat, w, b],
