@@ -39,6 +39,7 @@ Usage:  python3.11 -m venv /tmp/venv-tf2onnx
 import json
 import os
 import shutil
+import sys
 import warnings
 import zlib
 
@@ -55,37 +56,14 @@ import onnxruntime as ort
 import tf2onnx
 from onnx import helper
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_keras_graph_fixtures import randomise  # noqa: E402  (random biases, BN statistics)
+
 # Keras 3 on a Functional model's single input given as a tensor, not a list: harmless.
 warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "onnx")
 TOLERANCE = 1e-5
-
-
-def randomise(model, rng):
-    """Random biases and BatchNorm statistics (Keras starts them at 0 or 1, which would
-    leave a wrongly loaded one unnoticed); as scripts/make_keras_graph_fixtures.py."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            randomise(layer, rng)
-            continue
-        w = layer.get_weights()
-        if not w:
-            continue
-        if isinstance(layer, keras.layers.BatchNormalization):
-            new = []
-            for v, a in zip(layer.weights, w):
-                s = a.shape
-                new.append({
-                    "gamma": lambda: rng.uniform(0.5, 1.5, s),
-                    "beta": lambda: rng.normal(0, 0.1, s),
-                    "moving_mean": lambda: rng.normal(0, 0.1, s),
-                    "moving_variance": lambda: rng.uniform(0.5, 2.0, s),
-                }[v.path.split("/")[-1]]().astype("float32"))
-            layer.set_weights(new)
-        elif getattr(layer, "use_bias", False):
-            w[-1] = rng.normal(0, 0.1, w[-1].shape).astype("float32")
-            layer.set_weights(w)
 
 
 def mobilenet_v2():
