@@ -499,6 +499,8 @@ fn keras_applications_of_every_family_run_as_their_graph() {
     let spec = retrain::zoo::spec_for(None, &w, &Device::default()).unwrap();
     assert_eq!(spec.preprocess.mean, [0.0; 3]);
     assert!((spec.preprocess.std[0] - 1.0 / 255.0).abs() < 1e-12);
+    // Resized to the model's input size, as Keras loads images: no 256/224 crop.
+    assert_eq!((spec.preprocess.resize, spec.preprocess.crop), (16, 16));
     check_file_graph(
         "keras_apps",
         "convnext.h5",

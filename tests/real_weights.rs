@@ -143,6 +143,13 @@ fn keras_mobilenet_v2_embeddings_match_tensorflow() {
 #[test]
 fn keras_full_model_as_its_graph_matches_tensorflow() {
     embeddings_match_origin("keras_mobilenet_v2", KERAS_MOBILENET_V2, true);
+    // Fed at the file's own input size (160), as the zoo's Keras MobileNetV2 is fed at
+    // its own: resized to it, Keras' "tf" scaling.
+    if let Some(path) = real_weights(KERAS_MOBILENET_V2) {
+        let graph = load_without_model(&path, &Device::default());
+        let zoo = zoo::find("keras_mobilenet_v2").unwrap().spec();
+        assert_eq!(graph.preprocess, zoo.preprocess.sized(160));
+    }
 }
 
 /// The three strategies on a real Keras file and the real images, with few steps (one

@@ -520,7 +520,13 @@ pub fn model_spec(
     })?;
     let config = analyse(g, weights, size, device)?;
     let crop = config.input_size[0].min(config.input_size[1]);
-    let resize = (crop as f64 * 256.0 / 224.0).round() as usize;
+    // Keras feeds its models images resized to their input size (`load_img(target_size=…)`),
+    // as the zoo's Keras entries do; torchvision resizes to 256/224 of it and crops.
+    let resize = if g.format == "keras" {
+        crop
+    } else {
+        (crop as f64 * 256.0 / 224.0).round() as usize
+    };
     let imagenet =
         crate::zoo::Preprocess::imagenet(resize, crop, crate::zoo::Interpolation::Bilinear);
     // What the file says, else what its producers mostly expect: Keras models and TFLite
