@@ -524,3 +524,93 @@ fn keras_applications_full_models_run_as_their_graph() {
         check_file_graph(dir, file, format, "", "", |_| TOL);
     }
 }
+
+/// CNTK models built with CNTK's layers API, saved by CNTK 2.7 as v2 files
+/// (scripts/make_cntk_fixtures.py): a ConvNet (auto-padded convolutions with odd and even
+/// kernels and strides, grouped convolution, spatial and per-element BatchNorm, ELU and
+/// LeakyReLU blocks, max and average pooling, Dense on a map) and a ResNet (residual
+/// blocks, a strided projection, Splice, average pooling not counting padding, global
+/// pooling, x * sigmoid(x)), against CNTK within 1e-4.
+#[test]
+fn cntk_v2_models_run_as_their_graph() {
+    for name in ["convnet", "resnet"] {
+        let prefix = format!("{name}_");
+        check_file_graph(
+            "cntk",
+            &format!("{name}.model"),
+            WeightsFormat::CntkV2,
+            &prefix,
+            &prefix,
+            |_| TOL,
+        );
+    }
+}
+
+/// Real CNTK files with trained weights (../shared/data/cntk): the tutorial's MNIST conv
+/// net on two real digits (its output is a softmax), the CIFAR-10 ConvNet of CNTK 2.0 beta
+/// (a training graph: its root combines the model with its loss and metric) on two
+/// photographs, and a conv + BatchNorm file whose statistics have no sample count; against
+/// CNTK 2.7's outputs (tests/fixtures/cntk/real), 1e-4 of the largest value, and CNTK's
+/// top-1.
+#[test]
+fn real_cntk_files_give_cntks_outputs() {
+    let Some(dir) = cntk_files() else { return };
+    let refs = fixtures().join("cntk/real");
+    let device = Device::default();
+    for (file, format, softmax) in [
+        ("mnist_conv.cmf", WeightsFormat::CntkV2, true),
+        (
+            "ConvNet_CIFAR10_DataAug_13.dnn",
+            WeightsFormat::CntkV2,
+            false,
+        ),
+        (
+            "batch.norm.no.sample.count.v2.bin",
+            WeightsFormat::CntkV2,
+            false,
+        ),
+    ] {
+        let weights = Weights::load(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(weights.format, format, "{file}");
+        let spec = retrain::zoo::spec_for(None, &weights, &device)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let model =
+            Model::from_spec(&spec, &weights, &device).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (mut shape, mut x) = npy(&refs.join(format!("{file}_input.npy")));
+        if shape[1] == 1 {
+            // A grey model runs on RGB images: equal channels are the grey image.
+            let plane = shape[2] * shape[3];
+            x = x
+                .chunks(plane)
+                .flat_map(|p| p.iter().chain(p).chain(p).copied().collect::<Vec<_>>())
+                .collect();
+            shape[1] = 3;
+        }
+        let input = tensor4(&shape, x, &device);
+        let got = match model.network.logits(input.clone()) {
+            Some(l) if softmax => values(burn::tensor::activation::softmax(l, 1)),
+            Some(l) => values(l),
+            None => {
+                let last = model.stage_names.len() - 1;
+                values(
+                    model
+                        .network
+                        .features_through(input, last)
+                        .flatten::<2>(1, 3),
+                )
+            }
+        };
+        let want = npy(&refs.join(format!("{file}_output.npy")));
+        let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let argmax = |v: &[f32], n: usize| -> Vec<usize> {
+            v.chunks(v.len() / n)
+                .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+                .collect()
+        };
+        let n = want.0[0];
+        assert_eq!(argmax(&got.1, n), argmax(&want.1, n), "{file}: top-1");
+        let d = max_abs_diff(file, got, want);
+        eprintln!("{file}: max |diff| {d:.2e} (largest |value| {scale:.2e})");
+        assert!(d <= TOL * scale.max(1.0), "{file}: {d:e}");
+    }
+}

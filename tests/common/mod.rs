@@ -109,6 +109,17 @@ pub fn hymenoptera() -> Option<PathBuf> {
     missing(format!("{} not found (set HYMENOPTERA_DIR)", p.display()))
 }
 
+/// The real CNTK model files beside the project (../shared/data/cntk), if present.
+pub fn cntk_files() -> Option<PathBuf> {
+    let p = std::env::var_os("CNTK_FILES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cntk"));
+    if p.join("mnist_conv.cmf").is_file() {
+        return Some(p);
+    }
+    missing(format!("{} not found (set CNTK_FILES_DIR)", p.display()))
+}
+
 /// Runs the `retrain` binary built for the tests.
 pub fn retrain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_retrain"))

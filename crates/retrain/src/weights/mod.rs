@@ -4,6 +4,7 @@
 //! A weights file is untrusted input: every reader here is bounded by the file's length,
 //! refuses what it does not understand with an error, and never executes anything.
 
+mod cntk;
 mod keras;
 pub mod onnx;
 mod pickle;
@@ -126,6 +127,11 @@ pub enum WeightsFormat {
     Tflite,
     /// ONNX model (`ModelProto`): the graph and its initializers.
     Onnx,
+    /// CNTK 2 model (`Function.save`: a protobuf Dictionary): the graph and its parameters.
+    CntkV2,
+    /// CNTK 1 / BrainScript model (also CNTK 2's legacy format): the graph and its
+    /// parameters.
+    CntkV1,
 }
 
 impl fmt::Display for WeightsFormat {
@@ -139,6 +145,8 @@ impl fmt::Display for WeightsFormat {
             WeightsFormat::TfCheckpoint => "TensorFlow checkpoint (.index + .data shards)",
             WeightsFormat::Tflite => "TensorFlow Lite (.tflite, BatchNorm folded)",
             WeightsFormat::Onnx => "ONNX model (.onnx)",
+            WeightsFormat::CntkV2 => "CNTK v2 model (protobuf Dictionary)",
+            WeightsFormat::CntkV1 => "CNTK v1 model (BrainScript network)",
         })
     }
 }
@@ -152,7 +160,7 @@ pub enum WeightsError {
         source: std::io::Error,
     },
     #[error(
-        "unrecognised weights format (expected a torch.save .pt/.pth file, .safetensors, a Keras .h5/.keras, a TensorFlow checkpoint or SavedModel folder, a .tflite, an .onnx)"
+        "unrecognised weights format (expected a torch.save .pt/.pth file, .safetensors, a Keras .h5/.keras, a TensorFlow checkpoint or SavedModel folder, a .tflite, an .onnx, a CNTK .model/.dnn)"
     )]
     UnknownFormat,
     #[error("weights file is truncated: {0}; download or copy it again")]
@@ -261,6 +269,11 @@ impl Weights {
                 graph = Some(Box::new(g));
                 tensors
             }
+            WeightsFormat::CntkV2 | WeightsFormat::CntkV1 => {
+                let (tensors, g) = cntk::read(bytes)?;
+                graph = Some(Box::new(g));
+                tensors
+            }
             WeightsFormat::TfCheckpoint => {
                 return Err(WeightsError::Unsupported(
                     "a TensorFlow checkpoint index alone: load it by path, beside its .data shards"
@@ -344,6 +357,12 @@ pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
     }
     if safetensors_file::looks_like(bytes) {
         return Ok(WeightsFormat::Safetensors);
+    }
+    // Before ONNX: a v2 file's first field is a small version number too.
+    match cntk::detect(bytes) {
+        Some("v2") => return Ok(WeightsFormat::CntkV2),
+        Some(_) => return Ok(WeightsFormat::CntkV1),
+        None => {}
     }
     if onnx::looks_like(bytes) {
         return Ok(WeightsFormat::Onnx);

@@ -1,0 +1,1325 @@
+//! A CNTK network ([`Net`]) as a [`crate::graph::Graph`]: the functions the model's output
+//! needs, in dependency order, translated to the runtime's (ONNX-named) ops at opset 13.
+//!
+//! Layout: CNTK stores shapes column-major (`[W, H, C]` for an image, `[kW, kH, Cin, Cout]`
+//! for a kernel) with the batch as a dynamic axis. Reversed, a shape is the row-major one
+//! of the same data (`[C, H, W]`, OIHW), so values are held as NCHW with the batch in
+//! front and no data is reordered, except dense weights, which a Gemm reads as (out, in).
+//! CNTK broadcasts element-wise operands aligned at axis 0 (column-major), numpy at the
+//! last axis: the reversed shapes broadcast alike.
+//!
+//! Blocks (the layers API's `Convolution`, `Dense`, `BatchNormalization`, …) are unfolded:
+//! a placeholder stands for the value the block was called on, the block's output for its
+//! composite's root. Blocks whose composite uses comparisons and selection to express one
+//! activation (`ELU` with its alpha, `LeakyReLU`) become that activation. A `Dense` block's
+//! Times and Plus become one Gemm, a convolution's Plus of a per-channel bias its bias.
+//!
+//! Weights are named after the layer that owns them (the innermost named block, else the
+//! function, else the parameter's uid) and their role: `conv1.weight`, `bn1.running_var`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Func, Net, Value, Var, VarKind, corrupt, numel, unsupported};
+use crate::graph::build::IrBuilder;
+use crate::graph::{Attr, Graph, InputScaling, ValueInfo};
+use crate::weights::{DType, WeightTensor, WeightsError};
+
+/// The opset whose signatures the translated nodes follow.
+const OPSET: i64 = 13;
+
+/// Functions a model may hold; more are refused (a file is untrusted input).
+const MAX_FUNCTIONS: usize = 100_000;
+
+type R<T> = Result<T, WeightsError>;
+
+/// Ops that pass their input through at inference.
+const IDENTITIES: &[&str] = &["Pass", "StopGradient", "NoOp", "Dropout", "Combine"];
+
+/// Blocks that stand for one activation (their composite selects between branches).
+const ACTIVATION_BLOCKS: &[&str] = &["ELU", "LeakyReLU"];
+
+/// An activation value: its IR name and CNTK's static shape reversed (row-major, no batch).
+#[derive(Debug, Clone)]
+struct Val {
+    name: String,
+    shape: Vec<usize>,
+}
+
+/// What a function's input is.
+enum Operand<'n> {
+    Value(Val),
+    Var(&'n str, &'n Var),
+}
+
+struct Translator<'n> {
+    net: &'n Net,
+    ir: IrBuilder,
+    tensors: BTreeMap<String, WeightTensor>,
+    /// IR names of parameters already made, by uid.
+    params: BTreeMap<String, String>,
+    values: BTreeMap<String, Val>,
+    /// Placeholders and block outputs → the value they stand for.
+    alias: BTreeMap<String, String>,
+    /// Function index by the value it computes.
+    producer: BTreeMap<String, usize>,
+    /// How many functions read each value (for fusing a bias into its Conv or Gemm).
+    readers: BTreeMap<String, usize>,
+    /// The innermost named block that lists a parameter among its inputs.
+    owner: BTreeMap<String, String>,
+    /// Functions already folded into the one before them (a bias Plus).
+    fused: BTreeSet<usize>,
+    /// Names of the named blocks, by the value they compute (resolved).
+    block_names: BTreeMap<String, String>,
+    input: Option<ValueInfo>,
+}
+
+fn reversed(shape: &[usize]) -> Vec<usize> {
+    shape.iter().rev().copied().collect()
+}
+
+fn is_activation_block(f: &Func) -> bool {
+    f.block
+        .as_ref()
+        .is_some_and(|b| ACTIVATION_BLOCKS.contains(&b.op_name.as_str()) && b.arguments.len() == 1)
+}
+
+/// Translates a CNTK network into the runtime's graph and its weights.
+pub(crate) fn translate(net: &Net) -> R<(BTreeMap<String, WeightTensor>, Graph)> {
+    if net.funcs.len() > MAX_FUNCTIONS {
+        return Err(unsupported(format!(
+            "{} functions; at most {MAX_FUNCTIONS} are read",
+            net.funcs.len()
+        )));
+    }
+    let mut t = Translator {
+        net,
+        ir: IrBuilder::avoiding(std::iter::empty()),
+        tensors: BTreeMap::new(),
+        params: BTreeMap::new(),
+        values: BTreeMap::new(),
+        alias: BTreeMap::new(),
+        producer: BTreeMap::new(),
+        readers: BTreeMap::new(),
+        owner: BTreeMap::new(),
+        fused: BTreeSet::new(),
+        block_names: BTreeMap::new(),
+        input: None,
+    };
+    for (i, f) in net.funcs.iter().enumerate() {
+        match &f.block {
+            Some(b) if !is_activation_block(f) => {
+                for (placeholder, outer) in &b.arguments {
+                    t.alias.insert(placeholder.clone(), outer.clone());
+                }
+                for o in &f.outputs {
+                    t.alias.insert(o.clone(), b.root.clone());
+                }
+                if !f.name.is_empty() {
+                    for v in &f.inputs {
+                        if net.vars.contains_key(v) && !t.owner.contains_key(v) {
+                            t.owner.insert(v.clone(), f.name.clone());
+                        }
+                    }
+                }
+            }
+            _ => {
+                for o in &f.outputs {
+                    if f.op != "Combine" {
+                        t.producer.insert(o.clone(), i);
+                    }
+                }
+            }
+        }
+    }
+    for f in &net.funcs {
+        if let Some(b) = &f.block
+            && !f.name.is_empty()
+            && !is_activation_block(f)
+        {
+            let v = t.resolve(&b.root)?;
+            t.block_names.entry(v).or_insert_with(|| f.name.clone());
+        }
+    }
+    let output = t.model_output()?;
+    let order = t.order(&output)?;
+    for &i in &order {
+        for v in t.func_inputs(&net.funcs[i]) {
+            *t.readers.entry(v).or_default() += 1;
+        }
+    }
+    for &i in &order {
+        if !t.fused.contains(&i) {
+            t.function(i)?;
+        }
+    }
+    let out = t.value(&output)?;
+    let input = t
+        .input
+        .take()
+        .ok_or_else(|| unsupported("the model's output does not depend on an image input"))?;
+    let ir = Graph {
+        format: "cntk".into(),
+        producer: net.description.clone(),
+        opset: OPSET,
+        input,
+        extra_inputs: vec![],
+        output: ValueInfo {
+            name: out.name,
+            dims: vec![None; out.shape.len() + 1],
+        },
+        nodes: t.ir.nodes,
+        params: t.ir.params,
+        constants: t.ir.constants,
+        // CNTK's image reader gives BGR pixels in 0..255, which models are trained on.
+        input_scaling: Some(InputScaling {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+            bgr: true,
+        }),
+        weights_in_constants: vec![],
+    };
+    Ok((t.tensors, ir))
+}
+
+impl<'n> Translator<'n> {
+    /// A value id with placeholders and block outputs followed to what they stand for.
+    fn resolve(&self, id: &str) -> R<String> {
+        let mut v = id.to_owned();
+        for _ in 0..=self.alias.len() {
+            match self.alias.get(&v) {
+                Some(next) => v = next.clone(),
+                None => return Ok(v),
+            }
+        }
+        Err(corrupt(format!("the placeholders of `{id}` form a cycle")))
+    }
+
+    /// A function's inputs, resolved; an activation block's is its one argument.
+    fn func_inputs(&self, f: &Func) -> Vec<String> {
+        let raw: Vec<&String> = match &f.block {
+            Some(b) => b.arguments.iter().map(|(_, v)| v).collect(),
+            None => f.inputs.iter().collect(),
+        };
+        raw.into_iter()
+            .map(|v| self.resolve(v).unwrap_or_else(|_| v.clone()))
+            .collect()
+    }
+
+    /// The model's output: the root's, or of a training graph's several outputs (the model
+    /// combined with its loss and metric) the first that needs no input but the image.
+    fn model_output(&self) -> R<String> {
+        let outputs: Vec<String> = self
+            .net
+            .outputs
+            .iter()
+            .map(|o| self.resolve(o))
+            .collect::<R<_>>()?;
+        if outputs.len() == 1 {
+            return Ok(outputs[0].clone());
+        }
+        for o in &outputs {
+            let inputs = self.inputs_of(o)?;
+            if inputs.len() == 1 && self.net.vars[&inputs[0]].shape.len() == 3 {
+                return Ok(o.clone());
+            }
+        }
+        Err(unsupported(format!(
+            "none of the root's {} outputs is computed from one image input",
+            outputs.len()
+        )))
+    }
+
+    /// The input variables a value depends on.
+    fn inputs_of(&self, v: &str) -> R<Vec<String>> {
+        let order = self.order(v)?;
+        let mut inputs = BTreeSet::new();
+        let mut consider = |id: &String| {
+            if self
+                .net
+                .vars
+                .get(id)
+                .is_some_and(|x| x.kind == VarKind::Input)
+            {
+                inputs.insert(id.clone());
+            }
+        };
+        consider(&v.to_owned());
+        for i in order {
+            for id in self.func_inputs(&self.net.funcs[i]) {
+                consider(&id);
+            }
+        }
+        Ok(inputs.into_iter().collect())
+    }
+
+    /// The functions `output` needs, each after those it reads (iteratively: a file's
+    /// depth must not exhaust the stack).
+    fn order(&self, output: &str) -> R<Vec<usize>> {
+        let mut order = Vec::new();
+        // 0 unseen, 1 on the path, 2 done.
+        let mut state = vec![0u8; self.net.funcs.len()];
+        let mut stack: Vec<(usize, bool)> = Vec::new();
+        if let Some(&i) = self.producer.get(output) {
+            stack.push((i, false));
+        }
+        while let Some((i, expanded)) = stack.pop() {
+            if expanded {
+                state[i] = 2;
+                order.push(i);
+                continue;
+            }
+            match state[i] {
+                2 => continue,
+                1 => {
+                    return Err(unsupported(format!(
+                        "function `{}` is in a loop (a recurrent network, not an image model)",
+                        self.net.funcs[i].uid
+                    )));
+                }
+                _ => {}
+            }
+            state[i] = 1;
+            stack.push((i, true));
+            for v in self.func_inputs(&self.net.funcs[i]) {
+                if let Some(&j) = self.producer.get(&v) {
+                    match state[j] {
+                        0 => stack.push((j, false)),
+                        1 => {
+                            return Err(unsupported(format!(
+                                "function `{}` is in a loop (a recurrent network, not an \
+                                 image model)",
+                                self.net.funcs[j].uid
+                            )));
+                        }
+                        _ => {}
+                    }
+                } else if !self.net.vars.contains_key(&v) {
+                    return Err(corrupt(format!(
+                        "`{v}`, an input of `{}`, is computed by no function",
+                        self.net.funcs[i].uid
+                    )));
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    fn operand(&mut self, id: &str) -> R<Operand<'n>> {
+        let id = self.resolve(id)?;
+        if let Some(v) = self.values.get(&id) {
+            return Ok(Operand::Value(v.clone()));
+        }
+        let net = self.net;
+        match net.vars.get_key_value(&id) {
+            Some((uid, var)) if var.kind == VarKind::Input => {
+                Ok(Operand::Value(self.image_input(uid, var)?))
+            }
+            Some((uid, var)) => Ok(Operand::Var(uid, var)),
+            None => Err(corrupt(format!("`{id}` is read before it is computed"))),
+        }
+    }
+
+    fn value(&mut self, id: &str) -> R<Val> {
+        match self.operand(id)? {
+            Operand::Value(v) => Ok(v),
+            Operand::Var(uid, _) => Err(unsupported(format!(
+                "`{uid}` is a parameter where an activation is expected"
+            ))),
+        }
+    }
+
+    fn image_input(&mut self, uid: &str, var: &Var) -> R<Val> {
+        // Values are kept by uid: a second call is a second input.
+        if let Some(input) = &self.input {
+            return Err(unsupported(format!(
+                "the model reads two inputs (`{}` and `{uid}`); an image model reads one",
+                input.name
+            )));
+        }
+        if var.shape.len() != 3 {
+            return Err(unsupported(format!(
+                "input `{uid}` has shape {:?}; an image [W, H, C] is expected",
+                var.shape
+            )));
+        }
+        let shape = reversed(&var.shape);
+        let name = if var.name.is_empty() {
+            uid.to_owned()
+        } else {
+            self.ir.unique(&var.name)
+        };
+        self.input = Some(ValueInfo {
+            name: name.clone(),
+            dims: std::iter::once(None)
+                .chain(shape.iter().map(|&d| Some(d)))
+                .collect(),
+        });
+        let v = Val { name, shape };
+        self.values.insert(uid.to_owned(), v.clone());
+        Ok(v)
+    }
+
+    /// A node's name: the named block whose value it computes, the function's own name, or
+    /// (within a named block) `<block>/<op>`, else its uid.
+    fn node_name(&self, f: &Func) -> String {
+        if let Some(n) = f.outputs.first().and_then(|o| self.block_names.get(o)) {
+            return n.clone();
+        }
+        if !f.name.is_empty() {
+            return f.name.clone();
+        }
+        let owned = f.inputs.iter().find_map(|v| self.owner.get(v));
+        match owned {
+            Some(layer) => format!("{layer}/{}", f.op.to_lowercase()),
+            None => f.uid.clone(),
+        }
+    }
+
+    /// The name of a convolution or dense node (`kind`) whose weight is `wid`, with the bias
+    /// Plus `fused` into it: the block name of what it computes, else its layer's
+    /// `<layer>/<kind>`, else `name`.
+    fn weighted_name(
+        &self,
+        f: &Func,
+        fused: Option<usize>,
+        wid: &str,
+        name: &str,
+        kind: &str,
+    ) -> String {
+        let computes = fused.map_or(f, |j| &self.net.funcs[j]);
+        if let Some(n) = computes
+            .outputs
+            .first()
+            .and_then(|o| self.block_names.get(o))
+        {
+            return n.clone();
+        }
+        if !f.name.is_empty() {
+            return f.name.clone();
+        }
+        match self.owner.get(wid) {
+            Some(layer) => format!("{layer}/{kind}"),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The layer a parameter belongs to, for naming it.
+    fn owner_of(&self, uid: &str, f: &Func) -> String {
+        if let Some(o) = self.owner.get(uid) {
+            return o.clone();
+        }
+        if !f.name.is_empty() {
+            return f.name.clone();
+        }
+        f.uid.clone()
+    }
+
+    /// A variable's values as a row-major tensor of the reversed shape (the same data).
+    fn var_tensor(uid: &str, var: &Var) -> R<WeightTensor> {
+        let data = var
+            .value
+            .clone()
+            .ok_or_else(|| corrupt(format!("parameter `{uid}` has no value")))?;
+        Ok(WeightTensor {
+            dtype: DType::F32,
+            shape: reversed(&var.shape),
+            data,
+            strided: false,
+        })
+    }
+
+    /// A parameter (trained) or constant as an IR parameter named `<layer>.<role>`, with
+    /// its tensor reshaped to `shape` (same element count, same order).
+    fn param(
+        &mut self,
+        uid: &str,
+        var: &Var,
+        layer: &str,
+        role: &str,
+        shape: Vec<usize>,
+    ) -> R<String> {
+        if let Some(name) = self.params.get(uid) {
+            return Ok(name.clone());
+        }
+        let mut t = Self::var_tensor(uid, var)?;
+        if numel(&shape) != Some(t.data.len()) {
+            return Err(corrupt(format!(
+                "`{uid}` of shape {:?} cannot be read as {shape:?}",
+                var.shape
+            )));
+        }
+        t.shape = shape.clone();
+        let name = self.ir.unique(&format!("{layer}.{role}"));
+        self.ir.param(&name, &shape);
+        self.tensors.insert(name.clone(), t);
+        self.params.insert(uid.to_owned(), name.clone());
+        Ok(name)
+    }
+
+    /// An element-wise operand: an activation, or a parameter/constant in its own shape.
+    fn elementwise(&mut self, id: &str, f: &Func, role: &str) -> R<(String, Vec<usize>)> {
+        match self.operand(id)? {
+            Operand::Value(v) => Ok((v.name, v.shape)),
+            Operand::Var(uid, var) => {
+                let layer = self.owner_of(uid, f);
+                let shape = reversed(&var.shape);
+                let name =
+                    if var.kind == VarKind::Constant && var.shape.iter().product::<usize>() <= 64 {
+                        let data = var
+                            .value
+                            .clone()
+                            .ok_or_else(|| corrupt(format!("constant `{uid}` has no value")))?;
+                        self.ir
+                            .float_constant(&format!("{layer}.{role}"), shape.clone(), data)
+                    } else {
+                        self.param(uid, var, &layer, role, shape.clone())?
+                    };
+                Ok((name, shape))
+            }
+        }
+    }
+
+    fn set(&mut self, f: &Func, v: Val) {
+        for o in &f.outputs {
+            self.values.insert(o.clone(), v.clone());
+        }
+    }
+
+    /// The one function reading `value`, if only one does and it is a Plus of a parameter
+    /// (a bias): (its index, the parameter's uid).
+    fn bias_reader(&self, f: &Func) -> Option<(usize, String)> {
+        let out = f.outputs.first()?;
+        if self.readers.get(out).copied() != Some(1) {
+            return None;
+        }
+        let (i, plus) = self.net.funcs.iter().enumerate().find(|(_, g)| {
+            g.op == "Plus" && g.block.is_none() && self.func_inputs(g).first() == Some(out)
+        })?;
+        let other = self.func_inputs(plus).get(1)?.clone();
+        let var = self.net.vars.get(&other)?;
+        (var.kind != VarKind::Input).then_some((i, other))
+    }
+
+    fn function(&mut self, i: usize) -> R<()> {
+        let net = self.net;
+        let f = &net.funcs[i];
+        let inputs = self.func_inputs(f);
+        let name = self.node_name(f);
+        let op = if is_activation_block(f) {
+            f.block.as_ref().map_or("", |b| b.op_name.as_str())
+        } else {
+            f.op.as_str()
+        };
+        let unary = |t: &mut Self, ir_op: &str, attrs: Vec<(&str, Attr)>| -> R<()> {
+            let x = t.value(first(&inputs, f)?)?;
+            let y = t.ir.push(&name, ir_op, vec![x.name], attrs);
+            t.set(
+                f,
+                Val {
+                    name: y,
+                    shape: x.shape,
+                },
+            );
+            Ok(())
+        };
+        match op {
+            _ if IDENTITIES.contains(&op) => {
+                let x = self.value(first(&inputs, f)?)?;
+                self.set(f, x);
+            }
+            "ReLU" => unary(self, "Relu", vec![])?,
+            "Sigmoid" | "StableSigmoid" => unary(self, "Sigmoid", vec![])?,
+            "Tanh" => unary(self, "Tanh", vec![])?,
+            "Exp" => unary(self, "Exp", vec![])?,
+            "Log" => unary(self, "Log", vec![])?,
+            "Sqrt" => unary(self, "Sqrt", vec![])?,
+            "Floor" => unary(self, "Floor", vec![])?,
+            "Abs" => unary(self, "Abs", vec![])?,
+            "Negate" => unary(self, "Neg", vec![])?,
+            "Reciprocal" => unary(self, "Reciprocal", vec![])?,
+            "ELU" => {
+                let alpha = float(f, "alpha").unwrap_or(1.0);
+                unary(self, "Elu", vec![("alpha", Attr::Float(alpha as f32))])?
+            }
+            "LeakyReLU" => {
+                let alpha = float(f, "alpha").unwrap_or(0.01);
+                unary(
+                    self,
+                    "LeakyRelu",
+                    vec![("alpha", Attr::Float(alpha as f32))],
+                )?
+            }
+            "Softmax" | "LogSoftmax" => self.softmax(f, &inputs, &name)?,
+            "Plus" | "Minus" | "ElementTimes" => {
+                let ir_op = match op {
+                    "Plus" => "Add",
+                    "Minus" => "Sub",
+                    _ => "Mul",
+                };
+                let role = match op {
+                    "Plus" => "bias",
+                    "Minus" => "offset",
+                    _ => "scale",
+                };
+                if inputs.len() != 2 {
+                    return Err(corrupt(format!(
+                        "{op} `{}` has {} inputs",
+                        f.uid,
+                        inputs.len()
+                    )));
+                }
+                let (a, sa) = self.elementwise(&inputs[0], f, role)?;
+                let (b, sb) = self.elementwise(&inputs[1], f, role)?;
+                let shape = broadcast(&sa, &sb).ok_or_else(|| {
+                    unsupported(format!("{op} `{}` of shapes {sa:?} and {sb:?}", f.uid))
+                })?;
+                let y = self.ir.push(&name, ir_op, vec![a, b], vec![]);
+                self.set(f, Val { name: y, shape });
+            }
+            "Convolution" => self.convolution(i, &inputs, &name)?,
+            "Pooling" => self.pooling(f, &inputs, &name)?,
+            "BatchNormalization" => self.batch_norm(f, &inputs, &name)?,
+            "Times" => self.times(i, &inputs, &name)?,
+            "Splice" => {
+                let axis = axis_attr(f, "axis").unwrap_or(0);
+                let mut names = vec![];
+                let mut shapes = vec![];
+                for v in &inputs {
+                    let x = self.value(v)?;
+                    names.push(x.name);
+                    shapes.push(x.shape);
+                }
+                let rank = shapes.first().map_or(0, Vec::len);
+                let at = rank
+                    .checked_sub(1 + axis as usize)
+                    .filter(|_| axis >= 0 && shapes.iter().all(|s| s.len() == rank))
+                    .ok_or_else(|| {
+                        unsupported(format!(
+                            "Splice `{}` along axis {axis} of shapes {shapes:?}",
+                            f.uid
+                        ))
+                    })?;
+                let mut shape = shapes[0].clone();
+                shape[at] = shapes.iter().map(|s| s[at]).sum();
+                let y = self.ir.push(
+                    &name,
+                    "Concat",
+                    names,
+                    vec![("axis", Attr::Int(at as i64 + 1))],
+                );
+                self.set(f, Val { name: y, shape });
+            }
+            "Reshape" => self.reshape(f, &inputs, &name)?,
+            "ReduceElements" => self.reduce(f, &inputs, &name)?,
+            "Block" => {
+                return Err(unsupported(format!(
+                    "block `{}` ({}) could not be unfolded",
+                    f.uid,
+                    f.block.as_ref().map_or("", |b| b.op_name.as_str())
+                )));
+            }
+            other => {
+                let named = if f.name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", f.name)
+                };
+                return Err(unsupported(format!(
+                    "the op {other} of function `{}`{named} is not supported",
+                    f.uid
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn softmax(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        let x = self.value(first(inputs, f)?)?;
+        let ir_op = if f.op == "LogSoftmax" {
+            "LogSoftmax"
+        } else {
+            "Softmax"
+        };
+        let y = match axis_attr(f, "axis") {
+            Some(a) if a >= 0 && (a as usize) < x.shape.len() => {
+                let at = x.shape.len() - a as usize;
+                self.ir.push(
+                    name,
+                    ir_op,
+                    vec![x.name],
+                    vec![("axis", Attr::Int(at as i64))],
+                )
+            }
+            // Over all of a sample's values.
+            _ if x.shape.len() <= 1 => {
+                self.ir
+                    .push(name, ir_op, vec![x.name], vec![("axis", Attr::Int(-1))])
+            }
+            _ => {
+                let flat = self.ir.push(
+                    &format!("{name}/flatten"),
+                    "Flatten",
+                    vec![x.name],
+                    vec![("axis", Attr::Int(1))],
+                );
+                let s = self.ir.push(
+                    &format!("{name}/softmax"),
+                    ir_op,
+                    vec![flat],
+                    vec![("axis", Attr::Int(-1))],
+                );
+                let dims: Vec<i64> = std::iter::once(0)
+                    .chain(x.shape.iter().map(|&d| d as i64))
+                    .collect();
+                let c = self.ir.int_constant(&format!("{name}/shape"), dims);
+                self.ir.push(name, "Reshape", vec![s, c], vec![])
+            }
+        };
+        self.set(
+            f,
+            Val {
+                name: y,
+                shape: x.shape,
+            },
+        );
+        Ok(())
+    }
+
+    fn convolution(&mut self, i: usize, inputs: &[String], name: &str) -> R<()> {
+        let f = &self.net.funcs[i];
+        if bool_attr(f, "transpose").unwrap_or(false) {
+            return Err(unsupported(format!(
+                "convolution `{}` is transposed (a deconvolution)",
+                f.uid
+            )));
+        }
+        if inputs.len() != 2 {
+            return Err(corrupt(format!(
+                "convolution `{}` has {} inputs",
+                f.uid,
+                inputs.len()
+            )));
+        }
+        let Operand::Var(wid, w) = self.operand(&inputs[0])? else {
+            return Err(unsupported(format!(
+                "convolution `{}` computes its kernel; a kernel parameter is expected",
+                f.uid
+            )));
+        };
+        let x = self.value(&inputs[1])?;
+        // Kernel [kW, kH, Cin/groups, Cout] → OIHW.
+        if w.shape.len() != 4 || x.shape.len() != 3 {
+            return Err(unsupported(format!(
+                "convolution `{}` of a {:?} kernel over a {:?} map; 2-d convolutions of \
+                 [W, H, C] maps with [kW, kH, C, K] kernels are supported",
+                f.uid,
+                w.shape,
+                reversed(&x.shape)
+            )));
+        }
+        let groups = int_attr(f, "groups").unwrap_or(1).max(1) as usize;
+        let [k_w, k_h, cin_g, cout] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
+        if cin_g * groups != x.shape[0] || cout % groups != 0 {
+            return Err(unsupported(format!(
+                "convolution `{}`: a kernel of {cin_g} channels in {groups} groups over {} channels",
+                f.uid, x.shape[0]
+            )));
+        }
+        let geometry = Geometry::of(f, "strides")?;
+        // Column-major axes: 0 = W, 1 = H, 2 = C.
+        let (out_w, crop_w, pw) = geometry.axis(0, x.shape[2], k_w)?;
+        let (out_h, crop_h, ph) = geometry.axis(1, x.shape[1], k_h)?;
+        let (out_c, _, _) = geometry.axis(2, x.shape[0], cin_g)?;
+        if out_c != 1 && groups == 1 {
+            return Err(unsupported(format!(
+                "convolution `{}` slides over the channels ({out_c} positions)",
+                f.uid
+            )));
+        }
+        let layer = self.owner_of(wid, f);
+        let wname = self.param(wid, w, &layer, "weight", vec![cout, cin_g, k_h, k_w])?;
+        // A per-channel bias [1, 1, K] (or [K] over a 1x1 map) added next is the Conv's.
+        let bias = self.bias_reader(f).filter(|(_, bid)| {
+            let b = &self.net.vars[bid];
+            let per_channel =
+                b.shape.iter().rev().skip(1).all(|&d| d == 1) && b.shape.last() == Some(&cout);
+            per_channel && (b.shape.len() == 3 || out_h * out_w == 1)
+        });
+        let name = &self.weighted_name(f, bias.as_ref().map(|b| b.0), wid, name, "conv");
+        let x = self.crop(x, [crop_h, crop_w], name);
+        let mut conv_inputs = vec![x.name, wname];
+        if let Some((j, bid)) = &bias {
+            let b = &self.net.vars[bid];
+            conv_inputs.push(self.param(bid, b, &layer, "bias", vec![cout])?);
+            self.fused.insert(*j);
+        }
+        let y = self.ir.push(
+            name,
+            "Conv",
+            conv_inputs,
+            conv_attrs(&geometry, [ph, pw], groups),
+        );
+        let v = Val {
+            name: y,
+            shape: vec![cout, out_h, out_w],
+        };
+        if let Some((j, _)) = bias {
+            let plus = &self.net.funcs[j];
+            self.set(plus, v.clone());
+        }
+        self.set(f, v);
+        Ok(())
+    }
+
+    /// `x` without its first `[h, w]` rows and columns (no window reads them).
+    fn crop(&mut self, x: Val, [h, w]: [usize; 2], name: &str) -> Val {
+        if h == 0 && w == 0 {
+            return x;
+        }
+        let starts = self
+            .ir
+            .int_constant(&format!("{name}/crop_starts"), vec![h as i64, w as i64]);
+        let ends = self
+            .ir
+            .int_constant(&format!("{name}/crop_ends"), vec![i64::MAX; 2]);
+        let axes = self
+            .ir
+            .int_constant(&format!("{name}/crop_axes"), vec![2, 3]);
+        let y = self.ir.push(
+            &format!("{name}/crop"),
+            "Slice",
+            vec![x.name, starts, ends, axes],
+            vec![],
+        );
+        let shape = vec![x.shape[0], x.shape[1] - h, x.shape[2] - w];
+        Val { name: y, shape }
+    }
+
+    fn pooling(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        let x = self.value(first(inputs, f)?)?;
+        if x.shape.len() != 3 {
+            return Err(unsupported(format!(
+                "pooling `{}` of a {:?} value",
+                f.uid, x.shape
+            )));
+        }
+        let window = shape_attr(f, "poolingWindowShape")
+            .ok_or_else(|| corrupt(format!("pooling `{}` has no window", f.uid)))?;
+        if window.len() < 2 || window.iter().skip(2).any(|&d| d != 1) {
+            return Err(unsupported(format!(
+                "pooling `{}` over a {window:?} window; 2-d windows are supported",
+                f.uid
+            )));
+        }
+        let kind = int_attr(f, "poolingType").unwrap_or(0);
+        let geometry = Geometry::of(f, "strides")?;
+        let (out_w, crop_w, pw) = geometry.axis(0, x.shape[2], window[0] as usize)?;
+        let (out_h, crop_h, ph) = geometry.axis(1, x.shape[1], window[1] as usize)?;
+        let x = self.crop(x, [crop_h, crop_w], name);
+        let [k_h, k_w] = [window[1] as i64, window[0] as i64];
+        let global =
+            [k_h, k_w] == [x.shape[1] as i64, x.shape[2] as i64] && (ph, pw) == ((0, 0), (0, 0));
+        let y = match (kind, global) {
+            (0, true) => self.ir.push(name, "GlobalMaxPool", vec![x.name], vec![]),
+            (1, true) => self
+                .ir
+                .push(name, "GlobalAveragePool", vec![x.name], vec![]),
+            (0 | 1, false) => {
+                let mut attrs = vec![
+                    ("kernel_shape", Attr::Ints(vec![k_h, k_w])),
+                    (
+                        "strides",
+                        Attr::Ints(vec![geometry.stride(1), geometry.stride(0)]),
+                    ),
+                    (
+                        "pads",
+                        Attr::Ints(vec![ph.0 as i64, pw.0 as i64, ph.1 as i64, pw.1 as i64]),
+                    ),
+                ];
+                if kind == 1 {
+                    let include = bool_attr(f, "includePad").unwrap_or(false);
+                    attrs.push(("count_include_pad", Attr::Int(include as i64)));
+                }
+                let op = if kind == 0 { "MaxPool" } else { "AveragePool" };
+                self.ir.push(name, op, vec![x.name], attrs)
+            }
+            _ => {
+                return Err(unsupported(format!(
+                    "pooling `{}` of type {kind}; max (0) and average (1) are supported",
+                    f.uid
+                )));
+            }
+        };
+        self.set(
+            f,
+            Val {
+                name: y,
+                shape: vec![x.shape[0], out_h, out_w],
+            },
+        );
+        Ok(())
+    }
+
+    fn batch_norm(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        if inputs.len() < 5 {
+            return Err(corrupt(format!(
+                "batch normalisation `{}` has {} inputs",
+                f.uid,
+                inputs.len()
+            )));
+        }
+        let x = self.value(&inputs[0])?;
+        let spatial = bool_attr(f, "spatial").unwrap_or(true);
+        let epsilon = float(f, "epsilon").unwrap_or(1e-5);
+        let n = if spatial {
+            *x.shape.first().ok_or_else(|| {
+                unsupported(format!("batch normalisation `{}` of a scalar", f.uid))
+            })?
+        } else {
+            numel(&x.shape).unwrap_or(0)
+        };
+        let mut names = vec![];
+        for (id, role) in inputs[1..5]
+            .iter()
+            .zip(["weight", "bias", "running_mean", "running_var"])
+        {
+            let Operand::Var(uid, var) = self.operand(id)? else {
+                return Err(unsupported(format!(
+                    "batch normalisation `{}` computes its {role}; parameters are expected",
+                    f.uid
+                )));
+            };
+            if var.value.as_ref().map(Vec::len) != Some(n) {
+                return Err(unsupported(format!(
+                    "batch normalisation `{}`: its {role} has shape {:?} for a {:?} value ({})",
+                    f.uid,
+                    var.shape,
+                    reversed(&x.shape),
+                    if spatial {
+                        "per channel"
+                    } else {
+                        "per element"
+                    }
+                )));
+            }
+            let layer = self.owner_of(uid, f);
+            names.push(self.param(uid, var, &layer, role, vec![n])?);
+        }
+        let attrs = vec![("epsilon", Attr::Float(epsilon as f32))];
+        let y = if spatial || x.shape.len() <= 1 {
+            let mut ins = vec![x.name];
+            ins.extend(names);
+            self.ir.push(name, "BatchNormalization", ins, attrs)
+        } else {
+            // Per element of a map: a BatchNorm of the flattened values.
+            let flat = self.ir.push(
+                &format!("{name}/flatten"),
+                "Flatten",
+                vec![x.name],
+                vec![("axis", Attr::Int(1))],
+            );
+            let mut ins = vec![flat];
+            ins.extend(names);
+            let bn = self
+                .ir
+                .push(&format!("{name}/bn"), "BatchNormalization", ins, attrs);
+            let dims: Vec<i64> = std::iter::once(0)
+                .chain(x.shape.iter().map(|&d| d as i64))
+                .collect();
+            let c = self.ir.int_constant(&format!("{name}/shape"), dims);
+            self.ir.push(name, "Reshape", vec![bn, c], vec![])
+        };
+        self.set(
+            f,
+            Val {
+                name: y,
+                shape: x.shape,
+            },
+        );
+        Ok(())
+    }
+
+    fn times(&mut self, i: usize, inputs: &[String], name: &str) -> R<()> {
+        let f = &self.net.funcs[i];
+        if inputs.len() != 2 {
+            return Err(corrupt(format!(
+                "Times `{}` has {} inputs",
+                f.uid,
+                inputs.len()
+            )));
+        }
+        let Operand::Var(wid, w) = self.operand(&inputs[0])? else {
+            return Err(unsupported(format!(
+                "Times `{}` of two computed values; a weight times a value is supported",
+                f.uid
+            )));
+        };
+        let x = self.value(&inputs[1])?;
+        let out_rank = int_attr(f, "outputRank").unwrap_or(1).max(0) as usize;
+        if out_rank > w.shape.len() {
+            return Err(corrupt(format!(
+                "Times `{}`: output rank {out_rank} of a {:?} weight",
+                f.uid, w.shape
+            )));
+        }
+        // W [out…, in…] (column-major) times x [in…].
+        let outs = &w.shape[..out_rank];
+        let n_out = numel(outs).unwrap_or(0);
+        let n_in = numel(&w.shape[out_rank..]).unwrap_or(0);
+        if numel(&x.shape) != Some(n_in) || n_out == 0 {
+            return Err(unsupported(format!(
+                "Times `{}` of a {:?} weight and a {:?} value",
+                f.uid,
+                w.shape,
+                reversed(&x.shape)
+            )));
+        }
+        let layer = self.owner_of(wid, f);
+        let wname = self.dense_weight(wid, w, &layer, n_out, n_in)?;
+        let bias = self
+            .bias_reader(f)
+            .filter(|(_, bid)| self.net.vars[bid].shape == outs);
+        let name = &self.weighted_name(f, bias.as_ref().map(|b| b.0), wid, name, "linear");
+        let flat = if x.shape.len() == 1 {
+            x.name
+        } else {
+            self.ir.push(
+                &format!("{name}/flatten"),
+                "Flatten",
+                vec![x.name],
+                vec![("axis", Attr::Int(1))],
+            )
+        };
+        let mut gemm = vec![flat, wname];
+        let mut set_also = None;
+        if let Some((j, bid)) = bias {
+            let b = &self.net.vars[&bid];
+            gemm.push(self.param(&bid, b, &layer, "bias", vec![n_out])?);
+            self.fused.insert(j);
+            set_also = Some(j);
+        }
+        let mut y = self
+            .ir
+            .push(name, "Gemm", gemm, vec![("transB", Attr::Int(1))]);
+        let shape = reversed(outs);
+        if shape.len() != 1 {
+            let dims: Vec<i64> = std::iter::once(0)
+                .chain(shape.iter().map(|&d| d as i64))
+                .collect();
+            let c = self.ir.int_constant(&format!("{name}/shape"), dims);
+            y = self
+                .ir
+                .push(&format!("{name}/reshape"), "Reshape", vec![y, c], vec![]);
+        }
+        let v = Val { name: y, shape };
+        if let Some(j) = set_also {
+            let plus = &self.net.funcs[j];
+            self.set(plus, v.clone());
+        }
+        self.set(f, v);
+        Ok(())
+    }
+
+    /// A dense weight as the (out, in) matrix a Gemm with `transB` reads: CNTK's column-major
+    /// [out, in] is the row-major (in, out) matrix, transposed here once.
+    fn dense_weight(
+        &mut self,
+        uid: &str,
+        var: &Var,
+        layer: &str,
+        n_out: usize,
+        n_in: usize,
+    ) -> R<String> {
+        if let Some(name) = self.params.get(uid) {
+            return Ok(name.clone());
+        }
+        let t = Self::var_tensor(uid, var)?;
+        let mut data = vec![0f32; t.data.len()];
+        for i in 0..n_in {
+            for o in 0..n_out {
+                data[o * n_in + i] = t.data[i * n_out + o];
+            }
+        }
+        let name = self.ir.unique(&format!("{layer}.weight"));
+        self.ir.param(&name, &[n_out, n_in]);
+        self.tensors.insert(
+            name.clone(),
+            WeightTensor {
+                dtype: DType::F32,
+                shape: vec![n_out, n_in],
+                data,
+                strided: false,
+            },
+        );
+        self.params.insert(uid.to_owned(), name.clone());
+        Ok(name)
+    }
+
+    fn reshape(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        let x = self.value(first(inputs, f)?)?;
+        let new = shape_attr(f, "newShape")
+            .ok_or_else(|| corrupt(format!("reshape `{}` has no shape", f.uid)))?;
+        let old = reversed(&x.shape);
+        let rank = old.len() as i64;
+        let begin = axis_attr(f, "beginAxis").unwrap_or(0).clamp(0, rank) as usize;
+        let end = axis_attr(f, "endAxis").map_or(rank, |e| e.clamp(0, rank)) as usize;
+        if begin > end {
+            return Err(corrupt(format!(
+                "reshape `{}` of axes {begin}..{end}",
+                f.uid
+            )));
+        }
+        // Column-major: old[..begin] + new + old[end..]; an inferred dimension is u64::MAX.
+        let mut dims: Vec<Option<usize>> = old[..begin].iter().map(|&d| Some(d)).collect();
+        dims.extend(
+            new.iter()
+                .map(|&d| (d != u64::MAX && d != 0).then_some(d as usize)),
+        );
+        dims.extend(old[end..].iter().map(|&d| Some(d)));
+        let known: usize = dims.iter().flatten().product();
+        let total = numel(&x.shape).unwrap_or(0);
+        let unknown = dims.iter().filter(|d| d.is_none()).count();
+        let shape_cm: Vec<usize> = match unknown {
+            0 if known == total => dims.into_iter().flatten().collect(),
+            1 if known > 0 && total.is_multiple_of(known) => dims
+                .into_iter()
+                .map(|d| d.unwrap_or(total / known))
+                .collect(),
+            _ => {
+                return Err(unsupported(format!(
+                    "reshape `{}` of a {old:?} value to {new:?}",
+                    f.uid
+                )));
+            }
+        };
+        let shape = reversed(&shape_cm);
+        let ints: Vec<i64> = std::iter::once(0)
+            .chain(shape.iter().map(|&d| d as i64))
+            .collect();
+        let c = self.ir.int_constant(&format!("{name}/shape"), ints);
+        let y = self.ir.push(name, "Reshape", vec![x.name, c], vec![]);
+        self.set(f, Val { name: y, shape });
+        Ok(())
+    }
+
+    fn reduce(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        let x = self.value(first(inputs, f)?)?;
+        let ir_op = match string_attr(f, "reductionOpName").unwrap_or("Sum") {
+            "Sum" => "ReduceSum",
+            "Mean" => "ReduceMean",
+            "Max" => "ReduceMax",
+            other => {
+                return Err(unsupported(format!(
+                    "reduction {other} of `{}`; Sum, Mean and Max are supported",
+                    f.uid
+                )));
+            }
+        };
+        let rank = x.shape.len();
+        let axes: Vec<usize> = match axis_attr(f, "axis") {
+            Some(a) if a >= 0 && (a as usize) < rank => vec![rank - a as usize],
+            // All static axes (CNTK's sentinel index).
+            _ => (1..=rank).collect(),
+        };
+        let keep = bool_attr(f, "reductionKeepDimensions").unwrap_or(true);
+        let mut shape = x.shape.clone();
+        for &a in axes.iter().rev() {
+            if keep {
+                shape[a - 1] = 1;
+            } else {
+                shape.remove(a - 1);
+            }
+        }
+        let y = self.ir.push(
+            name,
+            ir_op,
+            vec![x.name],
+            vec![
+                ("axes", Attr::Ints(axes.iter().map(|&a| a as i64).collect())),
+                ("keepdims", Attr::Int(keep as i64)),
+            ],
+        );
+        self.set(f, Val { name: y, shape });
+        Ok(())
+    }
+}
+
+fn first<'a>(inputs: &'a [String], f: &Func) -> R<&'a String> {
+    inputs
+        .first()
+        .ok_or_else(|| corrupt(format!("{} `{}` has no input", f.op, f.uid)))
+}
+
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| {
+        if i + s.len() >= n {
+            s[i + s.len() - n]
+        } else {
+            1
+        }
+    };
+    (0..n)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+fn attr<'f>(f: &'f Func, key: &str) -> Option<&'f Value> {
+    f.attrs.get(key)
+}
+
+fn float(f: &Func, key: &str) -> Option<f64> {
+    match attr(f, key)? {
+        Value::Float(x) => Some(*x),
+        Value::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+fn int_attr(f: &Func, key: &str) -> Option<i64> {
+    match attr(f, key)? {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+fn bool_attr(f: &Func, key: &str) -> Option<bool> {
+    match attr(f, key)? {
+        Value::Bool(b) => Some(*b),
+        Value::Int(i) => Some(*i != 0),
+        _ => None,
+    }
+}
+
+fn string_attr<'f>(f: &'f Func, key: &str) -> Option<&'f str> {
+    match attr(f, key)? {
+        Value::Str(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn shape_attr(f: &Func, key: &str) -> Option<Vec<u64>> {
+    match attr(f, key)? {
+        Value::Shape(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A static axis index (column-major), as an `Axis` or a number.
+fn axis_attr(f: &Func, key: &str) -> Option<i64> {
+    match attr(f, key)? {
+        Value::Axis { static_index, .. } => Some(*static_index as i64),
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// A convolution's or pooling's per-axis settings (column-major axes; a list shorter than
+/// the rank repeats its last entry, as CNTK's `ConvolveGeometry` does).
+struct Geometry {
+    strides: Vec<u64>,
+    auto_pad: Vec<bool>,
+    lower: Vec<u64>,
+    upper: Vec<u64>,
+    dilation: Vec<u64>,
+    ceil: bool,
+    uid: String,
+}
+
+impl Geometry {
+    fn of(f: &Func, strides: &str) -> R<Self> {
+        let auto_pad = match attr(f, "autoPadding") {
+            Some(Value::List(v)) => v.iter().map(|b| matches!(b, Value::Bool(true))).collect(),
+            Some(Value::Bool(b)) => vec![*b],
+            _ => vec![false],
+        };
+        Ok(Self {
+            strides: shape_attr(f, strides).unwrap_or_else(|| vec![1]),
+            auto_pad,
+            lower: shape_attr(f, "lowerPad").unwrap_or_else(|| vec![0]),
+            upper: shape_attr(f, "upperPad").unwrap_or_else(|| vec![0]),
+            dilation: shape_attr(f, "dilation").unwrap_or_else(|| vec![1]),
+            ceil: bool_attr(f, "ceilOutDim").unwrap_or(false),
+            uid: f.uid.clone(),
+        })
+    }
+
+    fn at<T: Copy>(v: &[T], i: usize, default: T) -> T {
+        v.get(i).or(v.last()).copied().unwrap_or(default)
+    }
+
+    fn stride(&self, i: usize) -> i64 {
+        Self::at(&self.strides, i, 1).max(1) as i64
+    }
+
+    fn dilation(&self, i: usize) -> i64 {
+        Self::at(&self.dilation, i, 1).max(1) as i64
+    }
+
+    /// Output size, the leading inputs no window reads, and (before, after) padding along
+    /// column-major axis `i` of size `n` for a kernel of `k`: CNTK's `ConvolveGeometry`.
+    /// Auto-padding gives ceil(n / stride) outputs, the windows centred on the input (an odd
+    /// kernel's spare padding cell before, an even kernel's after). The padding after may
+    /// be negative (the last window ends before the input does: no padding then, the same
+    /// outputs); so may the padding before, with strides of 3 or more: the first window
+    /// starts inside the input, whose leading values are cropped.
+    fn axis(&self, i: usize, n: usize, k: usize) -> R<(usize, usize, (usize, usize))> {
+        let (n, k) = (n as i64, k as i64);
+        let s = self.stride(i);
+        let d = self.dilation(i);
+        let bad = || corrupt(format!("`{}`: a kernel of {k} over {n} values", self.uid));
+        if k < 1 || n < 1 || s > 1 << 20 || d > 1 << 20 || k > 1 << 20 {
+            return Err(bad());
+        }
+        let eff = (k - 1) * d + 1;
+        let rounded = |steps: i64| {
+            if self.ceil {
+                (steps + s - 1).div_euclid(s) + 1
+            } else {
+                steps.div_euclid(s) + 1
+            }
+        };
+        let (out, lo) = if Self::at(&self.auto_pad, i, false) {
+            let out = rounded(n + d * (k - 1) - eff);
+            let extra = n - ((out - 1) * s + 1);
+            // C++ integer division truncates toward zero, as Rust's does.
+            (out, (eff - 1) / 2 - extra / 2)
+        } else {
+            let lo = Self::at(&self.lower, i, 0) as i64;
+            let hi = Self::at(&self.upper, i, 0) as i64;
+            if lo > 1 << 20 || hi > 1 << 20 || n + lo + hi < eff {
+                return Err(bad());
+            }
+            (rounded(n + lo + hi - eff), lo)
+        };
+        if out < 1 {
+            return Err(bad());
+        }
+        let crop = (-lo).max(0);
+        let lo = lo.max(0);
+        // The padding after that a floor-rounding runtime needs for `out` outputs.
+        let hi = ((out - 1) * s + eff - (n - crop) - lo).max(0);
+        Ok((out as usize, crop as usize, (lo as usize, hi as usize)))
+    }
+}
+
+fn conv_attrs(
+    g: &Geometry,
+    [ph, pw]: [(usize, usize); 2],
+    groups: usize,
+) -> Vec<(&'static str, Attr)> {
+    vec![
+        ("strides", Attr::Ints(vec![g.stride(1), g.stride(0)])),
+        ("dilations", Attr::Ints(vec![g.dilation(1), g.dilation(0)])),
+        (
+            "pads",
+            Attr::Ints(vec![ph.0 as i64, pw.0 as i64, ph.1 as i64, pw.1 as i64]),
+        ),
+        ("group", Attr::Int(groups as i64)),
+    ]
+}
