@@ -13,6 +13,10 @@ in both of its formats, with CNTK's own outputs.
             3x3 "same" in 4 groups, 3x3 "valid"), spatial BatchNormalization, ReLU / ELU / LeakyReLU,
             MaxPooling 3x3 stride 2 "same", AveragePooling 2x2, Dense on a 2x2 map (Times of
             rank 3), Dense tanh, non-spatial BatchNormalization, Dropout, Dense head
+  plain     what CNTK's v1 format holds (no ELU): 3x3 "same" convolution and BatchNorm,
+            MaxPooling 3x3 stride 2 "same" on an odd size, 4x4 stride 2 "same", AveragePooling
+            3x3 "same" counting the padding, a 1x1 stride-3 "same" convolution (its window
+            starts inside the input), Dense on a map, per-element BatchNorm, Dropout, Dense
   resnet    a ResNet: conv + BatchNorm + ReLU, two residual blocks (the second strided with
             a 1x1 projection), a Splice of two branches, AveragePooling 3x3 "same" (padding
             not counted), GlobalAveragePooling, sigmoid * x, Dense head
@@ -63,6 +67,20 @@ def convnet(x):
     h = C.convolution(w, h, auto_padding=[False, True, True], groups=4, name="grouped")
     h = AveragePooling((2, 2), strides=2, name="pool2")(h)
     h = Convolution2D((3, 3), 16, pad=False, activation=C.leaky_relu, name="conv3")(h)
+    h = Dense(24, activation=C.tanh, name="fc1")(h)
+    h = BatchNormalization(name="bn_fc")(h)
+    features = Dropout(0.3, name="drop")(h)
+    return features, Dense(5, name="classifier")(features)
+
+
+def plain(x):
+    h = Convolution2D((3, 3), 8, pad=True, bias=False, name="conv1")(x)
+    h = C.relu(BatchNormalization(map_rank=1, name="bn1")(h))
+    h = MaxPooling((3, 3), strides=2, pad=True, name="pool1")(h)
+    h = Convolution2D((4, 4), 12, strides=2, pad=True, activation=C.relu, name="conv2")(h)
+    h = C.pooling(h, C.AVG_POOLING, (3, 3), strides=(1, 1), auto_padding=[True],
+                  include_pad=True, name="pool2")
+    h = Convolution2D((1, 1), 10, strides=3, pad=True, activation=C.sigmoid, name="conv3")(h)
     h = Dense(24, activation=C.tanh, name="fc1")(h)
     h = BatchNormalization(name="bn_fc")(h)
     features = Dropout(0.3, name="drop")(h)
@@ -161,6 +179,7 @@ def main():
     rng = np.random.RandomState(0)
     # CNTK 2.7 cannot load back the ELU it writes in the v1 format: v2 only.
     make("convnet", convnet, 3, 36, rng, v1=False)
+    make("plain", plain, 3, 33, rng)
     make("resnet", resnet, 3, 20, rng)
     real_references(rng)
 

@@ -528,12 +528,13 @@ fn keras_applications_full_models_run_as_their_graph() {
 /// CNTK models built with CNTK's layers API, saved by CNTK 2.7 as v2 files
 /// (scripts/make_cntk_fixtures.py): a ConvNet (auto-padded convolutions with odd and even
 /// kernels and strides, grouped convolution, spatial and per-element BatchNorm, ELU and
-/// LeakyReLU blocks, max and average pooling, Dense on a map) and a ResNet (residual
+/// LeakyReLU blocks, max and average pooling, Dense on a map), a plain net (pooling that
+/// counts its padding, a strided window starting inside the input) and a ResNet (residual
 /// blocks, a strided projection, Splice, average pooling not counting padding, global
 /// pooling, x * sigmoid(x)), against CNTK within 1e-4.
 #[test]
 fn cntk_v2_models_run_as_their_graph() {
-    for name in ["convnet", "resnet"] {
+    for name in ["convnet", "plain", "resnet"] {
         let prefix = format!("{name}_");
         check_file_graph(
             "cntk",
@@ -546,10 +547,29 @@ fn cntk_v2_models_run_as_their_graph() {
     }
 }
 
+/// The same networks saved by CNTK 2.7 in its legacy v1 format (model version 31), which
+/// holds what v1 nodes can (the ConvNet's ELU cannot be loaded back by CNTK): the same
+/// outputs within 1e-4.
+#[test]
+fn cntk_v1_models_run_as_their_graph() {
+    for name in ["plain", "resnet"] {
+        let prefix = format!("{name}_");
+        check_file_graph(
+            "cntk",
+            &format!("{name}_v1.dnn"),
+            WeightsFormat::CntkV1,
+            &prefix,
+            &prefix,
+            |_| TOL,
+        );
+    }
+}
+
 /// Real CNTK files with trained weights (../shared/data/cntk): the tutorial's MNIST conv
 /// net on two real digits (its output is a softmax), the CIFAR-10 ConvNet of CNTK 2.0 beta
-/// (a training graph: its root combines the model with its loss and metric) on two
-/// photographs, and a conv + BatchNorm file whose statistics have no sample count; against
+/// (a training graph: its root combines the model with its loss and metric) and the
+/// BrainScript ResNet-20 (a v1 file, model version 18) on two photographs, and a conv +
+/// BatchNorm file whose statistics have no sample count; against
 /// CNTK 2.7's outputs (tests/fixtures/cntk/real), 1e-4 of the largest value, and CNTK's
 /// top-1.
 #[test]
@@ -564,6 +584,7 @@ fn real_cntk_files_give_cntks_outputs() {
             WeightsFormat::CntkV2,
             false,
         ),
+        ("ResNet20_CIFAR10_DataAug.dnn", WeightsFormat::CntkV1, false),
         (
             "batch.norm.no.sample.count.v2.bin",
             WeightsFormat::CntkV2,

@@ -581,7 +581,6 @@ impl<'n> Translator<'n> {
             "BatchNormalization" => self.batch_norm(f, &inputs, &name)?,
             "Times" => self.times(i, &inputs, &name)?,
             "Splice" => {
-                let axis = axis_attr(f, "axis").unwrap_or(0);
                 let mut names = vec![];
                 let mut shapes = vec![];
                 for v in &inputs {
@@ -590,12 +589,16 @@ impl<'n> Translator<'n> {
                     shapes.push(x.shape);
                 }
                 let rank = shapes.first().map_or(0, Vec::len);
-                let at = rank
-                    .checked_sub(1 + axis as usize)
-                    .filter(|_| axis >= 0 && shapes.iter().all(|s| s.len() == rank))
+                let axis = static_axis(f, "axis", rank).unwrap_or(StaticAxis::Index(0));
+                let at = match axis {
+                    StaticAxis::Index(a) if a < rank => Some(rank - 1 - a),
+                    _ => None,
+                };
+                let at = at
+                    .filter(|_| shapes.iter().all(|s| s.len() == rank))
                     .ok_or_else(|| {
                         unsupported(format!(
-                            "Splice `{}` along axis {axis} of shapes {shapes:?}",
+                            "Splice `{}` along axis {axis:?} of shapes {shapes:?}",
                             f.uid
                         ))
                     })?;
@@ -640,9 +643,9 @@ impl<'n> Translator<'n> {
         } else {
             "Softmax"
         };
-        let y = match axis_attr(f, "axis") {
-            Some(a) if a >= 0 && (a as usize) < x.shape.len() => {
-                let at = x.shape.len() - a as usize;
+        let y = match static_axis(f, "axis", x.shape.len()) {
+            Some(StaticAxis::Index(a)) if a < x.shape.len() => {
+                let at = x.shape.len() - a;
                 self.ir.push(
                     name,
                     ir_op,
@@ -976,9 +979,13 @@ impl<'n> Translator<'n> {
         }
         let layer = self.owner_of(wid, f);
         let wname = self.dense_weight(wid, w, &layer, n_out, n_in)?;
-        let bias = self
-            .bias_reader(f)
-            .filter(|(_, bid)| self.net.vars[bid].shape == outs);
+        let bias = self.bias_reader(f).filter(|(_, bid)| {
+            // [out…], or with trailing 1s (BrainScript's [10, 1]).
+            let b = &self.net.vars[bid].shape;
+            b.len() >= outs.len()
+                && b[..outs.len()] == *outs
+                && b[outs.len()..].iter().all(|&d| d == 1)
+        });
         let name = &self.weighted_name(f, bias.as_ref().map(|b| b.0), wid, name, "linear");
         let flat = if x.shape.len() == 1 {
             x.name
@@ -1060,9 +1067,13 @@ impl<'n> Translator<'n> {
         let new = shape_attr(f, "newShape")
             .ok_or_else(|| corrupt(format!("reshape `{}` has no shape", f.uid)))?;
         let old = reversed(&x.shape);
-        let rank = old.len() as i64;
-        let begin = axis_attr(f, "beginAxis").unwrap_or(0).clamp(0, rank) as usize;
-        let end = axis_attr(f, "endAxis").map_or(rank, |e| e.clamp(0, rank)) as usize;
+        let rank = old.len();
+        let index = |key| match static_axis(f, key, rank) {
+            Some(StaticAxis::Index(a)) => Some(a),
+            _ => None,
+        };
+        let begin = index("beginAxis").unwrap_or(0);
+        let end = index("endAxis").unwrap_or(rank);
         if begin > end {
             return Err(corrupt(format!(
                 "reshape `{}` of axes {begin}..{end}",
@@ -1116,10 +1127,15 @@ impl<'n> Translator<'n> {
             }
         };
         let rank = x.shape.len();
-        let axes: Vec<usize> = match axis_attr(f, "axis") {
-            Some(a) if a >= 0 && (a as usize) < rank => vec![rank - a as usize],
-            // All static axes (CNTK's sentinel index).
-            _ => (1..=rank).collect(),
+        let axes: Vec<usize> = match static_axis(f, "axis", rank) {
+            Some(StaticAxis::Index(a)) if a < rank => vec![rank - a],
+            Some(StaticAxis::All) => (1..=rank).collect(),
+            _ => {
+                return Err(unsupported(format!(
+                    "reduction `{}` over a dynamic axis (batch or sequence)",
+                    f.uid
+                )));
+            }
         };
         let keep = bool_attr(f, "reductionKeepDimensions").unwrap_or(true);
         let mut shape = x.shape.clone();
@@ -1210,11 +1226,34 @@ fn shape_attr(f: &Func, key: &str) -> Option<Vec<u64>> {
     }
 }
 
-/// A static axis index (column-major), as an `Axis` or a number.
-fn axis_attr(f: &Func, key: &str) -> Option<i64> {
-    match attr(f, key)? {
-        Value::Axis { static_index, .. } => Some(*static_index as i64),
-        Value::Int(i) => Some(*i),
+/// A static axis an attribute names, of a value of `rank` static axes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StaticAxis {
+    /// Column-major index (0 = the innermost axis, W of an image); `rank` = the end.
+    Index(usize),
+    All,
+}
+
+/// CNTK's axis sentinels (Common.cpp): AllStaticAxes, EndStaticAxis, AllAxes.
+pub(super) const ALL_STATIC_AXES: i32 = i32::MAX - 1;
+const END_STATIC_AXIS: i32 = i32::MAX - 3;
+const ALL_AXES: i32 = i32::MAX - 4;
+
+/// The static axis `key` names, normalised: negative indices count from the end (Python's
+/// axis p is stored as -p-1); `None` for a dynamic axis or one out of range.
+fn static_axis(f: &Func, key: &str, rank: usize) -> Option<StaticAxis> {
+    let k = match attr(f, key)? {
+        Value::Axis { static_index, .. } => *static_index,
+        Value::Int(i) => i32::try_from(*i).ok()?,
+        _ => return None,
+    };
+    match k {
+        ALL_STATIC_AXES | ALL_AXES => Some(StaticAxis::All),
+        END_STATIC_AXIS => Some(StaticAxis::Index(rank)),
+        k if k < 0 => usize::try_from(rank as i64 + k as i64)
+            .ok()
+            .map(StaticAxis::Index),
+        k if (k as usize) <= rank => Some(StaticAxis::Index(k as usize)),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@
 //! attributes, column-major shapes), which `graph.rs` translates into the runtime's graph.
 
 pub(crate) mod graph;
+mod v1;
 mod v2;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,9 @@ pub(crate) fn detect(bytes: &[u8]) -> Option<&'static str> {
     if v2::looks_like(bytes) {
         return Some("v2");
     }
+    if v1::looks_like(bytes) {
+        return Some("v1");
+    }
     None
 }
 
@@ -109,6 +113,7 @@ pub(crate) fn detect(bytes: &[u8]) -> Option<&'static str> {
 pub(crate) fn read(bytes: &[u8]) -> Result<(BTreeMap<String, WeightTensor>, Graph), WeightsError> {
     let net = match detect(bytes) {
         Some("v2") => v2::read(bytes)?,
+        Some("v1") => v1::read(bytes)?,
         _ => return Err(corrupt("neither a v2 Dictionary nor a v1 network")),
     };
     graph::translate(&net)
