@@ -225,10 +225,11 @@ pub struct ModelArgs {
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct InputSpecArgs {
     /// Pixel scaling: torch (0..1, then ImageNet mean/std), tf (-1..1), caffe (BGR,
-    /// ImageNet means subtracted from 0..255), raw (0..255), unit (0..1). Default: the
-    /// model's own; ImageNet mean/std for an .onnx graph, which stores none; for a .tflite
-    /// graph its quantised input's, else tf; for a Keras model its own rescaling, or its
-    /// Keras Application's, else tf.
+    /// ImageNet means subtracted from 0..255), raw (0..255), unit (0..1), bgr (BGR 0..255).
+    /// Default: the model's own; ImageNet mean/std for an .onnx graph, which stores none;
+    /// for a .tflite graph its quantised input's, else tf; for a Keras model its own
+    /// rescaling, or its Keras Application's, else tf; for a CNTK model bgr (CNTK's image
+    /// reader), but ImageNet mean/std for one imported from ONNX.
     #[arg(long, value_enum)]
     pub preprocess: Option<PreprocessArg>,
     /// Input size N: the shorter side resized to N, then an NxN center crop. Default: the
@@ -244,6 +245,7 @@ pub enum PreprocessArg {
     Caffe,
     Raw,
     Unit,
+    Bgr,
 }
 
 impl InputSpecArgs {
@@ -259,6 +261,7 @@ impl InputSpecArgs {
                 PreprocessArg::Caffe => zoo::PixelScaling::Caffe,
                 PreprocessArg::Raw => zoo::PixelScaling::Raw,
                 PreprocessArg::Unit => zoo::PixelScaling::Unit,
+                PreprocessArg::Bgr => zoo::PixelScaling::Bgr,
             }),
             size: self.size,
         })

@@ -565,6 +565,31 @@ fn cntk_v1_models_run_as_their_graph() {
     }
 }
 
+/// A CNTK model imported from ONNX (scripts/make_cntk_imported_fixtures.py: torchvision's
+/// MobileNetV2, reduced, exported at opset 9 and imported by CNTK 2.7): its batch a static
+/// axis unpacked around each convolution, weights as constants reshaped and scaled in the
+/// graph, explicit padding, ReLU6 as Clip, depthwise convolutions as groups, the Gemm as a
+/// block; against CNTK's logits within 1e-4, with ImageNet scaling as an ONNX file's.
+#[test]
+fn cntk_models_imported_from_onnx_run_as_their_graph() {
+    let dir = fixtures().join("cntk");
+    let device = Device::default();
+    let weights = Weights::load(&dir.join("mobilenet_v2_small.model")).unwrap();
+    assert_eq!(weights.format, WeightsFormat::CntkV2);
+    let spec = retrain::zoo::spec_for(None, &weights, &device).unwrap();
+    assert_eq!(spec.preprocess.mean, [0.485, 0.456, 0.406]);
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let (shape, x) = npy(&dir.join("mobilenet_v2_small_input.npy"));
+    let got = values(model.network.logits(tensor4(&shape, x, &device)).unwrap());
+    let d = max_abs_diff(
+        "logits",
+        got,
+        npy(&dir.join("mobilenet_v2_small_logits.npy")),
+    );
+    eprintln!("imported MobileNetV2: logits max |diff| {d:.2e}");
+    assert!(d <= TOL, "{d:e}");
+}
+
 /// Real CNTK files with trained weights (../shared/data/cntk): the tutorial's MNIST conv
 /// net on two real digits (its output is a softmax), the CIFAR-10 ConvNet of CNTK 2.0 beta
 /// (a training graph: its root combines the model with its loss and metric) and the

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
@@ -282,4 +283,45 @@ fn inspect_identifies_real_files_and_refuses_the_wrong_architecture() {
         msg.contains("missing") && msg.contains("--model efficientnet_lite0"),
         "{msg}"
     );
+}
+
+/// torchvision's MobileNetV2 with its real ImageNet weights as a CNTK v2 model (exported
+/// to ONNX at opset 9 and imported by CNTK 2.7: scripts/make_cntk_imported_fixtures.py,
+/// which needs CNTK, so the 14 MB file is made by hand, not fetched) gives the same top-1
+/// class as the `.pth` on every validation image.
+#[test]
+fn cntk_mobilenet_v2_gives_the_pth_top1() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/mobilenet_v2_cntk.model");
+    if !path.is_file() {
+        skipped(&format!(
+            "{} not found; scripts/make_cntk_imported_fixtures.py makes it with CNTK 2.7",
+            path.display()
+        ));
+        return;
+    }
+    let (Some(pth), Some(data)) = (real_weights(MOBILENET_V2), hymenoptera()) else {
+        return;
+    };
+    let val = data.join("val");
+    let top1 = |args: &[&str]| -> BTreeMap<String, u64> {
+        let mut all = vec!["predict", "--top", "1", "--json"];
+        all.extend_from_slice(args);
+        all.push(val.to_str().unwrap());
+        let out = retrain(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let class = p["top"][0]["class"].as_u64().unwrap();
+                (p["path"].as_str().unwrap().to_owned(), class)
+            })
+            .collect()
+    };
+    let from_pth = top1(&["-m", "mobilenet_v2", "-w", pth.to_str().unwrap()]);
+    let from_cntk = top1(&["-w", path.to_str().unwrap()]);
+    assert_eq!(from_pth.len(), 153);
+    assert_eq!(from_pth, from_cntk);
 }

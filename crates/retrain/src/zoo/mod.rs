@@ -57,6 +57,8 @@ pub enum PixelScaling {
     Raw,
     /// 0..1.
     Unit,
+    /// BGR, 0..255 as they are (CNTK's image reader).
+    Bgr,
 }
 
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -87,6 +89,7 @@ impl Preprocess {
             }
             PixelScaling::Raw => ([0.0; 3], [1.0 / 255.0; 3], false),
             PixelScaling::Unit => ([0.0; 3], [1.0; 3], false),
+            PixelScaling::Bgr => ([0.0; 3], [1.0 / 255.0; 3], true),
         };
         Self {
             mean,

@@ -18,6 +18,7 @@
 //! function, else the parameter's uid) and their role: `conv1.weight`, `bn1.running_var`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use super::{Func, Net, Value, Var, VarKind, corrupt, numel, unsupported};
 use crate::graph::build::IrBuilder;
@@ -38,18 +39,61 @@ const IDENTITIES: &[&str] = &["Pass", "StopGradient", "NoOp", "Dropout", "Combin
 /// Blocks that stand for one activation (their composite selects between branches).
 const ACTIVATION_BLOCKS: &[&str] = &["ELU", "LeakyReLU"];
 
-/// An activation value: its IR name and CNTK's static shape reversed (row-major, no batch).
+/// An activation value: its IR name and CNTK's static shape reversed (row-major, without
+/// the batch). `packed` when CNTK holds the batch as a static axis of size 1 (the first,
+/// row-major) rather than as a dynamic axis: models imported from ONNX take such inputs,
+/// unpacking the batch axis around each convolution and pooling.
 #[derive(Debug, Clone)]
 struct Val {
     name: String,
     shape: Vec<usize>,
+    packed: bool,
 }
 
-/// What a function's input is.
-enum Operand<'n> {
-    Value(Val),
-    Var(&'n str, &'n Var),
+impl Val {
+    fn new(name: String, shape: Vec<usize>) -> Self {
+        Self {
+            name,
+            shape,
+            packed: false,
+        }
+    }
+
+    fn like(&self, name: String, shape: Vec<usize>) -> Self {
+        Self {
+            name,
+            shape,
+            packed: self.packed,
+        }
+    }
+
+    /// CNTK's (column-major) shape of it, the batch included when packed.
+    fn cntk_shape(&self) -> Vec<usize> {
+        let mut s = reversed(&self.shape);
+        if self.packed {
+            s.push(1);
+        }
+        s
+    }
 }
+
+/// What a function's input is: an activation, or a parameter or constant (as stored, or
+/// computed here from others).
+enum Operand {
+    Value(Val),
+    Var(String, Rc<Var>),
+}
+
+/// Ops computed here when all their inputs are parameters or constants (an ONNX import
+/// reshapes and scales its weights in the graph).
+const FOLDABLE: &[&str] = &[
+    "Reshape",
+    "ElementTimes",
+    "Plus",
+    "Minus",
+    "TransposeAxes",
+    "Negate",
+];
 
 struct Translator<'n> {
     net: &'n Net,
@@ -70,6 +114,10 @@ struct Translator<'n> {
     fused: BTreeSet<usize>,
     /// Names of the named blocks, by the value they compute (resolved).
     block_names: BTreeMap<String, String>,
+    /// Parameters and constants, and what functions of them computed here.
+    consts: BTreeMap<String, Rc<Var>>,
+    /// The image input holds its batch as a static axis (an ONNX import).
+    input_packed: bool,
     input: Option<ValueInfo>,
 }
 
@@ -103,6 +151,13 @@ pub(crate) fn translate(net: &Net) -> R<(BTreeMap<String, WeightTensor>, Graph)>
         owner: BTreeMap::new(),
         fused: BTreeSet::new(),
         block_names: BTreeMap::new(),
+        consts: net
+            .vars
+            .iter()
+            .filter(|(_, v)| v.kind != VarKind::Input)
+            .map(|(k, v)| (k.clone(), Rc::new(v.clone())))
+            .collect(),
+        input_packed: false,
         input: None,
     };
     for (i, f) in net.funcs.iter().enumerate() {
@@ -148,11 +203,16 @@ pub(crate) fn translate(net: &Net) -> R<(BTreeMap<String, WeightTensor>, Graph)>
         }
     }
     for &i in &order {
-        if !t.fused.contains(&i) {
+        t.fold(i)?;
+    }
+    for &i in &order {
+        let f = &net.funcs[i];
+        if !t.fused.contains(&i) && !f.outputs.iter().all(|o| t.consts.contains_key(o)) {
             t.function(i)?;
         }
     }
     let out = t.value(&output)?;
+    let input_packed = t.input_packed;
     let input = t
         .input
         .take()
@@ -170,8 +230,9 @@ pub(crate) fn translate(net: &Net) -> R<(BTreeMap<String, WeightTensor>, Graph)>
         nodes: t.ir.nodes,
         params: t.ir.params,
         constants: t.ir.constants,
-        // CNTK's image reader gives BGR pixels in 0..255, which models are trained on.
-        input_scaling: Some(InputScaling {
+        // CNTK's image reader gives BGR pixels in 0..255, which its models are trained on;
+        // a model imported from ONNX (its batch a static axis) expects what ONNX files do.
+        input_scaling: (!input_packed).then_some(InputScaling {
             mean: [0.0; 3],
             std: [1.0 / 255.0; 3],
             bgr: true,
@@ -304,19 +365,131 @@ impl<'n> Translator<'n> {
         Ok(order)
     }
 
-    fn operand(&mut self, id: &str) -> R<Operand<'n>> {
+    fn operand(&mut self, id: &str) -> R<Operand> {
         let id = self.resolve(id)?;
         if let Some(v) = self.values.get(&id) {
             return Ok(Operand::Value(v.clone()));
+        }
+        if let Some(c) = self.consts.get(&id) {
+            return Ok(Operand::Var(id, c.clone()));
         }
         let net = self.net;
         match net.vars.get_key_value(&id) {
             Some((uid, var)) if var.kind == VarKind::Input => {
                 Ok(Operand::Value(self.image_input(uid, var)?))
             }
-            Some((uid, var)) => Ok(Operand::Var(uid, var)),
-            None => Err(corrupt(format!("`{id}` is read before it is computed"))),
+            _ => Err(corrupt(format!("`{id}` is read before it is computed"))),
         }
+    }
+
+    /// A parameter or constant (stored or computed here), by value id.
+    fn constant(&self, id: &str) -> Option<Rc<Var>> {
+        self.consts.get(id).cloned()
+    }
+
+    /// Computes function `i` here if it is a reshape or element-wise op of constants.
+    fn fold(&mut self, i: usize) -> R<()> {
+        let f = &self.net.funcs[i];
+        if f.block.is_some() || !FOLDABLE.contains(&f.op.as_str()) {
+            return Ok(());
+        }
+        let inputs: Vec<Rc<Var>> = match self
+            .func_inputs(f)
+            .iter()
+            .map(|v| self.constant(v))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(v) if !v.is_empty() => v,
+            _ => return Ok(()),
+        };
+        let data = |v: &Var| -> R<Vec<f32>> {
+            v.value
+                .clone()
+                .ok_or_else(|| corrupt(format!("`{}` has no value", f.uid)))
+        };
+        let x = &inputs[0];
+        let (shape, value) = match f.op.as_str() {
+            "Reshape" => {
+                let old = x.shape.clone();
+                (reshaped(f, &old)?, data(x)?)
+            }
+            "Negate" => (x.shape.clone(), data(x)?.iter().map(|v| -v).collect()),
+            "TransposeAxes" => {
+                let rank = x.shape.len();
+                let index = |key| match static_axis(f, key, rank) {
+                    Some(StaticAxis::Index(a)) if a < rank => Some(a),
+                    _ => None,
+                };
+                let (Some(a), Some(b)) = (index("axis1"), index("axis2")) else {
+                    return Ok(());
+                };
+                // Row-major axes of the swap.
+                let (ra, rb) = (rank - 1 - a, rank - 1 - b);
+                let rm = reversed(&x.shape);
+                let mut perm: Vec<usize> = (0..rank).collect();
+                perm.swap(ra, rb);
+                let out_rm: Vec<usize> = perm.iter().map(|&p| rm[p]).collect();
+                let src = data(x)?;
+                let mut out = vec![0f32; src.len()];
+                let strides = row_major_strides(&rm);
+                for (j, o) in out.iter_mut().enumerate() {
+                    let mut rest = j;
+                    let mut at = 0;
+                    for (d, &n) in out_rm.iter().enumerate().rev() {
+                        at += (rest % n) * strides[perm[d]];
+                        rest /= n;
+                    }
+                    *o = src[at];
+                }
+                (reversed(&out_rm), out)
+            }
+            op => {
+                if inputs.len() != 2 {
+                    return Ok(());
+                }
+                let (a, b) = (reversed(&inputs[0].shape), reversed(&inputs[1].shape));
+                let Some(out_rm) = broadcast(&a, &b) else {
+                    return Err(unsupported(format!(
+                        "{op} `{}` of shapes {:?} and {:?}",
+                        f.uid, inputs[0].shape, inputs[1].shape
+                    )));
+                };
+                let n = numel(&out_rm).unwrap_or(0);
+                if n > 1 << 28 {
+                    return Err(corrupt(format!("`{}` would hold {n} values", f.uid)));
+                }
+                let (da, db) = (data(&inputs[0])?, data(&inputs[1])?);
+                let value: Vec<f32> = (0..n)
+                    .map(|j| {
+                        let (x, y) = (
+                            da[broadcast_index(j, &out_rm, &a)],
+                            db[broadcast_index(j, &out_rm, &b)],
+                        );
+                        match op {
+                            "ElementTimes" => x * y,
+                            "Plus" => x + y,
+                            _ => x - y,
+                        }
+                    })
+                    .collect();
+                (reversed(&out_rm), value)
+            }
+        };
+        let kind = if inputs.iter().any(|v| v.kind == VarKind::Parameter) {
+            VarKind::Parameter
+        } else {
+            VarKind::Constant
+        };
+        let var = Rc::new(Var {
+            name: x.name.clone(),
+            kind,
+            shape,
+            value: Some(value),
+        });
+        for o in &f.outputs {
+            self.consts.insert(o.clone(), var.clone());
+        }
+        Ok(())
     }
 
     fn value(&mut self, id: &str) -> R<Val> {
@@ -336,13 +509,15 @@ impl<'n> Translator<'n> {
                 input.name
             )));
         }
-        if var.shape.len() != 3 {
+        // [W, H, C], or [W, H, C, 1] with the batch as a static axis (an ONNX import's).
+        let packed = var.shape.len() == 4 && var.shape[3] == 1;
+        if var.shape.len() != 3 && !packed {
             return Err(unsupported(format!(
                 "input `{uid}` has shape {:?}; an image [W, H, C] is expected",
                 var.shape
             )));
         }
-        let shape = reversed(&var.shape);
+        let shape = reversed(&var.shape[..3]);
         let name = if var.name.is_empty() {
             uid.to_owned()
         } else {
@@ -354,7 +529,12 @@ impl<'n> Translator<'n> {
                 .chain(shape.iter().map(|&d| Some(d)))
                 .collect(),
         });
-        let v = Val { name, shape };
+        self.input_packed = packed;
+        let v = Val {
+            name,
+            shape,
+            packed,
+        };
         self.values.insert(uid.to_owned(), v.clone());
         Ok(v)
     }
@@ -456,13 +636,25 @@ impl<'n> Translator<'n> {
         Ok(name)
     }
 
-    /// An element-wise operand: an activation, or a parameter/constant in its own shape.
-    fn elementwise(&mut self, id: &str, f: &Func, role: &str) -> R<(String, Vec<usize>)> {
+    /// An element-wise operand: an activation (its static shape, whether its batch is
+    /// packed), or a parameter/constant in its own shape (without a leading 1 standing for
+    /// a packed batch when `packed`).
+    fn elementwise(
+        &mut self,
+        id: &str,
+        f: &Func,
+        role: &str,
+        packed: bool,
+    ) -> R<(String, Vec<usize>, bool)> {
         match self.operand(id)? {
-            Operand::Value(v) => Ok((v.name, v.shape)),
+            Operand::Value(v) => Ok((v.name, v.shape, v.packed)),
             Operand::Var(uid, var) => {
+                let uid = uid.as_str();
                 let layer = self.owner_of(uid, f);
-                let shape = reversed(&var.shape);
+                let mut shape = reversed(&var.shape);
+                if packed && shape.len() == 4 && shape[0] == 1 {
+                    shape.remove(0);
+                }
                 let name =
                     if var.kind == VarKind::Constant && var.shape.iter().product::<usize>() <= 64 {
                         let data = var
@@ -472,9 +664,9 @@ impl<'n> Translator<'n> {
                         self.ir
                             .float_constant(&format!("{layer}.{role}"), shape.clone(), data)
                     } else {
-                        self.param(uid, var, &layer, role, shape.clone())?
+                        self.param(uid, &var, &layer, role, shape.clone())?
                     };
-                Ok((name, shape))
+                Ok((name, shape, false))
             }
         }
     }
@@ -485,19 +677,63 @@ impl<'n> Translator<'n> {
         }
     }
 
-    /// The one function reading `value`, if only one does and it is a Plus of a parameter
-    /// (a bias): (its index, the parameter's uid).
-    fn bias_reader(&self, f: &Func) -> Option<(usize, String)> {
-        let out = f.outputs.first()?;
-        if self.readers.get(out).copied() != Some(1) {
-            return None;
+    /// The function adding a bias to `f`'s output, if `f`'s output is read by it alone (or
+    /// through ops that leave the tensor as it is: an ONNX import's batch unpacking): its
+    /// index, the bias's uid, and the functions in between.
+    fn bias_reader(&self, f: &Func) -> Option<(usize, String, Vec<usize>)> {
+        let mut out = f.outputs.first()?.clone();
+        let mut between = vec![];
+        for _ in 0..4 {
+            if self.readers.get(&out).copied() != Some(1) {
+                return None;
+            }
+            let (i, g) = self.net.funcs.iter().enumerate().find(|(i, g)| {
+                !self.fused.contains(i)
+                    && g.block.is_none()
+                    && self.func_inputs(g).contains(&out)
+                    && self
+                        .producer
+                        .get(g.outputs.first().map_or("", String::as_str))
+                        == Some(i)
+            })?;
+            match g.op.as_str() {
+                "Plus" => {
+                    let inputs = self.func_inputs(g);
+                    let other = inputs.iter().find(|v| **v != out)?.clone();
+                    return (inputs.len() == 2 && self.constant(&other).is_some())
+                        .then_some((i, other, between));
+                }
+                "UnpackBatch" | "ToBatch" | "Pass" | "StopGradient" | "NoOp" => {
+                    between.push(i);
+                    out = g.outputs.first()?.clone();
+                }
+                _ => return None,
+            }
         }
-        let (i, plus) = self.net.funcs.iter().enumerate().find(|(_, g)| {
-            g.op == "Plus" && g.block.is_none() && self.func_inputs(g).first() == Some(out)
-        })?;
-        let other = self.func_inputs(plus).get(1)?.clone();
-        let var = self.net.vars.get(&other)?;
-        (var.kind != VarKind::Input).then_some((i, other))
+        None
+    }
+
+    /// Marks a bias Plus and the functions before it fused into the node computing `v`
+    /// (which the Plus's output then is, its batch unpacked as theirs left it).
+    fn fuse_bias(&mut self, plus: usize, between: &[usize], v: &Val) {
+        let mut packed = v.packed;
+        for &j in between {
+            self.fused.insert(j);
+            match self.net.funcs[j].op.as_str() {
+                "UnpackBatch" => packed = true,
+                "ToBatch" => packed = false,
+                _ => {}
+            }
+        }
+        self.fused.insert(plus);
+        let f = &self.net.funcs[plus];
+        self.set(
+            f,
+            Val {
+                packed,
+                ..v.clone()
+            },
+        );
     }
 
     fn function(&mut self, i: usize) -> R<()> {
@@ -512,14 +748,9 @@ impl<'n> Translator<'n> {
         };
         let unary = |t: &mut Self, ir_op: &str, attrs: Vec<(&str, Attr)>| -> R<()> {
             let x = t.value(first(&inputs, f)?)?;
-            let y = t.ir.push(&name, ir_op, vec![x.name], attrs);
-            t.set(
-                f,
-                Val {
-                    name: y,
-                    shape: x.shape,
-                },
-            );
+            let y = t.ir.push(&name, ir_op, vec![x.name.clone()], attrs);
+            let v = x.like(y, x.shape.clone());
+            t.set(f, v);
             Ok(())
         };
         match op {
@@ -568,14 +799,67 @@ impl<'n> Translator<'n> {
                         inputs.len()
                     )));
                 }
-                let (a, sa) = self.elementwise(&inputs[0], f, role)?;
-                let (b, sb) = self.elementwise(&inputs[1], f, role)?;
+                // Whether a value operand holds its batch packed, for the other's shape.
+                let packed = inputs.iter().any(|v| {
+                    self.resolve(v)
+                        .ok()
+                        .and_then(|v| self.values.get(&v))
+                        .is_some_and(|x| x.packed)
+                });
+                let (a, sa, pa) = self.elementwise(&inputs[0], f, role, packed)?;
+                let (b, sb, pb) = self.elementwise(&inputs[1], f, role, packed)?;
                 let shape = broadcast(&sa, &sb).ok_or_else(|| {
                     unsupported(format!("{op} `{}` of shapes {sa:?} and {sb:?}", f.uid))
                 })?;
                 let y = self.ir.push(&name, ir_op, vec![a, b], vec![]);
-                self.set(f, Val { name: y, shape });
+                self.set(
+                    f,
+                    Val {
+                        name: y,
+                        shape,
+                        packed: pa || pb,
+                    },
+                );
             }
+            "Clip" => {
+                let x = self.value(first(&inputs, f)?)?;
+                let mut attrs = vec![];
+                for (key, id) in ["min", "max"].iter().zip(inputs.iter().skip(1)) {
+                    let bound = self
+                        .constant(id)
+                        .and_then(|c| c.value.clone())
+                        .filter(|v| v.len() == 1)
+                        .ok_or_else(|| {
+                            unsupported(format!(
+                                "Clip `{}` with a computed or non-scalar {key}",
+                                f.uid
+                            ))
+                        })?;
+                    attrs.push((*key, Attr::Float(bound[0])));
+                }
+                let y = self.ir.push(&name, "Clip", vec![x.name.clone()], attrs);
+                self.set(f, x.like(y, x.shape.clone()));
+            }
+            // The batch axis made static and back: the tensor is the same.
+            "ToBatch" | "UnpackBatch" => {
+                let x = self.value(first(&inputs, f)?)?;
+                let to_batch = op == "ToBatch";
+                if x.packed != to_batch {
+                    return Err(unsupported(format!(
+                        "{op} `{}` of a value whose batch is {}",
+                        f.uid,
+                        if x.packed { "static" } else { "dynamic" }
+                    )));
+                }
+                self.set(
+                    f,
+                    Val {
+                        packed: !to_batch,
+                        ..x
+                    },
+                );
+            }
+            "Pad" => self.pad(f, &inputs, &name)?,
             "Convolution" => self.convolution(i, &inputs, &name)?,
             "Pooling" => self.pooling(f, &inputs, &name)?,
             "BatchNormalization" => self.batch_norm(f, &inputs, &name)?,
@@ -583,13 +867,17 @@ impl<'n> Translator<'n> {
             "Splice" => {
                 let mut names = vec![];
                 let mut shapes = vec![];
+                let mut packed = vec![];
                 for v in &inputs {
                     let x = self.value(v)?;
                     names.push(x.name);
                     shapes.push(x.shape);
+                    packed.push(x.packed);
                 }
                 let rank = shapes.first().map_or(0, Vec::len);
-                let axis = static_axis(f, "axis", rank).unwrap_or(StaticAxis::Index(0));
+                let packed = packed.first().copied().unwrap_or(false);
+                let axis =
+                    static_axis(f, "axis", rank + packed as usize).unwrap_or(StaticAxis::Index(0));
                 let at = match axis {
                     StaticAxis::Index(a) if a < rank => Some(rank - 1 - a),
                     _ => None,
@@ -610,7 +898,14 @@ impl<'n> Translator<'n> {
                     names,
                     vec![("axis", Attr::Int(at as i64 + 1))],
                 );
-                self.set(f, Val { name: y, shape });
+                self.set(
+                    f,
+                    Val {
+                        name: y,
+                        shape,
+                        packed,
+                    },
+                );
             }
             "Reshape" => self.reshape(f, &inputs, &name)?,
             "ReduceElements" => self.reduce(f, &inputs, &name)?,
@@ -649,20 +944,22 @@ impl<'n> Translator<'n> {
                 self.ir.push(
                     name,
                     ir_op,
-                    vec![x.name],
+                    vec![x.name.clone()],
                     vec![("axis", Attr::Int(at as i64))],
                 )
             }
             // Over all of a sample's values.
-            _ if x.shape.len() <= 1 => {
-                self.ir
-                    .push(name, ir_op, vec![x.name], vec![("axis", Attr::Int(-1))])
-            }
+            _ if x.shape.len() <= 1 => self.ir.push(
+                name,
+                ir_op,
+                vec![x.name.clone()],
+                vec![("axis", Attr::Int(-1))],
+            ),
             _ => {
                 let flat = self.ir.push(
                     &format!("{name}/flatten"),
                     "Flatten",
-                    vec![x.name],
+                    vec![x.name.clone()],
                     vec![("axis", Attr::Int(1))],
                 );
                 let s = self.ir.push(
@@ -678,13 +975,7 @@ impl<'n> Translator<'n> {
                 self.ir.push(name, "Reshape", vec![s, c], vec![])
             }
         };
-        self.set(
-            f,
-            Val {
-                name: y,
-                shape: x.shape,
-            },
-        );
+        self.set(f, x.like(y, x.shape.clone()));
         Ok(())
     }
 
@@ -709,6 +1000,7 @@ impl<'n> Translator<'n> {
                 f.uid
             )));
         };
+        let (wid, w) = (wid.as_str(), &*w);
         let x = self.value(&inputs[1])?;
         // Kernel [kW, kH, Cin/groups, Cout] → OIHW.
         if w.shape.len() != 4 || x.shape.len() != 3 {
@@ -742,19 +1034,19 @@ impl<'n> Translator<'n> {
         let layer = self.owner_of(wid, f);
         let wname = self.param(wid, w, &layer, "weight", vec![cout, cin_g, k_h, k_w])?;
         // A per-channel bias [1, 1, K] (or [K] over a 1x1 map) added next is the Conv's.
-        let bias = self.bias_reader(f).filter(|(_, bid)| {
-            let b = &self.net.vars[bid];
+        let bias = self.bias_reader(f).and_then(|(j, bid, between)| {
+            let b = self.constant(&bid)?;
+            // [1, 1, K] (and a packed batch's 1), or [K] over a 1x1 map.
+            let s = &b.shape;
             let per_channel =
-                b.shape.iter().rev().skip(1).all(|&d| d == 1) && b.shape.last() == Some(&cout);
-            per_channel && (b.shape.len() == 3 || out_h * out_w == 1)
+                s.len() >= 3 && s[..2] == [1, 1] && s[2] == cout && s[3..].iter().all(|&d| d == 1);
+            (per_channel || (s[..] == [cout] && out_h * out_w == 1)).then_some((j, bid, b, between))
         });
         let name = &self.weighted_name(f, bias.as_ref().map(|b| b.0), wid, name, "conv");
         let x = self.crop(x, [crop_h, crop_w], name);
         let mut conv_inputs = vec![x.name, wname];
-        if let Some((j, bid)) = &bias {
-            let b = &self.net.vars[bid];
+        if let Some((_, bid, b, _)) = &bias {
             conv_inputs.push(self.param(bid, b, &layer, "bias", vec![cout])?);
-            self.fused.insert(*j);
         }
         let y = self.ir.push(
             name,
@@ -762,13 +1054,9 @@ impl<'n> Translator<'n> {
             conv_inputs,
             conv_attrs(&geometry, [ph, pw], groups),
         );
-        let v = Val {
-            name: y,
-            shape: vec![cout, out_h, out_w],
-        };
-        if let Some((j, _)) = bias {
-            let plus = &self.net.funcs[j];
-            self.set(plus, v.clone());
+        let v = Val::new(y, vec![cout, out_h, out_w]);
+        if let Some((j, _, _, between)) = bias {
+            self.fuse_bias(j, &between, &v);
         }
         self.set(f, v);
         Ok(())
@@ -791,11 +1079,11 @@ impl<'n> Translator<'n> {
         let y = self.ir.push(
             &format!("{name}/crop"),
             "Slice",
-            vec![x.name, starts, ends, axes],
+            vec![x.name.clone(), starts, ends, axes],
             vec![],
         );
         let shape = vec![x.shape[0], x.shape[1] - h, x.shape[2] - w];
-        Val { name: y, shape }
+        x.like(y, shape)
     }
 
     fn pooling(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
@@ -823,10 +1111,12 @@ impl<'n> Translator<'n> {
         let global =
             [k_h, k_w] == [x.shape[1] as i64, x.shape[2] as i64] && (ph, pw) == ((0, 0), (0, 0));
         let y = match (kind, global) {
-            (0, true) => self.ir.push(name, "GlobalMaxPool", vec![x.name], vec![]),
+            (0, true) => self
+                .ir
+                .push(name, "GlobalMaxPool", vec![x.name.clone()], vec![]),
             (1, true) => self
                 .ir
-                .push(name, "GlobalAveragePool", vec![x.name], vec![]),
+                .push(name, "GlobalAveragePool", vec![x.name.clone()], vec![]),
             (0 | 1, false) => {
                 let mut attrs = vec![
                     ("kernel_shape", Attr::Ints(vec![k_h, k_w])),
@@ -844,7 +1134,7 @@ impl<'n> Translator<'n> {
                     attrs.push(("count_include_pad", Attr::Int(include as i64)));
                 }
                 let op = if kind == 0 { "MaxPool" } else { "AveragePool" };
-                self.ir.push(name, op, vec![x.name], attrs)
+                self.ir.push(name, op, vec![x.name.clone()], attrs)
             }
             _ => {
                 return Err(unsupported(format!(
@@ -853,13 +1143,7 @@ impl<'n> Translator<'n> {
                 )));
             }
         };
-        self.set(
-            f,
-            Val {
-                name: y,
-                shape: vec![x.shape[0], out_h, out_w],
-            },
-        );
+        self.set(f, Val::new(y, vec![x.shape[0], out_h, out_w]));
         Ok(())
     }
 
@@ -892,6 +1176,7 @@ impl<'n> Translator<'n> {
                     f.uid
                 )));
             };
+            let (uid, var) = (uid.as_str(), &*var);
             if var.value.as_ref().map(Vec::len) != Some(n) {
                 return Err(unsupported(format!(
                     "batch normalisation `{}`: its {role} has shape {:?} for a {:?} value ({})",
@@ -910,7 +1195,7 @@ impl<'n> Translator<'n> {
         }
         let attrs = vec![("epsilon", Attr::Float(epsilon as f32))];
         let y = if spatial || x.shape.len() <= 1 {
-            let mut ins = vec![x.name];
+            let mut ins = vec![x.name.clone()];
             ins.extend(names);
             self.ir.push(name, "BatchNormalization", ins, attrs)
         } else {
@@ -918,7 +1203,7 @@ impl<'n> Translator<'n> {
             let flat = self.ir.push(
                 &format!("{name}/flatten"),
                 "Flatten",
-                vec![x.name],
+                vec![x.name.clone()],
                 vec![("axis", Attr::Int(1))],
             );
             let mut ins = vec![flat];
@@ -932,13 +1217,7 @@ impl<'n> Translator<'n> {
             let c = self.ir.int_constant(&format!("{name}/shape"), dims);
             self.ir.push(name, "Reshape", vec![bn, c], vec![])
         };
-        self.set(
-            f,
-            Val {
-                name: y,
-                shape: x.shape,
-            },
-        );
+        self.set(f, x.like(y, x.shape.clone()));
         Ok(())
     }
 
@@ -957,6 +1236,7 @@ impl<'n> Translator<'n> {
                 f.uid
             )));
         };
+        let (wid, w) = (wid.as_str(), &*w);
         let x = self.value(&inputs[1])?;
         let out_rank = int_attr(f, "outputRank").unwrap_or(1).max(0) as usize;
         if out_rank > w.shape.len() {
@@ -979,31 +1259,29 @@ impl<'n> Translator<'n> {
         }
         let layer = self.owner_of(wid, f);
         let wname = self.dense_weight(wid, w, &layer, n_out, n_in)?;
-        let bias = self.bias_reader(f).filter(|(_, bid)| {
+        let bias = self.bias_reader(f).and_then(|(j, bid, between)| {
             // [out…], or with trailing 1s (BrainScript's [10, 1]).
-            let b = &self.net.vars[bid].shape;
-            b.len() >= outs.len()
-                && b[..outs.len()] == *outs
-                && b[outs.len()..].iter().all(|&d| d == 1)
+            let b = self.constant(&bid)?;
+            let s = &b.shape;
+            (s.len() >= outs.len()
+                && s[..outs.len()] == *outs
+                && s[outs.len()..].iter().all(|&d| d == 1))
+            .then_some((j, bid, b, between))
         });
         let name = &self.weighted_name(f, bias.as_ref().map(|b| b.0), wid, name, "linear");
         let flat = if x.shape.len() == 1 {
-            x.name
+            x.name.clone()
         } else {
             self.ir.push(
                 &format!("{name}/flatten"),
                 "Flatten",
-                vec![x.name],
+                vec![x.name.clone()],
                 vec![("axis", Attr::Int(1))],
             )
         };
         let mut gemm = vec![flat, wname];
-        let mut set_also = None;
-        if let Some((j, bid)) = bias {
-            let b = &self.net.vars[&bid];
-            gemm.push(self.param(&bid, b, &layer, "bias", vec![n_out])?);
-            self.fused.insert(j);
-            set_also = Some(j);
+        if let Some((_, bid, b, _)) = &bias {
+            gemm.push(self.param(bid, b, &layer, "bias", vec![n_out])?);
         }
         let mut y = self
             .ir
@@ -1018,10 +1296,9 @@ impl<'n> Translator<'n> {
                 .ir
                 .push(&format!("{name}/reshape"), "Reshape", vec![y, c], vec![]);
         }
-        let v = Val { name: y, shape };
-        if let Some(j) = set_also {
-            let plus = &self.net.funcs[j];
-            self.set(plus, v.clone());
+        let v = x.like(y, shape);
+        if let Some((j, _, _, between)) = bias {
+            self.fuse_bias(j, &between, &v);
         }
         self.set(f, v);
         Ok(())
@@ -1062,54 +1339,91 @@ impl<'n> Translator<'n> {
         Ok(name)
     }
 
-    fn reshape(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+    fn pad(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
         let x = self.value(first(inputs, f)?)?;
-        let new = shape_attr(f, "newShape")
-            .ok_or_else(|| corrupt(format!("reshape `{}` has no shape", f.uid)))?;
-        let old = reversed(&x.shape);
-        let rank = old.len();
-        let index = |key| match static_axis(f, key, rank) {
-            Some(StaticAxis::Index(a)) => Some(a),
-            _ => None,
+        let amounts = |key| -> Vec<i64> {
+            match attr(f, key) {
+                Some(Value::List(v)) => v
+                    .iter()
+                    .map(|d| match d {
+                        Value::Int(i) => *i,
+                        _ => -1,
+                    })
+                    .collect(),
+                Some(Value::Shape(v)) => v.iter().map(|&d| d as i64).collect(),
+                _ => vec![],
+            }
         };
-        let begin = index("beginAxis").unwrap_or(0);
-        let end = index("endAxis").unwrap_or(rank);
-        if begin > end {
-            return Err(corrupt(format!(
-                "reshape `{}` of axes {begin}..{end}",
-                f.uid
-            )));
+        // Column-major, one per static axis (a packed batch's last).
+        let rank = x.shape.len();
+        let (mut head, mut foot) = (amounts("paddingHead"), amounts("paddingFoot"));
+        head.resize(rank + x.packed as usize, 0);
+        foot.resize(rank + x.packed as usize, 0);
+        let bad = |why: &str| unsupported(format!("Pad `{}`: {why}", f.uid));
+        if head
+            .iter()
+            .chain(&foot)
+            .any(|&p| !(0..1 << 20).contains(&p))
+        {
+            return Err(bad("padding amounts out of range"));
         }
-        // Column-major: old[..begin] + new + old[end..]; an inferred dimension is u64::MAX.
-        let mut dims: Vec<Option<usize>> = old[..begin].iter().map(|&d| Some(d)).collect();
-        dims.extend(
-            new.iter()
-                .map(|&d| (d != u64::MAX && d != 0).then_some(d as usize)),
-        );
-        dims.extend(old[end..].iter().map(|&d| Some(d)));
-        let known: usize = dims.iter().flatten().product();
-        let total = numel(&x.shape).unwrap_or(0);
-        let unknown = dims.iter().filter(|d| d.is_none()).count();
-        let shape_cm: Vec<usize> = match unknown {
-            0 if known == total => dims.into_iter().flatten().collect(),
-            1 if known > 0 && total.is_multiple_of(known) => dims
-                .into_iter()
-                .map(|d| d.unwrap_or(total / known))
-                .collect(),
-            _ => {
-                return Err(unsupported(format!(
-                    "reshape `{}` of a {old:?} value to {new:?}",
-                    f.uid
+        if x.packed && (head[rank] != 0 || foot[rank] != 0) {
+            return Err(bad("it pads the batch"));
+        }
+        let mode = match int_attr(f, "paddingMode").unwrap_or(0) {
+            0 => "constant",
+            1 => "reflect",
+            m => {
+                return Err(bad(&format!(
+                    "padding mode {m} (symmetric) is not supported"
                 )));
             }
         };
-        let shape = reversed(&shape_cm);
+        // ONNX pads: [N, C, H, W begins, then ends], row-major.
+        let mut pads = vec![0i64];
+        pads.extend((0..rank).rev().map(|a| head[a]));
+        pads.push(0);
+        pads.extend((0..rank).rev().map(|a| foot[a]));
+        let shape: Vec<usize> = (0..rank)
+            .map(|r| x.shape[r] + (head[rank - 1 - r] + foot[rank - 1 - r]) as usize)
+            .collect();
+        let value = float(f, "paddingConstantValue").unwrap_or(0.0);
+        let y = self.ir.push(
+            name,
+            "Pad",
+            vec![x.name.clone()],
+            vec![
+                ("mode", Attr::String(mode.into())),
+                ("pads", Attr::Ints(pads)),
+                ("value", Attr::Float(value as f32)),
+            ],
+        );
+        self.set(f, x.like(y, shape));
+        Ok(())
+    }
+
+    fn reshape(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        let x = self.value(first(inputs, f)?)?;
+        let mut shape = reversed(&reshaped(f, &x.cntk_shape())?);
+        // A packed batch stays the first axis, of size 1.
+        if x.packed && shape.first() != Some(&1) {
+            return Err(unsupported(format!(
+                "reshape `{}` moves the batch of a {:?} value to {shape:?}",
+                f.uid,
+                x.cntk_shape()
+            )));
+        }
+        if x.packed {
+            shape.remove(0);
+        }
         let ints: Vec<i64> = std::iter::once(0)
             .chain(shape.iter().map(|&d| d as i64))
             .collect();
         let c = self.ir.int_constant(&format!("{name}/shape"), ints);
-        let y = self.ir.push(name, "Reshape", vec![x.name, c], vec![]);
-        self.set(f, Val { name: y, shape });
+        let y = self
+            .ir
+            .push(name, "Reshape", vec![x.name.clone(), c], vec![]);
+        self.set(f, x.like(y, shape));
         Ok(())
     }
 
@@ -1149,15 +1463,82 @@ impl<'n> Translator<'n> {
         let y = self.ir.push(
             name,
             ir_op,
-            vec![x.name],
+            vec![x.name.clone()],
             vec![
                 ("axes", Attr::Ints(axes.iter().map(|&a| a as i64).collect())),
                 ("keepdims", Attr::Int(keep as i64)),
             ],
         );
-        self.set(f, Val { name: y, shape });
+        self.set(f, x.like(y, shape));
         Ok(())
     }
+}
+
+/// The column-major shape a Reshape makes of `old`: `old[..begin] + newShape +
+/// old[end..]`, an inferred dimension (0 or u64::MAX) taking what is left.
+fn reshaped(f: &Func, old: &[usize]) -> R<Vec<usize>> {
+    let new = shape_attr(f, "newShape")
+        .ok_or_else(|| corrupt(format!("reshape `{}` has no shape", f.uid)))?;
+    let rank = old.len();
+    let index = |key| match static_axis(f, key, rank) {
+        Some(StaticAxis::Index(a)) => Some(a),
+        _ => None,
+    };
+    let begin = index("beginAxis").unwrap_or(0);
+    let end = index("endAxis").unwrap_or(rank);
+    if begin > end {
+        return Err(corrupt(format!(
+            "reshape `{}` of axes {begin}..{end}",
+            f.uid
+        )));
+    }
+    let mut dims: Vec<Option<usize>> = old[..begin].iter().map(|&d| Some(d)).collect();
+    dims.extend(
+        new.iter()
+            .map(|&d| (d != u64::MAX && d != 0).then_some(d as usize)),
+    );
+    dims.extend(old[end..].iter().map(|&d| Some(d)));
+    let known = dims
+        .iter()
+        .flatten()
+        .try_fold(1usize, |n, &d| n.checked_mul(d));
+    let total = numel(old).unwrap_or(0);
+    let unknown = dims.iter().filter(|d| d.is_none()).count();
+    match (unknown, known) {
+        (0, Some(k)) if k == total => Ok(dims.into_iter().flatten().collect()),
+        (1, Some(k)) if k > 0 && total.is_multiple_of(k) => {
+            Ok(dims.into_iter().map(|d| d.unwrap_or(total / k)).collect())
+        }
+        _ => Err(unsupported(format!(
+            "reshape `{}` of a {old:?} value to {new:?}",
+            f.uid
+        ))),
+    }
+}
+
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// The index into a row-major tensor of shape `from`, broadcast to `to`, of element `j`
+/// of `to`.
+fn broadcast_index(j: usize, to: &[usize], from: &[usize]) -> usize {
+    let offset = to.len() - from.len();
+    let strides = row_major_strides(from);
+    let mut rest = j;
+    let mut at = 0;
+    for d in (0..to.len()).rev() {
+        let i = rest % to[d];
+        rest /= to[d];
+        if d >= offset && from[d - offset] != 1 {
+            at += i * strides[d - offset];
+        }
+    }
+    at
 }
 
 fn first<'a>(inputs: &'a [String], f: &Func) -> R<&'a String> {
