@@ -6,7 +6,7 @@
 #
 #   SECONDS_PER_TARGET  how long each target runs (default 60)
 #   TARGET              one or more of: pickle torch_zip torch_legacy safetensors keras_h5
-#                       keras_archive tflite tf_bundle onnx weights_detect image
+#                       keras_archive tflite tf_bundle onnx cntk weights_detect image
 #                       (default: all)
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). The script builds
@@ -32,7 +32,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 fx="$root/tests/fixtures"
 cd "$root/fuzz"
 
-all=(pickle torch_zip torch_legacy safetensors keras_h5 keras_archive tflite tf_bundle onnx weights_detect image)
+all=(pickle torch_zip torch_legacy safetensors keras_h5 keras_archive tflite tf_bundle onnx cntk weights_detect image)
 secs="${1:-60}"
 shift || true
 targets=("$@")
@@ -93,6 +93,7 @@ seed keras_archive "$fx"/*/model.keras "$fx"/keras_graph/*.keras
 seed tflite "$fx"/*/*.tflite
 seed tf_bundle "$fx"/*/*/*.index "$fx"/*/*/variables/*.index
 seed onnx "$fx"/onnx/*/model.onnx
+seed cntk "$fx"/cntk/*.model "$fx"/cntk/*.dnn
 seed weights_detect "$fx"/files/* "$fx"/mobilenet_v2/weights.safetensors "$fx"/keras_vgg/weights.h5 \
     "$fx"/keras_efficientnet/model.keras "$fx"/tf_mobilenet_v2/model_int8.tflite \
     "$fx"/tf_keras2_resnet/checkpoint/weights.index "$fx"/onnx/resnet_op13/model.onnx

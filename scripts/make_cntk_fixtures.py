@@ -21,6 +21,8 @@ in both of its formats, with CNTK's own outputs.
             a 1x1 projection), a Splice of two branches, AveragePooling 3x3 "same" (padding
             not counted), GlobalAveragePooling, sigmoid * x, Dense head
 
+  lstm.model  a recurrent text model (LSTM), which is not an image model
+
   real/     CNTK's outputs for the real files in ../shared/data/cntk (references only; the
             files stay there): <file>_input.npy, <file>_output.npy
 
@@ -133,6 +135,15 @@ def make(name, build, channels, size, rng, v1=True):
     print(name, "features", feats.shape, "logits", by_name[logits.output.uid].shape)
 
 
+def recurrent():
+    """A text model (not an image model, which retrain must refuse by name): a sequence of
+    vectors through an LSTM recurrence and a Dense layer."""
+    from cntk.layers import LSTM, Recurrence
+    x = C.sequence.input_variable(8, name="tokens")
+    model = Dense(3, name="classifier")(C.sequence.last(Recurrence(LSTM(4))(x)))
+    model.save(os.path.join(ROOT, "lstm.model"))
+
+
 def real_references(rng):
     """CNTK's outputs for the real files on real images: the two MNIST digits (grey 0..255)
     for mnist_conv.cmf; for the CIFAR-10 models, two photographs minus 128 (ConvNet, as it
@@ -181,6 +192,7 @@ def main():
     make("convnet", convnet, 3, 36, rng, v1=False)
     make("plain", plain, 3, 33, rng)
     make("resnet", resnet, 3, 20, rng)
+    recurrent()
     real_references(rng)
 
 

@@ -206,12 +206,12 @@ pub struct FitArgs {
 pub struct ModelArgs {
     /// Architecture name, e.g. efficientnet_lite0, mobilenet_v2, resnet50 (`retrain models`),
     /// or a model spec .json file for a custom variant. Not needed for a file that holds
-    /// its own graph (.onnx, .tflite, a Keras full model): it runs as that graph; nor for
+    /// its own graph (.onnx, .tflite, a Keras full model, a CNTK model): it runs as that graph; nor for
     /// a state dict whose every tensor fits one architecture (`retrain inspect`).
     #[arg(long, short)]
     pub model: Option<String>,
     /// Weights for that architecture: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow
-    /// checkpoint prefix or SavedModel folder, or .tflite; or an .onnx model.
+    /// checkpoint prefix or SavedModel folder, or .tflite; or an .onnx or CNTK model.
     #[arg(long, short, required_unless_present = "bundle")]
     pub weights: Option<PathBuf>,
     /// A bundle written by `retrain fit`, instead of --model and --weights.
@@ -272,11 +272,11 @@ impl InputSpecArgs {
 #[derive(clap::Args, Debug)]
 pub struct PretrainedArgs {
     /// Architecture name (`retrain models`) or a model spec .json file; not needed for an
-    /// .onnx, .tflite or Keras full model, which runs as its own graph, nor for a state
+    /// .onnx, .tflite, Keras full model or CNTK model, which runs as its own graph, nor for a state
     /// dict whose every tensor fits one architecture.
     #[arg(long, short)]
     pub model: Option<String>,
-    /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, .tflite, or an .onnx model.
+    /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, .tflite, or an .onnx or CNTK model.
     #[arg(long, short)]
     pub weights: PathBuf,
     #[command(flatten)]

@@ -617,6 +617,22 @@ fn keras_applications_run_as_their_graph_in_every_command() {
     assert_eq!(j["graph"]["classifier"], "convnext_tiny_head_dense");
 }
 
+/// CNTK files run as their graph in every command: a v2 model (stages named by the layers
+/// API's blocks) and a v1 network saved by CNTK 2 (named by the functions' uids); inspect
+/// says which format and model version.
+#[test]
+fn cntk_files_run_as_their_graph_in_every_command() {
+    let v2 = fixtures().join("cntk/resnet.model");
+    let j = graph_file_in_every_command(&v2, "concat", 22);
+    assert_eq!(j["format"], "cntk-v2");
+    assert_eq!(j["graph"]["classifier"], "classifier");
+    assert_eq!(j["graph"]["producer"], "CNTK v2 model, version 3");
+    let v1 = fixtures().join("cntk/plain_v1.dnn");
+    let j = graph_file_in_every_command(&v1, "pool2", 12);
+    assert_eq!(j["format"], "cntk-v1");
+    assert_eq!(j["graph"]["producer"], "CNTK v1 model, version 31");
+}
+
 /// A graph file without --model: `inspect` lists `layer` among its stages, `embed` cuts
 /// there (`width` values an image), `fit` freezes up to it and the bundle predicts.
 /// Returns what `inspect --json` said.

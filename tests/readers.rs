@@ -187,3 +187,61 @@ fn unknown_and_empty_files_say_so() {
         Err(WeightsError::Truncated(_))
     ));
 }
+
+/// CNTK files (v2 protobuf and v1 binary) cut anywhere and with flipped bytes: errors or
+/// graphs the analysis refuses, never a panic or a runaway allocation. A v1 network ends
+/// in its `ECN` marker, so every cut of one is an error.
+#[test]
+fn damaged_cntk_files_never_panic() {
+    let device = burn::prelude::Device::default();
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for f in [
+        "cntk/convnet.model",
+        "cntk/resnet.model",
+        "cntk/mobilenet_v2_small.model",
+        "cntk/plain_v1.dnn",
+        "cntk/resnet_v1.dnn",
+    ] {
+        let bytes = std::fs::read(fixtures().join(f)).unwrap();
+        let v1 = f.ends_with(".dnn");
+        let analyse = |w: &Weights| {
+            let _ = retrain::graph::analyse::model_spec(w, "damaged", None, &device);
+        };
+        for n in (0..bytes.len()).step_by((bytes.len() / 300).max(1)) {
+            match Weights::from_bytes(&bytes[..n]) {
+                Ok(w) if v1 => panic!("{f} cut to {n} bytes read {} tensors", w.tensors.len()),
+                Ok(w) => analyse(&w),
+                Err(_) => {}
+            }
+        }
+        for _ in 0..200 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + rand() % 4 {
+                let i = (rand() as usize) % b.len();
+                b[i] = rand() as u8;
+            }
+            if let Ok(w) = Weights::from_bytes(&b) {
+                analyse(&w);
+            }
+        }
+    }
+}
+
+/// A CNTK model that is not an image model is refused in one line saying why.
+#[test]
+fn a_recurrent_cntk_model_is_refused_by_name() {
+    let err = Weights::load(&fixtures().join("cntk/lstm.model")).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, WeightsError::Unsupported(_)), "{msg}");
+    assert!(
+        msg.contains("recurrent network, not an image model"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+}

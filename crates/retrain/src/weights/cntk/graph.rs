@@ -177,11 +177,15 @@ pub(crate) fn translate(net: &Net) -> R<(BTreeMap<String, WeightTensor>, Graph)>
                     }
                 }
             }
+            _ if f.op == "Combine" => {
+                // A Combine's i-th output is its i-th input.
+                for (k, v) in f.inputs.iter().enumerate() {
+                    t.alias.insert(format!("{}_Output_{k}", f.uid), v.clone());
+                }
+            }
             _ => {
                 for o in &f.outputs {
-                    if f.op != "Combine" {
-                        t.producer.insert(o.clone(), i);
-                    }
+                    t.producer.insert(o.clone(), i);
                 }
             }
         }
@@ -454,11 +458,17 @@ impl<'n> Translator<'n> {
                         f.uid, inputs[0].shape, inputs[1].shape
                     )));
                 };
-                let n = numel(&out_rm).unwrap_or(0);
-                if n > 1 << 28 {
-                    return Err(corrupt(format!("`{}` would hold {n} values", f.uid)));
-                }
                 let (da, db) = (data(&inputs[0])?, data(&inputs[1])?);
+                // A weight scaled or offset by another: never more values than the larger
+                // holds (a file is untrusted; an outer product of constants is no weight).
+                let n = numel(&out_rm).unwrap_or(usize::MAX);
+                if n > da.len().max(db.len()) {
+                    return Err(unsupported(format!(
+                        "{op} `{}` broadcasts constants of shapes {:?} and {:?} to more values \
+                         than either holds",
+                        f.uid, inputs[0].shape, inputs[1].shape
+                    )));
+                }
                 let value: Vec<f32> = (0..n)
                     .map(|j| {
                         let (x, y) = (
@@ -914,6 +924,12 @@ impl<'n> Translator<'n> {
                     "block `{}` ({}) could not be unfolded",
                     f.uid,
                     f.block.as_ref().map_or("", |b| b.op_name.as_str())
+                )));
+            }
+            "PastValue" | "FutureValue" | "OptimizedRNNStack" => {
+                return Err(unsupported(format!(
+                    "`{}` is a recurrent op ({op}): a sequence model, not an image model",
+                    f.uid
                 )));
             }
             other => {

@@ -541,3 +541,120 @@ pub(super) fn read(bytes: &[u8]) -> Result<Net, WeightsError> {
         outputs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::proto::{Dictionary, DictionaryValue, NdArrayView, NdShape, Value as V, Vector};
+    use super::*;
+
+    fn value(v: V) -> DictionaryValue {
+        DictionaryValue {
+            version: 1,
+            value_type: 0,
+            value: Some(v),
+        }
+    }
+
+    fn dict(entries: Vec<(&str, V)>) -> Dictionary {
+        Dictionary {
+            version: 1,
+            data: entries
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), value(v)))
+                .collect(),
+        }
+    }
+
+    fn list(items: Vec<V>) -> V {
+        V::Vector(Vector {
+            value: items.into_iter().map(value).collect(),
+        })
+    }
+
+    fn parameter(storage: i32) -> V {
+        V::Dictionary(dict(vec![
+            ("uid", V::String("Parameter1".into())),
+            ("kind", V::SizeT(PARAMETER)),
+            ("shape", V::Shape(NdShape { shape_dim: vec![2] })),
+            (
+                "value",
+                V::Array(NdArrayView {
+                    data_type: FLOAT,
+                    storage_format: storage,
+                    shape: Some(NdShape { shape_dim: vec![2] }),
+                    values: Some(proto::Values::Float(proto::FloatValues {
+                        value: vec![1.0, 2.0],
+                    })),
+                }),
+            ),
+        ]))
+    }
+
+    fn model(inputs: Vec<V>, op: V) -> Vec<u8> {
+        let f = V::Dictionary(dict(vec![
+            ("uid", V::String("Negate2".into())),
+            ("op", op),
+            ("inputs", list(vec![V::String("Parameter1".into())])),
+        ]));
+        dict(vec![
+            ("type", V::String("CompositeFunction".into())),
+            ("root", V::String("Negate2".into())),
+            ("inputs", list(inputs)),
+            ("primitive_functions", list(vec![f])),
+        ])
+        .encode_to_vec()
+    }
+
+    fn error(bytes: &[u8]) -> String {
+        assert!(looks_like(bytes));
+        read(bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_well_formed_dictionary_reads() {
+        let net = read(&model(vec![parameter(DENSE)], V::SizeT(0))).unwrap();
+        assert_eq!(net.funcs[0].op, "Negate");
+        assert_eq!(
+            net.vars["Parameter1"].value.as_deref(),
+            Some(&[1.0, 2.0][..])
+        );
+        assert_eq!(net.outputs, ["Negate2_Output_0"]);
+    }
+
+    #[test]
+    fn sparse_storage_is_refused_by_name() {
+        let e = error(&model(vec![parameter(1)], V::SizeT(0)));
+        assert!(e.contains("`Parameter1` has sparse storage"), "{e}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named() {
+        let e = error(&model(vec![parameter(DENSE)], V::String("Negate".into())));
+        assert!(
+            e.contains("`op` of function `Negate2` is not an op code"),
+            "{e}"
+        );
+        let e = error(&model(vec![V::String("Parameter1".into())], V::SizeT(0)));
+        assert!(
+            e.contains("`inputs` of the model is not a list of dictionaries"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_sparse_input_is_refused_by_name() {
+        let input = V::Dictionary(dict(vec![
+            ("uid", V::String("Input0".into())),
+            ("kind", V::SizeT(INPUT)),
+            ("is_sparse", V::Bool(true)),
+            (
+                "shape",
+                V::Shape(NdShape {
+                    shape_dim: vec![100],
+                }),
+            ),
+        ]));
+        let e = error(&model(vec![input], V::SizeT(0)));
+        assert!(e.contains("input `Input0` is sparse"), "{e}");
+    }
+}
