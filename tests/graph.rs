@@ -548,11 +548,12 @@ fn cntk_v2_models_run_as_their_graph() {
 }
 
 /// The same networks saved by CNTK 2.7 in its legacy v1 format (model version 31), which
-/// holds what v1 nodes can (the ConvNet's ELU cannot be loaded back by CNTK): the same
+/// holds what v1 nodes can (the ConvNet's ELU cannot be loaded back by CNTK), and a grouped
+/// convolution, whose groups the v1 format leaves out (inferred from the kernel): the same
 /// outputs within 1e-4.
 #[test]
 fn cntk_v1_models_run_as_their_graph() {
-    for name in ["plain", "resnet"] {
+    for name in ["plain", "resnet", "grouped"] {
         let prefix = format!("{name}_");
         check_file_graph(
             "cntk",

@@ -286,9 +286,10 @@ fn inspect_identifies_real_files_and_refuses_the_wrong_architecture() {
 }
 
 /// torchvision's MobileNetV2 with its real ImageNet weights as a CNTK v2 model (exported
-/// to ONNX at opset 9 and imported by CNTK 2.7: scripts/make_cntk_imported_fixtures.py,
-/// which needs CNTK, so the 14 MB file is made by hand, not fetched) gives the same top-1
-/// class as the `.pth` on every validation image.
+/// to ONNX at opset 9 and imported by CNTK 2.7) and as a v1 network built with CNTK's
+/// layers (scripts/make_cntk_imported_fixtures.py, which needs CNTK, so the 14 MB files
+/// are made by hand, not fetched) gives the same top-1 class as the `.pth` on every
+/// validation image.
 #[test]
 fn cntk_mobilenet_v2_gives_the_pth_top1() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/mobilenet_v2_cntk.model");
@@ -324,4 +325,13 @@ fn cntk_mobilenet_v2_gives_the_pth_top1() {
     let from_cntk = top1(&["-w", path.to_str().unwrap()]);
     assert_eq!(from_pth.len(), 153);
     assert_eq!(from_pth, from_cntk);
+    // The same weights in a network of CNTK's own layers, saved as v1 (the script writes
+    // it beside the v2 file); it keeps CNTK's default BGR scaling unless told.
+    let v1 = path.with_file_name("mobilenet_v2_cntk_v1.dnn");
+    if v1.is_file() {
+        let from_v1 = top1(&["-w", v1.to_str().unwrap(), "--preprocess", "torch"]);
+        assert_eq!(from_pth, from_v1);
+    } else {
+        skipped(&format!("{} not found", v1.display()));
+    }
 }

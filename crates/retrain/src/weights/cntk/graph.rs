@@ -1028,8 +1028,13 @@ impl<'n> Translator<'n> {
                 reversed(&x.shape)
             )));
         }
-        let groups = int_attr(f, "groups").unwrap_or(1).max(1) as usize;
         let [k_w, k_h, cin_g, cout] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
+        // v1 files do not store the groups: a kernel over a part of the channels says them.
+        let groups = match int_attr(f, "groups") {
+            Some(g) => g.max(1) as usize,
+            None if cin_g > 0 && x.shape[0] % cin_g == 0 => x.shape[0] / cin_g,
+            None => 1,
+        };
         if cin_g * groups != x.shape[0] || cout % groups != 0 {
             return Err(unsupported(format!(
                 "convolution `{}`: a kernel of {cin_g} channels in {groups} groups over {} channels",

@@ -706,6 +706,13 @@ pub(super) fn read(bytes: &[u8]) -> R<Net> {
             .iter()
             .map(|i| id(i))
             .collect::<R<Vec<_>>>()?;
+        // v1's ClipNode takes (min, max, x); v2's Clip (x, min, max).
+        let inputs = match (&n, inputs.as_slice()) {
+            (Node::Func { op, .. }, [min, max, x]) if op == "Clip" => {
+                vec![x.clone(), min.clone(), max.clone()]
+            }
+            _ => inputs,
+        };
         match n {
             Node::Var(v) => {
                 vars.insert(uid, v);
