@@ -10,7 +10,7 @@ in both of its formats, with CNTK's own outputs.
     <name>_logits.npy   the classifier's output (the model's output)
 
   convnet   Convolution (3x3 "same" without bias, 4x4 stride 2 "same" = an even kernel,
-            3x3 "same" in 4 groups, 3x3 "valid"), spatial BatchNormalization, ReLU / ELU / LeakyReLU,
+            3x3 "same" in 4 groups, 3x3 "valid"), reflection Pad, spatial BatchNormalization, ReLU / ELU / LeakyReLU,
             MaxPooling 3x3 stride 2 "same", AveragePooling 2x2, Dense on a 2x2 map (Times of
             rank 3), Dense tanh, non-spatial BatchNormalization, Dropout, Dense head
   plain     what CNTK's v1 format holds (no ELU): 3x3 "same" convolution and BatchNorm,
@@ -21,6 +21,8 @@ in both of its formats, with CNTK's own outputs.
             a 1x1 projection), a Splice of two branches, AveragePooling 3x3 "same" (padding
             not counted), GlobalAveragePooling, sigmoid * x, Dense head
 
+  shapes    Slice (one axis, and two), TransposeAxes, Reshape, ReduceElements on
+            activations, saved as v1 too
   grouped   a convolution in 4 groups, saved as v1 too (which leaves the groups out)
   lstm.model  a recurrent text model (LSTM), which is not an image model
 
@@ -68,6 +70,7 @@ def convnet(x):
     # The layers API has no groups: CNTK's own convolution op does.
     w = C.parameter((12, 3, 3, 3), init=C.glorot_uniform(), name="W")
     h = C.convolution(w, h, auto_padding=[False, True, True], groups=4, name="grouped")
+    h = C.pad(h, pattern=[(0, 0), (1, 2), (2, 1)], mode=C.REFLECT_PAD, name="pad")
     h = AveragePooling((2, 2), strides=2, name="pool2")(h)
     h = Convolution2D((3, 3), 16, pad=False, activation=C.leaky_relu, name="conv3")(h)
     h = Dense(24, activation=C.tanh, name="fc1")(h)
@@ -88,6 +91,17 @@ def plain(x):
     h = BatchNormalization(name="bn_fc")(h)
     features = Dropout(0.3, name="drop")(h)
     return features, Dense(5, name="classifier")(features)
+
+
+def shapes(x):
+    h = Convolution2D((3, 3), 8, pad=True, activation=C.relu, name="conv1")(x)
+    h = C.slice(h, 0, 2, 8, name="channels")
+    h = C.transpose(h, (0, 2, 1), name="swap")
+    h = C.slice(h, [1, 2], [1, 0], [11, 12], name="window")
+    h = C.reshape(h, (6, 120), name="rows")
+    h = C.reduce_mean(h, axis=1, name="mean")
+    features = C.reshape(h, (6,), name="flat")
+    return features, Dense(3, name="classifier")(features)
 
 
 def grouped(x):
@@ -204,6 +218,8 @@ def main():
     # The v1 format does not store a convolution's groups: CNTK 2.7 cannot load its own
     # file back (a reader infers them from the kernel); the v2 run is the reference.
     make("grouped", grouped, 3, 12, rng, reload_v1=False)
+    # CNTK 2.7 cannot load back the transpose it writes in the v1 format either.
+    make("shapes", shapes, 3, 12, rng, reload_v1=False)
     recurrent()
     real_references(rng)
 

@@ -528,13 +528,15 @@ fn keras_applications_full_models_run_as_their_graph() {
 /// CNTK models built with CNTK's layers API, saved by CNTK 2.7 as v2 files
 /// (scripts/make_cntk_fixtures.py): a ConvNet (auto-padded convolutions with odd and even
 /// kernels and strides, grouped convolution, spatial and per-element BatchNorm, ELU and
-/// LeakyReLU blocks, max and average pooling, Dense on a map), a plain net (pooling that
+/// LeakyReLU blocks, reflection padding, max and average pooling, Dense on a map), a
+/// net reshaping activations (Slice along one and two axes, TransposeAxes, Reshape,
+/// ReduceElements), a plain net (pooling that
 /// counts its padding, a strided window starting inside the input) and a ResNet (residual
 /// blocks, a strided projection, Splice, average pooling not counting padding, global
 /// pooling, x * sigmoid(x)), against CNTK within 1e-4.
 #[test]
 fn cntk_v2_models_run_as_their_graph() {
-    for name in ["convnet", "plain", "resnet"] {
+    for name in ["convnet", "plain", "resnet", "shapes"] {
         let prefix = format!("{name}_");
         check_file_graph(
             "cntk",
@@ -549,11 +551,12 @@ fn cntk_v2_models_run_as_their_graph() {
 
 /// The same networks saved by CNTK 2.7 in its legacy v1 format (model version 31), which
 /// holds what v1 nodes can (the ConvNet's ELU cannot be loaded back by CNTK), and a grouped
-/// convolution, whose groups the v1 format leaves out (inferred from the kernel): the same
+/// convolution, whose groups the v1 format leaves out (inferred from the kernel), and the
+/// activation reshaping net (v1's Slice, TransposeDimensions, Reshape): the same
 /// outputs within 1e-4.
 #[test]
 fn cntk_v1_models_run_as_their_graph() {
-    for name in ["plain", "resnet", "grouped"] {
+    for name in ["plain", "resnet", "grouped", "shapes"] {
         let prefix = format!("{name}_");
         check_file_graph(
             "cntk",

@@ -870,6 +870,8 @@ impl<'n> Translator<'n> {
                 );
             }
             "Pad" => self.pad(f, &inputs, &name)?,
+            "Slice" => self.slice(f, &inputs, &name)?,
+            "TransposeAxes" => self.transpose(f, &inputs, &name)?,
             "Convolution" => self.convolution(i, &inputs, &name)?,
             "Pooling" => self.pooling(f, &inputs, &name)?,
             "BatchNormalization" => self.batch_norm(f, &inputs, &name)?,
@@ -1360,6 +1362,143 @@ impl<'n> Translator<'n> {
         Ok(name)
     }
 
+    /// A static axis of `x` an attribute value names, as a column-major index below its
+    /// rank (a packed batch is no static axis here).
+    fn axis_of(f: &Func, v: &Value, x: &Val) -> R<usize> {
+        let rank = x.shape.len();
+        let probe = Func {
+            attrs: [("axis".to_owned(), v.clone())].into_iter().collect(),
+            ..f.clone()
+        };
+        match static_axis(&probe, "axis", rank + x.packed as usize) {
+            Some(StaticAxis::Index(a)) if a < rank => Ok(a),
+            _ => Err(unsupported(format!(
+                "{} `{}` along {v:?}, not a static axis of a {:?} value",
+                f.op, f.uid, x.shape
+            ))),
+        }
+    }
+
+    fn slice(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        let x = self.value(first(inputs, f)?)?;
+        let ints = |key: &str| -> Vec<i64> {
+            match attr(f, key) {
+                Some(Value::List(v)) => v
+                    .iter()
+                    .map(|d| match d {
+                        Value::Int(i) => *i,
+                        _ => 0,
+                    })
+                    .collect(),
+                Some(Value::Int(i)) => vec![*i],
+                _ => vec![],
+            }
+        };
+        let axes: Vec<Value> = match attr(f, "axisVec").or_else(|| attr(f, "axis")) {
+            Some(Value::List(v)) => v.clone(),
+            Some(v) => vec![v.clone()],
+            None => return Err(corrupt(format!("Slice `{}` names no axis", f.uid))),
+        };
+        let pick = |vec: &str, one: &str| {
+            let v = ints(vec);
+            if v.is_empty() { ints(one) } else { v }
+        };
+        let (begins, ends) = (
+            pick("beginIndexVec", "beginIndex"),
+            pick("endIndexVec", "endIndex"),
+        );
+        let mut strides = pick("sliceStridesVec", "sliceStrides");
+        strides.resize(axes.len(), 1);
+        if begins.len() != axes.len() || ends.len() != axes.len() {
+            return Err(corrupt(format!(
+                "Slice `{}`: axes and indices differ in number",
+                f.uid
+            )));
+        }
+        let rank = x.shape.len();
+        let mut shape = x.shape.clone();
+        let (mut starts_ir, mut ends_ir, mut axes_ir, mut steps) = (vec![], vec![], vec![], vec![]);
+        for (k, v) in axes.iter().enumerate() {
+            let a = Self::axis_of(f, v, &x)?;
+            let r = rank - 1 - a;
+            let dim = x.shape[r] as i64;
+            // Negative indices count from the end; an end of 0 or less too (0 = the end).
+            let b = if begins[k] < 0 {
+                begins[k] + dim
+            } else {
+                begins[k]
+            };
+            let e = if ends[k] <= 0 { ends[k] + dim } else { ends[k] };
+            let step = strides[k];
+            if !(0..=dim).contains(&b) || !(0..=dim).contains(&e) || b >= e || step < 1 {
+                return Err(unsupported(format!(
+                    "Slice `{}` of {b}..{e} (step {step}) along an axis of {dim}",
+                    f.uid
+                )));
+            }
+            shape[r] = ((e - b + step - 1) / step) as usize;
+            starts_ir.push(b);
+            ends_ir.push(e);
+            axes_ir.push(r as i64 + 1);
+            steps.push(step);
+        }
+        let mut ins = vec![x.name.clone()];
+        for (what, v) in [
+            ("starts", starts_ir),
+            ("ends", ends_ir),
+            ("axes", axes_ir),
+            ("steps", steps),
+        ] {
+            ins.push(self.ir.int_constant(&format!("{name}/{what}"), v));
+        }
+        let y = self.ir.push(name, "Slice", ins, vec![]);
+        self.set(f, x.like(y, shape));
+        Ok(())
+    }
+
+    fn transpose(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
+        let x = self.value(first(inputs, f)?)?;
+        let rank = x.shape.len();
+        // Column-major: out.dims[i] = in.dims[perm[i]].
+        let perm: Vec<usize> = match attr(f, "axisVec") {
+            Some(Value::List(v)) => v
+                .iter()
+                .map(|a| Self::axis_of(f, a, &x))
+                .collect::<R<_>>()?,
+            _ => {
+                let (a, b) = match (attr(f, "axis1"), attr(f, "axis2")) {
+                    (Some(a), Some(b)) => (Self::axis_of(f, a, &x)?, Self::axis_of(f, b, &x)?),
+                    _ => return Err(corrupt(format!("TransposeAxes `{}` names no axes", f.uid))),
+                };
+                let mut p: Vec<usize> = (0..rank).collect();
+                p.swap(a, b);
+                p
+            }
+        };
+        let mut sorted = perm.clone();
+        sorted.sort_unstable();
+        if sorted != (0..rank).collect::<Vec<_>>() {
+            return Err(unsupported(format!(
+                "TransposeAxes `{}`: {perm:?} is not a permutation of {rank} axes",
+                f.uid
+            )));
+        }
+        // Row-major output axis r is column-major i = rank-1-r, read from input axis perm[i].
+        let mut ir_perm = vec![0i64];
+        ir_perm.extend((0..rank).map(|r| (rank - 1 - perm[rank - 1 - r]) as i64 + 1));
+        let shape: Vec<usize> = (0..rank)
+            .map(|r| x.shape[rank - 1 - perm[rank - 1 - r]])
+            .collect();
+        let y = self.ir.push(
+            name,
+            "Transpose",
+            vec![x.name.clone()],
+            vec![("perm", Attr::Ints(ir_perm))],
+        );
+        self.set(f, x.like(y, shape));
+        Ok(())
+    }
+
     fn pad(&mut self, f: &Func, inputs: &[String], name: &str) -> R<()> {
         let x = self.value(first(inputs, f)?)?;
         let amounts = |key| -> Vec<i64> {
@@ -1462,16 +1601,35 @@ impl<'n> Translator<'n> {
             }
         };
         let rank = x.shape.len();
-        let axes: Vec<usize> = match static_axis(f, "axis", rank) {
-            Some(StaticAxis::Index(a)) if a < rank => vec![rank - a],
-            Some(StaticAxis::All) => (1..=rank).collect(),
-            _ => {
-                return Err(unsupported(format!(
-                    "reduction `{}` over a dynamic axis (batch or sequence)",
-                    f.uid
-                )));
-            }
+        // `axis`, or `axisVec` (what Python's reductions write); IR axes, batch first.
+        let named: Vec<Value> = match (attr(f, "axisVec"), attr(f, "axis")) {
+            (Some(Value::List(v)), _) => v.clone(),
+            (_, Some(v)) => vec![v.clone()],
+            _ => vec![Value::Axis {
+                static_index: ALL_STATIC_AXES,
+                name: String::new(),
+            }],
         };
+        let mut axes = BTreeSet::new();
+        for v in &named {
+            let probe = Func {
+                attrs: [("axis".to_owned(), v.clone())].into_iter().collect(),
+                ..f.clone()
+            };
+            match static_axis(&probe, "axis", rank + x.packed as usize) {
+                Some(StaticAxis::Index(a)) if a < rank => {
+                    axes.insert(rank - a);
+                }
+                Some(StaticAxis::All) => axes.extend(1..=rank),
+                _ => {
+                    return Err(unsupported(format!(
+                        "reduction `{}` over a dynamic axis (batch or sequence)",
+                        f.uid
+                    )));
+                }
+            }
+        }
+        let axes: Vec<usize> = axes.into_iter().collect();
         let keep = bool_attr(f, "reductionKeepDimensions").unwrap_or(true);
         let mut shape = x.shape.clone();
         for &a in axes.iter().rev() {

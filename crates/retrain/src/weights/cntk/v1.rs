@@ -466,27 +466,40 @@ fn node(r: &mut Reader, v: u64, op: &str, name: &str, element: usize) -> R<Node>
         }
         "Slice" | "RowSlice" => {
             let n = if v >= 22 { r.i32(w)?.clamp(0, 16) } else { 1 };
+            let (mut axes, mut begins, mut ends, mut strides) = (vec![], vec![], vec![], vec![]);
             for _ in 0..n {
-                r.i64(w)?;
-                r.i64(w)?;
-                if v >= 3 {
-                    r.i32(w)?;
-                }
-                if v >= 27 {
-                    r.i32(w)?;
-                }
+                let begin = r.i64(w)?;
+                // Stored as begin and length (end - begin).
+                let end = begin.saturating_add(r.i64(w)?);
+                let index = if v >= 3 { r.i32(w)? as i64 } else { 1 };
+                let stride = if v >= 27 { r.i32(w)? as i64 } else { 1 };
+                axes.push(axis((index - 1).max(0)));
+                begins.push(Value::Int(begin));
+                ends.push(Value::Int(end));
+                strides.push(Value::Int(stride));
             }
+            attrs.insert("axisVec".into(), Value::List(axes));
+            attrs.insert("beginIndexVec".into(), Value::List(begins));
+            attrs.insert("endIndexVec".into(), Value::List(ends));
+            attrs.insert("sliceStridesVec".into(), Value::List(strides));
             "Slice"
         }
         "TransposeDimensions" | "Transpose" => {
-            if v >= 3 {
-                let (a, b) = (r.i32(w)?, r.i32(w)?);
-                if v >= 25 && a == 0 && b == 0 {
-                    let n = r.count(8, w)?;
-                    for _ in 0..n {
-                        r.u64(w)?;
-                    }
-                }
+            // 1-based axes to swap, or (0, 0) and a 0-based permutation.
+            let (a, b) = if v >= 3 {
+                (r.i32(w)? as i64, r.i32(w)? as i64)
+            } else {
+                (1, 2)
+            };
+            if v >= 25 && a == 0 && b == 0 {
+                let n = r.count(8, w)?;
+                let perm = (0..n)
+                    .map(|_| Ok(axis(r.u64(w)?.min(64) as i64)))
+                    .collect::<R<Vec<_>>>()?;
+                attrs.insert("axisVec".into(), Value::List(perm));
+            } else {
+                attrs.insert("axis1".into(), axis(a - 1));
+                attrs.insert("axis2".into(), axis(b - 1));
             }
             "TransposeAxes"
         }
@@ -499,19 +512,18 @@ fn node(r: &mut Reader, v: u64, op: &str, name: &str, element: usize) -> R<Node>
             } else {
                 !axes.iter().any(|&a| a == 0 || a == -1)
             };
-            if axes.len() != 1 {
-                return Err(unsupported(format!(
-                    "{what}: a reduction over {} axes",
-                    axes.len()
-                )));
-            }
             // 1-based; 0 = all static axes (v2's sentinel).
-            let a = if axes[0] == 0 {
-                super::graph::ALL_STATIC_AXES as i64
-            } else {
-                axes[0] - 1
-            };
-            attrs.insert("axis".into(), axis(a));
+            let axes = axes
+                .iter()
+                .map(|&a| {
+                    axis(if a == 0 {
+                        super::graph::ALL_STATIC_AXES as i64
+                    } else {
+                        a - 1
+                    })
+                })
+                .collect();
+            attrs.insert("axisVec".into(), Value::List(axes));
             let operation = if operation == "Plus" {
                 "Sum".to_owned()
             } else {
