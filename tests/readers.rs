@@ -81,13 +81,7 @@ fn truncated_files_fail_cleanly() {
 /// Flipped bytes anywhere: any outcome but a panic or a runaway allocation.
 #[test]
 fn corrupted_bytes_never_panic() {
-    let mut seed = 0x2545F4914F6CDD1Du64;
-    let mut rand = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rand = common::xorshift(0x2545F4914F6CDD1Du64);
     for f in [
         "files/abcdefghijklmnopqrstu.pt",
         "files/legacy.pth",
@@ -194,13 +188,7 @@ fn unknown_and_empty_files_say_so() {
 #[test]
 fn damaged_cntk_files_never_panic() {
     let device = burn::prelude::Device::default();
-    let mut seed = 0x9E3779B97F4A7C15u64;
-    let mut rand = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rand = common::xorshift(0x9E3779B97F4A7C15u64);
     for f in [
         "cntk/convnet.model",
         "cntk/resnet.model",

@@ -89,6 +89,16 @@ pub fn missing<T>(why: String) -> Option<T> {
     None
 }
 
+/// A xorshift generator: the same pseudo-random bytes on every run, for damaging files.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 /// Says a test was skipped and why, past the test harness's output capture (which hides
 /// what passing tests print), so a skip is never silent.
 pub fn skipped(why: &str) {

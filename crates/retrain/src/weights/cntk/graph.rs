@@ -997,6 +997,30 @@ impl<'n> Translator<'n> {
         Ok(())
     }
 
+    /// A Convolution's or Times' operands: a parameter (`what`) first, then a value.
+    fn weight_and_value(
+        &mut self,
+        f: &Func,
+        inputs: &[String],
+        what: &str,
+    ) -> R<(String, Rc<Var>, Val)> {
+        if inputs.len() != 2 {
+            return Err(corrupt(format!(
+                "{} `{}` has {} inputs",
+                f.op,
+                f.uid,
+                inputs.len()
+            )));
+        }
+        let Operand::Var(wid, w) = self.operand(&inputs[0])? else {
+            return Err(unsupported(format!(
+                "{} `{}` computes its first operand; {what} parameter is expected",
+                f.op, f.uid
+            )));
+        };
+        Ok((wid, w, self.value(&inputs[1])?))
+    }
+
     fn convolution(&mut self, i: usize, inputs: &[String], name: &str) -> R<()> {
         let f = &self.net.funcs[i];
         if bool_attr(f, "transpose").unwrap_or(false) {
@@ -1005,21 +1029,8 @@ impl<'n> Translator<'n> {
                 f.uid
             )));
         }
-        if inputs.len() != 2 {
-            return Err(corrupt(format!(
-                "convolution `{}` has {} inputs",
-                f.uid,
-                inputs.len()
-            )));
-        }
-        let Operand::Var(wid, w) = self.operand(&inputs[0])? else {
-            return Err(unsupported(format!(
-                "convolution `{}` computes its kernel; a kernel parameter is expected",
-                f.uid
-            )));
-        };
+        let (wid, w, x) = self.weight_and_value(f, inputs, "a kernel")?;
         let (wid, w) = (wid.as_str(), &*w);
-        let x = self.value(&inputs[1])?;
         // Kernel [kW, kH, Cin/groups, Cout] → OIHW.
         if w.shape.len() != 4 || x.shape.len() != 3 {
             return Err(unsupported(format!(
@@ -1246,21 +1257,8 @@ impl<'n> Translator<'n> {
 
     fn times(&mut self, i: usize, inputs: &[String], name: &str) -> R<()> {
         let f = &self.net.funcs[i];
-        if inputs.len() != 2 {
-            return Err(corrupt(format!(
-                "Times `{}` has {} inputs",
-                f.uid,
-                inputs.len()
-            )));
-        }
-        let Operand::Var(wid, w) = self.operand(&inputs[0])? else {
-            return Err(unsupported(format!(
-                "Times `{}` of two computed values; a weight times a value is supported",
-                f.uid
-            )));
-        };
+        let (wid, w, x) = self.weight_and_value(f, inputs, "a weight")?;
         let (wid, w) = (wid.as_str(), &*w);
-        let x = self.value(&inputs[1])?;
         let out_rank = int_attr(f, "outputRank").unwrap_or(1).max(0) as usize;
         if out_rank > w.shape.len() {
             return Err(corrupt(format!(
