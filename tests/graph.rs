@@ -530,22 +530,23 @@ fn keras_applications_full_models_run_as_their_graph() {
 /// kernels and strides, grouped convolution, spatial and per-element BatchNorm, ELU and
 /// LeakyReLU blocks, reflection padding, max and average pooling, Dense on a map), a
 /// net reshaping activations (Slice along one and two axes, TransposeAxes, Reshape,
-/// ReduceElements), a plain net (pooling that
+/// ReduceElements), a convolution in 4 groups, a plain net (pooling that
 /// counts its padding, a strided window starting inside the input) and a ResNet (residual
 /// blocks, a strided projection, Splice, average pooling not counting padding, global
 /// pooling, x * sigmoid(x)), against CNTK within 1e-4.
 #[test]
 fn cntk_v2_models_run_as_their_graph() {
-    for name in ["convnet", "plain", "resnet", "shapes"] {
+    let names = ["convnet", "plain", "resnet", "shapes", "grouped"];
+    check_cntk(&names, ".model", WeightsFormat::CntkV2);
+}
+
+/// Each `tests/fixtures/cntk/<name><ending>` against `<name>_features.npy` and
+/// `<name>_logits.npy`, within 1e-4.
+fn check_cntk(names: &[&str], ending: &str, format: WeightsFormat) {
+    for name in names {
         let prefix = format!("{name}_");
-        check_file_graph(
-            "cntk",
-            &format!("{name}.model"),
-            WeightsFormat::CntkV2,
-            &prefix,
-            &prefix,
-            |_| TOL,
-        );
+        let file = format!("{name}{ending}");
+        check_file_graph("cntk", &file, format, &prefix, &prefix, |_| TOL);
     }
 }
 
@@ -556,17 +557,8 @@ fn cntk_v2_models_run_as_their_graph() {
 /// outputs within 1e-4.
 #[test]
 fn cntk_v1_models_run_as_their_graph() {
-    for name in ["plain", "resnet", "grouped", "shapes"] {
-        let prefix = format!("{name}_");
-        check_file_graph(
-            "cntk",
-            &format!("{name}_v1.dnn"),
-            WeightsFormat::CntkV1,
-            &prefix,
-            &prefix,
-            |_| TOL,
-        );
-    }
+    let names = ["plain", "resnet", "grouped", "shapes"];
+    check_cntk(&names, "_v1.dnn", WeightsFormat::CntkV1);
 }
 
 /// A CNTK model imported from ONNX (scripts/make_cntk_imported_fixtures.py: torchvision's

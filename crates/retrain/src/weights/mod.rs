@@ -270,7 +270,7 @@ impl Weights {
                 tensors
             }
             WeightsFormat::CntkV2 | WeightsFormat::CntkV1 => {
-                let (tensors, g) = cntk::read(bytes)?;
+                let (tensors, g) = cntk::read(bytes, format)?;
                 graph = Some(Box::new(g));
                 tensors
             }
@@ -359,10 +359,8 @@ pub fn detect(bytes: &[u8]) -> Result<WeightsFormat, WeightsError> {
         return Ok(WeightsFormat::Safetensors);
     }
     // Before ONNX: a v2 file's first field is a small version number too.
-    match cntk::detect(bytes) {
-        Some("v2") => return Ok(WeightsFormat::CntkV2),
-        Some(_) => return Ok(WeightsFormat::CntkV1),
-        None => {}
+    if let Some(format) = cntk::detect(bytes) {
+        return Ok(format);
     }
     if onnx::looks_like(bytes) {
         return Ok(WeightsFormat::Onnx);

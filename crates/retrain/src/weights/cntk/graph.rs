@@ -34,7 +34,7 @@ const MAX_FUNCTIONS: usize = 100_000;
 type R<T> = Result<T, WeightsError>;
 
 /// Ops that pass their input through at inference.
-const IDENTITIES: &[&str] = &["Pass", "StopGradient", "NoOp", "Dropout", "Combine"];
+const IDENTITIES: &[&str] = &["Pass", "StopGradient", "NoOp", "Dropout"];
 
 /// Blocks that stand for one activation (their composite selects between branches).
 const ACTIVATION_BLOCKS: &[&str] = &["ELU", "LeakyReLU"];
@@ -106,8 +106,9 @@ struct Translator<'n> {
     alias: BTreeMap<String, String>,
     /// Function index by the value it computes.
     producer: BTreeMap<String, usize>,
-    /// How many functions read each value (for fusing a bias into its Conv or Gemm).
-    readers: BTreeMap<String, usize>,
+    /// The functions reading each value, once per reading (for fusing a bias into its
+    /// Conv or Gemm).
+    readers: BTreeMap<String, Vec<usize>>,
     /// The innermost named block that lists a parameter among its inputs.
     owner: BTreeMap<String, String>,
     /// Functions already folded into the one before them (a bias Plus).
@@ -203,7 +204,7 @@ pub(crate) fn translate(net: &Net) -> R<(BTreeMap<String, WeightTensor>, Graph)>
     let order = t.order(&output)?;
     for &i in &order {
         for v in t.func_inputs(&net.funcs[i]) {
-            *t.readers.entry(v).or_default() += 1;
+            t.readers.entry(v).or_default().push(i);
         }
     }
     for &i in &order {
@@ -469,11 +470,12 @@ impl<'n> Translator<'n> {
                         f.uid, inputs[0].shape, inputs[1].shape
                     )));
                 }
+                let (sa, sb) = (row_major_strides(&a), row_major_strides(&b));
                 let value: Vec<f32> = (0..n)
                     .map(|j| {
                         let (x, y) = (
-                            da[broadcast_index(j, &out_rm, &a)],
-                            db[broadcast_index(j, &out_rm, &b)],
+                            da[broadcast_index(j, &out_rm, &a, &sa)],
+                            db[broadcast_index(j, &out_rm, &b, &sb)],
                         );
                         match op {
                             "ElementTimes" => x * y,
@@ -694,18 +696,13 @@ impl<'n> Translator<'n> {
         let mut out = f.outputs.first()?.clone();
         let mut between = vec![];
         for _ in 0..4 {
-            if self.readers.get(&out).copied() != Some(1) {
+            let [i] = self.readers.get(&out)?[..] else {
+                return None;
+            };
+            let g = &self.net.funcs[i];
+            if self.fused.contains(&i) || g.block.is_some() {
                 return None;
             }
-            let (i, g) = self.net.funcs.iter().enumerate().find(|(i, g)| {
-                !self.fused.contains(i)
-                    && g.block.is_none()
-                    && self.func_inputs(g).contains(&out)
-                    && self
-                        .producer
-                        .get(g.outputs.first().map_or("", String::as_str))
-                        == Some(i)
-            })?;
             match g.op.as_str() {
                 "Plus" => {
                     let inputs = self.func_inputs(g);
@@ -921,13 +918,6 @@ impl<'n> Translator<'n> {
             }
             "Reshape" => self.reshape(f, &inputs, &name)?,
             "ReduceElements" => self.reduce(f, &inputs, &name)?,
-            "Block" => {
-                return Err(unsupported(format!(
-                    "block `{}` ({}) could not be unfolded",
-                    f.uid,
-                    f.block.as_ref().map_or("", |b| b.op_name.as_str())
-                )));
-            }
             "PastValue" | "FutureValue" | "OptimizedRNNStack" => {
                 return Err(unsupported(format!(
                     "`{}` is a recurrent op ({op}): a sequence model, not an image model",
@@ -986,10 +976,7 @@ impl<'n> Translator<'n> {
                     vec![flat],
                     vec![("axis", Attr::Int(-1))],
                 );
-                let dims: Vec<i64> = std::iter::once(0)
-                    .chain(x.shape.iter().map(|&d| d as i64))
-                    .collect();
-                let c = self.ir.int_constant(&format!("{name}/shape"), dims);
+                let c = self.batch_shape(&format!("{name}/shape"), &x.shape);
                 self.ir.push(name, "Reshape", vec![s, c], vec![])
             }
         };
@@ -1094,6 +1081,12 @@ impl<'n> Translator<'n> {
         }
         self.set(f, v);
         Ok(())
+    }
+
+    /// A Reshape's target: the batch as it is (0), then `shape`.
+    fn batch_shape(&mut self, name: &str, shape: &[usize]) -> String {
+        let dims = std::iter::once(0).chain(shape.iter().map(|&d| d as i64));
+        self.ir.int_constant(name, dims.collect())
     }
 
     /// `x` without its first `[h, w]` rows and columns (no window reads them).
@@ -1245,10 +1238,7 @@ impl<'n> Translator<'n> {
             let bn = self
                 .ir
                 .push(&format!("{name}/bn"), "BatchNormalization", ins, attrs);
-            let dims: Vec<i64> = std::iter::once(0)
-                .chain(x.shape.iter().map(|&d| d as i64))
-                .collect();
-            let c = self.ir.int_constant(&format!("{name}/shape"), dims);
+            let c = self.batch_shape(&format!("{name}/shape"), &x.shape);
             self.ir.push(name, "Reshape", vec![bn, c], vec![])
         };
         self.set(f, x.like(y, x.shape.clone()));
@@ -1309,10 +1299,7 @@ impl<'n> Translator<'n> {
             .push(name, "Gemm", gemm, vec![("transB", Attr::Int(1))]);
         let shape = reversed(outs);
         if shape.len() != 1 {
-            let dims: Vec<i64> = std::iter::once(0)
-                .chain(shape.iter().map(|&d| d as i64))
-                .collect();
-            let c = self.ir.int_constant(&format!("{name}/shape"), dims);
+            let c = self.batch_shape(&format!("{name}/shape"), &shape);
             y = self
                 .ir
                 .push(&format!("{name}/reshape"), "Reshape", vec![y, c], vec![]);
@@ -1364,11 +1351,7 @@ impl<'n> Translator<'n> {
     /// rank (a packed batch is no static axis here).
     fn axis_of(f: &Func, v: &Value, x: &Val) -> R<usize> {
         let rank = x.shape.len();
-        let probe = Func {
-            attrs: [("axis".to_owned(), v.clone())].into_iter().collect(),
-            ..f.clone()
-        };
-        match static_axis(&probe, "axis", rank + x.packed as usize) {
+        match static_axis_of(v, rank + x.packed as usize) {
             Some(StaticAxis::Index(a)) if a < rank => Ok(a),
             _ => Err(unsupported(format!(
                 "{} `{}` along {v:?}, not a static axis of a {:?} value",
@@ -1574,10 +1557,7 @@ impl<'n> Translator<'n> {
         if x.packed {
             shape.remove(0);
         }
-        let ints: Vec<i64> = std::iter::once(0)
-            .chain(shape.iter().map(|&d| d as i64))
-            .collect();
-        let c = self.ir.int_constant(&format!("{name}/shape"), ints);
+        let c = self.batch_shape(&format!("{name}/shape"), &shape);
         let y = self
             .ir
             .push(name, "Reshape", vec![x.name.clone(), c], vec![]);
@@ -1610,11 +1590,7 @@ impl<'n> Translator<'n> {
         };
         let mut axes = BTreeSet::new();
         for v in &named {
-            let probe = Func {
-                attrs: [("axis".to_owned(), v.clone())].into_iter().collect(),
-                ..f.clone()
-            };
-            match static_axis(&probe, "axis", rank + x.packed as usize) {
+            match static_axis_of(v, rank + x.packed as usize) {
                 Some(StaticAxis::Index(a)) if a < rank => {
                     axes.insert(rank - a);
                 }
@@ -1701,11 +1677,10 @@ fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
-/// The index into a row-major tensor of shape `from`, broadcast to `to`, of element `j`
-/// of `to`.
-fn broadcast_index(j: usize, to: &[usize], from: &[usize]) -> usize {
+/// The index into a row-major tensor of shape `from` (its `strides`), broadcast to `to`,
+/// of element `j` of `to`.
+fn broadcast_index(j: usize, to: &[usize], from: &[usize], strides: &[usize]) -> usize {
     let offset = to.len() - from.len();
-    let strides = row_major_strides(from);
     let mut rest = j;
     let mut at = 0;
     for d in (0..to.len()).rev() {
@@ -1797,10 +1772,15 @@ pub(super) const ALL_STATIC_AXES: i32 = i32::MAX - 1;
 const END_STATIC_AXIS: i32 = i32::MAX - 3;
 const ALL_AXES: i32 = i32::MAX - 4;
 
-/// The static axis `key` names, normalised: negative indices count from the end (Python's
-/// axis p is stored as -p-1); `None` for a dynamic axis or one out of range.
+/// The static axis attribute `key` names (see [`static_axis_of`]).
 fn static_axis(f: &Func, key: &str, rank: usize) -> Option<StaticAxis> {
-    let k = match attr(f, key)? {
+    static_axis_of(attr(f, key)?, rank)
+}
+
+/// The static axis an attribute value names, normalised: negative indices count from the
+/// end (Python's axis p is stored as -p-1); `None` for a dynamic axis or one out of range.
+fn static_axis_of(v: &Value, rank: usize) -> Option<StaticAxis> {
+    let k = match v {
         Value::Axis { static_index, .. } => *static_index,
         Value::Int(i) => i32::try_from(*i).ok()?,
         _ => return None,

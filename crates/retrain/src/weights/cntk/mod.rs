@@ -10,7 +10,7 @@ mod v2;
 
 use std::collections::BTreeMap;
 
-use super::{WeightTensor, WeightsError};
+use super::{WeightTensor, WeightsError, WeightsFormat};
 use crate::graph::Graph;
 
 fn corrupt(why: impl Into<String>) -> WeightsError {
@@ -97,24 +97,27 @@ pub(crate) enum Value {
     Other(&'static str),
 }
 
-/// Whether the bytes are a CNTK model, and of which format ("v1" or "v2").
-pub(crate) fn detect(bytes: &[u8]) -> Option<&'static str> {
+/// Whether the bytes are a CNTK model, and of which format.
+pub(crate) fn detect(bytes: &[u8]) -> Option<WeightsFormat> {
     if v2::looks_like(bytes) {
-        return Some("v2");
+        return Some(WeightsFormat::CntkV2);
     }
     if v1::looks_like(bytes) {
-        return Some("v1");
+        return Some(WeightsFormat::CntkV1);
     }
     None
 }
 
-/// Reads a CNTK model: its weights (by the names the translation gives them, in PyTorch's
-/// conventions) and its graph.
-pub(crate) fn read(bytes: &[u8]) -> Result<(BTreeMap<String, WeightTensor>, Graph), WeightsError> {
-    let net = match detect(bytes) {
-        Some("v2") => v2::read(bytes)?,
-        Some("v1") => v1::read(bytes)?,
-        _ => return Err(corrupt("neither a v2 Dictionary nor a v1 network")),
+/// Reads a CNTK model of the format [`detect`] found: its weights (by the names the
+/// translation gives them, in PyTorch's conventions) and its graph.
+pub(crate) fn read(
+    bytes: &[u8],
+    format: WeightsFormat,
+) -> Result<(BTreeMap<String, WeightTensor>, Graph), WeightsError> {
+    let net = if format == WeightsFormat::CntkV1 {
+        v1::read(bytes)?
+    } else {
+        v2::read(bytes)?
     };
     graph::translate(&net)
 }

@@ -285,9 +285,9 @@ fn convolution_base(
     Ok((pool, kernel))
 }
 
-/// Reads one node's fields (after its precision, op and name).
-fn node(r: &mut Reader, v: u64, op: &str, name: &str, element: usize) -> R<Node> {
-    let short = split_name(name).1;
+/// Reads one node's fields (after its precision, op and name; `short` is the name without
+/// a v2 uid).
+fn node(r: &mut Reader, v: u64, op: &str, name: &str, short: String, element: usize) -> R<Node> {
     let what = format!("node `{name}` ({op})");
     let w = what.as_str();
     let mut attrs = BTreeMap::new();
@@ -633,7 +633,7 @@ pub(super) fn read(bytes: &[u8]) -> R<Net> {
     // A node takes at least its three strings' terminators.
     let count = r.count(6, "the node count")?;
     r.marker("BNodeList")?;
-    let mut nodes: Vec<(String, String, Node)> = Vec::with_capacity(count);
+    let mut nodes: Vec<(String, String, String, Node)> = Vec::with_capacity(count);
     for _ in 0..count {
         let element = if version >= 7 {
             match r.wstr("a node's precision")?.as_str() {
@@ -647,9 +647,9 @@ pub(super) fn read(bytes: &[u8]) -> R<Net> {
         };
         let op = r.wstr("a node's operation")?;
         let full = r.wstr("a node's name")?;
-        let (uid, _) = split_name(&full);
-        let n = node(&mut r, version, &op, &full, element)?;
-        nodes.push((full, uid, n));
+        let (uid, short) = split_name(&full);
+        let n = node(&mut r, version, &op, &full, short.clone(), element)?;
+        nodes.push((full, uid, short, n));
     }
     r.marker("ENodeList")?;
     r.marker("BRelation")?;
@@ -699,7 +699,7 @@ pub(super) fn read(bytes: &[u8]) -> R<Net> {
     // Node names → uids (v2-written files prefix them), then the net.
     let uid_of: BTreeMap<String, String> = nodes
         .iter()
-        .map(|(f, u, _)| (f.clone(), u.clone()))
+        .map(|(f, u, _, _)| (f.clone(), u.clone()))
         .collect();
     let id = |full: &str| -> R<String> {
         uid_of
@@ -711,7 +711,7 @@ pub(super) fn read(bytes: &[u8]) -> R<Net> {
     let mut funcs = Vec::new();
     let mut read_by = BTreeSet::new();
     let mut inv_std = Vec::new();
-    for (full, uid, n) in nodes {
+    for (full, uid, name, n) in nodes {
         let inputs = relations
             .get(&full)
             .ok_or_else(|| corrupt(format!("node `{full}` has no relation")))?
@@ -741,7 +741,6 @@ pub(super) fn read(bytes: &[u8]) -> R<Net> {
                         inv_std.push((v.clone(), eps));
                     }
                 }
-                let (_, name) = split_name(&full);
                 funcs.push(Func {
                     name,
                     outputs: vec![uid.clone()],
