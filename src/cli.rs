@@ -521,7 +521,11 @@ fn pretrained_spec(p: &PretrainedArgs) -> Result<(zoo::ModelSpec, Option<Weights
     if let Some(m) = &p.model
         && input == zoo::InputOverride::default()
     {
-        return Ok((zoo::resolve(m)?, None));
+        let spec = zoo::resolve(m)?;
+        // A Keras Application's graph is made with the file's shapes: read it now.
+        if !matches!(spec.config, zoo::ArchConfig::KerasApplication(_)) {
+            return Ok((spec, None));
+        }
     }
     let w = Weights::load(&p.weights)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", p.weights.display()))?;

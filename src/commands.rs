@@ -48,6 +48,8 @@ struct ModelRow {
     name: &'static str,
     origin: &'static str,
     parameters: usize,
+    /// State that is not trained (BatchNorm's running statistics), as Keras counts it.
+    non_trainable_parameters: usize,
     input_size: usize,
     feature_dim: usize,
     stages: Vec<String>,
@@ -58,32 +60,40 @@ struct ModelRow {
 pub fn models(json: bool) -> Result<()> {
     let rows: Vec<ModelRow> = zoo::catalogue()
         .into_iter()
-        .map(|e| ModelRow {
-            name: e.name,
-            origin: e.origin,
-            parameters: e.config.parameter_count(1000),
-            input_size: e.preprocess.crop,
-            feature_dim: e.config.feature_dim(),
-            stages: e.config.stage_names(),
-            preprocess: e.preprocess,
-            config: e.config,
+        .map(|e| {
+            let (parameters, non_trainable_parameters) = e.config.parameter_counts(1000);
+            ModelRow {
+                name: e.name,
+                origin: e.origin,
+                parameters,
+                non_trainable_parameters,
+                input_size: e.preprocess.crop,
+                feature_dim: e.config.feature_dim(),
+                stages: e.config.stage_names(),
+                preprocess: e.preprocess,
+                config: e.config,
+            }
         })
         .collect();
     if json {
         return print_json(&rows);
     }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5);
     println!(
-        "{:<20} {:>11} {:>6} {:>8}  stages",
+        "{:<width$} {:>11} {:>6} {:>8}  stages",
         "model", "parameters", "input", "features"
     );
     for r in &rows {
-        println!(
-            "{:<20} {:>11} {:>6} {:>8}  {}",
-            r.name,
-            r.parameters,
-            r.input_size,
-            r.feature_dim,
+        // A Keras Application runs as the graph of its Keras layers, cut at any of them:
+        // which they are is known once its weights file is read.
+        let stages = if r.stages.is_empty() {
+            "its Keras layers (`retrain inspect` on a weights file lists them)".to_owned()
+        } else {
             r.stages.join(" ")
+        };
+        println!(
+            "{:<width$} {:>11} {:>6} {:>8}  {stages}",
+            r.name, r.parameters, r.input_size, r.feature_dim,
         );
     }
     Ok(())

@@ -235,3 +235,18 @@ pub fn under_memory_limit(bytes: u64, program: &Path, args: &[String]) -> Option
             .expect("run prlimit"),
     )
 }
+
+/// `retrain predict --bundle` on the toy folder: it succeeds and names one of its classes.
+pub fn bundle_predicts_a_toy_class(bundle: &Path, data: &Path, what: &str) {
+    let o = retrain(&[
+        "predict",
+        "--json",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{what}: {}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let label = j["predictions"][0]["top"][0]["label"].as_str().unwrap();
+    assert!(["round", "square"].contains(&label), "{what}: {label}");
+}

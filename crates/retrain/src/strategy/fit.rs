@@ -168,6 +168,21 @@ fn train(
     let pretrained = WeightsSource::of(&opts.weights, weights);
     let model = Model::from_spec(&opts.spec, weights, device)
         .with_context(|| format!("cannot load {}", opts.weights.display()))?;
+    // A Keras Application is built as the graph its config makes with the file's shapes:
+    // the bundle and the checkpoints record that graph, which needs no file to rebuild.
+    let materialised;
+    let opts = if model.config != opts.spec.config {
+        materialised = FitOptions {
+            spec: crate::zoo::ModelSpec {
+                config: model.config.clone(),
+                ..opts.spec.clone()
+            },
+            ..opts.clone()
+        };
+        &materialised
+    } else {
+        opts
+    };
     // The bundle starts from the backbone as loaded, under the origin's names: a TFLite
     // file's folded BatchNorms are the identity BatchNorms the model trains, and the
     // classifier a transfer-learned file keeps under its own name (adopted as the head) is

@@ -5,7 +5,7 @@
 //! refuses what it does not understand with an error, and never executes anything.
 
 mod cntk;
-mod keras;
+pub(crate) mod keras;
 pub mod onnx;
 mod pickle;
 mod safetensors_file;

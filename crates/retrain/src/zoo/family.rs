@@ -8,6 +8,7 @@ use super::ZooEntry;
 use super::layers::{Act, BnSpec};
 use super::loader::WeightLoader;
 use super::network::Stage;
+use crate::weights::Weights;
 
 /// One stage of a network: a point it can be cut or frozen at, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,6 +119,12 @@ pub trait Family {
     /// A tensor every file in this family's naming has: identifying a file only tries the
     /// families whose key it holds.
     fn naming_key(&self) -> &'static str;
+
+    /// Whether `weights` are named as this family names its tensors (identifying a file
+    /// tries only the families that say so): by default, the file has the naming key.
+    fn fits_naming(&self, weights: &Weights) -> bool {
+        weights.get(self.naming_key()).is_some()
+    }
 
     /// The stages, one [`Stage`] per entry of [`stages`](Self::stages), loaded through `l`.
     fn build_stages(&self, l: &WeightLoader) -> Vec<Stage>;

@@ -615,6 +615,8 @@ impl Family for KerasEfficientNetConfig {
         };
         let mut size = self.input_size;
         let stem_out = self.ch(32);
+        // Keras also keeps the Normalization's sample count, one non-trainable value.
+        l.count_frozen(1);
         let stem = vec![
             Block::Normalize(Normalize::load(l, "normalization", scale)),
             Block::Conv(cba(

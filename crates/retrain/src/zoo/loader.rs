@@ -83,6 +83,7 @@ pub struct WeightLoader<'a> {
     /// Shape checking only: hand out 1-element placeholders instead of copying data.
     dry: bool,
     numel: RefCell<usize>,
+    frozen: RefCell<usize>,
     /// Architecture name → the file's name, for a classifier saved under another name.
     aliases: RefCell<std::collections::BTreeMap<String, String>>,
 }
@@ -97,6 +98,7 @@ impl<'a> WeightLoader<'a> {
             asked: RefCell::new(0),
             dry: false,
             numel: RefCell::new(0),
+            frozen: RefCell::new(0),
             aliases: RefCell::default(),
         }
     }
@@ -175,32 +177,78 @@ impl<'a> WeightLoader<'a> {
         true
     }
 
-    /// The parameter `name` with the given shape; zeros (and a report entry) if absent or misshapen.
-    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
-        *self.numel.borrow_mut() += shape.iter().product::<usize>();
-        self.buffer(name, shape)
+    /// The file the tensors come from.
+    pub fn weights(&self) -> &'a Weights {
+        self.weights
     }
 
-    /// Like [`tensor`](Self::tensor) for state that is not a trainable parameter (BatchNorm's
-    /// running statistics): loaded the same way, left out of the parameter count.
-    pub fn buffer<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
-        let name = &self.resolve(name);
+    /// Whether this loader only checks names and shapes ([`dry_run`](Self::dry_run)).
+    pub fn is_dry_run(&self) -> bool {
+        self.dry
+    }
+
+    /// Checks that the file holds `name` with `shape` (of any rank) without loading it: what
+    /// a dry run asks of an architecture that builds its parameters elsewhere. Counted as
+    /// trainable (`Some(true)`) or not (`Some(false)`), or not at all (`None`: no variable
+    /// of the origin's, such as a BatchNorm's implicit scale).
+    pub fn check_shape(&self, name: &str, shape: &[usize], trainable: Option<bool>) {
+        if let Some(trainable) = trainable {
+            self.count(shape, trainable);
+        }
+        self.check_resolved(&self.resolve(name), shape);
+    }
+
+    /// Counts `n` more values that are not trained (a Keras Normalization's sample count).
+    pub fn count_frozen(&self, n: usize) {
+        *self.frozen.borrow_mut() += n;
+    }
+
+    /// Values in the non-trainable state asked for so far (BatchNorm's statistics).
+    pub fn frozen_count(&self) -> usize {
+        *self.frozen.borrow()
+    }
+
+    fn count(&self, shape: &[usize], trainable: bool) {
+        let n = shape.iter().product::<usize>();
+        *if trainable { &self.numel } else { &self.frozen }.borrow_mut() += n;
+    }
+
+    fn check_resolved(&self, name: &str, shape: &[usize]) {
         *self.asked.borrow_mut() += 1;
-        if self.dry {
-            if let Some(t) = self.weights.get(name) {
+        match self.weights.get(name) {
+            None => self.report.borrow_mut().missing.push(name.to_owned()),
+            Some(t) => {
                 self.used.borrow_mut().insert(name.to_owned());
-                if !same_layout(&t.shape, &shape) {
+                if !same_layout(&t.shape, shape) {
                     self.report.borrow_mut().shape_mismatches.push((
                         name.to_owned(),
                         shape.to_vec(),
                         t.shape.clone(),
                     ));
                 }
-            } else {
-                self.report.borrow_mut().missing.push(name.to_owned());
             }
+        }
+    }
+
+    /// The parameter `name` with the given shape; zeros (and a report entry) if absent or misshapen.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        self.load(name, shape, true)
+    }
+
+    /// Like [`tensor`](Self::tensor) for state that is not a trainable parameter (BatchNorm's
+    /// running statistics): loaded the same way, counted apart.
+    pub fn buffer<const D: usize>(&self, name: &str, shape: [usize; D]) -> Tensor<D> {
+        self.load(name, shape, false)
+    }
+
+    fn load<const D: usize>(&self, name: &str, shape: [usize; D], trainable: bool) -> Tensor<D> {
+        self.count(&shape, trainable);
+        let name = &self.resolve(name);
+        if self.dry {
+            self.check_resolved(name, &shape);
             return Tensor::zeros([1; D], &self.device);
         }
+        *self.asked.borrow_mut() += 1;
         match self.weights.get(name) {
             None => self.report.borrow_mut().missing.push(name.to_owned()),
             Some(t) if !same_layout(&t.shape, &shape) => {

@@ -5,6 +5,7 @@ pub mod efficientnet;
 pub mod family;
 pub mod imagenet;
 pub mod keras;
+pub mod keras_applications;
 pub mod layers;
 pub mod loader;
 pub mod mobilenet;
@@ -180,6 +181,7 @@ families! {
     KerasVgg(keras::KerasVggConfig),
     KerasMobilenet(keras::KerasMobileNetConfig),
     KerasMobilenetV2(keras::KerasMobileNetV2Config),
+    KerasApplication(keras_applications::KerasApplicationConfig),
     MobilenetV3(mobilenet::MobileNetV3Config),
     EfficientnetLite(efficientnet::EfficientNetLiteConfig),
     Efficientnet(efficientnet::EfficientNetConfig),
@@ -225,10 +227,16 @@ impl ArchConfig {
 
     /// Parameters of this architecture with a `num_classes`-way classifier (0: headless).
     pub fn parameter_count(&self, num_classes: usize) -> usize {
+        self.parameter_counts(num_classes).0
+    }
+
+    /// (trainable, non-trainable) values of this architecture with a `num_classes`-way
+    /// classifier: parameters, and state such as BatchNorm's running statistics.
+    pub fn parameter_counts(&self, num_classes: usize) -> (usize, usize) {
         let empty = Weights::empty();
         let l = WeightLoader::dry_run(&empty, &Device::default());
         let (_, n) = self.build_with(&l, Some(num_classes));
-        n
+        (n, l.frozen_count())
     }
 
     fn build_with(&self, l: &WeightLoader, num_classes: Option<usize>) -> (Network, usize) {
@@ -361,7 +369,7 @@ fn base_spec(
     device: &Device,
 ) -> anyhow::Result<ModelSpec> {
     if let Some(m) = model {
-        return resolve(m);
+        return materialised(resolve(m)?, weights, size, device);
     }
     if weights.graph.is_none() {
         // A state dict that fits exactly one zoo architecture needs no --model.
@@ -371,7 +379,7 @@ fn base_spec(
             .map(|(name, _)| name)
             .collect();
         match exact.as_slice() {
-            [one] => return resolve(one),
+            [one] => return materialised(resolve(one)?, weights, size, device),
             [] => {}
             several => anyhow::bail!(
                 "this {} file fits several zoo architectures ({}): give --model to choose",
@@ -401,6 +409,49 @@ fn base_spec(
     Ok(crate::graph::analyse::model_spec(
         weights, &name, size, device,
     )?)
+}
+
+/// A Keras Application's spec as the graph its config makes with `weights` (the
+/// architecture is translated once the file's shapes are known); any other spec as it is.
+fn materialised(
+    spec: ModelSpec,
+    weights: &Weights,
+    size: Option<usize>,
+    device: &Device,
+) -> anyhow::Result<ModelSpec> {
+    let size = size.or(Some(spec.preprocess.crop));
+    match materialise(&spec.name, spec.config, weights, size, device) {
+        Ok(config) => Ok(ModelSpec { config, ..spec }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `config` built as a graph where it is a Keras Application, after checking that
+/// `weights` fit it (a misfit is reported as for any architecture).
+fn materialise(
+    name: &str,
+    config: ArchConfig,
+    weights: &Weights,
+    size: Option<usize>,
+    device: &Device,
+) -> Result<ArchConfig, MismatchError> {
+    let ArchConfig::KerasApplication(k) = &config else {
+        return Ok(config);
+    };
+    clean(name, config.check(weights, device).0, weights, device)?;
+    k.materialise(weights, size, device)
+        .map(ArchConfig::from)
+        .map_err(|why| {
+            let mut report = LoadReport::default();
+            report
+                .missing
+                .push(format!("{name} (cannot be built: {why})"));
+            MismatchError {
+                arch: name.to_owned(),
+                report,
+                hint: String::new(),
+            }
+        })
 }
 
 /// Resolves `--model`: a zoo name, or the path of a JSON [`ModelSpec`].
@@ -462,15 +513,9 @@ impl Model {
         weights: &Weights,
         device: &Device,
     ) -> Result<Self, MismatchError> {
+        let config = materialise(name, config, weights, Some(preprocess.crop), device)?;
         let (network, report, _) = config.build(weights, device);
-        if !report.is_clean() {
-            let hint = mismatch_hint(name, &report, weights, device);
-            return Err(MismatchError {
-                arch: name.to_owned(),
-                report,
-                hint,
-            });
-        }
+        clean(name, report, weights, device)?;
         Ok(Self {
             name: name.to_owned(),
             stage_names: config.stage_names(),
@@ -505,6 +550,25 @@ impl Model {
         self.network = self.network.fold_batchnorm();
         self
     }
+}
+
+/// A loader's report as a result: an error that lists every mismatch (and names the zoo
+/// architecture the file does fit, if any) unless it is clean.
+fn clean(
+    name: &str,
+    report: LoadReport,
+    weights: &Weights,
+    device: &Device,
+) -> Result<(), MismatchError> {
+    if report.is_clean() {
+        return Ok(());
+    }
+    let hint = mismatch_hint(name, &report, weights, device);
+    Err(MismatchError {
+        arch: name.to_owned(),
+        report,
+        hint,
+    })
 }
 
 /// What to tell the user about weights that do not fit `name`: what the file's format cannot
@@ -547,8 +611,7 @@ pub fn closest(weights: &Weights, device: &Device) -> Option<(String, f64, LoadR
 fn candidates(weights: &Weights, device: &Device) -> Vec<(String, f64, LoadReport)> {
     let mut hits = Vec::new();
     for e in catalogue() {
-        let family_key = e.config.family().naming_key();
-        if weights.get(family_key).is_none() {
+        if !e.config.family().fits_naming(weights) {
             continue;
         }
         let (report, asked) = e.config.check(weights, device);
@@ -665,6 +728,10 @@ mod tests {
             ..Weights::empty()
         };
         for e in catalogue() {
+            // A Keras Application's BatchNorms are its graph's, as its config sets them.
+            if matches!(e.config, ArchConfig::KerasApplication(_)) {
+                continue;
+            }
             let want = expected(e.name);
             let spec = e.config.family().batchnorm();
             assert_eq!(spec.map(|b| (b.eps, b.momentum)), want, "{}", e.name);

@@ -85,8 +85,17 @@ pub(crate) fn translate(
 ) -> R<Ir> {
     let root: Json = serde_json::from_str(config)
         .map_err(|e| WeightsError::Corrupt(format!("the Keras model config is not JSON: {e}")))?;
+    translate_value(&root, keras_version, tensors)
+}
+
+/// [`translate`] of a config already parsed.
+pub(crate) fn translate_value(
+    root: &Json,
+    keras_version: Option<&str>,
+    tensors: &mut BTreeMap<String, WeightTensor>,
+) -> R<Ir> {
     let keras2 = keras_version.is_some_and(|v| v.starts_with("2.") || v.starts_with("1."));
-    depthwise_kernels_in_place(&root, tensors, 0);
+    depthwise_kernels_in_place(root, tensors, 0);
     let mut b = Builder {
         ir: IrBuilder::avoiding(tensors.keys().cloned()),
         values: BTreeMap::new(),
@@ -98,7 +107,7 @@ pub(crate) fn translate(
         consumers: BTreeMap::new(),
         head_kernels: vec![],
     };
-    let class = str_of(&root, "class_name").unwrap_or_default();
+    let class = str_of(root, "class_name").unwrap_or_default();
     let cfg = root
         .get("config")
         .ok_or_else(|| unsupported("the config has no `config` entry"))?;
@@ -111,7 +120,9 @@ pub(crate) fn translate(
         .input
         .clone()
         .ok_or_else(|| unsupported("the model has no input layer"))?;
-    let output_name = b.plain(&out);
+    // A model without top ends in a map: it stays in NCHW, the layout retrain pools and
+    // cuts images in (Keras' NHWC order matters only inside the graph).
+    let output_name = out.name.clone();
     let input_scaling = b
         .first_layer
         .as_ref()
@@ -165,6 +176,7 @@ fn depthwise_kernels_in_place(
                 && let Some(t) = tensors.get_mut(&format!("{name}.weight"))
                 && let &[mult, c, kh, kw] = t.shape.as_slice()
                 && c != 1
+                && t.data.len() == t.numel()
             {
                 let plane = kh * kw;
                 let mut data = vec![0.0; t.data.len()];

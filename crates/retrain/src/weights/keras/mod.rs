@@ -21,6 +21,8 @@
 
 pub(super) mod graph;
 
+pub(crate) use graph::translate_value;
+
 use std::collections::BTreeMap;
 
 use hdf5_reader::Hdf5File;
@@ -139,8 +141,10 @@ fn read_unguarded(bytes: &[u8], config: &Config) -> Result<KerasFile, WeightsErr
     };
     let mut layers = Vec::new();
     for layer in &layer_names {
-        let g = base
-            .group(layer)
+        // By path from the root: a Keras 2 layer name may hold `/` (DenseNet's
+        // `conv1/conv`), which HDF5 stores as nested groups.
+        let g = file
+            .group(&format!("{prefix}{layer}"))
             .map_err(|e| corrupt(format!("layer {layer}: {e}")))?;
         let names = string_list(|n| g.attribute(n), "weight_names")?.unwrap_or_default();
         let mut weights = Vec::new();
@@ -417,16 +421,11 @@ pub(super) struct KerasWeight {
     pub data: Vec<f32>,
 }
 
-impl KerasWeight {
-    fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// `kernel`, `depthwise_kernel`, `bias`, `gamma`, … (no scope, no `:0`).
-    fn kind(&self) -> &str {
-        let base = self.name.rsplit('/').next().unwrap_or(&self.name);
-        base.split(':').next().unwrap_or(base)
-    }
+/// `kernel`, `depthwise_kernel`, `bias`, `gamma`, … of a variable's stored name (no scope,
+/// no `:0`).
+fn variable_kind(name: &str) -> &str {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    base.split(':').next().unwrap_or(base)
 }
 
 /// Permutes a row-major tensor: output axis `i` is input axis `perm[i]`.
@@ -453,79 +452,188 @@ pub(super) fn permute(data: &[f32], shape: &[usize], perm: &[usize]) -> (Vec<f32
     (out, out_shape)
 }
 
+/// How a Keras variable is laid out in PyTorch's conventions.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    AsIs,
+    /// Output axis `i` is Keras' axis `perm[i]`.
+    Permute(&'static [usize]),
+    /// (kh, kw, C, m) → (C, m, kh, kw) → (C·m, 1, kh, kw).
+    Depthwise,
+}
+
+impl Layout {
+    fn shape(self, shape: &[usize]) -> Vec<usize> {
+        match self {
+            Layout::AsIs => shape.to_vec(),
+            Layout::Permute(perm) => perm.iter().map(|&p| shape[p]).collect(),
+            Layout::Depthwise => vec![shape[2] * shape[3], 1, shape[0], shape[1]],
+        }
+    }
+
+    fn apply(self, data: &[f32], shape: &[usize]) -> Vec<f32> {
+        match self {
+            Layout::AsIs => data.to_vec(),
+            Layout::Permute(perm) => permute(data, shape, perm).0,
+            Layout::Depthwise => permute(data, shape, &[2, 3, 0, 1]).0,
+        }
+    }
+}
+
+/// The PyTorch-convention suffix and layout of a Keras variable of kind `kind` (`kernel`,
+/// `moving_mean`, …) and rank `rank`; `separable`: its layer is a SeparableConv2D (a
+/// depthwise then a pointwise convolution, one bias). `None`: no counterpart.
+fn convention(kind: &str, rank: usize, separable: bool) -> Option<(&'static str, Layout)> {
+    Some(match (kind, rank) {
+        ("kernel", 4) => ("weight", Layout::Permute(&[3, 2, 0, 1])),
+        ("pointwise_kernel", 4) => ("pointwise.weight", Layout::Permute(&[3, 2, 0, 1])),
+        ("depthwise_kernel", 4) if separable => ("depthwise.weight", Layout::Depthwise),
+        ("depthwise_kernel", 4) => ("weight", Layout::Depthwise),
+        // PReLU's slopes, per element of an (h, w, c) map → (c, h, w).
+        ("alpha", 3) => ("weight", Layout::Permute(&[2, 0, 1])),
+        ("alpha", _) => ("weight", Layout::AsIs),
+        ("kernel", 2) => ("weight", Layout::Permute(&[1, 0])),
+        ("bias", _) => ("bias", Layout::AsIs),
+        // BatchNormalization's, LayerNormalization's, ConvNeXt's LayerScale's (which a
+        // legacy .h5 names by Keras' default, `variable`).
+        ("gamma", _) => ("weight", Layout::AsIs),
+        (kind, _) if is_unnamed(kind) => ("weight", Layout::AsIs),
+        ("beta", _) => ("bias", Layout::AsIs),
+        ("moving_mean", _) => ("running_mean", Layout::AsIs),
+        ("moving_variance", _) => ("running_var", Layout::AsIs),
+        // Normalization (EfficientNet's input): kept under its own names.
+        ("mean", _) => ("mean", Layout::AsIs),
+        ("variance", _) => ("variance", Layout::AsIs),
+        _ => return None,
+    })
+}
+
+/// The tensors a layer's Keras variables become, by PyTorch-convention name: for each
+/// variable its (Keras name, shape) and where it goes; a BatchNormalization without
+/// `gamma` or `beta` gets ones or zeros of its channel count, as Keras computes with.
+/// Normalization's sample `count` is not a tensor here.
+fn layer_conventions(
+    layer: &str,
+    variables: &[(&str, &[usize])],
+) -> Result<Vec<Converted>, WeightsError> {
+    let kind = variable_kind;
+    let separable = variables.iter().any(|(n, _)| kind(n) == "pointwise_kernel");
+    let mut out = Vec::new();
+    for (i, &(name, shape)) in variables.iter().enumerate() {
+        let k = kind(name);
+        if k == "count" {
+            continue;
+        }
+        let Some((suffix, layout)) = convention(k, shape.len(), separable) else {
+            return Err(WeightsError::Unsupported(format!(
+                "layer {layer}: weight {name} ({k}, rank {}) has no PyTorch counterpart here",
+                shape.len()
+            )));
+        };
+        out.push(Converted {
+            name: format!("{layer}.{suffix}"),
+            shape: layout.shape(shape),
+            source: Some((i, layout)),
+        });
+    }
+    let is_bn = variables
+        .iter()
+        .any(|(n, _)| matches!(kind(n), "moving_mean" | "moving_variance"));
+    let channels = variables
+        .iter()
+        .find(|(n, _)| kind(n) == "moving_mean")
+        .map(|(_, s)| s.iter().product::<usize>());
+    if let (true, Some(c)) = (is_bn, channels) {
+        for (missing, suffix) in [("gamma", "weight"), ("beta", "bias")] {
+            if !variables.iter().any(|(n, _)| kind(n) == missing) {
+                out.push(Converted {
+                    name: format!("{layer}.{suffix}"),
+                    shape: vec![c],
+                    source: None,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One tensor in PyTorch's conventions: its name, shape, and the Keras variable (index in
+/// the layer's list) and layout it comes from; `None`: a BatchNorm's implicit scale (ones,
+/// `.weight`) or centre (zeros, `.bias`).
+struct Converted {
+    name: String,
+    shape: Vec<usize>,
+    source: Option<(usize, Layout)>,
+}
+
+/// Tensors by name with their shapes, in order.
+pub type NamedShapes = Vec<(String, Vec<usize>)>;
+
+/// The PyTorch-convention names and shapes of layers' Keras variables, given as (layer,
+/// [(variable, Keras shape)]): what [`to_pytorch_conventions`] makes of a file holding
+/// them, without their values; and which of those tensors are no Keras variable (a
+/// BatchNormalization's implicit scale or centre).
+#[allow(clippy::type_complexity)]
+pub(crate) fn shapes_in_pytorch_conventions(
+    layers: &[(String, Vec<(String, Vec<usize>)>)],
+) -> Result<
+    (
+        Vec<(String, Vec<usize>)>,
+        std::collections::BTreeSet<String>,
+    ),
+    WeightsError,
+> {
+    let mut out = Vec::new();
+    let mut implicit = std::collections::BTreeSet::new();
+    for (layer, variables) in layers {
+        let vars: Vec<(&str, &[usize])> = variables
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_slice()))
+            .collect();
+        for c in layer_conventions(layer, &vars)? {
+            if c.source.is_none() {
+                implicit.insert(c.name.clone());
+            }
+            out.push((c.name, c.shape));
+        }
+    }
+    Ok((out, implicit))
+}
+
 pub(super) fn to_pytorch_conventions(
     layers: Vec<(String, Vec<KerasWeight>)>,
 ) -> Result<BTreeMap<String, WeightTensor>, WeightsError> {
     let mut out = BTreeMap::new();
-    let mut put = |name: String, dtype, shape: Vec<usize>, data: Vec<f32>| {
-        out.insert(
-            name,
-            WeightTensor {
-                dtype,
-                shape,
-                data,
-                strided: false,
-            },
-        );
-    };
     for (layer, weights) in layers {
-        let is_bn = weights
+        let vars: Vec<(&str, &[usize])> = weights
             .iter()
-            .any(|w| matches!(w.kind(), "moving_mean" | "moving_variance"));
-        let channels = weights
-            .iter()
-            .find(|w| w.kind() == "moving_mean")
-            .map(|w| w.numel());
-        // SeparableConv2D: a depthwise then a pointwise convolution, one bias.
-        let separable = weights.iter().any(|w| w.kind() == "pointwise_kernel");
-        for w in &weights {
-            let (suffix, (data, shape)) = match (w.kind(), w.shape.len()) {
-                ("kernel", 4) => ("weight", permute(&w.data, &w.shape, &[3, 2, 0, 1])),
-                ("pointwise_kernel", 4) => (
-                    "pointwise.weight",
-                    permute(&w.data, &w.shape, &[3, 2, 0, 1]),
-                ),
-                ("depthwise_kernel", 4) => {
-                    // (kh, kw, C, m) → (C, m, kh, kw) → (C·m, 1, kh, kw)
-                    let (d, s) = permute(&w.data, &w.shape, &[2, 3, 0, 1]);
-                    let suffix = if separable {
-                        "depthwise.weight"
-                    } else {
-                        "weight"
-                    };
-                    (suffix, (d, vec![s[0] * s[1], 1, s[2], s[3]]))
+            .map(|w| (w.name.as_str(), w.shape.as_slice()))
+            .collect();
+        for c in layer_conventions(&layer, &vars)? {
+            let (dtype, data) = match c.source {
+                Some((i, layout)) => {
+                    let w = &weights[i];
+                    (w.dtype, layout.apply(&w.data, &w.shape))
                 }
-                // PReLU's slopes, per element of an (h, w, c) map → (c, h, w).
-                ("alpha", 3) => ("weight", permute(&w.data, &w.shape, &[2, 0, 1])),
-                ("alpha", _) => ("weight", (w.data.clone(), w.shape.clone())),
-                ("kernel", 2) => ("weight", permute(&w.data, &w.shape, &[1, 0])),
-                ("bias", _) => ("bias", (w.data.clone(), w.shape.clone())),
-                // BatchNormalization's, LayerNormalization's, ConvNeXt's LayerScale's (which
-                // a legacy .h5 names by Keras' default, `variable`).
-                ("gamma", _) => ("weight", (w.data.clone(), w.shape.clone())),
-                (kind, _) if is_unnamed(kind) => ("weight", (w.data.clone(), w.shape.clone())),
-                ("beta", _) => ("bias", (w.data.clone(), w.shape.clone())),
-                ("moving_mean", _) => ("running_mean", (w.data.clone(), w.shape.clone())),
-                ("moving_variance", _) => ("running_var", (w.data.clone(), w.shape.clone())),
-                // Normalization (EfficientNet's input): kept under its own names.
-                ("mean", _) => ("mean", (w.data.clone(), w.shape.clone())),
-                ("variance", _) => ("variance", (w.data.clone(), w.shape.clone())),
-                (kind, rank) => {
-                    return Err(WeightsError::Unsupported(format!(
-                        "layer {layer}: weight {} ({kind}, rank {rank}) has no PyTorch counterpart here",
-                        w.name
-                    )));
+                None => {
+                    let n = c.shape[0];
+                    let fill = if c.name.ends_with(".weight") {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    (DType::F32, vec![fill; n])
                 }
             };
-            put(format!("{layer}.{suffix}"), w.dtype, shape, data);
-        }
-        if let (true, Some(c)) = (is_bn, channels) {
-            if !weights.iter().any(|w| w.kind() == "gamma") {
-                put(format!("{layer}.weight"), DType::F32, vec![c], vec![1.0; c]);
-            }
-            if !weights.iter().any(|w| w.kind() == "beta") {
-                put(format!("{layer}.bias"), DType::F32, vec![c], vec![0.0; c]);
-            }
+            out.insert(
+                c.name,
+                WeightTensor {
+                    dtype,
+                    shape: c.shape,
+                    data,
+                    strided: false,
+                },
+            );
         }
     }
     Ok(out)
