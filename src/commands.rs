@@ -168,13 +168,33 @@ struct InspectStage {
     shape: Vec<usize>,
 }
 
-fn inspect_graph(w: &Weights, device: &Device) -> Option<InspectGraph> {
-    let g = w.graph.as_deref()?;
+/// The graph a file runs as: its own, or, for the weights of one Keras Application (the
+/// only architecture they fit), the graph of the application's Keras config.
+fn inspect_graph(w: &Weights, matches: &[(String, f64)], device: &Device) -> Option<InspectGraph> {
+    let (g, analysed) = match w.graph.as_deref() {
+        Some(g) => (
+            g.clone(),
+            retrain::graph::analyse(g, w, None, device).map_err(|e| e.to_string()),
+        ),
+        None => {
+            let exact: Vec<&String> = matches
+                .iter()
+                .filter(|(_, fit)| *fit >= 1.0)
+                .map(|(name, _)| name)
+                .collect();
+            let [name] = exact.as_slice() else {
+                return None;
+            };
+            match zoo::spec_for(Some(name), w, device).ok()?.config {
+                ArchConfig::Graph(c) => ((*c.graph).clone(), Ok(c)),
+                _ => return None,
+            }
+        }
+    };
     let mut ops = BTreeMap::new();
     for n in &g.nodes {
         *ops.entry(n.op.clone()).or_default() += 1;
     }
-    let analysed = retrain::graph::analyse(g, w, None, device);
     let (stages, feature_dim, classifier, fixed_batch, error) = match analysed {
         Ok(c) => (
             c.stages
@@ -189,7 +209,7 @@ fn inspect_graph(w: &Weights, device: &Device) -> Option<InspectGraph> {
             c.fixed_batch,
             None,
         ),
-        Err(e) => (vec![], None, None, None, Some(e.to_string())),
+        Err(e) => (vec![], None, None, None, Some(e)),
     };
     Some(InspectGraph {
         producer: g.producer.clone(),
@@ -252,7 +272,7 @@ pub fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
         Some((_, f)) if *f >= 1.0 => None,
         _ => zoo::closest(&w, device),
     };
-    let graph = inspect_graph(&w, device);
+    let graph = inspect_graph(&w, &matches, device);
     if json {
         return print_json(&InspectReport {
             path: path.display().to_string(),

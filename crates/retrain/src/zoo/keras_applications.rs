@@ -403,7 +403,7 @@ impl KerasApplicationConfig {
         let version = config.get("keras_version").and_then(Json::as_str);
         let mut graph = crate::weights::keras::translate_value(config, version, &mut shapes)
             .map_err(|e| e.to_string())?;
-        graph.producer = format!("{} ({})", self.application, graph.producer);
+        graph.producer = format!("{}, as zoo entry {}", graph.producer, self.application);
         rename_params(&mut graph, &names);
         let size = size.or_else(|| entry(&self.application).map(|e| e.size));
         crate::graph::analyse(&graph, weights, size, device).map_err(|e| e.to_string())
