@@ -12,6 +12,7 @@
 //! the translator takes its shapes from them. [`KerasApplicationConfig::materialise`] turns
 //! an entry and a file into the [`GraphConfig`] every command then runs.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -191,25 +192,44 @@ fn entry(name: &str) -> Option<&'static Entry> {
     ENTRIES.iter().find(|e| e.name == name)
 }
 
-/// The architecture of a zoo entry, decompressed and parsed once per process.
-fn embedded(name: &str) -> Result<Arc<Architecture>, String> {
-    static CACHE: OnceLock<Mutex<BTreeMap<&'static str, Arc<Architecture>>>> = OnceLock::new();
+/// A zoo entry's architecture file, decompressed.
+fn decompressed(name: &str) -> Result<(&'static Entry, Vec<u8>), String> {
     let e = entry(name).ok_or_else(|| format!("`{name}` is not a Keras Application of the zoo"))?;
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(a) = cache.lock().map_err(|_| "poisoned")?.get(e.name) {
-        return Ok(a.clone());
-    }
     let mut text = Vec::new();
     lzma_rs::xz_decompress(&mut std::io::Cursor::new(e.xz), &mut text)
         .map_err(|err| format!("the architecture of {name} is damaged: {err}"))?;
-    let a: Architecture = serde_json::from_slice(&text)
+    Ok((e, text))
+}
+
+/// The architecture of a zoo entry, parsed anew: its configs are large (tens of MB as JSON
+/// values) and wanted only while a graph is built.
+fn embedded(name: &str) -> Result<Architecture, String> {
+    let (_, text) = decompressed(name)?;
+    serde_json::from_slice(&text)
+        .map_err(|err| format!("the architecture of {name} is damaged: {err}"))
+}
+
+/// The variables of a zoo entry (its configs skipped), read once per process: what
+/// describing, counting and matching files need.
+fn embedded_variables(name: &str) -> Result<Arc<VariantVariables>, String> {
+    #[derive(Deserialize)]
+    struct VariablesOnly {
+        weights: VariantVariables,
+    }
+    static CACHE: OnceLock<Mutex<BTreeMap<&'static str, Arc<VariantVariables>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().map_err(|_| "poisoned")?.get(name) {
+        return Ok(v.clone());
+    }
+    let (e, text) = decompressed(name)?;
+    let only: VariablesOnly = serde_json::from_slice(&text)
         .map_err(|err| format!("the architecture of {name} is damaged: {err}"))?;
-    let a = Arc::new(a);
+    let v = Arc::new(only.weights);
     cache
         .lock()
         .map_err(|_| "poisoned")?
-        .insert(e.name, a.clone());
-    Ok(a)
+        .insert(e.name, v.clone());
+    Ok(v)
 }
 
 /// Layer names as Keras 2 (the official weight files) and Keras 3 (the architectures here)
@@ -230,10 +250,17 @@ impl KerasApplicationConfig {
         }
     }
 
-    fn architecture(&self) -> Result<Arc<Architecture>, String> {
+    fn architecture(&self) -> Result<Cow<'_, Architecture>, String> {
         match &self.architecture {
-            Some(a) => Ok(Arc::new((**a).clone())),
-            None => embedded(&self.application),
+            Some(a) => Ok(Cow::Borrowed(a)),
+            None => embedded(&self.application).map(Cow::Owned),
+        }
+    }
+
+    fn variables(&self) -> Result<Arc<VariantVariables>, String> {
+        match &self.architecture {
+            Some(a) => Ok(Arc::new(a.weights.clone())),
+            None => embedded_variables(&self.application),
         }
     }
 
@@ -246,11 +273,11 @@ impl KerasApplicationConfig {
 
     /// Whether `weights` hold the top (a layer that only the top has), and the variant's
     /// description.
-    fn variant(&self, weights: &Weights) -> Result<(Arc<Architecture>, bool, Described), String> {
-        let a = self.architecture()?;
+    fn variant(&self, weights: &Weights) -> Result<(bool, Described), String> {
+        let v = self.variables()?;
         // The top unless the file holds the base's tensors and none of a layer that only
         // the top has (a file of none of them, say no file, describes the whole model).
-        let top = match &a.weights.notop {
+        let top = match &v.notop {
             None => true,
             Some(notop) => {
                 let base: std::collections::BTreeSet<String> =
@@ -260,34 +287,33 @@ impl KerasApplicationConfig {
                     .keys()
                     .filter_map(|k| k.rsplit_once('.').map(|(l, _)| loose(l)))
                     .collect();
-                let top_only = a
-                    .weights
+                let top_only = v
                     .top
                     .iter()
                     .any(|(l, _)| !base.contains(&loose(l)) && file.contains(&loose(l)));
                 top_only || base.is_disjoint(&file)
             }
         };
-        let vars = match (&a.weights.notop, top) {
+        let vars = match (&v.notop, top) {
             (Some(n), false) => n,
-            _ => &a.weights.top,
+            _ => &v.top,
         };
         let d = Described::of(vars, top)?;
-        Ok((a.clone(), top, d))
+        Ok((top, d))
     }
 
     fn describe_top(&self) -> Result<Described, String> {
-        Described::of(&self.architecture()?.weights.top, true)
+        Described::of(&self.variables()?.top, true)
     }
 
     /// (trainable, non-trainable) parameters of the architecture with or without its top, as
     /// Keras counts them (a Normalization's sample count is one non-trainable value).
     pub fn parameter_counts(&self, top: bool) -> Result<(usize, usize), String> {
-        let a = self.architecture()?;
-        let vars = match (&a.weights.notop, top) {
+        let v = self.variables()?;
+        let vars = match (&v.notop, top) {
             (Some(n), false) => n,
             (None, false) => return Err("the architecture has no variant without top".into()),
-            _ => &a.weights.top,
+            _ => &v.top,
         };
         let d = Described::of(vars, top)?;
         let size = |s: &[usize]| s.iter().product::<usize>();
@@ -374,7 +400,8 @@ impl KerasApplicationConfig {
         size: Option<usize>,
         device: &Device,
     ) -> Result<GraphConfig, String> {
-        let (a, top, d) = self.variant(weights)?;
+        let (top, d) = self.variant(weights)?;
+        let a = self.architecture()?;
         let names = Self::file_names(&d, weights);
         // The translator reads shapes, and the values of small tensors only (Normalization's
         // statistics, biases): the kernels stay in the file.
@@ -483,7 +510,7 @@ impl Family for KerasApplicationConfig {
     /// no stages are built until the graph is made from the file (`materialise`).
     fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let weights = l.weights();
-        let (_, _, d) = match self.variant(weights) {
+        let (_, d) = match self.variant(weights) {
             Ok(v) => v,
             Err(why) => {
                 l.report_broken(&self.application, &why);
