@@ -138,6 +138,8 @@ pub enum Op {
     Expand,
     Cast {
         to_float: bool,
+        /// A cast to a half-precision type rounds to it (the runtime computes in f32).
+        half: Option<Half>,
     },
     /// Cast to the type of the second input.
     CastLike,
@@ -362,6 +364,11 @@ impl Op {
                 let to = node.int("to").ok_or("Cast without `to`")?;
                 Ok(Op::Cast {
                     to_float: matches!(to, 1 | 10 | 11 | 16),
+                    half: match to {
+                        10 => Some(Half::F16),
+                        16 => Some(Half::Bf16),
+                        _ => None,
+                    },
                 })
             }
             "Dropout" => Ok(Op::Dropout(
@@ -429,6 +436,43 @@ pub(crate) fn check_numel(shape: &[usize]) -> R<()> {
 }
 
 /// Numpy broadcasting of two shapes.
+/// A half-precision float type a Cast rounds values to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    F16,
+    Bf16,
+}
+
+impl Half {
+    /// `x` rounded to the nearest value of this type (ties to even), back in f32.
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            Half::F16 => half::f16::from_f32(x).to_f32(),
+            Half::Bf16 => half::bf16::from_f32(x).to_f32(),
+        }
+    }
+
+    /// Every value rounded; when training, the gradient passes straight through, as a
+    /// cast's does.
+    fn round_tensor(self, f: F) -> F {
+        map_f!(f, |t| {
+            let dims = t.dims();
+            let data: Vec<f32> = t
+                .clone()
+                .into_data()
+                .iter::<f32>()
+                .map(|x| self.round(x))
+                .collect();
+            let rounded = Tensor::from_data(TensorData::new(data, dims), &t.device());
+            if t.is_tracked() {
+                t.clone() + (rounded - t).detach()
+            } else {
+                rounded
+            }
+        })
+    }
+}
+
 pub fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     let r = a.len().max(b.len());
     let at = |s: &[usize], i: usize| {
@@ -1613,16 +1657,21 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 Value::F(f) => one(expand_f(f.clone(), &target)?),
             }
         }
-        Op::Cast { to_float } => match x0()? {
+        Op::Cast { to_float, half } => match x0()? {
             Value::Host(h) => Ok(vec![Value::Host(HostTensor {
                 shape: h.shape.clone(),
-                data: if *to_float {
-                    HostData::Float(h.as_floats())
-                } else {
-                    HostData::Int(h.as_ints())
+                data: match (*to_float, half) {
+                    (true, Some(half)) => {
+                        HostData::Float(h.as_floats().into_iter().map(|x| half.round(x)).collect())
+                    }
+                    (true, None) => HostData::Float(h.as_floats()),
+                    (false, _) => HostData::Int(h.as_ints()),
                 },
             })]),
-            Value::F(f) if *to_float => Ok(vec![Value::F(f.clone())]),
+            Value::F(f) if *to_float => Ok(vec![Value::F(match half {
+                Some(half) => half.round_tensor(f.clone()),
+                None => f.clone(),
+            })]),
             Value::F(f) => Ok(vec![Value::Host(host(
                 &Value::F(f.clone()),
                 "a Cast to integers",
@@ -1656,7 +1705,14 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 Value::F(_) => true,
                 Value::Host(h) => matches!(h.data, HostData::Float(_)),
             };
-            run(&Op::Cast { to_float }, &inputs[..1], ctx)
+            run(
+                &Op::Cast {
+                    to_float,
+                    half: None,
+                },
+                &inputs[..1],
+                ctx,
+            )
         }
         Op::Dropout(p, with_mask) => {
             let x = x0()?;
@@ -1803,6 +1859,44 @@ pub fn as_float(v: &Value, dev: &Device) -> F {
 
 #[cfg(test)]
 mod tests {
+    use super::{F, Half};
+    use burn::prelude::*;
+
+    /// A Cast to float16 or bfloat16 rounds each value to the type (ties to even, overflow
+    /// to infinity) and, when training, passes the gradient through unchanged.
+    #[test]
+    fn half_casts_round_and_pass_the_gradient_through() {
+        let values = vec![0.819_105_45f32, 1.0 + 1.0 / 2048.0, 70000.0, -3.0];
+        assert_eq!(
+            values
+                .iter()
+                .map(|&x| Half::Bf16.round(x))
+                .collect::<Vec<_>>(),
+            vec![0.820_312_5, 1.0, 70144.0, -3.0]
+        );
+        assert_eq!(
+            values
+                .iter()
+                .map(|&x| Half::F16.round(x))
+                .collect::<Vec<_>>(),
+            vec![0.819_335_94, 1.0, f32::INFINITY, -3.0]
+        );
+        let device = Device::default().autodiff();
+        let x = Tensor::<1>::from_data(TensorData::new(values, [4]), &device).require_grad();
+        let F::R1(y) = Half::Bf16.round_tensor(F::R1(x.clone() * 2.0)) else {
+            panic!("rank 1")
+        };
+        assert_eq!(y.to_data().try_to_vec::<f32>().unwrap()[0], 1.640_625);
+        let grads = (y * 3.0).sum().backward();
+        let g = x
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(g, vec![6.0; 4]);
+    }
+
     /// Found by fuzzing (onnx target): a Reshape whose target dimensions multiply past
     /// usize overflowed in the product (a panic with overflow checks, a wrapped count
     /// without). 7 × 7905747460161236407 wraps to exactly 1, so without the bound the
