@@ -51,36 +51,13 @@ from keras.src.legacy.saving import legacy_h5_format
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_keras_graph_fixtures import outputs, randomise  # noqa: E402
+# Widths divided while Keras' application code builds a model (its hidden Dense layers
+# too; these applications have none).
+from make_keras_application_fixtures import narrower  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
                     "keras_apps")
 CLASSES = 5
-
-
-class narrower:
-    """While active, every Conv2D and SeparableConv2D is built with filters // k (at least
-    2), except layers whose filters are the class count (MobileNetV3's `Logits`)."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def __enter__(self):
-        self.saved = []
-        for cls in (keras.layers.Conv2D, keras.layers.SeparableConv2D):
-            init = cls.__init__
-            self.saved.append((cls, init))
-
-            def patched(layer, filters, *a, _init=init, **kw):
-                if filters != CLASSES:
-                    filters = max(2, filters // self.k)
-                _init(layer, filters, *a, **kw)
-
-            cls.__init__ = patched
-        return self
-
-    def __exit__(self, *exc):
-        for cls, init in self.saved:
-            cls.__init__ = init
 
 
 def randomise_all(model, rng):

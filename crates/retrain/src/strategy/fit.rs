@@ -171,7 +171,10 @@ fn train(
     // A Keras Application is built as the graph its config makes with the file's shapes:
     // the bundle and the checkpoints record that graph, which needs no file to rebuild.
     let materialised;
-    let opts = if model.config != opts.spec.config {
+    let opts = if matches!(
+        opts.spec.config,
+        crate::zoo::ArchConfig::KerasApplication(_)
+    ) {
         materialised = FitOptions {
             spec: crate::zoo::ModelSpec {
                 config: model.config.clone(),

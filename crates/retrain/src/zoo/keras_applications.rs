@@ -117,6 +117,40 @@ pub struct VariantVariables {
     pub notop: Option<Variables>,
 }
 
+const NO_BASE: &str = "the architecture has no variant without top";
+
+impl Architecture {
+    /// The config of the model with or without its top.
+    fn config(&self, top: bool) -> Result<&Json, String> {
+        if top {
+            Ok(&self.top)
+        } else {
+            self.notop.as_ref().ok_or_else(|| NO_BASE.to_owned())
+        }
+    }
+}
+
+impl VariantVariables {
+    /// The variables of the model with or without its top.
+    fn of(&self, top: bool) -> Result<&Variables, String> {
+        if top {
+            Ok(&self.top)
+        } else {
+            self.notop.as_ref().ok_or_else(|| NO_BASE.to_owned())
+        }
+    }
+}
+
+/// Translates a Keras config into the runtime's graph, the shapes (and small values) of
+/// its variables given under the config's names.
+fn translate(
+    config: &Json,
+    tensors: &mut BTreeMap<String, WeightTensor>,
+) -> Result<crate::graph::Graph, String> {
+    let version = config.get("keras_version").and_then(Json::as_str);
+    crate::weights::keras::translate_value(config, version, tensors).map_err(|e| e.to_string())
+}
+
 /// A Keras Application by its zoo entry; `architecture` replaces the entry's own (a reduced
 /// or custom variant described in a model spec file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,12 +328,7 @@ impl KerasApplicationConfig {
                 top_only || base.is_disjoint(&file)
             }
         };
-        let vars = match (&v.notop, top) {
-            (Some(n), false) => n,
-            _ => &v.top,
-        };
-        let d = Described::of(vars, top)?;
-        Ok((top, d))
+        Ok((top, Described::of(v.of(top)?, top)?))
     }
 
     fn describe_top(&self) -> Result<Described, String> {
@@ -309,13 +338,7 @@ impl KerasApplicationConfig {
     /// (trainable, non-trainable) parameters of the architecture with or without its top, as
     /// Keras counts them (a Normalization's sample count is one non-trainable value).
     pub fn parameter_counts(&self, top: bool) -> Result<(usize, usize), String> {
-        let v = self.variables()?;
-        let vars = match (&v.notop, top) {
-            (Some(n), false) => n,
-            (None, false) => return Err("the architecture has no variant without top".into()),
-            _ => &v.top,
-        };
-        let d = Described::of(vars, top)?;
+        let d = Described::of(self.variables()?.of(top)?, top)?;
         let size = |s: &[usize]| s.iter().product::<usize>();
         let frozen: usize = d
             .tensors
@@ -340,12 +363,7 @@ impl KerasApplicationConfig {
         top: bool,
     ) -> Result<(crate::graph::Graph, NamedShapes), String> {
         let a = self.architecture()?;
-        let (config, vars) = match (&a.notop, &a.weights.notop, top) {
-            (Some(c), Some(v), false) => (c, v),
-            (_, _, false) => return Err("the architecture has no variant without top".into()),
-            _ => (&a.top, &a.weights.top),
-        };
-        let d = Described::of(vars, top)?;
+        let d = Described::of(a.weights.of(top)?, top)?;
         let mut shapes: BTreeMap<String, WeightTensor> = d
             .tensors
             .iter()
@@ -369,19 +387,19 @@ impl KerasApplicationConfig {
                 (n.clone(), t)
             })
             .collect();
-        let version = config.get("keras_version").and_then(Json::as_str);
-        let graph = crate::weights::keras::translate_value(config, version, &mut shapes)
-            .map_err(|e| e.to_string())?;
-        Ok((graph, d.tensors))
+        Ok((translate(a.config(top)?, &mut shapes)?, d.tensors))
     }
 
-    /// The file's name for each of the variant's tensors it holds, by exact or loose name.
-    fn file_names(d: &Described, weights: &Weights) -> BTreeMap<String, String> {
+    /// The file's name for each of `names` it holds, by exact or loose name.
+    fn file_names<'n>(
+        names: impl IntoIterator<Item = &'n String>,
+        weights: &Weights,
+    ) -> BTreeMap<String, String> {
         let loose_file: BTreeMap<String, &String> =
             weights.tensors.keys().map(|k| (loose(k), k)).collect();
-        d.tensors
-            .iter()
-            .filter_map(|(n, _)| {
+        names
+            .into_iter()
+            .filter_map(|n| {
                 if weights.tensors.contains_key(n) {
                     Some((n.clone(), n.clone()))
                 } else {
@@ -402,7 +420,7 @@ impl KerasApplicationConfig {
     ) -> Result<GraphConfig, String> {
         let (top, d) = self.variant(weights)?;
         let a = self.architecture()?;
-        let names = Self::file_names(&d, weights);
+        let names = Self::file_names(d.tensors.iter().map(|(n, _)| n), weights);
         // The translator reads shapes, and the values of small tensors only (Normalization's
         // statistics, biases): the kernels stay in the file.
         let mut shapes: BTreeMap<String, WeightTensor> = names
@@ -423,13 +441,7 @@ impl KerasApplicationConfig {
                 (arch.clone(), placeholder)
             })
             .collect();
-        let config = match (&a.notop, top) {
-            (Some(n), false) => n,
-            _ => &a.top,
-        };
-        let version = config.get("keras_version").and_then(Json::as_str);
-        let mut graph = crate::weights::keras::translate_value(config, version, &mut shapes)
-            .map_err(|e| e.to_string())?;
+        let mut graph = translate(a.config(top)?, &mut shapes)?;
         graph.producer = format!("{}, as zoo entry {}", graph.producer, self.application);
         rename_params(&mut graph, &names);
         let size = size.or_else(|| entry(&self.application).map(|e| e.size));
@@ -501,9 +513,7 @@ impl Family for KerasApplicationConfig {
         let Ok(d) = self.describe_top() else {
             return false;
         };
-        d.tensors
-            .first()
-            .is_some_and(|(n, _)| !Self::file_names_of(n, weights).is_empty())
+        !Self::file_names(d.tensors.first().map(|(n, _)| n), weights).is_empty()
     }
 
     /// Checks the file's tensors against the variant's (the classifier is the caller's):
@@ -524,7 +534,7 @@ impl Family for KerasApplicationConfig {
             );
             return Vec::new();
         }
-        let names = Self::file_names(&d, weights);
+        let names = Self::file_names(d.tensors.iter().map(|(n, _)| n), weights);
         let head = d.classifier.as_deref().map(|c| format!("{c}."));
         for (n, shape) in &d.tensors {
             if head.as_deref().is_some_and(|h| n.starts_with(h)) {
@@ -546,21 +556,6 @@ impl Family for KerasApplicationConfig {
                 let preprocess = config.preprocess();
                 ZooEntry::new(e.name, e.origin, config, preprocess)
             })
-            .collect()
-    }
-}
-
-impl KerasApplicationConfig {
-    fn file_names_of(name: &str, weights: &Weights) -> Vec<String> {
-        if weights.tensors.contains_key(name) {
-            return vec![name.to_owned()];
-        }
-        let want = loose(name);
-        weights
-            .tensors
-            .keys()
-            .filter(|k| loose(k) == want)
-            .cloned()
             .collect()
     }
 }

@@ -516,11 +516,12 @@ fn layer_conventions(
     layer: &str,
     variables: &[(&str, &[usize])],
 ) -> Result<Vec<Converted>, WeightsError> {
-    let kind = variable_kind;
-    let separable = variables.iter().any(|(n, _)| kind(n) == "pointwise_kernel");
+    let separable = variables
+        .iter()
+        .any(|(n, _)| variable_kind(n) == "pointwise_kernel");
     let mut out = Vec::new();
     for (i, &(name, shape)) in variables.iter().enumerate() {
-        let k = kind(name);
+        let k = variable_kind(name);
         if k == "count" {
             continue;
         }
@@ -538,14 +539,14 @@ fn layer_conventions(
     }
     let is_bn = variables
         .iter()
-        .any(|(n, _)| matches!(kind(n), "moving_mean" | "moving_variance"));
+        .any(|(n, _)| matches!(variable_kind(n), "moving_mean" | "moving_variance"));
     let channels = variables
         .iter()
-        .find(|(n, _)| kind(n) == "moving_mean")
+        .find(|(n, _)| variable_kind(n) == "moving_mean")
         .map(|(_, s)| s.iter().product::<usize>());
     if let (true, Some(c)) = (is_bn, channels) {
         for (missing, suffix) in [("gamma", "weight"), ("beta", "bias")] {
-            if !variables.iter().any(|(n, _)| kind(n) == missing) {
+            if !variables.iter().any(|(n, _)| variable_kind(n) == missing) {
                 out.push(Converted {
                     name: format!("{layer}.{suffix}"),
                     shape: vec![c],
