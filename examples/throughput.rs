@@ -22,10 +22,10 @@ fn main() {
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let _ = model.network.penultimate(x.clone()).into_data();
+    let _ = model.network.penultimate(x.clone()).unwrap().into_data();
     let t = Instant::now();
     for _ in 0..iters {
-        let _ = model.network.penultimate(x.clone()).into_data();
+        let _ = model.network.penultimate(x.clone()).unwrap().into_data();
     }
     let dt = t.elapsed().as_secs_f64();
     println!(

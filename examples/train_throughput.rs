@@ -74,7 +74,7 @@ fn main() {
     let mut times = Vec::new();
     for i in 0..warmup + iters {
         let t = Instant::now();
-        let (m, _) = trainer.epoch(model, &pixels, i, None, &never, &ad);
+        let (m, _) = trainer.epoch(model, &pixels, i, None, &never, &ad).unwrap();
         model = m;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
@@ -99,6 +99,7 @@ fn main() {
         let f: Vec<f32> = frozen
             .network
             .penultimate(xt)
+            .unwrap()
             .into_data()
             .try_into_vec::<f32>()
             .unwrap();
@@ -108,7 +109,7 @@ fn main() {
             labels: y.clone(),
             classes,
         };
-        let (h, _) = trainer.epoch(head, &pooled, i, None, &never, &ad);
+        let (h, _) = trainer.epoch(head, &pooled, i, None, &never, &ad).unwrap();
         head = h;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
@@ -123,7 +124,7 @@ fn main() {
         let t = Instant::now();
         let xt =
             Tensor::<4>::from_data(TensorData::new(big.clone(), [2 * batch, 3, s, s]), &device);
-        let f = frozen.network.penultimate(xt).into_data();
+        let f = frozen.network.penultimate(xt).unwrap().into_data();
         std::hint::black_box(f);
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());

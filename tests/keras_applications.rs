@@ -126,7 +126,8 @@ fn run(model: &Model, family: &str, device: &Device) -> (f32, f32) {
     let (shape, x) = npy(&dir().join(format!("{family}_input.npy")));
     let (f, l) = model
         .network
-        .features_and_logits(tensor4(&shape, x, device));
+        .features_and_logits(tensor4(&shape, x, device))
+        .unwrap();
     let df = max_abs_diff(
         "features",
         values(f),
@@ -189,7 +190,10 @@ fn reduced_applications_load_weights_only_files_by_layer_name() {
         let model = Model::from_spec(&spec, &base, &device)
             .unwrap_or_else(|e| panic!("{family} without top: {e}"));
         assert!(model.network.classifier.is_none(), "{family}");
-        let got = model.network.penultimate(tensor4(&shape, x, &device));
+        let got = model
+            .network
+            .penultimate(tensor4(&shape, x, &device))
+            .unwrap();
         let d = max_abs_diff(
             "pooled",
             values(got),

@@ -173,7 +173,7 @@ fn run_data_set(
                 want.shape
             ));
         }
-        let got: Vec<f32> = match block.try_forward(x.clone()) {
+        let got: Vec<f32> = match block.forward(x.clone()) {
             Ok(y) => y
                 .into_data()
                 .convert::<f32>()

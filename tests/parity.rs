@@ -37,7 +37,8 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
 
     let (f, l) = model
         .network
-        .features_and_logits(tensor4(&shape, x.clone(), &device));
+        .features_and_logits(tensor4(&shape, x.clone(), &device))
+        .unwrap();
     let df = max_abs_diff("features", values(f), want_features.clone());
     let dl = max_abs_diff("logits", values(l.unwrap()), want_logits.clone());
     eprintln!("{name}: max |diff| features {df:.2e}, logits {dl:.2e}");
@@ -55,7 +56,8 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
     let folded = model.for_inference();
     let (f, l) = folded
         .network
-        .features_and_logits(tensor4(&shape, x, &device));
+        .features_and_logits(tensor4(&shape, x, &device))
+        .unwrap();
     let df = max_abs_diff("features", values(f), want_features);
     let dl = max_abs_diff("logits", values(l.unwrap()), want_logits);
     assert!(
@@ -305,7 +307,8 @@ fn matches_the_interpreter(file: &str, stem: &str, stores: &[DType], tol: fn(f32
     let (shape, x) = npy(&dir.join("input.npy"));
     let (f, l) = model
         .network
-        .features_and_logits(tensor4(&shape, x, &device));
+        .features_and_logits(tensor4(&shape, x, &device))
+        .unwrap();
     for (what, got) in [("features", values(f)), ("logits", values(l.unwrap()))] {
         let want = npy(&dir.join(format!("tflite_{stem}_{what}.npy")));
         let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -68,7 +68,7 @@ fn embeddings_match_origin(arch: &str, file: &str, as_graph: bool) {
     let want_f = npy(&dir.join(format!("{arch}_features.npy")));
     let want_l = npy(&dir.join(format!("{arch}_logits.npy")));
     let x = crops(&model, &device);
-    let (f, l) = model.network.features_and_logits(x.clone());
+    let (f, l) = model.network.features_and_logits(x.clone()).unwrap();
     let df = max_abs_diff("features", values(f), want_f.clone());
     let dl = max_abs_diff("logits", values(l.unwrap()), want_l.clone());
     eprintln!("{arch}: max |diff| features {df:.2e}, logits {dl:.2e}");
@@ -77,7 +77,7 @@ fn embeddings_match_origin(arch: &str, file: &str, as_graph: bool) {
         "{arch}: features {df:e}, logits {dl:e}"
     );
     let folded = model.for_inference();
-    let (f, l) = folded.network.features_and_logits(x);
+    let (f, l) = folded.network.features_and_logits(x).unwrap();
     let df = max_abs_diff("features", values(f), want_f);
     let dl = max_abs_diff("logits", values(l.unwrap()), want_l);
     eprintln!("{arch} (BN folded): max |diff| features {df:.2e}, logits {dl:.2e}");

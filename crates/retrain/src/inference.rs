@@ -197,14 +197,14 @@ impl RunOutput {
         let net = &model.network;
         let (feats, logits) = match output {
             Output::FeatureMap(stage) => {
-                let m = net.features_through(x, stage);
+                let m = net.features_through(x, stage)?;
                 let [n, c, h, w] = m.dims();
                 self.shape = [c, h, w];
                 (m.reshape([n, c * h * w]), None)
             }
-            Output::PooledAndLogits => net.features_and_logits(x),
-            Output::PooledAt(stage) => (net.embed(x, stage), None),
-            Output::Pooled | Output::Pixels => (net.penultimate(x), None),
+            Output::PooledAndLogits => net.features_and_logits(x)?,
+            Output::PooledAt(stage) => (net.embed(x, stage)?, None),
+            Output::Pooled | Output::Pixels => (net.penultimate(x)?, None),
         };
         self.dim = feats.dims()[1];
         if !matches!(output, Output::FeatureMap(_)) {

@@ -203,7 +203,7 @@ pub fn analyse(
     let block = GraphBlock::build(&whole, &loader)?;
     let blank = |n| Tensor::<4>::zeros([n, channels, hw[0], hw[1]], device);
     let shapes = block.trace(blank(batch))?;
-    let fixed_batch = match block.try_forward(blank(batch + 1)) {
+    let fixed_batch = match block.forward(blank(batch + 1)) {
         Ok(y) if y.dims()[0] == batch + 1 => None,
         _ => Some(batch),
     };

@@ -302,17 +302,10 @@ impl GraphBlock {
         }
     }
 
-    /// Runs the block on a batch (a cut value packed as rank 4).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self.try_forward(x) {
-            Ok(y) => y,
-            // Shapes were checked at load by running the graph; an op failing now means
-            // the batch size changed something the check could not see.
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    pub fn try_forward(&self, x: Tensor<4>) -> Result<Tensor<4>, GraphError> {
+    /// Runs the block on a batch (a cut value packed as rank 4). Shapes were checked at
+    /// load by running the graph; an op can still fail on a batch size that check could not
+    /// see, and says so.
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, GraphError> {
         let p = &self.program;
         let n = x.dims()[0];
         match p.fixed_batch {

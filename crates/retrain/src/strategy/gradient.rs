@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::options::{Optimizer, Schedule, Training};
 use super::schedule::{cosine_lr, one_cycle_lr};
+use crate::graph::GraphError;
 use crate::inference::Features;
 use crate::observe::Interrupter;
 use crate::rng::SplitMix64;
@@ -32,15 +33,20 @@ pub struct Trainable {
 
 impl Trainable {
     /// Logits from the frozen part's output (a feature map; pooled features as `n×d×1×1`).
-    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<2> {
+    pub fn forward(&self, mut x: Tensor<4>) -> Result<Tensor<2>, GraphError> {
         for s in &self.stages {
-            x = s.forward(x);
+            x = s.forward(x)?;
         }
-        self.head.forward(global_avg_pool(x))
+        Ok(self.head.forward(global_avg_pool(x)))
     }
 
     /// Logits in inference mode (BatchNorm on running statistics, no autodiff).
-    pub fn predict(&self, x: &[f32], shape: [usize; 3], device: &Device) -> Vec<f32> {
+    pub fn predict(
+        &self,
+        x: &[f32],
+        shape: [usize; 3],
+        device: &Device,
+    ) -> Result<Vec<f32>, GraphError> {
         let eval = self.valid();
         let per = shape.iter().product::<usize>();
         let n = x.len() / per.max(1);
@@ -55,13 +61,13 @@ impl Trainable {
                 &device.clone().inner(),
             );
             out.extend(
-                eval.forward(xt)
+                eval.forward(xt)?
                     .into_data()
                     .try_into_vec::<f32>()
                     .unwrap_or_default(),
             );
         }
-        out
+        Ok(out)
     }
 }
 
@@ -184,7 +190,7 @@ impl EpochTrainer {
         resume: Option<PartialEpoch>,
         interrupter: &Interrupter,
         device: &Device,
-    ) -> (Trainable, EpochEnd) {
+    ) -> Result<(Trainable, EpochEnd), GraphError> {
         let n = inputs.labels.len();
         let mut order: Vec<usize> = (0..n).collect();
         SplitMix64(self.cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9)).shuffle(&mut order);
@@ -197,14 +203,14 @@ impl EpochTrainer {
         let batches: Vec<&[usize]> = order.chunks(self.cfg.batch_size.max(1)).collect();
         for batch in &batches[at.batches_done.min(batches.len())..] {
             if interrupter.should_stop() {
-                return (model, EpochEnd::Interrupted(at));
+                return Ok((model, EpochEnd::Interrupted(at)));
             }
             let (xt, target) = self.batch_tensors(inputs, batch, &class_weight, device);
             let norm: f64 = batch
                 .iter()
                 .map(|&i| class_weight[inputs.labels[i]] as f32 as f64)
                 .sum();
-            let logits = model.forward(xt);
+            let logits = model.forward(xt)?;
             let loss = -(log_softmax(logits.clone(), 1) * target).sum() / norm.max(1e-12);
             let preds: Vec<f32> = logits
                 .inner()
@@ -225,7 +231,7 @@ impl EpochTrainer {
             loss: at.loss_sum / n.max(1) as f64,
             accuracy: at.correct as f64 / n.max(1) as f64,
         };
-        (model, end)
+        Ok((model, end))
     }
 
     /// Per-class loss weights: PyTorch's weighted mean, Σ w_y·CE / Σ w_y, with
@@ -348,13 +354,13 @@ mod tests {
             let mut acc = 0.0;
             let never = Interrupter::new();
             for e in 0..cfg.epochs {
-                let (next, end) = t.epoch(m, &inputs, e, None, &never, &device);
+                let (next, end) = t.epoch(m, &inputs, e, None, &never, &device).unwrap();
                 m = next;
                 if let EpochEnd::Done { accuracy, .. } = end {
                     acc = accuracy;
                 }
             }
-            let logits = m.predict(&x, [d, 1, 1], &device);
+            let logits = m.predict(&x, [d, 1, 1], &device).unwrap();
             assert_eq!(logits.len(), n * 2);
             (acc, head_weights(&m.head))
         };

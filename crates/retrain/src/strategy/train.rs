@@ -230,7 +230,7 @@ impl<'a> Run<'a> {
                 partial,
                 self.s.interrupter,
                 &self.ad,
-            );
+            )?;
             current = next;
             let (loss, accuracy) = match end {
                 EpochEnd::Done { loss, accuracy } => (loss, accuracy),
@@ -253,7 +253,7 @@ impl<'a> Run<'a> {
                 train_images: inputs.labels.len(),
                 started,
             };
-            let score = self.validate(&current, &feed, done, tr);
+            let score = self.validate(&current, &feed, done, tr)?;
             if self.end_epoch(pi, score, &current, tr)? {
                 break;
             }
@@ -345,7 +345,7 @@ impl<'a> Run<'a> {
         feed: &Feed,
         done: Finished,
         tr: &EpochTrainer,
-    ) -> EpochScore {
+    ) -> Result<EpochScore> {
         let Finished {
             phase: pi,
             epoch,
@@ -355,7 +355,7 @@ impl<'a> Run<'a> {
             started,
         } = done;
         let k = self.s.train.classes.len();
-        let logits = current.predict(&feed.val.values, feed.val.shape, &self.ad);
+        let logits = current.predict(&feed.val.values, feed.val.shape, &self.ad)?;
         let r = metrics::report(
             &self.s.val.classes,
             &metrics::softmax_rows(&logits, k),
@@ -378,12 +378,12 @@ impl<'a> Run<'a> {
             head_only: cut == Some(self.last_stage()) && self.s.phases.len() > 1,
         });
         self.state.history.push(record);
-        EpochScore {
+        Ok(EpochScore {
             epoch,
             val: r,
             train_accuracy: accuracy,
             train_images,
-        }
+        })
     }
 
     /// Early stopping, the state and the checkpoint after an epoch; whether to stop.

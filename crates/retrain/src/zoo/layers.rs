@@ -9,6 +9,7 @@ use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
 use super::loader::WeightLoader;
+use crate::graph::GraphError;
 
 /// Non-linearities used by the zoo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -598,16 +599,18 @@ impl FlattenHwc {
 }
 
 impl Block {
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self {
+    /// Runs the block. Only a graph's ops can fail here: their shapes were checked at load,
+    /// but a batch size the check could not see may still break one (the error names it).
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, GraphError> {
+        Ok(match self {
             Block::Conv(c) => c.forward(x),
             Block::MaxPool(p) => p.forward(x),
             Block::Inverted(b) => b.forward(x),
             Block::Residual(b) => b.forward(x),
             Block::FlattenHwc(f) => f.forward(x),
             Block::Normalize(n) => n.forward(x),
-            Block::Graph(g) => g.forward(x),
-        }
+            Block::Graph(g) => return g.forward(x),
+        })
     }
 
     /// Adds the block's tensors under their origin names (a network being trained, whose

@@ -808,11 +808,11 @@ mod tests {
             let (net, _, _) = config.build(&Weights::empty(), &device);
             let x = Tensor::<4>::zeros([1, 3, SIZE, SIZE], &device);
             for (i, s) in config.stages().iter().enumerate() {
-                let dims = net.features_through(x.clone(), i).dims();
+                let dims = net.features_through(x.clone(), i).unwrap().dims();
                 let side = SIZE / s.stride;
                 assert_eq!(dims, [1, s.channels, side, side], "{config:?} {}", s.name);
             }
-            let dim = net.penultimate(x).dims()[1];
+            let dim = net.penultimate(x).unwrap().dims()[1];
             assert_eq!(dim, config.feature_dim(), "{config:?}");
         }
     }

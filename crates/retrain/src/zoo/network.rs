@@ -4,6 +4,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use super::layers::{Act, Block};
+use crate::graph::GraphError;
 
 /// A run of blocks a user can cut or freeze at, by name.
 #[derive(Module, Debug)]
@@ -18,11 +19,11 @@ impl Stage {
         }
     }
 
-    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, mut x: Tensor<4>) -> Result<Tensor<4>, GraphError> {
         for b in &self.blocks {
-            x = b.forward(x);
+            x = b.forward(x)?;
         }
-        x
+        Ok(x)
     }
 }
 
@@ -59,34 +60,39 @@ pub struct Network {
 
 impl Network {
     /// Runs the stages `0..=last` and returns the last one's feature map.
-    pub fn features_through(&self, mut x: Tensor<4>, last: usize) -> Tensor<4> {
+    pub fn features_through(&self, mut x: Tensor<4>, last: usize) -> Result<Tensor<4>, GraphError> {
         for s in &self.stages[..=last] {
-            x = s.forward(x);
+            x = s.forward(x)?;
         }
-        x
+        Ok(x)
     }
 
     /// Global-average-pooled output of stage `last`: one vector per image.
-    pub fn embed(&self, x: Tensor<4>, last: usize) -> Tensor<2> {
-        global_avg_pool(self.features_through(x, last))
+    pub fn embed(&self, x: Tensor<4>, last: usize) -> Result<Tensor<2>, GraphError> {
+        Ok(global_avg_pool(self.features_through(x, last)?))
     }
 
     /// The classifier's input: pooled output of the final stage.
-    pub fn penultimate(&self, x: Tensor<4>) -> Tensor<2> {
+    pub fn penultimate(&self, x: Tensor<4>) -> Result<Tensor<2>, GraphError> {
         self.embed(x, self.stages.len() - 1)
     }
 
-    /// Class scores (pre-softmax), if the network has a classifier.
-    pub fn logits(&self, x: Tensor<4>) -> Option<Tensor<2>> {
-        let c = self.classifier.as_ref()?;
-        Some(c.forward(self.penultimate(x)))
+    /// Class scores (pre-softmax); `None` for a network without a classifier.
+    pub fn logits(&self, x: Tensor<4>) -> Result<Option<Tensor<2>>, GraphError> {
+        match &self.classifier {
+            Some(c) => Ok(Some(c.forward(self.penultimate(x)?))),
+            None => Ok(None),
+        }
     }
 
     /// Both the features and the logits from one pass.
-    pub fn features_and_logits(&self, x: Tensor<4>) -> (Tensor<2>, Option<Tensor<2>>) {
-        let f = self.penultimate(x);
+    pub fn features_and_logits(
+        &self,
+        x: Tensor<4>,
+    ) -> Result<(Tensor<2>, Option<Tensor<2>>), GraphError> {
+        let f = self.penultimate(x)?;
         let l = self.classifier.as_ref().map(|c| c.forward(f.clone()));
-        (f, l)
+        Ok((f, l))
     }
 
     /// Folds every BatchNorm into its convolution, for inference.
