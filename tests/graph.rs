@@ -184,6 +184,70 @@ fn a_fixed_batch_export_runs_other_batch_sizes() {
     );
 }
 
+/// A token model's shape arithmetic (Shape → Gather → Concat → Reshape, per attention
+/// layer) is folded at load: its encoder blocks become cut points. The first block's
+/// output, and its tokens' mean as the embedding there, equal onnxruntime's value
+/// (scripts/make_onnx_cut_references.py).
+#[test]
+fn vit_encoder_blocks_are_cut_points() {
+    let dir = fixtures().join("onnx/vit_op17");
+    let device = Device::default();
+    let weights = Weights::load(&dir.join("model.onnx")).unwrap();
+    let spec = graph::analyse::model_spec(&weights, "vit", None, &device).unwrap();
+    let retrain::zoo::ArchConfig::Graph(config) = &spec.config else {
+        panic!("not a graph spec");
+    };
+    assert!(
+        config.graph.nodes.iter().all(|n| n.op != "Shape"),
+        "every Shape is folded"
+    );
+    let names: Vec<&str> = config.stages.iter().map(|s| s.name.as_str()).collect();
+    for block in [
+        "encoder_layer_0/Add",
+        "encoder_layer_0/Add_1",
+        "encoder_layer_1/Add",
+    ] {
+        assert!(
+            names.iter().any(|n| n.ends_with(block)),
+            "no cut at {block}: {names:?}"
+        );
+    }
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let at = config
+        .stage_index("/encoder/layers/encoder_layer_0/Add_1")
+        .unwrap();
+    assert_eq!(spec.config.stages()[at].channels, 32);
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let (tshape, tokens) = npy(&dir.join("tokens_layer0.npy"));
+    let [n, t, d] = tshape[..] else { panic!() };
+    // Packed as [n, width, tokens, 1]: the stage's channels are the token width.
+    let map = model
+        .network
+        .features_through(tensor4(&shape, x.clone(), &device), at)
+        .unwrap();
+    assert_eq!(map.dims(), [n, d, t, 1]);
+    let got: Vec<f32> = map.swap_dims(1, 2).into_data().try_into_vec().unwrap();
+    let diff = got
+        .iter()
+        .zip(&tokens)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= TOL, "tokens differ by {diff:e}");
+    let pooled = model
+        .network
+        .embed(tensor4(&shape, x, &device), at)
+        .unwrap();
+    let mean: Vec<f32> = (0..n * d)
+        .map(|k| {
+            (0..t)
+                .map(|j| tokens[(k / d) * t * d + j * d + k % d])
+                .sum::<f32>()
+                / t as f32
+        })
+        .collect();
+    let dm = max_abs_diff("token mean", values(pooled), (vec![n, d], mean));
+    assert!(dm <= TOL, "token mean differs by {dm:e}");
+}
+
 fn tiny_graph(nodes: Vec<retrain::graph::Node>, output: &str) -> (retrain::graph::Graph, Weights) {
     use retrain::graph::{Graph, ValueInfo};
     let mut tensors = std::collections::BTreeMap::new();

@@ -159,7 +159,7 @@ fn run_data_set(
             }
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let shapes = match block.trace(x.clone()) {
+        let shapes = match block.trace(x.clone()).map(|t| t.shapes) {
             Ok(s) => s,
             Err(e) if refused_by_runtime(&e.to_string()) => {
                 return Outcome::Refused(e.to_string());
@@ -173,12 +173,10 @@ fn run_data_set(
                 want.shape
             ));
         }
+        // The block's output comes packed as rank 4 (a stage boundary's form): unpacked.
         let got: Vec<f32> = match block.forward(x.clone()) {
-            Ok(y) => y
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default(),
+            Ok(y) if got_shape.is_empty() => F::R4(y).to_vec(),
+            Ok(y) => F::from_r4(y, &got_shape).to_vec(),
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let want = want.as_floats();

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::block::{GraphBlock, Span};
+use super::fold::{HostRun, fold_shapes};
 use super::{Graph, GraphError, Node};
 use crate::weights::Weights;
 use crate::zoo::ZooEntry;
@@ -133,6 +134,17 @@ pub fn analyse(
     size: Option<usize>,
     device: &Device,
 ) -> Result<GraphConfig, GraphError> {
+    analyse_folding(g, weights, size, device, true)
+}
+
+/// [`analyse`], folding the graph's shape arithmetic first where `fold` is set.
+fn analyse_folding(
+    g: &Graph,
+    weights: &Weights,
+    size: Option<usize>,
+    device: &Device,
+    fold: bool,
+) -> Result<GraphConfig, GraphError> {
     check_order(g)?;
     let input_err = |why: String| GraphError {
         node: g.input.name.clone(),
@@ -189,7 +201,7 @@ pub fn analyse(
     // another to see whether the graph is tied to it.
     let batch = dims[0].unwrap_or(1);
     // The file's own sizes are untrusted: the traced batches must fit the value bound.
-    super::ops::check_numel(&[batch.saturating_add(1), channels, hw[0], hw[1]])
+    super::ops::check_numel(&[batch.saturating_add(2), channels, hw[0], hw[1]])
         .map_err(|why| input_err(format!("its traced batch: {why}")))?;
     let loader = WeightLoader::new(weights, device);
     let whole = Span {
@@ -202,11 +214,39 @@ pub fn analyse(
     };
     let block = GraphBlock::build(&whole, &loader)?;
     let blank = |n| Tensor::<4>::zeros([n, channels, hw[0], hw[1]], device);
-    let shapes = block.trace(blank(batch))?;
-    let fixed_batch = match block.forward(blank(batch + 1)) {
-        Ok(y) if y.dims()[0] == batch + 1 => None,
-        _ => Some(batch),
+    let traced = block.trace(blank(batch))?;
+    let next = block
+        .trace(blank(batch + 1))
+        .ok()
+        .filter(|t| t.output_shape.first() == Some(&(batch + 1)));
+    let fixed_batch = match next {
+        Some(_) => None,
+        None => Some(batch),
     };
+    if fold && !traced.hosts.is_empty() {
+        // Shape arithmetic folds to constants, or to lines in the batch size where a third
+        // batch confirms them (a graph fixed to one batch: all constants).
+        let third = next
+            .as_ref()
+            .and_then(|_| block.trace(blank(batch + 2)).ok());
+        let mut runs = vec![HostRun {
+            batch,
+            hosts: &traced.hosts,
+        }];
+        for (k, t) in [&next, &third].into_iter().enumerate() {
+            if let Some(t) = t {
+                runs.push(HostRun {
+                    batch: batch + k + 1,
+                    hosts: &t.hosts,
+                });
+            }
+        }
+        if let Some(folded) = fold_shapes(g, end, &runs) {
+            drop(block);
+            return analyse_folding(&folded, weights, size, device, false);
+        }
+    }
+    let shapes = traced.shapes;
     let feature_shape = shapes.get(&feature).cloned().unwrap_or_default();
     let classifier = match classifier {
         Some((i, _)) if feature_shape.len() == 2 => {
@@ -353,7 +393,8 @@ fn cut_points(
         // conversions (an NHWC Transpose, a grey input's luma) are not stages.
         if live.len() == 1 && i >= first_weighted {
             let v = *live.iter().next().expect("one live value");
-            let shape_ok = shapes.get(v).is_some_and(|s| s.len() == 4 || s.len() == 2);
+            // Image maps, token sequences and vectors.
+            let shape_ok = shapes.get(v).is_some_and(|s| (2..=4).contains(&s.len()));
             if shape_ok && !inner(v) && n.outputs.iter().any(|o| o == v) {
                 cuts.push((i, v));
             }
@@ -406,6 +447,15 @@ fn cut_points(
     stages
 }
 
+/// The features a stage's value has per position: an image map's channels, a token
+/// sequence's width ([n, tokens, width]), a vector's length.
+fn channels(shape: &[usize]) -> usize {
+    match shape {
+        [_, _, d] => *d,
+        _ => shape.get(1).copied().unwrap_or(0),
+    }
+}
+
 impl GraphConfig {
     /// The stage a user names: by its name or by the value it ends at.
     pub fn stage_index(&self, name: &str) -> Option<usize> {
@@ -436,7 +486,7 @@ impl Family for GraphConfig {
             .iter()
             .map(|s| StageInfo {
                 name: s.name.clone(),
-                channels: s.shape.get(1).copied().unwrap_or(0),
+                channels: channels(&s.shape),
                 stride: match s.shape.as_slice() {
                     [_, _, h, _] if *h > 0 => self.input_size[0].div_ceil(*h),
                     _ => 0,
@@ -446,9 +496,7 @@ impl Family for GraphConfig {
     }
 
     fn feature_dim(&self) -> usize {
-        self.stages
-            .last()
-            .map_or(0, |s| s.shape.get(1).copied().unwrap_or(0))
+        self.stages.last().map_or(0, |s| channels(&s.shape))
     }
 
     fn classifier(&self) -> ClassifierSpec {

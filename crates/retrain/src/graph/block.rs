@@ -67,6 +67,15 @@ pub struct GraphBlock {
     program: Arc<Program>,
 }
 
+/// What one run of a block computed: every value's shape and every host value, by name,
+/// and the (packed) output's shape.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub shapes: BTreeMap<String, Vec<usize>>,
+    pub hosts: BTreeMap<String, HostTensor>,
+    pub output_shape: Vec<usize>,
+}
+
 /// What compiling a block needs to know of the whole graph.
 pub struct Span<'a> {
     pub graph: &'a Graph,
@@ -331,23 +340,21 @@ impl GraphBlock {
         }
     }
 
-    /// Runs the block once and returns the shape of every value it computes, by name.
-    pub fn trace(&self, x: Tensor<4>) -> Result<BTreeMap<String, Vec<usize>>, GraphError> {
-        let mut shapes = BTreeMap::new();
-        self.run(x, Some(&mut shapes))?;
-        Ok(shapes)
+    /// Runs the block once and returns the shape of every value it computes, and the
+    /// host values (shape arithmetic) themselves, by name.
+    pub fn trace(&self, x: Tensor<4>) -> Result<Trace, GraphError> {
+        let mut trace = Trace::default();
+        trace.output_shape = self.run(x, Some(&mut trace))?.dims().to_vec();
+        Ok(trace)
     }
 
-    fn run(
-        &self,
-        x: Tensor<4>,
-        mut trace: Option<&mut BTreeMap<String, Vec<usize>>>,
-    ) -> Result<Tensor<4>, GraphError> {
+    fn run(&self, x: Tensor<4>, mut trace: Option<&mut Trace>) -> Result<Tensor<4>, GraphError> {
         let p = &self.program;
         let device = x.device();
         let ctx = Ctx {
             device: &device,
             training: device.is_autodiff(),
+            batch: x.dims()[0],
         };
         let mut slots: Vec<Option<Value>> = vec![None; p.slots];
         let input = if p.input_shape.len() == 4 {
@@ -399,7 +406,10 @@ impl GraphBlock {
             }
             for ((s, v), name) in step.outputs.iter().zip(outs).zip(&step.output_names) {
                 if let Some(t) = trace.as_deref_mut() {
-                    t.insert(name.clone(), v.shape());
+                    t.shapes.insert(name.clone(), v.shape());
+                    if let Value::Host(h) = &v {
+                        t.hosts.insert(name.clone(), h.clone());
+                    }
                 }
                 slots[*s] = Some(v);
             }

@@ -9,6 +9,7 @@
 pub mod analyse;
 pub mod block;
 pub(crate) mod build;
+pub mod fold;
 pub mod ops;
 pub mod resize;
 pub mod value;

@@ -159,6 +159,12 @@ pub enum Op {
     Equal,
     Where,
     Range,
+    /// retrain's own (no ONNX op): integers `base + per_batch · n` for a batch of `n`, what
+    /// shape arithmetic on the batch size folds into (see `graph::fold`).
+    BatchShape {
+        base: HostTensor,
+        per_batch: Vec<i64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -392,6 +398,19 @@ impl Op {
             "Equal" => Ok(Op::Equal),
             "Where" => Ok(Op::Where),
             "Range" => Ok(Op::Range),
+            super::fold::BATCH_SHAPE => {
+                let base = match node.attrs.get("base") {
+                    Some(super::Attr::Tensor(t)) if matches!(t.data, HostData::Int(_)) => t.clone(),
+                    _ => return Err("no integer tensor `base`".into()),
+                };
+                let per_batch = node.ints("per_batch").unwrap_or_default().to_vec();
+                if per_batch.len() != base.numel()
+                    || base.shape.iter().product::<usize>() != base.numel()
+                {
+                    return Err("`base` and `per_batch` differ in size".into());
+                }
+                Ok(Op::BatchShape { base, per_batch })
+            }
             // A front-end's layer it could not translate, with its reason.
             other if other.starts_with("Keras ") || other.starts_with("TFLite ") => {
                 Err(node.string("why").map_or_else(
@@ -510,6 +529,8 @@ pub struct Ctx<'a> {
     pub device: &'a Device,
     /// Training: Dropout drops.
     pub training: bool,
+    /// The batch size of the running block's input ([`Op::BatchShape`] computes with it).
+    pub batch: usize,
 }
 
 fn float(v: &Value, dev: &Device) -> F {
@@ -1837,6 +1858,19 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                     HostData::Float(vals)
                 },
             })])
+        }
+        Op::BatchShape { base, per_batch } => {
+            let n = ctx.batch as i64;
+            let data = base
+                .as_ints()
+                .iter()
+                .zip(per_batch)
+                .map(|(&b, &k)| b.saturating_add(k.saturating_mul(n)))
+                .collect();
+            Ok(vec![Value::Host(HostTensor::ints(
+                base.shape.clone(),
+                data,
+            ))])
         }
     }
 }

@@ -137,11 +137,16 @@ impl F {
     }
 
     /// Packs into the rank-4 tensor a stage boundary carries: `[n, c, h, w]` as is, a
-    /// vector `[n, d]` as `[n, d, 1, 1]`; lower ranks with trailing unit dimensions, rank 5
-    /// with its last two dimensions merged.
+    /// vector `[n, d]` as `[n, d, 1, 1]`, a token sequence `[n, t, d]` as `[n, d, t, 1]`
+    /// (its width as channels: pooling averages the tokens); other ranks with trailing
+    /// unit dimensions, rank 5 with its last two dimensions merged.
     pub fn into_r4(self) -> Tensor<4> {
         match self {
             F::R4(t) => t,
+            F::R3(t) => {
+                let [n, tokens, d] = t.dims();
+                t.swap_dims(1, 2).reshape([n, d, tokens, 1])
+            }
             other => {
                 let mut d = other.shape();
                 if d.len() > 4 {
@@ -165,6 +170,9 @@ impl F {
         let mut dims = shape.to_vec();
         if let Some(n) = dims.first_mut() {
             *n = x.dims()[0];
+        }
+        if let [n, tokens, d] = dims[..] {
+            return F::R3(x.reshape([n, d, tokens]).swap_dims(1, 2));
         }
         F::R4(x).reshape(&dims)
     }
