@@ -215,7 +215,7 @@ pub struct ModelArgs {
     #[arg(long, short, required_unless_present = "bundle")]
     pub weights: Option<PathBuf>,
     /// A bundle written by `retrain fit`, instead of --model and --weights.
-    #[arg(long, conflicts_with_all = ["model", "weights", "preprocess", "size"])]
+    #[arg(long, conflicts_with_all = ["model", "weights", "preprocess", "size", "mean", "std"])]
     pub bundle: Option<PathBuf>,
     #[command(flatten)]
     pub input_spec: InputSpecArgs,
@@ -236,6 +236,28 @@ pub struct InputSpecArgs {
     /// model's (a graph: its input size, 224 where that is symbolic, from 256).
     #[arg(long)]
     pub size: Option<usize>,
+    /// Per-channel mean R,G,B subtracted from 0..1 pixels (torchvision's Normalize), instead
+    /// of --preprocess's or the model's: e.g. 0.498,0.498,0.498 with --std 0.502,0.502,0.502
+    /// for (p − 127) / 128. Needs --std.
+    #[arg(long, value_parser = parse_triple, requires = "std")]
+    pub mean: Option<[f64; 3]>,
+    /// Per-channel standard deviation R,G,B the centred 0..1 pixels are divided by. Needs
+    /// --mean.
+    #[arg(long, value_parser = parse_triple, requires = "mean")]
+    pub std: Option<[f64; 3]>,
+}
+
+/// `R,G,B` (three numbers).
+fn parse_triple(s: &str) -> std::result::Result<[f64; 3], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{s:?}: {e}; three numbers R,G,B expected"))?;
+    match v[..] {
+        [r, g, b] if v.iter().all(|x| x.is_finite()) => Ok([r, g, b]),
+        _ => Err(format!("{s:?}: three finite numbers R,G,B expected")),
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +276,11 @@ impl InputSpecArgs {
         if self.size == Some(0) {
             bail!("--size must be at least 1");
         }
+        if let Some(s) = self.std
+            && s.iter().any(|&v| v <= 0.0)
+        {
+            bail!("--std {s:?}: every value must be above 0");
+        }
         Ok(zoo::InputOverride {
             scaling: self.preprocess.map(|p| match p {
                 PreprocessArg::Torch => zoo::PixelScaling::Torch,
@@ -264,6 +291,7 @@ impl InputSpecArgs {
                 PreprocessArg::Bgr => zoo::PixelScaling::Bgr,
             }),
             size: self.size,
+            mean_std: self.mean.zip(self.std),
         })
     }
 }

@@ -769,6 +769,22 @@ fn preprocess_and_size_flags_change_the_input() {
     );
     assert_ne!(torch, embed("unit.npy", &["--preprocess", "unit"]));
     assert_ne!(torch, embed("size.npy", &["--size", "48"]));
+    // Explicit mean and std: ImageNet's, written out, are the spec's own scaling.
+    let imagenet = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+    assert_eq!(torch, embed("mean.npy", &imagenet));
+    assert_ne!(
+        torch,
+        embed(
+            "half.npy",
+            &["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]
+        )
+    );
+    let o = run_embed(
+        &dir.path().join("s.npy"),
+        &["--mean", "0.5,0.5,0.5", "--std", "0.5,0,0.5"],
+        &[&img],
+    );
+    assert_fails(&o, "--std [0.5, 0.0, 0.5]: every value must be above 0");
     let onnx = fixtures().join("onnx/mobilenet_v2_op13/model.onnx");
     let o = retrain(&[
         "embed",

@@ -304,23 +304,7 @@ fn cntk_mobilenet_v2_gives_the_pth_top1() {
         return;
     };
     let val = data.join("val");
-    let top1 = |args: &[&str]| -> BTreeMap<String, u64> {
-        let mut all = vec!["predict", "--top", "1", "--json"];
-        all.extend_from_slice(args);
-        all.push(val.to_str().unwrap());
-        let out = retrain(&all);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["predictions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let class = p["top"][0]["class"].as_u64().unwrap();
-                (p["path"].as_str().unwrap().to_owned(), class)
-            })
-            .collect()
-    };
+    let top1 = |args: &[&str]| top1_on(&val, args);
     let from_pth = top1(&["-m", "mobilenet_v2", "-w", pth.to_str().unwrap()]);
     let from_cntk = top1(&["-w", path.to_str().unwrap()]);
     assert_eq!(from_pth.len(), 153);
@@ -333,5 +317,95 @@ fn cntk_mobilenet_v2_gives_the_pth_top1() {
         assert_eq!(from_pth, from_v1);
     } else {
         skipped(&format!("{} not found", v1.display()));
+    }
+}
+
+/// `retrain predict --top 1` over a folder: each image's top class, by path.
+fn top1_on(folder: &Path, args: &[&str]) -> BTreeMap<String, u64> {
+    let mut all = vec!["predict", "--top", "1", "--json"];
+    all.extend_from_slice(args);
+    all.push(folder.to_str().unwrap());
+    let out = retrain(&all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let class = p["top"][0]["class"].as_u64().unwrap();
+            (p["path"].as_str().unwrap().to_owned(), class)
+        })
+        .collect()
+}
+
+/// The real Lite0 and MobileNetV2 exported to ONNX by torch.onnx run as their graph and
+/// give the zoo path's top-1 class on every hymenoptera validation image. The graphs are
+/// committed (scripts/make_real_onnx_graphs.py) with their initializers as ONNX external
+/// data; the bytes are written back here from the same .pth, at the offsets the graph
+/// names (the script checked each initializer equals the state dict's tensor).
+#[test]
+fn onnx_exports_of_the_real_weights_give_the_zoo_top1() {
+    let Some(data) = hymenoptera() else {
+        return;
+    };
+    let val = data.join("val");
+    // Lite0's own scaling, (p − 127) / 128, which an ONNX file does not store.
+    let lite0_scaling = format!("{0},{0},{0}", 127.0 / 255.0);
+    let lite0_std = format!("{0},{0},{0}", 128.0 / 255.0);
+    for (arch, file, extra) in [
+        (
+            "efficientnet_lite0",
+            LITE0,
+            vec![
+                "--mean",
+                lite0_scaling.as_str(),
+                "--std",
+                lite0_std.as_str(),
+            ],
+        ),
+        ("mobilenet_v2", MOBILENET_V2, vec![]),
+    ] {
+        let Some(pth) = real_weights(file) else {
+            continue;
+        };
+        let fixture = fixtures().join("onnx_real").join(arch);
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("model.onnx");
+        std::fs::copy(fixture.join("model.onnx"), &model).unwrap();
+        let external: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(fixture.join("external.json")).unwrap()).unwrap();
+        let w = Weights::load(&pth).unwrap();
+        let mut blob = Vec::new();
+        for e in &external {
+            let name = e["name"].as_str().unwrap();
+            let t = &w.tensors[name];
+            let shape: Vec<usize> = serde_json::from_value(e["shape"].clone()).unwrap();
+            assert_eq!(t.shape, shape, "{arch}: {name}");
+            assert_eq!(blob.len() as u64, e["offset"].as_u64().unwrap(), "{name}");
+            blob.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        std::fs::write(tmp.path().join("weights.bin"), blob).unwrap();
+        let pth = pth.to_str().unwrap();
+        let from_zoo = top1_on(&val, &["-m", arch, "-w", pth]);
+        let mut args = vec!["-w", model.to_str().unwrap()];
+        args.extend_from_slice(&extra);
+        let from_onnx = top1_on(&val, &args);
+        assert_eq!(from_zoo.len(), 153, "{arch}");
+        let differ: Vec<&String> = from_zoo
+            .iter()
+            .filter(|(p, c)| from_onnx.get(*p) != Some(*c))
+            .map(|(p, _)| p)
+            .collect();
+        eprintln!(
+            "{arch}: ONNX export and zoo agree on the top-1 class of {}/153 val images",
+            153 - differ.len()
+        );
+        assert!(
+            differ.is_empty(),
+            "{arch}: top-1 differs on {} images, e.g. {:?}",
+            differ.len(),
+            &differ[..differ.len().min(3)]
+        );
     }
 }

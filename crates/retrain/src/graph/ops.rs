@@ -976,26 +976,40 @@ fn normalised_indices(ids: &[i64], len: usize) -> R<Vec<usize>> {
 }
 
 /// ONNX Slice bounds for one axis, clamped as the spec says; positive steps only.
-fn slice_range(start: i64, end: i64, step: i64, dim: usize) -> R<(usize, usize, usize)> {
-    if step <= 0 {
-        return Err(format!(
-            "Slice step {step}: only positive steps are supported"
-        ));
-    }
+/// One axis of a slice: `start..end` by a positive `step`, reversed after when `flip`.
+type Range1 = (usize, usize, usize, bool);
+
+/// ONNX Slice's bounds on an axis of length `dim`. A negative step (torch exports `F.pad`'s
+/// reversed pads that way) walks back from `start`: the same elements taken forward from
+/// the last one reached, then flipped.
+fn slice_range(start: i64, end: i64, step: i64, dim: usize) -> R<Range1> {
     let d = dim as i64;
-    let fix = |v: i64| {
-        let v = if v < 0 { v.saturating_add(d) } else { v };
-        v.clamp(0, d) as usize
-    };
-    let (s, e) = (fix(start), fix(end));
-    Ok((s, e.max(s), step as usize))
+    let wrap = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    if step > 0 {
+        let (s, e) = (
+            wrap(start).clamp(0, d) as usize,
+            wrap(end).clamp(0, d) as usize,
+        );
+        return Ok((s, e.max(s), step as usize, false));
+    }
+    if step == 0 {
+        return Err("Slice step 0".into());
+    }
+    let k = step.unsigned_abs() as i64;
+    let (first, last) = (wrap(start).clamp(-1, d - 1), wrap(end).clamp(-1, d - 1));
+    if first <= last {
+        return Ok((0, 0, 1, false));
+    }
+    let count = (first - last + k - 1) / k;
+    let lo = (first - (count - 1) * k) as usize;
+    Ok((lo, first as usize + 1, k as usize, true))
 }
 
-fn host_slice(x: &HostTensor, ranges: &[(usize, usize, usize)]) -> HostTensor {
+fn host_slice(x: &HostTensor, ranges: &[Range1]) -> HostTensor {
     // Only 1-D host slices occur in shape arithmetic; higher ranks go row by row.
     let shape: Vec<usize> = ranges
         .iter()
-        .map(|&(s, e, st)| e.saturating_sub(s).div_ceil(st))
+        .map(|&(s, e, st, _)| e.saturating_sub(s).div_ceil(st))
         .collect();
     let strides: Vec<usize> = (0..x.shape.len())
         .map(|i| x.shape[i + 1..].iter().product())
@@ -1007,6 +1021,7 @@ fn host_slice(x: &HostTensor, ranges: &[(usize, usize, usize)]) -> HostTensor {
         for d in (0..shape.len()).rev() {
             let c = rem % shape[d];
             rem /= shape[d];
+            let c = if ranges[d].3 { shape[d] - 1 - c } else { c };
             off += (ranges[d].0 + c * ranges[d].2) * strides[d];
         }
         off
@@ -1126,12 +1141,12 @@ fn expand_f(x: F, target: &[usize]) -> R<F> {
     })
 }
 
-fn slice_f(x: F, ranges: &[(usize, usize, usize)]) -> F {
-    if ranges.iter().any(|&(a, b, _)| b <= a) {
+fn slice_f(x: F, ranges: &[Range1]) -> F {
+    if ranges.iter().any(|&(a, b, _, _)| b <= a) {
         // An empty slice (a start past the end): burn's slice wants at least one element.
         let shape: Vec<usize> = ranges
             .iter()
-            .map(|&(a, b, st)| b.saturating_sub(a).div_ceil(st))
+            .map(|&(a, b, st, _)| b.saturating_sub(a).div_ceil(st))
             .collect();
         let h = HostTensor {
             shape,
@@ -1141,9 +1156,13 @@ fn slice_f(x: F, ranges: &[(usize, usize, usize)]) -> F {
     }
     let s: Vec<Slice> = ranges
         .iter()
-        .map(|&(a, b, st)| Slice::new(a as isize, Some(b as isize), st as isize))
+        .map(|&(a, b, st, _)| Slice::new(a as isize, Some(b as isize), st as isize))
         .collect();
-    map_f!(x, |t| t.slice(s.as_slice()))
+    let mut y = map_f!(x, |t| t.slice(s.as_slice()));
+    for (axis, _) in ranges.iter().enumerate().filter(|(_, r)| r.3) {
+        y = map_f!(y, |t| t.flip([axis]));
+    }
+    y
 }
 
 fn concat(vals: Vec<Value>, ax: i64, dev: &Device) -> R<Value> {
@@ -1503,9 +1522,9 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                     .enumerate()
                     .map(|(i, &d)| {
                         if i == a {
-                            (start, start + n, 1)
+                            (start, start + n, 1, false)
                         } else {
-                            (0, d, 1)
+                            (0, d, 1, false)
                         }
                     })
                     .collect();
@@ -1542,7 +1561,7 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
             {
                 return Err("Slice starts, ends, axes and steps differ in length".into());
             }
-            let mut ranges: Vec<_> = s.iter().map(|&d| (0, d, 1)).collect();
+            let mut ranges: Vec<Range1> = s.iter().map(|&d| (0, d, 1, false)).collect();
             for i in 0..starts.len() {
                 let a = axis(axes[i], s.len())?;
                 ranges[a] = slice_range(starts[i], ends[i], steps[i], s[a])?;

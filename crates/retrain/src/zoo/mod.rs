@@ -334,6 +334,9 @@ pub fn spec_for(
 pub struct InputOverride {
     pub scaling: Option<PixelScaling>,
     pub size: Option<usize>,
+    /// Per-channel mean and std on 0..1 pixels (`--mean`, `--std`), applied after
+    /// `scaling` (whose channel order stays).
+    pub mean_std: Option<([f64; 3], [f64; 3])>,
 }
 
 /// [`spec_for`] with the input changed as `input` says.
@@ -358,6 +361,10 @@ pub fn spec_with_input(
     }
     if let Some(mode) = input.scaling {
         spec.preprocess = spec.preprocess.scaled(mode);
+    }
+    if let Some((mean, std)) = input.mean_std {
+        spec.preprocess.mean = mean;
+        spec.preprocess.std = std;
     }
     Ok(spec)
 }
