@@ -248,6 +248,40 @@ fn vit_encoder_blocks_are_cut_points() {
     assert!(dm <= TOL, "token mean differs by {dm:e}");
 }
 
+/// For inference, each BatchNorm after a convolution is folded into it and the
+/// activation that alone reads it runs fused with the convolution: MobileNetV2 at opset 9
+/// (BatchNorm kept by the exporter) has no BatchNorm, Identity or ReLU6 step left; its
+/// outputs stay within 1e-4 (checked by `mobilenet_v2_op9`).
+#[test]
+fn inference_fuses_conv_batchnorm_and_activation() {
+    let dir = fixtures().join("onnx/mobilenet_v2_op9");
+    let device = Device::default();
+    let weights = Weights::load(&dir.join("model.onnx")).unwrap();
+    let spec = graph::analyse::model_spec(&weights, "m", None, &device).unwrap();
+    let steps = |m: &Model| -> Vec<String> {
+        m.network
+            .stages
+            .iter()
+            .flat_map(|s| &s.blocks)
+            .flat_map(|b| match b {
+                retrain::zoo::layers::Block::Graph(g) => g.step_ops(),
+                _ => vec![],
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let trained = steps(&model);
+    let count = |v: &[String], op: &str| v.iter().filter(|s| *s == op).count();
+    assert_eq!(count(&trained, "BatchNormalization"), 16);
+    let folded = steps(&model.for_inference());
+    assert_eq!(count(&folded, "Conv+BatchNormalization+Clip"), 11, "{folded:?}");
+    assert_eq!(count(&folded, "Conv+BatchNormalization"), 5, "{folded:?}");
+    for gone in ["BatchNormalization", "Clip", "Identity"] {
+        assert_eq!(count(&folded, gone), 0, "{gone} left: {folded:?}");
+    }
+}
+
 fn tiny_graph(nodes: Vec<retrain::graph::Node>, output: &str) -> (retrain::graph::Graph, Weights) {
     use retrain::graph::{Graph, ValueInfo};
     let mut tensors = std::collections::BTreeMap::new();

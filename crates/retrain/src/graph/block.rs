@@ -445,6 +445,15 @@ impl GraphBlock {
         })
     }
 
+    /// The op of each step, in order (fused steps as `Conv+BatchNormalization+Relu`).
+    pub fn step_ops(&self) -> Vec<&str> {
+        self.program
+            .steps
+            .iter()
+            .map(|s| s.op_type.as_str())
+            .collect()
+    }
+
     /// Adds the block's tensors under the graph's initializer names.
     pub fn export(&self, out: &mut TensorMap) {
         for (_, r, name) in &self.program.params {
@@ -551,6 +560,7 @@ impl GraphBlock {
             conv.inputs[2] = Some(bs);
             prog.steps[i].op = Op::Unary(Unary::Identity);
         }
+        prog.fuse_activations();
         // Parameters no step reads any more (the unfolded weights) are dropped from the
         // slots; their tensors stay in the module but are never read.
         prog.compute_frees();
@@ -560,6 +570,73 @@ impl GraphBlock {
 }
 
 impl Program {
+    /// For inference: drops the Identity a folded BatchNorm leaves (its producer writes the
+    /// Identity's output directly), then fuses each convolution with the activation that
+    /// alone reads it (conv → BN → ReLU/ReLU6/HardSwish/… becomes one step).
+    fn fuse_activations(&mut self) {
+        let consts: BTreeMap<usize, f32> = self
+            .consts
+            .iter()
+            .filter_map(|(s, c)| Some((*s, *c.as_floats().first()?)))
+            .collect();
+        let mut i = 0;
+        while i < self.steps.len() {
+            let uses = self.use_counts();
+            let producer = |slot: usize, steps: &[Step]| {
+                steps[..i]
+                    .iter()
+                    .rposition(|s| s.outputs.len() == 1 && s.outputs[0] == slot)
+            };
+            let step = &self.steps[i];
+            let Some(Some(x)) = step.inputs.first().copied() else {
+                i += 1;
+                continue;
+            };
+            let Some(j) = producer(x, &self.steps).filter(|_| uses[x] == 1) else {
+                i += 1;
+                continue;
+            };
+            let bound = |k: usize| step.inputs.get(k).copied().flatten();
+            let fused = match (&step.op, &self.steps[j].op) {
+                // (A folded BatchNorm's other inputs are empty: its module held them.)
+                (Op::Unary(Unary::Identity), _) if step.inputs[1..].iter().all(Option::is_none) => {
+                    Some(self.steps[j].op.clone())
+                }
+                (act, Op::Conv { window, group }) => {
+                    let bounds = (
+                        bound(1).map(|s| consts.get(&s)),
+                        bound(2).map(|s| consts.get(&s)),
+                    );
+                    // A bound computed at run time cannot be fused.
+                    match bounds {
+                        (Some(None), _) | (_, Some(None)) => None,
+                        (lo, hi) => {
+                            ops::Activation::of(act, (lo.flatten().copied(), hi.flatten().copied()))
+                                .map(|act| Op::ConvAct {
+                                    window: window.clone(),
+                                    group: *group,
+                                    act,
+                                })
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let Some(op) = fused else {
+                i += 1;
+                continue;
+            };
+            // The producer computes this step's outputs; this step goes.
+            let gone = self.steps.remove(i);
+            let p = &mut self.steps[j];
+            p.op = op;
+            p.outputs = gone.outputs;
+            p.output_names = gone.output_names;
+            p.node = format!("{}+{}", p.node, gone.node);
+            p.op_type = format!("{}+{}", p.op_type, gone.op_type);
+        }
+    }
+
     fn use_counts(&self) -> Vec<usize> {
         let mut uses = vec![0; self.slots];
         for s in &self.steps {

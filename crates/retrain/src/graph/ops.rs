@@ -89,6 +89,14 @@ pub enum Op {
         window: Window,
         group: usize,
     },
+    /// A convolution with the activation that alone reads its output, fused for inference
+    /// (`GraphBlock::fold_batchnorm`): the activation runs on the convolution's own
+    /// buffer, with no value slot between them.
+    ConvAct {
+        window: Window,
+        group: usize,
+        act: Activation,
+    },
     /// Index into the block's BatchNorm modules.
     BatchNorm(usize),
     Gemm {
@@ -165,6 +173,49 @@ pub enum Op {
         base: HostTensor,
         per_batch: Vec<i64>,
     },
+}
+
+/// An activation a convolution can carry ([`Op::ConvAct`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Unary(Unary),
+    Clip(Option<f32>, Option<f32>),
+    LeakyRelu(f64),
+    HardSigmoid(f64, f64),
+}
+
+impl Activation {
+    /// The activation `op` is, where it takes nothing but its input (a Clip's bounds as
+    /// attributes, or given here from constants).
+    pub fn of(op: &Op, bounds: (Option<f32>, Option<f32>)) -> Option<Self> {
+        match op {
+            Op::Unary(u) if *u != Unary::Identity => Some(Self::Unary(*u)),
+            Op::Clip { min, max } => {
+                let (lo, hi) = (bounds.0.or(*min), bounds.1.or(*max));
+                // The same NaN and crossed-bound rules as Op::Clip.
+                let hi = hi.filter(|h| !h.is_nan());
+                let lo = lo
+                    .filter(|l| !l.is_nan())
+                    .map(|l| hi.map_or(l, |h| l.min(h)));
+                Some(Self::Clip(lo, hi))
+            }
+            Op::LeakyRelu(a) => Some(Self::LeakyRelu(*a)),
+            Op::HardSigmoid(a, b) => Some(Self::HardSigmoid(*a, *b)),
+            _ => None,
+        }
+    }
+
+    fn apply(self, x: F) -> F {
+        match self {
+            Self::Unary(u) => unary(u, x),
+            Self::Clip(Some(l), Some(h)) => map_f!(x, |t| t.clamp(l, h)),
+            Self::Clip(Some(l), None) => map_f!(x, |t| t.clamp_min(l)),
+            Self::Clip(None, Some(h)) => map_f!(x, |t| t.clamp_max(h)),
+            Self::Clip(None, None) => x,
+            Self::LeakyRelu(a) => map_f!(x, |t| activation::leaky_relu(t, a)),
+            Self::HardSigmoid(a, b) => map_f!(x, |t| activation::hard_sigmoid(t, a, b)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1351,6 +1402,17 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 window,
                 *group,
             )?)
+        }
+        Op::ConvAct { window, group, act } => {
+            let b = inputs.get(2).copied().flatten().map(|v| float(v, dev));
+            let y = conv(
+                float(x0()?, dev),
+                float(need(inputs, 1)?, dev),
+                b,
+                window,
+                *group,
+            )?;
+            one(act.apply(y))
         }
         Op::BatchNorm(_) => Err("BatchNormalization runs in its block".into()),
         Op::Gemm {
