@@ -1,7 +1,8 @@
 """Writes a torchvision classifier twice, for comparing retrain's zoo architecture with the
 same network run from its ONNX graph: its state dict as safetensors and its ONNX export
-(torch.onnx, TorchScript exporter, opset 13, eval mode, dynamic batch; the exporter folds
-BatchNorm into the convolutions, as an export for inference does).
+(torch.onnx, TorchScript exporter, opset 13, eval mode, dynamic batch, no constant folding:
+BatchNorm stays a node, so a fine-tune trains it on both sides and inference folds it at
+load, as the zoo does).
 
 Usage: python export_torchvision_onnx.py --arch mobilenet_v2 [--weights mobilenet_v2.pth] \
            --out-dir DIR      (writes DIR/<arch>.safetensors and DIR/<arch>.onnx)
@@ -32,7 +33,8 @@ def main():
               os.path.join(a.out_dir, f"{a.arch}.safetensors"))
     torch.onnx.export(model, torch.randn(1, 3, 224, 224), os.path.join(a.out_dir, f"{a.arch}.onnx"),
                       input_names=["input"], output_names=["logits"], opset_version=13,
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+                      do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL)
 
 
 if __name__ == "__main__":

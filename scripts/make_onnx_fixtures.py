@@ -151,11 +151,18 @@ FIXTURES = [
     ("mobilenet_v2_op13", "mobilenet_v2", "torchscript", 13, False, False),
     ("mobilenet_v2_op17", "mobilenet_v2", "torchscript", 17, True, False),
     ("mobilenet_v2_dynamo", "mobilenet_v2", "dynamo", 18, False, False),
+    ("mobilenet_v3_op9", "mobilenet_v3", "torchscript", 9, False, False),
     ("mobilenet_v3_op13", "mobilenet_v3", "torchscript", 13, True, False),
     ("mobilenet_v3_op17", "mobilenet_v3", "torchscript", 17, False, True),
+    ("efficientnet_op9", "efficientnet", "torchscript", 9, True, False),
     ("efficientnet_op13", "efficientnet", "torchscript", 13, False, False),
     ("efficientnet_op17", "efficientnet", "torchscript", 17, True, False),
+    ("convnext_op9", "convnext", "torchscript", 9, False, True),
+    ("convnext_op13", "convnext", "torchscript", 13, True, False),
     ("convnext_op17", "convnext", "torchscript", 17, False, False),
+    # (ViT exports from opset 14 on: torch.onnx has no aten::unflatten before 13 and no
+    # scaled_dot_product_attention before 14.)
+    ("vit_op14", "vit", "torchscript", 14, True, False),
     ("vit_op17", "vit", "torchscript", 17, False, True),
 ]
 # Re-saved copies of a fixture with its tensors in an external data file.

@@ -88,11 +88,16 @@ parity!(
     // (scripts/make_onnx_input_fixtures.py).
     mobilenet_v2_nhwc,
     mobilenet_v2_grey,
+    mobilenet_v3_op9,
     mobilenet_v3_op13,
     mobilenet_v3_op17,
+    efficientnet_op9,
     efficientnet_op13,
     efficientnet_op17,
+    convnext_op9,
+    convnext_op13,
     convnext_op17,
+    vit_op14,
     vit_op17,
     // tf2onnx's conversions of Keras models (scripts/make_tf2onnx_fixtures.py): NHWC input
     // with a symbolic batch, BatchNorm as per-channel Mul and Add, Dense as MatMul + Add
@@ -143,7 +148,9 @@ gradient!(
     gradient_mobilenet_v3_op17: "mobilenet_v3_op17",
     gradient_efficientnet_op13: "efficientnet_op13",
     gradient_convnext_op17: "convnext_op17",
+    gradient_convnext_op9: "convnext_op9",
     gradient_vit_op17: "vit_op17",
+    gradient_vit_op14: "vit_op14",
 );
 
 /// A graph exported for a batch of 2 (its Reshape names the 2) runs any batch, in
