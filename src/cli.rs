@@ -58,8 +58,22 @@ pub enum Command {
         model: ModelArgs,
         /// Output file; the extension picks the format. Image paths go in a `path` column
         /// (.csv, .parquet) or a `<name>.paths.jsonl` file beside it, one JSON string per line (.npy, .safetensors).
+        /// A path without an extension is a folder of Parquet parts written as the job goes,
+        /// with a manifest per shard (for many images: see --part-size, --shard, --resume).
         #[arg(long, short)]
         out: PathBuf,
+        /// Images per Parquet part (a folder --out): a crash loses at most one part, and
+        /// memory holds one part's vectors.
+        #[arg(long, default_value_t = 10_000)]
+        part_size: usize,
+        /// Embed only shard I of N (0 <= I < N): a contiguous slice of the sorted inputs, so
+        /// N processes or machines (a Slurm array, a Kubernetes indexed Job) split one job
+        /// into one folder (a folder --out).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<retrain::embed_job::Shard>,
+        /// Continue the job a folder --out holds, skipping its finished parts.
+        #[arg(long)]
+        resume: bool,
         /// Stage whose pooled output to take (see `retrain models`); default: the
         /// classifier's input.
         #[arg(long)]
@@ -340,8 +354,13 @@ pub enum ScheduleArg {
 #[derive(clap::Args, Debug)]
 pub struct InputArgs {
     /// Image files or folders (searched recursively for jpg, jpeg, png, webp, bmp, gif).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "input_list")]
     pub inputs: Vec<PathBuf>,
+    /// A file listing images, one path per line (`#` comments), or a .csv whose `path`
+    /// column (else its first) names them; relative paths are from the list's folder. For
+    /// any number of images, beyond the command line's limits.
+    #[arg(long = "inputs", value_name = "FILE")]
+    pub input_list: Option<PathBuf>,
     /// Fail on the first unreadable image (or image over --max-pixels, or folder that
     /// cannot be listed) instead of skipping it with a warning.
     #[arg(long)]
@@ -509,10 +528,28 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed {
             model,
             out,
+            part_size,
+            shard,
+            resume,
             layer,
             json,
             input,
-        } => commands::embed(&model, &out, layer.as_deref(), json, &input, &device),
+        } => {
+            let parts = commands::EmbedParts {
+                part_size,
+                shard,
+                resume,
+            };
+            commands::embed(
+                &model,
+                &out,
+                &parts,
+                layer.as_deref(),
+                json,
+                &input,
+                &device,
+            )
+        }
         Command::Fit(args) => {
             let (opts, weights) = args.options()?;
             commands::check_weights_path(&opts.weights)?;

@@ -371,10 +371,16 @@ struct Predictions<'a> {
 }
 
 /// The image files of the command line's inputs, with a warning for each folder left out.
+/// The images the command line names: files and folders (searched), then those of the
+/// --inputs list (taken as they are: a million paths are not stat-ed up front).
 fn scan(input: &InputArgs, terminal: &Terminal) -> Result<Vec<PathBuf>> {
     let scan = retrain::data::scan_images(&input.inputs, input.strict)?;
     report_folders(&scan.notes, terminal);
-    Ok(scan.paths)
+    let mut paths = scan.paths;
+    if let Some(list) = &input.input_list {
+        paths.extend(retrain::embed_job::read_input_list(list)?);
+    }
+    Ok(paths)
 }
 
 fn report_folders(notes: &[(PathBuf, String)], terminal: &Terminal) {
@@ -467,17 +473,72 @@ struct Embedded<'a> {
     files: Vec<String>,
 }
 
+/// A file as a job records it: its path, size and modification time.
+fn file_identity(path: &Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let size = meta.as_ref().map_or(0, |m| m.len());
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    format!("{} ({size} bytes, modified {mtime})", path.display())
+}
+
+/// How `embed` writes into a folder of parts (`--part-size`, `--shard`, `--resume`).
+pub struct EmbedParts {
+    pub part_size: usize,
+    pub shard: Option<retrain::embed_job::Shard>,
+    pub resume: bool,
+}
+
+#[derive(Serialize)]
+struct EmbeddedParts<'a> {
+    model: &'a str,
+    layer: &'a str,
+    shard: retrain::embed_job::Shard,
+    parts_written: usize,
+    parts_resumed: usize,
+    images: usize,
+    dim: Option<usize>,
+    seconds: f64,
+    skipped: usize,
+    manifest: String,
+}
+
 pub fn embed(
     args: &ModelArgs,
     out_path: &Path,
+    parts: &EmbedParts,
     layer: Option<&str>,
     json: bool,
     input: &InputArgs,
     device: &Device,
 ) -> Result<()> {
+    // A path without an extension is a folder of parts.
+    let folder = out_path.extension().is_none();
+    if !folder && (parts.shard.is_some() || parts.resume) {
+        bail!(
+            "--shard and --resume write a folder of parts: give --out a folder (a path without an extension)"
+        );
+    }
     // Fail on a bad output path before spending minutes on the images.
-    outputs::EmbeddingFormat::from_path(out_path)?;
-    outputs::check_writable(out_path)?;
+    if folder {
+        if parts.part_size == 0 {
+            bail!("--part-size must be at least 1");
+        }
+        if let Some(parent) = out_path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            bail!(
+                "cannot write {}: folder {} does not exist; create it first",
+                out_path.display(),
+                parent.display()
+            );
+        }
+    } else {
+        outputs::EmbeddingFormat::from_path(out_path)?;
+        outputs::check_writable(out_path)?;
+    }
     let (model, _) = load_model(args, device)?;
     let stage = layer
         .map(|l| {
@@ -501,6 +562,56 @@ pub fn embed(
         ..Default::default()
     };
     let t = Instant::now();
+    let layer_name = &model.stage_names[stage.unwrap_or(model.stage_names.len() - 1)];
+    if folder {
+        let job = retrain::embed_job::JobOptions {
+            dir: out_path.to_owned(),
+            part_size: parts.part_size,
+            shard: parts.shard.unwrap_or_default(),
+            resume: parts.resume,
+            layer: layer_name.clone(),
+            model_files: [args.bundle.as_deref(), args.weights.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(file_identity)
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let s = retrain::embed_job::run(&model, paths, &opts, &job, &terminal, device)?;
+        let secs = t.elapsed().as_secs_f64();
+        if json {
+            return print_json(&EmbeddedParts {
+                model: &model.name,
+                layer: layer_name,
+                shard: job.shard,
+                parts_written: s.parts_written,
+                parts_resumed: s.parts_resumed,
+                images: s.embedded,
+                dim: s.dim,
+                seconds: secs,
+                skipped: s.skipped,
+                manifest: s.manifest.display().to_string(),
+            });
+        }
+        eprintln!(
+            "shard {}/{}: {} images embedded ({} dims) in {} parts ({} written now, {} resumed) in {:.1}s{}; manifest {}",
+            job.shard.index,
+            job.shard.count,
+            s.embedded,
+            s.dim.map_or("no".into(), |d| d.to_string()),
+            s.parts_written + s.parts_resumed,
+            s.parts_written,
+            s.parts_resumed,
+            secs,
+            if s.skipped == 0 {
+                String::new()
+            } else {
+                format!(", skipped {} (listed in the manifest)", s.skipped)
+            },
+            s.manifest.display()
+        );
+        return Ok(());
+    }
     let out = inference::run(&model, &paths, &opts, &terminal, device)?;
     if out.paths.is_empty() {
         bail!(
@@ -514,7 +625,7 @@ pub fn embed(
     if json {
         return print_json(&Embedded {
             model: &model.name,
-            layer: &model.stage_names[stage.unwrap_or(model.stage_names.len() - 1)],
+            layer: layer_name,
             images: out.paths.len(),
             dim: out.dim,
             seconds: secs,

@@ -282,7 +282,11 @@ fn inference_fuses_conv_batchnorm_and_activation() {
     let count = |v: &[String], op: &str| v.iter().filter(|s| *s == op).count();
     assert_eq!(count(&trained, "BatchNormalization"), 16);
     let folded = steps(&model.for_inference());
-    assert_eq!(count(&folded, "Conv+BatchNormalization+Clip"), 11, "{folded:?}");
+    assert_eq!(
+        count(&folded, "Conv+BatchNormalization+Clip"),
+        11,
+        "{folded:?}"
+    );
     assert_eq!(count(&folded, "Conv+BatchNormalization"), 5, "{folded:?}");
     for gone in ["BatchNormalization", "Clip", "Identity"] {
         assert_eq!(count(&folded, gone), 0, "{gone} left: {folded:?}");

@@ -77,7 +77,18 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    write_atomic_as(path, ".tmp", write)
+}
+
+/// [`write_atomic`] with the temporary file's name starting with `prefix` (so that a job
+/// can find and remove what a killed run of it left).
+pub fn write_atomic_as(
+    path: &Path,
+    prefix: &str,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
     // Readable like any file the user makes (tempfile's default is owner-only).
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
@@ -240,7 +251,7 @@ fn csv_bytes(names: &[String], features: &[f32], dim: usize) -> Vec<u8> {
 }
 
 /// Parquet with a `path` string column and an `embedding` `list<float>` column.
-fn parquet_bytes(names: &[String], features: &[f32], dim: usize) -> Result<Vec<u8>> {
+pub(crate) fn parquet_bytes(names: &[String], features: &[f32], dim: usize) -> Result<Vec<u8>> {
     let schema = Arc::new(parse_message_type(
         "message embeddings {
             required binary path (STRING);
