@@ -9,7 +9,8 @@
 //! TFLite parity fixtures (scripts/make_tf_fixtures.py) against Keras' outputs (float
 //! weights, 1e-4) and the TFLite interpreter's (float16 weights 1e-4; int8 weights and full
 //! integer quantisation, computed here in f32, 2% of the largest output), and TF1 graphs
-//! with TF-slim names, float and uint8 (scripts/make_tflite_tf1_fixtures.py).
+//! with TF-slim names, float and uint8 (scripts/make_tflite_tf1_fixtures.py), and small
+//! files for single operators (scripts/make_tflite_op_fixtures.py).
 
 mod common;
 
@@ -427,6 +428,21 @@ fn tf1_tflite_files_run_as_their_graph() {
     assert_eq!(spec.preprocess.mean, [0.0; 3]);
     assert!((spec.preprocess.std[0] - 1.0 / 255.0).abs() < 1e-12);
     assert_eq!(spec.preprocess.crop, 56);
+}
+
+/// Operators from scripts/make_tflite_op_fixtures.py, against the TFLite interpreter's
+/// builtin kernels within 1e-4: FULLY_CONNECTED with keep_num_dims on a conv output (rank
+/// 4, held NCHW here) and on a rank-3 tensor.
+#[test]
+fn tflite_operator_files_run_as_their_graph() {
+    check_file_graph(
+        "tflite_ops",
+        "dense_keep_dims.tflite",
+        WeightsFormat::Tflite,
+        "",
+        "dense_keep_dims_",
+        |_| TOL,
+    );
 }
 
 /// Keras full models as graphs (scripts/make_keras_graph_fixtures.py): a plain CNN

@@ -4,9 +4,9 @@
 //! Layout: TFLite computes in NHWC; retrain's images and runtime are NCHW. Every rank-4
 //! activation is held in NCHW: the axes an op names (CONCATENATION, MEAN, PAD, SOFTMAX) are
 //! mapped, and constants that broadcast against an NHWC value are permuted alike. An op that
-//! depends on the element order (RESHAPE, SQUEEZE, a FULLY_CONNECTED that flattens) reads
-//! the NHWC order through a Transpose, left out where the spatial size is 1×1 (both orders
-//! are then one).
+//! depends on the element order (RESHAPE, SQUEEZE, a FULLY_CONNECTED on more than two
+//! dimensions, flattening or keeping them) reads the NHWC order through a Transpose, left
+//! out where the spatial size is 1×1 (both orders are then one).
 //!
 //! Numbers: weights are dequantised (see the parent module) and activations computed in
 //! f32, so QUANTIZE and DEQUANTIZE of activations are identities, and a quantised image
@@ -563,18 +563,35 @@ impl Builder<'_, '_> {
                 let act = o.and_then(|o| o.fused_activation_function()).unwrap_or(0);
                 let x_t = input(0)?;
                 let xs = self.shape(x_t)?;
-                let &[_, din] = l.filter.shape.as_slice() else {
+                let &[units, din] = l.filter.shape.as_slice() else {
                     return Err(corrupt(format!(
                         "operator {name}: filter {:?}",
                         l.filter.shape
                     )));
                 };
-                if xs.len() > 2 && o.and_then(|o| o.keep_num_dims()).unwrap_or(false) {
-                    return Err(WeightsError::Unsupported(format!(
-                        "TFLite: operator {name}: FULLY_CONNECTED keeping {} dimensions",
-                        xs.len()
-                    )));
-                }
+                // keep_num_dims: TFLite's kernel still multiplies rows of `din` values, and
+                // gives them back in the input's leading dimensions.
+                let kept = if xs.len() > 2 && o.and_then(|o| o.keep_num_dims()).unwrap_or(false) {
+                    let mut kept = xs.clone();
+                    match kept.last_mut() {
+                        Some(d) if *d == din => *d = units,
+                        _ => {
+                            return Err(corrupt(format!(
+                                "operator {name}: keep_num_dims on input {xs:?} with a filter \
+                                 of {din} inputs"
+                            )));
+                        }
+                    }
+                    if self.shape(out)? != kept {
+                        return Err(corrupt(format!(
+                            "operator {name}: output {:?} for input {xs:?} and {units} units",
+                            self.shape(out)?
+                        )));
+                    }
+                    Some(kept)
+                } else {
+                    None
+                };
                 let x = if xs.len() == 2 {
                     self.plain(x_t, Some(k))?
                 } else {
@@ -591,13 +608,28 @@ impl Builder<'_, '_> {
                 };
                 let w = self.param(&format!("{name}.weight"), tensors)?;
                 let bias = self.param(&format!("{name}.bias"), tensors)?;
+                let rows = match kept {
+                    Some(_) => format!("{base}/rows"),
+                    None => base.clone(),
+                };
                 let y = self.emit(
-                    &base,
+                    &rows,
                     "Gemm",
                     vec![x, w, bias],
                     vec![("transB", Attr::Int(1))],
                     act,
                 )?;
+                let y = match kept {
+                    Some(kept) => {
+                        // The batch free (-1), as the rows were flattened with it.
+                        let target = std::iter::once(-1)
+                            .chain(kept[1..].iter().map(|&d| d as i64))
+                            .collect();
+                        let shape = self.ir.int_constant(&format!("{base}/shape"), target);
+                        self.ir.push(&base, "Reshape", vec![y, shape], vec![])
+                    }
+                    None => y,
+                };
                 self.out(out, y, false);
             }
             ADD | SUB | MUL | DIV => {
