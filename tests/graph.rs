@@ -432,17 +432,21 @@ fn tf1_tflite_files_run_as_their_graph() {
 
 /// Operators from scripts/make_tflite_op_fixtures.py, against the TFLite interpreter's
 /// builtin kernels within 1e-4: FULLY_CONNECTED with keep_num_dims on a conv output (rank
-/// 4, held NCHW here) and on a rank-3 tensor.
+/// 4, held NCHW here) and on a rank-3 tensor; MIRROR_PAD REFLECT and SYMMETRIC (uneven
+/// pads, a channel pad, pads as wide as TFLite allows).
 #[test]
 fn tflite_operator_files_run_as_their_graph() {
-    check_file_graph(
-        "tflite_ops",
-        "dense_keep_dims.tflite",
-        WeightsFormat::Tflite,
-        "",
-        "dense_keep_dims_",
-        |_| TOL,
-    );
+    for stem in ["dense_keep_dims", "mirror_pad"] {
+        let (file, want) = (format!("{stem}.tflite"), format!("{stem}_"));
+        check_file_graph(
+            "tflite_ops",
+            &file,
+            WeightsFormat::Tflite,
+            "",
+            &want,
+            |_| TOL,
+        );
+    }
 }
 
 /// Keras full models as graphs (scripts/make_keras_graph_fixtures.py): a plain CNN

@@ -2,11 +2,11 @@
 //! translated to the runtime's (ONNX-named) ops at opset 13.
 //!
 //! Layout: TFLite computes in NHWC; retrain's images and runtime are NCHW. Every rank-4
-//! activation is held in NCHW: the axes an op names (CONCATENATION, MEAN, PAD, SOFTMAX) are
-//! mapped, and constants that broadcast against an NHWC value are permuted alike. An op that
-//! depends on the element order (RESHAPE, SQUEEZE, a FULLY_CONNECTED on more than two
-//! dimensions, flattening or keeping them) reads the NHWC order through a Transpose, left
-//! out where the spatial size is 1×1 (both orders are then one).
+//! activation is held in NCHW: the axes an op names (CONCATENATION, MEAN, PAD, MIRROR_PAD,
+//! SOFTMAX) are mapped, and constants that broadcast against an NHWC value are permuted
+//! alike. An op that depends on the element order (RESHAPE, SQUEEZE, a FULLY_CONNECTED on
+//! more than two dimensions, flattening or keeping them) reads the NHWC order through a
+//! Transpose, left out where the spatial size is 1×1 (both orders are then one).
 //!
 //! Numbers: weights are dequantised (see the parent module) and activations computed in
 //! f32, so QUANTIZE and DEQUANTIZE of activations are identities, and a quantised image
@@ -21,7 +21,7 @@ use super::{AddOptions, DivOptions, MulOptions, SubOptions};
 use super::{
     CONV_2D, ConcatenationOptions, Conv2DOptions, DEPTHWISE_CONV_2D, DEQUANTIZE,
     DepthwiseConv2DOptions, FULLY_CONNECTED, FullyConnectedOptions, Graph, Layer, LeakyReluOptions,
-    Pool2DOptions, ReducerOptions, SoftmaxOptions, corrupt,
+    MirrorPadOptions, Pool2DOptions, ReducerOptions, SoftmaxOptions, corrupt,
 };
 use crate::graph::build::{IrBuilder, unique};
 use crate::graph::{Attr, Graph as Ir, InputScaling, ValueInfo};
@@ -47,6 +47,7 @@ const SQUEEZE: i32 = 43;
 const PADV2: i32 = 60;
 const EXPAND_DIMS: i32 = 70;
 const LEAKY_RELU: i32 = 98;
+const MIRROR_PAD: i32 = 100;
 const QUANTIZE: i32 = 114;
 const HARD_SWISH: i32 = 117;
 
@@ -101,7 +102,7 @@ fn op_name(code: i32) -> String {
         (83, "PACK"),
         (97, "RESIZE_NEAREST_NEIGHBOR"),
         (LEAKY_RELU, "LEAKY_RELU"),
-        (100, "MIRROR_PAD"),
+        (MIRROR_PAD, "MIRROR_PAD"),
         (111, "ELU"),
         (QUANTIZE, "QUANTIZE"),
         (HARD_SWISH, "HARD_SWISH"),
@@ -776,7 +777,7 @@ impl Builder<'_, '_> {
                 let y = self.ir.push(&base, "ReduceMean", vec![x], attrs);
                 self.out(out, y, nchw);
             }
-            PAD | PADV2 => {
+            PAD | PADV2 | MIRROR_PAD => {
                 let x_t = input(0)?;
                 let rank = self.shape(x_t)?.len();
                 let p = self.ints(input(1)?, "paddings")?;
@@ -791,6 +792,22 @@ impl Builder<'_, '_> {
                     }
                     _ => 0.0,
                 };
+                // MirrorPadMode: REFLECT (0, ONNX's reflect), SYMMETRIC (1, the edge value
+                // repeated: the runtime's own mode).
+                let mode = match code {
+                    MIRROR_PAD => match operator
+                        .options::<MirrorPadOptions>()
+                        .and_then(|o| o.mode())
+                        .unwrap_or(0)
+                    {
+                        0 => Some("reflect"),
+                        1 => Some("symmetric"),
+                        m => {
+                            return Err(corrupt(format!("operator {base}: mirror pad mode {m}")));
+                        }
+                    },
+                    _ => None,
+                };
                 let v = self.val(x_t, k)?;
                 let order: Vec<usize> = if v.nchw && rank == 4 {
                     vec![0, 3, 1, 2]
@@ -799,7 +816,10 @@ impl Builder<'_, '_> {
                 };
                 let mut pads: Vec<i64> = order.iter().map(|&a| p[2 * a]).collect();
                 pads.extend(order.iter().map(|&a| p[2 * a + 1]));
-                let attrs = vec![("pads", Attr::Ints(pads)), ("value", Attr::Float(value))];
+                let mut attrs = vec![("pads", Attr::Ints(pads)), ("value", Attr::Float(value))];
+                if let Some(mode) = mode {
+                    attrs.push(("mode", Attr::String(mode.into())));
+                }
                 let y = self.ir.push(&base, "Pad", vec![v.name], attrs);
                 self.out(out, y, v.nchw && rank == 4);
             }

@@ -171,6 +171,7 @@ options! {
     DivOptions = 29 { fused_activation_function: i8 = 0 }
     SqueezeOptions = 30 { squeeze_dims: List<'a, i32> = 0 }
     LeakyReluOptions = 75 { alpha: f32 = 0 }
+    MirrorPadOptions = 77 { mode: i8 = 0 }
 }
 
 /// An operator: its code's index, its tensors and its builtin options (a union: the key
