@@ -10,7 +10,8 @@
 //!
 //! Numbers: weights are dequantised (see the parent module) and activations computed in
 //! f32, so QUANTIZE and DEQUANTIZE of activations are identities, and a quantised image
-//! input's scale and zero point become the model's pixel scaling.
+//! input's scale and zero point become the model's pixel scaling; a float input's is the
+//! normalisation the file's metadata gives, if any (see `metadata`).
 //!
 //! A 1×1 CONV_2D on a 1×1 map whose output is only reshaped to a vector (TF1/slim and Keras
 //! MobileNet heads) is the classifier: it becomes a Gemm, like a FULLY_CONNECTED head.
@@ -169,12 +170,14 @@ type R<T> = Result<T, WeightsError>;
 
 /// Translates the operators into the runtime's graph. `layers` and `names` are the weighted
 /// operators and the names their weights have in `tensors` (which gains the classifier's
-/// weights when a 1×1 convolution is the classifier).
+/// weights when a 1×1 convolution is the classifier); `normalisation` is what the file's
+/// metadata says of the input's pixels.
 pub(super) fn translate(
     g: &Graph,
     layers: &[Layer],
     names: &[String],
     suffix: Option<&str>,
+    normalisation: Option<InputScaling>,
     tensors: &mut BTreeMap<String, WeightTensor>,
 ) -> R<Ir> {
     let mut b = Builder {
@@ -232,19 +235,26 @@ pub(super) fn translate(
         nodes: b.ir.nodes,
         params: b.ir.params,
         constants: b.ir.constants,
-        input_scaling: input_scaling(g, input),
+        input_scaling: input_scaling(g, input, normalisation),
         weights_in_constants: vec![],
     };
     crate::weights::onnx::canonical_classifier(&mut ir, tensors);
     Ok(ir)
 }
 
-/// A quantised image input's scale and zero point as pixel scaling: a uint8 input is the
-/// pixel value; an int8 one is the pixel minus 128 (TFLite's convention for int8 images).
-/// Either is `(q − zero_point) · scale` in the float network.
-fn input_scaling(g: &Graph, input: i32) -> Option<InputScaling> {
+/// A float input's scaling is the metadata's normalisation, where the file has one. A
+/// quantised image input's scale and zero point are its pixel scaling (its metadata gives
+/// the float model's normalisation, which the quantisation already holds): a uint8 input is
+/// the pixel value; an int8 one is the pixel minus 128 (TFLite's convention for int8
+/// images). Either is `(q − zero_point) · scale` in the float network.
+fn input_scaling(
+    g: &Graph,
+    input: i32,
+    normalisation: Option<InputScaling>,
+) -> Option<InputScaling> {
     let t = g.tensor(input).ok()?;
-    let shift = match t.kind()? {
+    let shift = match t.kind().unwrap_or(0) {
+        0 => return normalisation,
         3 => 0.0,
         9 => 128.0,
         _ => return None,

@@ -75,6 +75,11 @@ table!(Model {
     subgraphs: Tables<'a, SubGraph<'a>> = 2,
     description: ForwardsUOffset<&'a str> = 3,
     buffers: Tables<'a, Buffer<'a>> = 4,
+    metadata: Tables<'a, MetadataEntry<'a>> = 6,
+});
+table!(MetadataEntry {
+    name: ForwardsUOffset<&'a str> = 0,
+    buffer: u32 = 1,
 });
 table!(OperatorCode {
     deprecated_builtin_code: i8 = 0,
@@ -173,6 +178,8 @@ options! {
     LeakyReluOptions = 75 { alpha: f32 = 0 }
     MirrorPadOptions = 77 { mode: i8 = 0 }
 }
+
+mod metadata;
 
 /// An operator: its code's index, its tensors and its builtin options (a union: the key
 /// at slot 3, the table at slot 4).
@@ -359,10 +366,19 @@ impl<'a> Graph<'a> {
     }
 
     fn buffer_bytes(&self, t: TensorDef<'a>) -> Result<&'a [u8], WeightsError> {
-        let b = usize::try_from(t.buffer().unwrap_or(0))
+        self.buffer(t.buffer().unwrap_or(0))
+    }
+
+    /// The bytes of buffer `index` (empty for a tensor computed at run time).
+    fn buffer(&self, index: u32) -> Result<&'a [u8], WeightsError> {
+        let b = usize::try_from(index)
             .ok()
             .and_then(|i| self.buffers.get(i).copied())
-            .ok_or_else(|| corrupt("a tensor names a buffer that does not exist"))?;
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "a tensor names buffer {index}, which does not exist"
+                ))
+            })?;
         if let Some(data) = b.data().filter(|d| !d.is_empty()) {
             return Ok(data.bytes());
         }
@@ -549,7 +565,19 @@ pub fn read(bytes: &[u8]) -> Result<(BTreeMap<String, WeightTensor>, GraphIr), W
         tensors.insert(format!("{name}.weight"), weight);
         tensors.insert(format!("{name}.bias"), bias);
     }
-    let ir = graph::translate(&g, &layers, &names, suffix.as_deref(), &mut tensors)?;
+    let normalisation = model
+        .metadata()
+        .and_then(|m| m.iter().find(|e| e.name() == Some(metadata::NAME)))
+        .and_then(|e| g.buffer(e.buffer()?).ok())
+        .and_then(metadata::input_normalisation);
+    let ir = graph::translate(
+        &g,
+        &layers,
+        &names,
+        suffix.as_deref(),
+        normalisation,
+        &mut tensors,
+    )?;
     Ok((tensors, ir))
 }
 
