@@ -385,9 +385,18 @@ impl Builder<'_, '_> {
             2 => self.ir.push(base, "Clip", vec![x], clip(-1.0, 1.0)),
             3 => self.ir.push(base, "Clip", vec![x], clip(0.0, 6.0)),
             4 => self.ir.push(base, "Tanh", vec![x], vec![]),
+            // TFLite's float kernels clamp to a range that SIGN_BIT does not narrow, so
+            // they skip it (FULLY_CONNECTED refuses it): no TFLite result to match.
+            5 => {
+                return Err(WeightsError::Unsupported(format!(
+                    "TFLite: operator {base} has fused activation SIGN_BIT, which TFLite's own \
+                     float kernels do not compute"
+                )));
+            }
             a => {
                 return Err(WeightsError::Unsupported(format!(
-                    "TFLite: operator {base} has fused activation {a} (SIGN_BIT or unknown)"
+                    "TFLite: operator {base} has fused activation {a}, which TFLite's schema \
+                     does not define"
                 )));
             }
         })

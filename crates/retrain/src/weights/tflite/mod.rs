@@ -841,6 +841,44 @@ mod tests {
         );
     }
 
+    /// SIGN_BIT (fused activation 5): TFLite's float CONV_2D, DEPTHWISE_CONV_2D, ADD, MUL
+    /// and pooling kernels clamp to the range `CalculateActivationRange` gives, which it
+    /// leaves whole, and FULLY_CONNECTED refuses it (checked with TF 2.21's interpreter), so
+    /// there is no TFLite result to match: refused, saying so.
+    #[test]
+    fn a_sign_bit_activation_is_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let bytes = std::fs::read(dir.join("tf_mobilenet_v2/model.tflite")).unwrap();
+        let model = flatbuffers::root::<Model>(&bytes).unwrap();
+        let ops = operators(&model).unwrap();
+        let graph = model.subgraphs().unwrap().get(0);
+        // The first convolution with a fused activation stored (ReLU6).
+        let (table, slot) = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, (code, ..))| *code == CONV_2D)
+            .find_map(|(k, _)| {
+                let o = graph
+                    .operators()
+                    .unwrap()
+                    .get(k)
+                    .options::<Conv2DOptions>()?;
+                (o.fused_activation_function() == Some(3)).then_some((o.0, 3))
+            })
+            .expect("a CONV_2D with ReLU6");
+        let at = table.loc() + table.vtable().get(4 + 2 * slot) as usize;
+        let mut patched = bytes.clone();
+        patched[at] = 5;
+        let e = crate::weights::Weights::from_bytes(&patched)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SIGN_BIT") && e.contains("TFLite's own float kernels do not compute"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+
     #[test]
     fn layer_scopes_from_converter_names() {
         let conv = ["convolution", "Conv2D"];
