@@ -9,7 +9,8 @@
 //! TFLite parity fixtures (scripts/make_tf_fixtures.py) against Keras' outputs (float
 //! weights, 1e-4) and the TFLite interpreter's (float16 weights 1e-4; int8 weights and full
 //! integer quantisation, computed here in f32, 2% of the largest output), and TF1 graphs
-//! with TF-slim names, float and uint8 (scripts/make_tflite_tf1_fixtures.py).
+//! with TF-slim names, float and uint8 (scripts/make_tflite_tf1_fixtures.py), and small
+//! files for single operators and metadata (scripts/make_tflite_op_fixtures.py).
 
 mod common;
 
@@ -577,6 +578,83 @@ fn tf1_tflite_files_run_as_their_graph() {
     assert_eq!(spec.preprocess.mean, [0.0; 3]);
     assert!((spec.preprocess.std[0] - 1.0 / 255.0).abs() < 1e-12);
     assert_eq!(spec.preprocess.crop, 56);
+}
+
+/// Operators from scripts/make_tflite_op_fixtures.py, against the TFLite interpreter's
+/// builtin kernels within 1e-4: FULLY_CONNECTED with keep_num_dims on a conv output (rank
+/// 4, held NCHW here) and on a rank-3 tensor; MIRROR_PAD REFLECT and SYMMETRIC (uneven
+/// pads, a channel pad, pads as wide as TFLite allows); a float model with metadata.
+#[test]
+fn tflite_operator_files_run_as_their_graph() {
+    for stem in ["dense_keep_dims", "mirror_pad", "metadata"] {
+        let (file, want) = (format!("{stem}.tflite"), format!("{stem}_"));
+        check_file_graph(
+            "tflite_ops",
+            &file,
+            WeightsFormat::Tflite,
+            "",
+            &want,
+            |_| TOL,
+        );
+    }
+}
+
+/// A float model's TFLite metadata (NormalizationOptions: mean and std per channel on 0..255
+/// pixels) is its input scaling: the graph holds the file's values over 255, the spec
+/// preprocesses with them, and pixels so scaled give the interpreter's output on the pixels
+/// normalised as the metadata says. `--preprocess` still wins; a file without metadata
+/// keeps the default.
+#[test]
+fn tflite_metadata_normalisation_is_the_input_scaling() {
+    use retrain::zoo::{InputOverride, PixelScaling, spec_with_input};
+    let device = Device::default();
+    let dir = fixtures().join("tflite_ops");
+    let weights = Weights::load(&dir.join("metadata.tflite")).unwrap();
+    let s = weights
+        .graph
+        .as_ref()
+        .unwrap()
+        .input_scaling
+        .expect("the metadata's scaling");
+    let (mean, std) = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]);
+    for c in 0..3 {
+        assert!((s.mean[c] - mean[c] / 255.0).abs() < 1e-6, "{s:?}");
+        assert!((s.std[c] - std[c] / 255.0).abs() < 1e-6, "{s:?}");
+    }
+    assert!(!s.bgr);
+    let spec = retrain::zoo::spec_for(None, &weights, &device).unwrap();
+    assert_eq!((spec.preprocess.mean, spec.preprocess.std), (s.mean, s.std));
+
+    // Pixels scaled as the library scales them (data.rs: x · 1/(255·std) − mean/std).
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let (shape, pixels) = npy(&dir.join("pixels.npy"));
+    let plane = shape[2] * shape[3];
+    let p = &spec.preprocess;
+    let x: Vec<f32> = pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = (i / plane) % 3;
+            v * (1.0 / (255.0 * p.std[k])) as f32 - (p.mean[k] / p.std[k]) as f32
+        })
+        .collect();
+    let logits = model.network.logits(tensor4(&shape, x, &device)).unwrap();
+    let want = npy(&dir.join("metadata_pixels_logits.npy"));
+    let d = max_abs_diff("logits", values(logits), want);
+    eprintln!("metadata.tflite on pixels scaled by its metadata: logits max |diff| {d:.2e}");
+    assert!(d <= TOL, "{d:e}");
+
+    let tf = InputOverride {
+        scaling: Some(PixelScaling::Tf),
+        size: None,
+    };
+    let spec = spec_with_input(None, &weights, &tf, &device).unwrap();
+    assert_eq!(
+        (spec.preprocess.mean, spec.preprocess.std),
+        ([0.5; 3], [0.5; 3])
+    );
+    let plain = Weights::load(&dir.join("mirror_pad.tflite")).unwrap();
+    assert_eq!(plain.graph.as_ref().unwrap().input_scaling, None);
 }
 
 /// Keras full models as graphs (scripts/make_keras_graph_fixtures.py): a plain CNN

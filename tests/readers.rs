@@ -89,6 +89,8 @@ fn corrupted_bytes_never_panic() {
         "keras_mobilenet_v2/weights.h5",
         "keras_mobilenet_v2/model.keras",
         "tf_mobilenet_v2/model_int8.tflite",
+        // TFLite metadata, a flatbuffer inside the model's, and a zip after it.
+        "tflite_ops/metadata.tflite",
     ] {
         let bytes = std::fs::read(fixtures().join(f)).unwrap();
         for _ in 0..300 {

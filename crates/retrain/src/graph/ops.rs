@@ -223,6 +223,9 @@ pub enum PadKind {
     Constant,
     Reflect,
     Edge,
+    /// The edge value repeated, then the rest mirrored (numpy's `symmetric`, TFLite's
+    /// MIRROR_PAD SYMMETRIC): not an ONNX mode, written only by the TFLite front-end.
+    Symmetric,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -394,6 +397,7 @@ impl Op {
                     "constant" => PadKind::Constant,
                     "reflect" => PadKind::Reflect,
                     "edge" => PadKind::Edge,
+                    "symmetric" => PadKind::Symmetric,
                     other => return Err(format!("pad mode {other} is not supported")),
                 },
                 pads: node.ints("pads").map(<[i64]>::to_vec),
@@ -1254,6 +1258,36 @@ fn concat(vals: Vec<Value>, ax: i64, dev: &Device) -> R<Value> {
     concat_f(fs, a).map(Value::F)
 }
 
+/// Pads each axis with its first `a` and last `b` values mirrored (`a`, `b` at most the
+/// axis' length): burn has no such mode, so slices, flips and a concatenation.
+fn pad_symmetric(mut x: F, pairs: &[(usize, usize)]) -> R<F> {
+    for (axis, &(a, b)) in pairs.iter().enumerate() {
+        if a == 0 && b == 0 {
+            continue;
+        }
+        let shape = x.shape();
+        let d = shape[axis];
+        let mirrored = |x: &F, from: usize, to: usize| {
+            let ranges: Vec<(usize, usize, usize)> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| if i == axis { (from, to, 1) } else { (0, n, 1) })
+                .collect();
+            map_f!(slice_f(x.clone(), &ranges), |t| t.flip([axis]))
+        };
+        let mut parts = Vec::with_capacity(3);
+        if a > 0 {
+            parts.push(mirrored(&x, 0, a));
+        }
+        parts.push(x.clone());
+        if b > 0 {
+            parts.push(mirrored(&x, d - b, d));
+        }
+        x = concat_f(parts, axis)?;
+    }
+    Ok(x)
+}
+
 fn concat_f(fs: Vec<F>, a: usize) -> R<F> {
     macro_rules! cat {
         ($variant:ident) => {{
@@ -1681,6 +1715,16 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                     PadMode::Reflect
                 }
                 PadKind::Edge => PadMode::Edge,
+                PadKind::Symmetric => {
+                    if x.shape()
+                        .iter()
+                        .zip(&pairs)
+                        .any(|(&d, &(a, b))| a.max(b) > d)
+                    {
+                        return Err("symmetric padding wider than the input".into());
+                    }
+                    return one(pad_symmetric(x, &pairs)?);
+                }
             };
             one(map_f!(x, |t| t.pad(pairs.clone(), m)))
         }
@@ -2010,6 +2054,42 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         assert_eq!(g, vec![6.0; 4]);
+    }
+
+    /// Symmetric padding (TFLite's MIRROR_PAD SYMMETRIC) equals numpy's `symmetric`, up to
+    /// a pad as wide as the axis; a wider one is refused.
+    #[test]
+    fn symmetric_padding_mirrors_the_edge_too() {
+        let device = Device::default();
+        let ctx = super::Ctx {
+            device: &device,
+            training: false,
+        };
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]),
+            &device,
+        );
+        let pad = |pads: Vec<i64>| {
+            let op = super::Op::Pad {
+                mode: super::PadKind::Symmetric,
+                pads: Some(pads),
+                value: 0.0,
+            };
+            let x = super::Value::F(F::R2(x.clone()));
+            super::run(&op, &[Some(&x)], &ctx).map(|mut v| match v.remove(0) {
+                super::Value::F(F::R2(t)) => (t.dims(), t.into_data().try_to_vec::<f32>().unwrap()),
+                _ => panic!("a rank-2 float"),
+            })
+        };
+        // np.pad([[1, 2, 3], [4, 5, 6]], ((2, 1), (1, 3)), 'symmetric')
+        let want = [
+            4, 4, 5, 6, 6, 5, 4, 1, 1, 2, 3, 3, 2, 1, 1, 1, 2, 3, 3, 2, 1, 4, 4, 5, 6, 6, 5, 4, 4,
+            4, 5, 6, 6, 5, 4,
+        ];
+        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        assert_eq!(pad(vec![2, 1, 1, 3]).unwrap(), ([5, 7], want));
+        let e = pad(vec![3, 0, 0, 0]).unwrap_err();
+        assert!(e.contains("wider than the input"), "{e}");
     }
 
     /// Found by fuzzing (onnx target): a Reshape whose target dimensions multiply past

@@ -2,15 +2,16 @@
 //! translated to the runtime's (ONNX-named) ops at opset 13.
 //!
 //! Layout: TFLite computes in NHWC; retrain's images and runtime are NCHW. Every rank-4
-//! activation is held in NCHW: the axes an op names (CONCATENATION, MEAN, PAD, SOFTMAX) are
-//! mapped, and constants that broadcast against an NHWC value are permuted alike. An op that
-//! depends on the element order (RESHAPE, SQUEEZE, a FULLY_CONNECTED that flattens) reads
-//! the NHWC order through a Transpose, left out where the spatial size is 1×1 (both orders
-//! are then one).
+//! activation is held in NCHW: the axes an op names (CONCATENATION, MEAN, PAD, MIRROR_PAD,
+//! SOFTMAX) are mapped, and constants that broadcast against an NHWC value are permuted
+//! alike. An op that depends on the element order (RESHAPE, SQUEEZE, a FULLY_CONNECTED on
+//! more than two dimensions, flattening or keeping them) reads the NHWC order through a
+//! Transpose, left out where the spatial size is 1×1 (both orders are then one).
 //!
 //! Numbers: weights are dequantised (see the parent module) and activations computed in
 //! f32, so QUANTIZE and DEQUANTIZE of activations are identities, and a quantised image
-//! input's scale and zero point become the model's pixel scaling.
+//! input's scale and zero point become the model's pixel scaling; a float input's is the
+//! normalisation the file's metadata gives, if any (see `metadata`).
 //!
 //! A 1×1 CONV_2D on a 1×1 map whose output is only reshaped to a vector (TF1/slim and Keras
 //! MobileNet heads) is the classifier: it becomes a Gemm, like a FULLY_CONNECTED head.
@@ -21,7 +22,7 @@ use super::{AddOptions, DivOptions, MulOptions, SubOptions};
 use super::{
     CONV_2D, ConcatenationOptions, Conv2DOptions, DEPTHWISE_CONV_2D, DEQUANTIZE,
     DepthwiseConv2DOptions, FULLY_CONNECTED, FullyConnectedOptions, Graph, Layer, LeakyReluOptions,
-    Pool2DOptions, ReducerOptions, SoftmaxOptions, corrupt,
+    MirrorPadOptions, Pool2DOptions, ReducerOptions, SoftmaxOptions, corrupt,
 };
 use crate::graph::build::{IrBuilder, unique};
 use crate::graph::{Attr, Graph as Ir, InputScaling, ValueInfo};
@@ -47,6 +48,7 @@ const SQUEEZE: i32 = 43;
 const PADV2: i32 = 60;
 const EXPAND_DIMS: i32 = 70;
 const LEAKY_RELU: i32 = 98;
+const MIRROR_PAD: i32 = 100;
 const QUANTIZE: i32 = 114;
 const HARD_SWISH: i32 = 117;
 
@@ -101,7 +103,7 @@ fn op_name(code: i32) -> String {
         (83, "PACK"),
         (97, "RESIZE_NEAREST_NEIGHBOR"),
         (LEAKY_RELU, "LEAKY_RELU"),
-        (100, "MIRROR_PAD"),
+        (MIRROR_PAD, "MIRROR_PAD"),
         (111, "ELU"),
         (QUANTIZE, "QUANTIZE"),
         (HARD_SWISH, "HARD_SWISH"),
@@ -168,12 +170,14 @@ type R<T> = Result<T, WeightsError>;
 
 /// Translates the operators into the runtime's graph. `layers` and `names` are the weighted
 /// operators and the names their weights have in `tensors` (which gains the classifier's
-/// weights when a 1×1 convolution is the classifier).
+/// weights when a 1×1 convolution is the classifier); `normalisation` is what the file's
+/// metadata says of the input's pixels.
 pub(super) fn translate(
     g: &Graph,
     layers: &[Layer],
     names: &[String],
     suffix: Option<&str>,
+    normalisation: Option<InputScaling>,
     tensors: &mut BTreeMap<String, WeightTensor>,
 ) -> R<Ir> {
     let mut b = Builder {
@@ -231,19 +235,26 @@ pub(super) fn translate(
         nodes: b.ir.nodes,
         params: b.ir.params,
         constants: b.ir.constants,
-        input_scaling: input_scaling(g, input),
+        input_scaling: input_scaling(g, input, normalisation),
         weights_in_constants: vec![],
     };
     crate::weights::onnx::canonical_classifier(&mut ir, tensors);
     Ok(ir)
 }
 
-/// A quantised image input's scale and zero point as pixel scaling: a uint8 input is the
-/// pixel value; an int8 one is the pixel minus 128 (TFLite's convention for int8 images).
-/// Either is `(q − zero_point) · scale` in the float network.
-fn input_scaling(g: &Graph, input: i32) -> Option<InputScaling> {
+/// A float input's scaling is the metadata's normalisation, where the file has one. A
+/// quantised image input's scale and zero point are its pixel scaling (its metadata gives
+/// the float model's normalisation, which the quantisation already holds): a uint8 input is
+/// the pixel value; an int8 one is the pixel minus 128 (TFLite's convention for int8
+/// images). Either is `(q − zero_point) · scale` in the float network.
+fn input_scaling(
+    g: &Graph,
+    input: i32,
+    normalisation: Option<InputScaling>,
+) -> Option<InputScaling> {
     let t = g.tensor(input).ok()?;
-    let shift = match t.kind()? {
+    let shift = match t.kind().unwrap_or(0) {
+        0 => return normalisation,
         3 => 0.0,
         9 => 128.0,
         _ => return None,
@@ -374,9 +385,18 @@ impl Builder<'_, '_> {
             2 => self.ir.push(base, "Clip", vec![x], clip(-1.0, 1.0)),
             3 => self.ir.push(base, "Clip", vec![x], clip(0.0, 6.0)),
             4 => self.ir.push(base, "Tanh", vec![x], vec![]),
+            // TFLite's float kernels clamp to a range that SIGN_BIT does not narrow, so
+            // they skip it (FULLY_CONNECTED refuses it): no TFLite result to match.
+            5 => {
+                return Err(WeightsError::Unsupported(format!(
+                    "TFLite: operator {base} has fused activation SIGN_BIT, which TFLite's own \
+                     float kernels do not compute"
+                )));
+            }
             a => {
                 return Err(WeightsError::Unsupported(format!(
-                    "TFLite: operator {base} has fused activation {a} (SIGN_BIT or unknown)"
+                    "TFLite: operator {base} has fused activation {a}, which TFLite's schema \
+                     does not define"
                 )));
             }
         })
@@ -563,18 +583,35 @@ impl Builder<'_, '_> {
                 let act = o.and_then(|o| o.fused_activation_function()).unwrap_or(0);
                 let x_t = input(0)?;
                 let xs = self.shape(x_t)?;
-                let &[_, din] = l.filter.shape.as_slice() else {
+                let &[units, din] = l.filter.shape.as_slice() else {
                     return Err(corrupt(format!(
                         "operator {name}: filter {:?}",
                         l.filter.shape
                     )));
                 };
-                if xs.len() > 2 && o.and_then(|o| o.keep_num_dims()).unwrap_or(false) {
-                    return Err(WeightsError::Unsupported(format!(
-                        "TFLite: operator {name}: FULLY_CONNECTED keeping {} dimensions",
-                        xs.len()
-                    )));
-                }
+                // keep_num_dims: TFLite's kernel still multiplies rows of `din` values, and
+                // gives them back in the input's leading dimensions.
+                let kept = if xs.len() > 2 && o.and_then(|o| o.keep_num_dims()).unwrap_or(false) {
+                    let mut kept = xs.clone();
+                    match kept.last_mut() {
+                        Some(d) if *d == din => *d = units,
+                        _ => {
+                            return Err(corrupt(format!(
+                                "operator {name}: keep_num_dims on input {xs:?} with a filter \
+                                 of {din} inputs"
+                            )));
+                        }
+                    }
+                    if self.shape(out)? != kept {
+                        return Err(corrupt(format!(
+                            "operator {name}: output {:?} for input {xs:?} and {units} units",
+                            self.shape(out)?
+                        )));
+                    }
+                    Some(kept)
+                } else {
+                    None
+                };
                 let x = if xs.len() == 2 {
                     self.plain(x_t, Some(k))?
                 } else {
@@ -591,13 +628,28 @@ impl Builder<'_, '_> {
                 };
                 let w = self.param(&format!("{name}.weight"), tensors)?;
                 let bias = self.param(&format!("{name}.bias"), tensors)?;
+                let rows = match kept {
+                    Some(_) => format!("{base}/rows"),
+                    None => base.clone(),
+                };
                 let y = self.emit(
-                    &base,
+                    &rows,
                     "Gemm",
                     vec![x, w, bias],
                     vec![("transB", Attr::Int(1))],
                     act,
                 )?;
+                let y = match kept {
+                    Some(kept) => {
+                        // The batch free (-1), as the rows were flattened with it.
+                        let target = std::iter::once(-1)
+                            .chain(kept[1..].iter().map(|&d| d as i64))
+                            .collect();
+                        let shape = self.ir.int_constant(&format!("{base}/shape"), target);
+                        self.ir.push(&base, "Reshape", vec![y, shape], vec![])
+                    }
+                    None => y,
+                };
                 self.out(out, y, false);
             }
             ADD | SUB | MUL | DIV => {
@@ -744,7 +796,7 @@ impl Builder<'_, '_> {
                 let y = self.ir.push(&base, "ReduceMean", vec![x], attrs);
                 self.out(out, y, nchw);
             }
-            PAD | PADV2 => {
+            PAD | PADV2 | MIRROR_PAD => {
                 let x_t = input(0)?;
                 let rank = self.shape(x_t)?.len();
                 let p = self.ints(input(1)?, "paddings")?;
@@ -759,6 +811,22 @@ impl Builder<'_, '_> {
                     }
                     _ => 0.0,
                 };
+                // MirrorPadMode: REFLECT (0, ONNX's reflect), SYMMETRIC (1, the edge value
+                // repeated: the runtime's own mode).
+                let mode = match code {
+                    MIRROR_PAD => match operator
+                        .options::<MirrorPadOptions>()
+                        .and_then(|o| o.mode())
+                        .unwrap_or(0)
+                    {
+                        0 => Some("reflect"),
+                        1 => Some("symmetric"),
+                        m => {
+                            return Err(corrupt(format!("operator {base}: mirror pad mode {m}")));
+                        }
+                    },
+                    _ => None,
+                };
                 let v = self.val(x_t, k)?;
                 let order: Vec<usize> = if v.nchw && rank == 4 {
                     vec![0, 3, 1, 2]
@@ -767,7 +835,10 @@ impl Builder<'_, '_> {
                 };
                 let mut pads: Vec<i64> = order.iter().map(|&a| p[2 * a]).collect();
                 pads.extend(order.iter().map(|&a| p[2 * a + 1]));
-                let attrs = vec![("pads", Attr::Ints(pads)), ("value", Attr::Float(value))];
+                let mut attrs = vec![("pads", Attr::Ints(pads)), ("value", Attr::Float(value))];
+                if let Some(mode) = mode {
+                    attrs.push(("mode", Attr::String(mode.into())));
+                }
                 let y = self.ir.push(&base, "Pad", vec![v.name], attrs);
                 self.out(out, y, v.nchw && rank == 4);
             }

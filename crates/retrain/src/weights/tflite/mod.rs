@@ -75,6 +75,11 @@ table!(Model {
     subgraphs: Tables<'a, SubGraph<'a>> = 2,
     description: ForwardsUOffset<&'a str> = 3,
     buffers: Tables<'a, Buffer<'a>> = 4,
+    metadata: Tables<'a, MetadataEntry<'a>> = 6,
+});
+table!(MetadataEntry {
+    name: ForwardsUOffset<&'a str> = 0,
+    buffer: u32 = 1,
 });
 table!(OperatorCode {
     deprecated_builtin_code: i8 = 0,
@@ -171,7 +176,10 @@ options! {
     DivOptions = 29 { fused_activation_function: i8 = 0 }
     SqueezeOptions = 30 { squeeze_dims: List<'a, i32> = 0 }
     LeakyReluOptions = 75 { alpha: f32 = 0 }
+    MirrorPadOptions = 77 { mode: i8 = 0 }
 }
+
+mod metadata;
 
 /// An operator: its code's index, its tensors and its builtin options (a union: the key
 /// at slot 3, the table at slot 4).
@@ -358,10 +366,19 @@ impl<'a> Graph<'a> {
     }
 
     fn buffer_bytes(&self, t: TensorDef<'a>) -> Result<&'a [u8], WeightsError> {
-        let b = usize::try_from(t.buffer().unwrap_or(0))
+        self.buffer(t.buffer().unwrap_or(0))
+    }
+
+    /// The bytes of buffer `index` (empty for a tensor computed at run time).
+    fn buffer(&self, index: u32) -> Result<&'a [u8], WeightsError> {
+        let b = usize::try_from(index)
             .ok()
             .and_then(|i| self.buffers.get(i).copied())
-            .ok_or_else(|| corrupt("a tensor names a buffer that does not exist"))?;
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "a tensor names buffer {index}, which does not exist"
+                ))
+            })?;
         if let Some(data) = b.data().filter(|d| !d.is_empty()) {
             return Ok(data.bytes());
         }
@@ -548,7 +565,19 @@ pub fn read(bytes: &[u8]) -> Result<(BTreeMap<String, WeightTensor>, GraphIr), W
         tensors.insert(format!("{name}.weight"), weight);
         tensors.insert(format!("{name}.bias"), bias);
     }
-    let ir = graph::translate(&g, &layers, &names, suffix.as_deref(), &mut tensors)?;
+    let normalisation = model
+        .metadata()
+        .and_then(|m| m.iter().find(|e| e.name() == Some(metadata::NAME)))
+        .and_then(|e| g.buffer(e.buffer()?).ok())
+        .and_then(metadata::input_normalisation);
+    let ir = graph::translate(
+        &g,
+        &layers,
+        &names,
+        suffix.as_deref(),
+        normalisation,
+        &mut tensors,
+    )?;
     Ok((tensors, ir))
 }
 
@@ -810,6 +839,44 @@ mod tests {
             e.contains("TFLite RESIZE_BILINEAR") && e.contains("not supported"),
             "{e}"
         );
+    }
+
+    /// SIGN_BIT (fused activation 5): TFLite's float CONV_2D, DEPTHWISE_CONV_2D, ADD, MUL
+    /// and pooling kernels clamp to the range `CalculateActivationRange` gives, which it
+    /// leaves whole, and FULLY_CONNECTED refuses it (checked with TF 2.21's interpreter), so
+    /// there is no TFLite result to match: refused, saying so.
+    #[test]
+    fn a_sign_bit_activation_is_refused() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let bytes = std::fs::read(dir.join("tf_mobilenet_v2/model.tflite")).unwrap();
+        let model = flatbuffers::root::<Model>(&bytes).unwrap();
+        let ops = operators(&model).unwrap();
+        let graph = model.subgraphs().unwrap().get(0);
+        // The first convolution with a fused activation stored (ReLU6).
+        let (table, slot) = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, (code, ..))| *code == CONV_2D)
+            .find_map(|(k, _)| {
+                let o = graph
+                    .operators()
+                    .unwrap()
+                    .get(k)
+                    .options::<Conv2DOptions>()?;
+                (o.fused_activation_function() == Some(3)).then_some((o.0, 3))
+            })
+            .expect("a CONV_2D with ReLU6");
+        let at = table.loc() + table.vtable().get(4 + 2 * slot) as usize;
+        let mut patched = bytes.clone();
+        patched[at] = 5;
+        let e = crate::weights::Weights::from_bytes(&patched)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SIGN_BIT") && e.contains("TFLite's own float kernels do not compute"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
