@@ -638,7 +638,11 @@ fn tflite_metadata_normalisation_is_the_input_scaling() {
             v * (1.0 / (255.0 * p.std[k])) as f32 - (p.mean[k] / p.std[k]) as f32
         })
         .collect();
-    let logits = model.network.logits(tensor4(&shape, x, &device)).unwrap();
+    let logits = model
+        .network
+        .logits(tensor4(&shape, x, &device))
+        .unwrap()
+        .unwrap();
     let want = npy(&dir.join("metadata_pixels_logits.npy"));
     let d = max_abs_diff("logits", values(logits), want);
     eprintln!("metadata.tflite on pixels scaled by its metadata: logits max |diff| {d:.2e}");
@@ -646,7 +650,7 @@ fn tflite_metadata_normalisation_is_the_input_scaling() {
 
     let tf = InputOverride {
         scaling: Some(PixelScaling::Tf),
-        size: None,
+        ..Default::default()
     };
     let spec = spec_with_input(None, &weights, &tf, &device).unwrap();
     assert_eq!(

@@ -1268,12 +1268,18 @@ fn pad_symmetric(mut x: F, pairs: &[(usize, usize)]) -> R<F> {
         let shape = x.shape();
         let d = shape[axis];
         let mirrored = |x: &F, from: usize, to: usize| {
-            let ranges: Vec<(usize, usize, usize)> = shape
+            let ranges: Vec<Range1> = shape
                 .iter()
                 .enumerate()
-                .map(|(i, &n)| if i == axis { (from, to, 1) } else { (0, n, 1) })
+                .map(|(i, &n)| {
+                    if i == axis {
+                        (from, to, 1, true)
+                    } else {
+                        (0, n, 1, false)
+                    }
+                })
                 .collect();
-            map_f!(slice_f(x.clone(), &ranges), |t| t.flip([axis]))
+            slice_f(x.clone(), &ranges)
         };
         let mut parts = Vec::with_capacity(3);
         if a > 0 {
@@ -2064,6 +2070,7 @@ mod tests {
         let ctx = super::Ctx {
             device: &device,
             training: false,
+            batch: 2,
         };
         let x = Tensor::<2>::from_data(
             TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]),
