@@ -370,9 +370,9 @@ struct Predictions<'a> {
     skipped: Vec<Skipped>,
 }
 
-/// The image files of the command line's inputs, with a warning for each folder left out.
-/// The images the command line names: files and folders (searched), then those of the
-/// --inputs list (taken as they are: a million paths are not stat-ed up front).
+/// The images the command line names: files and folders (searched, with a warning for each
+/// folder left out), then those of the --inputs list (taken as they are: a million paths
+/// are not stat-ed up front).
 fn scan(input: &InputArgs, terminal: &Terminal) -> Result<Vec<PathBuf>> {
     let scan = retrain::data::scan_images(&input.inputs, input.strict)?;
     report_folders(&scan.notes, terminal);
@@ -526,15 +526,12 @@ pub fn embed(
         if parts.part_size == 0 {
             bail!("--part-size must be at least 1");
         }
-        if let Some(parent) = out_path.parent().filter(|p| !p.as_os_str().is_empty())
-            && !parent.is_dir()
-        {
-            bail!(
-                "cannot write {}: folder {} does not exist; create it first",
-                out_path.display(),
-                parent.display()
-            );
-        }
+        // Its own folder must take it; once made (a resumed job), it must take parts.
+        outputs::check_writable(&if out_path.is_dir() {
+            out_path.join("part")
+        } else {
+            out_path.to_owned()
+        })?;
     } else {
         outputs::EmbeddingFormat::from_path(out_path)?;
         outputs::check_writable(out_path)?;

@@ -134,16 +134,18 @@ pub fn analyse(
     size: Option<usize>,
     device: &Device,
 ) -> Result<GraphConfig, GraphError> {
-    analyse_folding(g, weights, size, device, true)
+    analyse_folding(g, weights, size, device, None)
 }
 
-/// [`analyse`], folding the graph's shape arithmetic first where `fold` is set.
+/// [`analyse`]. `folded`: the batch size the graph is fixed to (or not), found before its
+/// shape arithmetic was folded into this graph, which is then neither probed for it nor
+/// folded again; `None` for a file's graph.
 fn analyse_folding(
     g: &Graph,
     weights: &Weights,
     size: Option<usize>,
     device: &Device,
-    fold: bool,
+    folded: Option<Option<usize>>,
 ) -> Result<GraphConfig, GraphError> {
     check_order(g)?;
     let input_err = |why: String| GraphError {
@@ -215,15 +217,18 @@ fn analyse_folding(
     let block = GraphBlock::build(&whole, &loader)?;
     let blank = |n| Tensor::<4>::zeros([n, channels, hw[0], hw[1]], device);
     let traced = block.trace(blank(batch))?;
-    let next = block
-        .trace(blank(batch + 1))
-        .ok()
-        .filter(|t| t.output_shape.first() == Some(&(batch + 1)));
-    let fixed_batch = match next {
+    let next = match folded {
+        Some(_) => None,
+        None => block
+            .trace(blank(batch + 1))
+            .ok()
+            .filter(|t| t.output_shape.first() == Some(&(batch + 1))),
+    };
+    let fixed_batch = folded.unwrap_or(match next {
         Some(_) => None,
         None => Some(batch),
-    };
-    if fold && !traced.hosts.is_empty() {
+    });
+    if folded.is_none() && !traced.hosts.is_empty() {
         // Shape arithmetic folds to constants, or to lines in the batch size where a third
         // batch confirms them (a graph fixed to one batch: all constants).
         let third = next
@@ -243,7 +248,7 @@ fn analyse_folding(
         }
         if let Some(folded) = fold_shapes(g, end, &runs) {
             drop(block);
-            return analyse_folding(&folded, weights, size, device, false);
+            return analyse_folding(&folded, weights, size, device, Some(fixed_batch));
         }
     }
     let shapes = traced.shapes;

@@ -596,30 +596,25 @@ impl Program {
                 i += 1;
                 continue;
             };
-            let bound = |k: usize| step.inputs.get(k).copied().flatten();
+            // A Clip bound given as an input fuses when it is a constant (`Some(None)`: none
+            // given), not when computed at run time (`None`).
+            let bound = |k: usize| match step.inputs.get(k).copied().flatten() {
+                None => Some(None),
+                Some(s) => consts.get(&s).map(|v| Some(*v)),
+            };
             let fused = match (&step.op, &self.steps[j].op) {
                 // (A folded BatchNorm's other inputs are empty: its module held them.)
                 (Op::Unary(Unary::Identity), _) if step.inputs[1..].iter().all(Option::is_none) => {
                     Some(self.steps[j].op.clone())
                 }
-                (act, Op::Conv { window, group }) => {
-                    let bounds = (
-                        bound(1).map(|s| consts.get(&s)),
-                        bound(2).map(|s| consts.get(&s)),
-                    );
-                    // A bound computed at run time cannot be fused.
-                    match bounds {
-                        (Some(None), _) | (_, Some(None)) => None,
-                        (lo, hi) => {
-                            ops::Activation::of(act, (lo.flatten().copied(), hi.flatten().copied()))
-                                .map(|act| Op::ConvAct {
-                                    window: window.clone(),
-                                    group: *group,
-                                    act,
-                                })
-                        }
-                    }
-                }
+                (act, Op::Conv { window, group }) => bound(1)
+                    .zip(bound(2))
+                    .and_then(|bounds| ops::Activation::of(act, bounds))
+                    .map(|act| Op::ConvAct {
+                        window: window.clone(),
+                        group: *group,
+                        act,
+                    }),
                 _ => None,
             };
             let Some(op) = fused else {

@@ -38,8 +38,7 @@ fn fold_value(runs: &[HostRun], name: &str) -> Option<Folded> {
     if values.iter().all(|v| *v == first) {
         return Some(Folded::Constant(first.clone()));
     }
-    // Only integer values of one shape can follow the batch size; two runs define the
-    // line, every further one must lie on it.
+    // Only integer values of one shape can follow the batch size.
     let ints: Vec<&[i64]> = values
         .iter()
         .map(|v| match &v.data {

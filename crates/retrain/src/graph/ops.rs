@@ -191,12 +191,7 @@ impl Activation {
         match op {
             Op::Unary(u) if *u != Unary::Identity => Some(Self::Unary(*u)),
             Op::Clip { min, max } => {
-                let (lo, hi) = (bounds.0.or(*min), bounds.1.or(*max));
-                // The same NaN and crossed-bound rules as Op::Clip.
-                let hi = hi.filter(|h| !h.is_nan());
-                let lo = lo
-                    .filter(|l| !l.is_nan())
-                    .map(|l| hi.map_or(l, |h| l.min(h)));
+                let (lo, hi) = clip_bounds(bounds.0.or(*min), bounds.1.or(*max));
                 Some(Self::Clip(lo, hi))
             }
             Op::LeakyRelu(a) => Some(Self::LeakyRelu(*a)),
@@ -208,13 +203,30 @@ impl Activation {
     fn apply(self, x: F) -> F {
         match self {
             Self::Unary(u) => unary(u, x),
-            Self::Clip(Some(l), Some(h)) => map_f!(x, |t| t.clamp(l, h)),
-            Self::Clip(Some(l), None) => map_f!(x, |t| t.clamp_min(l)),
-            Self::Clip(None, Some(h)) => map_f!(x, |t| t.clamp_max(h)),
-            Self::Clip(None, None) => x,
+            Self::Clip(lo, hi) => clip(x, lo, hi),
             Self::LeakyRelu(a) => map_f!(x, |t| activation::leaky_relu(t, a)),
             Self::HardSigmoid(a, b) => map_f!(x, |t| activation::hard_sigmoid(t, a, b)),
         }
+    }
+}
+
+/// Clip's bounds as it applies them: a NaN bound is no bound; a lower bound over the
+/// upper gives the upper (numpy's clip, ONNX's reference).
+fn clip_bounds(lo: Option<f32>, hi: Option<f32>) -> (Option<f32>, Option<f32>) {
+    let hi = hi.filter(|h| !h.is_nan());
+    let lo = lo
+        .filter(|l| !l.is_nan())
+        .map(|l| hi.map_or(l, |h| l.min(h)));
+    (lo, hi)
+}
+
+/// `x` clamped to bounds [`clip_bounds`] gave.
+fn clip(x: F, lo: Option<f32>, hi: Option<f32>) -> F {
+    match (lo, hi) {
+        (Some(l), Some(h)) => map_f!(x, |t| t.clamp(l, h)),
+        (Some(l), None) => map_f!(x, |t| t.clamp_min(l)),
+        (None, Some(h)) => map_f!(x, |t| t.clamp_max(h)),
+        (None, None) => x,
     }
 }
 
@@ -1395,20 +1407,8 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                     None => Ok(attr),
                 }
             };
-            let (lo, hi) = (bound(1, *min)?, bound(2, *max)?);
-            // A NaN bound is no bound; a lower bound over the upper gives the upper (numpy's
-            // clip, ONNX's reference).
-            let hi = hi.filter(|h| !h.is_nan());
-            let lo = lo
-                .filter(|l| !l.is_nan())
-                .map(|l| hi.map_or(l, |h| l.min(h)));
-            let x = float(x0()?, dev);
-            one(match (lo, hi) {
-                (Some(l), Some(h)) => map_f!(x, |t| t.clamp(l, h)),
-                (Some(l), None) => map_f!(x, |t| t.clamp_min(l)),
-                (None, Some(h)) => map_f!(x, |t| t.clamp_max(h)),
-                (None, None) => x,
-            })
+            let (lo, hi) = clip_bounds(bound(1, *min)?, bound(2, *max)?);
+            one(clip(float(x0()?, dev), lo, hi))
         }
         Op::Softmax {
             axis: ax,
