@@ -28,6 +28,20 @@ if [ ! -f "$cases/.complete" ]; then
     echo "could not generate the ONNX node conformance cases; their test will be skipped" >&2
   fi
 fi
+# ONNX Runtime and the ONNX checker, which run the files `retrain export` writes
+# (tests/export.rs, through scripts/check_onnx_export.py).
+venv=target/venv-export-check
+if [ ! -f "$venv/.complete" ]; then
+  if { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } &&
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-export-check.txt; then
+    touch "$venv/.complete"
+  elif [ -n "${CI:-}" ]; then
+    echo "could not install ONNX Runtime for the export checks" >&2
+    exit 1
+  else
+    echo "could not install ONNX Runtime; the export checks will be skipped" >&2
+  fi
+fi
 cargo fmt --check
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 cargo test --release --workspace

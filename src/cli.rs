@@ -113,6 +113,32 @@ pub enum Command {
         #[arg(long)]
         jpeg_draft: bool,
     },
+    /// Write a bundle (or a pretrained model) as an ONNX file for other runtimes: ONNX
+    /// Runtime, TensorRT, OpenVINO, onnxruntime-web. Opset 17 (a graph of a later opset
+    /// keeps its own), batch size free. Input `input`: the preprocessed NCHW float batch;
+    /// outputs `logits` (before softmax) and `features` (the classifier's input). The
+    /// preprocessing (resize, crop, interpolation, mean, std, bgr) is in the file's
+    /// metadata as `retrain.preprocess`, the class names as `retrain.classes` (JSON).
+    /// TFLite is not written: there is no TFLite writer here whose output was checked
+    /// against the TFLite interpreter.
+    Export {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The file to write (replaced only once complete).
+        #[arg(long, short)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+        format: ExportFormat,
+        /// Print a machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `retrain export` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Onnx,
 }
 
 /// `retrain fit`'s flags.
@@ -576,6 +602,12 @@ fn run(cli: Cli) -> Result<()> {
             limits(max_pixels, jpeg_draft)?,
             &device,
         ),
+        Command::Export {
+            model,
+            out,
+            format,
+            json,
+        } => commands::export(&model, &out, format, json, &device),
     }
 }
 

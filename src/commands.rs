@@ -334,9 +334,19 @@ pub fn inspect(path: &Path, json: bool, device: &Device) -> Result<()> {
 
 /// The model to run, and its class names when it comes from a bundle.
 fn load_model(args: &ModelArgs, device: &Device) -> Result<(Model, Option<Vec<String>>)> {
+    let (model, classes) = load_model_as_trained(args, device)?;
+    Ok((model.for_inference(), classes))
+}
+
+/// The model as loaded (BatchNorm not folded), and its class names when it comes from a
+/// bundle.
+fn load_model_as_trained(
+    args: &ModelArgs,
+    device: &Device,
+) -> Result<(Model, Option<Vec<String>>)> {
     if let Some(dir) = &args.bundle {
         let b = Bundle::load(dir, device)?;
-        return Ok((b.model.for_inference(), Some(b.manifest.classes)));
+        return Ok((b.model, Some(b.manifest.classes)));
     }
     let Some(weights) = &args.weights else {
         bail!("give --weights (and --model for a file of weights only), or --bundle");
@@ -347,7 +357,7 @@ fn load_model(args: &ModelArgs, device: &Device) -> Result<(Model, Option<Vec<St
         .with_context(|| format!("cannot load {}", weights.display()))?;
     let model = Model::from_spec(&spec, &w, device)
         .with_context(|| format!("cannot load {}", weights.display()))?;
-    Ok((model.for_inference(), None))
+    Ok((model, None))
 }
 
 #[derive(Serialize)]
@@ -796,5 +806,90 @@ fn print_report(report: &Report, classes: &[String], worst: &[Worst]) {
                 r.p_predicted as f64 * 100.0
             );
         }
+    }
+}
+
+#[derive(Serialize)]
+struct ExportSummary<'a> {
+    model: &'a str,
+    out: String,
+    #[serde(flatten)]
+    exported: &'a retrain::export::Exported,
+    classes: usize,
+}
+
+/// `retrain export`: the model as an ONNX file, its preprocessing and classes in the
+/// metadata.
+pub fn export(
+    args: &ModelArgs,
+    out: &Path,
+    _format: crate::cli::ExportFormat,
+    json: bool,
+    device: &Device,
+) -> Result<()> {
+    if let Some(w) = &args.weights
+        && same_file(w, out)
+    {
+        bail!(
+            "--out {} is the weights file itself; write the export to another path",
+            out.display()
+        );
+    }
+    outputs::check_writable(out)?;
+    let (model, classes) = load_model_as_trained(args, device)?;
+    let classes = classes.unwrap_or_else(|| {
+        let n = model
+            .network
+            .classifier
+            .as_ref()
+            .map_or(0, |c| c.num_classes());
+        (0..n)
+            .map(|i| imagenet::label(i, n).map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    });
+    let exported = retrain::export::write_onnx(out, &model, &classes)
+        .with_context(|| format!("cannot export {} as ONNX", model.name))?;
+    if json {
+        let summary = ExportSummary {
+            model: &model.name,
+            out: out.display().to_string(),
+            exported: &exported,
+            classes: classes.len(),
+        };
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let [c, h, w] = exported.input;
+        let batch = match exported.fixed_batch {
+            Some(b) => format!("{b} (the graph's own export fixed it)"),
+            None => "batch".into(),
+        };
+        println!(
+            "wrote {} ({} bytes): {}, opset {}, {} nodes, {} parameters",
+            out.display(),
+            exported.bytes,
+            model.name,
+            exported.opset,
+            exported.nodes,
+            exported.parameters
+        );
+        println!(
+            "input `input` [{batch}, {c}, {h}, {w}] (preprocessing in metadata retrain.preprocess); outputs {}",
+            exported
+                .outputs
+                .iter()
+                .map(|o| format!("`{o}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }

@@ -49,6 +49,7 @@ pub mod bundle;
 pub mod data;
 pub mod dataset;
 pub mod embed_job;
+pub mod export;
 pub mod graph;
 pub mod inference;
 pub mod metrics;

@@ -12,8 +12,9 @@ use prost::Message;
 use super::{DType, WeightTensor, WeightsError};
 use crate::graph::{Attr, Graph, HostData, HostTensor, Node, ValueInfo};
 
-mod proto {
-    //! The parts of onnx.proto retrain reads (field numbers as in onnx/onnx.proto).
+pub(crate) mod proto {
+    //! The parts of onnx.proto retrain reads and writes (field numbers as in
+    //! onnx/onnx.proto).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ModelProto {
         #[prost(int64, tag = "1")]
@@ -22,10 +23,14 @@ mod proto {
         pub producer_name: String,
         #[prost(string, tag = "3")]
         pub producer_version: String,
+        #[prost(string, tag = "6")]
+        pub doc_string: String,
         #[prost(message, optional, tag = "7")]
         pub graph: Option<GraphProto>,
         #[prost(message, repeated, tag = "8")]
         pub opset_import: Vec<OperatorSetIdProto>,
+        #[prost(message, repeated, tag = "14")]
+        pub metadata_props: Vec<StringStringEntryProto>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]

@@ -192,13 +192,19 @@ pub fn load_linear(l: &WeightLoader, prefix: &str, din: usize, dout: usize) -> L
 /// Named tensors in the origin framework's naming, as a weights file holds them.
 pub type TensorMap = std::collections::BTreeMap<String, crate::weights::WeightTensor>;
 
-fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D>) {
+/// A tensor's shape and values as f32.
+pub(crate) fn shape_and_values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     let shape = t.dims().to_vec();
     let data = t
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
         .unwrap_or_default();
+    (shape, data)
+}
+
+fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D>) {
+    let (shape, data) = shape_and_values(t);
     out.insert(
         name,
         crate::weights::WeightTensor {
