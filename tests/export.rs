@@ -201,6 +201,31 @@ fn graphs_export_to_onnx_that_onnx_runtime_runs_alike() {
             f.join("keras_mobilenet_v2/input.npy"),
         ),
     ];
+    // Keras Applications of every family as full models (depthwise-separable blocks,
+    // Concat, average pooling, NASNet's cells, ConvNeXt's LayerNorm and GELU, Keras 2's
+    // TFOpLambda arithmetic).
+    for net in [
+        "xception",
+        "inception_v3",
+        "resnet50v2",
+        "densenet121",
+        "nasnet",
+        "mobilenet_v3_small",
+        "efficientnet_v2",
+        "convnext",
+        "custom_scale",
+    ] {
+        files.push((
+            format!("keras_app_{net}"),
+            f.join(format!("keras_apps/{net}.keras")),
+            f.join(format!("keras_apps/{net}_input.npy")),
+        ));
+    }
+    files.push((
+        "keras_app_tf_ops_keras2".into(),
+        f.join("keras_apps/tf_ops_keras2.h5"),
+        f.join("keras_apps/tf_ops_keras2_input.npy"),
+    ));
     for net in ["cnn", "nested", "residual"] {
         files.push((
             format!("keras_{net}"),
