@@ -649,3 +649,65 @@ fn strategies_on_a_keras_model() {
         );
     }
 }
+
+/// A token model (the reduced torchvision ViT) freezes at an encoder block and trains the
+/// blocks after it: the patch embedding and the first block keep their values, the later
+/// block, the final norm and the head change; the bundle scores as the fit reported.
+#[test]
+fn a_vit_freezes_at_an_encoder_block_and_trains_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let f = fixtures().join("vit");
+    let weights = f.join("weights.safetensors");
+    let out = dir.path().join("vit");
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &s(&f.join("model.json")),
+        "--weights",
+        &s(&weights),
+        "--data",
+        &s(&data),
+        "--val",
+        &s(&data),
+        "--strategy",
+        "freeze",
+        "--freeze-until",
+        "encoder_layer_0",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--train-batch",
+        "3",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = retrain::weights::Weights::load(&weights).unwrap();
+    let after = retrain::weights::Weights::load(&out.join("model.safetensors")).unwrap();
+    for (k, t) in &before.tensors {
+        if k.starts_with("heads.") {
+            continue;
+        }
+        let a = after.get(k).unwrap_or_else(|| panic!("bundle lacks {k}"));
+        let frozen = k.starts_with("conv_proj")
+            || k == "class_token"
+            || k == "encoder.pos_embedding"
+            || k.starts_with("encoder.layers.encoder_layer_0.");
+        if frozen {
+            assert_eq!(a.data, t.data, "{k} is frozen");
+        } else {
+            assert_ne!(a.data, t.data, "{k} was trained");
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["report"]["accuracy"],
+        manifest["metrics"]["val"]["accuracy"]
+    );
+}

@@ -335,3 +335,11 @@ fn tflite_int8_weights_match_the_interpreter() {
         |s| 0.02 * s,
     );
 }
+
+/// torchvision's VisionTransformer (patch embedding, class token, position embedding,
+/// pre-norm encoder blocks with multi-head attention and a GELU MLP, final LayerNorm),
+/// reduced (scripts/make_token_fixtures.py).
+#[test]
+fn vit_from_safetensors() {
+    check("vit", WeightsFormat::Safetensors);
+}

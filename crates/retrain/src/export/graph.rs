@@ -221,8 +221,14 @@ impl Writer<'_> {
                 bail!("symmetric (TFLite MIRROR_PAD) padding has no ONNX op");
             }
             "Gelu" if self.g.opset < 20 => {
+                let tanh = match node.string("approximate").unwrap_or("none") {
+                    "none" => false,
+                    "tanh" => true,
+                    other => bail!("GELU approximation {other} is not supported"),
+                };
+                let y = self.g.gelu(&inputs[0], tanh);
                 let out = self.outputs(node, None);
-                self.gelu(node, &inputs[0], out)?;
+                self.g.rename_output(&y, &out[0]);
             }
             "Squeeze" | "Unsqueeze" if node.attrs.contains_key("axes") => {
                 let out = self.outputs(node, None);
@@ -359,36 +365,6 @@ impl Writer<'_> {
         };
         let m = g.node("Mul", &[&per, &n], vec![], "per_batch");
         self.emit("Add", &[base, m], out, vec![]);
-        Ok(())
-    }
-
-    /// GELU before opset 20: `x · Φ(x)` with the error function, or its tanh
-    /// approximation.
-    fn gelu(&mut self, node: &Node, x: &str, out: Vec<String>) -> Result<()> {
-        let g = &mut *self.g;
-        let half = g.scalar("half", 0.5);
-        let one = g.scalar("one", 1.0);
-        let inner = match node.string("approximate").unwrap_or("none") {
-            "none" => {
-                let r = g.scalar("inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
-                let s = g.node("Mul", &[x, &r], vec![], "gelu_scaled");
-                g.node("Erf", &[&s], vec![], "gelu_erf")
-            }
-            "tanh" => {
-                let c = g.scalar("gelu_c", 0.044715);
-                let k = g.scalar("sqrt_2_over_pi", (2.0 / std::f32::consts::PI).sqrt());
-                let x2 = g.node("Mul", &[x, x], vec![], "gelu_x2");
-                let x3 = g.node("Mul", &[&x2, x], vec![], "gelu_x3");
-                let cx3 = g.node("Mul", &[&x3, &c], vec![], "gelu_cx3");
-                let sum = g.node("Add", &[x, &cx3], vec![], "gelu_sum");
-                let arg = g.node("Mul", &[&sum, &k], vec![], "gelu_arg");
-                g.node("Tanh", &[&arg], vec![], "gelu_tanh")
-            }
-            other => bail!("GELU approximation {other} is not supported"),
-        };
-        let p = g.node("Add", &[&inner, &one], vec![], "gelu_1p");
-        let hx = g.node("Mul", &[x, &half], vec![], "gelu_half");
-        self.emit("Mul", &[hx, p], out, vec![]);
         Ok(())
     }
 }

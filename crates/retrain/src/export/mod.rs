@@ -459,6 +459,30 @@ impl Builder {
         self.node("Gemm", &refs, vec![attr_i("transB", 1)], prefix)
     }
 
+    /// GELU before opset 20 has it: `x · Φ(x)` with the error function, or its tanh
+    /// approximation.
+    fn gelu(&mut self, x: &str, tanh: bool) -> String {
+        let half = self.scalar("half", 0.5);
+        let one = self.scalar("one", 1.0);
+        let inner = if tanh {
+            let c = self.scalar("gelu_c", 0.044715);
+            let k = self.scalar("sqrt_2_over_pi", (2.0 / std::f32::consts::PI).sqrt());
+            let x2 = self.node("Mul", &[x, x], vec![], "gelu_x2");
+            let x3 = self.node("Mul", &[&x2, x], vec![], "gelu_x3");
+            let cx3 = self.node("Mul", &[&x3, &c], vec![], "gelu_cx3");
+            let sum = self.node("Add", &[x, &cx3], vec![], "gelu_sum");
+            let arg = self.node("Mul", &[&sum, &k], vec![], "gelu_arg");
+            self.node("Tanh", &[&arg], vec![], "gelu_tanh")
+        } else {
+            let r = self.scalar("inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+            let s = self.node("Mul", &[x, &r], vec![], "gelu_scaled");
+            self.node("Erf", &[&s], vec![], "gelu_erf")
+        };
+        let p = self.node("Add", &[&inner, &one], vec![], "gelu_1p");
+        let hx = self.node("Mul", &[x, &half], vec![], "gelu_half");
+        self.node("Mul", &[&hx, &p], vec![], "gelu")
+    }
+
     fn act(&mut self, act: Act, x: &str) -> String {
         match act {
             Act::Identity => x.to_owned(),

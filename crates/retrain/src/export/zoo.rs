@@ -12,6 +12,7 @@ use crate::zoo::layers::{
     Block, ConvBnAct, InvertedResidual, Normalize, ResidualBlock, SqueezeExcite,
 };
 use crate::zoo::network::Network;
+use crate::zoo::tokens::{EncoderBlock, PatchEmbed};
 
 /// Writes every stage of `net` on `input`; returns the last stage's output.
 pub(super) fn emit(g: &mut Builder, net: &Network, input: &str) -> Result<String> {
@@ -43,6 +44,20 @@ fn emit_block(g: &mut Builder, block: &Block, x: &str) -> Result<String> {
         }
         Block::Normalize(n) => normalize(g, n, x),
         Block::Graph(_) => bail!("a graph block inside a zoo network cannot be exported"),
+        Block::PatchEmbed(p) => patch_embed(g, p, x)?,
+        Block::Encoder(e) => encoder(g, e, x),
+        Block::ClassToken(c) => {
+            let y = layer_norm(g, &c.ln, c.eps, &c.name, x);
+            let zero = g.int_const("index", &[], &[0]);
+            let t = g.node(
+                "Gather",
+                &[&y, &zero],
+                vec![attr_i("axis", 1)],
+                "class_token",
+            );
+            let axes = g.ints("axes", &[2, 3]);
+            g.node("Unsqueeze", &[&t, &axes], vec![], "class_token")
+        }
     })
 }
 
@@ -179,4 +194,124 @@ fn normalize(g: &mut Builder, n: &Normalize, x: &str) -> String {
     let std = g.node("Max", &[&std, &eps], vec![], "std");
     let x = g.node("Div", &[&x, &std], vec![], "normalised");
     g.node("Mul", &[&x, &scale], vec![], "rescaled")
+}
+
+// Token models: between their blocks the file holds tokens as `[n, tokens, width]` (the
+// network packs them as `[n, width, tokens, 1]` for burn; the file needs no packing).
+
+/// Patches projected and flattened to tokens, the class token (expanded to the batch) in
+/// front, the position embedding added.
+fn patch_embed(g: &mut Builder, p: &PatchEmbed, x: &str) -> Result<String> {
+    let y = conv(g, &p.proj, &p.names[0], x)?;
+    let width = p.proj.weight.dims()[0] as i64;
+    let shape = g.ints("patches_shape", &[0, width, -1]);
+    let y = g.node("Reshape", &[&y, &shape], vec![], "patches");
+    let patches = g.node(
+        "Transpose",
+        &[&y],
+        vec![attr_ints("perm", &[0, 2, 1])],
+        "patches",
+    );
+    let class = g.param_of(&p.names[1], p.class_token.val());
+    let n = g.node(
+        "Shape",
+        &[x],
+        vec![attr_i("start", 0), attr_i("end", 1)],
+        "batch",
+    );
+    let rest = g.ints("class_shape", &[1, width]);
+    let target = g.node(
+        "Concat",
+        &[&n, &rest],
+        vec![attr_i("axis", 0)],
+        "class_shape",
+    );
+    let class = g.node("Expand", &[&class, &target], vec![], "class_tokens");
+    let tokens = g.node(
+        "Concat",
+        &[&class, &patches],
+        vec![attr_i("axis", 1)],
+        "tokens",
+    );
+    let position = g.param_of(&p.names[2], p.position.val());
+    Ok(g.node("Add", &[&tokens, &position], vec![], "embedded"))
+}
+
+fn layer_norm(g: &mut Builder, ln: &burn::nn::LayerNorm, eps: f64, name: &str, x: &str) -> String {
+    let scale = g.param_of(&format!("{name}.weight"), ln.gamma.val());
+    let mut inputs = vec![x.to_owned(), scale];
+    if let Some(b) = &ln.beta {
+        inputs.push(g.param_of(&format!("{name}.bias"), b.val()));
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    g.node(
+        "LayerNormalization",
+        &refs,
+        vec![attr_i("axis", -1), attr_f("epsilon", eps as f32)],
+        name,
+    )
+}
+
+/// A Linear on tokens: the weight kept in PyTorch's `[out, in]` (its name and layout in
+/// the bundle), transposed for the MatMul.
+fn token_linear(g: &mut Builder, l: &burn::nn::Linear, prefix: &str, x: &str) -> String {
+    let w = g.param_of(&format!("{prefix}.weight"), l.weight.val().transpose());
+    let wt = g.node("Transpose", &[&w], vec![attr_ints("perm", &[1, 0])], prefix);
+    let y = g.node("MatMul", &[x, &wt], vec![], prefix);
+    match &l.bias {
+        Some(b) => {
+            let b = g.param_of(&format!("{prefix}.bias"), b.val());
+            g.node("Add", &[&y, &b], vec![], prefix)
+        }
+        None => y,
+    }
+}
+
+fn encoder(g: &mut Builder, e: &EncoderBlock, x: &str) -> String {
+    let p = &e.prefix;
+    let a = &e.attention;
+    let width = a.out_proj.weight.dims()[0];
+    let heads = a.heads;
+    let dh = width / heads;
+    let y = layer_norm(g, &e.ln_1, e.eps, &format!("{p}.ln_1"), x);
+    let qkv = token_linear(g, &a.in_proj, &format!("{p}.self_attention.in_proj"), &y);
+    let shape = g.ints("qkv_shape", &[0, 0, 3, heads as i64, dh as i64]);
+    let qkv = g.node("Reshape", &[&qkv, &shape], vec![], "qkv");
+    let qkv = g.node(
+        "Transpose",
+        &[&qkv],
+        vec![attr_ints("perm", &[2, 0, 3, 1, 4])],
+        "qkv",
+    );
+    let part = |g: &mut Builder, i: i64, hint: &str| {
+        let idx = g.int_const("index", &[], &[i]);
+        g.node("Gather", &[&qkv, &idx], vec![attr_i("axis", 0)], hint)
+    };
+    let (q, k, v) = (part(g, 0, "q"), part(g, 1, "k"), part(g, 2, "v"));
+    let kt = g.node(
+        "Transpose",
+        &[&k],
+        vec![attr_ints("perm", &[0, 1, 3, 2])],
+        "k_t",
+    );
+    let scores = g.node("MatMul", &[&q, &kt], vec![], "scores");
+    let scale = g.scalar("attention_scale", 1.0 / (dh as f32).sqrt());
+    let scores = g.node("Mul", &[&scores, &scale], vec![], "scores");
+    let weights = g.node("Softmax", &[&scores], vec![attr_i("axis", -1)], "attention");
+    let y = g.node("MatMul", &[&weights, &v], vec![], "attended");
+    let y = g.node(
+        "Transpose",
+        &[&y],
+        vec![attr_ints("perm", &[0, 2, 1, 3])],
+        "attended",
+    );
+    let shape = g.ints("tokens_shape", &[0, 0, width as i64]);
+    let y = g.node("Reshape", &[&y, &shape], vec![], "attended");
+    let y = token_linear(g, &a.out_proj, &format!("{p}.self_attention.out_proj"), &y);
+    let x = g.node("Add", &[x, &y], vec![], "residual");
+    let y = layer_norm(g, &e.ln_2, e.eps, &format!("{p}.ln_2"), &x);
+    let y = token_linear(g, &e.fc1, &format!("{p}.mlp.0"), &y);
+    let y = g.gelu(&y, false);
+    let y = token_linear(g, &e.fc2, &format!("{p}.mlp.3"), &y);
+    g.node("Add", &[&x, &y], vec![], "residual")
 }

@@ -203,7 +203,7 @@ pub(crate) fn shape_and_values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec
     (shape, data)
 }
 
-fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D>) {
+pub(crate) fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D>) {
     let (shape, data) = shape_and_values(t);
     out.insert(
         name,
@@ -216,7 +216,7 @@ fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D>) {
     );
 }
 
-fn export_conv(conv: &Conv2d, name: &str, out: &mut TensorMap) {
+pub(crate) fn export_conv(conv: &Conv2d, name: &str, out: &mut TensorMap) {
     put(out, format!("{name}.weight"), conv.weight.val());
     if let Some(b) = &conv.bias {
         put(out, format!("{name}.bias"), b.val());
@@ -529,6 +529,11 @@ pub enum Block {
     Normalize(Normalize),
     /// A run of a model file's own graph (ONNX, TFLite) between two cut points.
     Graph(crate::graph::block::GraphBlock),
+    /// A token model's patch embedding, encoder block and class-token head
+    /// (`zoo::tokens`).
+    PatchEmbed(super::tokens::PatchEmbed),
+    Encoder(super::tokens::EncoderBlock),
+    ClassToken(super::tokens::ClassTokenHead),
 }
 
 /// Keras EfficientNet's input layers: `Rescaling(1/255)`, then `Normalization` with the mean
@@ -616,6 +621,9 @@ impl Block {
             Block::FlattenHwc(f) => f.forward(x),
             Block::Normalize(n) => n.forward(x),
             Block::Graph(g) => return g.forward(x),
+            Block::PatchEmbed(p) => p.forward(x),
+            Block::Encoder(e) => e.forward(x),
+            Block::ClassToken(c) => c.forward(x),
         })
     }
 
@@ -630,6 +638,9 @@ impl Block {
             Block::FlattenHwc(_) => {}
             Block::Normalize(n) => n.export(out),
             Block::Graph(g) => g.export(out),
+            Block::PatchEmbed(p) => p.export(out),
+            Block::Encoder(e) => e.export(out),
+            Block::ClassToken(c) => c.export(out),
         }
     }
 
@@ -642,6 +653,7 @@ impl Block {
             Block::FlattenHwc(f) => Block::FlattenHwc(f),
             Block::Normalize(n) => Block::Normalize(n),
             Block::Graph(g) => Block::Graph(g.fold_batchnorm()),
+            token @ (Block::PatchEmbed(_) | Block::Encoder(_) | Block::ClassToken(_)) => token,
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod loader;
 pub mod mobilenet;
 pub mod network;
 pub mod resnet;
+pub mod tokens;
+pub mod vit;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -185,6 +187,7 @@ families! {
     MobilenetV3(mobilenet::MobileNetV3Config),
     EfficientnetLite(efficientnet::EfficientNetLiteConfig),
     Efficientnet(efficientnet::EfficientNetConfig),
+    Vit(vit::VitConfig),
     Graph(crate::graph::GraphConfig),
 }
 
