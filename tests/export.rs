@@ -127,6 +127,7 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "keras_mobilenet",
         "keras_mobilenet_v2",
         "vit",
+        "convnext",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

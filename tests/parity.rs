@@ -343,3 +343,11 @@ fn tflite_int8_weights_match_the_interpreter() {
 fn vit_from_safetensors() {
     check("vit", WeightsFormat::Safetensors);
 }
+
+/// torchvision's ConvNeXt (patchify stem, depthwise 7×7 blocks with channels-last
+/// LayerNorm, GELU MLP and layer scale, LayerNorm2d + 2×2 downsampling, normalised pooled
+/// features), reduced (scripts/make_token_fixtures.py).
+#[test]
+fn convnext_from_torch_zip() {
+    check("convnext", WeightsFormat::TorchZip);
+}

@@ -8,6 +8,7 @@ use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 
 use super::{Builder, attr_f, attr_i, attr_ints};
+use crate::zoo::convnext::ConvNextBlock;
 use crate::zoo::layers::{
     Block, ConvBnAct, InvertedResidual, Normalize, ResidualBlock, SqueezeExcite,
 };
@@ -57,6 +58,21 @@ fn emit_block(g: &mut Builder, block: &Block, x: &str) -> Result<String> {
             );
             let axes = g.ints("axes", &[2, 3]);
             g.node("Unsqueeze", &[&t, &axes], vec![], "class_token")
+        }
+        Block::ConvNorm(c) => {
+            let [conv_name, norm_name] = &c.names;
+            if c.norm_first {
+                let y = layer_norm_2d(g, &c.norm, c.eps, norm_name, x);
+                conv(g, &c.conv, conv_name, &y)?
+            } else {
+                let y = conv(g, &c.conv, conv_name, x)?;
+                layer_norm_2d(g, &c.norm, c.eps, norm_name, &y)
+            }
+        }
+        Block::ConvNext(b) => convnext_block(g, b, x)?,
+        Block::PoolNorm(p) => {
+            let y = g.node("GlobalAveragePool", &[x], vec![], "pool");
+            layer_norm_2d(g, &p.norm, p.eps, &p.name, &y)
         }
     })
 }
@@ -314,4 +330,52 @@ fn encoder(g: &mut Builder, e: &EncoderBlock, x: &str) -> String {
     let y = g.gelu(&y, false);
     let y = token_linear(g, &e.fc2, &format!("{p}.mlp.3"), &y);
     g.node("Add", &[&x, &y], vec![], "residual")
+}
+
+/// A LayerNorm over the channels of an NCHW value (torchvision's `LayerNorm2d`): to
+/// channels-last, normalised, back.
+fn layer_norm_2d(
+    g: &mut Builder,
+    ln: &burn::nn::LayerNorm,
+    eps: f64,
+    name: &str,
+    x: &str,
+) -> String {
+    let t = g.node(
+        "Transpose",
+        &[x],
+        vec![attr_ints("perm", &[0, 2, 3, 1])],
+        "nhwc",
+    );
+    let y = layer_norm(g, ln, eps, name, &t);
+    g.node(
+        "Transpose",
+        &[&y],
+        vec![attr_ints("perm", &[0, 3, 1, 2])],
+        name,
+    )
+}
+
+fn convnext_block(g: &mut Builder, b: &ConvNextBlock, x: &str) -> Result<String> {
+    let p = &b.prefix;
+    let y = conv(g, &b.dwconv, &format!("{p}.block.0"), x)?;
+    let y = g.node(
+        "Transpose",
+        &[&y],
+        vec![attr_ints("perm", &[0, 2, 3, 1])],
+        "nhwc",
+    );
+    let y = layer_norm(g, &b.norm, b.eps, &format!("{p}.block.2"), &y);
+    let y = token_linear(g, &b.fc1, &format!("{p}.block.3"), &y);
+    let y = g.gelu(&y, false);
+    let y = token_linear(g, &b.fc2, &format!("{p}.block.5"), &y);
+    let y = g.node(
+        "Transpose",
+        &[&y],
+        vec![attr_ints("perm", &[0, 3, 1, 2])],
+        "nchw",
+    );
+    let scale = g.param_of(&format!("{p}.layer_scale"), b.layer_scale.val());
+    let y = g.node("Mul", &[&y, &scale], vec![], "scaled");
+    Ok(g.node("Add", &[x, &y], vec![], "residual"))
 }

@@ -534,6 +534,11 @@ pub enum Block {
     PatchEmbed(super::tokens::PatchEmbed),
     Encoder(super::tokens::EncoderBlock),
     ClassToken(super::tokens::ClassTokenHead),
+    /// ConvNeXt's convolution + LayerNorm2d (stem, downsampling), block, and pooled norm
+    /// (`zoo::convnext`).
+    ConvNorm(super::convnext::ConvNorm),
+    ConvNext(super::convnext::ConvNextBlock),
+    PoolNorm(super::convnext::PoolNorm),
 }
 
 /// Keras EfficientNet's input layers: `Rescaling(1/255)`, then `Normalization` with the mean
@@ -624,6 +629,9 @@ impl Block {
             Block::PatchEmbed(p) => p.forward(x),
             Block::Encoder(e) => e.forward(x),
             Block::ClassToken(c) => c.forward(x),
+            Block::ConvNorm(c) => c.forward(x),
+            Block::ConvNext(b) => b.forward(x),
+            Block::PoolNorm(p) => p.forward(x),
         })
     }
 
@@ -641,6 +649,9 @@ impl Block {
             Block::PatchEmbed(p) => p.export(out),
             Block::Encoder(e) => e.export(out),
             Block::ClassToken(c) => c.export(out),
+            Block::ConvNorm(c) => c.export(out),
+            Block::ConvNext(b) => b.export(out),
+            Block::PoolNorm(p) => p.export(out),
         }
     }
 
@@ -653,7 +664,13 @@ impl Block {
             Block::FlattenHwc(f) => Block::FlattenHwc(f),
             Block::Normalize(n) => Block::Normalize(n),
             Block::Graph(g) => Block::Graph(g.fold_batchnorm()),
-            token @ (Block::PatchEmbed(_) | Block::Encoder(_) | Block::ClassToken(_)) => token,
+            // LayerNorms do not fold into a convolution.
+            b @ (Block::PatchEmbed(_)
+            | Block::Encoder(_)
+            | Block::ClassToken(_)
+            | Block::ConvNorm(_)
+            | Block::ConvNext(_)
+            | Block::PoolNorm(_)) => b,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Model zoo: the architectures retrain knows, each with the preprocessing its weights were
 //! trained with, built from a weights file by the origin framework's parameter names.
 
+pub mod convnext;
 pub mod efficientnet;
 pub mod family;
 pub mod imagenet;
@@ -188,6 +189,7 @@ families! {
     EfficientnetLite(efficientnet::EfficientNetLiteConfig),
     Efficientnet(efficientnet::EfficientNetConfig),
     Vit(vit::VitConfig),
+    Convnext(convnext::ConvNextConfig),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -485,6 +487,19 @@ pub fn resolve(model: &str) -> anyhow::Result<ModelSpec> {
 }
 
 /// Looks an architecture up by name (case-insensitive, `-` and `_` alike).
+/// Asserts that each named entry of `entries` has the given parameter count with a
+/// 1000-class head (each family's test, with the origin's own counts).
+#[cfg(test)]
+pub(crate) fn assert_parameter_counts(entries: Vec<ZooEntry>, want: &[(&str, usize)]) {
+    for (name, count) in want {
+        let e = entries
+            .iter()
+            .find(|e| e.name == *name)
+            .unwrap_or_else(|| panic!("no entry {name}"));
+        assert_eq!(e.config.parameter_count(1000), *count, "{name}");
+    }
+}
+
 pub fn find(name: &str) -> Option<ZooEntry> {
     let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
     let want = norm(name);

@@ -40,7 +40,7 @@ pub fn load_layer_norm(l: &WeightLoader, prefix: &str, width: usize, eps: f64) -
     ln
 }
 
-fn export_layer_norm(ln: &LayerNorm, prefix: &str, out: &mut TensorMap) {
+pub(crate) fn export_layer_norm(ln: &LayerNorm, prefix: &str, out: &mut TensorMap) {
     put(out, format!("{prefix}.weight"), ln.gamma.val());
     if let Some(b) = &ln.beta {
         put(out, format!("{prefix}.bias"), b.val());
@@ -202,7 +202,7 @@ impl EncoderBlock {
     }
 }
 
-fn export_linear(l: &Linear, prefix: &str, out: &mut TensorMap) {
+pub(crate) fn export_linear(l: &Linear, prefix: &str, out: &mut TensorMap) {
     put(out, format!("{prefix}.weight"), l.weight.val().transpose());
     if let Some(b) = &l.bias {
         put(out, format!("{prefix}.bias"), b.val());

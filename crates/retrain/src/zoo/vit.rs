@@ -165,19 +165,15 @@ mod tests {
     /// m.parameters())` of each builder; ViT-H/14 at 518, as its weights are).
     #[test]
     fn parameter_counts_are_torchvisions() {
-        let want = [
-            ("vit_b_16", 86_567_656),
-            ("vit_b_32", 88_224_232),
-            ("vit_l_16", 304_326_632),
-            ("vit_l_32", 306_535_400),
-            ("vit_h_14", 633_470_440),
-        ];
-        for (name, count) in want {
-            let e = VitConfig::entries()
-                .into_iter()
-                .find(|e| e.name == name)
-                .unwrap();
-            assert_eq!(e.config.parameter_count(1000), count, "{name}");
-        }
+        crate::zoo::assert_parameter_counts(
+            VitConfig::entries(),
+            &[
+                ("vit_b_16", 86_567_656),
+                ("vit_b_32", 88_224_232),
+                ("vit_l_16", 304_326_632),
+                ("vit_l_32", 306_535_400),
+                ("vit_h_14", 633_470_440),
+            ],
+        );
     }
 }
