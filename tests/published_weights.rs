@@ -89,25 +89,17 @@ impl Drop for Server {
 fn serve(mut conn: TcpStream, reply: &Reply, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
-    let mut first = String::new();
-    reader.read_line(&mut first)?;
-    let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
-    let mut range_from = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.trim().eq_ignore_ascii_case("range")
-        {
-            range_from = v
-                .trim()
-                .strip_prefix("bytes=")
-                .and_then(|r| r.split('-').next())
-                .and_then(|n| n.parse::<u64>().ok());
-        }
+    let (mut method, mut path, mut range_from) = read_request(&mut reader)?;
+    if method == "CONNECT" {
+        // A proxy's tunnel: recorded, opened, then the request inside it is served.
+        seen.lock().unwrap().push(Seen {
+            path: format!("CONNECT {path}"),
+            range_from: None,
+        });
+        conn.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")?;
+        (method, path, range_from) = read_request(&mut reader)?;
     }
+    let _ = method;
     seen.lock().unwrap().push(Seen { path, range_from });
     match reply {
         Reply::NotFound => {
@@ -145,6 +137,32 @@ fn serve(mut conn: TcpStream, reply: &Reply, seen: &Mutex<Vec<Seen>>) -> std::io
     let mut rest = Vec::new();
     let _ = conn.read_to_end(&mut rest);
     Ok(())
+}
+
+/// A request's method, target and the first byte of its `Range`, if any.
+fn read_request(reader: &mut impl BufRead) -> std::io::Result<(String, String, Option<u64>)> {
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut words = first.split_whitespace();
+    let method = words.next().unwrap_or("").to_owned();
+    let path = words.next().unwrap_or("").to_owned();
+    let mut range_from = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("range")
+        {
+            range_from = v
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse::<u64>().ok());
+        }
+    }
+    Ok((method, path, range_from))
 }
 
 /// The small fixture that stands in for a published file (a reduced MobileNetV2, with its
@@ -230,6 +248,8 @@ impl Home {
             "HTTPS_PROXY",
             "all_proxy",
             "ALL_PROXY",
+            "no_proxy",
+            "NO_PROXY",
         ] {
             c.env_remove(k);
         }
@@ -690,4 +710,66 @@ fn real_mobilenet_v2_is_found_in_a_torch_hub_cache() {
     assert_eq!(from_cache, with_weights);
     let path = ok(&home.retrain(None, &["download", "--model", "mobilenet_v2", "--offline"]));
     assert_eq!(path.trim(), cached.display().to_string());
+}
+
+/// The proxy variables are honoured: with `http_proxy` set, a download from a host the
+/// machine cannot resolve goes through the proxy (here the test's server, which opens the
+/// tunnel and serves the file); `NO_PROXY` sends a listed host past a dead proxy.
+#[test]
+fn downloads_go_through_the_proxy_the_environment_names() {
+    let (path, bytes) = fixture();
+    let sha = sha256_of(&path);
+    let home = Home::new();
+    let file = torch_hub_file(&sha);
+    let spec = spec_with(&home, std::slice::from_ref(&file));
+    let spec = spec.to_str().unwrap();
+    let proxy = Server::start(vec![Reply::File(bytes.clone())]);
+    ok(&home.retrain_with(
+        None,
+        &[
+            ("RETRAIN_WEIGHTS_MIRROR", "http://weights.invalid"),
+            ("http_proxy", &proxy.url),
+        ],
+        &["download", "--model", spec],
+    ));
+    let seen = proxy.seen();
+    assert_eq!(seen[0].path, "CONNECT weights.invalid:80", "{seen:?}");
+    assert!(
+        seen[1].path.ends_with(&format!("/models/{}", file.file)),
+        "{seen:?}"
+    );
+    assert_eq!(
+        std::fs::read(home.retrain_cache().join(&file.file)).unwrap(),
+        bytes
+    );
+    // A dead proxy, bypassed for the mirror's host.
+    let dead = Server::start(vec![Reply::NotFound]);
+    let dead_url = dead.url.clone();
+    drop(dead);
+    let home = Home::new();
+    let spec = spec_with(&home, std::slice::from_ref(&file));
+    let server = Server::start(vec![Reply::File(bytes.clone())]);
+    ok(&home.retrain_with(
+        Some(&server),
+        &[
+            ("HTTP_PROXY", &dead_url),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+        ],
+        &["download", "--model", spec.to_str().unwrap()],
+    ));
+    assert_eq!(server.seen().len(), 1);
+    // Without NO_PROXY the dead proxy is used, and the error says so.
+    let home = Home::new();
+    let spec = spec_with(&home, std::slice::from_ref(&file));
+    let e = failed(&home.retrain_with(
+        Some(&server),
+        &[("HTTP_PROXY", &dead_url)],
+        &["download", "--model", spec.to_str().unwrap()],
+    ));
+    assert!(e.contains("cannot download"), "{e}");
+    assert_eq!(
+        server.seen().len(),
+        1,
+        "nothing reached the server directly"
+    );
 }
