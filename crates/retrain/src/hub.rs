@@ -740,7 +740,9 @@ fn get_verified(
 fn finish(url: &str, part: &Path, target: &Path, hash: &Hash) -> Result<()> {
     if let Err(e) = hash.verify(part) {
         let _ = fs::remove_file(part);
-        bail!("{url}: {e}; the download was removed");
+        bail!(
+            "{url}: {e}; the download was removed (a mirror or proxy serving other bytes?): run again, or give --weights FILE"
+        );
     }
     fs::rename(part, target)
         .with_context(|| format!("cannot move the download to {}", target.display()))?;
