@@ -22,6 +22,10 @@ use crate::terminal;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Published weights (`--model` without `--weights`) from the caches only: never
+    /// download (also RETRAIN_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -29,6 +33,15 @@ pub enum Command {
     /// List the architectures retrain can load, with their sizes and stages.
     Models {
         /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find or download a zoo entry's published ImageNet weights, check their hash and print
+    /// their path (for preparing an offline machine: the caches it looks in are in README).
+    Download {
+        /// Zoo name (`retrain models` shows which have published weights).
+        #[arg(long, short)]
+        model: String,
         #[arg(long)]
         json: bool,
     },
@@ -252,7 +265,9 @@ pub struct ModelArgs {
     pub model: Option<String>,
     /// Weights for that architecture: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow
     /// checkpoint prefix or SavedModel folder, or .tflite; or an .onnx or CNTK model.
-    #[arg(long, short, required_unless_present = "bundle")]
+    /// Default with a zoo --model: the origin's published ImageNet weights, from a cache
+    /// (torch hub, Hugging Face, Keras, retrain's) or downloaded, hash-checked.
+    #[arg(long, short)]
     pub weights: Option<PathBuf>,
     /// A bundle written by `retrain fit`, instead of --model and --weights.
     #[arg(long, conflicts_with_all = ["model", "weights", "preprocess", "size", "mean", "std"])]
@@ -345,8 +360,10 @@ pub struct PretrainedArgs {
     #[arg(long, short)]
     pub model: Option<String>,
     /// Its pretrained weights: .pt/.pth, .safetensors, Keras .h5/.keras, a TensorFlow checkpoint prefix or SavedModel folder, .tflite, or an .onnx or CNTK model.
+    /// Default with a zoo --model: the origin's published ImageNet weights (cached or
+    /// downloaded, hash-checked).
     #[arg(long, short)]
-    pub weights: PathBuf,
+    pub weights: Option<PathBuf>,
     #[command(flatten)]
     pub input_spec: InputSpecArgs,
 }
@@ -438,7 +455,7 @@ impl FitArgs {
         let (spec, weights) = pretrained_spec(&self.pretrained)?;
         let opts = FitOptions {
             spec,
-            weights: self.pretrained.weights.clone(),
+            weights: self.pretrained.weights_path()?.to_owned(),
             data: self.data.clone(),
             val,
             out: self.out.clone(),
@@ -542,17 +559,22 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<()> {
     let device = retrain::default_device();
+    let offline = cli.offline;
     match cli.command {
         Command::Models { json } => commands::models(json),
+        Command::Download { model, json } => commands::download(&model, offline, json),
         Command::Inspect { weights, json } => commands::inspect(&weights, json, &device),
         Command::Predict {
-            model,
+            mut model,
             top,
             json,
             input,
-        } => commands::predict(&model, top, json, &input, &device),
+        } => {
+            model.published_weights(offline, json)?;
+            commands::predict(&model, top, json, &input, &device)
+        }
         Command::Embed {
-            model,
+            mut model,
             out,
             part_size,
             shard,
@@ -561,6 +583,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             input,
         } => {
+            model.published_weights(offline, json)?;
             let parts = commands::EmbedParts {
                 part_size,
                 shard,
@@ -576,7 +599,8 @@ fn run(cli: Cli) -> Result<()> {
                 &device,
             )
         }
-        Command::Fit(args) => {
+        Command::Fit(mut args) => {
+            args.pretrained.published_weights(offline, args.json)?;
             let (opts, weights) = args.options()?;
             commands::check_weights_path(&opts.weights)?;
             let interrupter = retrain::observe::Interrupter::new();
@@ -624,8 +648,37 @@ fn pretrained_spec(p: &PretrainedArgs) -> Result<(zoo::ModelSpec, Option<Weights
             return Ok((spec, None));
         }
     }
-    let w = Weights::load(&p.weights)
-        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", p.weights.display()))?;
+    let path = p.weights_path()?;
+    let w =
+        Weights::load(path).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))?;
     let spec = zoo::spec_with_input(p.model.as_deref(), &w, &input, &retrain::default_device())?;
     Ok((spec, Some(w)))
+}
+
+impl ModelArgs {
+    /// `--model NAME` without `--weights` (nor `--bundle`): its published weights, found in
+    /// a cache or downloaded.
+    fn published_weights(&mut self, offline: bool, json: bool) -> Result<()> {
+        if let (None, None, Some(m)) = (&self.bundle, &self.weights, &self.model) {
+            self.weights = Some(commands::published_weights(m, offline, json)?.path);
+        }
+        Ok(())
+    }
+}
+
+impl PretrainedArgs {
+    /// As [`ModelArgs::published_weights`].
+    fn published_weights(&mut self, offline: bool, json: bool) -> Result<()> {
+        if let (None, Some(m)) = (&self.weights, &self.model) {
+            self.weights = Some(commands::published_weights(m, offline, json)?.path);
+        }
+        Ok(())
+    }
+
+    fn weights_path(&self) -> Result<&std::path::Path> {
+        match &self.weights {
+            Some(w) => Ok(w),
+            None => bail!("give --weights FILE, or --model NAME for its published weights"),
+        }
+    }
 }

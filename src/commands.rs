@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use retrain::bundle::Bundle;
 use retrain::dataset::Labelled;
+use retrain::hub::{self, Published};
 use retrain::inference::{self, Output, RunOptions};
 use retrain::metrics::{self, Report};
 use retrain::observe::{Event, Interrupter, Observer};
@@ -55,6 +56,9 @@ struct ModelRow {
     stages: Vec<String>,
     preprocess: Preprocess,
     config: ArchConfig,
+    /// The ImageNet weights the origin publishes (file, hash, origin), used when --weights
+    /// is not given; empty when none.
+    published: Vec<Published>,
 }
 
 pub fn models(json: bool) -> Result<()> {
@@ -72,6 +76,7 @@ pub fn models(json: bool) -> Result<()> {
                 stages: e.config.stage_names(),
                 preprocess: e.preprocess,
                 config: e.config,
+                published: e.published,
             }
         })
         .collect();
@@ -80,8 +85,8 @@ pub fn models(json: bool) -> Result<()> {
     }
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(5);
     println!(
-        "{:<width$} {:>11} {:>6} {:>8}  stages",
-        "model", "parameters", "input", "features"
+        "{:<width$} {:>11} {:>6} {:>8}  {:<9}  stages",
+        "model", "parameters", "input", "features", "published"
     );
     for r in &rows {
         // A Keras Application runs as the graph of its Keras layers, cut at any of them:
@@ -91,11 +96,47 @@ pub fn models(json: bool) -> Result<()> {
         } else {
             r.stages.join(" ")
         };
+        let published = r.published.first().map_or("-", |p| p.kind());
         println!(
-            "{:<width$} {:>11} {:>6} {:>8}  {stages}",
+            "{:<width$} {:>11} {:>6} {:>8}  {published:<9}  {stages}",
             r.name, r.parameters, r.input_size, r.feature_dim,
         );
     }
+    Ok(())
+}
+
+/// The published weights of `model` (a zoo name, or a spec file listing `published`), from
+/// a cache or downloaded (progress on the terminal), hash-checked; `--offline` or
+/// RETRAIN_OFFLINE=1: from a cache only.
+pub fn published_weights(model: &str, offline: bool, json: bool) -> Result<hub::Fetched> {
+    let files = zoo::published_for(model)?;
+    let mut cfg = hub::HubConfig::from_env();
+    cfg.offline |= offline;
+    hub::fetch(model, &files, &cfg, &Terminal::new(json))
+}
+
+#[derive(Serialize)]
+struct DownloadedWeights<'a> {
+    model: &'a str,
+    path: String,
+    file: &'a str,
+    hash: &'a hub::Hash,
+    url: String,
+}
+
+/// `retrain download`: the path of `model`'s published weights, verified.
+pub fn download(model: &str, offline: bool, json: bool) -> Result<()> {
+    let f = published_weights(model, offline, json)?;
+    if json {
+        return print_json(&DownloadedWeights {
+            model,
+            path: f.path.display().to_string(),
+            file: &f.published.file,
+            hash: &f.published.hash,
+            url: f.published.origin_url(),
+        });
+    }
+    println!("{}", f.path.display());
     Ok(())
 }
 
@@ -349,7 +390,9 @@ fn load_model_as_trained(
         return Ok((b.model, Some(b.manifest.classes)));
     }
     let Some(weights) = &args.weights else {
-        bail!("give --weights (and --model for a file of weights only), or --bundle");
+        bail!(
+            "give --model NAME (its published weights), --weights FILE (and --model for a file of weights only), or --bundle"
+        );
     };
     let w = load_weights(weights)?;
     let input = args.input_spec.input_override()?;

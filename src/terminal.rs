@@ -94,6 +94,35 @@ impl Observer for Terminal {
             Event::KeptEpoch { epoch } if self.epoch_lines => {
                 self.line(&format!("keeping epoch {epoch} (lowest validation loss)"))
             }
+            Event::DownloadStarted {
+                url,
+                total,
+                resumed,
+            } if self.epoch_lines => {
+                let size = total.map_or(String::new(), |t| format!(", {:.1} MB", t as f64 / 1e6));
+                let from = if resumed > 0 {
+                    format!(", resuming at {resumed} bytes")
+                } else {
+                    String::new()
+                };
+                self.line(&format!("downloading {url}{size}{from}"));
+                if self.bars {
+                    self.with_bar(|bar| *bar = Some(download_bar(total, resumed)));
+                }
+            }
+            Event::Downloaded { bytes } => self.with_bar(|bar| {
+                if let Some(b) = bar {
+                    b.inc(bytes)
+                }
+            }),
+            Event::DownloadFinished => self.with_bar(|bar| {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear()
+                }
+            }),
+            Event::CachedFileIgnored { path, why } => {
+                self.line(&format!("warning: not using {}: {why}", path.display()))
+            }
             _ => {}
         }
     }
@@ -105,6 +134,16 @@ fn progress_bar(len: u64) -> ProgressBar {
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar
+}
+
+fn download_bar(total: Option<u64>, resumed: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(resumed);
     bar
 }
 

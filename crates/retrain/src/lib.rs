@@ -1,6 +1,7 @@
 //! retrain: transfer learning from pretrained ImageNet models, without Python.
 //!
-//! The pipeline, one module per step: model files in ([`weights`]) → architectures
+//! The pipeline, one module per step: model files in ([`weights`], and the zoo entries'
+//! published weights found in caches or downloaded: [`hub`]) → architectures
 //! ([`zoo`]) → images ([`data`], [`dataset`]) → running a model ([`inference`]) → reusing
 //! it for new classes ([`strategy`], [`bundle`]) → files any tool reads ([`outputs`]).
 //! Long runs report through an [`observe::Observer`] and stop through an
@@ -51,6 +52,7 @@ pub mod dataset;
 pub mod embed_job;
 pub mod export;
 pub mod graph;
+pub mod hub;
 pub mod inference;
 pub mod metrics;
 pub mod observe;

@@ -37,6 +37,19 @@ pub enum Event<'a> {
     /// Early stopping keeps this epoch (counted from 1), the one with the lowest
     /// validation loss.
     KeptEpoch { epoch: usize },
+    /// A weights download begins (`hub`): `total` bytes when the server says, of which
+    /// `resumed` were already on disk from an interrupted download.
+    DownloadStarted {
+        url: &'a str,
+        total: Option<u64>,
+        resumed: u64,
+    },
+    /// `bytes` more bytes of the download arrived.
+    Downloaded { bytes: u64 },
+    /// The download ended (finished or broken off).
+    DownloadFinished,
+    /// A cached weights file was passed over: `why` (its hash is not the published one).
+    CachedFileIgnored { path: &'a Path, why: &'a str },
 }
 
 /// Receives a run's events; called from the thread that runs the network.

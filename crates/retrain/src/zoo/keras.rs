@@ -17,6 +17,11 @@ use super::loader::WeightLoader;
 use super::mobilenet::make_divisible;
 use super::network::Stage;
 use super::{Interpolation, Preprocess, ZooEntry};
+use crate::hub::Published;
+
+/// Where Keras Applications' weights files are (`keras/src/applications/*.py`).
+pub(crate) const KERAS_WEIGHTS: &str =
+    "https://storage.googleapis.com/tensorflow/keras-applications/";
 
 /// Keras `BatchNormalization(momentum=0.999)` in PyTorch's convention.
 const KERAS_BN_MOMENTUM: f64 = 0.001;
@@ -157,6 +162,8 @@ impl Family for KerasMobileNetV2Config {
         stages
     }
 
+    /// No published weights: Keras downloads MobileNetV2's files (`mobilenet_v2.py`) without
+    /// a `file_hash`, so there is no published hash to check them against.
     fn entries() -> Vec<ZooEntry> {
         // Keras Applications' MobileNetV2 widths (the `alpha` of its weight files).
         let widths: [(&str, f64); 6] = [
@@ -282,6 +289,8 @@ impl Family for KerasMobileNetConfig {
         stages
     }
 
+    /// No published weights: Keras downloads MobileNet's files (`mobilenet.py`) without a
+    /// `file_hash`, so there is no published hash to check them against.
     fn entries() -> Vec<ZooEntry> {
         let widths = [
             ("keras_mobilenet_025", 0.25),
@@ -413,12 +422,17 @@ impl Family for KerasResNetConfig {
             width: 64,
         };
         let origin = "Keras Applications (ResNet50)";
-        vec![ZooEntry::new(
-            "keras_resnet50",
-            origin,
-            config,
-            Preprocess::caffe(224),
-        )]
+        // resnet.py: `WEIGHTS_HASHES["resnet50"]`, with top.
+        let file = "resnet50_weights_tf_dim_ordering_tf_kernels.h5";
+        vec![
+            ZooEntry::new("keras_resnet50", origin, config, Preprocess::caffe(224)).published(
+                Published::keras(
+                    file,
+                    &format!("{KERAS_WEIGHTS}resnet/{file}"),
+                    "2cb95161c43110f7111970584f804107",
+                ),
+            ),
+        ]
     }
 }
 
@@ -538,13 +552,25 @@ impl Family for KerasVggConfig {
     }
 
     fn entries() -> Vec<ZooEntry> {
-        [("keras_vgg16", true), ("keras_vgg16_notop", false)]
-            .into_iter()
-            .map(|(name, top)| {
-                let origin = "Keras Applications (VGG16)";
-                ZooEntry::new(name, origin, Self::vgg16(top), Preprocess::caffe(224))
-            })
-            .collect()
+        // vgg16.py's `WEIGHTS_PATH` / `WEIGHTS_PATH_NO_TOP` and their `file_hash`es.
+        [
+            ("keras_vgg16", true, "", "64373286793e3c8b2b4e3219cbf3544b"),
+            (
+                "keras_vgg16_notop",
+                false,
+                "_notop",
+                "6d6bbae143d832006294945121d1f1fc",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, top, suffix, md5)| {
+            let origin = "Keras Applications (VGG16)";
+            let file = format!("vgg16_weights_tf_dim_ordering_tf_kernels{suffix}.h5");
+            let url = format!("{KERAS_WEIGHTS}vgg16/{file}");
+            ZooEntry::new(name, origin, Self::vgg16(top), Preprocess::caffe(224))
+                .published(Published::keras(&file, &url, md5))
+        })
+        .collect()
     }
 }
 
@@ -695,11 +721,15 @@ impl Family for KerasEfficientNetConfig {
             ..Preprocess::imagenet(224, 224, Interpolation::Bilinear)
         };
         let origin = "Keras Applications (EfficientNetB0)";
-        vec![ZooEntry::new(
-            "keras_efficientnet_b0",
-            origin,
-            config,
-            preprocess,
-        )]
+        // efficientnet.py: `BASE_WEIGHTS_PATH` + "efficientnetb0.h5", `WEIGHTS_HASHES["b0"]`.
+        vec![
+            ZooEntry::new("keras_efficientnet_b0", origin, config, preprocess).published(
+                Published::keras(
+                    "efficientnetb0.h5",
+                    "https://storage.googleapis.com/keras-applications/efficientnetb0.h5",
+                    "902e53a9f72be733fc0bcb005b3ebbac",
+                ),
+            ),
+        ]
     }
 }

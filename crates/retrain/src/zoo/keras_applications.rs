@@ -26,6 +26,7 @@ use super::loader::WeightLoader;
 use super::network::Stage;
 use super::{Interpolation, PixelScaling, Preprocess, ZooEntry};
 use crate::graph::GraphConfig;
+use crate::hub::Published;
 use crate::weights::{WeightTensor, Weights};
 
 /// One zoo entry: its name, the Keras class, the image size its weights were trained at,
@@ -94,6 +95,224 @@ const ENTRIES: &[Entry] = entries! {
     "keras_convnext_large" "ConvNeXtLarge" 224 Raw;
     "keras_convnext_xlarge" "ConvNeXtXLarge" 224 Raw;
 };
+
+/// The ImageNet weights (with top) Keras publishes for an entry: the file name `get_file`
+/// caches it under, its URL (relative to the Keras Applications bucket unless absolute) and
+/// its `file_hash`, as `keras/src/applications/<family>.py` gives them.
+fn keras_weights(name: &str) -> Option<Published> {
+    let (file, url, hash) = match name {
+        "keras_xception" => (
+            "xception_weights_tf_dim_ordering_tf_kernels.h5",
+            "xception/",
+            "0a58e3b7378bc2990ea3b43d5981f1f6",
+        ),
+        "keras_vgg19" => (
+            "vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+            "vgg19/",
+            "cbe5617147190e668d6c5d5026f83318",
+        ),
+        "keras_resnet101" => (
+            "resnet101_weights_tf_dim_ordering_tf_kernels.h5",
+            "resnet/",
+            "f1aeb4b969a6efcfb50fad2f0c20cfc5",
+        ),
+        "keras_resnet152" => (
+            "resnet152_weights_tf_dim_ordering_tf_kernels.h5",
+            "resnet/",
+            "100835be76be38e30d865e96f2aaae62",
+        ),
+        "keras_resnet50_v2" => (
+            "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "resnet/",
+            "3ef43a0b657b3be2300d5770ece849e0",
+        ),
+        "keras_resnet101_v2" => (
+            "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "resnet/",
+            "6343647c601c52e1368623803854d971",
+        ),
+        "keras_resnet152_v2" => (
+            "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "resnet/",
+            "a49b44d1979771252814e80f8ec446f9",
+        ),
+        "keras_inception_v3" => (
+            "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+            "inception_v3/",
+            "9a0d58056eeedaa3f26cb7ebd46da564",
+        ),
+        "keras_inception_resnet_v2" => (
+            "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "inception_resnet_v2/",
+            "e693bd0210a403b3192acc6073ad2e96",
+        ),
+        "keras_mobilenet_v3_small" => (
+            "weights_mobilenet_v3_small_224_1.0_float.h5",
+            "mobilenet_v3/",
+            "8768d4c2e7dee89b9d02b2d03d65d862",
+        ),
+        "keras_mobilenet_v3_small_075" => (
+            "weights_mobilenet_v3_small_224_0.75_float.h5",
+            "mobilenet_v3/",
+            "cb65d4e5be93758266aa0a7f2c6708b7",
+        ),
+        "keras_mobilenet_v3_small_minimalistic" => (
+            "weights_mobilenet_v3_small_minimalistic_224_1.0_float.h5",
+            "mobilenet_v3/",
+            "99cd97fb2fcdad2bf028eb838de69e37",
+        ),
+        "keras_mobilenet_v3_large" => (
+            "weights_mobilenet_v3_large_224_1.0_float.h5",
+            "mobilenet_v3/",
+            "59e551e166be033d707958cf9e29a6a7",
+        ),
+        "keras_mobilenet_v3_large_075" => (
+            "weights_mobilenet_v3_large_224_0.75_float.h5",
+            "mobilenet_v3/",
+            "765b44a33ad4005b3ac83185abf1d0eb",
+        ),
+        "keras_mobilenet_v3_large_minimalistic" => (
+            "weights_mobilenet_v3_large_minimalistic_224_1.0_float.h5",
+            "mobilenet_v3/",
+            "675e7b876c45c57e9e63e6d90a36599c",
+        ),
+        "keras_densenet121" => (
+            "densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+            "densenet/",
+            "9d60b8095a5708f2dcce2bca79d332c7",
+        ),
+        "keras_densenet169" => (
+            "densenet169_weights_tf_dim_ordering_tf_kernels.h5",
+            "densenet/",
+            "d699b8f76981ab1b30698df4c175e90b",
+        ),
+        "keras_densenet201" => (
+            "densenet201_weights_tf_dim_ordering_tf_kernels.h5",
+            "densenet/",
+            "1ceb130c1ea1b78c3bf6114dbdfd8807",
+        ),
+        // NASNet's files are cached under another name than the URL's.
+        "keras_nasnet_mobile" => (
+            "nasnet_mobile.h5",
+            "nasnet/NASNet-mobile.h5",
+            "020fb642bf7360b370c678b08e0adf61",
+        ),
+        "keras_nasnet_large" => (
+            "nasnet_large.h5",
+            "nasnet/NASNet-large.h5",
+            "11577c9a518f0070763c2b964a382f17",
+        ),
+        // EfficientNet's files are in another bucket.
+        "keras_efficientnet_b1" => (
+            "efficientnetb1.h5",
+            EFFICIENTNET,
+            "1d254153d4ab51201f1646940f018540",
+        ),
+        "keras_efficientnet_b2" => (
+            "efficientnetb2.h5",
+            EFFICIENTNET,
+            "b15cce36ff4dcbd00b6dd88e7857a6ad",
+        ),
+        "keras_efficientnet_b3" => (
+            "efficientnetb3.h5",
+            EFFICIENTNET,
+            "ffd1fdc53d0ce67064dc6a9c7960ede0",
+        ),
+        "keras_efficientnet_b4" => (
+            "efficientnetb4.h5",
+            EFFICIENTNET,
+            "18c95ad55216b8f92d7e70b3a046e2fc",
+        ),
+        "keras_efficientnet_b5" => (
+            "efficientnetb5.h5",
+            EFFICIENTNET,
+            "ace28f2a6363774853a83a0b21b9421a",
+        ),
+        "keras_efficientnet_b6" => (
+            "efficientnetb6.h5",
+            EFFICIENTNET,
+            "165f6e37dce68623721b423839de8be5",
+        ),
+        "keras_efficientnet_b7" => (
+            "efficientnetb7.h5",
+            EFFICIENTNET,
+            "8c03f828fec3ef71311cd463b6759d99",
+        ),
+        "keras_efficientnet_v2_b0" => (
+            "efficientnetv2-b0.h5",
+            "efficientnet_v2/",
+            "21ecbf6da12460d5c40bb2f29ceb2188",
+        ),
+        "keras_efficientnet_v2_b1" => (
+            "efficientnetv2-b1.h5",
+            "efficientnet_v2/",
+            "069f0534ff22adf035c89e2d9547a9dc",
+        ),
+        "keras_efficientnet_v2_b2" => (
+            "efficientnetv2-b2.h5",
+            "efficientnet_v2/",
+            "424e49f28180edbde1e94797771950a7",
+        ),
+        "keras_efficientnet_v2_b3" => (
+            "efficientnetv2-b3.h5",
+            "efficientnet_v2/",
+            "1f1fc43bd98a6e4fd8fdfd551e02c7a0",
+        ),
+        "keras_efficientnet_v2_s" => (
+            "efficientnetv2-s.h5",
+            "efficientnet_v2/",
+            "e1d88a8495beba45748fedd0cecbe016",
+        ),
+        "keras_efficientnet_v2_m" => (
+            "efficientnetv2-m.h5",
+            "efficientnet_v2/",
+            "a3bf6aa3276309f4fc6a34aa114c95cd",
+        ),
+        "keras_efficientnet_v2_l" => (
+            "efficientnetv2-l.h5",
+            "efficientnet_v2/",
+            "27e6d408b53c7ebc868fefa357689935",
+        ),
+        // ConvNeXt publishes SHA-256s.
+        "keras_convnext_tiny" => (
+            "convnext_tiny.h5",
+            "convnext/",
+            "8ae6e78ce2933352b1ef4008e6dd2f17bc40771563877d156bc6426c7cf503ff",
+        ),
+        "keras_convnext_small" => (
+            "convnext_small.h5",
+            "convnext/",
+            "ce1277d8f1ee5a0ef0e171469089c18f5233860ceaf9b168049cb9263fd7483c",
+        ),
+        "keras_convnext_base" => (
+            "convnext_base.h5",
+            "convnext/",
+            "52cbb006d3dadd03f6e095a8ca1aca47aecdd75acb4bc74bce1f5c695d0086e6",
+        ),
+        "keras_convnext_large" => (
+            "convnext_large.h5",
+            "convnext/",
+            "070c5ed9ed289581e477741d3b34beffa920db8cf590899d6d2c67fba2a198a6",
+        ),
+        "keras_convnext_xlarge" => (
+            "convnext_xlarge.h5",
+            "convnext/",
+            "c1f5ccab661354fc3a79a10fa99af82f0fbf10ec65cb894a3ae0815f17a889ee",
+        ),
+        _ => return None,
+    };
+    let url = if url.starts_with("https://") {
+        format!("{url}{file}")
+    } else if url.ends_with('/') {
+        format!("{}{url}{file}", super::keras::KERAS_WEIGHTS)
+    } else {
+        format!("{}{url}", super::keras::KERAS_WEIGHTS)
+    };
+    Some(Published::keras(file, &url, hash))
+}
+
+/// EfficientNet's own bucket (`efficientnet.py`'s `BASE_WEIGHTS_PATH`).
+const EFFICIENTNET: &str = "https://storage.googleapis.com/keras-applications/";
 
 pub use crate::weights::keras::NamedShapes;
 
@@ -554,7 +773,11 @@ impl Family for KerasApplicationConfig {
             .map(|e| {
                 let config = Self::new(e.name);
                 let preprocess = config.preprocess();
-                ZooEntry::new(e.name, e.origin, config, preprocess)
+                let entry = ZooEntry::new(e.name, e.origin, config, preprocess);
+                match keras_weights(e.name) {
+                    Some(file) => entry.published(file),
+                    None => entry,
+                }
             })
             .collect()
     }

