@@ -126,6 +126,12 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "keras_vgg",
         "keras_mobilenet",
         "keras_mobilenet_v2",
+        "resnext",
+        "wide_resnet",
+        "vgg",
+        "vgg_bn",
+        "densenet",
+        "densenet_old_names",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -1,6 +1,7 @@
 //! Model zoo: the architectures retrain knows, each with the preprocessing its weights were
 //! trained with, built from a weights file by the origin framework's parameter names.
 
+pub mod densenet;
 pub mod efficientnet;
 pub mod family;
 pub mod imagenet;
@@ -11,6 +12,7 @@ pub mod loader;
 pub mod mobilenet;
 pub mod network;
 pub mod resnet;
+pub mod vgg;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -185,6 +187,8 @@ families! {
     MobilenetV3(mobilenet::MobileNetV3Config),
     EfficientnetLite(efficientnet::EfficientNetLiteConfig),
     Efficientnet(efficientnet::EfficientNetConfig),
+    Vgg(vgg::VggConfig),
+    Densenet(densenet::DenseNetConfig),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -687,9 +691,13 @@ mod tests {
         );
     }
 
-    /// Every convolution + BatchNorm unit of a network.
-    fn units(net: &Network) -> Vec<&ConvBnAct> {
-        let mut v = Vec::new();
+    /// Every unit of a network with a BatchNorm as (name, epsilon and momentum); and every
+    /// convolution without one (`None`), whose BatchNorm was never part of its unit (no
+    /// BatchNorm name: a VGG's, or DenseNet's `conv2`, normalised by the next `norm1`) when
+    /// the third value is false.
+    fn units(net: &Network) -> Vec<(String, Option<(f64, f64)>, bool)> {
+        let mut v: Vec<&ConvBnAct> = Vec::new();
+        let mut alone = Vec::new();
         for block in net.stages.iter().flat_map(|s| &s.blocks) {
             match block {
                 Block::Conv(c) => v.push(c),
@@ -698,10 +706,31 @@ mod tests {
                     v.extend([&b.depthwise, &b.project]);
                 }
                 Block::Residual(b) => v.extend(b.convs.iter().chain(&b.downsample)),
+                Block::BnAct(b) => alone.push(b),
+                Block::Dense(b) => {
+                    for layer in &b.layers {
+                        alone.push(&layer.norm1);
+                        v.push(&layer.conv1);
+                    }
+                }
                 _ => {}
             }
         }
-        v
+        let stats = |bn: &burn::nn::BatchNorm| (bn.epsilon, bn.momentum);
+        v.into_iter()
+            .map(|u| {
+                (
+                    u.conv_name.clone(),
+                    u.bn.as_ref().map(stats),
+                    u.bn_name.is_some(),
+                )
+            })
+            .chain(
+                alone
+                    .into_iter()
+                    .map(|b| (b.name.clone(), Some(stats(&b.bn)), true)),
+            )
+            .collect()
     }
 
     fn skeleton(config: &ArchConfig, weights: &Weights) -> Network {
@@ -714,9 +743,14 @@ mod tests {
         // (epsilon, momentum in PyTorch's convention) per zoo entry, as the origins set them:
         // torchvision resnet/mobilenet_v2/efficientnet_b0-b4 PyTorch's defaults; torchvision
         // mobilenet_v3 and efficientnet_b5-b7, efficientnet_lite_pytorch and Keras the TF
-        // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm.
+        // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm (but
+        // torchvision's vgg*_bn, DenseNet, ResNeXt and Wide ResNet PyTorch's defaults).
         let expected = |name: &str| match name {
             n if n.starts_with("resnet") || n == "mobilenet_v2" => Some((1e-5, 0.1)),
+            n if n.starts_with("resnext") || n.starts_with("wide_resnet") => Some((1e-5, 0.1)),
+            n if n.starts_with("densenet") => Some((1e-5, 0.1)),
+            n if n.starts_with("vgg") && n.ends_with("_bn") => Some((1e-5, 0.1)),
+            n if n.starts_with("vgg") => None,
             "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
             n if n.starts_with("efficientnet_b") => Some((1e-5, 0.1)),
             n if n.starts_with("mobilenet_v3") || n.starts_with("efficientnet_lite") => {
@@ -745,9 +779,12 @@ mod tests {
             // Every unit uses it, from a file with BatchNorm and from one that folded it.
             for weights in [&Weights::empty(), &folded] {
                 let net = skeleton(&e.config, weights);
-                for u in units(&net) {
-                    let got = u.bn.as_ref().map(|bn| (bn.epsilon, bn.momentum));
-                    assert_eq!(got, want, "{} {}", e.name, u.conv_name);
+                for (unit, got, normalised) in units(&net) {
+                    if want.is_some() && !normalised {
+                        assert_eq!(got, None, "{} {unit}", e.name);
+                        continue;
+                    }
+                    assert_eq!(got, want, "{} {unit}", e.name);
                 }
             }
         }
@@ -809,6 +846,24 @@ mod tests {
                 imagenet_rescaling: true,
             }
             .into(),
+            resnet::ResNetConfig {
+                width: 8,
+                ..resnet::ResNetConfig::grouped([1, 1, 1, 1], 4, 8)
+            }
+            .into(),
+            densenet::DenseNetConfig {
+                bn_size: 2,
+                ..densenet::DenseNetConfig::torchvision(4, &[1, 2, 1], 8)
+            }
+            .into(),
+            // At 64x64 VGG's last map is 2x2, pooled to 2x2 "as 7x7" here: the fc stage's
+            // stride is stated for the native 224 input, where the pool's side is the map's.
+            vgg::VggConfig {
+                fc: 12,
+                pool: 2,
+                ..vgg::VggConfig::torchvision(&[[1, 4], [1, 4], [1, 8], [1, 8], [1, 8]], true)
+            }
+            .into(),
         ];
         let device = Device::default();
         for config in configs {
@@ -821,6 +876,41 @@ mod tests {
             }
             let dim = net.penultimate(x).unwrap().dims()[1];
             assert_eq!(dim, config.feature_dim(), "{config:?}");
+        }
+    }
+
+    /// Parameters of every torchvision entry with its 1000-way head, as torchvision counts
+    /// them (`sum(p.numel() for p in m.parameters())` of each builder, torchvision 0.29).
+    #[test]
+    fn torchvision_entries_have_torchvisions_parameter_counts() {
+        let counts = [
+            ("resnet18", 11_689_512),
+            ("resnet34", 21_797_672),
+            ("resnet50", 25_557_032),
+            ("resnet101", 44_549_160),
+            ("resnet152", 60_192_808),
+            ("resnext50_32x4d", 25_028_904),
+            ("resnext101_32x8d", 88_791_336),
+            ("resnext101_64x4d", 83_455_272),
+            ("wide_resnet50_2", 68_883_240),
+            ("wide_resnet101_2", 126_886_696),
+            ("vgg11", 132_863_336),
+            ("vgg13", 133_047_848),
+            ("vgg16", 138_357_544),
+            ("vgg19", 143_667_240),
+            ("vgg11_bn", 132_868_840),
+            ("vgg13_bn", 133_053_736),
+            ("vgg16_bn", 138_365_992),
+            ("vgg19_bn", 143_678_248),
+            ("densenet121", 7_978_856),
+            ("densenet161", 28_681_000),
+            ("densenet169", 14_149_480),
+            ("densenet201", 20_013_928),
+        ];
+        for (name, want) in counts {
+            let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
+            assert_eq!(e.origin, "torchvision", "{name}");
+            assert_eq!(e.config.parameter_count(1000), want, "{name}");
         }
     }
 }

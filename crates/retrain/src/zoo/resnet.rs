@@ -1,4 +1,6 @@
-//! ResNet (torchvision layout: conv1/bn1, layer1..4, fc; v1.5 bottleneck, stride on the 3x3).
+//! ResNet, ResNeXt and Wide ResNet (torchvision layout: conv1/bn1, layer1..4, fc; v1.5
+//! bottleneck, stride on the 3x3, grouped and widened as torchvision's `groups` and
+//! `width_per_group` say).
 
 use serde::{Deserialize, Serialize};
 
@@ -18,10 +20,23 @@ pub struct ResNetConfig {
     /// Channels of the stem and layer1 (64 in torchvision).
     #[serde(default = "default_width")]
     pub width: usize,
+    /// Groups of the bottleneck's 3x3 convolution (torchvision's `groups`: 32 or 64 in
+    /// ResNeXt, 1 otherwise).
+    #[serde(default = "one")]
+    pub groups: usize,
+    /// torchvision's `width_per_group` (`base_width`): the bottleneck's inner width is
+    /// `planes · width_per_group / 64 · groups` (64: ResNet, 4 or 8: ResNeXt, 128: Wide
+    /// ResNet). Basic blocks take only 64 and one group, as torchvision's do.
+    #[serde(default = "default_width")]
+    pub width_per_group: usize,
 }
 
 fn default_width() -> usize {
     64
+}
+
+fn one() -> usize {
+    1
 }
 
 impl ResNetConfig {
@@ -30,7 +45,24 @@ impl ResNetConfig {
             bottleneck,
             layers,
             width: 64,
+            groups: 1,
+            width_per_group: 64,
         }
+    }
+
+    /// A bottleneck ResNet with grouped (ResNeXt) or widened (Wide ResNet) 3x3 convolutions.
+    pub fn grouped(layers: [usize; 4], groups: usize, width_per_group: usize) -> Self {
+        Self {
+            groups,
+            width_per_group,
+            ..Self::new(true, layers)
+        }
+    }
+
+    /// The bottleneck's inner width for a stage of `planes` (torchvision's
+    /// `int(planes * (base_width / 64.0)) * groups`).
+    fn inner(&self, planes: usize) -> usize {
+        planes * self.width_per_group / 64 * self.groups
     }
 
     fn expansion(&self) -> usize {
@@ -103,10 +135,15 @@ impl Family for ResNetConfig {
                     )
                 };
                 let convs = if self.bottleneck {
+                    let inner = self.inner(planes);
+                    let grouped = ConvSpec {
+                        groups: self.groups,
+                        ..ConvSpec::new(inner, inner, 3, s)
+                    };
                     vec![
-                        cba(1, ConvSpec::new(inplanes, planes, 1, 1), Act::Relu),
-                        cba(2, ConvSpec::new(planes, planes, 3, s), Act::Relu),
-                        cba(3, ConvSpec::new(planes, out, 1, 1), Act::Identity),
+                        cba(1, ConvSpec::new(inplanes, inner, 1, 1), Act::Relu),
+                        cba(2, grouped, Act::Relu),
+                        cba(3, ConvSpec::new(inner, out, 1, 1), Act::Identity),
                     ]
                 } else {
                     vec![
@@ -140,14 +177,28 @@ impl Family for ResNetConfig {
             ("resnet101", true, [3, 4, 23, 3]),
             ("resnet152", true, [3, 8, 36, 3]),
         ];
-        resnets
+        // (name, layers, groups, width_per_group, resize of the IMAGENET1K_V1 weights).
+        let grouped: [(&str, [usize; 4], usize, usize, usize); 5] = [
+            ("resnext50_32x4d", [3, 4, 6, 3], 32, 4, 256),
+            ("resnext101_32x8d", [3, 4, 23, 3], 32, 8, 256),
+            ("resnext101_64x4d", [3, 4, 23, 3], 64, 4, 232),
+            ("wide_resnet50_2", [3, 4, 6, 3], 1, 128, 256),
+            ("wide_resnet101_2", [3, 4, 23, 3], 1, 128, 256),
+        ];
+        let plain = resnets
             .into_iter()
-            .map(|(name, bottleneck, layers)| {
+            .map(|(name, bottleneck, layers)| (name, Self::new(bottleneck, layers), 256));
+        let grouped = grouped
+            .into_iter()
+            .map(|(name, layers, g, w, resize)| (name, Self::grouped(layers, g, w), resize));
+        plain
+            .chain(grouped)
+            .map(|(name, config, resize)| {
                 ZooEntry::new(
                     name,
                     "torchvision",
-                    Self::new(bottleneck, layers),
-                    Preprocess::imagenet(256, 224, Interpolation::Bilinear),
+                    config,
+                    Preprocess::imagenet(resize, 224, Interpolation::Bilinear),
                 )
             })
             .collect()
