@@ -283,7 +283,7 @@ fn adaptive_avg_pool(g: &mut Builder, x: &str, hw: [usize; 2], out: [usize; 2]) 
     if hw == out {
         return x.to_owned();
     }
-    if hw[0] % out[0] == 0 && hw[1] % out[1] == 0 {
+    if hw[0].is_multiple_of(out[0]) && hw[1].is_multiple_of(out[1]) {
         let k = [(hw[0] / out[0]) as i64, (hw[1] / out[1]) as i64];
         let attrs = vec![attr_ints("kernel_shape", &k), attr_ints("strides", &k)];
         return g.node("AveragePool", &[x], attrs, "adaptive_pool");

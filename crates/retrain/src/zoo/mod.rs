@@ -691,11 +691,14 @@ mod tests {
         );
     }
 
+    /// A unit's name, its BatchNorm's (epsilon, momentum), and whether it was built with one.
+    type Unit = (String, Option<(f64, f64)>, bool);
+
     /// Every unit of a network with a BatchNorm as (name, epsilon and momentum); and every
     /// convolution without one (`None`), whose BatchNorm was never part of its unit (no
     /// BatchNorm name: a VGG's, or DenseNet's `conv2`, normalised by the next `norm1`) when
     /// the third value is false.
-    fn units(net: &Network) -> Vec<(String, Option<(f64, f64)>, bool)> {
+    fn units(net: &Network) -> Vec<Unit> {
         let mut v: Vec<&ConvBnAct> = Vec::new();
         let mut alone = Vec::new();
         for block in net.stages.iter().flat_map(|s| &s.blocks) {
