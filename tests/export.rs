@@ -128,6 +128,12 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "keras_mobilenet_v2",
         "vit",
         "convnext",
+        "resnext",
+        "wide_resnet",
+        "vgg",
+        "vgg_bn",
+        "densenet",
+        "densenet_old_names",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -75,6 +75,7 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
     for (k, t) in &exported {
         let orig = weights
             .get(k)
+            .or_else(|| weights.get(&old_densenet_name(k)))
             .unwrap_or_else(|| panic!("{name}: exported unknown `{k}`"));
         // Keras files hold some tensors in another but equivalent shape (the loader's
         // `same_layout`): a Keras 3 depthwise kernel reads as (1, C, k, k) and exports as
@@ -109,6 +110,23 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
     );
 }
 
+/// A dense layer's part as torchvision named it before 0.3 (`norm1` → `norm.1`): exports
+/// use today's names.
+fn old_densenet_name(k: &str) -> String {
+    let mut k = k.to_owned();
+    if k.contains(".denselayer") {
+        for (new, old) in [
+            (".norm1.", ".norm.1."),
+            (".norm2.", ".norm.2."),
+            (".conv1.", ".conv.1."),
+            (".conv2.", ".conv.2."),
+        ] {
+            k = k.replace(new, old);
+        }
+    }
+    k
+}
+
 #[test]
 fn resnet_basic_blocks_from_torch_zip() {
     check("resnet_basic", WeightsFormat::TorchZip);
@@ -137,6 +155,31 @@ fn efficientnet_b_family() {
 #[test]
 fn efficientnet_lite_with_static_same_padding() {
     check("efficientnet_lite", WeightsFormat::TorchLegacy);
+}
+
+/// ResNeXt (torchvision's `groups` 4, `width_per_group` 8: the bottleneck narrower than
+/// its planes) and Wide ResNet (`width_per_group` 128: twice as wide).
+#[test]
+fn resnext_and_wide_resnet_bottlenecks() {
+    check("resnext", WeightsFormat::Safetensors);
+    check("wide_resnet", WeightsFormat::TorchZip);
+}
+
+/// torchvision VGG, `features.N` as `make_layers` numbers them, with and without
+/// BatchNorm: the adaptive pool spreads a 2x2 map (overlapping windows) or a 1x1 map to 7x7
+/// before `classifier.0`; the features are `classifier.3`'s output after its ReLU.
+#[test]
+fn vgg_with_and_without_batchnorm() {
+    check("vgg", WeightsFormat::TorchZip);
+    check("vgg_bn", WeightsFormat::Safetensors);
+}
+
+/// torchvision DenseNet: three blocks; and four blocks whose transitions halve odd channel
+/// counts, saved under the dense-layer names of torchvision before 0.3 (`norm.1`).
+#[test]
+fn densenet_current_and_old_names() {
+    check("densenet", WeightsFormat::Safetensors);
+    check("densenet_old_names", WeightsFormat::TorchZip);
 }
 
 #[test]

@@ -87,7 +87,7 @@ pub fn to_onnx(model: &Model, classes: &[String]) -> Result<(Vec<u8>, Exported)>
     let pooled = match &model.config {
         ArchConfig::Graph(c) => graph::emit(&mut g, c, &model.network, INPUT)?,
         _ => {
-            let last = zoo::emit(&mut g, &model.network, INPUT)?;
+            let last = zoo::emit(&mut g, &model.network, INPUT, [h, w])?;
             g.global_pool(&last)
         }
     };

@@ -19,7 +19,7 @@ use super::layers::{
 use super::loader::WeightLoader;
 use super::network::Stage;
 use super::tokens::{export_layer_norm, export_linear, load_layer_norm};
-use super::{Interpolation, Preprocess, ZooEntry};
+use super::{Interpolation, Preprocess, ZooEntry, torchvision_file};
 
 /// torchvision's ConvNeXt LayerNorms (`eps=1e-6`).
 const LN_EPS: f64 = 1e-6;
@@ -236,25 +236,31 @@ impl Family for ConvNextConfig {
                 "convnext_tiny",
                 config([96, 192, 384, 768], [3, 3, 9, 3]),
                 pre(236),
+                "convnext_tiny-983f1562.pth",
             ),
             (
                 "convnext_small",
                 config([96, 192, 384, 768], [3, 3, 27, 3]),
                 pre(230),
+                "convnext_small-0c510722.pth",
             ),
             (
                 "convnext_base",
                 config([128, 256, 512, 1024], [3, 3, 27, 3]),
                 pre(232),
+                "convnext_base-6075fbad.pth",
             ),
             (
                 "convnext_large",
                 config([192, 384, 768, 1536], [3, 3, 27, 3]),
                 pre(232),
+                "convnext_large-ea097f82.pth",
             ),
         ]
         .into_iter()
-        .map(|(name, config, preprocess)| ZooEntry::new(name, "torchvision", config, preprocess))
+        .map(|(name, config, preprocess, file)| {
+            ZooEntry::new(name, "torchvision", config, preprocess).published(torchvision_file(file))
+        })
         .collect()
     }
 }

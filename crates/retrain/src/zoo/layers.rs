@@ -2,7 +2,7 @@
 
 use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
-use burn::nn::pool::MaxPool2d;
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -273,6 +273,18 @@ impl ConvBnAct {
         }
     }
 
+    /// A convolution alone (no BatchNorm after it), with a bias as `spec` says: DenseNet's
+    /// `conv2`, whose input a BatchNorm before it (`norm1`) already normalised.
+    pub fn load_conv(l: &WeightLoader, conv: &str, spec: ConvSpec, act: Act) -> Self {
+        Self {
+            conv: load_conv(l, conv, spec, spec.bias),
+            bn: None,
+            act,
+            conv_name: conv.to_owned(),
+            bn_name: None,
+        }
+    }
+
     /// Adds this unit's tensors, under their origin names, to `out`.
     pub fn export(&self, out: &mut TensorMap) {
         export_conv(&self.conv, &self.conv_name, out);
@@ -512,6 +524,162 @@ impl ResidualBlock {
     }
 }
 
+/// A BatchNorm and activation with no convolution right before them to fold into:
+/// DenseNet's pre-activation (`norm1` + ReLU on a dense layer's concatenated input, a
+/// transition's `norm`, `features.norm5` + the ReLU before pooling). Kept as BatchNorm when
+/// the network is folded.
+#[derive(Module, Debug)]
+pub struct BnAct {
+    pub bn: BatchNorm,
+    #[module(skip)]
+    pub act: Act,
+    /// Origin-framework name of the BatchNorm, for export.
+    #[module(skip)]
+    pub name: String,
+}
+
+impl BnAct {
+    pub fn load(l: &WeightLoader, name: &str, channels: usize, spec: BnSpec, act: Act) -> Self {
+        Self {
+            bn: load_batchnorm(l, name, channels, spec),
+            act,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.act.apply(self.bn.forward(x))
+    }
+
+    pub fn export(&self, out: &mut TensorMap) {
+        let n = &self.name;
+        put(out, format!("{n}.weight"), self.bn.gamma.val());
+        put(out, format!("{n}.bias"), self.bn.beta.val());
+        put(
+            out,
+            format!("{n}.running_mean"),
+            self.bn.running_mean.value(),
+        );
+        put(out, format!("{n}.running_var"), self.bn.running_var.value());
+    }
+}
+
+/// One layer of a DenseNet block: `norm1` + ReLU on everything before it, the 1x1
+/// bottleneck `conv1` with `norm2` + ReLU after it (one unit, folded like any), the 3x3
+/// `conv2` giving `growth_rate` new channels, appended to the input.
+#[derive(Module, Debug)]
+pub struct DenseLayer {
+    pub norm1: BnAct,
+    pub conv1: ConvBnAct,
+    pub conv2: ConvBnAct,
+}
+
+/// DenseNet's dense block: each layer's output concatenated to its input, channel-wise.
+#[derive(Module, Debug)]
+pub struct DenseBlock {
+    pub layers: Vec<DenseLayer>,
+}
+
+impl DenseBlock {
+    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+        for layer in &self.layers {
+            let y = layer
+                .conv2
+                .forward(layer.conv1.forward(layer.norm1.forward(x.clone())));
+            x = Tensor::cat(vec![x, y], 1);
+        }
+        x
+    }
+
+    fn export(&self, out: &mut TensorMap) {
+        for layer in &self.layers {
+            layer.norm1.export(out);
+            layer.conv1.export(out);
+            layer.conv2.export(out);
+        }
+    }
+
+    fn fold_batchnorm(self) -> Self {
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|layer| DenseLayer {
+                    norm1: layer.norm1,
+                    conv1: layer.conv1.fold_batchnorm(),
+                    conv2: layer.conv2,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// torchvision VGG's `avgpool` + `torch.flatten(x, 1)`: an adaptive average pool to
+/// `size` (7×7; the identity on a 224×224 input), flattened in NCHW order as
+/// [N, C·h·w, 1, 1] for the [`LinearAct`] layers after it.
+#[derive(Module, Debug)]
+pub struct PoolFlatten {
+    #[module(skip)]
+    pub size: [usize; 2],
+}
+
+impl PoolFlatten {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = burn::tensor::module::adaptive_avg_pool2d(x, self.size);
+        let [n, c, h, w] = x.dims();
+        x.reshape([n, c * h * w, 1, 1])
+    }
+}
+
+/// A fully connected layer and its activation inside the feature extractor, on [N, D, 1, 1]
+/// (VGG's `classifier.0` and `classifier.3`), stored as the origin's Linear (out, in).
+#[derive(Module, Debug)]
+pub struct LinearAct {
+    pub linear: Linear,
+    #[module(skip)]
+    pub act: Act,
+    /// Origin-framework name of the layer, for export.
+    #[module(skip)]
+    pub name: String,
+}
+
+impl LinearAct {
+    pub fn load(l: &WeightLoader, name: &str, din: usize, dout: usize, act: Act) -> Self {
+        Self {
+            linear: load_linear(l, name, din, dout),
+            act,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, d, h, w] = x.dims();
+        let y = self.linear.forward(x.reshape([n, d * h * w]));
+        let dout = y.dims()[1];
+        self.act.apply(y).reshape([n, dout, 1, 1])
+    }
+
+    fn export(&self, out: &mut TensorMap) {
+        put(
+            out,
+            format!("{}.weight", self.name),
+            self.linear.weight.val().transpose(),
+        );
+        if let Some(b) = &self.linear.bias {
+            put(out, format!("{}.bias", self.name), b.val());
+        }
+    }
+}
+
+/// A `k`×`k` average pool with stride `stride`, unpadded (DenseNet's transitions: 2, 2).
+pub fn avg_pool(k: usize, stride: usize) -> Block {
+    Block::AvgPool(
+        AvgPool2dConfig::new([k, k])
+            .with_strides([stride, stride])
+            .init(),
+    )
+}
+
 /// One step of a network's feature extractor.
 // Blocks are built once per model and never moved in hot code; boxing the large variant
 // would only add an indirection to every forward call.
@@ -527,6 +695,14 @@ pub enum Block {
     FlattenHwc(FlattenHwc),
     /// Input normalisation inside the model (Keras EfficientNet).
     Normalize(Normalize),
+    AvgPool(AvgPool2d),
+    /// A BatchNorm and activation on their own (DenseNet).
+    BnAct(BnAct),
+    Dense(DenseBlock),
+    /// Adaptive average pool and NCHW flatten (torchvision VGG).
+    PoolFlatten(PoolFlatten),
+    /// A fully connected layer inside the feature extractor (torchvision VGG).
+    Linear(LinearAct),
     /// A run of a model file's own graph (ONNX, TFLite) between two cut points.
     Graph(crate::graph::block::GraphBlock),
     /// A token model's patch embedding, encoder block and class-token head
@@ -625,6 +801,11 @@ impl Block {
             Block::Residual(b) => b.forward(x),
             Block::FlattenHwc(f) => f.forward(x),
             Block::Normalize(n) => n.forward(x),
+            Block::AvgPool(p) => p.forward(x),
+            Block::BnAct(b) => b.forward(x),
+            Block::Dense(b) => b.forward(x),
+            Block::PoolFlatten(p) => p.forward(x),
+            Block::Linear(f) => f.forward(x),
             Block::Graph(g) => return g.forward(x),
             Block::PatchEmbed(p) => p.forward(x),
             Block::Encoder(e) => e.forward(x),
@@ -645,6 +826,10 @@ impl Block {
             Block::Residual(b) => b.export(out),
             Block::FlattenHwc(_) => {}
             Block::Normalize(n) => n.export(out),
+            Block::AvgPool(_) | Block::PoolFlatten(_) => {}
+            Block::BnAct(b) => b.export(out),
+            Block::Dense(b) => b.export(out),
+            Block::Linear(f) => f.export(out),
             Block::Graph(g) => g.export(out),
             Block::PatchEmbed(p) => p.export(out),
             Block::Encoder(e) => e.export(out),
@@ -663,6 +848,9 @@ impl Block {
             Block::Residual(b) => Block::Residual(b.fold_batchnorm()),
             Block::FlattenHwc(f) => Block::FlattenHwc(f),
             Block::Normalize(n) => Block::Normalize(n),
+            Block::Dense(b) => Block::Dense(b.fold_batchnorm()),
+            b
+            @ (Block::AvgPool(_) | Block::BnAct(_) | Block::PoolFlatten(_) | Block::Linear(_)) => b,
             Block::Graph(g) => Block::Graph(g.fold_batchnorm()),
             // LayerNorms do not fold into a convolution.
             b @ (Block::PatchEmbed(_)

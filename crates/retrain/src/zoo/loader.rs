@@ -177,6 +177,14 @@ impl<'a> WeightLoader<'a> {
         true
     }
 
+    /// Reads the architecture's tensor `name` from the file's `file_name` (a file that names
+    /// it as an older release of the origin did).
+    pub fn alias(&self, name: &str, file_name: &str) {
+        self.aliases
+            .borrow_mut()
+            .insert(name.to_owned(), file_name.to_owned());
+    }
+
     /// The file the tensors come from.
     pub fn weights(&self) -> &'a Weights {
         self.weights

@@ -2,6 +2,7 @@
 //! trained with, built from a weights file by the origin framework's parameter names.
 
 pub mod convnext;
+pub mod densenet;
 pub mod efficientnet;
 pub mod family;
 pub mod imagenet;
@@ -13,6 +14,7 @@ pub mod mobilenet;
 pub mod network;
 pub mod resnet;
 pub mod tokens;
+pub mod vgg;
 pub mod vit;
 
 use burn::prelude::*;
@@ -68,6 +70,13 @@ pub enum PixelScaling {
 
 /// Where torchvision's weights enums point (`https://download.pytorch.org/models/<file>`).
 const TORCHVISION: &str = "https://download.pytorch.org/models/";
+
+/// torchvision's published file `file`, checked as torch hub checks it: by the SHA-256
+/// prefix its name carries (`<name>-<prefix>.pth`).
+fn torchvision_file(file: &str) -> Published {
+    let prefix = crate::hub::Hash::torch_hub_prefix(file).unwrap_or_default();
+    Published::torch_hub(&format!("{TORCHVISION}{file}"), prefix)
+}
 
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
@@ -192,6 +201,8 @@ families! {
     MobilenetV3(mobilenet::MobileNetV3Config),
     EfficientnetLite(efficientnet::EfficientNetLiteConfig),
     Efficientnet(efficientnet::EfficientNetConfig),
+    Vgg(vgg::VggConfig),
+    Densenet(densenet::DenseNetConfig),
     Vit(vit::VitConfig),
     Convnext(convnext::ConvNextConfig),
     Graph(crate::graph::GraphConfig),
@@ -818,9 +829,16 @@ mod tests {
         assert_eq!((r50.preprocess.resize, r50.preprocess.crop), (256, 224));
     }
 
-    /// Every convolution + BatchNorm unit of a network.
-    fn units(net: &Network) -> Vec<&ConvBnAct> {
-        let mut v = Vec::new();
+    /// A unit's name, its BatchNorm's (epsilon, momentum), and whether it was built with one.
+    type Unit = (String, Option<(f64, f64)>, bool);
+
+    /// Every unit of a network with a BatchNorm as (name, epsilon and momentum); and every
+    /// convolution without one (`None`), whose BatchNorm was never part of its unit (no
+    /// BatchNorm name: a VGG's, or DenseNet's `conv2`, normalised by the next `norm1`) when
+    /// the third value is false.
+    fn units(net: &Network) -> Vec<Unit> {
+        let mut v: Vec<&ConvBnAct> = Vec::new();
+        let mut alone = Vec::new();
         for block in net.stages.iter().flat_map(|s| &s.blocks) {
             match block {
                 Block::Conv(c) => v.push(c),
@@ -829,10 +847,31 @@ mod tests {
                     v.extend([&b.depthwise, &b.project]);
                 }
                 Block::Residual(b) => v.extend(b.convs.iter().chain(&b.downsample)),
+                Block::BnAct(b) => alone.push(b),
+                Block::Dense(b) => {
+                    for layer in &b.layers {
+                        alone.push(&layer.norm1);
+                        v.push(&layer.conv1);
+                    }
+                }
                 _ => {}
             }
         }
-        v
+        let stats = |bn: &burn::nn::BatchNorm| (bn.epsilon, bn.momentum);
+        v.into_iter()
+            .map(|u| {
+                (
+                    u.conv_name.clone(),
+                    u.bn.as_ref().map(stats),
+                    u.bn_name.is_some(),
+                )
+            })
+            .chain(
+                alone
+                    .into_iter()
+                    .map(|b| (b.name.clone(), Some(stats(&b.bn)), true)),
+            )
+            .collect()
     }
 
     fn skeleton(config: &ArchConfig, weights: &Weights) -> Network {
@@ -845,9 +884,17 @@ mod tests {
         // (epsilon, momentum in PyTorch's convention) per zoo entry, as the origins set them:
         // torchvision resnet/mobilenet_v2/efficientnet_b0-b4 PyTorch's defaults; torchvision
         // mobilenet_v3 and efficientnet_b5-b7, efficientnet_lite_pytorch and Keras the TF
-        // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm.
+        // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm (but
+        // torchvision's vgg*_bn, DenseNet, ResNeXt and Wide ResNet PyTorch's defaults; ViT
+        // and ConvNeXt have none).
         let expected = |name: &str| match name {
             n if n.starts_with("resnet") || n == "mobilenet_v2" => Some((1e-5, 0.1)),
+            n if n.starts_with("resnext") || n.starts_with("wide_resnet") => Some((1e-5, 0.1)),
+            n if n.starts_with("densenet") => Some((1e-5, 0.1)),
+            n if n.starts_with("vgg") && n.ends_with("_bn") => Some((1e-5, 0.1)),
+            n if n.starts_with("vgg") => None,
+            // LayerNorms only.
+            n if n.starts_with("vit_") || n.starts_with("convnext_") => None,
             "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
             n if n.starts_with("efficientnet_b") => Some((1e-5, 0.1)),
             n if n.starts_with("mobilenet_v3") || n.starts_with("efficientnet_lite") => {
@@ -876,9 +923,12 @@ mod tests {
             // Every unit uses it, from a file with BatchNorm and from one that folded it.
             for weights in [&Weights::empty(), &folded] {
                 let net = skeleton(&e.config, weights);
-                for u in units(&net) {
-                    let got = u.bn.as_ref().map(|bn| (bn.epsilon, bn.momentum));
-                    assert_eq!(got, want, "{} {}", e.name, u.conv_name);
+                for (unit, got, normalised) in units(&net) {
+                    if want.is_some() && !normalised {
+                        assert_eq!(got, None, "{} {unit}", e.name);
+                        continue;
+                    }
+                    assert_eq!(got, want, "{} {unit}", e.name);
                 }
             }
         }
@@ -940,6 +990,24 @@ mod tests {
                 imagenet_rescaling: true,
             }
             .into(),
+            resnet::ResNetConfig {
+                width: 8,
+                ..resnet::ResNetConfig::grouped([1, 1, 1, 1], 4, 8)
+            }
+            .into(),
+            densenet::DenseNetConfig {
+                bn_size: 2,
+                ..densenet::DenseNetConfig::torchvision(4, &[1, 2, 1], 8)
+            }
+            .into(),
+            // At 64x64 VGG's last map is 2x2, pooled to 2x2 "as 7x7" here: the fc stage's
+            // stride is stated for the native 224 input, where the pool's side is the map's.
+            vgg::VggConfig {
+                fc: 12,
+                pool: 2,
+                ..vgg::VggConfig::torchvision(&[[1, 4], [1, 4], [1, 8], [1, 8], [1, 8]], true)
+            }
+            .into(),
         ];
         let device = Device::default();
         for config in configs {
@@ -952,6 +1020,41 @@ mod tests {
             }
             let dim = net.penultimate(x).unwrap().dims()[1];
             assert_eq!(dim, config.feature_dim(), "{config:?}");
+        }
+    }
+
+    /// Parameters of every torchvision entry with its 1000-way head, as torchvision counts
+    /// them (`sum(p.numel() for p in m.parameters())` of each builder, torchvision 0.29).
+    #[test]
+    fn torchvision_entries_have_torchvisions_parameter_counts() {
+        let counts = [
+            ("resnet18", 11_689_512),
+            ("resnet34", 21_797_672),
+            ("resnet50", 25_557_032),
+            ("resnet101", 44_549_160),
+            ("resnet152", 60_192_808),
+            ("resnext50_32x4d", 25_028_904),
+            ("resnext101_32x8d", 88_791_336),
+            ("resnext101_64x4d", 83_455_272),
+            ("wide_resnet50_2", 68_883_240),
+            ("wide_resnet101_2", 126_886_696),
+            ("vgg11", 132_863_336),
+            ("vgg13", 133_047_848),
+            ("vgg16", 138_357_544),
+            ("vgg19", 143_667_240),
+            ("vgg11_bn", 132_868_840),
+            ("vgg13_bn", 133_053_736),
+            ("vgg16_bn", 138_365_992),
+            ("vgg19_bn", 143_678_248),
+            ("densenet121", 7_978_856),
+            ("densenet161", 28_681_000),
+            ("densenet169", 14_149_480),
+            ("densenet201", 20_013_928),
+        ];
+        for (name, want) in counts {
+            let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
+            assert_eq!(e.origin, "torchvision", "{name}");
+            assert_eq!(e.config.parameter_count(1000), want, "{name}");
         }
     }
 }

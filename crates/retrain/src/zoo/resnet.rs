@@ -1,4 +1,6 @@
-//! ResNet (torchvision layout: conv1/bn1, layer1..4, fc; v1.5 bottleneck, stride on the 3x3).
+//! ResNet, ResNeXt and Wide ResNet (torchvision layout: conv1/bn1, layer1..4, fc; v1.5
+//! bottleneck, stride on the 3x3, grouped and widened as torchvision's `groups` and
+//! `width_per_group` say).
 
 use serde::{Deserialize, Serialize};
 
@@ -6,8 +8,7 @@ use super::family::{ClassifierSpec, Family, StageInfo, StageList};
 use super::layers::{Act, Block, BnSpec, ConvBnAct, ConvSpec, ResidualBlock, max_pool};
 use super::loader::WeightLoader;
 use super::network::Stage;
-use super::{Interpolation, Preprocess, TORCHVISION, ZooEntry};
-use crate::hub::Published;
+use super::{Interpolation, Preprocess, ZooEntry, torchvision_file};
 
 /// torchvision builds ResNet with `nn.BatchNorm2d`'s defaults.
 const BN: BnSpec = BnSpec::TORCH;
@@ -19,10 +20,23 @@ pub struct ResNetConfig {
     /// Channels of the stem and layer1 (64 in torchvision).
     #[serde(default = "default_width")]
     pub width: usize,
+    /// Groups of the bottleneck's 3x3 convolution (torchvision's `groups`: 32 or 64 in
+    /// ResNeXt, 1 otherwise).
+    #[serde(default = "one")]
+    pub groups: usize,
+    /// torchvision's `width_per_group` (`base_width`): the bottleneck's inner width is
+    /// `planes · width_per_group / 64 · groups` (64: ResNet, 4 or 8: ResNeXt, 128: Wide
+    /// ResNet). Basic blocks take only 64 and one group, as torchvision's do.
+    #[serde(default = "default_width")]
+    pub width_per_group: usize,
 }
 
 fn default_width() -> usize {
     64
+}
+
+fn one() -> usize {
+    1
 }
 
 impl ResNetConfig {
@@ -31,7 +45,24 @@ impl ResNetConfig {
             bottleneck,
             layers,
             width: 64,
+            groups: 1,
+            width_per_group: 64,
         }
+    }
+
+    /// A bottleneck ResNet with grouped (ResNeXt) or widened (Wide ResNet) 3x3 convolutions.
+    pub fn grouped(layers: [usize; 4], groups: usize, width_per_group: usize) -> Self {
+        Self {
+            groups,
+            width_per_group,
+            ..Self::new(true, layers)
+        }
+    }
+
+    /// The bottleneck's inner width for a stage of `planes` (torchvision's
+    /// `int(planes * (base_width / 64.0)) * groups`).
+    fn inner(&self, planes: usize) -> usize {
+        planes * self.width_per_group / 64 * self.groups
     }
 
     fn expansion(&self) -> usize {
@@ -104,10 +135,15 @@ impl Family for ResNetConfig {
                     )
                 };
                 let convs = if self.bottleneck {
+                    let inner = self.inner(planes);
+                    let grouped = ConvSpec {
+                        groups: self.groups,
+                        ..ConvSpec::new(inner, inner, 3, s)
+                    };
                     vec![
-                        cba(1, ConvSpec::new(inplanes, planes, 1, 1), Act::Relu),
-                        cba(2, ConvSpec::new(planes, planes, 3, s), Act::Relu),
-                        cba(3, ConvSpec::new(planes, out, 1, 1), Act::Identity),
+                        cba(1, ConvSpec::new(inplanes, inner, 1, 1), Act::Relu),
+                        cba(2, grouped, Act::Relu),
+                        cba(3, ConvSpec::new(inner, out, 1, 1), Act::Identity),
                     ]
                 } else {
                     vec![
@@ -135,57 +171,77 @@ impl Family for ResNetConfig {
 
     fn entries() -> Vec<ZooEntry> {
         // torchvision's IMAGENET1K_V1 weights (`ResNet*_Weights`): resize 256, crop 224,
-        // bilinear, as the entries are (V2 resizes to 232); file and SHA-256 prefix.
-        let resnets: [(&str, bool, [usize; 4], &str, &str); 5] = [
+        // bilinear, as the entries are (V2 resizes to 232), and their files.
+        let resnets: [(&str, bool, [usize; 4], &str); 5] = [
+            ("resnet18", false, [2, 2, 2, 2], "resnet18-f37072fd.pth"),
+            ("resnet34", false, [3, 4, 6, 3], "resnet34-b627a593.pth"),
+            ("resnet50", true, [3, 4, 6, 3], "resnet50-0676ba61.pth"),
+            ("resnet101", true, [3, 4, 23, 3], "resnet101-63fe2227.pth"),
+            ("resnet152", true, [3, 8, 36, 3], "resnet152-394f9c45.pth"),
+        ];
+        // (name, layers, groups, width_per_group, resize of the IMAGENET1K_V1 weights, their
+        // file).
+        type Grouped = (&'static str, [usize; 4], usize, usize, usize, &'static str);
+        let grouped: [Grouped; 5] = [
             (
-                "resnet18",
-                false,
-                [2, 2, 2, 2],
-                "resnet18-f37072fd.pth",
-                "f37072fd",
-            ),
-            (
-                "resnet34",
-                false,
+                "resnext50_32x4d",
                 [3, 4, 6, 3],
-                "resnet34-b627a593.pth",
-                "b627a593",
+                32,
+                4,
+                256,
+                "resnext50_32x4d-7cdf4587.pth",
             ),
             (
-                "resnet50",
-                true,
-                [3, 4, 6, 3],
-                "resnet50-0676ba61.pth",
-                "0676ba61",
-            ),
-            (
-                "resnet101",
-                true,
+                "resnext101_32x8d",
                 [3, 4, 23, 3],
-                "resnet101-63fe2227.pth",
-                "63fe2227",
+                32,
+                8,
+                256,
+                "resnext101_32x8d-8ba56ff5.pth",
             ),
             (
-                "resnet152",
-                true,
-                [3, 8, 36, 3],
-                "resnet152-394f9c45.pth",
-                "394f9c45",
+                "resnext101_64x4d",
+                [3, 4, 23, 3],
+                64,
+                4,
+                232,
+                "resnext101_64x4d-173b62eb.pth",
+            ),
+            (
+                "wide_resnet50_2",
+                [3, 4, 6, 3],
+                1,
+                128,
+                256,
+                "wide_resnet50_2-95faca4d.pth",
+            ),
+            (
+                "wide_resnet101_2",
+                [3, 4, 23, 3],
+                1,
+                128,
+                256,
+                "wide_resnet101_2-32ee1156.pth",
             ),
         ];
-        resnets
+        let plain = resnets.into_iter().map(|(name, bottleneck, layers, file)| {
+            (name, Self::new(bottleneck, layers), 256, file)
+        });
+        let grouped = grouped
             .into_iter()
-            .map(|(name, bottleneck, layers, file, prefix)| {
+            .map(|(name, layers, g, w, resize, file)| {
+                (name, Self::grouped(layers, g, w), resize, file)
+            });
+        plain
+            .chain(grouped)
+            .map(|(name, config, resize, file)| {
                 ZooEntry::new(
                     name,
                     "torchvision",
-                    Self::new(bottleneck, layers),
-                    Preprocess::imagenet(256, 224, Interpolation::Bilinear),
+                    config,
+                    Preprocess::imagenet(resize, 224, Interpolation::Bilinear),
                 )
-                .published(Published::torch_hub(
-                    &format!("{TORCHVISION}{file}"),
-                    prefix,
-                ))
+                .published(torchvision_file(file))
             })
             .collect()
     }

@@ -10,7 +10,7 @@ use super::layers::{Block, BnSpec};
 use super::loader::WeightLoader;
 use super::network::Stage;
 use super::tokens::{ClassTokenHead, EncoderBlock, PatchEmbed, load_layer_norm};
-use super::{Interpolation, Preprocess, ZooEntry};
+use super::{Interpolation, Preprocess, ZooEntry, torchvision_file};
 
 /// torchvision's ViT LayerNorms (`partial(nn.LayerNorm, eps=1e-6)`).
 const LN_EPS: f64 = 1e-6;
@@ -129,30 +129,37 @@ impl Family for VitConfig {
                 "vit_b_16",
                 Self::new(224, 16, 12, 12, 768, 3072),
                 bilinear(256),
+                "vit_b_16-c867db91.pth",
             ),
             (
                 "vit_b_32",
                 Self::new(224, 32, 12, 12, 768, 3072),
                 bilinear(256),
+                "vit_b_32-d86f8d99.pth",
             ),
             (
                 "vit_l_16",
                 Self::new(224, 16, 24, 16, 1024, 4096),
                 bilinear(242),
+                "vit_l_16-852ce7e3.pth",
             ),
             (
                 "vit_l_32",
                 Self::new(224, 32, 24, 16, 1024, 4096),
                 bilinear(256),
+                "vit_l_32-c7638314.pth",
             ),
             (
                 "vit_h_14",
                 Self::new(518, 14, 32, 16, 1280, 5120),
                 Preprocess::imagenet(518, 518, Interpolation::Bicubic),
+                "vit_h_14_swag-80465313.pth",
             ),
         ]
         .into_iter()
-        .map(|(name, config, preprocess)| ZooEntry::new(name, "torchvision", config, preprocess))
+        .map(|(name, config, preprocess, file)| {
+            ZooEntry::new(name, "torchvision", config, preprocess).published(torchvision_file(file))
+        })
         .collect()
     }
 }
