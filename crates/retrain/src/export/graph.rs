@@ -355,14 +355,7 @@ impl Writer<'_> {
         let zero = g.ints("axes", &[0]);
         let n = g.node("Squeeze", &[&n, &zero], vec![], "batch");
         let per = g.int_const("per_batch", &base.shape, per_batch);
-        let base = {
-            let name = g.fresh("base");
-            g.initializers.push(host_tensor(
-                &name,
-                &HostTensor::ints(base.shape.clone(), base.as_ints()),
-            ));
-            name
-        };
+        let base = g.int_const("base", &base.shape, &base.as_ints());
         let m = g.node("Mul", &[&per, &n], vec![], "per_batch");
         self.emit("Add", &[base, m], out, vec![]);
         Ok(())

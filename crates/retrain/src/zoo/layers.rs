@@ -216,6 +216,15 @@ pub(crate) fn put<const D: usize>(out: &mut TensorMap, name: String, t: Tensor<D
     );
 }
 
+/// A Linear's tensors under PyTorch's names and layout (`[out, in]`, as `load_linear`
+/// reads them).
+pub(crate) fn export_linear(l: &Linear, prefix: &str, out: &mut TensorMap) {
+    put(out, format!("{prefix}.weight"), l.weight.val().transpose());
+    if let Some(b) = &l.bias {
+        put(out, format!("{prefix}.bias"), b.val());
+    }
+}
+
 pub(crate) fn export_conv(conv: &Conv2d, name: &str, out: &mut TensorMap) {
     put(out, format!("{name}.weight"), conv.weight.val());
     if let Some(b) = &conv.bias {
@@ -660,14 +669,7 @@ impl LinearAct {
     }
 
     fn export(&self, out: &mut TensorMap) {
-        put(
-            out,
-            format!("{}.weight", self.name),
-            self.linear.weight.val().transpose(),
-        );
-        if let Some(b) = &self.linear.bias {
-            put(out, format!("{}.bias", self.name), b.val());
-        }
+        export_linear(&self.linear, &self.name, out);
     }
 }
 

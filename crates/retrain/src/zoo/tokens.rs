@@ -13,7 +13,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation;
 
-use super::layers::{ConvSpec, Pad, TensorMap, export_conv, load_conv, load_linear, put};
+use super::layers::{
+    ConvSpec, Pad, TensorMap, export_conv, export_linear, load_conv, load_linear, put,
+};
 use super::loader::WeightLoader;
 
 /// `[n, width, tokens, 1]` → `[n, tokens, width]`.
@@ -199,13 +201,6 @@ impl EncoderBlock {
         export_layer_norm(&self.ln_2, &format!("{p}.ln_2"), out);
         export_linear(&self.fc1, &format!("{p}.mlp.0"), out);
         export_linear(&self.fc2, &format!("{p}.mlp.3"), out);
-    }
-}
-
-pub(crate) fn export_linear(l: &Linear, prefix: &str, out: &mut TensorMap) {
-    put(out, format!("{prefix}.weight"), l.weight.val().transpose());
-    if let Some(b) = &l.bias {
-        put(out, format!("{prefix}.bias"), b.val());
     }
 }
 

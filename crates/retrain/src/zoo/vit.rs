@@ -163,24 +163,3 @@ impl Family for VitConfig {
         .collect()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every entry's parameter count is torchvision's (`sum(p.numel() for p in
-    /// m.parameters())` of each builder; ViT-H/14 at 518, as its weights are).
-    #[test]
-    fn parameter_counts_are_torchvisions() {
-        crate::zoo::assert_parameter_counts(
-            VitConfig::entries(),
-            &[
-                ("vit_b_16", 86_567_656),
-                ("vit_b_32", 88_224_232),
-                ("vit_l_16", 304_326_632),
-                ("vit_l_32", 306_535_400),
-                ("vit_h_14", 633_470_440),
-            ],
-        );
-    }
-}
