@@ -3,6 +3,10 @@ bench_throughput.py measures EfficientNet-Lite0 (synthetic 224x224 input, batch 
 
   train_b16  : train mode, forward + cross-entropy + backward + SGD(momentum 0.9) step, all layers
   freeze_b16 : backbone in eval mode with requires_grad off, new head trained (fwd + bwd + step)
+  infer_b32  : (--infer) model-only inference, batch 32, eval mode, to the pre-logits features
+
+The new head replaces the model's last Linear (torchvision's classifier output), whatever the
+family calls it (fc, classifier.1, heads.head, classifier.2).
 
 Also writes the model's state dict as safetensors (--save), so that retrain's side of the
 benchmark runs the very same weights (random init for resnet50: no ImageNet file is reachable
@@ -36,7 +40,9 @@ def median_time(fn, warmup, iters):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", required=True, choices=["mobilenet_v2", "resnet50"])
+    ap.add_argument("--arch", required=True,
+                    choices=["mobilenet_v2", "resnet50", "vit_b_16", "convnext_tiny"])
+    ap.add_argument("--infer", action="store_true")
     ap.add_argument("--weights")
     ap.add_argument("--save")
     ap.add_argument("--iters", type=int, default=10)
@@ -49,13 +55,11 @@ def main():
         model.load_state_dict(torch.load(a.weights, map_location="cpu", weights_only=True))
     if a.save:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, a.save)
-    head_name = "classifier" if a.arch == "mobilenet_v2" else "fc"
-    if a.arch == "mobilenet_v2":
-        model.classifier[1] = nn.Linear(model.classifier[1].in_features, 2)
-        head = model.classifier[1]
-    else:
-        model.fc = nn.Linear(model.fc.in_features, 2)
-        head = model.fc
+    head_name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    *path, last = head_name.split(".")
+    parent = model.get_submodule(".".join(path))
+    head = nn.Linear(parent.get_submodule(last).in_features, 2)
+    setattr(parent, last, head)
     crit = nn.CrossEntropyLoss()
     x16 = torch.randn(16, 3, 224, 224)
     y16 = torch.randint(0, 2, (16,))
@@ -81,8 +85,18 @@ def main():
         p.requires_grad = True
     model.eval()
     frozen = 16 / median_time(train_freeze, a.warmup, a.iters)
-    print(json.dumps({"arch": a.arch, "train_b16": full, "freeze_b16": frozen,
-                      "head": head_name, "torch": torch.__version__}))
+    result = {"arch": a.arch, "train_b16": full, "freeze_b16": frozen,
+              "head": head_name, "torch": torch.__version__}
+    if a.infer:
+        setattr(parent, last, nn.Identity())
+        x32 = torch.randn(32, 3, 224, 224)
+
+        def infer():
+            with torch.no_grad():
+                model(x32)
+
+        result["infer_b32"] = 32 / median_time(infer, 1, max(3, a.iters // 2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ fn skipped(list: &[(PathBuf, String)]) -> Vec<Skipped> {
 #[derive(Serialize)]
 struct ModelRow {
     name: &'static str,
+    /// The architecture family (`config`'s `family`), which `retrain models` groups by.
+    family: String,
     origin: &'static str,
     parameters: usize,
     /// State that is not trained (BatchNorm's running statistics), as Keras counts it.
@@ -68,6 +70,7 @@ pub fn models(json: bool) -> Result<()> {
             let (parameters, non_trainable_parameters) = e.config.parameter_counts(1000);
             ModelRow {
                 name: e.name,
+                family: e.config.family_name(),
                 origin: e.origin,
                 parameters,
                 non_trainable_parameters,
@@ -88,7 +91,14 @@ pub fn models(json: bool) -> Result<()> {
         "{:<width$} {:>11} {:>6} {:>8}  {:<9}  stages",
         "model", "parameters", "input", "features", "published"
     );
+    let mut group = None;
     for r in &rows {
+        // One heading per family and origin (the catalogue lists a family's entries
+        // together).
+        if group != Some((&r.family, r.origin)) {
+            group = Some((&r.family, r.origin));
+            println!("\n{} — {}", r.family, r.origin);
+        }
         // A Keras Application runs as the graph of its Keras layers, cut at any of them:
         // which they are is known once its weights file is read.
         let stages = if r.stages.is_empty() {

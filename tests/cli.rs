@@ -271,7 +271,35 @@ fn models_and_inspect() {
         .unwrap();
     assert_eq!(lite0["parameters"], 4652008);
     assert_eq!(lite0["feature_dim"], 1280);
+    assert_eq!(lite0["family"], "efficientnet_lite");
     assert_eq!(v.as_array().unwrap().len(), 100);
+    // The text lists each family under one heading, every entry of it there: one heading
+    // per family and origin, in the catalogue's order.
+    let text = stdout(&retrain(&["models"]));
+    let mut headings = Vec::new();
+    let mut under = std::collections::BTreeMap::new();
+    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+        if line.contains(" — ") {
+            headings.push(line.to_owned());
+        } else {
+            let name = line.split_whitespace().next().unwrap();
+            under.insert(name.to_owned(), headings.last().cloned().unwrap());
+        }
+    }
+    let unique: std::collections::BTreeSet<_> = headings.iter().collect();
+    assert_eq!(
+        unique.len(),
+        headings.len(),
+        "a family's entries are together"
+    );
+    assert_eq!(under["resnet50"], "resnet — torchvision");
+    assert_eq!(under["resnext50_32x4d"], "resnet — torchvision");
+    assert_eq!(under["vit_b_16"], "vit — torchvision");
+    for m in v.as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let family = m["family"].as_str().unwrap();
+        assert!(under[name].starts_with(&format!("{family} — ")), "{name}");
+    }
     // Trainable and non-trainable parameters of keras.applications.MobileNetV2 /
     // MobileNet(alpha) / ResNet50 / VGG16 / EfficientNetB0 (weights=None), as Keras 3.15
     // counts them (the entries built from Keras' configs: tests/keras_applications.rs).

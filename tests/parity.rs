@@ -394,3 +394,55 @@ fn vit_from_safetensors() {
 fn convnext_from_torch_zip() {
     check("convnext", WeightsFormat::TorchZip);
 }
+
+/// State dicts as training code saves them (scripts/make_wrapped_fixtures.py): the network
+/// under a wrapper's prefix beside the wrapper's own parts (`model.encoder.` beside
+/// `model.decoder.`; `module.pre.` beside `module.loss.`, in the legacy format), a replaced
+/// 7-way head, storages tagged `cuda:0`. The prefix is found by matching and the head's size
+/// read from the file: torchvision's features and logits within 1e-4. So is the same network
+/// under `backbone.` in a safetensors file beside a `neck.`.
+#[test]
+fn wrapped_state_dicts_from_gpu_training_load_by_matching() {
+    let dir = fixtures().join("wrapped");
+    let device = Device::default();
+    let spec: ModelSpec =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let run = |what: &str, weights: &Weights| {
+        let model =
+            Model::from_spec(&spec, weights, &device).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (f, l) = model
+            .network
+            .features_and_logits(tensor4(&shape, x.clone(), &device))
+            .unwrap();
+        let df = max_abs_diff("features", values(f), npy(&dir.join("features.npy")));
+        let dl = max_abs_diff("logits", values(l.unwrap()), npy(&dir.join("logits.npy")));
+        eprintln!("{what}: max |diff| features {df:.2e}, logits {dl:.2e}");
+        assert!(df <= TOL && dl <= TOL, "{what}: {df:e}, {dl:e} > {TOL:e}");
+    };
+    let encoder = Weights::load(&dir.join("encoder_cuda.pt")).unwrap();
+    assert_eq!(encoder.format, WeightsFormat::TorchZip);
+    assert!(encoder.get("model.decoder.weight").is_some());
+    run("model.encoder. (torch zip, cuda:0)", &encoder);
+    let legacy = Weights::load(&dir.join("pre_cuda_legacy.pt")).unwrap();
+    assert_eq!(legacy.format, WeightsFormat::TorchLegacy);
+    run("module.pre. (legacy torch.save, cuda:0)", &legacy);
+
+    let inner = retrain::zoo::unwrapped(&encoder);
+    assert!(inner.get("features.0.0.weight").is_some() && inner.get("decoder.weight").is_none());
+    let mut named: Vec<(String, Vec<usize>, &[f32])> = inner
+        .tensors
+        .iter()
+        .map(|(k, t)| (format!("backbone.{k}"), t.shape.clone(), &t.data[..]))
+        .collect();
+    let neck = vec![0.5f32; 6];
+    named.push(("neck.weight".into(), vec![2, 3], &neck));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("backbone.safetensors");
+    std::fs::write(
+        &path,
+        retrain::weights::write_safetensors(&named, None).unwrap(),
+    )
+    .unwrap();
+    run("backbone. (safetensors)", &Weights::load(&path).unwrap());
+}

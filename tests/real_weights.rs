@@ -285,6 +285,72 @@ fn inspect_identifies_real_files_and_refuses_the_wrong_architecture() {
     );
 }
 
+/// The real MobileNetV2 as fine-tuning code saves it: under a wrapper's `backbone.` beside
+/// the wrapper's `neck.`, its classifier replaced by `nn.Sequential(Linear(1280, 16), ReLU,
+/// Dropout, Linear(16, 3))` (`classifier.1.0`, `classifier.1.3`). Without `--model` it is
+/// identified as mobilenet_v2 (the prefix found by matching), the head's depth and size read
+/// from the file: its features are the unwrapped file's, exactly, and its logits the head's
+/// own, computed here from those features.
+#[test]
+fn a_wrapped_real_state_dict_with_a_deeper_head_is_identified() {
+    let Some(mbv2) = real_weights(MOBILENET_V2) else {
+        return;
+    };
+    let device = Device::default();
+    let plain = Weights::load(&mbv2).unwrap();
+    let (d, h, k) = (1280, 16, 3);
+    let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32 - 0.5) * 0.1;
+    let w1: Vec<f32> = (0..h * d).map(|i| value(i, 101)).collect();
+    let b1: Vec<f32> = (0..h).map(|i| value(i, 7)).collect();
+    let w2: Vec<f32> = (0..k * h).map(|i| value(i, 13) * 10.0).collect();
+    let b2: Vec<f32> = (0..k).map(|i| value(i, 5)).collect();
+    let neck = vec![1.0f32; 4];
+    let mut named: Vec<(String, Vec<usize>, &[f32])> = plain
+        .tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("classifier."))
+        .map(|(k, t)| (format!("backbone.{k}"), t.shape.clone(), &t.data[..]))
+        .collect();
+    for (name, shape, data) in [
+        ("classifier.1.0.weight", vec![h, d], &w1),
+        ("classifier.1.0.bias", vec![h], &b1),
+        ("classifier.1.3.weight", vec![k, h], &w2),
+        ("classifier.1.3.bias", vec![k], &b2),
+    ] {
+        named.push((format!("backbone.{name}"), shape, &data[..]));
+    }
+    named.push(("neck.weight".into(), vec![2, 2], &neck));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("finetuned.safetensors");
+    std::fs::write(
+        &path,
+        retrain::weights::write_safetensors(&named, None).unwrap(),
+    )
+    .unwrap();
+    let wrapped = load_without_model(&path, &device);
+    assert_eq!(wrapped.name, "mobilenet_v2");
+    let reference = load("mobilenet_v2", &mbv2, &device);
+    let x = crops(&reference, &device);
+    let (f, l) = wrapped.network.features_and_logits(x.clone()).unwrap();
+    let (want, _) = reference.network.features_and_logits(x).unwrap();
+    let (f, want) = (values(f).1, values(want).1);
+    assert_eq!(f, want);
+    let logits = values(l.unwrap()).1;
+    for (n, row) in f.chunks(d).enumerate() {
+        let hidden: Vec<f32> = (0..h)
+            .map(|j| (b1[j] + (0..d).map(|i| w1[j * d + i] * row[i]).sum::<f32>()).max(0.0))
+            .collect();
+        for c in 0..k {
+            let want = b2[c] + (0..h).map(|j| w2[c * h + j] * hidden[j]).sum::<f32>();
+            let got = logits[n * k + c];
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{n},{c}: {got} vs {want}"
+            );
+        }
+    }
+}
+
 /// torchvision's MobileNetV2 with its real ImageNet weights as a CNTK v2 model (exported
 /// to ONNX at opset 9 and imported by CNTK 2.7) and as a v1 network built with CNTK's
 /// layers (scripts/make_cntk_imported_fixtures.py, which needs CNTK, so the 14 MB files

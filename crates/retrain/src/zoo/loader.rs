@@ -148,10 +148,12 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// A transfer-learned model keeps its new classifier under a name of its own (Keras'
-    /// `dense` after a `MobileNetV2` backbone). When, once the backbone is loaded, the only
-    /// tensors left are one dense layer over `din` features, it is taken as the classifier
-    /// `prefix`. Returns whether it was.
-    pub fn adopt_classifier(&self, prefix: &str, din: usize) -> bool {
+    /// `dense` after a `MobileNetV2` backbone, PyTorch's `fc = nn.Sequential(Linear, ReLU,
+    /// Dropout, Linear)` as `fc.0` and `fc.3`). When, once the backbone is loaded, the only
+    /// tensors left are one dense layer over `din` features, or two chained ones (`din` →
+    /// hidden → classes), the last is taken as the classifier `prefix`. Returns `None` when
+    /// they are not, else the hidden layer's file prefix and width when there is one.
+    pub fn adopt_classifier(&self, prefix: &str, din: usize) -> Option<Option<(String, usize)>> {
         let used = self.used.borrow();
         let left: Vec<&String> = self
             .weights
@@ -159,22 +161,44 @@ impl<'a> WeightLoader<'a> {
             .keys()
             .filter(|k| !used.contains(*k) && !k.ends_with("num_batches_tracked"))
             .collect();
-        let [a, b] = left.as_slice() else {
-            return false;
-        };
-        let (Some(layer), Some(other)) = (a.strip_suffix(".bias"), b.strip_suffix(".weight"))
-        else {
-            return false;
-        };
-        let (w, bias) = (&self.weights.tensors[*b], &self.weights.tensors[*a]);
-        let k = bias.numel();
-        if layer != other || bias.shape.len() != 1 || !same_layout(&w.shape, &[k, din]) {
-            return false;
+        // Dense layers: (file prefix, in, out), from a `.weight` and `.bias` pair each.
+        let mut layers = Vec::new();
+        for k in &left {
+            let Some(layer) = k.strip_suffix(".weight") else {
+                continue;
+            };
+            let (w, Some(bias)) = (
+                &self.weights.tensors[*k],
+                self.weights.tensors.get(&format!("{layer}.bias")),
+            ) else {
+                return None;
+            };
+            let [out, inp] = w.shape[..] else {
+                return None;
+            };
+            if bias.shape != [out] {
+                return None;
+            }
+            layers.push((layer.to_owned(), inp, out));
         }
+        if left.len() != 2 * layers.len() {
+            return None;
+        }
+        let (out_layer, hidden) = match layers.as_slice() {
+            [(l, i, _)] if *i == din => (l.clone(), None),
+            [a, b] => {
+                let (h, o) = if a.1 == din { (a, b) } else { (b, a) };
+                if h.1 != din || o.1 != h.2 {
+                    return None;
+                }
+                (o.0.clone(), Some((h.0.clone(), h.2)))
+            }
+            _ => return None,
+        };
         let mut aliases = self.aliases.borrow_mut();
-        aliases.insert(format!("{prefix}.weight"), (*b).clone());
-        aliases.insert(format!("{prefix}.bias"), (*a).clone());
-        true
+        aliases.insert(format!("{prefix}.weight"), format!("{out_layer}.weight"));
+        aliases.insert(format!("{prefix}.bias"), format!("{out_layer}.bias"));
+        Some(hidden)
     }
 
     /// Reads the architecture's tensor `name` from the file's `file_name` (a file that names

@@ -209,6 +209,14 @@ families! {
 }
 
 impl ArchConfig {
+    /// The family's name as a spec file writes it (`"family": "resnet"`).
+    pub fn family_name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("family")?.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     pub fn stages(&self) -> Vec<StageInfo> {
         self.family().stages()
     }
@@ -264,8 +272,13 @@ impl ArchConfig {
         let stages = family.build_stages(l);
         let spec = family.classifier();
         let out_w = format!("{}.weight", spec.out);
+        // A replaced head of two layers (PyTorch's `nn.Sequential(Linear, ReLU, Dropout,
+        // Linear)`): a state dict records no activation; ReLU is the one such heads use.
+        let mut adopted_hidden = None;
         if num_classes.is_none() && spec.hidden.is_none() && !l.has(&out_w) {
-            l.adopt_classifier(&spec.out, family.feature_dim());
+            adopted_hidden = l
+                .adopt_classifier(&spec.out, family.feature_dim())
+                .flatten();
         }
         let classes = match num_classes {
             Some(n) => (n > 0).then_some(n),
@@ -278,10 +291,12 @@ impl ArchConfig {
             let hidden = spec
                 .hidden
                 .filter(|h| num_classes.is_some() || l.has(&format!("{}.weight", h.prefix)))
-                .map(|h| {
-                    let layer = layers::load_linear(l, h.prefix, din, h.width);
-                    din = h.width;
-                    (layer, h.act)
+                .map(|h| (h.prefix.to_owned(), h.width, h.act))
+                .or_else(|| adopted_hidden.map(|(prefix, width)| (prefix, width, Act::Relu)))
+                .map(|(prefix, width, act)| {
+                    let layer = layers::load_linear(l, &prefix, din, width);
+                    din = width;
+                    (layer, act)
                 });
             Classifier {
                 hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
@@ -406,6 +421,7 @@ fn base_spec(
     size: Option<usize>,
     device: &Device,
 ) -> anyhow::Result<ModelSpec> {
+    let weights = &*unwrapped(weights);
     if let Some(m) = model {
         return materialised(resolve(m)?, weights, size, device);
     }
@@ -571,6 +587,7 @@ impl Model {
         weights: &Weights,
         device: &Device,
     ) -> Result<Self, MismatchError> {
+        let weights = &*unwrapped(weights);
         let config = materialise(name, config, weights, Some(preprocess.crop), device)?;
         let (network, report, _) = config.build(weights, device);
         clean(name, report, weights, device)?;
@@ -667,6 +684,7 @@ pub fn closest(weights: &Weights, device: &Device) -> Option<(String, f64, LoadR
 /// found with the right shape (1.0 only when everything fits) and the loader's report,
 /// best first.
 fn candidates(weights: &Weights, device: &Device) -> Vec<(String, f64, LoadReport)> {
+    let weights = &*unwrapped(weights);
     let mut hits = Vec::new();
     for e in catalogue() {
         if !e.config.family().fits_naming(weights) {
@@ -682,6 +700,72 @@ fn candidates(weights: &Weights, device: &Device) -> Vec<(String, f64, LoadRepor
     }
     hits.sort_by(|a, b| b.1.total_cmp(&a.1));
     hits
+}
+
+/// `weights` under the names the zoo knows. A state dict saved from a wrapper (a training
+/// framework's module holding the network as `backbone`, `model.encoder`, `module.pre`, …)
+/// has the network's names behind the wrapper's prefix. The prefix is found by matching,
+/// not from a list: a tensor name that ends in some family's naming key (`conv1.weight`,
+/// `features.0.0.weight`, …) after a dot names the prefix before it, and the prefix
+/// holding the most tensors wins (the shorter one on a tie). Only its tensors are kept,
+/// without it: the wrapper's own parts (a second head, a loss's parameters) are not the
+/// network's. A file that already fits some family's naming, or holds a graph, is as it is.
+pub fn unwrapped(weights: &Weights) -> std::borrow::Cow<'_, Weights> {
+    use std::borrow::Cow;
+    if weights.graph.is_some() {
+        return Cow::Borrowed(weights);
+    }
+    let catalogue = catalogue();
+    let families: Vec<&dyn Family> = catalogue.iter().map(|e| e.config.family()).collect();
+    if families.iter().any(|f| f.fits_naming(weights)) {
+        return Cow::Borrowed(weights);
+    }
+    let mut keys: Vec<&str> = families
+        .iter()
+        .map(|f| f.naming_key())
+        .filter(|k| !k.is_empty())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut best: Option<(&str, usize)> = None;
+    for name in weights.tensors.keys() {
+        for key in &keys {
+            let Some(prefix) = name.strip_suffix(key) else {
+                continue;
+            };
+            if !prefix.ends_with('.') {
+                continue;
+            }
+            let n = under(&weights.tensors, prefix).count();
+            let better = match best {
+                None => true,
+                Some((p, m)) => n > m || (n == m && prefix.len() < p.len()),
+            };
+            if better {
+                best = Some((prefix, n));
+            }
+        }
+    }
+    let Some((prefix, _)) = best else {
+        return Cow::Borrowed(weights);
+    };
+    let mut inner = weights.clone();
+    inner.tensors = under(&weights.tensors, prefix)
+        .map(|(name, t)| (name.to_owned(), t.clone()))
+        .collect();
+    Cow::Owned(inner)
+}
+
+/// The tensors named `prefix…`, without it: a run of the sorted map.
+fn under<'a>(
+    tensors: &'a std::collections::BTreeMap<String, crate::weights::WeightTensor>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a crate::weights::WeightTensor)> + 'a {
+    use std::ops::Bound::{Included, Unbounded};
+    tensors
+        .range::<str, _>((Included(prefix), Unbounded))
+        .take_while(move |(name, _)| name.starts_with(prefix))
+        .map(move |(name, t)| (&name[prefix.len()..], t))
 }
 
 #[cfg(test)]
