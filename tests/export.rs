@@ -134,6 +134,11 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "vgg_bn",
         "densenet",
         "densenet_old_names",
+        "regnet_y",
+        "regnet_x",
+        "efficientnet_v2",
+        "mnasnet",
+        "shufflenet_v2",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -445,4 +445,32 @@ fn wrapped_state_dicts_from_gpu_training_load_by_matching() {
     )
     .unwrap();
     run("backbone. (safetensors)", &Weights::load(&path).unwrap());
+/// torchvision's RegNetY (grouped bottlenecks with squeeze-excitation at a quarter of the
+/// block's input width, widths from `BlockParams.from_init_params`) and RegNetX (no SE,
+/// bottleneck multipliers other than 1), reduced (scripts/make_mobile_fixtures.py).
+#[test]
+fn regnet_x_and_y() {
+    check("regnet_y", WeightsFormat::Safetensors);
+    check("regnet_x", WeightsFormat::TorchZip);
+}
+
+/// torchvision's EfficientNetV2 (FusedMBConv with and without expansion, then MBConv with
+/// SE; BatchNorm epsilon 1e-3), reduced (scripts/make_mobile_fixtures.py).
+#[test]
+fn efficientnet_v2_fused_and_mbconv() {
+    check("efficientnet_v2", WeightsFormat::TorchZip);
+}
+
+/// torchvision's MNASNet (version 2 stem, stacks of inverted residuals), reduced
+/// (scripts/make_mobile_fixtures.py).
+#[test]
+fn mnasnet_from_safetensors() {
+    check("mnasnet", WeightsFormat::Safetensors);
+}
+
+/// torchvision's ShuffleNetV2 (two-branch units, channel split, concatenation and channel
+/// shuffle), reduced (scripts/make_mobile_fixtures.py).
+#[test]
+fn shufflenet_v2_split_and_shuffle() {
+    check("shufflenet_v2", WeightsFormat::TorchZip);
 }

@@ -47,16 +47,19 @@ impl Hash {
         }
     }
 
-    /// torch hub's: the hex digits between the file name's last `-` and its extension
-    /// (`HASH_REGEX = -([a-f0-9]*)\.`), a SHA-256 prefix.
+    /// torch hub's: the hex digits after a `-` up to a `.`, the first such run in the file
+    /// name (`HASH_REGEX = -([a-f0-9]*)\.`, searched), a SHA-256 prefix.
     pub fn torch_hub_prefix(file_name: &str) -> Option<&str> {
-        let stem = &file_name[..file_name.find('.')?];
-        let digits = &stem[stem.rfind('-')? + 1..];
-        (!digits.is_empty()
-            && digits
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then_some(digits)
+        // `mnasnet0.5_top1_67.823-3ffadce67e.pth` carries `3ffadce67e`.
+        let bytes = file_name.as_bytes();
+        let hex = |b: &u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
+        (0..bytes.len())
+            .filter(|&i| bytes[i] == b'-')
+            .find_map(|i| {
+                let run = bytes[i + 1..].iter().take_while(|b| hex(b)).count();
+                (bytes.get(i + 1 + run) == Some(&b'.')).then(|| &file_name[i + 1..i + 1 + run])
+            })
+            .filter(|digits| !digits.is_empty())
     }
 
     pub fn algorithm(&self) -> &'static str {
@@ -769,6 +772,14 @@ mod tests {
         assert_eq!(
             Hash::torch_hub_prefix("efficientnet_b0_rwightman-7f5810bc.pth"),
             Some("7f5810bc")
+        );
+        assert_eq!(
+            Hash::torch_hub_prefix("mnasnet0.5_top1_67.823-3ffadce67e.pth"),
+            Some("3ffadce67e")
+        );
+        assert_eq!(
+            Hash::torch_hub_prefix("shufflenetv2_x0.5-f707e7126e.pth"),
+            Some("f707e7126e")
         );
         assert_eq!(Hash::torch_hub_prefix("model.safetensors"), None);
         assert_eq!(Hash::torch_hub_prefix("a-XYZ.pth"), None);

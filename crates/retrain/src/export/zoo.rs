@@ -9,11 +9,14 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 
 use super::{Builder, attr_f, attr_i, attr_ints};
 use crate::zoo::convnext::ConvNextBlock;
+use crate::zoo::efficientnet::FusedMbConv;
 use crate::zoo::layers::{
     Block, BnAct, ConvBnAct, DenseBlock, InvertedResidual, LinearAct, Normalize, ResidualBlock,
     SqueezeExcite,
 };
 use crate::zoo::network::Network;
+use crate::zoo::regnet::RegNetBlock;
+use crate::zoo::shufflenet::ShuffleUnit;
 use crate::zoo::tokens::{EncoderBlock, PatchEmbed};
 
 /// Writes every stage of `net` on `input`, an image of height and width `hw`; returns the
@@ -78,6 +81,11 @@ fn out_size(block: &Block, hw: [usize; 2]) -> Result<[usize; 2]> {
         }
         Block::Inverted(b) => conv(&b.depthwise, hw)?,
         Block::Residual(b) => b.convs.iter().try_fold(hw, |hw, c| conv(c, hw))?,
+        Block::RegNet(b) => [&b.a, &b.b, &b.c]
+            .into_iter()
+            .try_fold(hw, |hw, c| conv(c, hw))?,
+        Block::Fused(b) => b.convs.iter().try_fold(hw, |hw, c| conv(c, hw))?,
+        Block::Shuffle(b) => b.branch2.iter().try_fold(hw, |hw, c| conv(c, hw))?,
         Block::ConvNorm(c) => {
             let c = &c.conv;
             windowed(hw, c.kernel_size, c.stride, c.dilation, &c.padding, false)?
@@ -158,6 +166,9 @@ fn emit_block(g: &mut Builder, block: &Block, x: &str, hw: [usize; 2]) -> Result
             let y = g.node("GlobalAveragePool", &[x], vec![], "pool");
             layer_norm_2d(g, &p.norm, p.eps, &p.name, &y)
         }
+        Block::RegNet(b) => regnet(g, b, x)?,
+        Block::Fused(b) => fused(g, b, x)?,
+        Block::Shuffle(b) => shuffle(g, b, x)?,
     })
 }
 
@@ -540,4 +551,79 @@ fn linear_act(g: &mut Builder, f: &LinearAct, x: &str) -> String {
     let y = g.act(f.act, &y);
     let shape = g.ints("unflatten_shape", &[0, -1, 1, 1]);
     g.node("Reshape", &[&y, &shape], vec![], "unflatten")
+}
+
+/// RegNet's bottleneck: `Relu(proj(x) + c(se(b(a(x)))))`.
+fn regnet(g: &mut Builder, b: &RegNetBlock, input: &str) -> Result<String> {
+    let mut x = conv_bn_act(g, &b.a, input)?;
+    x = conv_bn_act(g, &b.b, &x)?;
+    if let Some(se) = &b.se {
+        x = squeeze_excite(g, se, &x)?;
+    }
+    x = conv_bn_act(g, &b.c, &x)?;
+    let shortcut = match &b.proj {
+        Some(p) => conv_bn_act(g, p, input)?,
+        None => input.to_owned(),
+    };
+    let sum = g.node("Add", &[&shortcut, &x], vec![], "residual");
+    Ok(g.node("Relu", &[&sum], vec![], "relu"))
+}
+
+/// EfficientNetV2's FusedMBConv: its units, and the residual when it has one.
+fn fused(g: &mut Builder, b: &FusedMbConv, input: &str) -> Result<String> {
+    let mut x = input.to_owned();
+    for c in &b.convs {
+        x = conv_bn_act(g, c, &x)?;
+    }
+    Ok(if b.residual {
+        g.node("Add", &[&x, input], vec![], "residual")
+    } else {
+        x
+    })
+}
+
+/// A ShuffleNetV2 unit: both branches (stride 2) or the first half of the channels passed
+/// through beside `branch2` on the second (a Slice each), concatenated, then the channel
+/// shuffle as torchvision writes it: Reshape to [n, 2, c/2, h·w], Transpose, Reshape back to
+/// the input's own shape (read with Shape, so the batch and the size stay free).
+fn shuffle(g: &mut Builder, b: &ShuffleUnit, input: &str) -> Result<String> {
+    let branch = |g: &mut Builder, units: &[ConvBnAct], x: &str| -> Result<String> {
+        let mut x = x.to_owned();
+        for u in units {
+            x = conv_bn_act(g, u, &x)?;
+        }
+        Ok(x)
+    };
+    let (left, right) = if b.branch1.is_empty() {
+        let c = b.branch2[0].conv.weight.dims()[1] as i64 * 2;
+        let axes = g.ints("channel_axis", &[1]);
+        let (s0, mid, end) = (
+            g.ints("slice_start", &[0]),
+            g.ints("slice_half", &[c / 2]),
+            g.ints("slice_end", &[c]),
+        );
+        let first = g.node("Slice", &[input, &s0, &mid, &axes], vec![], "first_half");
+        let second = g.node("Slice", &[input, &mid, &end, &axes], vec![], "second_half");
+        let right = branch(g, &b.branch2, &second)?;
+        (first, right)
+    } else {
+        (branch(g, &b.branch1, input)?, branch(g, &b.branch2, input)?)
+    };
+    let out = g.node(
+        "Concat",
+        &[&left, &right],
+        vec![attr_i("axis", 1)],
+        "concat",
+    );
+    let c = b.branch2.last().map_or(0, |u| u.conv.weight.dims()[0]) as i64 * 2;
+    let grouped = g.ints("shuffle_shape", &[0, 2, c / 2, -1]);
+    let y = g.node("Reshape", &[&out, &grouped], vec![], "shuffle");
+    let y = g.node(
+        "Transpose",
+        &[&y],
+        vec![attr_ints("perm", &[0, 2, 1, 3])],
+        "shuffle",
+    );
+    let shape = g.node("Shape", &[&out], vec![], "shuffle_shape");
+    Ok(g.node("Reshape", &[&y, &shape], vec![], "shuffled"))
 }

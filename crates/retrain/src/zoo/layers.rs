@@ -717,6 +717,12 @@ pub enum Block {
     ConvNorm(super::convnext::ConvNorm),
     ConvNext(super::convnext::ConvNextBlock),
     PoolNorm(super::convnext::PoolNorm),
+    /// RegNet's residual bottleneck with its optional squeeze-excitation (`zoo::regnet`).
+    RegNet(super::regnet::RegNetBlock),
+    /// EfficientNetV2's FusedMBConv (`zoo::efficientnet`).
+    Fused(super::efficientnet::FusedMbConv),
+    /// ShuffleNetV2's two-branch unit and channel shuffle (`zoo::shufflenet`).
+    Shuffle(super::shufflenet::ShuffleUnit),
 }
 
 /// Keras EfficientNet's input layers: `Rescaling(1/255)`, then `Normalization` with the mean
@@ -815,6 +821,9 @@ impl Block {
             Block::ConvNorm(c) => c.forward(x),
             Block::ConvNext(b) => b.forward(x),
             Block::PoolNorm(p) => p.forward(x),
+            Block::RegNet(b) => b.forward(x),
+            Block::Fused(b) => b.forward(x),
+            Block::Shuffle(b) => b.forward(x),
         })
     }
 
@@ -839,6 +848,9 @@ impl Block {
             Block::ConvNorm(c) => c.export(out),
             Block::ConvNext(b) => b.export(out),
             Block::PoolNorm(p) => p.export(out),
+            Block::RegNet(b) => b.export(out),
+            Block::Fused(b) => b.export(out),
+            Block::Shuffle(b) => b.export(out),
         }
     }
 
@@ -861,6 +873,9 @@ impl Block {
             | Block::ConvNorm(_)
             | Block::ConvNext(_)
             | Block::PoolNorm(_)) => b,
+            Block::RegNet(b) => Block::RegNet(b.fold_batchnorm()),
+            Block::Fused(b) => Block::Fused(b.fold_batchnorm()),
+            Block::Shuffle(b) => Block::Shuffle(b.fold_batchnorm()),
         }
     }
 }

@@ -10,9 +10,12 @@ pub mod keras;
 pub mod keras_applications;
 pub mod layers;
 pub mod loader;
+pub mod mnasnet;
 pub mod mobilenet;
 pub mod network;
+pub mod regnet;
 pub mod resnet;
+pub mod shufflenet;
 pub mod tokens;
 pub mod vgg;
 pub mod vit;
@@ -205,6 +208,10 @@ families! {
     Densenet(densenet::DenseNetConfig),
     Vit(vit::VitConfig),
     Convnext(convnext::ConvNextConfig),
+    Regnet(regnet::RegNetConfig),
+    EfficientnetV2(efficientnet::EfficientNetV2Config),
+    Mnasnet(mnasnet::MnasNetConfig),
+    ShufflenetV2(shufflenet::ShuffleNetV2Config),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -918,6 +925,9 @@ mod tests {
                     v.extend([&b.depthwise, &b.project]);
                 }
                 Block::Residual(b) => v.extend(b.convs.iter().chain(&b.downsample)),
+                Block::RegNet(b) => v.extend(b.units()),
+                Block::Fused(b) => v.extend(&b.convs),
+                Block::Shuffle(b) => v.extend(b.branch1.iter().chain(&b.branch2)),
                 Block::BnAct(b) => alone.push(b),
                 Block::Dense(b) => {
                     for layer in &b.layers {
@@ -957,11 +967,16 @@ mod tests {
         // mobilenet_v3 and efficientnet_b5-b7, efficientnet_lite_pytorch and Keras the TF
         // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm (but
         // torchvision's vgg*_bn, DenseNet, ResNeXt and Wide ResNet PyTorch's defaults; ViT
-        // and ConvNeXt have none).
+        // and ConvNeXt have none); RegNet and ShuffleNetV2 PyTorch's defaults,
+        // EfficientNetV2 epsilon 1e-3 with PyTorch's momentum, MNASNet 1 - 0.9997.
         let expected = |name: &str| match name {
             n if n.starts_with("resnet") || n == "mobilenet_v2" => Some((1e-5, 0.1)),
             n if n.starts_with("resnext") || n.starts_with("wide_resnet") => Some((1e-5, 0.1)),
             n if n.starts_with("densenet") => Some((1e-5, 0.1)),
+            n if n.starts_with("regnet_") || n.starts_with("shufflenet_v2") => Some((1e-5, 0.1)),
+            n if n.starts_with("efficientnet_v2") => Some((1e-3, 0.1)),
+            // torchvision's `_BN_MOMENTUM = 1 - 0.9997`.
+            n if n.starts_with("mnasnet") => Some((1e-5, 1.0 - 0.9997)),
             n if n.starts_with("vgg") && n.ends_with("_bn") => Some((1e-5, 0.1)),
             n if n.starts_with("vgg") => None,
             // LayerNorms only.
@@ -1079,6 +1094,32 @@ mod tests {
                 ..vgg::VggConfig::torchvision(&[[1, 4], [1, 4], [1, 8], [1, 8], [1, 8]], true)
             }
             .into(),
+            regnet::RegNetConfig {
+                stem_width: 8,
+                ..regnet::RegNetConfig::from_init_params(4, 8, 8.0, 2.0, 4, Some(0.25))
+            }
+            .into(),
+            efficientnet::EfficientNetV2Config {
+                rows: efficientnet::EfficientNetV2Config::s().rows[..4]
+                    .iter()
+                    .map(|r| efficientnet::V2Row {
+                        repeats: 1,
+                        ..r.clone()
+                    })
+                    .collect(),
+                last_channel: 40,
+            }
+            .into(),
+            mnasnet::MnasNetConfig {
+                repeats: vec![1; 6],
+                ..mnasnet::MnasNetConfig::alpha(0.25)
+            }
+            .into(),
+            shufflenet::ShuffleNetV2Config {
+                repeats: vec![2, 1, 2],
+                channels: vec![8, 16, 24, 32, 40],
+            }
+            .into(),
         ];
         let device = Device::default();
         for config in configs {
@@ -1131,6 +1172,33 @@ mod tests {
             ("convnext_small", 50_223_688),
             ("convnext_base", 88_591_464),
             ("convnext_large", 197_767_336),
+            // RegNetY-128GF as its SWAG weights are (at 384; a CNN's count is the same).
+            ("regnet_y_400mf", 4_344_144),
+            ("regnet_y_800mf", 6_432_512),
+            ("regnet_y_1_6gf", 11_202_430),
+            ("regnet_y_3_2gf", 19_436_338),
+            ("regnet_y_8gf", 39_381_472),
+            ("regnet_y_16gf", 83_590_140),
+            ("regnet_y_32gf", 145_046_770),
+            ("regnet_y_128gf", 644_812_894),
+            ("regnet_x_400mf", 5_495_976),
+            ("regnet_x_800mf", 7_259_656),
+            ("regnet_x_1_6gf", 9_190_136),
+            ("regnet_x_3_2gf", 15_296_552),
+            ("regnet_x_8gf", 39_572_648),
+            ("regnet_x_16gf", 54_278_536),
+            ("regnet_x_32gf", 107_811_560),
+            ("efficientnet_v2_s", 21_458_488),
+            ("efficientnet_v2_m", 54_139_356),
+            ("efficientnet_v2_l", 118_515_272),
+            ("mnasnet0_5", 2_218_512),
+            ("mnasnet0_75", 3_170_208),
+            ("mnasnet1_0", 4_383_312),
+            ("mnasnet1_3", 6_282_256),
+            ("shufflenet_v2_x0_5", 1_366_792),
+            ("shufflenet_v2_x1_0", 2_278_604),
+            ("shufflenet_v2_x1_5", 3_503_624),
+            ("shufflenet_v2_x2_0", 7_393_996),
         ];
         for (name, want) in counts {
             let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
