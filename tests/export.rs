@@ -134,6 +134,9 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "vgg_bn",
         "densenet",
         "densenet_old_names",
+        "swin",
+        "swin_v2",
+        "maxvit",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -10,9 +10,11 @@ pub mod keras;
 pub mod keras_applications;
 pub mod layers;
 pub mod loader;
+pub mod maxvit;
 pub mod mobilenet;
 pub mod network;
 pub mod resnet;
+pub mod swin;
 pub mod tokens;
 pub mod vgg;
 pub mod vit;
@@ -205,6 +207,8 @@ families! {
     Densenet(densenet::DenseNetConfig),
     Vit(vit::VitConfig),
     Convnext(convnext::ConvNextConfig),
+    Swin(swin::SwinConfig),
+    Maxvit(maxvit::MaxVitConfig),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -286,7 +290,12 @@ impl ArchConfig {
             Classifier {
                 hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
                 hidden: hidden.map(|(layer, _)| layer),
-                out: layers::load_linear(l, &spec.out, din, classes),
+                out: if spec.bias || (num_classes.is_none() && l.has(&format!("{}.bias", spec.out)))
+                {
+                    layers::load_linear(l, &spec.out, din, classes)
+                } else {
+                    layers::load_linear_no_bias(l, &spec.out, din, classes)
+                },
             }
         });
         (Network { stages, classifier }, l.parameter_count())
@@ -835,6 +844,10 @@ mod tests {
                 }
                 Block::Residual(b) => v.extend(b.convs.iter().chain(&b.downsample)),
                 Block::BnAct(b) => alone.push(b),
+                Block::MbConv(b) => {
+                    alone.push(&b.pre_norm);
+                    v.extend(b.proj.iter().chain([&b.conv_a, &b.conv_b, &b.conv_c]));
+                }
                 Block::Dense(b) => {
                     for layer in &b.layers {
                         alone.push(&layer.norm1);
@@ -872,8 +885,8 @@ mod tests {
         // torchvision resnet/mobilenet_v2/efficientnet_b0-b4 PyTorch's defaults; torchvision
         // mobilenet_v3 and efficientnet_b5-b7, efficientnet_lite_pytorch and Keras the TF
         // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm (but
-        // torchvision's vgg*_bn, DenseNet, ResNeXt and Wide ResNet PyTorch's defaults; ViT
-        // and ConvNeXt have none).
+        // torchvision's vgg*_bn, DenseNet, ResNeXt and Wide ResNet PyTorch's defaults; ViT,
+        // ConvNeXt and Swin have none); torchvision's MaxVit eps 1e-3, momentum 0.01.
         let expected = |name: &str| match name {
             n if n.starts_with("resnet") || n == "mobilenet_v2" => Some((1e-5, 0.1)),
             n if n.starts_with("resnext") || n.starts_with("wide_resnet") => Some((1e-5, 0.1)),
@@ -882,6 +895,8 @@ mod tests {
             n if n.starts_with("vgg") => None,
             // LayerNorms only.
             n if n.starts_with("vit_") || n.starts_with("convnext_") => None,
+            n if n.starts_with("swin_") => None,
+            "maxvit_t" => Some((1e-3, 0.01)),
             "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
             n if n.starts_with("efficientnet_b") => Some((1e-5, 0.1)),
             n if n.starts_with("mobilenet_v3") || n.starts_with("efficientnet_lite") => {
@@ -995,6 +1010,26 @@ mod tests {
                 ..vgg::VggConfig::torchvision(&[[1, 4], [1, 4], [1, 8], [1, 8], [1, 8]], true)
             }
             .into(),
+            // 16×16 patches in 5×3 windows: padded, shifted, and the shift dropped where the
+            // window covers the map.
+            swin::SwinConfig {
+                v2: false,
+                patch_size: 4,
+                embed_dim: 4,
+                depths: vec![2, 1, 2, 1],
+                num_heads: vec![1, 2, 2, 4],
+                window_size: [5, 3],
+            }
+            .into(),
+            swin::SwinConfig {
+                v2: true,
+                patch_size: 4,
+                embed_dim: 4,
+                depths: vec![1, 2, 1],
+                num_heads: vec![1, 1, 2],
+                window_size: [4, 4],
+            }
+            .into(),
         ];
         let device = Device::default();
         for config in configs {
@@ -1047,6 +1082,13 @@ mod tests {
             ("convnext_small", 50_223_688),
             ("convnext_base", 88_591_464),
             ("convnext_large", 197_767_336),
+            ("swin_t", 28_288_354),
+            ("swin_s", 49_606_258),
+            ("swin_b", 87_768_224),
+            ("swin_v2_t", 28_351_570),
+            ("swin_v2_s", 49_737_442),
+            ("swin_v2_b", 87_930_848),
+            ("maxvit_t", 30_919_624),
         ];
         for (name, want) in counts {
             let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
