@@ -326,9 +326,12 @@ impl WindowAttention {
         };
         let (q, k, v) = (part(0), part(1), part(2));
         let attn = if let Some(scale) = &self.logit_scale {
+            // F.normalize: t / max(‖t‖, 1e-12). The 1e-24 under the root changes no value
+            // in f32 but keeps the root's gradient finite on a zero vector (a padded
+            // position's key, whose V2 bias is zero), where torch's norm has gradient 0.
             let unit = |t: Tensor<4>| {
-                let norm = (t.clone() * t.clone()).sum_dim(3).sqrt().clamp_min(1e-12);
-                t / norm
+                let squares = (t.clone() * t.clone()).sum_dim(3);
+                t / (squares + 1e-24).sqrt().clamp_min(1e-12)
             };
             let scale = scale
                 .val()
