@@ -139,6 +139,9 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "efficientnet_v2",
         "mnasnet",
         "shufflenet_v2",
+        "swin",
+        "swin_v2",
+        "maxvit",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -711,3 +711,53 @@ fn a_vit_freezes_at_an_encoder_block_and_trains_the_rest() {
         manifest["metrics"]["val"]["accuracy"]
     );
 }
+
+/// Swin V2 fine-tunes through windows that pad the map (the padded keys are zero vectors,
+/// whose cosine normalisation must keep a finite gradient) and MaxViT through its head
+/// without bias: every loss finite, and the bundle (a head with a bias) scores as the fit
+/// reported.
+#[test]
+fn windowed_attention_models_fine_tune_to_finite_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    for name in ["swin_v2", "maxvit"] {
+        let f = fixtures().join(name);
+        let out = dir.path().join(name);
+        let o = retrain(&[
+            "fit",
+            "--model",
+            &s(&f.join("model.json")),
+            "--weights",
+            &s(&f.join("weights.pt")),
+            "--data",
+            &s(&data),
+            "--val",
+            &s(&data),
+            "--strategy",
+            "finetune",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.01",
+            "--train-batch",
+            "3",
+            "--out",
+            &s(&out),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let text = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(!text.contains("NaN"), "{name}: {text}");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        let loss = manifest["metrics"]["val"]["loss"].as_f64().unwrap();
+        assert!(loss.is_finite(), "{name}: val loss {loss}");
+        let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["report"]["accuracy"], manifest["metrics"]["val"]["accuracy"],
+            "{name}"
+        );
+    }
+}

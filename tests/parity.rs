@@ -95,7 +95,13 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
     let in_file = weights
         .tensors
         .keys()
-        .filter(|k| !k.ends_with("num_batches_tracked"))
+        // Buffers an architecture computes (Swin's relative position index and V2's
+        // coordinates table) are read when present and never exported.
+        .filter(|k| {
+            !k.ends_with("num_batches_tracked")
+                && !k.ends_with("relative_position_index")
+                && !k.ends_with("relative_coords_table")
+        })
         .count();
     let (hidden, out) = spec.config.classifier_prefixes();
     let classifier = weights
@@ -473,4 +479,28 @@ fn mnasnet_from_safetensors() {
 #[test]
 fn shufflenet_v2_split_and_shuffle() {
     check("shufflenet_v2", WeightsFormat::TorchZip);
+/// torchvision's Swin Transformer (patchify stem, shifted-window attention with a relative
+/// position bias table, patch merging, final LayerNorm averaged), reduced, with a 4×3
+/// window on maps that are not multiples of it (padding, the shift mask, the vertical shift
+/// dropped where the window covers the map), from a file without the computed
+/// `relative_position_index` buffers (scripts/make_window_fixtures.py).
+#[test]
+fn swin_from_safetensors() {
+    check("swin", WeightsFormat::Safetensors);
+}
+
+/// torchvision's Swin Transformer V2 (cosine attention with clamped logit scales, the
+/// continuous position bias MLP, res-post-norm, PatchMergingV2 on a padded map), reduced,
+/// from a file with the buffers (scripts/make_window_fixtures.py).
+#[test]
+fn swin_v2_from_torch_zip() {
+    check("swin_v2", WeightsFormat::TorchZip);
+}
+
+/// torchvision's MaxViT (BatchNorm + GELU stem, MBConv with squeeze-excitation and a pooled
+/// shortcut, block and grid attention with relative position bias, LayerNorm + Linear +
+/// Tanh pre-logits, a head without bias), reduced (scripts/make_window_fixtures.py).
+#[test]
+fn maxvit_from_torch_zip() {
+    check("maxvit", WeightsFormat::TorchZip);
 }

@@ -498,6 +498,8 @@ impl Builder {
                 self.node("Mul", &[x, &s], vec![], "silu")
             }
             Act::Hardswish => self.node("HardSwish", &[x], vec![], "hardswish"),
+            Act::Gelu => self.gelu(x, false),
+            Act::Tanh => self.node("Tanh", &[x], vec![], "tanh"),
         }
     }
 }

@@ -14,9 +14,14 @@ use crate::zoo::layers::{
     Block, BnAct, ConvBnAct, DenseBlock, InvertedResidual, LinearAct, Normalize, ResidualBlock,
     SqueezeExcite,
 };
+use crate::zoo::maxvit::{MbConv, PartitionAttention};
 use crate::zoo::network::Network;
 use crate::zoo::regnet::RegNetBlock;
 use crate::zoo::shufflenet::ShuffleUnit;
+use crate::zoo::swin::{
+    PatchMerging, SwinBlock, WindowAttention, effective_shift, relative_coords_table,
+    relative_position_index, shift_mask, window_padding,
+};
 use crate::zoo::tokens::{EncoderBlock, PatchEmbed};
 
 /// Writes every stage of `net` on `input`, an image of height and width `hw`; returns the
@@ -99,7 +104,12 @@ fn out_size(block: &Block, hw: [usize; 2]) -> Result<[usize; 2]> {
         | Block::BnAct(_)
         | Block::Dense(_)
         | Block::Encoder(_)
-        | Block::ConvNext(_) => hw,
+        | Block::ConvNext(_)
+        | Block::Swin(_)
+        | Block::MapNorm(_) => hw,
+        Block::PatchMerging(_) => hw.map(|v| v.div_ceil(2)),
+        Block::MbConv(b) => conv(&b.conv_b, hw)?,
+        Block::PartitionAttention(_) => hw,
         Block::FlattenHwc(_)
         | Block::PoolFlatten(_)
         | Block::Linear(_)
@@ -169,6 +179,11 @@ fn emit_block(g: &mut Builder, block: &Block, x: &str, hw: [usize; 2]) -> Result
         Block::RegNet(b) => regnet(g, b, x)?,
         Block::Fused(b) => fused(g, b, x)?,
         Block::Shuffle(b) => shuffle(g, b, x)?,
+        Block::Swin(b) => swin_block(g, b, x, hw),
+        Block::PatchMerging(m) => patch_merging(g, m, x, hw),
+        Block::MapNorm(n) => layer_norm_2d(g, &n.norm, n.eps, &n.name, x),
+        Block::MbConv(b) => mbconv(g, b, x)?,
+        Block::PartitionAttention(a) => partition_attention(g, a, x, hw)?,
     })
 }
 
@@ -626,4 +641,362 @@ fn shuffle(g: &mut Builder, b: &ShuffleUnit, input: &str) -> Result<String> {
     );
     let shape = g.node("Shape", &[&out], vec![], "shuffle_shape");
     Ok(g.node("Reshape", &[&y, &shape], vec![], "shuffled"))
+// Swin: each block works channels-last between two transposes; windows are cut and put
+// back by Reshape/Transpose with the batch free, the map's size fixed by the export's
+// input size, so padding, the roll's slices and the shift mask are constants.
+
+fn transpose(g: &mut Builder, x: &str, perm: &[i64], hint: &str) -> String {
+    g.node("Transpose", &[x], vec![attr_ints("perm", perm)], hint)
+}
+
+fn reshape(g: &mut Builder, x: &str, shape: &[i64], hint: &str) -> String {
+    let s = g.ints(&format!("{hint}_shape"), shape);
+    g.node("Reshape", &[x, &s], vec![], hint)
+}
+
+/// Zeros after the end of axes 1 and 2 of an NHWC value.
+fn pad_after(g: &mut Builder, x: &str, pad: [usize; 2]) -> String {
+    if pad == [0, 0] {
+        return x.to_owned();
+    }
+    let pads = g.ints("pads", &[0, 0, 0, 0, 0, pad[0] as i64, pad[1] as i64, 0]);
+    g.node("Pad", &[x, &pads], vec![], "pad")
+}
+
+fn slice(g: &mut Builder, x: &str, axis: i64, start: i64, end: i64) -> String {
+    let starts = g.ints("starts", &[start]);
+    let ends = g.ints("ends", &[end]);
+    let axes = g.ints("axes", &[axis]);
+    g.node("Slice", &[x, &starts, &ends, &axes], vec![], "slice")
+}
+
+/// `torch.roll(x, by, axis)` on an axis of `n`: two slices swapped.
+fn roll(g: &mut Builder, x: &str, by: i64, axis: i64, n: usize) -> String {
+    let n = n as i64;
+    let s = by.rem_euclid(n);
+    if s == 0 {
+        return x.to_owned();
+    }
+    let tail = slice(g, x, axis, n - s, n);
+    let head = slice(g, x, axis, 0, n - s);
+    g.node(
+        "Concat",
+        &[&tail, &head],
+        vec![attr_i("axis", axis)],
+        "roll",
+    )
+}
+
+fn window_attention(
+    g: &mut Builder,
+    a: &WindowAttention,
+    p: &str,
+    x: &str,
+    hw: [usize; 2],
+) -> String {
+    let c = a.proj.weight.dims()[0];
+    let [wh, ww] = a.window;
+    let pad = window_padding(a.window, hw);
+    let (ph, pw) = (hw[0] + pad[0], hw[1] + pad[1]);
+    let shift = effective_shift(a.window, a.shift, [ph, pw]);
+    let (nh, nw) = (ph / wh, pw / ww);
+    let (windows, n, heads) = (nh * nw, wh * ww, a.heads);
+    let dh = c / heads;
+    let y = pad_after(g, x, pad);
+    let y = roll(g, &y, -(shift[0] as i64), 1, ph);
+    let y = roll(g, &y, -(shift[1] as i64), 2, pw);
+    let y = reshape(
+        g,
+        &y,
+        &[-1, wh as i64, nw as i64, (ww * c) as i64],
+        "windows",
+    );
+    let y = transpose(g, &y, &[0, 2, 1, 3], "windows");
+    let y = reshape(g, &y, &[-1, n as i64, c as i64], "windows");
+    let qkv = if a.logit_scale.is_some() {
+        // V2: the keys' bias is not used (torchvision zeroes it in forward).
+        let w = g.param_of(&format!("{p}.qkv.weight"), a.qkv.weight.val().transpose());
+        let wt = transpose(g, &w, &[1, 0], "qkv");
+        let y = g.node("MatMul", &[&y, &wt], vec![], "qkv");
+        match &a.qkv.bias {
+            Some(b) => {
+                let b = g.param_of(&format!("{p}.qkv.bias"), b.val());
+                let keep: Vec<f32> = (0..3 * c)
+                    .map(|i| if (c..2 * c).contains(&i) { 0.0 } else { 1.0 })
+                    .collect();
+                let keep = g.float_const("qkv_bias_kept", &[3 * c], &keep);
+                let b = g.node("Mul", &[&b, &keep], vec![], "qkv_bias");
+                g.node("Add", &[&y, &b], vec![], "qkv")
+            }
+            None => y,
+        }
+    } else {
+        token_linear(g, &a.qkv, &format!("{p}.qkv"), &y)
+    };
+    let qkv = reshape(g, &qkv, &[-1, n as i64, 3, heads as i64, dh as i64], "qkv");
+    let qkv = transpose(g, &qkv, &[2, 0, 3, 1, 4], "qkv");
+    let part = |g: &mut Builder, i: i64, hint: &str| {
+        let idx = g.int_const("index", &[], &[i]);
+        g.node("Gather", &[&qkv, &idx], vec![attr_i("axis", 0)], hint)
+    };
+    let (q, k, v) = (part(g, 0, "q"), part(g, 1, "k"), part(g, 2, "v"));
+    let scores = if let Some(scale) = &a.logit_scale {
+        let unit = |g: &mut Builder, t: &str| {
+            let norm = g.node(
+                "ReduceL2",
+                &[t],
+                vec![attr_ints("axes", &[-1]), attr_i("keepdims", 1)],
+                "norm",
+            );
+            let eps = g.scalar("norm_eps", 1e-12);
+            let norm = g.node("Max", &[&norm, &eps], vec![], "norm");
+            g.node("Div", &[t, &norm], vec![], "unit")
+        };
+        let (q, k) = (unit(g, &q), unit(g, &k));
+        let kt = transpose(g, &k, &[0, 1, 3, 2], "k_t");
+        let s = g.node("MatMul", &[&q, &kt], vec![], "scores");
+        let scale = g.param_of(&format!("{p}.logit_scale"), scale.val());
+        let max = g.scalar("logit_scale_max", 100f32.ln());
+        let scale = g.node("Min", &[&scale, &max], vec![], "logit_scale");
+        let scale = g.node("Exp", &[&scale], vec![], "logit_scale");
+        g.node("Mul", &[&s, &scale], vec![], "scores")
+    } else {
+        let scale = g.scalar("attention_scale", (dh as f32).powf(-0.5));
+        let q = g.node("Mul", &[&q, &scale], vec![], "q");
+        let kt = transpose(g, &k, &[0, 1, 3, 2], "k_t");
+        g.node("MatMul", &[&q, &kt], vec![], "scores")
+    };
+    let table = match (&a.relative_position_bias_table, &a.cpb_fc1, &a.cpb_fc2) {
+        (Some(t), _, _) => g.param_of(&format!("{p}.relative_position_bias_table"), t.val()),
+        (None, Some(fc1), Some(fc2)) => {
+            let coords = relative_coords_table(a.window);
+            let coords = g.float_const("relative_coords_table", &[coords.len() / 2, 2], &coords);
+            let h = token_linear(g, fc1, &format!("{p}.cpb_mlp.0"), &coords);
+            let h = g.node("Relu", &[&h], vec![], "cpb_relu");
+            token_linear(g, fc2, &format!("{p}.cpb_mlp.2"), &h)
+        }
+        _ => unreachable!("a window attention has a bias table or its cpb_mlp"),
+    };
+    let index = g.int_const(
+        "relative_position_index",
+        &[n * n],
+        &relative_position_index(a.window),
+    );
+    let bias = g.node(
+        "Gather",
+        &[&table, &index],
+        vec![attr_i("axis", 0)],
+        "position_bias",
+    );
+    let bias = reshape(
+        g,
+        &bias,
+        &[n as i64, n as i64, heads as i64],
+        "position_bias",
+    );
+    let bias = transpose(g, &bias, &[2, 0, 1], "position_bias");
+    let mut bias = reshape(
+        g,
+        &bias,
+        &[1, heads as i64, n as i64, n as i64],
+        "position_bias",
+    );
+    if a.logit_scale.is_some() {
+        let s = g.node("Sigmoid", &[&bias], vec![], "position_bias");
+        let k = g.scalar("sixteen", 16.0);
+        bias = g.node("Mul", &[&s, &k], vec![], "position_bias");
+    }
+    let mut scores = g.node("Add", &[&scores, &bias], vec![], "scores");
+    if shift != [0, 0] {
+        let mask = shift_mask(a.window, shift, [ph, pw]);
+        let mask = g.float_const("shift_mask", &[1, windows, 1, n, n], &mask);
+        let s = reshape(
+            g,
+            &scores,
+            &[-1, windows as i64, heads as i64, n as i64, n as i64],
+            "scores",
+        );
+        let s = g.node("Add", &[&s, &mask], vec![], "masked");
+        scores = reshape(g, &s, &[-1, heads as i64, n as i64, n as i64], "scores");
+    }
+    let weights = g.node("Softmax", &[&scores], vec![attr_i("axis", -1)], "attention");
+    let y = g.node("MatMul", &[&weights, &v], vec![], "attended");
+    let y = transpose(g, &y, &[0, 2, 1, 3], "attended");
+    let y = reshape(g, &y, &[-1, n as i64, c as i64], "attended");
+    let y = token_linear(g, &a.proj, &format!("{p}.proj"), &y);
+    let y = reshape(
+        g,
+        &y,
+        &[-1, nw as i64, wh as i64, (ww * c) as i64],
+        "merged",
+    );
+    let y = transpose(g, &y, &[0, 2, 1, 3], "merged");
+    let y = reshape(g, &y, &[-1, ph as i64, pw as i64, c as i64], "merged");
+    let y = roll(g, &y, shift[0] as i64, 1, ph);
+    let y = roll(g, &y, shift[1] as i64, 2, pw);
+    if pad == [0, 0] {
+        return y;
+    }
+    let starts = g.ints("starts", &[0, 0]);
+    let ends = g.ints("ends", &[hw[0] as i64, hw[1] as i64]);
+    let axes = g.ints("axes", &[1, 2]);
+    g.node("Slice", &[&y, &starts, &ends, &axes], vec![], "unpadded")
+}
+
+fn swin_block(g: &mut Builder, b: &SwinBlock, x: &str, hw: [usize; 2]) -> String {
+    let p = &b.prefix;
+    let t = transpose(g, x, &[0, 2, 3, 1], "nhwc");
+    let attn = format!("{p}.attn");
+    let (n1, n2) = (format!("{p}.norm1"), format!("{p}.norm2"));
+    let mlp = |g: &mut Builder, y: &str| {
+        let y = token_linear(g, &b.fc1, &format!("{p}.mlp.0"), y);
+        let y = g.gelu(&y, false);
+        token_linear(g, &b.fc2, &format!("{p}.mlp.3"), &y)
+    };
+    let t = if b.post_norm {
+        let y = window_attention(g, &b.attn, &attn, &t, hw);
+        let y = layer_norm(g, &b.norm1, b.eps, &n1, &y);
+        let t = g.node("Add", &[&t, &y], vec![], "residual");
+        let y = mlp(g, &t);
+        let y = layer_norm(g, &b.norm2, b.eps, &n2, &y);
+        g.node("Add", &[&t, &y], vec![], "residual")
+    } else {
+        let y = layer_norm(g, &b.norm1, b.eps, &n1, &t);
+        let y = window_attention(g, &b.attn, &attn, &y, hw);
+        let t = g.node("Add", &[&t, &y], vec![], "residual");
+        let y = layer_norm(g, &b.norm2, b.eps, &n2, &t);
+        let y = mlp(g, &y);
+        g.node("Add", &[&t, &y], vec![], "residual")
+    };
+    transpose(g, &t, &[0, 3, 1, 2], "nchw")
+}
+
+fn patch_merging(g: &mut Builder, m: &PatchMerging, x: &str, hw: [usize; 2]) -> String {
+    let p = &m.prefix;
+    let c = m.reduction.weight.dims()[0] / 4;
+    let [h2, w2] = hw.map(|v| v.div_ceil(2) as i64);
+    let t = transpose(g, x, &[0, 2, 3, 1], "nhwc");
+    let t = pad_after(g, &t, [hw[0] % 2, hw[1] % 2]);
+    // [n·h/2, a, w/2, b, c] → [n·h/2, w/2, b, a, c]: channel block 2b + a.
+    let t = reshape(g, &t, &[-1, 2, w2, 2, c as i64], "merge");
+    let t = transpose(g, &t, &[0, 2, 3, 1, 4], "merge");
+    let t = reshape(g, &t, &[-1, h2, w2, 4 * c as i64], "merge");
+    let (reduction, norm) = (format!("{p}.reduction"), format!("{p}.norm"));
+    let t = if m.norm_after {
+        let t = token_linear(g, &m.reduction, &reduction, &t);
+        layer_norm(g, &m.norm, m.eps, &norm, &t)
+    } else {
+        let t = layer_norm(g, &m.norm, m.eps, &norm, &t);
+        token_linear(g, &m.reduction, &reduction, &t)
+    };
+    transpose(g, &t, &[0, 3, 1, 2], "nchw")
+}
+
+// MaxViT.
+
+fn mbconv(g: &mut Builder, b: &MbConv, input: &str) -> Result<String> {
+    let mut res = input.to_owned();
+    if let Some(p) = &b.pool {
+        res = avg_pool(g, p, &res)?;
+    }
+    if let Some(p) = &b.proj {
+        res = conv_bn_act(g, p, &res)?;
+    }
+    let y = bn_act(g, &b.pre_norm, input);
+    let y = conv_bn_act(g, &b.conv_a, &y)?;
+    let y = conv_bn_act(g, &b.conv_b, &y)?;
+    let y = squeeze_excite(g, &b.se, &y)?;
+    let y = conv_bn_act(g, &b.conv_c, &y)?;
+    Ok(g.node("Add", &[&res, &y], vec![], "residual"))
+}
+
+/// The map cut into partitions by Reshape/Transpose (the batch free, the map's size the
+/// export's), attention with the bias table gathered by the constant index, an MLP, and
+/// the map put back.
+fn partition_attention(
+    g: &mut Builder,
+    a: &PartitionAttention,
+    x: &str,
+    hw: [usize; 2],
+) -> Result<String> {
+    let c = a.to_qkv.weight.dims()[0];
+    let p = a.partition;
+    if !hw[0].is_multiple_of(p) || !hw[1].is_multiple_of(p) {
+        bail!(
+            "{}: a {}x{} map is not cut into {p}x{p} partitions",
+            a.prefix,
+            hw[0],
+            hw[1]
+        );
+    }
+    let (ph, pw) = (a.cut(hw[0]), a.cut(hw[1]));
+    let (gh, gw) = (hw[0] / ph, hw[1] / pw);
+    let (heads, t) = (a.heads, p * p);
+    let dh = c / heads;
+    let (ci, ghi, gwi, phi, pwi) = (c as i64, gh as i64, gw as i64, ph as i64, pw as i64);
+    let y = reshape(g, x, &[-1, ci, ghi, phi, gwi, pwi], "partition");
+    let y = transpose(g, &y, &[0, 2, 4, 3, 5, 1], "partition");
+    let mut y = reshape(g, &y, &[-1, ghi * gwi, phi * pwi, ci], "partition");
+    if a.grid {
+        y = transpose(g, &y, &[0, 2, 1, 3], "grid");
+    }
+    let pre = &a.prefix;
+    let attn = format!("{pre}.attn_layer.1");
+    let z = layer_norm(g, &a.norm, a.eps, &format!("{pre}.attn_layer.0"), &y);
+    let qkv = token_linear(g, &a.to_qkv, &format!("{attn}.to_qkv"), &z);
+    let part = |g: &mut Builder, i: i64, hint: &str| {
+        let s = slice(g, &qkv, -1, i * ci, (i + 1) * ci);
+        let s = reshape(g, &s, &[0, 0, 0, heads as i64, dh as i64], hint);
+        transpose(g, &s, &[0, 1, 3, 2, 4], hint)
+    };
+    let (q, k, v) = (part(g, 0, "q"), part(g, 1, "k"), part(g, 2, "v"));
+    let scale = g.scalar("key_scale", (c as f32).powf(-0.5));
+    let k = g.node("Mul", &[&k, &scale], vec![], "k");
+    let kt = transpose(g, &k, &[0, 1, 2, 4, 3], "k_t");
+    let scores = g.node("MatMul", &[&q, &kt], vec![], "scores");
+    let table = g.param_of(
+        &format!("{attn}.relative_position_bias_table"),
+        a.relative_position_bias_table.val(),
+    );
+    let index = g.int_const(
+        "relative_position_index",
+        &[t * t],
+        &crate::zoo::swin::relative_position_index([p, p]),
+    );
+    let bias = g.node(
+        "Gather",
+        &[&table, &index],
+        vec![attr_i("axis", 0)],
+        "position_bias",
+    );
+    let bias = reshape(
+        g,
+        &bias,
+        &[t as i64, t as i64, heads as i64],
+        "position_bias",
+    );
+    let bias = transpose(g, &bias, &[2, 0, 1], "position_bias");
+    let scores = g.node("Add", &[&scores, &bias], vec![], "scores");
+    let weights = g.node("Softmax", &[&scores], vec![attr_i("axis", -1)], "attention");
+    let o = g.node("MatMul", &[&weights, &v], vec![], "attended");
+    let o = transpose(g, &o, &[0, 1, 3, 2, 4], "attended");
+    let o = reshape(g, &o, &[0, 0, 0, ci], "attended");
+    let o = token_linear(g, &a.merge, &format!("{attn}.merge"), &o);
+    let y = g.node("Add", &[&y, &o], vec![], "residual");
+    let z = layer_norm(g, &a.mlp_norm, a.eps, &format!("{pre}.mlp_layer.0"), &y);
+    let z = token_linear(g, &a.fc1, &format!("{pre}.mlp_layer.1"), &z);
+    let z = g.gelu(&z, false);
+    let z = token_linear(g, &a.fc2, &format!("{pre}.mlp_layer.3"), &z);
+    let mut y = g.node("Add", &[&y, &z], vec![], "residual");
+    if a.grid {
+        y = transpose(g, &y, &[0, 2, 1, 3], "grid");
+    }
+    let y = reshape(g, &y, &[-1, ghi, gwi, phi, pwi, ci], "departition");
+    let y = transpose(g, &y, &[0, 5, 1, 3, 2, 4], "departition");
+    Ok(reshape(
+        g,
+        &y,
+        &[-1, ci, hw[0] as i64, hw[1] as i64],
+        "departition",
+    ))
 }

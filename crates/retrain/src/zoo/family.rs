@@ -78,6 +78,9 @@ pub struct ClassifierSpec {
     pub hidden: Option<HiddenLayer>,
     /// Parameter prefix of the output layer (`<prefix>.weight`, `<prefix>.bias`).
     pub out: String,
+    /// The origin's output layer has a bias (MaxViT's has none; a file that gives it one,
+    /// a retrained head, is read with it).
+    pub bias: bool,
 }
 
 impl ClassifierSpec {
@@ -86,6 +89,15 @@ impl ClassifierSpec {
         Self {
             hidden: None,
             out: out.into(),
+            bias: true,
+        }
+    }
+
+    /// The output layer without a bias.
+    pub fn without_bias(self) -> Self {
+        Self {
+            bias: false,
+            ..self
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum Act {
     Relu6,
     Silu,
     Hardswish,
+    /// GELU with the error function (PyTorch's `nn.GELU()`).
+    Gelu,
+    Tanh,
 }
 
 impl Act {
@@ -31,6 +34,8 @@ impl Act {
             Act::Relu6 => x.clamp(0.0, 6.0),
             Act::Silu => activation::silu(x),
             Act::Hardswish => activation::hard_swish(x),
+            Act::Gelu => activation::gelu(x),
+            Act::Tanh => x.tanh(),
         }
     }
 }
@@ -176,6 +181,15 @@ fn folded_batchnorm(l: &WeightLoader, conv: &str, spec: ConvSpec, bn: BnSpec) ->
     });
     bn.running_var = RunningState::new(Tensor::full([c], 1.0 - eps, device));
     bn
+}
+
+/// A Linear without a bias, `<prefix>.weight` as PyTorch's `[out, in]`.
+pub fn load_linear_no_bias(l: &WeightLoader, prefix: &str, din: usize, dout: usize) -> Linear {
+    let w = l.tensor::<2>(&format!("{prefix}.weight"), [dout, din]);
+    Linear {
+        weight: Param::from_tensor(w.transpose()),
+        bias: None,
+    }
 }
 
 /// PyTorch stores Linear weights as (out, in); burn multiplies by (in, out).
@@ -723,6 +737,14 @@ pub enum Block {
     Fused(super::efficientnet::FusedMbConv),
     /// ShuffleNetV2's two-branch unit and channel shuffle (`zoo::shufflenet`).
     Shuffle(super::shufflenet::ShuffleUnit),
+    /// Swin's (shifted) window attention block, patch merging and final map norm
+    /// (`zoo::swin`), NCHW in and out.
+    Swin(super::swin::SwinBlock),
+    PatchMerging(super::swin::PatchMerging),
+    MapNorm(super::swin::MapNorm),
+    /// MaxViT's MBConv and block/grid attention (`zoo::maxvit`).
+    MbConv(super::maxvit::MbConv),
+    PartitionAttention(super::maxvit::PartitionAttention),
 }
 
 /// Keras EfficientNet's input layers: `Rescaling(1/255)`, then `Normalization` with the mean
@@ -824,6 +846,11 @@ impl Block {
             Block::RegNet(b) => b.forward(x),
             Block::Fused(b) => b.forward(x),
             Block::Shuffle(b) => b.forward(x),
+            Block::Swin(b) => b.forward(x),
+            Block::PatchMerging(m) => m.forward(x),
+            Block::MapNorm(n) => n.forward(x),
+            Block::MbConv(b) => b.forward(x),
+            Block::PartitionAttention(a) => return a.forward(x),
         })
     }
 
@@ -851,6 +878,11 @@ impl Block {
             Block::RegNet(b) => b.export(out),
             Block::Fused(b) => b.export(out),
             Block::Shuffle(b) => b.export(out),
+            Block::Swin(b) => b.export(out),
+            Block::PatchMerging(m) => m.export(out),
+            Block::MapNorm(n) => n.export(out),
+            Block::MbConv(b) => b.export(out),
+            Block::PartitionAttention(a) => a.export(out),
         }
     }
 
@@ -866,13 +898,18 @@ impl Block {
             b
             @ (Block::AvgPool(_) | Block::BnAct(_) | Block::PoolFlatten(_) | Block::Linear(_)) => b,
             Block::Graph(g) => Block::Graph(g.fold_batchnorm()),
+            Block::MbConv(b) => Block::MbConv(b.fold_batchnorm()),
             // LayerNorms do not fold into a convolution.
             b @ (Block::PatchEmbed(_)
             | Block::Encoder(_)
             | Block::ClassToken(_)
             | Block::ConvNorm(_)
             | Block::ConvNext(_)
-            | Block::PoolNorm(_)) => b,
+            | Block::PoolNorm(_)
+            | Block::Swin(_)
+            | Block::PatchMerging(_)
+            | Block::MapNorm(_)
+            | Block::PartitionAttention(_)) => b,
             Block::RegNet(b) => Block::RegNet(b.fold_batchnorm()),
             Block::Fused(b) => Block::Fused(b.fold_batchnorm()),
             Block::Shuffle(b) => Block::Shuffle(b.fold_batchnorm()),

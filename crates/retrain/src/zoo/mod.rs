@@ -11,11 +11,13 @@ pub mod keras_applications;
 pub mod layers;
 pub mod loader;
 pub mod mnasnet;
+pub mod maxvit;
 pub mod mobilenet;
 pub mod network;
 pub mod regnet;
 pub mod resnet;
 pub mod shufflenet;
+pub mod swin;
 pub mod tokens;
 pub mod vgg;
 pub mod vit;
@@ -212,6 +214,8 @@ families! {
     EfficientnetV2(efficientnet::EfficientNetV2Config),
     Mnasnet(mnasnet::MnasNetConfig),
     ShufflenetV2(shufflenet::ShuffleNetV2Config),
+    Swin(swin::SwinConfig),
+    Maxvit(maxvit::MaxVitConfig),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -308,7 +312,12 @@ impl ArchConfig {
             Classifier {
                 hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
                 hidden: hidden.map(|(layer, _)| layer),
-                out: layers::load_linear(l, &spec.out, din, classes),
+                out: if spec.bias || (num_classes.is_none() && l.has(&format!("{}.bias", spec.out)))
+                {
+                    layers::load_linear(l, &spec.out, din, classes)
+                } else {
+                    layers::load_linear_no_bias(l, &spec.out, din, classes)
+                },
             }
         });
         (Network { stages, classifier }, l.parameter_count())
@@ -929,6 +938,10 @@ mod tests {
                 Block::Fused(b) => v.extend(&b.convs),
                 Block::Shuffle(b) => v.extend(b.branch1.iter().chain(&b.branch2)),
                 Block::BnAct(b) => alone.push(b),
+                Block::MbConv(b) => {
+                    alone.push(&b.pre_norm);
+                    v.extend(b.proj.iter().chain([&b.conv_a, &b.conv_b, &b.conv_c]));
+                }
                 Block::Dense(b) => {
                     for layer in &b.layers {
                         alone.push(&layer.norm1);
@@ -966,9 +979,10 @@ mod tests {
         // torchvision resnet/mobilenet_v2/efficientnet_b0-b4 PyTorch's defaults; torchvision
         // mobilenet_v3 and efficientnet_b5-b7, efficientnet_lite_pytorch and Keras the TF
         // recipes' momentum 0.99 (0.999 in Keras' MobileNetV2); VGG has no BatchNorm (but
-        // torchvision's vgg*_bn, DenseNet, ResNeXt and Wide ResNet PyTorch's defaults; ViT
-        // and ConvNeXt have none); RegNet and ShuffleNetV2 PyTorch's defaults,
-        // EfficientNetV2 epsilon 1e-3 with PyTorch's momentum, MNASNet 1 - 0.9997.
+        // torchvision's vgg*_bn, DenseNet, ResNeXt and Wide ResNet PyTorch's defaults; ViT,
+        // ConvNeXt and Swin have none); RegNet and ShuffleNetV2 PyTorch's defaults,
+        // EfficientNetV2 epsilon 1e-3 with PyTorch's momentum, MNASNet 1 - 0.9997,
+        // torchvision's MaxVit eps 1e-3, momentum 0.01.
         let expected = |name: &str| match name {
             n if n.starts_with("resnet") || n == "mobilenet_v2" => Some((1e-5, 0.1)),
             n if n.starts_with("resnext") || n.starts_with("wide_resnet") => Some((1e-5, 0.1)),
@@ -981,6 +995,8 @@ mod tests {
             n if n.starts_with("vgg") => None,
             // LayerNorms only.
             n if n.starts_with("vit_") || n.starts_with("convnext_") => None,
+            n if n.starts_with("swin_") => None,
+            "maxvit_t" => Some((1e-3, 0.01)),
             "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
             n if n.starts_with("efficientnet_b") => Some((1e-5, 0.1)),
             n if n.starts_with("mobilenet_v3") || n.starts_with("efficientnet_lite") => {
@@ -1120,6 +1136,26 @@ mod tests {
                 channels: vec![8, 16, 24, 32, 40],
             }
             .into(),
+            // 16×16 patches in 5×3 windows: padded, shifted, and the shift dropped where the
+            // window covers the map.
+            swin::SwinConfig {
+                v2: false,
+                patch_size: 4,
+                embed_dim: 4,
+                depths: vec![2, 1, 2, 1],
+                num_heads: vec![1, 2, 2, 4],
+                window_size: [5, 3],
+            }
+            .into(),
+            swin::SwinConfig {
+                v2: true,
+                patch_size: 4,
+                embed_dim: 4,
+                depths: vec![1, 2, 1],
+                num_heads: vec![1, 1, 2],
+                window_size: [4, 4],
+            }
+            .into(),
         ];
         let device = Device::default();
         for config in configs {
@@ -1199,6 +1235,13 @@ mod tests {
             ("shufflenet_v2_x1_0", 2_278_604),
             ("shufflenet_v2_x1_5", 3_503_624),
             ("shufflenet_v2_x2_0", 7_393_996),
+            ("swin_t", 28_288_354),
+            ("swin_s", 49_606_258),
+            ("swin_b", 87_768_224),
+            ("swin_v2_t", 28_351_570),
+            ("swin_v2_s", 49_737_442),
+            ("swin_v2_b", 87_930_848),
+            ("maxvit_t", 30_919_624),
         ];
         for (name, want) in counts {
             let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
