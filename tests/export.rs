@@ -134,6 +134,11 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "vgg_bn",
         "densenet",
         "densenet_old_names",
+        "alexnet",
+        "squeezenet1_0",
+        "squeezenet1_1",
+        "googlenet",
+        "inception_v3",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -78,6 +78,11 @@ pub struct ClassifierSpec {
     pub hidden: Option<HiddenLayer>,
     /// Parameter prefix of the output layer (`<prefix>.weight`, `<prefix>.bias`).
     pub out: String,
+    /// The origin's output layer is a 1x1 convolution + ReLU on the last feature map,
+    /// pooled after (SqueezeNet). A file that holds it as a convolution (a 4-D weight) runs
+    /// it so, giving the origin's logits; a head of 2-D weight (a new head, as a bundle
+    /// stores it) is a Linear on the pooled features like any other family's.
+    pub on_map: bool,
 }
 
 impl ClassifierSpec {
@@ -86,6 +91,15 @@ impl ClassifierSpec {
         Self {
             hidden: None,
             out: out.into(),
+            on_map: false,
+        }
+    }
+
+    /// SqueezeNet's: a 1x1 convolution named `out`, then ReLU, on the last feature map.
+    pub fn conv_on_map(out: impl Into<String>) -> Self {
+        Self {
+            on_map: true,
+            ..Self::linear(out)
         }
     }
 }

@@ -283,6 +283,7 @@ impl Family for MobileNetV3Config {
                 act: Act::Hardswish,
             }),
             out: "classifier.3".into(),
+            on_map: false,
         }
     }
 

@@ -1,11 +1,14 @@
 //! Model zoo: the architectures retrain knows, each with the preprocessing its weights were
 //! trained with, built from a weights file by the origin framework's parameter names.
 
+pub mod alexnet;
 pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod family;
+pub mod googlenet;
 pub mod imagenet;
+pub mod inception;
 pub mod keras;
 pub mod keras_applications;
 pub mod layers;
@@ -13,6 +16,7 @@ pub mod loader;
 pub mod mobilenet;
 pub mod network;
 pub mod resnet;
+pub mod squeezenet;
 pub mod tokens;
 pub mod vgg;
 pub mod vit;
@@ -205,6 +209,10 @@ families! {
     Densenet(densenet::DenseNetConfig),
     Vit(vit::VitConfig),
     Convnext(convnext::ConvNextConfig),
+    Alexnet(alexnet::AlexNetConfig),
+    Squeezenet(squeezenet::SqueezeNetConfig),
+    Googlenet(googlenet::GoogLeNetConfig),
+    InceptionV3(inception::InceptionV3Config),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -283,10 +291,15 @@ impl ArchConfig {
                     din = h.width;
                     (layer, h.act)
                 });
+            // The origin's convolution on the map (SqueezeNet) where the file holds it as one.
+            let on_map = spec.on_map
+                && num_classes.is_none()
+                && l.shape_of(&out_w).is_some_and(|s| s.len() == 4);
             Classifier {
                 hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
                 hidden: hidden.map(|(layer, _)| layer),
                 out: layers::load_linear(l, &spec.out, din, classes),
+                on_map,
             }
         });
         (Network { stages, classifier }, l.parameter_count())
@@ -826,8 +839,11 @@ mod tests {
     fn units(net: &Network) -> Vec<Unit> {
         let mut v: Vec<&ConvBnAct> = Vec::new();
         let mut alone = Vec::new();
-        for block in net.stages.iter().flat_map(|s| &s.blocks) {
+        // Blocks inside a Concat's branches (Fire, Inception modules) too.
+        let mut blocks: Vec<&Block> = net.stages.iter().flat_map(|s| &s.blocks).collect();
+        while let Some(block) = blocks.pop() {
             match block {
+                Block::Concat(c) => blocks.extend(c.branches.iter().flat_map(|b| &b.blocks)),
                 Block::Conv(c) => v.push(c),
                 Block::Inverted(b) => {
                     v.extend(&b.expand);
@@ -878,8 +894,11 @@ mod tests {
             n if n.starts_with("resnet") || n == "mobilenet_v2" => Some((1e-5, 0.1)),
             n if n.starts_with("resnext") || n.starts_with("wide_resnet") => Some((1e-5, 0.1)),
             n if n.starts_with("densenet") => Some((1e-5, 0.1)),
+            // BasicConv2d's nn.BatchNorm2d(eps=0.001).
+            "googlenet" | "inception_v3" => Some((1e-3, 0.1)),
             n if n.starts_with("vgg") && n.ends_with("_bn") => Some((1e-5, 0.1)),
             n if n.starts_with("vgg") => None,
+            "alexnet" | "squeezenet1_0" | "squeezenet1_1" => None,
             // LayerNorms only.
             n if n.starts_with("vit_") || n.starts_with("convnext_") => None,
             "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
@@ -1047,6 +1066,18 @@ mod tests {
             ("convnext_small", 50_223_688),
             ("convnext_base", 88_591_464),
             ("convnext_large", 197_767_336),
+            ("alexnet", 61_100_840),
+            // The 1x1-convolution classifier counted as torchvision does (the same values
+            // as a Linear's).
+            ("squeezenet1_0", 1_248_424),
+            ("squeezenet1_1", 1_235_496),
+            // Without the auxiliary classifiers, as torchvision's meta counts GoogLeNet
+            // (googlenet(aux_logits=False); 13,004,888 with aux1 and aux2).
+            ("googlenet", 6_624_904),
+            // Without AuxLogits: torchvision's meta says 27,161,264 for inception_v3, which
+            // counts AuxLogits (3,326,696: inception_v3(aux_logits=True) builds it when no
+            // weights are given); inception_v3(aux_logits=False) has 23,834,568.
+            ("inception_v3", 23_834_568),
         ];
         for (name, want) in counts {
             let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
