@@ -142,6 +142,11 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "swin",
         "swin_v2",
         "maxvit",
+        "alexnet",
+        "squeezenet1_0",
+        "squeezenet1_1",
+        "googlenet",
+        "inception_v3",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -92,6 +92,8 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
         }
         assert_eq!(t.data, orig.data, "{name}: `{k}`");
     }
+    // GoogLeNet's and Inception v3's auxiliary classifiers are read past: not part of the
+    // network, not exported.
     let in_file = weights
         .tensors
         .keys()
@@ -101,6 +103,7 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
             !k.ends_with("num_batches_tracked")
                 && !k.ends_with("relative_position_index")
                 && !k.ends_with("relative_coords_table")
+                && !is_aux(k)
         })
         .count();
     let (hidden, out) = spec.config.classifier_prefixes();
@@ -114,6 +117,12 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
         in_file,
         "{name}: every backbone tensor exported"
     );
+}
+
+fn is_aux(k: &str) -> bool {
+    ["aux1.", "aux2.", "AuxLogits."]
+        .iter()
+        .any(|p| k.starts_with(p))
 }
 
 /// A dense layer's part as torchvision named it before 0.3 (`norm1` → `norm.1`): exports
@@ -186,6 +195,101 @@ fn vgg_with_and_without_batchnorm() {
 fn densenet_current_and_old_names() {
     check("densenet", WeightsFormat::Safetensors);
     check("densenet_old_names", WeightsFormat::TorchZip);
+}
+
+/// torchvision AlexNet (`features.{0,3,6,8,10}`, stem 11x11 stride 4 padding 2): the
+/// adaptive pool spreads a 1x1 map to 6x6 before `classifier.1`; the features are
+/// `classifier.4`'s output after its ReLU.
+#[test]
+fn alexnet_from_torch_zip() {
+    check("alexnet", WeightsFormat::TorchZip);
+}
+
+/// torchvision SqueezeNet 1.0 and 1.1: ceil-mode max pools and Fire modules; the logits are
+/// the origin's `avgpool(relu(conv1x1(x)))` (the classifier runs on the last map, some
+/// positions clipped by its ReLU), the features the pooled map it reads.
+#[test]
+fn squeezenet_1_0_and_1_1() {
+    check("squeezenet1_0", WeightsFormat::Safetensors);
+    check("squeezenet1_1", WeightsFormat::TorchZip);
+}
+
+/// A new head on SqueezeNet, as a bundle stores it (2-D `classifier.1`), is a Linear on the
+/// pooled features like every other family's head, not the origin's convolution + ReLU.
+#[test]
+fn squeezenet_new_head_is_linear_on_the_features() {
+    let dir = fixtures().join("squeezenet1_1");
+    let device = Device::default();
+    let spec: ModelSpec =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let pretrained = Weights::load(&dir.join("weights.pt")).unwrap();
+    let (classes, dim) = (3, spec.config.feature_dim());
+    let weight: Vec<f32> = (0..classes * dim)
+        .map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5)
+        .collect();
+    let bias = vec![-1.0, 0.0, 1.0];
+    let tensors =
+        retrain::bundle::replace_classifier(&pretrained, &spec, weight.clone(), bias.clone());
+    let weights = Weights {
+        tensors,
+        ..Weights::empty()
+    };
+    let model = Model::from_spec(&spec, &weights, &device).unwrap();
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let (f, l) = model
+        .network
+        .features_and_logits(tensor4(&shape, x, &device))
+        .unwrap();
+    let (_, f) = values(f);
+    let (lshape, l) = values(l.unwrap());
+    let want: Vec<f32> = f
+        .chunks(dim)
+        .flat_map(|row| {
+            (0..classes).map(|k| {
+                let w = &weight[k * dim..(k + 1) * dim];
+                row.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + bias[k]
+            })
+        })
+        .collect();
+    assert!(
+        want.iter().any(|&v| v < 0.0),
+        "a ReLU would have clipped these"
+    );
+    let d = max_abs_diff("logits", (lshape.clone(), l), (lshape, want));
+    assert!(d <= TOL, "squeezenet new head: {d:e}");
+}
+
+/// torchvision GoogLeNet with `transform_input=True` (as its published weights run) and
+/// ceil-mode max pools; the file holds the auxiliary classifiers `aux1`/`aux2`, which are
+/// read past; the same file without them loads too.
+#[test]
+fn googlenet_with_and_without_auxiliary_classifiers() {
+    check("googlenet", WeightsFormat::Safetensors);
+    let dir = fixtures().join("googlenet");
+    let full = Weights::load(&dir.join("weights.safetensors")).unwrap();
+    let kept: Vec<(String, Vec<usize>, &[f32])> = full
+        .tensors
+        .iter()
+        .filter(|(k, t)| !is_aux(k) && t.dtype.is_float())
+        .map(|(k, t)| (k.clone(), t.shape.clone(), t.data.as_slice()))
+        .collect();
+    assert!(kept.len() < full.tensors.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("weights.safetensors");
+    std::fs::write(
+        &path,
+        retrain::weights::write_safetensors(&kept, None).unwrap(),
+    )
+    .unwrap();
+    check_file("googlenet", &path, WeightsFormat::Safetensors);
+}
+
+/// torchvision Inception v3 with `transform_input=True` at its smallest input (75x75):
+/// 1x7/7x1 and 1x3/3x1 kernels, average-pool branches counting their padding, InceptionE's
+/// split branches; a file without AuxLogits.
+#[test]
+fn inception_v3_from_safetensors() {
+    check("inception_v3", WeightsFormat::Safetensors);
 }
 
 #[test]

@@ -84,18 +84,25 @@ pub fn to_onnx(model: &Model, classes: &[String]) -> Result<(Vec<u8>, Exported)>
         ArchConfig::Graph(c) => c.graph.opset.max(OPSET),
         _ => OPSET,
     });
+    // The last stage's map, kept for a classifier that runs on it (SqueezeNet's).
+    let mut map = None;
     let pooled = match &model.config {
         ArchConfig::Graph(c) => graph::emit(&mut g, c, &model.network, INPUT)?,
         _ => {
             let last = zoo::emit(&mut g, &model.network, INPUT, [h, w])?;
-            g.global_pool(&last)
+            let pooled = g.global_pool(&last);
+            map = Some(last);
+            pooled
         }
     };
     g.rename_output(&pooled, FEATURES);
     let mut outputs = vec![FEATURES];
     let classes_out = match &model.network.classifier {
         Some(c) => {
-            let logits = classifier(&mut g, c, model, FEATURES)?;
+            let logits = match (&map, c.on_map) {
+                (Some(map), true) => classifier_on_map(&mut g, c, model, map),
+                _ => classifier(&mut g, c, model, FEATURES)?,
+            };
             g.rename_output(&logits, LOGITS);
             outputs.insert(0, LOGITS);
             c.num_classes()
@@ -220,6 +227,28 @@ fn classifier(g: &mut Builder, c: &Classifier, model: &Model, x: &str) -> Result
         x = g.act(c.hidden_act, &x);
     }
     Ok(g.linear(&c.out, &out, &x))
+}
+
+/// SqueezeNet's classifier: the output layer as the origin's 1x1 convolution (its weight
+/// `[classes, C, 1, 1]`, as the file holds it) on the last map, ReLU, global average pool.
+fn classifier_on_map(g: &mut Builder, c: &Classifier, model: &Model, map: &str) -> String {
+    let (_, out) = model.config.classifier_prefixes();
+    let w = c.out.weight.val().transpose();
+    let [k, d] = w.dims();
+    let w = g.param_of(&format!("{out}.weight"), w.reshape([k, d, 1, 1]));
+    let mut inputs = vec![map.to_owned(), w];
+    if let Some(b) = &c.out.bias {
+        inputs.push(g.param_of(&format!("{out}.bias"), b.val()));
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let y = g.node(
+        "Conv",
+        &refs,
+        vec![attr_ints("kernel_shape", &[1, 1])],
+        &out,
+    );
+    let y = g.act(Act::Relu, &y);
+    g.global_pool(&y)
 }
 
 const FLOAT: i32 = 1;

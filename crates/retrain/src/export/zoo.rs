@@ -100,7 +100,16 @@ fn out_size(block: &Block, hw: [usize; 2]) -> Result<[usize; 2]> {
             let c = &p.proj;
             windowed(hw, c.kernel_size, c.stride, c.dilation, &c.padding, false)?
         }
+        // Every branch keeps the same size (their outputs are concatenated): the first's.
+        Block::Concat(c) => match c.branches.first() {
+            Some(b) => b
+                .blocks
+                .iter()
+                .try_fold(hw, |hw, block| out_size(block, hw))?,
+            None => hw,
+        },
         Block::Normalize(_)
+        | Block::ChannelAffine(_)
         | Block::BnAct(_)
         | Block::Dense(_)
         | Block::Encoder(_)
@@ -172,6 +181,25 @@ fn emit_block(g: &mut Builder, block: &Block, x: &str, hw: [usize; 2]) -> Result
             }
         }
         Block::ConvNext(b) => convnext_block(g, b, x)?,
+        Block::Concat(c) => {
+            let mut outs = Vec::with_capacity(c.branches.len());
+            for branch in &c.branches {
+                let (mut y, mut size) = (x.to_owned(), hw);
+                for block in &branch.blocks {
+                    y = emit_block(g, block, &y, size)?;
+                    size = out_size(block, size)?;
+                }
+                outs.push(y);
+            }
+            let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+            g.node("Concat", &refs, vec![attr_i("axis", 1)], "concat")
+        }
+        Block::ChannelAffine(a) => {
+            let scale = g.float_const("transform_scale", &[1, 3, 1, 1], &a.scale);
+            let shift = g.float_const("transform_shift", &[1, 3, 1, 1], &a.shift);
+            let y = g.node("Mul", &[x, &scale], vec![], "transform_input");
+            g.node("Add", &[&y, &shift], vec![], "transform_input")
+        }
         Block::PoolNorm(p) => {
             let y = g.node("GlobalAveragePool", &[x], vec![], "pool");
             layer_norm_2d(g, &p.norm, p.eps, &p.name, &y)

@@ -81,6 +81,11 @@ pub struct ClassifierSpec {
     /// The origin's output layer has a bias (MaxViT's has none; a file that gives it one,
     /// a retrained head, is read with it).
     pub bias: bool,
+    /// The origin's output layer is a 1x1 convolution + ReLU on the last feature map,
+    /// pooled after (SqueezeNet). A file that holds it as a convolution (a 4-D weight) runs
+    /// it so, giving the origin's logits; a head of 2-D weight (a new head, as a bundle
+    /// stores it) is a Linear on the pooled features like any other family's.
+    pub on_map: bool,
 }
 
 impl ClassifierSpec {
@@ -90,6 +95,7 @@ impl ClassifierSpec {
             hidden: None,
             out: out.into(),
             bias: true,
+            on_map: false,
         }
     }
 
@@ -98,6 +104,14 @@ impl ClassifierSpec {
         Self {
             bias: false,
             ..self
+        }
+    }
+
+    /// SqueezeNet's: a 1x1 convolution named `out`, then ReLU, on the last feature map.
+    pub fn conv_on_map(out: impl Into<String>) -> Self {
+        Self {
+            on_map: true,
+            ..Self::linear(out)
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum Pad {
     /// Zeros after (bottom/right) only, whatever the size: Keras' `ZeroPadding2D(((0, n),
     /// (0, n)))` in front of a "valid" convolution.
     After(usize),
+    /// `n` zeros on every side, whatever the kernel (torchvision's AlexNet stem: 11×11,
+    /// padding 2; SqueezeNet's and Inception v3's unpadded 3×3 and 7×7).
+    Fixed(usize),
 }
 
 fn padding(pad: Pad, kernel: usize, stride: usize) -> PaddingConfig2d {
@@ -66,6 +69,7 @@ fn padding(pad: Pad, kernel: usize, stride: usize) -> PaddingConfig2d {
             PaddingConfig2d::Explicit(a, a, b, b)
         }
         Pad::After(n) => PaddingConfig2d::Explicit(0, 0, n, n),
+        Pad::Fixed(n) => PaddingConfig2d::Explicit(n, n, n, n),
     }
 }
 
@@ -745,6 +749,157 @@ pub enum Block {
     /// MaxViT's MBConv and block/grid attention (`zoo::maxvit`).
     MbConv(super::maxvit::MbConv),
     PartitionAttention(super::maxvit::PartitionAttention),
+    /// Branches run on the same input, their outputs concatenated channel-wise (SqueezeNet's
+    /// Fire expand, GoogLeNet's and Inception v3's modules).
+    Concat(Concat),
+    /// A fixed per-channel `x·scale + shift` (torchvision GoogLeNet's and Inception v3's
+    /// `transform_input`).
+    ChannelAffine(ChannelAffine),
+}
+
+/// One branch of a [`Concat`]: blocks run in order.
+#[derive(Module, Debug)]
+pub struct Branch {
+    pub blocks: Vec<Block>,
+}
+
+/// See [`Block::Concat`].
+#[derive(Module, Debug)]
+pub struct Concat {
+    pub branches: Vec<Branch>,
+}
+
+impl Concat {
+    pub fn new(branches: Vec<Vec<Block>>) -> Self {
+        Self {
+            branches: branches
+                .into_iter()
+                .map(|blocks| Branch { blocks })
+                .collect(),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, GraphError> {
+        let mut outs = Vec::with_capacity(self.branches.len());
+        for b in &self.branches {
+            let mut y = x.clone();
+            for block in &b.blocks {
+                y = block.forward(y)?;
+            }
+            outs.push(y);
+        }
+        Ok(Tensor::cat(outs, 1))
+    }
+
+    fn export(&self, out: &mut TensorMap) {
+        for block in self.branches.iter().flat_map(|b| &b.blocks) {
+            block.export(out);
+        }
+    }
+
+    fn fold_batchnorm(self) -> Self {
+        Self {
+            branches: self
+                .branches
+                .into_iter()
+                .map(|b| Branch {
+                    blocks: b.blocks.into_iter().map(Block::fold_batchnorm).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// See [`Block::ChannelAffine`]. Not a parameter: fixed by the architecture.
+#[derive(Module, Debug)]
+pub struct ChannelAffine {
+    #[module(skip)]
+    pub scale: [f32; 3],
+    #[module(skip)]
+    pub shift: [f32; 3],
+}
+
+impl ChannelAffine {
+    /// torchvision's `_transform_input`: an input normalised with ImageNet's mean and std
+    /// renormalised as `(x·std + mean − 0.5) / 0.5`, channel by channel, with the constants
+    /// torchvision writes (`0.229 / 0.5`, `(0.485 − 0.5) / 0.5`, …).
+    pub fn torchvision_transform_input() -> Self {
+        let (mean, std) = ([0.485f64, 0.456, 0.406], [0.229f64, 0.224, 0.225]);
+        Self {
+            scale: std.map(|s| (s / 0.5) as f32),
+            shift: mean.map(|m| ((m - 0.5) / 0.5) as f32),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let c = |v: [f32; 3]| {
+            Tensor::<1>::from_data(TensorData::new(v.to_vec(), [3]), &device).reshape([1, 3, 1, 1])
+        };
+        x * c(self.scale) + c(self.shift)
+    }
+}
+
+/// torchvision's `BasicConv2d` (GoogLeNet, Inception v3): a convolution without bias of a
+/// `kernel` (height, width) kernel, `pad` (height, width) zeros each side, then its
+/// BatchNorm and a ReLU; `{prefix}.conv` and `{prefix}.bn`.
+pub fn basic_conv(
+    l: &WeightLoader,
+    prefix: &str,
+    [cin, cout]: [usize; 2],
+    kernel: [usize; 2],
+    stride: usize,
+    pad: [usize; 2],
+    norm: BnSpec,
+) -> Block {
+    let conv = format!("{prefix}.conv");
+    let bn = format!("{prefix}.bn");
+    let spec = ConvSpec::new(cin, cout, 1, stride);
+    let batchnorm = if l.batchnorm_folded() {
+        folded_batchnorm(l, &conv, spec, norm)
+    } else {
+        load_batchnorm(l, &bn, cout, norm)
+    };
+    let weight = l.tensor(&format!("{conv}.weight"), [cout, cin, kernel[0], kernel[1]]);
+    Block::Conv(ConvBnAct {
+        conv: Conv2d {
+            weight: Param::from_tensor(weight),
+            bias: None,
+            stride: [stride; 2],
+            kernel_size: kernel,
+            dilation: [1, 1],
+            groups: 1,
+            padding: PaddingConfig2d::Explicit(pad[0], pad[1], pad[0], pad[1]),
+        },
+        bn: Some(batchnorm),
+        act: Act::Relu,
+        conv_name: conv,
+        bn_name: Some(bn),
+    })
+}
+
+/// A max pool as [`max_pool`], with PyTorch's `ceil_mode=True` (SqueezeNet, GoogLeNet): the
+/// last window may hang over the bottom/right edge.
+pub fn max_pool_ceil(k: usize, stride: usize, pad: usize) -> Block {
+    match max_pool(k, stride, pad) {
+        Block::MaxPool(p) => Block::MaxPool(MaxPool2d {
+            ceil_mode: true,
+            ..p
+        }),
+        other => other,
+    }
+}
+
+/// PyTorch's `F.avg_pool2d(x, k, stride, padding)`: the zeros of the padding counted in
+/// the average (`count_include_pad=True`; Inception v3's pool branches: 3, 1, 1).
+pub fn avg_pool_padded(k: usize, stride: usize, pad: usize) -> Block {
+    Block::AvgPool(
+        AvgPool2dConfig::new([k, k])
+            .with_strides([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_count_include_pad(true)
+            .init(),
+    )
 }
 
 /// Keras EfficientNet's input layers: `Rescaling(1/255)`, then `Normalization` with the mean
@@ -851,6 +1006,8 @@ impl Block {
             Block::MapNorm(n) => n.forward(x),
             Block::MbConv(b) => b.forward(x),
             Block::PartitionAttention(a) => return a.forward(x),
+            Block::Concat(c) => return c.forward(x),
+            Block::ChannelAffine(a) => a.forward(x),
         })
     }
 
@@ -883,6 +1040,8 @@ impl Block {
             Block::MapNorm(n) => n.export(out),
             Block::MbConv(b) => b.export(out),
             Block::PartitionAttention(a) => a.export(out),
+            Block::Concat(c) => c.export(out),
+            Block::ChannelAffine(_) => {}
         }
     }
 
@@ -913,6 +1072,8 @@ impl Block {
             Block::RegNet(b) => Block::RegNet(b.fold_batchnorm()),
             Block::Fused(b) => Block::Fused(b.fold_batchnorm()),
             Block::Shuffle(b) => Block::Shuffle(b.fold_batchnorm()),
+            Block::Concat(c) => Block::Concat(c.fold_batchnorm()),
+            Block::ChannelAffine(a) => Block::ChannelAffine(a),
         }
     }
 }

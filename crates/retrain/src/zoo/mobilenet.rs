@@ -284,6 +284,7 @@ impl Family for MobileNetV3Config {
             }),
             out: "classifier.3".into(),
             bias: true,
+            on_map: false,
         }
     }
 

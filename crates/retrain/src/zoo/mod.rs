@@ -1,11 +1,14 @@
 //! Model zoo: the architectures retrain knows, each with the preprocessing its weights were
 //! trained with, built from a weights file by the origin framework's parameter names.
 
+pub mod alexnet;
 pub mod convnext;
 pub mod densenet;
 pub mod efficientnet;
 pub mod family;
+pub mod googlenet;
 pub mod imagenet;
+pub mod inception;
 pub mod keras;
 pub mod keras_applications;
 pub mod layers;
@@ -18,6 +21,7 @@ pub mod regnet;
 pub mod resnet;
 pub mod shufflenet;
 pub mod swin;
+pub mod squeezenet;
 pub mod tokens;
 pub mod vgg;
 pub mod vit;
@@ -216,6 +220,10 @@ families! {
     ShufflenetV2(shufflenet::ShuffleNetV2Config),
     Swin(swin::SwinConfig),
     Maxvit(maxvit::MaxVitConfig),
+    Alexnet(alexnet::AlexNetConfig),
+    Squeezenet(squeezenet::SqueezeNetConfig),
+    Googlenet(googlenet::GoogLeNetConfig),
+    InceptionV3(inception::InceptionV3Config),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -309,6 +317,10 @@ impl ArchConfig {
                     din = width;
                     (layer, act)
                 });
+            // The origin's convolution on the map (SqueezeNet) where the file holds it as one.
+            let on_map = spec.on_map
+                && num_classes.is_none()
+                && l.shape_of(&out_w).is_some_and(|s| s.len() == 4);
             Classifier {
                 hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
                 hidden: hidden.map(|(layer, _)| layer),
@@ -318,6 +330,7 @@ impl ArchConfig {
                 } else {
                     layers::load_linear_no_bias(l, &spec.out, din, classes)
                 },
+                on_map,
             }
         });
         (Network { stages, classifier }, l.parameter_count())
@@ -926,8 +939,11 @@ mod tests {
     fn units(net: &Network) -> Vec<Unit> {
         let mut v: Vec<&ConvBnAct> = Vec::new();
         let mut alone = Vec::new();
-        for block in net.stages.iter().flat_map(|s| &s.blocks) {
+        // Blocks inside a Concat's branches (Fire, Inception modules) too.
+        let mut blocks: Vec<&Block> = net.stages.iter().flat_map(|s| &s.blocks).collect();
+        while let Some(block) = blocks.pop() {
             match block {
+                Block::Concat(c) => blocks.extend(c.branches.iter().flat_map(|b| &b.blocks)),
                 Block::Conv(c) => v.push(c),
                 Block::Inverted(b) => {
                     v.extend(&b.expand);
@@ -991,8 +1007,11 @@ mod tests {
             n if n.starts_with("efficientnet_v2") => Some((1e-3, 0.1)),
             // torchvision's `_BN_MOMENTUM = 1 - 0.9997`.
             n if n.starts_with("mnasnet") => Some((1e-5, 1.0 - 0.9997)),
+            // BasicConv2d's nn.BatchNorm2d(eps=0.001).
+            "googlenet" | "inception_v3" => Some((1e-3, 0.1)),
             n if n.starts_with("vgg") && n.ends_with("_bn") => Some((1e-5, 0.1)),
             n if n.starts_with("vgg") => None,
+            "alexnet" | "squeezenet1_0" | "squeezenet1_1" => None,
             // LayerNorms only.
             n if n.starts_with("vit_") || n.starts_with("convnext_") => None,
             n if n.starts_with("swin_") => None,
@@ -1242,6 +1261,18 @@ mod tests {
             ("swin_v2_s", 49_737_442),
             ("swin_v2_b", 87_930_848),
             ("maxvit_t", 30_919_624),
+            ("alexnet", 61_100_840),
+            // The 1x1-convolution classifier counted as torchvision does (the same values
+            // as a Linear's).
+            ("squeezenet1_0", 1_248_424),
+            ("squeezenet1_1", 1_235_496),
+            // Without the auxiliary classifiers, as torchvision's meta counts GoogLeNet
+            // (googlenet(aux_logits=False); 13,004,888 with aux1 and aux2).
+            ("googlenet", 6_624_904),
+            // Without AuxLogits: torchvision's meta says 27,161,264 for inception_v3, which
+            // counts AuxLogits (3,326,696: inception_v3(aux_logits=True) builds it when no
+            // weights are given); inception_v3(aux_logits=False) has 23,834,568.
+            ("inception_v3", 23_834_568),
         ];
         for (name, want) in counts {
             let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));

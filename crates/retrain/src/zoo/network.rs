@@ -35,9 +35,29 @@ pub struct Classifier {
     #[module(skip)]
     pub hidden_act: Act,
     pub out: Linear,
+    /// The output layer is the origin's 1x1 convolution and ReLU on the last feature map,
+    /// pooled after them (SqueezeNet's `classifier.1`): it reads the map, not the pooled
+    /// features ([`forward_map`](Self::forward_map)).
+    #[module(skip)]
+    pub on_map: bool,
 }
 
 impl Classifier {
+    /// SqueezeNet's classifier on the final map `x`: `out` as a 1x1 convolution at every
+    /// position, ReLU, then the global average pool.
+    pub fn forward_map(&self, x: Tensor<4>) -> Tensor<2> {
+        let [n, c, h, w] = x.dims();
+        let y = self
+            .out
+            .forward(x.permute([0, 2, 3, 1]).reshape([n * h * w, c]));
+        let k = y.dims()[1];
+        Act::Relu
+            .apply(y)
+            .reshape([n, h * w, k])
+            .mean_dim(1)
+            .reshape([n, k])
+    }
+
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let x = match &self.hidden {
             Some(h) => self.hidden_act.apply(h.forward(x)),
@@ -79,10 +99,7 @@ impl Network {
 
     /// Class scores (pre-softmax); `None` for a network without a classifier.
     pub fn logits(&self, x: Tensor<4>) -> Result<Option<Tensor<2>>, GraphError> {
-        match &self.classifier {
-            Some(c) => Ok(Some(c.forward(self.penultimate(x)?))),
-            None => Ok(None),
-        }
+        Ok(self.features_and_logits(x)?.1)
     }
 
     /// Both the features and the logits from one pass.
@@ -90,8 +107,15 @@ impl Network {
         &self,
         x: Tensor<4>,
     ) -> Result<(Tensor<2>, Option<Tensor<2>>), GraphError> {
-        let f = self.penultimate(x)?;
-        let l = self.classifier.as_ref().map(|c| c.forward(f.clone()));
+        let map = self.features_through(x, self.stages.len() - 1)?;
+        let f = global_avg_pool(map.clone());
+        let l = self.classifier.as_ref().map(|c| {
+            if c.on_map {
+                c.forward_map(map)
+            } else {
+                c.forward(f.clone())
+            }
+        });
         Ok((f, l))
     }
 
