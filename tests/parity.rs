@@ -555,6 +555,8 @@ fn wrapped_state_dicts_from_gpu_training_load_by_matching() {
     )
     .unwrap();
     run("backbone. (safetensors)", &Weights::load(&path).unwrap());
+}
+
 /// torchvision's RegNetY (grouped bottlenecks with squeeze-excitation at a quarter of the
 /// block's input width, widths from `BlockParams.from_init_params`) and RegNetX (no SE,
 /// bottleneck multipliers other than 1), reduced (scripts/make_mobile_fixtures.py).
@@ -583,6 +585,8 @@ fn mnasnet_from_safetensors() {
 #[test]
 fn shufflenet_v2_split_and_shuffle() {
     check("shufflenet_v2", WeightsFormat::TorchZip);
+}
+
 /// torchvision's Swin Transformer (patchify stem, shifted-window attention with a relative
 /// position bias table, patch merging, final LayerNorm averaged), reduced, with a 4×3
 /// window on maps that are not multiples of it (padding, the shift mask, the vertical shift

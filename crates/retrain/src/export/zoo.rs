@@ -669,6 +669,8 @@ fn shuffle(g: &mut Builder, b: &ShuffleUnit, input: &str) -> Result<String> {
     );
     let shape = g.node("Shape", &[&out], vec![], "shuffle_shape");
     Ok(g.node("Reshape", &[&y, &shape], vec![], "shuffled"))
+}
+
 // Swin: each block works channels-last between two transposes; windows are cut and put
 // back by Reshape/Transpose with the batch free, the map's size fixed by the export's
 // input size, so padding, the roll's slices and the shift mask are constants.
