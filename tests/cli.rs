@@ -271,7 +271,7 @@ fn models_and_inspect() {
         .unwrap();
     assert_eq!(lite0["parameters"], 4652008);
     assert_eq!(lite0["feature_dim"], 1280);
-    assert_eq!(v.as_array().unwrap().len(), 100);
+    assert_eq!(v.as_array().unwrap().len(), 114);
     // Trainable and non-trainable parameters of keras.applications.MobileNetV2 /
     // MobileNet(alpha) / ResNet50 / VGG16 / EfficientNetB0 (weights=None), as Keras 3.15
     // counts them (the entries built from Keras' configs: tests/keras_applications.rs).
