@@ -302,6 +302,9 @@ pub struct ZooEntry {
     pub origin: &'static str,
     pub config: ArchConfig,
     pub preprocess: Preprocess,
+    /// The classes of the head its pretrained weights have (1000 for ImageNet-1k; 0:
+    /// headless, an embedding only).
+    pub classes: usize,
     /// The ImageNet weights its origin publishes for exactly this architecture and
     /// preprocessing, first choice first (empty: none known); [`crate::hub::fetch`] finds
     /// or downloads them.
@@ -330,8 +333,15 @@ impl ZooEntry {
             origin,
             config: config.into(),
             preprocess,
+            classes: 1000,
             published: Vec::new(),
         }
+    }
+
+    /// The entry with a `classes`-way pretrained head (0: none).
+    pub fn classes(mut self, classes: usize) -> Self {
+        self.classes = classes;
+        self
     }
 
     /// The entry with `file` as (one more of) its published weights.
@@ -1194,6 +1204,7 @@ mod tests {
         assert_eq!(timm, counts.map(|c| c.0), "every timm entry is counted");
         for (name, classes, want) in counts {
             let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
+            assert_eq!(e.classes, classes, "{name}");
             assert_eq!(e.config.parameter_count(classes), want, "{name}");
         }
     }

@@ -224,80 +224,86 @@ impl Family for TimmVitConfig {
         let dinov2 = bicubic(518, 518);
         let vit = TimmVitConfig::vit;
         let dino = TimmVitConfig::dinov2;
+        let in1k = |name, config, preprocess| (name, config, preprocess, 1000);
+        let in21k = |name, config, preprocess| (name, config, preprocess, 21843);
+        // DINOv2 is published without a head (num_classes 0).
+        let headless = |name, config, preprocess| (name, config, preprocess, 0);
         vec![
-            (
+            in1k(
                 "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
                 vit(224, 16, 192, 12, 3),
                 augreg,
             ),
-            (
+            in1k(
                 "timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
                 vit(224, 16, 384, 12, 6),
                 augreg,
             ),
-            (
+            in21k(
                 "timm/vit_base_patch16_224.augreg_in21k",
                 vit(224, 16, 768, 12, 12),
                 augreg,
             ),
-            (
+            in1k(
                 "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
                 vit(224, 16, 768, 12, 12),
                 augreg,
             ),
-            (
+            in1k(
                 "timm/vit_large_patch16_224.augreg_in21k_ft_in1k",
                 vit(224, 16, 1024, 24, 16),
                 augreg,
             ),
-            (
+            in1k(
                 "timm/deit_tiny_patch16_224.fb_in1k",
                 vit(224, 16, 192, 12, 3),
                 imagenet,
             ),
-            (
+            in1k(
                 "timm/deit_small_patch16_224.fb_in1k",
                 vit(224, 16, 384, 12, 6),
                 imagenet,
             ),
-            (
+            in1k(
                 "timm/deit_base_patch16_224.fb_in1k",
                 vit(224, 16, 768, 12, 12),
                 imagenet,
             ),
-            (
+            headless(
                 "timm/vit_small_patch14_dinov2.lvd142m",
                 dino(384, 12, 6, 0),
                 dinov2,
             ),
-            (
+            headless(
                 "timm/vit_base_patch14_dinov2.lvd142m",
                 dino(768, 12, 12, 0),
                 dinov2,
             ),
-            (
+            headless(
                 "timm/vit_large_patch14_dinov2.lvd142m",
                 dino(1024, 24, 16, 0),
                 dinov2,
             ),
-            (
+            headless(
                 "timm/vit_small_patch14_reg4_dinov2.lvd142m",
                 dino(384, 12, 6, 4),
                 dinov2,
             ),
-            (
+            headless(
                 "timm/vit_base_patch14_reg4_dinov2.lvd142m",
                 dino(768, 12, 12, 4),
                 dinov2,
             ),
-            (
+            headless(
                 "timm/vit_large_patch14_reg4_dinov2.lvd142m",
                 dino(1024, 24, 16, 4),
                 dinov2,
             ),
         ]
         .into_iter()
-        .map(|(name, config, preprocess)| ZooEntry::new(name, "timm", config, preprocess))
+        .map(|(name, config, preprocess, classes)| {
+            ZooEntry::new(name, "timm", config, preprocess).classes(classes)
+        })
         .collect()
     }
 }
