@@ -67,7 +67,7 @@ pub fn models(json: bool) -> Result<()> {
     let rows: Vec<ModelRow> = zoo::catalogue()
         .into_iter()
         .map(|e| {
-            let (parameters, non_trainable_parameters) = e.config.parameter_counts(1000);
+            let (parameters, non_trainable_parameters) = e.config.parameter_counts(e.classes);
             ModelRow {
                 name: e.name,
                 family: e.config.family_name(),

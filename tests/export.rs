@@ -147,6 +147,11 @@ fn zoo_networks_export_to_onnx_that_onnx_runtime_runs_alike() {
         "squeezenet1_1",
         "googlenet",
         "inception_v3",
+        "timm_vit_augreg",
+        "timm_vit_avg",
+        "timm_deit",
+        "timm_dinov2",
+        "timm_dinov2_reg4",
     ] {
         let dir = fixtures().join(name);
         let weights = std::fs::read_dir(&dir)

@@ -761,3 +761,82 @@ fn windowed_attention_models_fine_tune_to_finite_losses() {
         );
     }
 }
+
+/// A timm DINOv2 with registers whose position embedding is for another size than it runs
+/// at (the reduced fixture: 3x3 patches in the file, 4x4 at its 56x56 crop) freezes at
+/// `blocks.0` and trains the rest: the bundle records the model as it ran (its config at
+/// 56, the position embedding resampled, frozen, as timm resamples it), and loads back
+/// to score as the fit reported.
+#[test]
+fn a_timm_dinov2_at_another_size_freezes_at_a_block_and_its_bundle_says_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let f = fixtures().join("timm_dinov2_reg4");
+    let weights = f.join("weights.safetensors");
+    let out = dir.path().join("dinov2");
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &s(&f.join("model.json")),
+        "--weights",
+        &s(&weights),
+        "--data",
+        &s(&data),
+        "--val",
+        &s(&data),
+        "--strategy",
+        "freeze",
+        "--freeze-until",
+        "blocks.0",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--train-batch",
+        "3",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"]["config"]["img_size"], 56, "{manifest}");
+    assert_eq!(manifest["model"]["preprocess"]["crop"], 56);
+    let before = retrain::weights::Weights::load(&weights).unwrap();
+    let after = retrain::weights::Weights::load(&out.join("model.safetensors")).unwrap();
+    let (shape, resampled) = npy(&f.join("pos_embed.npy"));
+    let pos = after.get("pos_embed").unwrap();
+    assert_eq!(pos.shape, shape);
+    let d = pos
+        .data
+        .iter()
+        .zip(&resampled)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        d <= 1e-4,
+        "the bundle's pos_embed is timm's resampled one ({d:e})"
+    );
+    for (k, t) in &before.tensors {
+        if k.starts_with("head.") || k == "pos_embed" {
+            continue;
+        }
+        let a = after.get(k).unwrap_or_else(|| panic!("bundle lacks {k}"));
+        let frozen = k.starts_with("patch_embed.")
+            || k == "cls_token"
+            || k == "reg_token"
+            || k.starts_with("blocks.0.");
+        if frozen {
+            assert_eq!(a.data, t.data, "{k} is frozen");
+        } else {
+            assert_ne!(a.data, t.data, "{k} was trained");
+        }
+    }
+    let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["report"]["accuracy"],
+        manifest["metrics"]["val"]["accuracy"]
+    );
+}

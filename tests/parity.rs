@@ -72,7 +72,22 @@ fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) 
         stage.export(&mut exported);
     }
     assert!(!exported.is_empty());
+    let dir = fixtures().join(name);
     for (k, t) in &exported {
+        // A position embedding resampled for the size the model runs at (timm) exports as
+        // resampled: what timm's checkpoint filter made of the file's (pos_embed.npy).
+        if k == "pos_embed" && dir.join("pos_embed.npy").is_file() {
+            let (shape, want) = npy(&dir.join("pos_embed.npy"));
+            assert_eq!(t.shape, shape, "{name}: resampled `{k}`");
+            let d = max_abs_diff(
+                "pos_embed",
+                (t.shape.clone(), t.data.clone()),
+                (shape, want),
+            );
+            eprintln!("{name}: resampled pos_embed max |diff| {d:.2e}");
+            assert!(d <= TOL, "{name}: resampled pos_embed {d:e} > {TOL:e}");
+            continue;
+        }
         let orig = weights
             .get(k)
             .or_else(|| weights.get(&old_densenet_name(k)))
@@ -495,6 +510,41 @@ fn tflite_int8_weights_match_the_interpreter() {
 #[test]
 fn vit_from_safetensors() {
     check("vit", WeightsFormat::Safetensors);
+}
+
+/// timm's VisionTransformer under timm's names (`patch_embed.proj`, `cls_token`,
+/// `pos_embed`, `blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`, `norm`,
+/// `head`), augreg-style (qkv bias, mean/std 0.5), reduced (scripts/make_timm_fixtures.py);
+/// features: `forward_head(pre_logits=True)`.
+#[test]
+fn timm_vit_augreg_from_safetensors() {
+    check("timm_vit_augreg", WeightsFormat::Safetensors);
+}
+
+/// timm's average-pooled ViT: the mean of the patch tokens through `fc_norm`.
+#[test]
+fn timm_vit_avg_pool_from_safetensors() {
+    check("timm_vit_avg", WeightsFormat::Safetensors);
+}
+
+/// A DeiT-style timm ViT (three heads, three blocks, ImageNet mean/std).
+#[test]
+fn timm_deit_from_safetensors() {
+    check("timm_deit", WeightsFormat::Safetensors);
+}
+
+/// DINOv2-style: layer scale (`ls1.gamma`, `ls2.gamma`), its position embedding (for 5x5
+/// patches) resampled as timm does to the 4x4 patches of the 56x56 input it runs at.
+#[test]
+fn timm_dinov2_downsampled_position_from_safetensors() {
+    check("timm_dinov2", WeightsFormat::Safetensors);
+}
+
+/// DINOv2 with four registers (`reg_token`, `no_embed_class`: the position embedding
+/// covers the patches only), its position embedding (3x3 patches) upsampled to 4x4.
+#[test]
+fn timm_dinov2_registers_upsampled_position_from_safetensors() {
+    check("timm_dinov2_reg4", WeightsFormat::Safetensors);
 }
 
 /// torchvision's ConvNeXt (patchify stem, depthwise 7×7 blocks with channels-last

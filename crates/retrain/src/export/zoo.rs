@@ -22,6 +22,7 @@ use crate::zoo::swin::{
     PatchMerging, SwinBlock, WindowAttention, effective_shift, relative_coords_table,
     relative_position_index, shift_mask, window_padding,
 };
+use crate::zoo::tokens::{ClassTokenHead, EncoderBlock, Part, PatchEmbed, TokenPool};
 use crate::zoo::tokens::{EncoderBlock, PatchEmbed};
 
 /// Writes every stage of `net` on `input`, an image of height and width `hw`; returns the
@@ -158,18 +159,7 @@ fn emit_block(g: &mut Builder, block: &Block, x: &str, hw: [usize; 2]) -> Result
         Block::Graph(_) => bail!("a graph block inside a zoo network cannot be exported"),
         Block::PatchEmbed(p) => patch_embed(g, p, x)?,
         Block::Encoder(e) => encoder(g, e, x),
-        Block::ClassToken(c) => {
-            let y = layer_norm(g, &c.ln, c.eps, &c.name, x);
-            let zero = g.int_const("index", &[], &[0]);
-            let t = g.node(
-                "Gather",
-                &[&y, &zero],
-                vec![attr_i("axis", 1)],
-                "class_token",
-            );
-            let axes = g.ints("axes", &[2, 3]);
-            g.node("Unsqueeze", &[&t, &axes], vec![], "class_token")
-        }
+        Block::ClassToken(c) => class_token_head(g, c, x),
         Block::ConvNorm(c) => {
             let [conv_name, norm_name] = &c.names;
             if c.norm_first {
@@ -366,28 +356,36 @@ fn patch_embed(g: &mut Builder, p: &PatchEmbed, x: &str) -> Result<String> {
         vec![attr_ints("perm", &[0, 2, 1])],
         "patches",
     );
-    let class = g.param_of(&p.names[1], p.class_token.val());
     let n = g.node(
         "Shape",
         &[x],
         vec![attr_i("start", 0), attr_i("end", 1)],
         "batch",
     );
-    let rest = g.ints("class_shape", &[1, width]);
-    let target = g.node(
-        "Concat",
-        &[&n, &rest],
-        vec![attr_i("axis", 0)],
-        "class_shape",
-    );
-    let class = g.node("Expand", &[&class, &target], vec![], "class_tokens");
-    let tokens = g.node(
-        "Concat",
-        &[&class, &patches],
-        vec![attr_i("axis", 1)],
-        "tokens",
-    );
+    // Each prefix token (class, registers) expanded to the batch.
+    let mut prefix = vec![];
+    let mut expand = |g: &mut Builder, name: &str, t: burn::tensor::Tensor<3>, hint: &str| {
+        let count = t.dims()[1] as i64;
+        let token = g.param_of(name, t);
+        let rest = g.ints("prefix_shape", &[count, width]);
+        let target = g.node("Concat", &[&n, &rest], vec![attr_i("axis", 0)], hint);
+        prefix.push(g.node("Expand", &[&token, &target], vec![], hint));
+    };
+    expand(g, &p.names[1], p.class_token.val(), "class_tokens");
+    if let Some(r) = &p.registers {
+        expand(g, &p.names[3], r.val(), "register_tokens");
+    }
     let position = g.param_of(&p.names[2], p.position.val());
+    if p.no_embed_class {
+        // The position embedding covers the patches only; the prefix goes in front after.
+        let patches = g.node("Add", &[&patches, &position], vec![], "embedded");
+        prefix.push(patches);
+        let refs: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        return Ok(g.node("Concat", &refs, vec![attr_i("axis", 1)], "tokens"));
+    }
+    prefix.push(patches);
+    let refs: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let tokens = g.node("Concat", &refs, vec![attr_i("axis", 1)], "tokens");
     Ok(g.node("Add", &[&tokens, &position], vec![], "embedded"))
 }
 
@@ -422,13 +420,12 @@ fn token_linear(g: &mut Builder, l: &burn::nn::Linear, prefix: &str, x: &str) ->
 }
 
 fn encoder(g: &mut Builder, e: &EncoderBlock, x: &str) -> String {
-    let p = &e.prefix;
     let a = &e.attention;
     let width = a.out_proj.weight.dims()[0];
     let heads = a.heads;
     let dh = width / heads;
-    let y = layer_norm(g, &e.ln_1, e.eps, &format!("{p}.ln_1"), x);
-    let qkv = token_linear(g, &a.in_proj, &format!("{p}.self_attention.in_proj"), &y);
+    let y = layer_norm(g, &e.ln_1, e.eps, &e.name(Part::Norm1), x);
+    let qkv = token_linear(g, &a.in_proj, &e.name(Part::Qkv), &y);
     let shape = g.ints("qkv_shape", &[0, 0, 3, heads as i64, dh as i64]);
     let qkv = g.node("Reshape", &[&qkv, &shape], vec![], "qkv");
     let qkv = g.node(
@@ -461,13 +458,63 @@ fn encoder(g: &mut Builder, e: &EncoderBlock, x: &str) -> String {
     );
     let shape = g.ints("tokens_shape", &[0, 0, width as i64]);
     let y = g.node("Reshape", &[&y, &shape], vec![], "attended");
-    let y = token_linear(g, &a.out_proj, &format!("{p}.self_attention.out_proj"), &y);
+    let y = token_linear(g, &a.out_proj, &e.name(Part::Proj), &y);
+    let y = layer_scale(g, e.ls1.as_ref(), &e.name(Part::LayerScale1), &y);
     let x = g.node("Add", &[x, &y], vec![], "residual");
-    let y = layer_norm(g, &e.ln_2, e.eps, &format!("{p}.ln_2"), &x);
-    let y = token_linear(g, &e.fc1, &format!("{p}.mlp.0"), &y);
+    let y = layer_norm(g, &e.ln_2, e.eps, &e.name(Part::Norm2), &x);
+    let y = token_linear(g, &e.fc1, &e.name(Part::Fc1), &y);
     let y = g.gelu(&y, false);
-    let y = token_linear(g, &e.fc2, &format!("{p}.mlp.3"), &y);
+    let y = token_linear(g, &e.fc2, &e.name(Part::Fc2), &y);
+    let y = layer_scale(g, e.ls2.as_ref(), &e.name(Part::LayerScale2), &y);
     g.node("Add", &[&x, &y], vec![], "residual")
+}
+
+/// A branch scaled per channel by its layer scale, if the block has one.
+fn layer_scale(
+    g: &mut Builder,
+    gamma: Option<&burn::module::Param<burn::tensor::Tensor<1>>>,
+    name: &str,
+    y: &str,
+) -> String {
+    match gamma {
+        Some(gamma) => {
+            let gamma = g.param_of(name, gamma.val());
+            g.node("Mul", &[y, &gamma], vec![], "layer_scale")
+        }
+        None => y.to_owned(),
+    }
+}
+
+/// The final LayerNorm and the pooling to one `[n, width, 1, 1]` vector: the class token,
+/// or the mean of the patch tokens (normalised after).
+fn class_token_head(g: &mut Builder, c: &ClassTokenHead, x: &str) -> String {
+    let v = match c.pool {
+        TokenPool::ClassToken => {
+            let y = layer_norm(g, &c.ln, c.eps, &c.name, x);
+            let zero = g.int_const("index", &[], &[0]);
+            g.node(
+                "Gather",
+                &[&y, &zero],
+                vec![attr_i("axis", 1)],
+                "class_token",
+            )
+        }
+        TokenPool::MeanPatches { prefix } => {
+            let starts = g.ints("patch_start", &[prefix as i64]);
+            let ends = g.ints("patch_end", &[i64::MAX]);
+            let axis = g.ints("token_axis", &[1]);
+            let patches = g.node("Slice", &[x, &starts, &ends, &axis], vec![], "patches");
+            let mean = g.node(
+                "ReduceMean",
+                &[&patches],
+                vec![attr_ints("axes", &[1]), attr_i("keepdims", 0)],
+                "pooled",
+            );
+            layer_norm(g, &c.ln, c.eps, &c.name, &mean)
+        }
+    };
+    let axes = g.ints("axes", &[2, 3]);
+    g.node("Unsqueeze", &[&v, &axes], vec![], "class_token")
 }
 
 /// A LayerNorm over the channels of an NCHW value (torchvision's `LayerNorm2d`): to

@@ -168,13 +168,11 @@ fn train(
     let pretrained = WeightsSource::of(&opts.weights, weights);
     let model = Model::from_spec(&opts.spec, weights, device)
         .with_context(|| format!("cannot load {}", opts.weights.display()))?;
-    // A Keras Application is built as the graph its config makes with the file's shapes:
-    // the bundle and the checkpoints record that graph, which needs no file to rebuild.
+    // A Keras Application is built as the graph its config makes with the file's shapes,
+    // a timm ViT at the size its position embedding was resampled to: the bundle and the
+    // checkpoints record the model as built, which needs no file to rebuild.
     let materialised;
-    let opts = if matches!(
-        opts.spec.config,
-        crate::zoo::ArchConfig::KerasApplication(_)
-    ) {
+    let opts = if model.config != opts.spec.config {
         materialised = FitOptions {
             spec: crate::zoo::ModelSpec {
                 config: model.config.clone(),

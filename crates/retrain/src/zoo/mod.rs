@@ -22,6 +22,7 @@ pub mod resnet;
 pub mod shufflenet;
 pub mod squeezenet;
 pub mod swin;
+pub mod timm_vit;
 pub mod tokens;
 pub mod vgg;
 pub mod vit;
@@ -224,6 +225,7 @@ families! {
     Squeezenet(squeezenet::SqueezeNetConfig),
     Googlenet(googlenet::GoogLeNetConfig),
     InceptionV3(inception::InceptionV3Config),
+    TimmVit(timm_vit::TimmVitConfig),
     Graph(crate::graph::GraphConfig),
 }
 
@@ -344,6 +346,9 @@ pub struct ZooEntry {
     pub origin: &'static str,
     pub config: ArchConfig,
     pub preprocess: Preprocess,
+    /// The classes of the head its pretrained weights have (1000 for ImageNet-1k; 0:
+    /// headless, an embedding only).
+    pub classes: usize,
     /// The ImageNet weights its origin publishes for exactly this architecture and
     /// preprocessing, first choice first (empty: none known); [`crate::hub::fetch`] finds
     /// or downloads them.
@@ -372,8 +377,15 @@ impl ZooEntry {
             origin,
             config: config.into(),
             preprocess,
+            classes: 1000,
             published: Vec::new(),
         }
+    }
+
+    /// The entry with a `classes`-way pretrained head (0: none).
+    pub fn classes(mut self, classes: usize) -> Self {
+        self.classes = classes;
+        self
     }
 
     /// The entry with `file` as (one more of) its published weights.
@@ -510,7 +522,9 @@ fn materialised(
 }
 
 /// `config` built as a graph where it is a Keras Application, after checking that
-/// `weights` fit it (a misfit is reported as for any architecture).
+/// `weights` fit it (a misfit is reported as for any architecture); a timm ViT at the
+/// input size `size` (so the model, and a bundle made of it, says the size its position
+/// embedding was resampled to).
 fn materialise(
     name: &str,
     config: ArchConfig,
@@ -518,6 +532,11 @@ fn materialise(
     size: Option<usize>,
     device: &Device,
 ) -> Result<ArchConfig, MismatchError> {
+    // A timm ViT runs at the crop it is given, its position embedding resampled to it.
+    if let ArchConfig::TimmVit(t) = config {
+        let size = size.unwrap_or(t.img_size);
+        return Ok(ArchConfig::TimmVit(t.at_size(size)));
+    }
     let ArchConfig::KerasApplication(k) = &config else {
         return Ok(config);
     };
@@ -851,6 +870,86 @@ mod tests {
         );
     }
 
+    /// A state dict with every tensor of `name` (zeros), as the loader asks for them.
+    fn placeholder_state_dict(name: &str) -> Weights {
+        let device = Device::default();
+        let config = find(name).unwrap().config;
+        let tensor = |shape: Vec<usize>| crate::weights::WeightTensor {
+            dtype: crate::weights::DType::F32,
+            data: vec![0.0; shape.iter().product()],
+            shape,
+            strided: false,
+        };
+        let mut weights = Weights::empty();
+        for name in config.check(&weights, &device).0.missing {
+            weights.tensors.insert(name, tensor(vec![1]));
+        }
+        for (name, want, _) in config.check(&weights, &device).0.shape_mismatches {
+            weights.tensors.insert(name, tensor(want));
+        }
+        assert!(config.check(&weights, &device).0.is_clean(), "{name}");
+        weights
+    }
+
+    /// timm's names are told apart from torchvision's by the naming key: a DINOv2 file is
+    /// its one entry; a DeiT-Tiny file has the shapes of the augreg ViT-Ti too, so it needs
+    /// --model; a torchvision ViT is never taken for a timm one.
+    #[test]
+    fn timm_state_dicts_are_identified_by_their_names_and_shapes() {
+        let device = Device::default();
+        let dino = placeholder_state_dict("timm/vit_small_patch14_dinov2.lvd142m");
+        assert_eq!(
+            spec_for(None, &dino, &device).unwrap().name,
+            "timm/vit_small_patch14_dinov2.lvd142m"
+        );
+        let reg4 = placeholder_state_dict("timm/vit_small_patch14_reg4_dinov2.lvd142m");
+        assert_eq!(
+            spec_for(None, &reg4, &device).unwrap().name,
+            "timm/vit_small_patch14_reg4_dinov2.lvd142m"
+        );
+        let deit = placeholder_state_dict("timm/deit_tiny_patch16_224.fb_in1k");
+        let e = spec_for(None, &deit, &device).unwrap_err().to_string();
+        assert!(
+            e.contains("fits several zoo architectures")
+                && e.contains("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+                && e.contains("timm/deit_tiny_patch16_224.fb_in1k"),
+            "{e}"
+        );
+        let spec = spec_for(Some("timm/deit_tiny_patch16_224.fb_in1k"), &deit, &device).unwrap();
+        assert_eq!(spec.preprocess.mean, IMAGENET_MEAN);
+        let tv = placeholder_state_dict("vit_b_16");
+        assert_eq!(spec_for(None, &tv, &device).unwrap().name, "vit_b_16");
+        let timm_vit = find("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k").unwrap();
+        assert!(!timm_vit.config.family().fits_naming(&tv));
+        assert!(!find("vit_b_16").unwrap().config.family().fits_naming(&deit));
+    }
+
+    /// `--size` runs a timm ViT at that size: the model's config says it (what a bundle
+    /// records), and the position embedding of a file for another grid is resampled.
+    #[test]
+    fn a_timm_vit_runs_at_the_size_it_is_given() {
+        let device = Device::default();
+        let name = "timm/vit_small_patch14_reg4_dinov2.lvd142m";
+        let weights = placeholder_state_dict(name);
+        let input = InputOverride {
+            size: Some(224),
+            ..Default::default()
+        };
+        let spec = spec_with_input(Some(name), &weights, &input, &device).unwrap();
+        assert_eq!((spec.preprocess.resize, spec.preprocess.crop), (224, 224));
+        let model = Model::from_spec(&spec, &weights, &device).unwrap();
+        let ArchConfig::TimmVit(c) = &model.config else {
+            panic!("{:?}", model.config)
+        };
+        assert_eq!(c.img_size, 224);
+        let mut out = layers::TensorMap::new();
+        model.network.stages[0].export(&mut out);
+        // 16x16 patches of 14 at 224, no class or register tokens in it (no_embed_class).
+        assert_eq!(out["pos_embed"].shape, [1, 256, 384]);
+        let x = Tensor::<4>::zeros([1, 3, 224, 224], &device);
+        assert_eq!(model.network.penultimate(x).unwrap().dims(), [1, 384]);
+    }
+
     /// Each entry's published file agrees with itself: a torch hub file's name carries the
     /// SHA-256 prefix recorded (what torch hub's check_hash reads) and is its URL's last
     /// segment; Keras hashes are 32 (MD5) or 64 (SHA-256) hex digits; a wheel member's name
@@ -922,6 +1021,10 @@ mod tests {
                 "efficientnet_lite3",
                 "efficientnet_lite4",
             ]
+            .into_iter()
+            // timm's weights are on the Hugging Face hub, whose hashes are not recorded.
+            .chain(names().into_iter().filter(|n| n.starts_with("timm/")))
+            .collect::<Vec<_>>()
         );
         // The preprocessing each file was published with: torchvision's V1 transforms.
         let r50 = find("resnet50").unwrap();
@@ -1016,6 +1119,7 @@ mod tests {
             n if n.starts_with("vit_") || n.starts_with("convnext_") => None,
             n if n.starts_with("swin_") => None,
             "maxvit_t" => Some((1e-3, 0.01)),
+            n if n.starts_with("timm/") => None,
             "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
             n if n.starts_with("efficientnet_b") => Some((1e-5, 0.1)),
             n if n.starts_with("mobilenet_v3") || n.starts_with("efficientnet_lite") => {
@@ -1279,5 +1383,80 @@ mod tests {
             assert_eq!(e.origin, "torchvision", "{name}");
             assert_eq!(e.config.parameter_count(1000), want, "{name}");
         }
+    }
+
+    /// Parameters of every timm entry with its pretrained head (21843 classes for
+    /// ImageNet-21k, none for DINOv2), as timm counts them (`sum(p.numel() for p in
+    /// m.parameters())` of `timm.create_model(name, pretrained=False)`, timm 1.0.31).
+    #[test]
+    fn timm_entries_have_timms_parameter_counts() {
+        let counts = [
+            (
+                "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                1000,
+                5_717_416,
+            ),
+            (
+                "timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+                1000,
+                22_050_664,
+            ),
+            ("timm/vit_base_patch16_224.augreg_in21k", 21843, 102_595_923),
+            (
+                "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+                1000,
+                86_567_656,
+            ),
+            (
+                "timm/vit_large_patch16_224.augreg_in21k_ft_in1k",
+                1000,
+                304_326_632,
+            ),
+            ("timm/deit_tiny_patch16_224.fb_in1k", 1000, 5_717_416),
+            ("timm/deit_small_patch16_224.fb_in1k", 1000, 22_050_664),
+            ("timm/deit_base_patch16_224.fb_in1k", 1000, 86_567_656),
+            ("timm/vit_small_patch14_dinov2.lvd142m", 0, 22_056_192),
+            ("timm/vit_base_patch14_dinov2.lvd142m", 0, 86_579_712),
+            ("timm/vit_large_patch14_dinov2.lvd142m", 0, 304_367_616),
+            ("timm/vit_small_patch14_reg4_dinov2.lvd142m", 0, 22_057_344),
+            ("timm/vit_base_patch14_reg4_dinov2.lvd142m", 0, 86_582_016),
+            ("timm/vit_large_patch14_reg4_dinov2.lvd142m", 0, 304_370_688),
+        ];
+        let timm: Vec<_> = catalogue()
+            .into_iter()
+            .filter(|e| e.origin == "timm")
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(timm, counts.map(|c| c.0), "every timm entry is counted");
+        for (name, classes, want) in counts {
+            let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
+            assert_eq!(e.classes, classes, "{name}");
+            assert_eq!(e.config.parameter_count(classes), want, "{name}");
+        }
+    }
+
+    /// A timm entry's preprocessing is its `pretrained_cfg`'s: bicubic, resize to
+    /// `floor(input_size / crop_pct)`, then the crop; augreg's mean and std 0.5.
+    #[test]
+    fn timm_entries_preprocess_as_their_pretrained_cfg() {
+        let augreg = find("timm/vit_base_patch16_224.augreg2_in21k_ft_in1k").unwrap();
+        let p = augreg.preprocess;
+        assert_eq!(
+            (p.resize, p.crop, p.interpolation),
+            (248, 224, Interpolation::Bicubic)
+        );
+        assert_eq!((p.mean, p.std), ([0.5; 3], [0.5; 3]));
+        let deit = find("timm/deit_small_patch16_224.fb_in1k")
+            .unwrap()
+            .preprocess;
+        assert_eq!((deit.resize, deit.crop), (248, 224));
+        assert_eq!((deit.mean, deit.std), (IMAGENET_MEAN, IMAGENET_STD));
+        let dino = find("timm/vit_base_patch14_reg4_dinov2.lvd142m")
+            .unwrap()
+            .preprocess;
+        assert_eq!(
+            (dino.resize, dino.crop, dino.interpolation),
+            (518, 518, Interpolation::Bicubic)
+        );
     }
 }

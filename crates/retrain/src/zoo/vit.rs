@@ -9,7 +9,10 @@ use super::family::{ClassifierSpec, Family, StageInfo};
 use super::layers::{Block, BnSpec};
 use super::loader::WeightLoader;
 use super::network::Stage;
-use super::tokens::{ClassTokenHead, EncoderBlock, PatchEmbed, load_layer_norm};
+use super::tokens::{
+    ClassTokenHead, EncoderBlock, EncoderSpec, PatchEmbed, PatchEmbedSpec, TokenPool,
+    load_layer_norm,
+};
 use super::{Interpolation, Preprocess, ZooEntry, torchvision_file};
 
 /// torchvision's ViT LayerNorms (`partial(nn.LayerNorm, eps=1e-6)`).
@@ -43,12 +46,6 @@ impl VitConfig {
             hidden_dim,
             mlp_dim,
         }
-    }
-
-    /// The class token and one token per patch.
-    fn tokens(&self) -> usize {
-        let side = self.image_size / self.patch_size;
-        1 + side * side
     }
 }
 
@@ -89,23 +86,22 @@ impl Family for VitConfig {
         let d = self.hidden_dim;
         let embed = PatchEmbed::load(
             l,
-            ["conv_proj", "class_token", "encoder.pos_embedding"],
-            d,
-            self.patch_size,
-            self.tokens(),
+            &PatchEmbedSpec {
+                names: ["conv_proj", "class_token", "encoder.pos_embedding"],
+                registers: None,
+                width: d,
+                patch: self.patch_size,
+                grid: self.image_size / self.patch_size,
+                no_embed_class: false,
+                resample: false,
+            },
         );
         let mut stages = vec![Stage {
             blocks: vec![Block::PatchEmbed(embed)],
         }];
+        let spec = EncoderSpec::torchvision(d, self.num_heads, self.mlp_dim, LN_EPS);
         for i in 0..self.num_layers {
-            let block = EncoderBlock::load(
-                l,
-                &format!("encoder.layers.encoder_layer_{i}"),
-                d,
-                self.num_heads,
-                self.mlp_dim,
-                LN_EPS,
-            );
+            let block = EncoderBlock::load(l, &format!("encoder.layers.encoder_layer_{i}"), &spec);
             stages.push(Stage {
                 blocks: vec![Block::Encoder(block)],
             });
@@ -115,6 +111,7 @@ impl Family for VitConfig {
                 ln: load_layer_norm(l, "encoder.ln", d, LN_EPS),
                 name: "encoder.ln".into(),
                 eps: LN_EPS,
+                pool: TokenPool::ClassToken,
             })],
         });
         stages
