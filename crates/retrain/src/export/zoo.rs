@@ -23,7 +23,6 @@ use crate::zoo::swin::{
     relative_position_index, shift_mask, window_padding,
 };
 use crate::zoo::tokens::{ClassTokenHead, EncoderBlock, Part, PatchEmbed, TokenPool};
-use crate::zoo::tokens::{EncoderBlock, PatchEmbed};
 
 /// Writes every stage of `net` on `input`, an image of height and width `hw`; returns the
 /// last stage's output.

@@ -173,9 +173,12 @@ impl<'a> WeightLoader<'a> {
             ) else {
                 return None;
             };
-            let [out, inp] = w.shape[..] else {
+            // A dense layer, or one held as a 1x1 convolution (Keras' `Logits` conv):
+            // [out, in] or [out, in, 1, 1].
+            if w.shape.len() < 2 || w.shape[2..].iter().any(|&d| d != 1) {
                 return None;
-            };
+            }
+            let (out, inp) = (w.shape[0], w.shape[1]);
             if bias.shape != [out] {
                 return None;
             }
