@@ -721,6 +721,36 @@ fn shuffle(g: &mut Builder, b: &ShuffleUnit, input: &str) -> Result<String> {
 // back by Reshape/Transpose with the batch free, the map's size fixed by the export's
 // input size, so padding, the roll's slices and the shift mask are constants.
 
+/// A relative position bias `[heads, n, n]` for the `n` tokens of a `window`: the rows of
+/// `table` (`[(2h−1)(2w−1), heads]`) gathered by the window's relative position index, as
+/// Swin's and MaxViT's attention read it.
+fn relative_position_bias(
+    g: &mut Builder,
+    table: &str,
+    window: [usize; 2],
+    heads: usize,
+) -> String {
+    let n = window[0] * window[1];
+    let index = g.int_const(
+        "relative_position_index",
+        &[n * n],
+        &relative_position_index(window),
+    );
+    let bias = g.node(
+        "Gather",
+        &[table, &index],
+        vec![attr_i("axis", 0)],
+        "position_bias",
+    );
+    let bias = reshape(
+        g,
+        &bias,
+        &[n as i64, n as i64, heads as i64],
+        "position_bias",
+    );
+    transpose(g, &bias, &[2, 0, 1], "position_bias")
+}
+
 fn transpose(g: &mut Builder, x: &str, perm: &[i64], hint: &str) -> String {
     g.node("Transpose", &[x], vec![attr_ints("perm", perm)], hint)
 }
@@ -853,24 +883,7 @@ fn window_attention(
         }
         _ => unreachable!("a window attention has a bias table or its cpb_mlp"),
     };
-    let index = g.int_const(
-        "relative_position_index",
-        &[n * n],
-        &relative_position_index(a.window),
-    );
-    let bias = g.node(
-        "Gather",
-        &[&table, &index],
-        vec![attr_i("axis", 0)],
-        "position_bias",
-    );
-    let bias = reshape(
-        g,
-        &bias,
-        &[n as i64, n as i64, heads as i64],
-        "position_bias",
-    );
-    let bias = transpose(g, &bias, &[2, 0, 1], "position_bias");
+    let bias = relative_position_bias(g, &table, a.window, heads);
     let mut bias = reshape(
         g,
         &bias,
@@ -1007,7 +1020,7 @@ fn partition_attention(
     }
     let (ph, pw) = (a.cut(hw[0]), a.cut(hw[1]));
     let (gh, gw) = (hw[0] / ph, hw[1] / pw);
-    let (heads, t) = (a.heads, p * p);
+    let heads = a.heads;
     let dh = c / heads;
     let (ci, ghi, gwi, phi, pwi) = (c as i64, gh as i64, gw as i64, ph as i64, pw as i64);
     let y = reshape(g, x, &[-1, ci, ghi, phi, gwi, pwi], "partition");
@@ -1034,24 +1047,7 @@ fn partition_attention(
         &format!("{attn}.relative_position_bias_table"),
         a.relative_position_bias_table.val(),
     );
-    let index = g.int_const(
-        "relative_position_index",
-        &[t * t],
-        &crate::zoo::swin::relative_position_index([p, p]),
-    );
-    let bias = g.node(
-        "Gather",
-        &[&table, &index],
-        vec![attr_i("axis", 0)],
-        "position_bias",
-    );
-    let bias = reshape(
-        g,
-        &bias,
-        &[t as i64, t as i64, heads as i64],
-        "position_bias",
-    );
-    let bias = transpose(g, &bias, &[2, 0, 1], "position_bias");
+    let bias = relative_position_bias(g, &table, [p, p], heads);
     let scores = g.node("Add", &[&scores, &bias], vec![], "scores");
     let weights = g.node("Softmax", &[&scores], vec![attr_i("axis", -1)], "attention");
     let o = g.node("MatMul", &[&weights, &v], vec![], "attended");

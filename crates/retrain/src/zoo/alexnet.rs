@@ -10,9 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::family::{ClassifierSpec, Family, StageInfo, StageList};
-use super::layers::{
-    Act, Block, BnSpec, ConvBnAct, ConvSpec, LinearAct, Pad, PoolFlatten, max_pool,
-};
+use super::layers::{Act, Block, BnSpec, ConvBnAct, ConvSpec, Pad, max_pool};
 use super::loader::WeightLoader;
 use super::network::Stage;
 use super::{Interpolation, Preprocess, ZooEntry, torchvision_file};
@@ -98,22 +96,13 @@ impl Family for AlexNetConfig {
             stages.push(Stage { blocks });
             inp = c;
         }
-        let flat = inp * self.pool * self.pool;
-        stages.push(Stage {
-            blocks: vec![
-                Block::PoolFlatten(PoolFlatten {
-                    size: [self.pool; 2],
-                }),
-                Block::Linear(LinearAct::load(l, "classifier.1", flat, self.fc, Act::Relu)),
-                Block::Linear(LinearAct::load(
-                    l,
-                    "classifier.4",
-                    self.fc,
-                    self.fc,
-                    Act::Relu,
-                )),
-            ],
-        });
+        stages.push(super::vgg::fc_stage(
+            l,
+            inp,
+            self.pool,
+            self.fc,
+            ["classifier.1", "classifier.4"],
+        ));
         stages
     }
 

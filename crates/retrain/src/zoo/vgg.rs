@@ -109,22 +109,13 @@ impl Family for VggConfig {
             idx += 1;
             stages.push(Stage { blocks });
         }
-        let flat = inp * self.pool * self.pool;
-        stages.push(Stage {
-            blocks: vec![
-                Block::PoolFlatten(PoolFlatten {
-                    size: [self.pool; 2],
-                }),
-                Block::Linear(LinearAct::load(l, "classifier.0", flat, self.fc, Act::Relu)),
-                Block::Linear(LinearAct::load(
-                    l,
-                    "classifier.3",
-                    self.fc,
-                    self.fc,
-                    Act::Relu,
-                )),
-            ],
-        });
+        stages.push(fc_stage(
+            l,
+            inp,
+            self.pool,
+            self.fc,
+            ["classifier.0", "classifier.3"],
+        ));
         debug_assert_eq!(inp, self.last_channels());
         stages
     }
@@ -159,6 +150,31 @@ impl Family for VggConfig {
 }
 
 /// The file of torchvision's IMAGENET1K_V1 weights for `name`.
+/// torchvision's hidden fully connected layers after the convolutions (VGG's, AlexNet's):
+/// the map adaptive-pooled to `pool`×`pool` and flattened in NCHW order, then two Linear +
+/// ReLU layers of width `fc` named `names`.
+pub(crate) fn fc_stage(
+    l: &WeightLoader,
+    channels: usize,
+    pool: usize,
+    fc: usize,
+    names: [&str; 2],
+) -> Stage {
+    Stage {
+        blocks: vec![
+            Block::PoolFlatten(PoolFlatten { size: [pool; 2] }),
+            Block::Linear(LinearAct::load(
+                l,
+                names[0],
+                channels * pool * pool,
+                fc,
+                Act::Relu,
+            )),
+            Block::Linear(LinearAct::load(l, names[1], fc, fc, Act::Relu)),
+        ],
+    }
+}
+
 fn v1_file(name: &str) -> &'static str {
     match name {
         "vgg11" => "vgg11-8a719046.pth",
