@@ -7,6 +7,9 @@
 # Prints images/s of each and the ratio retrain/peer (above 1: retrain is faster).
 #
 # Needs the peer venv (PEER_VENV, default /tmp/peers/venv; see scripts/bench-embed.sh).
+# With AB=1, retrain also runs with RETRAIN_KERNELS=burn (burn's own operations in place of
+# retrain's kernels, crates/retrain/src/kernels), a second line per figure: what the kernels
+# change, in the same run.
 # Usage: scripts/bench-train.sh [iters]   (retrain's timed steps per figure, default 5)
 set -euo pipefail
 source "$(dirname "$0")/peer-env.sh"
@@ -25,6 +28,10 @@ row() {  # arch what peer ours
 peer=$(python3 -c "import json; s=json.load(open('$copy/results/bench_throughput.json'))['summary']; print(json.dumps({k: s[k]['img_per_s'] for k in ('train_b16','freeze_b16')}))")
 mine=$("$ours" efficientnet_lite0 "$LITE0_WEIGHTS" "$iters")
 for k in train_b16 freeze_b16; do row efficientnet_lite0 $k "$(field "$peer" $k)" "$(field "$mine" $k)"; done
+if [ -n "${AB:-}" ]; then
+  mine=$(RETRAIN_KERNELS=burn "$ours" efficientnet_lite0 "$LITE0_WEIGHTS" "$iters")
+  for k in train_b16 freeze_b16; do row efficientnet_lite0 "$k(burn)" "$(field "$peer" $k)" "$(field "$mine" $k)"; done
+fi
 
 for arch in mobilenet_v2 resnet50; do
   args=(--arch $arch --save "$tmp/$arch.safetensors")
@@ -32,4 +39,8 @@ for arch in mobilenet_v2 resnet50; do
   peer=$("$venv/bin/python" scripts/bench_peer_train.py "${args[@]}")
   mine=$("$ours" $arch "$tmp/$arch.safetensors" "$iters")
   for k in train_b16 freeze_b16; do row $arch $k "$(field "$peer" $k)" "$(field "$mine" $k)"; done
+  if [ -n "${AB:-}" ]; then
+    mine=$(RETRAIN_KERNELS=burn "$ours" $arch "$tmp/$arch.safetensors" "$iters")
+    for k in train_b16 freeze_b16; do row $arch "$k(burn)" "$(field "$peer" $k)" "$(field "$mine" $k)"; done
+  fi
 done

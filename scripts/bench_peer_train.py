@@ -12,6 +12,9 @@ Also writes the model's state dict as safetensors (--save), so that retrain's si
 benchmark runs the very same weights (random init for resnet50: no ImageNet file is reachable
 here; step time does not depend on the values).
 
+On a GPU (--device cuda) the model and batches live on the device, torch.backends.cudnn.benchmark
+is on, and every timed step ends with a synchronize, so the figure is the device's step time.
+
 Usage: python bench_peer_train.py --arch mobilenet_v2 [--weights mobilenet_v2.pth] --save out.safetensors
 """
 import argparse
@@ -27,13 +30,15 @@ import torchvision
 from safetensors.torch import save_file
 
 
-def median_time(fn, warmup, iters):
+def median_time(fn, warmup, iters, sync):
     for _ in range(warmup):
         fn()
+    sync()
     ts = []
     for _ in range(iters):
         t = time.perf_counter()
         fn()
+        sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
@@ -47,8 +52,14 @@ def main():
     ap.add_argument("--save")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    if a.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+        sync = torch.cuda.synchronize
+    else:
+        torch.set_num_threads(2)
+        sync = lambda: None  # noqa: E731
     torch.manual_seed(0)
     model = getattr(torchvision.models, a.arch)()
     if a.weights:
@@ -60,9 +71,10 @@ def main():
     parent = model.get_submodule(".".join(path))
     head = nn.Linear(parent.get_submodule(last).in_features, 2)
     setattr(parent, last, head)
+    model.to(a.device)
     crit = nn.CrossEntropyLoss()
-    x16 = torch.randn(16, 3, 224, 224)
-    y16 = torch.randint(0, 2, (16,))
+    x16 = torch.randn(16, 3, 224, 224, device=a.device)
+    y16 = torch.randint(0, 2, (16,), device=a.device)
     opt_full = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def train_full():
@@ -78,24 +90,24 @@ def main():
         opt_head.step()
 
     model.train()
-    full = 16 / median_time(train_full, a.warmup, a.iters)
+    full = 16 / median_time(train_full, a.warmup, a.iters, sync)
     for p in model.parameters():
         p.requires_grad = False
     for p in head.parameters():
         p.requires_grad = True
     model.eval()
-    frozen = 16 / median_time(train_freeze, a.warmup, a.iters)
+    frozen = 16 / median_time(train_freeze, a.warmup, a.iters, sync)
     result = {"arch": a.arch, "train_b16": full, "freeze_b16": frozen,
-              "head": head_name, "torch": torch.__version__}
+              "head": head_name, "torch": torch.__version__, "device": a.device}
     if a.infer:
         setattr(parent, last, nn.Identity())
-        x32 = torch.randn(32, 3, 224, 224)
+        x32 = torch.randn(32, 3, 224, 224, device=a.device)
 
         def infer():
             with torch.no_grad():
                 model(x32)
 
-        result["infer_b32"] = 32 / median_time(infer, 1, max(3, a.iters // 2))
+        result["infer_b32"] = 32 / median_time(infer, 1, max(3, a.iters // 2), sync)
     print(json.dumps(result))
 
 

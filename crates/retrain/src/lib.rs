@@ -54,6 +54,7 @@ pub mod export;
 pub mod graph;
 pub mod hub;
 pub mod inference;
+pub mod kernels;
 pub mod metrics;
 pub mod observe;
 pub mod outputs;

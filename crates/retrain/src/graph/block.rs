@@ -438,9 +438,9 @@ impl GraphBlock {
         }
         Ok(match x {
             F::R2(t) => F::R2(bn.forward(t)),
-            F::R3(t) => F::R3(bn.forward(t)),
-            F::R4(t) => F::R4(bn.forward(t)),
-            F::R5(t) => F::R5(bn.forward(t)),
+            F::R3(t) => F::R3(crate::kernels::batch_norm(bn, t)),
+            F::R4(t) => F::R4(crate::kernels::batch_norm(bn, t)),
+            F::R5(t) => F::R5(crate::kernels::batch_norm(bn, t)),
             _ => unreachable!("rank checked"),
         })
     }

@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 use burn::tensor::{Int, Slice};
 
@@ -874,7 +874,7 @@ fn conv(x: F, w: F, b: Option<F>, win: &Window, group: usize) -> R<F> {
         dilation: win.dilations,
         groups: group,
     };
-    Ok(from_image(conv2d(x, w, bias, opts), one_d))
+    Ok(from_image(crate::kernels::conv2d(x, w, bias, opts), one_d))
 }
 
 fn pool(x: F, win: &Window, ceil: bool, avg: Option<bool>) -> R<F> {

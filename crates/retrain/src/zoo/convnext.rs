@@ -75,7 +75,7 @@ pub struct ConvNextBlock {
 
 impl ConvNextBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = self.dwconv.forward(input.clone()).permute([0, 2, 3, 1]);
+        let x = crate::kernels::conv(&self.dwconv, input.clone()).permute([0, 2, 3, 1]);
         let x = self.norm.forward(x);
         let x = self.fc2.forward(activation::gelu(self.fc1.forward(x)));
         let c = self.layer_scale.dims()[0];

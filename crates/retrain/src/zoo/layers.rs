@@ -2,6 +2,8 @@
 
 use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
+
+use crate::kernels::{self, Pointwise};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
@@ -31,9 +33,9 @@ impl Act {
         match self {
             Act::Identity => x,
             Act::Relu => activation::relu(x),
-            Act::Relu6 => x.clamp(0.0, 6.0),
-            Act::Silu => activation::silu(x),
-            Act::Hardswish => activation::hard_swish(x),
+            Act::Relu6 => kernels::activation(x, Pointwise::Relu6),
+            Act::Silu => kernels::activation(x, Pointwise::Silu),
+            Act::Hardswish => kernels::activation(x, Pointwise::Hardswish),
             Act::Gelu => activation::gelu(x),
             Act::Tanh => x.tanh(),
         }
@@ -324,9 +326,9 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = crate::kernels::conv(&self.conv, x);
         let x = match &self.bn {
-            Some(bn) => bn.forward(x),
+            Some(bn) => kernels::batch_norm(bn, x),
             None => x,
         };
         self.act.apply(x)
@@ -575,7 +577,7 @@ impl BnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.act.apply(self.bn.forward(x))
+        self.act.apply(kernels::batch_norm(&self.bn, x))
     }
 
     pub fn export(&self, out: &mut TensorMap) {

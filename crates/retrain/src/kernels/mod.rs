@@ -1,0 +1,964 @@
+//! Compute kernels where burn's generic operations are slow on the CPU, as a burn backend
+//! extension ([`Kernels`]): a body for burn-flex and, under `Autodiff`, a backward node
+//! that calls the flex bodies of the gradients.
+//!
+//! Callers use the tensor-level functions here ([`conv2d`], [`conv`], [`activation`]); they
+//! route to the extension only on the CPU backend, so GPU backends keep their own kernels.
+//!
+//! - `depthwise`: the input and weight gradients of a depthwise convolution.
+//! - [`Pointwise`]: ReLU6, hard-swish and SiLU in one pass each way.
+//! - `batchnorm`: BatchNorm on the batch's statistics (training), forward and backward.
+
+pub mod batchnorm;
+pub mod depthwise;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
+    backend_extension,
+};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::{DType, Slice, TensorData};
+use rayon::prelude::*;
+
+use depthwise::Depthwise;
+
+/// retrain's own operations. The depthwise convolution's default bodies are burn's
+/// operations (what the flex bodies fall back to for other dtypes); the activations have
+/// no default, as only burn-flex and its autodiff implement this trait.
+#[backend_extension(Flex, Autodiff)]
+pub trait Kernels: Backend {
+    /// A depthwise convolution without bias (`options.groups` = input channels).
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    /// The gradient of [`Kernels::depthwise_conv2d`] for its input.
+    fn depthwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, out_grad, options)
+    }
+
+    /// The gradient of [`Kernels::depthwise_conv2d`] for its weight.
+    fn depthwise_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, out_grad, options)
+    }
+
+    /// An elementwise activation in one pass (burn composes ReLU6, hard-swish and SiLU of
+    /// two to four passes each way).
+    fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self>;
+
+    /// The gradient of [`Kernels::activation`] for its input `x`, in one pass.
+    fn activation_backward(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        act: Pointwise,
+    ) -> FloatTensor<Self>;
+
+    /// Mean and biased variance per channel of `[n, c, h, w]`, as `[2, c]`; not
+    /// differentiated (the gradient of [`Kernels::batch_norm_with_stats`] accounts for them).
+    fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// BatchNorm on the batch's own statistics `stats` (from [`Kernels::channel_stats`]).
+    fn batch_norm_with_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients of [`Kernels::batch_norm_with_stats`] for gamma and beta, as `[2, c]`.
+    fn batch_norm_param_grads(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+
+    /// The gradient of [`Kernels::batch_norm_with_stats`] for its input, from the sums of
+    /// [`Kernels::batch_norm_param_grads`].
+    fn batch_norm_input_grad(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+}
+
+/// The activations [`Kernels::activation`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pointwise {
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x · relu6(x + 3) / 6`.
+    Hardswish,
+    /// `x · sigmoid(x)`.
+    Silu,
+}
+
+impl Pointwise {
+    fn value(self, x: f32) -> f32 {
+        match self {
+            // NaN propagates, as PyTorch's hardtanh does.
+            Pointwise::Relu6 => {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.clamp(0.0, 6.0)
+                }
+            }
+            Pointwise::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Pointwise::Silu => x / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// The derivative at `x`, with PyTorch's values at the kinks: ReLU6's is 0 at 0 and 6
+    /// (`hardtanh_backward`: inside the open interval only; burn's clamp gives 1 there),
+    /// hard-swish's -0.5 at -3 and 1.5 at 3 (`hardswish_backward`).
+    fn derivative(self, x: f32) -> f32 {
+        match self {
+            Pointwise::Relu6 => {
+                if x > 0.0 && x < 6.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Pointwise::Hardswish => {
+                if x < -3.0 {
+                    0.0
+                } else if x <= 3.0 {
+                    x / 3.0 + 0.5
+                } else {
+                    1.0
+                }
+            }
+            Pointwise::Silu => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                s * (1.0 + x * (1.0 - s))
+            }
+        }
+    }
+}
+
+/// Elements per parallel task of the elementwise kernels: large enough to amortise a
+/// task, small enough to split a 64×64 map across cores.
+const CHUNK: usize = 1 << 14;
+
+/// `f(a[i], b[i])` for every element, in parallel chunks.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    out
+}
+
+/// The geometry of a depthwise convolution from the shapes of its input, weight and output.
+fn geometry(x: &[usize], weight: &[usize], out: &[usize], o: &ConvOptions<2>) -> Depthwise {
+    Depthwise {
+        batch: x[0],
+        channels: x[1],
+        multiplier: weight[0] / x[1],
+        in_size: [x[2], x[3]],
+        out_size: [out[2], out[3]],
+        kernel: [weight[2], weight[3]],
+        stride: o.stride,
+        dilation: o.dilation,
+        pad_begin: o.padding_begin(),
+    }
+}
+
+/// The `f32` values of a flex tensor, copied only when it is not contiguous.
+fn values(
+    t: &<Flex as burn::backend::BackendTypes>::FloatTensorPrimitive,
+) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => {
+            std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap_or(&[]).to_vec())
+        }
+    }
+}
+
+fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex> {
+    burn::backend::flex::FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl Kernels for Flex {
+    fn depthwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        if [x.dtype(), weight.dtype(), out_grad.dtype()] != [DType::F32; 3] {
+            return Self::conv2d_x_backward(x, weight, out_grad, options);
+        }
+        let xs = x.shape().to_vec();
+        let g = geometry(&xs, &weight.shape(), &out_grad.shape(), &options);
+        let dx = depthwise::input_grad(&g, &values(&weight), &values(&out_grad));
+        flex_tensor(dx, xs)
+    }
+
+    fn depthwise_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        if [x.dtype(), weight.dtype(), out_grad.dtype()] != [DType::F32; 3] {
+            return Self::conv2d_weight_backward(x, weight, out_grad, options);
+        }
+        let ws = weight.shape().to_vec();
+        let g = geometry(&x.shape(), &ws, &out_grad.shape(), &options);
+        let dw = depthwise::weight_grad(&g, &values(&x), &values(&out_grad));
+        flex_tensor(dw, ws)
+    }
+
+    fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
+        let dtype = x.dtype();
+        let mut x = as_f32(x);
+        if let Some(v) = whole_storage(&mut x) {
+            // Inference: the input is not kept, so it becomes the output.
+            v.par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|x| *x = act.value(*x)));
+            return back_to(x, dtype);
+        }
+        let v = values(&x);
+        let y = zip_map(&v, &v, |x, _| act.value(x));
+        back_to(flex_tensor(y, x.shape().to_vec()), dtype)
+    }
+
+    fn activation_backward(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        act: Pointwise,
+    ) -> FloatTensor<Self> {
+        let dtype = out_grad.dtype();
+        let (x, mut g) = (as_f32(x), as_f32(out_grad));
+        if x.is_contiguous() && g.shape() == x.shape() {
+            let xv = values(&x);
+            if let Some(gv) = whole_storage(&mut g) {
+                // The incoming gradient is used once: it becomes the input's.
+                gv.par_chunks_mut(CHUNK)
+                    .zip(xv.par_chunks(CHUNK))
+                    .for_each(|(g, x)| {
+                        for (g, &x) in g.iter_mut().zip(x) {
+                            *g *= act.derivative(x);
+                        }
+                    });
+                return back_to(g, dtype);
+            }
+        }
+        let dx = zip_map(&values(&x), &values(&g), |x, g| g * act.derivative(x));
+        back_to(flex_tensor(dx, x.shape().to_vec()), dtype)
+    }
+
+    fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = as_f32(x);
+        let s = bn_shape(&x);
+        flex_tensor(batchnorm::stats(&s, &values(&x)), vec![2, s.channels])
+    }
+
+    fn batch_norm_with_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let dtype = x.dtype();
+        let (x, gamma, beta, stats) = (as_f32(x), as_f32(gamma), as_f32(beta), as_f32(stats));
+        let s = bn_shape(&x);
+        let y = batchnorm::forward(
+            &s,
+            &values(&x),
+            &values(&gamma),
+            &values(&beta),
+            &values(&stats),
+            epsilon,
+        );
+        back_to(flex_tensor(y, x.shape().to_vec()), dtype)
+    }
+
+    fn batch_norm_param_grads(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (x, g, stats) = (as_f32(x), as_f32(out_grad), as_f32(stats));
+        let s = bn_shape(&x);
+        let sums = batchnorm::param_grads(&s, &values(&x), &values(&g), &values(&stats), epsilon);
+        flex_tensor(sums, vec![2, s.channels])
+    }
+
+    fn batch_norm_input_grad(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let dtype = out_grad.dtype();
+        let (x, g) = (as_f32(x), as_f32(out_grad));
+        let (gamma, stats, sums) = (as_f32(gamma), as_f32(stats), as_f32(sums));
+        let s = bn_shape(&x);
+        let dx = batchnorm::input_grad(
+            &s,
+            &values(&x),
+            &values(&g),
+            &values(&gamma),
+            &values(&stats),
+            &values(&sums),
+            epsilon,
+        );
+        back_to(flex_tensor(dx, x.shape().to_vec()), dtype)
+    }
+}
+
+/// The `[n, c, rest]` geometry of an activation for the BatchNorm kernels.
+fn bn_shape(x: &FloatTensor<Flex>) -> batchnorm::Shape {
+    let dims = x.shape().to_vec();
+    batchnorm::Shape {
+        batch: dims[0],
+        channels: dims[1],
+        plane: dims[2..].iter().product(),
+    }
+}
+
+/// The `f32` storage of a tensor that owns all of it, in order (contiguous, no offset,
+/// not shared): what an operation may overwrite in place.
+fn whole_storage(t: &mut FloatTensor<Flex>) -> Option<&mut [f32]> {
+    let n = t.shape().num_elements();
+    let whole = t.dtype() == DType::F32
+        && t.layout().contiguous_offsets() == Some((0, n))
+        && t.bytes().len() == n * 4;
+    if whole {
+        t.try_storage_mut::<f32>()
+    } else {
+        None
+    }
+}
+
+/// The tensor as `f32` (the zoo's and graphs' dtype; others are converted).
+fn as_f32(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    match t.dtype() {
+        DType::F32 => t,
+        _ => Flex::float_cast(t, burn::tensor::FloatDType::F32),
+    }
+}
+
+fn back_to(t: FloatTensor<Flex>, dtype: DType) -> FloatTensor<Flex> {
+    match dtype {
+        DType::F32 => t,
+        DType::F64 => Flex::float_cast(t, burn::tensor::FloatDType::F64),
+        DType::F16 => Flex::float_cast(t, burn::tensor::FloatDType::F16),
+        DType::BF16 => Flex::float_cast(t, burn::tensor::FloatDType::BF16),
+        _ => t,
+    }
+}
+
+/// The backward node of [`Kernels::depthwise_conv2d`] under autodiff.
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl<B: Backend + Kernels> Backward<B, 2> for DepthwiseBackward {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+        if let Some(node) = node_x {
+            let dx = B::depthwise_conv2d_x_backward(
+                x.clone(),
+                weight.clone(),
+                grad.clone(),
+                options.clone(),
+            );
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(
+                node.id,
+                B::depthwise_conv2d_weight_backward(x, weight, grad, options),
+            );
+        }
+    }
+}
+
+/// The backward node of [`Kernels::activation`] under autodiff: keeps the input.
+#[derive(Debug)]
+struct ActivationBackward;
+
+impl<B: Backend + Kernels> Backward<B, 1> for ActivationBackward {
+    type State = (NodeId, Pointwise);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, act) = ops.state;
+        if let Some(node) = node_x {
+            let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+            grads.register::<B>(node.id, B::activation_backward(x, grad, act));
+        }
+    }
+}
+
+/// The backward node of [`Kernels::batch_norm_with_stats`]: keeps the input and gamma, and
+/// carries the batch statistics.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
+    type State = (NodeId, NodeId, B::FloatTensorPrimitive, f64);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, stats, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
+        let channels = gamma.shape()[0];
+        let sums = B::batch_norm_param_grads(x.clone(), grad.clone(), stats.clone(), epsilon);
+        let row = |r: isize| {
+            let rows = [Slice::new(r, Some(r + 1), 1), Slice::new(0, None, 1)];
+            B::float_reshape(B::float_slice(sums.clone(), &rows), Shape::new([channels]))
+        };
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, row(0));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, row(1));
+        }
+        if let Some(node) = node_x {
+            let dx = B::batch_norm_input_grad(x, grad, gamma, stats, sums, epsilon);
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
+impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
+    fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::channel_stats(Self::inner(x)))
+    }
+
+    fn batch_norm_with_stats(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let stats = Self::inner(stats);
+        match BatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                let y = B::batch_norm_with_stats(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    stats.clone(),
+                    epsilon,
+                );
+                prep.finish((x_state, gamma_state, stats, epsilon), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::batch_norm_with_stats(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                stats,
+                epsilon,
+            )),
+        }
+    }
+
+    fn batch_norm_param_grads(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (x, g, stats) = (Self::inner(x), Self::inner(out_grad), Self::inner(stats));
+        Self::from_inner(B::batch_norm_param_grads(x, g, stats, epsilon))
+    }
+
+    fn batch_norm_input_grad(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (x, g, gamma) = (Self::inner(x), Self::inner(out_grad), Self::inner(gamma));
+        let (stats, sums) = (Self::inner(stats), Self::inner(sums));
+        Self::from_inner(B::batch_norm_input_grad(x, g, gamma, stats, sums, epsilon))
+    }
+
+    fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
+        match ActivationBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                prep.finish((x_state, act), B::activation(x.into_primitive(), act))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::activation(x.into_primitive(), act)),
+        }
+    }
+
+    fn activation_backward(
+        x: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+        act: Pointwise,
+    ) -> FloatTensor<Self> {
+        // A second derivative is never taken in training; this keeps the trait total.
+        let x = Self::inner(x);
+        let g = Self::inner(out_grad);
+        Self::from_inner(B::activation_backward(x, g, act))
+    }
+
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match DepthwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                prep.finish(
+                    (x_state, weight_state, options.clone()),
+                    B::depthwise_conv2d(x.into_primitive(), weight.into_primitive(), options),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                options,
+            )),
+        }
+    }
+}
+
+/// Whether tensors on `device` run on burn-flex (with or without autodiff) and retrain's
+/// kernels are not turned off: `RETRAIN_KERNELS=burn` runs burn's own operations instead,
+/// to measure one against the other in the same build.
+fn on_flex(device: &Device) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("RETRAIN_KERNELS").is_ok_and(|v| v == "burn")) {
+        return false;
+    }
+    match device.as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(&**inner, DispatchDevice::Flex(_)),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// A 2-D convolution as `burn::tensor::module::conv2d`, with depthwise convolutions on the
+/// CPU through [`Kernels`].
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let channels = x.dims()[1];
+    let depthwise = options.groups > 1 && options.groups == channels;
+    if !depthwise || !on_flex(&x.device()) {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let y = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::depthwise_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ));
+    match bias {
+        Some(b) => y + b.reshape([1, -1, 1, 1]),
+        None => y,
+    }
+}
+
+/// `act` of `x`, through [`Kernels`] on the CPU backend and burn's operations elsewhere.
+pub fn activation<const D: usize>(x: Tensor<D>, act: Pointwise) -> Tensor<D> {
+    if !on_flex(&x.device()) {
+        return match act {
+            Pointwise::Relu6 => x.clamp(0.0, 6.0),
+            Pointwise::Hardswish => burn::tensor::activation::hard_swish(x),
+            Pointwise::Silu => burn::tensor::activation::silu(x),
+        };
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::activation(x.into_dispatch(), act))
+}
+
+/// `BatchNorm::forward` (burn-nn's, same semantics: batch statistics while training on an
+/// autodiff device and the layer is not frozen, running statistics updated with the biased
+/// variance as burn does) with the training path through [`Kernels`] on the CPU backend.
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    let training = device.is_autodiff() && bn.training.is_enabled();
+    if !training || !on_flex(&device) || D < 3 {
+        return bn.forward(x);
+    }
+    let stats = Tensor::<2>::from_dispatch(<Dispatch as Kernels>::channel_stats(
+        x.clone().into_dispatch(),
+    ));
+    let y = Tensor::<D>::from_dispatch(<Dispatch as Kernels>::batch_norm_with_stats(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        stats.clone().into_dispatch(),
+        bn.epsilon,
+    ));
+    let c = stats.dims()[1];
+    let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
+    let var = stats.slice([1..2, 0..c]).reshape([c]);
+    let m = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean
+        .update((running_mean.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach());
+    bn.running_var
+        .update((running_var.mul_scalar(1.0 - m) + var.detach().mul_scalar(m)).detach());
+    y
+}
+
+/// `Conv2d::forward` through [`conv2d`].
+pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Valid => [(0, 0); 2],
+        // burn's `Same`: the output size is ceil(input / stride), the odd pixel at the end.
+        PaddingConfig2d::Same => std::array::from_fn(|a| {
+            let (n, k, s) = ([h, w][a], conv.kernel_size[a], conv.stride[a]);
+            let total = ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
+            (total / 2, total - total / 2)
+        }),
+    };
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator for the kernels' property tests.
+    pub(crate) struct Lcg(pub u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        /// `n` values in [-1, 1], in steps of 0.001.
+        pub fn values(&mut self, n: usize) -> Vec<f32> {
+            (0..n)
+                .map(|_| (self.next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect()
+        }
+    }
+
+    fn close(got: Tensor<4>, want: Tensor<4>, what: &str, case: &str) {
+        let got = got.into_data().try_to_vec::<f32>().unwrap();
+        let want = want.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * scale, "{what} {g} vs {w} ({case})");
+        }
+    }
+
+    /// Forward and both gradients of [`conv2d`] equal burn's own convolution and its
+    /// autodiff over random shapes, strides, paddings (asymmetric too), dilations and
+    /// channel multipliers, within 1e-5 of the largest magnitude.
+    #[test]
+    fn depthwise_forward_and_gradients_equal_burns_reference() {
+        let device = Device::flex().autodiff();
+        let mut r = Lcg(42);
+        for _ in 0..150 {
+            let (n, c, m) = (1 + r.below(3), 1 + r.below(6), 1 + r.below(3));
+            let k = [1 + r.below(5), 1 + r.below(5)];
+            let stride = [1 + r.below(3), 1 + r.below(3)];
+            let dilation = [1 + r.below(2), 1 + r.below(2)];
+            let pad = [(r.below(3), r.below(3)), (r.below(3), r.below(3))];
+            let size: [usize; 2] = std::array::from_fn(|a| {
+                let reach = dilation[a] * (k[a] - 1) + 1;
+                reach.saturating_sub(pad[a].0 + pad[a].1).max(1) + r.below(12)
+            });
+            let case =
+                format!("n{n} c{c} m{m} in{size:?} k{k:?} s{stride:?} d{dilation:?} p{pad:?}");
+            let options = ConvOptions::new_with_padding(stride, pad, dilation, c);
+            let xs = r.values(n * c * size[0] * size[1]);
+            let ws = r.values(c * m * k[0] * k[1]);
+            let bs = r.values(c * m);
+            let make = |v: &Vec<f32>, shape: [usize; 4]| {
+                Tensor::<4>::from_data(TensorData::new(v.clone(), shape), &device).require_grad()
+            };
+            let bias = Tensor::<1>::from_data(TensorData::new(bs, [c * m]), &device).require_grad();
+            let (x1, w1) = (
+                make(&xs, [n, c, size[0], size[1]]),
+                make(&ws, [c * m, 1, k[0], k[1]]),
+            );
+            let (x2, w2) = (
+                make(&xs, [n, c, size[0], size[1]]),
+                make(&ws, [c * m, 1, k[0], k[1]]),
+            );
+            let ours = conv2d(x1.clone(), w1.clone(), Some(bias.clone()), options.clone());
+            let theirs = burn::tensor::module::conv2d(x2.clone(), w2.clone(), Some(bias), options);
+            // A loss that weights every output differently, so each gradient element differs.
+            let weights = Tensor::<4>::from_data(
+                TensorData::new(r.values(theirs.shape().num_elements()), theirs.dims()),
+                &device,
+            );
+            let g1 = (ours.clone() * weights.clone()).sum().backward();
+            let g2 = (theirs.clone() * weights).sum().backward();
+            close(ours.inner(), theirs.inner(), "output", &case);
+            close(
+                x1.grad(&g1).unwrap(),
+                x2.grad(&g2).unwrap(),
+                "input grad",
+                &case,
+            );
+            close(
+                w1.grad(&g1).unwrap(),
+                w2.grad(&g2).unwrap(),
+                "weight grad",
+                &case,
+            );
+        }
+    }
+
+    /// Each activation and its gradient equal burn's composition of it, over values that
+    /// cross every kink (ReLU6's 0 and 6, hard-swish's ±3) and SiLU's saturated tails.
+    #[test]
+    fn activations_and_gradients_equal_burns_reference() {
+        let device = Device::flex().autodiff();
+        let mut r = Lcg(9);
+        // Off the kinks themselves, where burn's clamp and PyTorch differ (checked below).
+        let mut xs: Vec<f32> = r.values(4000).iter().map(|v| v * 12.0 + 5e-4).collect();
+        xs.extend([-40.0, 40.0, -100.0, 100.0]);
+        let n = xs.len();
+        let weights = Tensor::<1>::from_data(TensorData::new(r.values(n), [n]), &device);
+        for act in [Pointwise::Relu6, Pointwise::Hardswish, Pointwise::Silu] {
+            let x1 =
+                Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+            let x2 =
+                Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
+            let ours = activation(x1.clone(), act);
+            let theirs = match act {
+                Pointwise::Relu6 => x2.clone().clamp(0.0, 6.0),
+                Pointwise::Hardswish => burn::tensor::activation::hard_swish(x2.clone()),
+                Pointwise::Silu => burn::tensor::activation::silu(x2.clone()),
+            };
+            let g1 = (ours.clone() * weights.clone()).sum().backward();
+            let g2 = (theirs.clone() * weights.clone()).sum().backward();
+            let as4 = |t: Tensor<1>| t.inner().reshape([1, 1, 1, n]);
+            let case = format!("{act:?}");
+            close(as4(ours), as4(theirs), "output", &case);
+            close(
+                as4(x1.grad(&g1).unwrap()),
+                as4(x2.grad(&g2).unwrap()),
+                "grad",
+                &case,
+            );
+        }
+    }
+
+    /// BatchNorm in training: output, running statistics and the gradients of the input,
+    /// gamma and beta equal burn-nn's `BatchNorm::forward` under autodiff, for ranks 3 to 5.
+    #[test]
+    fn batch_norm_training_equals_burns() {
+        use burn::module::Param;
+        use burn::nn::BatchNormConfig;
+        let device = Device::flex().autodiff();
+        let mut r = Lcg(5);
+        for (shape, eps, momentum) in [
+            (vec![4usize, 3, 17], 1e-5, 0.1),
+            (vec![2, 5, 6, 7], 1e-3, 0.01),
+            (vec![3, 2, 4, 3, 5], 1e-5, 0.3),
+            (vec![1, 4, 1, 1], 1e-3, 0.1),
+        ] {
+            let c = shape[1];
+            // Two separate layers (a clone would share its running statistics).
+            let (gs, bs) = (r.values(c), r.values(c));
+            let layer = || {
+                let mut bn = BatchNormConfig::new(c)
+                    .with_epsilon(eps)
+                    .with_momentum(momentum)
+                    .init(&device);
+                let v =
+                    |x: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(x.clone(), [c]), &device);
+                bn.gamma = Param::from_tensor(v(&gs).add_scalar(1.0));
+                bn.beta = Param::from_tensor(v(&bs));
+                bn
+            };
+            let (bn, theirs_bn) = (layer(), layer());
+            let n: usize = shape.iter().product();
+            let xs: Vec<f32> = r.values(n).iter().map(|v| v * 3.0 + 0.5).collect();
+            let ws = r.values(n);
+            let case = format!("{shape:?}");
+            macro_rules! run {
+                ($d:literal) => {{
+                    let dims: [usize; $d] = shape.clone().try_into().unwrap();
+                    let x1 = Tensor::<$d>::from_data(TensorData::new(xs.clone(), dims), &device)
+                        .require_grad();
+                    let x2 = Tensor::<$d>::from_data(TensorData::new(xs.clone(), dims), &device)
+                        .require_grad();
+                    let w = Tensor::<$d>::from_data(TensorData::new(ws.clone(), dims), &device);
+                    let ours = batch_norm(&bn, x1.clone());
+                    let theirs = theirs_bn.forward(x2.clone());
+                    let g1 = (ours.clone() * w.clone()).sum().backward();
+                    let g2 = (theirs.clone() * w).sum().backward();
+                    let flat = |t: Tensor<$d>| t.inner().reshape([1, 1, 1, n]);
+                    close(flat(ours), flat(theirs), "output", &case);
+                    close(
+                        flat(x1.grad(&g1).unwrap()),
+                        flat(x2.grad(&g2).unwrap()),
+                        "input grad",
+                        &case,
+                    );
+                    for (p1, p2, what) in [
+                        (&bn.gamma, &theirs_bn.gamma, "gamma grad"),
+                        (&bn.beta, &theirs_bn.beta, "beta grad"),
+                    ] {
+                        let a = p1.val().grad(&g1).unwrap().reshape([1, 1, 1, c]);
+                        let b = p2.val().grad(&g2).unwrap().reshape([1, 1, 1, c]);
+                        close(a, b, what, &case);
+                    }
+                }};
+            }
+            match shape.len() {
+                3 => run!(3),
+                4 => run!(4),
+                _ => run!(5),
+            }
+            let rs = |t: Tensor<1>| t.inner().reshape([1, 1, 1, c]);
+            close(
+                rs(bn.running_mean.value()),
+                rs(theirs_bn.running_mean.value()),
+                "running mean",
+                &case,
+            );
+            close(
+                rs(bn.running_var.value()),
+                rs(theirs_bn.running_var.value()),
+                "running var",
+                &case,
+            );
+        }
+    }
+
+    /// At the kinks the gradients are PyTorch's (`hardtanh_backward`, `hardswish_backward`).
+    #[test]
+    fn gradients_at_the_kinks_are_pytorchs() {
+        let device = Device::flex().autodiff();
+        let xs = [-3.0f32, 0.0, 3.0, 6.0];
+        for (act, want) in [
+            (Pointwise::Relu6, [0.0, 0.0, 1.0, 0.0]),
+            (Pointwise::Hardswish, [-0.5, 0.5, 1.5, 1.0]),
+        ] {
+            let x =
+                Tensor::<1>::from_data(TensorData::new(xs.to_vec(), [4]), &device).require_grad();
+            let g = activation(x.clone(), act).sum().backward();
+            let got = x.grad(&g).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            assert_eq!(got, want, "{act:?}");
+        }
+    }
+
+    /// Off the CPU backend, or for a grouped (not depthwise) convolution, [`conv2d`] is
+    /// burn's: nothing to route.
+    #[test]
+    fn grouped_convolutions_stay_on_burns_path() {
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![1f32; 2 * 4 * 5 * 5], [2, 4, 5, 5]),
+            &device,
+        );
+        let w = Tensor::<4>::from_data(
+            TensorData::new(vec![0.5f32; 4 * 2 * 3 * 3], [4, 2, 3, 3]),
+            &device,
+        );
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
+        let ours = conv2d(x.clone(), w.clone(), None, options.clone());
+        close(
+            ours,
+            burn::tensor::module::conv2d(x, w, None, options),
+            "grouped",
+            "g2",
+        );
+    }
+}
