@@ -617,8 +617,9 @@ fn on_flex(device: &Device) -> bool {
     }
 }
 
-/// A 2-D convolution as `burn::tensor::module::conv2d`, with depthwise convolutions on the
-/// CPU through [`Kernels`].
+/// A 2-D convolution as `burn::tensor::module::conv2d`, with the gradients of depthwise
+/// convolutions on the CPU through [`Kernels`]. Without autodiff it is burn's (its forward
+/// pass is burn-flex's own depthwise kernel either way, and adds the bias in the same pass).
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -627,7 +628,8 @@ pub fn conv2d(
 ) -> Tensor<4> {
     let channels = x.dims()[1];
     let depthwise = options.groups > 1 && options.groups == channels;
-    if !depthwise || !on_flex(&x.device()) {
+    let device = x.device();
+    if !depthwise || !device.is_autodiff() || !on_flex(&device) {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let y = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::depthwise_conv2d(
