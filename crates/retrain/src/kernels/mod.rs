@@ -617,19 +617,24 @@ fn on_flex(device: &Device) -> bool {
     }
 }
 
+/// Whether a convolution of `groups` over `x` takes the depthwise kernels: a depthwise
+/// convolution (groups = input channels) being trained on the CPU backend. Without
+/// autodiff burn's own is used: its forward pass is burn-flex's depthwise kernel either way,
+/// and it adds the bias in the same pass.
+fn takes_depthwise_kernels(groups: usize, x: &Tensor<4>) -> bool {
+    let device = x.device();
+    groups > 1 && groups == x.dims()[1] && device.is_autodiff() && on_flex(&device)
+}
+
 /// A 2-D convolution as `burn::tensor::module::conv2d`, with the gradients of depthwise
-/// convolutions on the CPU through [`Kernels`]. Without autodiff it is burn's (its forward
-/// pass is burn-flex's own depthwise kernel either way, and adds the bias in the same pass).
+/// convolutions on the CPU through [`Kernels`].
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let channels = x.dims()[1];
-    let depthwise = options.groups > 1 && options.groups == channels;
-    let device = x.device();
-    if !depthwise || !device.is_autodiff() || !on_flex(&device) {
+    if !takes_depthwise_kernels(options.groups, &x) {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let y = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::depthwise_conv2d(
@@ -687,19 +692,17 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     y
 }
 
-/// `Conv2d::forward` through [`conv2d`].
+/// `Conv2d::forward`, through [`conv2d`] when the depthwise kernels apply. The zoo's
+/// paddings are explicit (or valid); any other stays on burn's forward.
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
         PaddingConfig2d::Valid => [(0, 0); 2],
-        // burn's `Same`: the output size is ceil(input / stride), the odd pixel at the end.
-        PaddingConfig2d::Same => std::array::from_fn(|a| {
-            let (n, k, s) = ([h, w][a], conv.kernel_size[a], conv.stride[a]);
-            let total = ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
-            (total / 2, total - total / 2)
-        }),
+        PaddingConfig2d::Same => return conv.forward(x),
     };
+    if !takes_depthwise_kernels(conv.groups, &x) {
+        return conv.forward(x);
+    }
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     conv2d(
         x,
