@@ -840,3 +840,108 @@ fn a_timm_dinov2_at_another_size_freezes_at_a_block_and_its_bundle_says_the_size
         manifest["metrics"]["val"]["accuracy"]
     );
 }
+
+/// timm's CNNs and Swin freeze at a stage by timm's name (`s2`, `stages.1`, `layers.0`;
+/// `layer2` as torchvision's in ResNet; the generic `stage2` in EfficientNet), train the
+/// rest, and write a bundle under timm's names: the frozen stages' tensors exactly the
+/// file's, a trained one changed, and the bundle scores as the fit reported.
+#[test]
+fn timm_families_freeze_at_a_timm_stage_and_bundle_under_timm_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    // (fixture, weights file, stage frozen through, a frozen tensor, a trained tensor)
+    let cases = [
+        (
+            "timm_regnet",
+            "weights.safetensors",
+            "s2",
+            "s2.b1.conv2.conv.weight",
+            "s3.b1.conv2.conv.weight",
+        ),
+        (
+            "timm_convnext",
+            "weights.safetensors",
+            "stages.1",
+            "stages.1.blocks.0.gamma",
+            "stages.2.blocks.0.mlp.fc1.weight",
+        ),
+        (
+            "timm_swin",
+            "weights.safetensors",
+            "layers.0",
+            "layers.0.blocks.1.attn.qkv.weight",
+            "layers.1.blocks.0.mlp.fc2.weight",
+        ),
+        (
+            "timm_efficientnet",
+            "weights.pt",
+            "stage2",
+            "blocks.1.0.conv_pwl.weight",
+            "blocks.2.0.conv_pw.weight",
+        ),
+        (
+            "timm_resnet",
+            "weights.safetensors",
+            "layer2",
+            "layer2.0.conv2.weight",
+            "layer3.0.conv2.weight",
+        ),
+    ];
+    for (name, file, stage, frozen, trained) in cases {
+        let f = fixtures().join(name);
+        let weights = f.join(file);
+        let out = dir.path().join(name);
+        let o = retrain(&[
+            "fit",
+            "--model",
+            &s(&f.join("model.json")),
+            "--weights",
+            &s(&weights),
+            "--data",
+            &s(&data),
+            "--val",
+            &s(&data),
+            "--strategy",
+            "freeze",
+            "--freeze-until",
+            stage,
+            "--epochs",
+            "2",
+            "--lr",
+            "0.05",
+            "--train-batch",
+            "3",
+            "--out",
+            &s(&out),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let before = retrain::weights::Weights::load(&weights).unwrap();
+        let after = retrain::weights::Weights::load(&out.join("model.safetensors")).unwrap();
+        let get = |w: &retrain::weights::Weights, k: &str| {
+            w.get(k)
+                .unwrap_or_else(|| panic!("{name}: no `{k}`"))
+                .data
+                .clone()
+        };
+        assert_eq!(
+            get(&after, frozen),
+            get(&before, frozen),
+            "{name}: {frozen}"
+        );
+        assert_ne!(
+            get(&after, trained),
+            get(&before, trained),
+            "{name}: {trained}"
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["report"]["accuracy"], manifest["metrics"]["val"]["accuracy"],
+            "{name}"
+        );
+    }
+}

@@ -547,6 +547,42 @@ fn timm_dinov2_registers_upsampled_position_from_safetensors() {
     check("timm_dinov2_reg4", WeightsFormat::Safetensors);
 }
 
+/// timm's ResNet (`timm.models.resnet.ResNet`: torchvision's names and layout), reduced
+/// (scripts/make_timm_fixtures.py); features: `forward_head(pre_logits=True)`.
+#[test]
+fn timm_resnet_from_safetensors() {
+    check("timm_resnet", WeightsFormat::Safetensors);
+}
+
+/// timm's EfficientNet under timm's names (`conv_stem`, `blocks.S.B.{conv_pw, conv_dw,
+/// se.conv_reduce, se.conv_expand, conv_pwl}`, a `DepthwiseSeparableConv` first,
+/// `conv_head`, `classifier`), reduced, torch zip.
+#[test]
+fn timm_efficientnet_from_torch_zip() {
+    check("timm_efficientnet", WeightsFormat::TorchZip);
+}
+
+/// timm's ConvNeXt under timm's names (`stem`, `stages.S.downsample`, `stages.S.blocks.N`
+/// with a `[C]` `gamma`, `head.norm`, `head.fc`).
+#[test]
+fn timm_convnext_from_safetensors() {
+    check("timm_convnext", WeightsFormat::Safetensors);
+}
+
+/// timm's RegNetY under timm's names (`stem.conv`, `sS.bN.{conv1, conv2, se, conv3,
+/// downsample}`, `head.fc`), its widths fitted to the groups by timm's rounding.
+#[test]
+fn timm_regnet_from_safetensors() {
+    check("timm_regnet", WeightsFormat::Safetensors);
+}
+
+/// timm's Swin V1 under timm's names (`patch_embed`, `layers.S.downsample`,
+/// `layers.S.blocks.N`, `norm`, `head.fc`), shifted windows in the first stages.
+#[test]
+fn timm_swin_from_safetensors() {
+    check("timm_swin", WeightsFormat::Safetensors);
+}
+
 /// torchvision's ConvNeXt (patchify stem, depthwise 7×7 blocks with channels-last
 /// LayerNorm, GELU MLP and layer scale, LayerNorm2d + 2×2 downsampling, normalised pooled
 /// features), reduced (scripts/make_token_fixtures.py).
@@ -661,4 +697,89 @@ fn swin_v2_from_torch_zip() {
 #[test]
 fn maxvit_from_torch_zip() {
     check("maxvit", WeightsFormat::TorchZip);
+}
+
+/// A fine-tuned file whose classifier was replaced by a deeper head, `nn.Sequential(Linear,
+/// ReLU, Linear, ReLU, Linear)` under a name of its own (`head.0`, `head.2`, `head.4`,
+/// saved in another order than they run): the head's depth, widths and order are read from
+/// the file (each layer's input the previous one's output); the backbone's features are
+/// the fixture's, and the logits the head's own, computed here with ReLU between layers.
+/// Two layers that could both come next are not guessed at: the load fails.
+#[test]
+fn a_head_of_three_dense_layers_is_read_from_the_file() {
+    let dir = fixtures().join("timm_resnet");
+    let spec: ModelSpec =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let plain = Weights::load(&dir.join("weights.safetensors")).unwrap();
+    let widths = [256, 12, 8, 4];
+    let mut next = xorshift(7);
+    let mut value = || ((next() % 2001) as f32 / 1000.0 - 1.0) * 0.3;
+    let layers: Vec<(Vec<f32>, Vec<f32>)> = widths
+        .windows(2)
+        .map(|w| {
+            let weight = (0..w[0] * w[1]).map(|_| value()).collect();
+            let bias = (0..w[1]).map(|_| value()).collect();
+            (weight, bias)
+        })
+        .collect();
+    let mut named: Vec<(String, Vec<usize>, &[f32])> = plain
+        .tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("fc."))
+        .map(|(k, t)| (k.clone(), t.shape.clone(), &t.data[..]))
+        .collect();
+    // Saved as head.4, head.0, head.2: the order comes from the shapes, not the names.
+    for i in [2, 0, 1] {
+        let (w, b) = &layers[i];
+        let name = format!("head.{}", 2 * i);
+        named.push((format!("{name}.weight"), vec![widths[i + 1], widths[i]], w));
+        named.push((format!("{name}.bias"), vec![widths[i + 1]], b));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("deep_head.safetensors");
+    let bytes = retrain::weights::write_safetensors(&named, None).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let device = Device::default();
+    let weights = Weights::load(&path).unwrap();
+    let model = Model::from_spec(&spec, &weights, &device).unwrap_or_else(|e| panic!("{e}"));
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let (f, l) = model
+        .network
+        .features_and_logits(tensor4(&shape, x, &device))
+        .unwrap();
+    let features = values(f);
+    let d = max_abs_diff("features", features.clone(), npy(&dir.join("features.npy")));
+    assert!(d <= TOL, "features {d:e}");
+    let logits = values(l.unwrap()).1;
+    for (n, row) in features.1.chunks(widths[0]).enumerate() {
+        let mut h = row.to_vec();
+        for (i, (w, b)) in layers.iter().enumerate() {
+            let (din, dout) = (widths[i], widths[i + 1]);
+            h = (0..dout)
+                .map(|o| b[o] + (0..din).map(|j| w[o * din + j] * h[j]).sum::<f32>())
+                .map(|v| if i + 1 < layers.len() { v.max(0.0) } else { v })
+                .collect();
+        }
+        for (c, want) in h.iter().enumerate() {
+            let got = logits[n * widths[3] + c];
+            assert!((got - want).abs() <= TOL, "{n},{c}: {got} vs {want}");
+        }
+    }
+
+    // A fourth layer from 12 to 8 beside head.2: two layers take 12 features.
+    let extra = vec![0.0f32; 12 * 8];
+    let extra_bias = vec![0.0f32; 8];
+    named.push(("other.weight".into(), vec![8, 12], &extra));
+    named.push(("other.bias".into(), vec![8], &extra_bias));
+    let bytes = retrain::weights::write_safetensors(&named, None).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let weights = Weights::load(&path).unwrap();
+    let err = Model::from_spec(&spec, &weights, &device)
+        .err()
+        .expect("an ambiguous head is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("8 unexpected") && msg.contains("head.0.weight"),
+        "{msg}"
+    );
 }

@@ -222,8 +222,12 @@ fn input_size(model: &Model) -> [usize; 2] {
 fn classifier(g: &mut Builder, c: &Classifier, model: &Model, x: &str) -> Result<String> {
     let (hidden, out) = model.config.classifier_prefixes();
     let mut x = x.to_owned();
-    if let Some(h) = &c.hidden {
-        x = g.linear(h, hidden.unwrap_or("classifier.hidden"), &x);
+    for (i, h) in c.hidden.iter().enumerate() {
+        let name = match (hidden, c.hidden.len()) {
+            (Some(prefix), 1) => prefix.to_owned(),
+            _ => format!("classifier.hidden.{i}"),
+        };
+        x = g.linear(h, &name, &x);
         x = g.act(c.hidden_act, &x);
     }
     Ok(g.linear(&c.out, &out, &x))

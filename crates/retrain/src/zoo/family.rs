@@ -2,13 +2,40 @@
 //! its classifier, its BatchNorm, how its files are named, and how to build it. One record
 //! per configuration, in the spirit of timm's `feature_info` and `pretrained_cfg`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ZooEntry;
 use super::layers::{Act, BnSpec};
 use super::loader::WeightLoader;
 use super::network::Stage;
 use crate::weights::Weights;
+
+/// Whose parameter names a configuration's files carry: torchvision and timm publish the
+/// same architectures (ResNet, EfficientNet, ConvNeXt, RegNet, Swin) under their own
+/// names. Torchvision's is the default, so specs and bundles written before timm's
+/// entries read as they did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    #[default]
+    Torchvision,
+    Timm,
+}
+
+impl Naming {
+    /// For `skip_serializing_if`: a spec only says `"naming"` when it is not torchvision's.
+    pub fn is_torchvision(&self) -> bool {
+        *self == Naming::Torchvision
+    }
+
+    /// `torchvision` or `timm` for the one name, picked by the naming.
+    pub fn pick<'a>(self, torchvision: &'a str, timm: &'a str) -> &'a str {
+        match self {
+            Naming::Torchvision => torchvision,
+            Naming::Timm => timm,
+        }
+    }
+}
 
 /// One stage of a network: a point it can be cut or frozen at, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,12 +71,19 @@ impl StageList {
 
     /// `stage1`…`stageN` from (channels, stride) per stage.
     pub fn numbered(self, stages: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        self.named(|i| format!("stage{}", i + 1), stages)
+    }
+
+    /// Stages named `name(i)` for the i-th (from 0), from (channels, stride) per stage.
+    pub fn named(
+        self,
+        name: impl Fn(usize) -> String,
+        stages: impl IntoIterator<Item = (usize, usize)>,
+    ) -> Self {
         stages
             .into_iter()
             .enumerate()
-            .fold(self, |list, (i, (c, s))| {
-                list.then(format!("stage{}", i + 1), c, s)
-            })
+            .fold(self, |list, (i, (c, s))| list.then(name(i), c, s))
     }
 
     pub fn done(self) -> Vec<StageInfo> {

@@ -149,11 +149,12 @@ impl<'a> WeightLoader<'a> {
 
     /// A transfer-learned model keeps its new classifier under a name of its own (Keras'
     /// `dense` after a `MobileNetV2` backbone, PyTorch's `fc = nn.Sequential(Linear, ReLU,
-    /// Dropout, Linear)` as `fc.0` and `fc.3`). When, once the backbone is loaded, the only
-    /// tensors left are one dense layer over `din` features, or two chained ones (`din` →
-    /// hidden → classes), the last is taken as the classifier `prefix`. Returns `None` when
-    /// they are not, else the hidden layer's file prefix and width when there is one.
-    pub fn adopt_classifier(&self, prefix: &str, din: usize) -> Option<Option<(String, usize)>> {
+    /// Dropout, Linear)` as `fc.0` and `fc.3`, or deeper: `Linear, ReLU, Linear, ReLU,
+    /// Linear`). When, once the backbone is loaded, the only tensors left are dense layers
+    /// that chain one way from `din` features (each layer's input the previous one's output,
+    /// whatever their names), the last is taken as the classifier `prefix`. Returns `None`
+    /// when they are not, else the hidden layers' file prefixes and widths, in order.
+    pub fn adopt_classifier(&self, prefix: &str, din: usize) -> Option<Vec<(String, usize)>> {
         let used = self.used.borrow();
         let left: Vec<&String> = self
             .weights
@@ -184,24 +185,29 @@ impl<'a> WeightLoader<'a> {
             }
             layers.push((layer.to_owned(), inp, out));
         }
-        if left.len() != 2 * layers.len() {
+        if layers.is_empty() || left.len() != 2 * layers.len() {
             return None;
         }
-        let (out_layer, hidden) = match layers.as_slice() {
-            [(l, i, _)] if *i == din => (l.clone(), None),
-            [a, b] => {
-                let (h, o) = if a.1 == din { (a, b) } else { (b, a) };
-                if h.1 != din || o.1 != h.2 {
-                    return None;
-                }
-                (o.0.clone(), Some((h.0.clone(), h.2)))
+        // The chain from `din`: at each width exactly one layer takes it, and every layer
+        // is taken once.
+        let mut chain = Vec::with_capacity(layers.len());
+        let mut width = din;
+        while chain.len() < layers.len() {
+            let mut next = layers.iter().filter(|(_, i, _)| *i == width);
+            let (Some(layer), None) = (next.next(), next.next()) else {
+                return None;
+            };
+            if chain.iter().any(|(p, _)| p == &layer.0) {
+                return None;
             }
-            _ => return None,
-        };
+            width = layer.2;
+            chain.push((layer.0.clone(), layer.2));
+        }
+        let (out_layer, _) = chain.pop()?;
         let mut aliases = self.aliases.borrow_mut();
         aliases.insert(format!("{prefix}.weight"), format!("{out_layer}.weight"));
         aliases.insert(format!("{prefix}.bias"), format!("{out_layer}.bias"));
-        Some(hidden)
+        Some(chain)
     }
 
     /// Reads the architecture's tensor `name` from the file's `file_name` (a file that names

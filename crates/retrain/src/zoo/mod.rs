@@ -147,6 +147,13 @@ impl Preprocess {
         }
     }
 
+    /// timm's eval transform of a `pretrained_cfg` with ImageNet mean and std, bicubic:
+    /// the shorter side resized to `floor(size / crop_pct)`, then a `size` center crop.
+    pub fn timm(size: usize, crop_pct: f64) -> Self {
+        let resize = (size as f64 / crop_pct).floor() as usize;
+        Self::imagenet(resize, size, Interpolation::Bicubic)
+    }
+
     /// EfficientNet-Lite's TF preprocessing: (p - 127) / 128 on 0..255 pixels, and a center
     /// crop with 32 pixels of padding (resize to size + 32, crop size).
     pub fn lite(size: usize) -> Self {
@@ -293,13 +300,14 @@ impl ArchConfig {
         let stages = family.build_stages(l);
         let spec = family.classifier();
         let out_w = format!("{}.weight", spec.out);
-        // A replaced head of two layers (PyTorch's `nn.Sequential(Linear, ReLU, Dropout,
-        // Linear)`): a state dict records no activation; ReLU is the one such heads use.
-        let mut adopted_hidden = None;
+        // A replaced head of several layers (PyTorch's `nn.Sequential(Linear, ReLU, Dropout,
+        // Linear)` and deeper): a state dict records no activation; ReLU is the one such
+        // heads use.
+        let mut adopted_hidden = Vec::new();
         if num_classes.is_none() && spec.hidden.is_none() && !l.has(&out_w) {
             adopted_hidden = l
                 .adopt_classifier(&spec.out, family.feature_dim())
-                .flatten();
+                .unwrap_or_default();
         }
         let classes = match num_classes {
             Some(n) => (n > 0).then_some(n),
@@ -309,23 +317,29 @@ impl ArchConfig {
             let mut din = family.feature_dim();
             // A retrained head (a bundle) replaces the hidden layer too: load it only when
             // the file has it.
-            let hidden = spec
+            let (hidden, act): (Vec<(String, usize)>, Act) = match spec
                 .hidden
                 .filter(|h| num_classes.is_some() || l.has(&format!("{}.weight", h.prefix)))
-                .map(|h| (h.prefix.to_owned(), h.width, h.act))
-                .or_else(|| adopted_hidden.map(|(prefix, width)| (prefix, width, Act::Relu)))
-                .map(|(prefix, width, act)| {
+            {
+                Some(h) => (vec![(h.prefix.to_owned(), h.width)], h.act),
+                None if !adopted_hidden.is_empty() => (adopted_hidden, Act::Relu),
+                None => (Vec::new(), Act::Identity),
+            };
+            let hidden = hidden
+                .into_iter()
+                .map(|(prefix, width)| {
                     let layer = layers::load_linear(l, &prefix, din, width);
                     din = width;
-                    (layer, act)
-                });
+                    layer
+                })
+                .collect();
             // The origin's convolution on the map (SqueezeNet) where the file holds it as one.
             let on_map = spec.on_map
                 && num_classes.is_none()
                 && l.shape_of(&out_w).is_some_and(|s| s.len() == 4);
             Classifier {
-                hidden_act: hidden.as_ref().map_or(Act::Identity, |(_, act)| *act),
-                hidden: hidden.map(|(layer, _)| layer),
+                hidden_act: act,
+                hidden,
                 out: if spec.bias || (num_classes.is_none() && l.has(&format!("{}.bias", spec.out)))
                 {
                     layers::load_linear(l, &spec.out, din, classes)
@@ -467,14 +481,22 @@ fn base_spec(
         return materialised(resolve(m)?, weights, size, device);
     }
     if weights.graph.is_none() {
-        // A state dict that fits exactly one zoo architecture needs no --model.
+        // A state dict that fits exactly one zoo architecture needs no --model; nor one that
+        // fits several entries of one model (timm's tags of it, or torchvision's ResNet and
+        // timm's, which share their names): the first listed is taken, torchvision's or the
+        // default tag, as `timm.create_model` takes it.
         let exact: Vec<String> = identify(weights, device)
             .into_iter()
             .filter(|(_, f)| *f >= 1.0)
             .map(|(name, _)| name)
             .collect();
+        let one_model = exact
+            .first()
+            .is_some_and(|first| exact.iter().all(|n| model_of(n) == model_of(first)));
         match exact.as_slice() {
-            [one] => return materialised(resolve(one)?, weights, size, device),
+            [first, ..] if one_model => {
+                return materialised(resolve(first)?, weights, size, device);
+            }
             [] => {}
             several => anyhow::bail!(
                 "this {} file fits several zoo architectures ({}): give --model to choose",
@@ -504,6 +526,13 @@ fn base_spec(
     Ok(crate::graph::analyse::model_spec(
         weights, &name, size, device,
     )?)
+}
+
+/// The model a zoo entry is a tag of: its name without `timm/` and without timm's
+/// pretrained tag (`timm/resnet50.a1_in1k` and `resnet50` are both `resnet50`).
+fn model_of(entry: &str) -> &str {
+    let name = entry.strip_prefix("timm/").unwrap_or(entry);
+    name.split_once('.').map_or(name, |(model, _)| model)
 }
 
 /// A Keras Application's spec as the graph its config makes with `weights` (the
@@ -596,11 +625,25 @@ pub fn published_for(model: &str) -> anyhow::Result<Vec<Published>> {
     Ok(spec.published)
 }
 
-/// Looks an architecture up by name (case-insensitive, `-` and `_` alike).
+/// Looks an architecture up by name (case-insensitive, `-` and `_` alike). A timm model
+/// without its pretrained tag (`timm/resnet50`) is its default tag's entry, as
+/// `timm.create_model` resolves it: each family lists a model's default tag first.
 pub fn find(name: &str) -> Option<ZooEntry> {
     let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
     let want = norm(name);
-    catalogue().into_iter().find(|e| norm(e.name) == want)
+    let entries = catalogue();
+    let exact = entries.iter().position(|e| norm(e.name) == want);
+    let untagged = || {
+        let model = want.strip_prefix("timm/").filter(|m| !m.contains('.'))?;
+        entries.iter().position(|e| {
+            norm(e.name)
+                .strip_prefix("timm/")
+                .and_then(|n| n.split_once('.'))
+                .is_some_and(|(m, _)| m == model)
+        })
+    };
+    let i = exact.or_else(untagged)?;
+    entries.into_iter().nth(i)
 }
 
 pub fn names() -> Vec<&'static str> {
@@ -818,6 +861,7 @@ fn under<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::family::Naming;
     use super::layers::{Block, ConvBnAct};
     use super::*;
 
@@ -1006,7 +1050,6 @@ mod tests {
             }
         }
         assert_eq!(
-            without,
             [
                 "keras_mobilenet_025",
                 "keras_mobilenet_050",
@@ -1024,7 +1067,8 @@ mod tests {
             .into_iter()
             // timm's weights are on the Hugging Face hub, whose hashes are not recorded.
             .chain(names().into_iter().filter(|n| n.starts_with("timm/")))
-            .collect::<Vec<_>>()
+            .collect::<std::collections::BTreeSet<_>>(),
+            without.into_iter().collect()
         );
         // The preprocessing each file was published with: torchvision's V1 transforms.
         let r50 = find("resnet50").unwrap();
@@ -1119,7 +1163,15 @@ mod tests {
             n if n.starts_with("vit_") || n.starts_with("convnext_") => None,
             n if n.starts_with("swin_") => None,
             "maxvit_t" => Some((1e-3, 0.01)),
-            n if n.starts_with("timm/") => None,
+            // timm's BatchNorms are nn.BatchNorm2d's defaults; its ViTs, ConvNeXt and Swin
+            // have LayerNorms only.
+            n if n.starts_with("timm/") => {
+                let m = model_of(n);
+                let bn = ["resnet", "efficientnet", "regnet"]
+                    .iter()
+                    .any(|f| m.starts_with(f));
+                bn.then_some((1e-5, 0.1))
+            }
             "efficientnet_b5" | "efficientnet_b6" | "efficientnet_b7" => Some((1e-3, 0.01)),
             n if n.starts_with("efficientnet_b") => Some((1e-5, 0.1)),
             n if n.starts_with("mobilenet_v3") || n.starts_with("efficientnet_lite") => {
@@ -1238,6 +1290,11 @@ mod tests {
                 ..regnet::RegNetConfig::from_init_params(4, 8, 8.0, 2.0, 4, Some(0.25))
             }
             .into(),
+            regnet::RegNetConfig {
+                stem_width: 8,
+                ..regnet::RegNetConfig::timm(6, 8, 8.0, 2.0, 12, None)
+            }
+            .into(),
             efficientnet::EfficientNetV2Config {
                 rows: efficientnet::EfficientNetV2Config::s().rows[..4]
                     .iter()
@@ -1268,6 +1325,7 @@ mod tests {
                 depths: vec![2, 1, 2, 1],
                 num_heads: vec![1, 2, 2, 4],
                 window_size: [5, 3],
+                naming: Naming::Torchvision,
             }
             .into(),
             swin::SwinConfig {
@@ -1277,6 +1335,7 @@ mod tests {
                 depths: vec![1, 2, 1],
                 num_heads: vec![1, 1, 2],
                 window_size: [4, 4],
+                naming: Naming::Timm,
             }
             .into(),
         ];
@@ -1421,13 +1480,60 @@ mod tests {
             ("timm/vit_small_patch14_reg4_dinov2.lvd142m", 0, 22_057_344),
             ("timm/vit_base_patch14_reg4_dinov2.lvd142m", 0, 86_582_016),
             ("timm/vit_large_patch14_reg4_dinov2.lvd142m", 0, 304_370_688),
+            ("timm/resnet18.a1_in1k", 1000, 11_689_512),
+            ("timm/resnet34.a1_in1k", 1000, 21_797_672),
+            ("timm/resnet50.a1_in1k", 1000, 25_557_032),
+            ("timm/resnet101.a1h_in1k", 1000, 44_549_160),
+            ("timm/resnet152.a1h_in1k", 1000, 60_192_808),
+            ("timm/efficientnet_b0.ra_in1k", 1000, 5_288_548),
+            ("timm/efficientnet_b1.ra4_e3600_r240_in1k", 1000, 7_794_184),
+            ("timm/efficientnet_b2.ra_in1k", 1000, 9_109_994),
+            ("timm/efficientnet_b3.ra2_in1k", 1000, 12_233_232),
+            ("timm/convnext_tiny.in12k_ft_in1k", 1000, 28_589_128),
+            ("timm/convnext_tiny.fb_in1k", 1000, 28_589_128),
+            ("timm/convnext_tiny.fb_in22k", 21841, 44_615_857),
+            ("timm/convnext_small.in12k_ft_in1k", 1000, 50_223_688),
+            ("timm/convnext_base.fb_in22k_ft_in1k", 1000, 88_591_464),
+            ("timm/convnext_base.fb_in22k", 21841, 109_953_489),
+            ("timm/convnext_large.fb_in22k_ft_in1k", 1000, 197_767_336),
+            ("timm/regnetx_008.tv2_in1k", 1000, 7_259_656),
+            ("timm/regnetx_016.tv2_in1k", 1000, 9_190_136),
+            ("timm/regnetx_032.tv2_in1k", 1000, 15_296_552),
+            ("timm/regnety_004.tv2_in1k", 1000, 4_344_144),
+            ("timm/regnety_008.pycls_in1k", 1000, 6_263_168),
+            ("timm/regnety_016.tv2_in1k", 1000, 11_202_430),
+            ("timm/regnety_032.ra_in1k", 1000, 19_436_338),
+            ("timm/regnety_040.ra3_in1k", 1000, 20_646_656),
+            (
+                "timm/swin_tiny_patch4_window7_224.ms_in1k",
+                1000,
+                28_288_354,
+            ),
+            (
+                "timm/swin_tiny_patch4_window7_224.ms_in22k",
+                21841,
+                44_315_083,
+            ),
+            (
+                "timm/swin_small_patch4_window7_224.ms_in22k_ft_in1k",
+                1000,
+                49_606_258,
+            ),
+            (
+                "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k",
+                1000,
+                87_768_224,
+            ),
         ];
-        let timm: Vec<_> = catalogue()
+        let mut timm: Vec<_> = catalogue()
             .into_iter()
             .filter(|e| e.origin == "timm")
             .map(|e| e.name)
             .collect();
-        assert_eq!(timm, counts.map(|c| c.0), "every timm entry is counted");
+        timm.sort_unstable();
+        let mut counted = counts.map(|c| c.0);
+        counted.sort_unstable();
+        assert_eq!(timm, counted, "every timm entry is counted");
         for (name, classes, want) in counts {
             let e = find(name).unwrap_or_else(|| panic!("{name} is in the zoo"));
             assert_eq!(e.classes, classes, "{name}");
@@ -1457,6 +1563,45 @@ mod tests {
         assert_eq!(
             (dino.resize, dino.crop, dino.interpolation),
             (518, 518, Interpolation::Bicubic)
+        ); // crop_pct 0.95 and 0.965 at 224; EfficientNet-B1's ra4 at 240, 0.9, mean/std 0.5.
+        let resnet = find("timm/resnet50.a1_in1k").unwrap().preprocess;
+        assert_eq!(
+            (resnet.resize, resnet.crop, resnet.interpolation),
+            (235, 224, Interpolation::Bicubic)
         );
+        let regnet = find("timm/regnety_016.tv2_in1k").unwrap().preprocess;
+        assert_eq!((regnet.resize, regnet.crop), (232, 224));
+        let b1 = find("timm/efficientnet_b1.ra4_e3600_r240_in1k")
+            .unwrap()
+            .preprocess;
+        assert_eq!((b1.resize, b1.crop, b1.mean), (266, 240, [0.5; 3]));
+    }
+
+    /// `timm/<model>` without a tag is timm's default tag for it (`timm.create_model`'s
+    /// choice, timm 1.0.31), whichever of its tags the zoo has.
+    #[test]
+    fn an_untagged_timm_name_is_its_default_tag() {
+        for (bare, tagged) in [
+            (
+                "timm/vit_base_patch16_224",
+                "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+            ),
+            ("timm/resnet50", "timm/resnet50.a1_in1k"),
+            ("timm/convnext_tiny", "timm/convnext_tiny.in12k_ft_in1k"),
+            ("timm/efficientnet_b0", "timm/efficientnet_b0.ra_in1k"),
+            ("timm/regnety_016", "timm/regnety_016.tv2_in1k"),
+            (
+                "timm/swin_tiny_patch4_window7_224",
+                "timm/swin_tiny_patch4_window7_224.ms_in1k",
+            ),
+            (
+                "timm/deit_small_patch16_224",
+                "timm/deit_small_patch16_224.fb_in1k",
+            ),
+        ] {
+            assert_eq!(find(bare).map(|e| e.name), Some(tagged), "{bare}");
+        }
+        assert!(find("timm/resnet50.no_such_tag").is_none());
+        assert!(find("timm/resnet5").is_none());
     }
 }

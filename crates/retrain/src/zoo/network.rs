@@ -31,7 +31,9 @@ impl Stage {
 /// hidden layer; the others are one linear layer. Dropout is identity at inference.
 #[derive(Module, Debug)]
 pub struct Classifier {
-    pub hidden: Option<Linear>,
+    /// Hidden layers before the output, in order (MobileNetV3's one; a replaced head's
+    /// any number), each followed by `hidden_act`.
+    pub hidden: Vec<Linear>,
     #[module(skip)]
     pub hidden_act: Act,
     pub out: Linear,
@@ -59,10 +61,10 @@ impl Classifier {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = match &self.hidden {
-            Some(h) => self.hidden_act.apply(h.forward(x)),
-            None => x,
-        };
+        let x = self
+            .hidden
+            .iter()
+            .fold(x, |x, h| self.hidden_act.apply(h.forward(x)));
         self.out.forward(x)
     }
 

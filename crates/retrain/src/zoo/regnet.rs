@@ -3,12 +3,18 @@
 //! `f.a` 1×1, `f.b` grouped 3×3, `f.se` squeeze-excitation (RegNetY), `f.c` 1×1 —, `fc`).
 //! The stage widths are computed as torchvision's `BlockParams.from_init_params` computes
 //! them: quantised linear widths, grouped to fit the group width.
+//!
+//! timm's RegNets (`timm.models.regnet`) are the same network under other names (`stem.conv`/
+//! `stem.bn`, `sS.bN.{conv1, conv2, se.fc1, se.fc2, conv3}` each `.conv`/`.bn`,
+//! `downsample.conv`/`.bn`, `head.fc`), their widths fitted to the groups by timm's
+//! `adjust_widths_groups_comp` (nearest multiple, where torchvision never rounds down by
+//! more than 10%).
 
 use burn::prelude::*;
 use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
-use super::family::{ClassifierSpec, Family, StageInfo, StageList};
+use super::family::{ClassifierSpec, Family, Naming, StageInfo, StageList};
 use super::layers::{Act, Block, BnSpec, ConvBnAct, ConvSpec, SqueezeExcite, TensorMap};
 use super::loader::WeightLoader;
 use super::mobilenet::make_divisible;
@@ -93,6 +99,8 @@ pub struct RegNetConfig {
     /// Squeeze-excitation width over the block's input width (0.25 in RegNetY; none in X).
     #[serde(default)]
     pub se_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Naming::is_torchvision")]
+    pub naming: Naming,
 }
 
 /// Python's `round` on floats: halves to even.
@@ -111,29 +119,7 @@ impl RegNetConfig {
         group_width: usize,
         se_ratio: Option<f64>,
     ) -> Self {
-        const QUANT: f32 = 8.0;
-        let (w0, wa, wm) = (w_0 as f32, w_a as f32, w_m as f32);
-        let log_wm = (w_m.ln()) as f32;
-        let block_widths: Vec<usize> = (0..depth)
-            .map(|i| {
-                let cont = i as f32 * wa + w0;
-                let capacity = ((cont / w0).ln() / log_wm).round_ties_even();
-                ((w0 * wm.powf(capacity) / QUANT).round_ties_even() * QUANT) as usize
-            })
-            .collect();
-        // Consecutive equal widths make one stage.
-        let mut stages: Vec<RegNetStage> = Vec::new();
-        for w in block_widths {
-            match stages.last_mut() {
-                Some(s) if s.width == w => s.depth += 1,
-                _ => stages.push(RegNetStage {
-                    width: w,
-                    depth: 1,
-                    group_width,
-                    bottleneck_multiplier: 1.0,
-                }),
-            }
-        }
+        let mut stages = Self::linear_stages(depth, w_0, w_a, w_m, group_width);
         for s in &mut stages {
             let b = s.bottleneck_multiplier;
             let w_bot = (s.width as f64 * b) as usize;
@@ -144,6 +130,96 @@ impl RegNetConfig {
             stem_width: 32,
             stages,
             se_ratio,
+            naming: Naming::Torchvision,
+        }
+    }
+
+    /// timm's `RegNetCfg` (`generate_regnet`, then `adjust_widths_groups_comp` without a
+    /// `group_min_ratio`: each bottleneck width rounded to the nearest multiple of its
+    /// group width, halves to even), with the stem of 32, under timm's names.
+    pub fn timm(
+        depth: usize,
+        w_0: usize,
+        w_a: f64,
+        w_m: f64,
+        group_size: usize,
+        se_ratio: Option<f64>,
+    ) -> Self {
+        let mut stages = Self::linear_stages(depth, w_0, w_a, w_m, group_size);
+        for s in &mut stages {
+            let b = s.bottleneck_multiplier;
+            let w_bot = (s.width as f64 * b) as usize;
+            s.group_width = s.group_width.min(w_bot);
+            let g = s.group_width as f64;
+            s.width = (round_half_even(w_bot as f64 / g) * g / b) as usize;
+        }
+        Self {
+            stem_width: 32,
+            stages,
+            se_ratio,
+            naming: Naming::Timm,
+        }
+    }
+
+    /// The quantised linear block widths both builders start from (torchvision's
+    /// `BlockParams.from_init_params`, timm's `generate_regnet`: the same float32
+    /// arithmetic), consecutive equal widths made one stage.
+    fn linear_stages(
+        depth: usize,
+        w_0: usize,
+        w_a: f64,
+        w_m: f64,
+        group_width: usize,
+    ) -> Vec<RegNetStage> {
+        const QUANT: f32 = 8.0;
+        let (w0, wa, wm) = (w_0 as f32, w_a as f32, w_m as f32);
+        let log_wm = (w_m.ln()) as f32;
+        let mut stages: Vec<RegNetStage> = Vec::new();
+        for i in 0..depth {
+            let cont = i as f32 * wa + w0;
+            let capacity = ((cont / w0).ln() / log_wm).round_ties_even();
+            let w = ((w0 * wm.powf(capacity) / QUANT).round_ties_even() * QUANT) as usize;
+            match stages.last_mut() {
+                Some(s) if s.width == w => s.depth += 1,
+                _ => stages.push(RegNetStage {
+                    width: w,
+                    depth: 1,
+                    group_width,
+                    bottleneck_multiplier: 1.0,
+                }),
+            }
+        }
+        stages
+    }
+
+    /// The stem's (convolution, BatchNorm) names.
+    fn stem_names(&self) -> (String, String) {
+        match self.naming {
+            Naming::Torchvision => ("stem.0".into(), "stem.1".into()),
+            Naming::Timm => ("stem.conv".into(), "stem.bn".into()),
+        }
+    }
+
+    /// Block `j` of stage `i`: its prefix, and the names of its units — `proj`, `a`, `b`,
+    /// `c` as (convolution, BatchNorm), then the squeeze-excitation's two convolutions.
+    fn block_names(&self, i: usize, j: usize) -> (String, [(String, String); 4], [String; 2]) {
+        let unit = |p: &str, u: &str, conv: &str, bn: &str| {
+            (format!("{p}.{u}.{conv}"), format!("{p}.{u}.{bn}"))
+        };
+        match self.naming {
+            Naming::Torchvision => {
+                let p = format!("trunk_output.block{}.block{}-{j}", i + 1, i + 1);
+                let units = ["proj", "f.a", "f.b", "f.c"].map(|u| unit(&p, u, "0", "1"));
+                let se = [format!("{p}.f.se.fc1"), format!("{p}.f.se.fc2")];
+                (p, units, se)
+            }
+            Naming::Timm => {
+                let p = format!("s{}.b{}", i + 1, j + 1);
+                let units =
+                    ["downsample", "conv1", "conv2", "conv3"].map(|u| unit(&p, u, "conv", "bn"));
+                let se = [format!("{p}.se.fc1"), format!("{p}.se.fc2")];
+                (p, units, se)
+            }
         }
     }
 
@@ -154,14 +230,16 @@ impl RegNetConfig {
 }
 
 impl Family for RegNetConfig {
-    /// `stem` (stride 2), then `block1`…`blockN` as torchvision names the trunk's stages.
+    /// `stem` (stride 2), then `block1`…`blockN` as torchvision names the trunk's stages
+    /// (timm: `s1`…`sN`).
     fn stages(&self) -> Vec<StageInfo> {
+        let stage = self.naming.pick("block", "s");
         self.stages
             .iter()
             .enumerate()
             .fold(
                 StageList::new().then("stem", self.stem_width, 2),
-                |list, (i, s)| list.then(format!("block{}", i + 1), s.width, 2),
+                |list, (i, s)| list.then(format!("{stage}{}", i + 1), s.width, 2),
             )
             .done()
     }
@@ -171,7 +249,7 @@ impl Family for RegNetConfig {
     }
 
     fn classifier(&self) -> ClassifierSpec {
-        ClassifierSpec::linear("fc")
+        ClassifierSpec::linear(self.naming.pick("fc", "head.fc"))
     }
 
     fn batchnorm(&self) -> Option<BnSpec> {
@@ -179,16 +257,19 @@ impl Family for RegNetConfig {
     }
 
     fn naming_key(&self) -> &'static str {
-        "trunk_output.block1.block1-0.f.a.0.weight"
+        self.naming.pick(
+            "trunk_output.block1.block1-0.f.a.0.weight",
+            "s1.b1.conv1.conv.weight",
+        )
     }
 
     fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
-        let cba = |p: &str, spec: ConvSpec, act: Act| {
-            ConvBnAct::load(l, &format!("{p}.0"), &format!("{p}.1"), spec, BN, act)
+        let cba = |(conv, bn): &(String, String), spec: ConvSpec, act: Act| {
+            ConvBnAct::load(l, conv, bn, spec, BN, act)
         };
         let mut stages = vec![Stage {
             blocks: vec![Block::Conv(cba(
-                "stem",
+                &self.stem_names(),
                 ConvSpec::new(3, self.stem_width, 3, 2),
                 Act::Relu,
             ))],
@@ -197,24 +278,20 @@ impl Family for RegNetConfig {
         for (i, s) in self.stages.iter().enumerate() {
             let mut blocks = Vec::with_capacity(s.depth);
             for j in 0..s.depth {
-                let p = format!("trunk_output.block{}.block{}-{j}", i + 1, i + 1);
+                let (_, [proj_names, a_names, b_names, c_names], se_names) = self.block_names(i, j);
                 let stride = if j == 0 { 2 } else { 1 };
                 let w_b = Self::bottleneck(s);
                 let groups = (w_b / s.group_width).max(1);
                 let proj = (width_in != s.width || stride != 1).then(|| {
                     cba(
-                        &format!("{p}.proj"),
+                        &proj_names,
                         ConvSpec::new(width_in, s.width, 1, stride),
                         Act::Identity,
                     )
                 });
-                let a = cba(
-                    &format!("{p}.f.a"),
-                    ConvSpec::new(width_in, w_b, 1, 1),
-                    Act::Relu,
-                );
+                let a = cba(&a_names, ConvSpec::new(width_in, w_b, 1, 1), Act::Relu);
                 let b = cba(
-                    &format!("{p}.f.b"),
+                    &b_names,
                     ConvSpec {
                         groups,
                         ..ConvSpec::new(w_b, w_b, 3, stride)
@@ -225,19 +302,15 @@ impl Family for RegNetConfig {
                 let se = self.se_ratio.filter(|r| *r > 0.0).map(|r| {
                     SqueezeExcite::load(
                         l,
-                        &format!("{p}.f.se.fc1"),
-                        &format!("{p}.f.se.fc2"),
+                        &se_names[0],
+                        &se_names[1],
                         w_b,
                         round_half_even(r * width_in as f64) as usize,
                         Act::Relu,
                         false,
                     )
                 });
-                let c = cba(
-                    &format!("{p}.f.c"),
-                    ConvSpec::new(w_b, s.width, 1, 1),
-                    Act::Identity,
-                );
+                let c = cba(&c_names, ConvSpec::new(w_b, s.width, 1, 1), Act::Identity);
                 blocks.push(Block::RegNet(RegNetBlock { proj, a, b, se, c }));
                 width_in = s.width;
             }
@@ -413,22 +486,129 @@ impl Family for RegNetConfig {
                 "regnet_x_32gf-9d47f8d0.pth",
             ),
         ];
-        rows.into_iter()
-            .map(|(name, depth, w_0, w_a, w_m, group_width, se, file)| {
-                let preprocess = if name == "regnet_y_128gf" {
-                    Preprocess::imagenet(384, 384, Interpolation::Bicubic)
-                } else {
-                    Preprocess::imagenet(256, 224, Interpolation::Bilinear)
-                };
-                ZooEntry::new(
-                    name,
-                    "torchvision",
-                    Self::from_init_params(depth, w_0, w_a, w_m, group_width, se),
-                    preprocess,
-                )
-                .published(torchvision_file(file))
-            })
-            .collect()
+        let torchvision =
+            rows.into_iter()
+                .map(|(name, depth, w_0, w_a, w_m, group_width, se, file)| {
+                    let preprocess = if name == "regnet_y_128gf" {
+                        Preprocess::imagenet(384, 384, Interpolation::Bicubic)
+                    } else {
+                        Preprocess::imagenet(256, 224, Interpolation::Bilinear)
+                    };
+                    ZooEntry::new(
+                        name,
+                        "torchvision",
+                        Self::from_init_params(depth, w_0, w_a, w_m, group_width, se),
+                        preprocess,
+                    )
+                    .published(torchvision_file(file))
+                });
+        // timm's default tags (`regnet{x,y}_*`), with their `pretrained_cfg` (bicubic at
+        // 224; crop_pct 0.965 for the tv2 recipe, 0.95 for ra/ra3, 0.875 for pycls). Their
+        // weights are on the Hugging Face hub (`timm/<name>`), whose hashes are not
+        // recorded here: none are listed.
+        type TimmRow = (
+            &'static str,
+            usize,
+            usize,
+            f64,
+            f64,
+            usize,
+            Option<f64>,
+            f64,
+        );
+        let timm: [TimmRow; 8] = [
+            (
+                "timm/regnetx_008.tv2_in1k",
+                16,
+                56,
+                35.73,
+                2.28,
+                16,
+                None,
+                0.965,
+            ),
+            (
+                "timm/regnetx_016.tv2_in1k",
+                18,
+                80,
+                34.01,
+                2.25,
+                24,
+                None,
+                0.965,
+            ),
+            (
+                "timm/regnetx_032.tv2_in1k",
+                25,
+                88,
+                26.31,
+                2.25,
+                48,
+                None,
+                0.965,
+            ),
+            (
+                "timm/regnety_004.tv2_in1k",
+                16,
+                48,
+                27.89,
+                2.09,
+                8,
+                SE,
+                0.965,
+            ),
+            (
+                "timm/regnety_008.pycls_in1k",
+                14,
+                56,
+                38.84,
+                2.4,
+                16,
+                SE,
+                0.875,
+            ),
+            (
+                "timm/regnety_016.tv2_in1k",
+                27,
+                48,
+                20.71,
+                2.65,
+                24,
+                SE,
+                0.965,
+            ),
+            (
+                "timm/regnety_032.ra_in1k",
+                21,
+                80,
+                42.63,
+                2.66,
+                24,
+                SE,
+                0.95,
+            ),
+            (
+                "timm/regnety_040.ra3_in1k",
+                22,
+                96,
+                31.41,
+                2.24,
+                64,
+                SE,
+                0.95,
+            ),
+        ];
+        let timm =
+            timm.into_iter()
+                .map(|(name, depth, w_0, w_a, w_m, group_size, se, crop_pct)| {
+                    ZooEntry::new(
+                        name,
+                        "timm",
+                        Self::timm(depth, w_0, w_a, w_m, group_size, se),
+                        Preprocess::timm(224, crop_pct),
+                    )
+                });
+        torchvision.chain(timm).collect()
     }
 }
 
@@ -436,12 +616,13 @@ impl Family for RegNetConfig {
 mod tests {
     use super::*;
 
+    /// (name, widths, depths, groups) per stage.
+    type Row<'a> = (&'a str, [usize; 4], [usize; 4], [usize; 4]);
+
     /// Stage widths, depths and groups of every torchvision RegNet, as torchvision 0.29
     /// builds them.
     #[test]
     fn widths_depths_and_groups_are_torchvisions() {
-        // (name, widths, depths, groups) per stage.
-        type Row = (&'static str, [usize; 4], [usize; 4], [usize; 4]);
         let want: [Row; 15] = [
             (
                 "regnet_y_400mf",
@@ -534,20 +715,85 @@ mod tests {
                 [2, 4, 8, 15],
             ),
         ];
+        for row in want {
+            assert_stages_are(row);
+        }
+    }
+
+    /// The zoo entry `name`'s stage widths, depths and groups are these.
+    fn assert_stages_are((name, widths, depths, groups): Row) {
+        let e = super::super::find(name).unwrap();
+        let super::super::ArchConfig::Regnet(c) = &e.config else {
+            panic!("{name} is a RegNet");
+        };
+        let got = |f: fn(&RegNetStage) -> usize| c.stages.iter().map(f).collect::<Vec<_>>();
+        assert_eq!(got(|s| s.width), widths, "{name}");
+        assert_eq!(got(|s| s.depth), depths, "{name}");
+        let g: Vec<usize> = c
+            .stages
+            .iter()
+            .map(|s| RegNetConfig::bottleneck(s) / s.group_width)
+            .collect();
+        assert_eq!(g, groups, "{name}");
+    }
+
+    /// timm's RegNets' stage widths, depths and groups, as timm 1.0.31 builds them
+    /// (`timm.create_model(name)`): regnety_008's last stage is 768 wide in timm, 784 in
+    /// torchvision.
+    #[test]
+    fn timm_widths_depths_and_groups_are_timms() {
+        let want: [Row; 8] = [
+            (
+                "regnetx_008.tv2_in1k",
+                [64, 128, 288, 672],
+                [1, 3, 7, 5],
+                [4, 8, 18, 42],
+            ),
+            (
+                "regnetx_016.tv2_in1k",
+                [72, 168, 408, 912],
+                [2, 4, 10, 2],
+                [3, 7, 17, 38],
+            ),
+            (
+                "regnetx_032.tv2_in1k",
+                [96, 192, 432, 1008],
+                [2, 6, 15, 2],
+                [2, 4, 9, 21],
+            ),
+            (
+                "regnety_004.tv2_in1k",
+                [48, 104, 208, 440],
+                [1, 3, 6, 6],
+                [6, 13, 26, 55],
+            ),
+            (
+                "regnety_008.pycls_in1k",
+                [64, 128, 320, 768],
+                [1, 3, 8, 2],
+                [4, 8, 20, 48],
+            ),
+            (
+                "regnety_016.tv2_in1k",
+                [48, 120, 336, 888],
+                [2, 6, 17, 2],
+                [2, 5, 14, 37],
+            ),
+            (
+                "regnety_032.ra_in1k",
+                [72, 216, 576, 1512],
+                [2, 5, 13, 1],
+                [3, 9, 24, 63],
+            ),
+            (
+                "regnety_040.ra3_in1k",
+                [128, 192, 512, 1088],
+                [2, 6, 12, 2],
+                [2, 3, 8, 17],
+            ),
+        ];
         for (name, widths, depths, groups) in want {
-            let e = super::super::find(name).unwrap();
-            let super::super::ArchConfig::Regnet(c) = &e.config else {
-                panic!("{name} is a RegNet");
-            };
-            let got = |f: fn(&RegNetStage) -> usize| c.stages.iter().map(f).collect::<Vec<_>>();
-            assert_eq!(got(|s| s.width), widths, "{name}");
-            assert_eq!(got(|s| s.depth), depths, "{name}");
-            let g: Vec<usize> = c
-                .stages
-                .iter()
-                .map(|s| RegNetConfig::bottleneck(s) / s.group_width)
-                .collect();
-            assert_eq!(g, groups, "{name}");
+            assert_stages_are((&format!("timm/{name}"), widths, depths, groups));
         }
     }
 }

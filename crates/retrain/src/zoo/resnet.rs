@@ -1,6 +1,8 @@
 //! ResNet, ResNeXt and Wide ResNet (torchvision layout: conv1/bn1, layer1..4, fc; v1.5
 //! bottleneck, stride on the 3x3, grouped and widened as torchvision's `groups` and
-//! `width_per_group` say).
+//! `width_per_group` say). timm's default ResNets (`timm.models.resnet.ResNet`, plain stem,
+//! `downsample.0/1`) have torchvision's names and layout: its entries differ only in the
+//! preprocessing of their `pretrained_cfg`.
 
 use serde::{Deserialize, Serialize};
 
@@ -232,17 +234,33 @@ impl Family for ResNetConfig {
             .map(|(name, layers, g, w, resize, file)| {
                 (name, Self::grouped(layers, g, w), resize, file)
             });
-        plain
-            .chain(grouped)
-            .map(|(name, config, resize, file)| {
-                ZooEntry::new(
-                    name,
-                    "torchvision",
-                    config,
-                    Preprocess::imagenet(resize, 224, Interpolation::Bilinear),
-                )
-                .published(torchvision_file(file))
-            })
-            .collect()
+        let torchvision = plain.chain(grouped).map(|(name, config, resize, file)| {
+            ZooEntry::new(
+                name,
+                "torchvision",
+                config,
+                Preprocess::imagenet(resize, 224, Interpolation::Bilinear),
+            )
+            .published(torchvision_file(file))
+        });
+        // timm's default tags (the A1 / A1h recipes): crop_pct 0.95 at 224, bicubic. Their
+        // weights are on the Hugging Face hub (`timm/<name>`), whose hashes are not
+        // recorded here: none are listed.
+        let timm: [(&str, bool, [usize; 4]); 5] = [
+            ("timm/resnet18.a1_in1k", false, [2, 2, 2, 2]),
+            ("timm/resnet34.a1_in1k", false, [3, 4, 6, 3]),
+            ("timm/resnet50.a1_in1k", true, [3, 4, 6, 3]),
+            ("timm/resnet101.a1h_in1k", true, [3, 4, 23, 3]),
+            ("timm/resnet152.a1h_in1k", true, [3, 8, 36, 3]),
+        ];
+        let timm = timm.into_iter().map(|(name, bottleneck, layers)| {
+            ZooEntry::new(
+                name,
+                "timm",
+                Self::new(bottleneck, layers),
+                Preprocess::timm(224, 0.95),
+            )
+        });
+        torchvision.chain(timm).collect()
     }
 }

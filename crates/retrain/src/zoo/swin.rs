@@ -5,6 +5,13 @@
 //! patch merging (`reduction`, `norm`), `norm` the final LayerNorm, `head`). The features are
 //! torchvision's pre-logits: the final LayerNorm, averaged over the map.
 //!
+//! timm's Swin V1 (`timm.models.swin_transformer`) is the same network under other names:
+//! `patch_embed.proj`/`patch_embed.norm`, `layers.S.downsample.{norm, reduction}` before
+//! stage S, `layers.S.blocks.N` (`mlp.fc1`/`mlp.fc2`), `norm`, `head.fc`. timm shrinks a
+//! window to a stage's map when the map is smaller and then does not shift it; torchvision
+//! pads the map to the window instead. The two agree wherever every stage's map is at least
+//! a window wide, as at the entries' 224 (the last stage's 7×7 is one unshifted window).
+//!
 //! Between blocks values travel as NCHW maps (each block works channels-last inside), so
 //! the stages cut, freeze and pool as a CNN's do. `relative_position_index` (and V2's
 //! `relative_coords_table`) are buffers computed from the window size: a file may hold them
@@ -17,7 +24,7 @@ use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
 use super::convnext::ConvNorm;
-use super::family::{ClassifierSpec, Family, StageInfo, StageList};
+use super::family::{ClassifierSpec, Family, Naming, StageInfo, StageList};
 use super::layers::{
     Block, BnSpec, ConvSpec, Pad, TensorMap, export_linear, load_conv, load_linear,
     load_linear_no_bias, put,
@@ -399,6 +406,16 @@ pub struct SwinBlock {
     pub prefix: String,
     #[module(skip)]
     pub eps: f64,
+    #[module(skip)]
+    pub naming: Naming,
+}
+
+/// The MLP's two Linears' names under a block's prefix.
+fn mlp_names(naming: Naming, p: &str) -> [String; 2] {
+    match naming {
+        Naming::Torchvision => [format!("{p}.mlp.0"), format!("{p}.mlp.3")],
+        Naming::Timm => [format!("{p}.mlp.fc1"), format!("{p}.mlp.fc2")],
+    }
 }
 
 impl SwinBlock {
@@ -420,8 +437,9 @@ impl SwinBlock {
         export_layer_norm(&self.norm1, &format!("{p}.norm1"), out);
         self.attn.export(&format!("{p}.attn"), out);
         export_layer_norm(&self.norm2, &format!("{p}.norm2"), out);
-        export_linear(&self.fc1, &format!("{p}.mlp.0"), out);
-        export_linear(&self.fc2, &format!("{p}.mlp.3"), out);
+        let [fc1, fc2] = mlp_names(self.naming, p);
+        export_linear(&self.fc1, &fc1, out);
+        export_linear(&self.fc2, &fc2, out);
     }
 }
 
@@ -498,22 +516,58 @@ pub struct SwinConfig {
     pub num_heads: Vec<usize>,
     /// Window height and width.
     pub window_size: [usize; 2],
+    #[serde(default, skip_serializing_if = "Naming::is_torchvision")]
+    pub naming: Naming,
 }
 
 impl SwinConfig {
     fn dim(&self, stage: usize) -> usize {
         self.embed_dim << stage
     }
+
+    /// The patch embedding's (convolution, LayerNorm) names.
+    fn stem_names(&self) -> [String; 2] {
+        match self.naming {
+            Naming::Torchvision => ["features.0.0".into(), "features.0.2".into()],
+            Naming::Timm => ["patch_embed.proj".into(), "patch_embed.norm".into()],
+        }
+    }
+
+    /// The patch merging before stage `i` (> 0).
+    fn merging_prefix(&self, i: usize) -> String {
+        match self.naming {
+            Naming::Torchvision => format!("features.{}", 2 * i),
+            Naming::Timm => format!("layers.{i}.downsample"),
+        }
+    }
+
+    fn block_prefix(&self, i: usize, j: usize) -> String {
+        match self.naming {
+            Naming::Torchvision => format!("features.{}.{j}", 2 * i + 1),
+            Naming::Timm => format!("layers.{i}.blocks.{j}"),
+        }
+    }
 }
 
 impl Family for SwinConfig {
     /// `stem` (the patch embedding, stride `patch_size`), `stage1`…`stageN` (each after the
     /// first merging patches to half the resolution), `norm` (the final LayerNorm, on the
-    /// map).
+    /// map); timm's names are `patch_embed`, `layers.0`…, `norm`.
     fn stages(&self) -> Vec<StageInfo> {
+        let naming = self.naming;
         let list = StageList::new()
-            .then("stem", self.embed_dim, self.patch_size)
-            .numbered((0..self.depths.len()).map(|i| (self.dim(i), if i == 0 { 1 } else { 2 })));
+            .then(
+                naming.pick("stem", "patch_embed"),
+                self.embed_dim,
+                self.patch_size,
+            )
+            .named(
+                |i| match naming {
+                    Naming::Torchvision => format!("stage{}", i + 1),
+                    Naming::Timm => format!("layers.{i}"),
+                },
+                (0..self.depths.len()).map(|i| (self.dim(i), if i == 0 { 1 } else { 2 })),
+            );
         list.then("norm", self.feature_dim(), 1).done()
     }
 
@@ -522,7 +576,7 @@ impl Family for SwinConfig {
     }
 
     fn classifier(&self) -> ClassifierSpec {
-        ClassifierSpec::linear("head")
+        ClassifierSpec::linear(self.naming.pick("head", "head.fc"))
     }
 
     /// LayerNorms only.
@@ -531,26 +585,28 @@ impl Family for SwinConfig {
     }
 
     fn naming_key(&self) -> &'static str {
-        if self.v2 {
-            "features.1.0.attn.cpb_mlp.0.weight"
-        } else {
-            "features.1.0.attn.relative_position_bias_table"
+        match (self.naming, self.v2) {
+            (Naming::Torchvision, true) => "features.1.0.attn.cpb_mlp.0.weight",
+            (Naming::Torchvision, false) => "features.1.0.attn.relative_position_bias_table",
+            (Naming::Timm, true) => "layers.0.blocks.0.attn.cpb_mlp.0.weight",
+            (Naming::Timm, false) => "layers.0.blocks.0.attn.relative_position_bias_table",
         }
     }
 
     fn build_stages(&self, l: &WeightLoader) -> Vec<Stage> {
         let d0 = self.embed_dim;
+        let [conv, norm] = self.stem_names();
         let mut stages = vec![Stage {
             blocks: vec![Block::ConvNorm(ConvNorm {
                 conv: load_conv(
                     l,
-                    "features.0.0",
+                    &conv,
                     ConvSpec::new(3, d0, self.patch_size, self.patch_size).pad(Pad::After(0)),
                     true,
                 ),
-                norm: load_layer_norm(l, "features.0.2", d0, LN_EPS),
+                norm: load_layer_norm(l, &norm, d0, LN_EPS),
                 norm_first: false,
-                names: ["features.0.0".into(), "features.0.2".into()],
+                names: [conv, norm],
                 eps: LN_EPS,
             })],
         }];
@@ -559,7 +615,7 @@ impl Family for SwinConfig {
             let d = self.dim(i);
             let mut blocks = Vec::new();
             if i > 0 {
-                let p = format!("features.{}", 2 * i);
+                let p = self.merging_prefix(i);
                 let prev = self.dim(i - 1);
                 let norm_width = if self.v2 { d } else { 4 * prev };
                 blocks.push(Block::PatchMerging(PatchMerging {
@@ -571,7 +627,8 @@ impl Family for SwinConfig {
                 }));
             }
             for j in 0..depth {
-                let p = format!("features.{}.{j}", 2 * i + 1);
+                let p = self.block_prefix(i, j);
+                let [fc1, fc2] = mlp_names(self.naming, &p);
                 let shift = if j % 2 == 0 {
                     [0, 0]
                 } else {
@@ -589,11 +646,12 @@ impl Family for SwinConfig {
                         self.v2,
                     ),
                     norm2: load_layer_norm(l, &format!("{p}.norm2"), d, LN_EPS),
-                    fc1: load_linear(l, &format!("{p}.mlp.0"), d, 4 * d),
-                    fc2: load_linear(l, &format!("{p}.mlp.3"), 4 * d, d),
+                    fc1: load_linear(l, &fc1, d, 4 * d),
+                    fc2: load_linear(l, &fc2, 4 * d, d),
                     post_norm: self.v2,
                     prefix: p,
                     eps: LN_EPS,
+                    naming: self.naming,
                 }));
             }
             stages.push(Stage { blocks });
@@ -618,11 +676,12 @@ impl Family for SwinConfig {
             depths: depths.to_vec(),
             num_heads: num_heads.to_vec(),
             window_size: if v2 { [8, 8] } else { [7, 7] },
+            naming: Naming::Torchvision,
         };
         let pre = |resize, crop| Preprocess::imagenet(resize, crop, Interpolation::Bicubic);
         let (tiny, small) = ([2, 2, 6, 2], [2, 2, 18, 2]);
         let (heads, heads_b) = ([3, 6, 12, 24], [4, 8, 16, 32]);
-        vec![
+        let torchvision = vec![
             (
                 "swin_t",
                 config(false, 96, tiny, heads),
@@ -663,8 +722,54 @@ impl Family for SwinConfig {
         .into_iter()
         .map(|(name, config, preprocess, file)| {
             ZooEntry::new(name, "torchvision", config, preprocess).published(torchvision_file(file))
-        })
-        .collect()
+        });
+        // timm's V1 tags with their `pretrained_cfg` (crop_pct 0.9, bicubic); the in22k one
+        // keeps its 21841-way head. Their weights are on the Hugging Face hub
+        // (`timm/<name>`), whose hashes are not recorded here: none are listed.
+        let timm = |embed_dim, depths, num_heads| Self {
+            naming: Naming::Timm,
+            ..config(false, embed_dim, depths, num_heads)
+        };
+        let timm_entries = [
+            (
+                "timm/swin_tiny_patch4_window7_224.ms_in1k",
+                96,
+                tiny,
+                heads,
+                1000,
+            ),
+            (
+                "timm/swin_tiny_patch4_window7_224.ms_in22k",
+                96,
+                tiny,
+                heads,
+                21841,
+            ),
+            (
+                "timm/swin_small_patch4_window7_224.ms_in22k_ft_in1k",
+                96,
+                small,
+                heads,
+                1000,
+            ),
+            (
+                "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k",
+                128,
+                small,
+                heads_b,
+                1000,
+            ),
+        ]
+        .map(|(name, dim, depths, num_heads, classes)| {
+            ZooEntry::new(
+                name,
+                "timm",
+                timm(dim, depths, num_heads),
+                Preprocess::timm(224, 0.9),
+            )
+            .classes(classes)
+        });
+        torchvision.chain(timm_entries).collect()
     }
 }
 

@@ -211,7 +211,8 @@ impl Family for TimmVitConfig {
         stages
     }
 
-    /// timm's models by `<model>.<pretrained tag>`, with each tag's `pretrained_cfg`
+    /// timm's models by `<model>.<pretrained tag>` (each model's default tag first, which
+    /// `zoo::find` takes for the bare `timm/<model>`), with each tag's `pretrained_cfg`
     /// preprocessing: `input_size`, resize to `floor(size / crop_pct)`, bicubic, its mean
     /// and std. Their weights are published on the Hugging Face hub (`timm/<name>`), whose
     /// hashes are not recorded here: none are listed.
@@ -239,13 +240,13 @@ impl Family for TimmVitConfig {
                 vit(224, 16, 384, 12, 6),
                 augreg,
             ),
-            in21k(
-                "timm/vit_base_patch16_224.augreg_in21k",
+            in1k(
+                "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
                 vit(224, 16, 768, 12, 12),
                 augreg,
             ),
-            in1k(
-                "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+            in21k(
+                "timm/vit_base_patch16_224.augreg_in21k",
                 vit(224, 16, 768, 12, 12),
                 augreg,
             ),
