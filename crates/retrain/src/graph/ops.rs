@@ -643,7 +643,10 @@ fn unary(u: Unary, x: F) -> F {
         Unary::Abs => map_f!(x, |t| t.abs()),
         Unary::Reciprocal => map_f!(x, |t| t.recip()),
         Unary::HardSwish => map_f!(x, |t| activation::hard_swish(t)),
-        Unary::Gelu => map_f!(x, |t| activation::gelu(t)),
+        Unary::Gelu => map_f!(x, |t| crate::kernels::activation(
+            t,
+            crate::kernels::Pointwise::Gelu
+        )),
         Unary::GeluTanh => map_f!(x, |t| activation::gelu_approximate(t)),
         Unary::Softplus => map_f!(x, |t| activation::softplus(t, 1.0)),
         Unary::Floor => map_f!(x, |t| t.floor()),

@@ -6,11 +6,13 @@
 //! route to the extension only on the CPU backend, so GPU backends keep their own kernels.
 //!
 //! - `depthwise`: the input and weight gradients of a depthwise convolution.
-//! - [`Pointwise`]: ReLU6, hard-swish and SiLU in one pass each way.
+//! - [`Pointwise`]: ReLU6, hard-swish, SiLU and the exact GELU in one pass each way
+//!   (`gelu.rs`: an erf without a libm call per element).
 //! - `batchnorm`: BatchNorm on the batch's statistics (training), forward and backward.
 
 pub mod batchnorm;
 pub mod depthwise;
+mod gelu;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -118,9 +120,14 @@ pub enum Pointwise {
     Hardswish,
     /// `x · sigmoid(x)`.
     Silu,
+    /// `x · Φ(x)`, the exact (erf) GELU.
+    Gelu,
 }
 
 impl Pointwise {
+    // Always inlined: with `self` known (`per_activation!`), the `match` folds away and the
+    // calling loop vectorises.
+    #[inline(always)]
     fn value(self, x: f32) -> f32 {
         match self {
             // NaN propagates, as PyTorch's hardtanh does.
@@ -133,12 +140,14 @@ impl Pointwise {
             }
             Pointwise::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
             Pointwise::Silu => x / (1.0 + (-x).exp()),
+            Pointwise::Gelu => gelu::value(x),
         }
     }
 
     /// The derivative at `x`, with PyTorch's values at the kinks: ReLU6's is 0 at 0 and 6
     /// (`hardtanh_backward`: inside the open interval only; burn's clamp gives 1 there),
     /// hard-swish's -0.5 at -3 and 1.5 at 3 (`hardswish_backward`).
+    #[inline(always)]
     fn derivative(self, x: f32) -> f32 {
         match self {
             Pointwise::Relu6 => {
@@ -161,8 +170,35 @@ impl Pointwise {
                 let s = 1.0 / (1.0 + (-x).exp());
                 s * (1.0 + x * (1.0 - s))
             }
+            Pointwise::Gelu => gelu::derivative(x),
         }
     }
+}
+
+/// `$body` with `$a` bound to the activation, known at compile time in each copy: the
+/// `match` in `value` and `derivative` then folds away and the element loops vectorise
+/// (with the activation a run-time value they did not).
+macro_rules! per_activation {
+    ($act:expr, |$a:ident| $body:expr) => {
+        match $act {
+            Pointwise::Relu6 => {
+                let $a = Pointwise::Relu6;
+                $body
+            }
+            Pointwise::Hardswish => {
+                let $a = Pointwise::Hardswish;
+                $body
+            }
+            Pointwise::Silu => {
+                let $a = Pointwise::Silu;
+                $body
+            }
+            Pointwise::Gelu => {
+                let $a = Pointwise::Gelu;
+                $body
+            }
+        }
+    };
 }
 
 /// Elements per parallel task of the elementwise kernels: large enough to amortise a
@@ -249,12 +285,13 @@ impl Kernels for Flex {
         let mut x = as_f32(x);
         if let Some(v) = whole_storage(&mut x) {
             // Inference: the input is not kept, so it becomes the output.
-            v.par_chunks_mut(CHUNK)
-                .for_each(|c| c.iter_mut().for_each(|x| *x = act.value(*x)));
+            per_activation!(act, |a| v
+                .par_chunks_mut(CHUNK)
+                .for_each(|c| c.iter_mut().for_each(|x| *x = a.value(*x))));
             return back_to(x, dtype);
         }
         let v = values(&x);
-        let y = zip_map(&v, &v, |x, _| act.value(x));
+        let y = per_activation!(act, |a| zip_map(&v, &v, |x, _| a.value(x)));
         back_to(flex_tensor(y, x.shape().to_vec()), dtype)
     }
 
@@ -269,17 +306,19 @@ impl Kernels for Flex {
             let xv = values(&x);
             if let Some(gv) = whole_storage(&mut g) {
                 // The incoming gradient is used once: it becomes the input's.
-                gv.par_chunks_mut(CHUNK)
+                per_activation!(act, |a| gv
+                    .par_chunks_mut(CHUNK)
                     .zip(xv.par_chunks(CHUNK))
                     .for_each(|(g, x)| {
                         for (g, &x) in g.iter_mut().zip(x) {
-                            *g *= act.derivative(x);
+                            *g *= a.derivative(x);
                         }
-                    });
+                    }));
                 return back_to(g, dtype);
             }
         }
-        let dx = zip_map(&values(&x), &values(&g), |x, g| g * act.derivative(x));
+        let (xv, gv) = (values(&x), values(&g));
+        let dx = per_activation!(act, |a| zip_map(&xv, &gv, |x, g| g * a.derivative(x)));
         back_to(flex_tensor(dx, x.shape().to_vec()), dtype)
     }
 
@@ -655,6 +694,7 @@ pub fn activation<const D: usize>(x: Tensor<D>, act: Pointwise) -> Tensor<D> {
             Pointwise::Relu6 => x.clamp(0.0, 6.0),
             Pointwise::Hardswish => burn::tensor::activation::hard_swish(x),
             Pointwise::Silu => burn::tensor::activation::silu(x),
+            Pointwise::Gelu => burn::tensor::activation::gelu(x),
         };
     }
     Tensor::from_dispatch(<Dispatch as Kernels>::activation(x.into_dispatch(), act))
@@ -807,8 +847,9 @@ mod tests {
         }
     }
 
-    /// Each activation and its gradient equal burn's composition of it, over values that
-    /// cross every kink (ReLU6's 0 and 6, hard-swish's ±3) and SiLU's saturated tails.
+    /// Each activation and its gradient equal burn's composition of it (GELU: burn's libm
+    /// erf), over values that cross every kink (ReLU6's 0 and 6, hard-swish's ±3) and the
+    /// saturated tails.
     #[test]
     fn activations_and_gradients_equal_burns_reference() {
         let device = Device::flex().autodiff();
@@ -818,7 +859,12 @@ mod tests {
         xs.extend([-40.0, 40.0, -100.0, 100.0]);
         let n = xs.len();
         let weights = Tensor::<1>::from_data(TensorData::new(r.values(n), [n]), &device);
-        for act in [Pointwise::Relu6, Pointwise::Hardswish, Pointwise::Silu] {
+        for act in [
+            Pointwise::Relu6,
+            Pointwise::Hardswish,
+            Pointwise::Silu,
+            Pointwise::Gelu,
+        ] {
             let x1 =
                 Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device).require_grad();
             let x2 =
@@ -828,6 +874,7 @@ mod tests {
                 Pointwise::Relu6 => x2.clone().clamp(0.0, 6.0),
                 Pointwise::Hardswish => burn::tensor::activation::hard_swish(x2.clone()),
                 Pointwise::Silu => burn::tensor::activation::silu(x2.clone()),
+                Pointwise::Gelu => burn::tensor::activation::gelu(x2.clone()),
             };
             let g1 = (ours.clone() * weights.clone()).sum().backward();
             let g2 = (theirs.clone() * weights.clone()).sum().backward();

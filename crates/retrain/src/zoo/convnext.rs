@@ -14,7 +14,6 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
 use super::family::{ClassifierSpec, Family, Naming, StageInfo, StageList};
@@ -26,6 +25,7 @@ use super::loader::WeightLoader;
 use super::network::Stage;
 use super::tokens::{export_layer_norm, load_layer_norm};
 use super::{Interpolation, Preprocess, ZooEntry, torchvision_file};
+use crate::kernels::{self, Pointwise};
 
 /// torchvision's ConvNeXt LayerNorms (`eps=1e-6`).
 const LN_EPS: f64 = 1e-6;
@@ -91,9 +91,11 @@ fn block_names(naming: Naming, p: &str) -> [String; 5] {
 
 impl ConvNextBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = crate::kernels::conv(&self.dwconv, input.clone()).permute([0, 2, 3, 1]);
+        let x = kernels::conv(&self.dwconv, input.clone()).permute([0, 2, 3, 1]);
         let x = self.norm.forward(x);
-        let x = self.fc2.forward(activation::gelu(self.fc1.forward(x)));
+        let x = self
+            .fc2
+            .forward(kernels::activation(self.fc1.forward(x), Pointwise::Gelu));
         let c = self.layer_scale.dims()[0];
         let x = x * self.layer_scale.val().reshape([1, 1, 1, c]);
         input + x.permute([0, 3, 1, 2])

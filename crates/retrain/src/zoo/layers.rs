@@ -36,7 +36,7 @@ impl Act {
             Act::Relu6 => kernels::activation(x, Pointwise::Relu6),
             Act::Silu => kernels::activation(x, Pointwise::Silu),
             Act::Hardswish => kernels::activation(x, Pointwise::Hardswish),
-            Act::Gelu => activation::gelu(x),
+            Act::Gelu => kernels::activation(x, Pointwise::Gelu),
             Act::Tanh => x.tanh(),
         }
     }

@@ -17,6 +17,8 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{LayerNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
+
+use crate::kernels::{self, Pointwise};
 use serde::{Deserialize, Serialize};
 
 use super::convnext::PoolNorm;
@@ -181,8 +183,9 @@ impl PartitionAttention {
         let [_, groups, t, _] = x.dims();
         let x = x.reshape([b * groups, t, c]);
         let x = x.clone() + self.attention(self.norm.forward(x));
-        let y = self.fc2.forward(activation::gelu(
+        let y = self.fc2.forward(kernels::activation(
             self.fc1.forward(self.mlp_norm.forward(x.clone())),
+            Pointwise::Gelu,
         ));
         let x = (x + y).reshape([b, groups, t, c]);
         let x = if self.grid { x.swap_dims(1, 2) } else { x };

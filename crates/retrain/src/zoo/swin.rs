@@ -33,6 +33,7 @@ use super::loader::WeightLoader;
 use super::network::Stage;
 use super::tokens::{export_layer_norm, load_layer_norm};
 use super::{Interpolation, Preprocess, ZooEntry, torchvision_file};
+use crate::kernels::{self, Pointwise};
 
 /// torchvision's Swin LayerNorms (`partial(nn.LayerNorm, eps=1e-5)`).
 const LN_EPS: f64 = 1e-5;
@@ -421,7 +422,10 @@ fn mlp_names(naming: Naming, p: &str) -> [String; 2] {
 impl SwinBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = nhwc(x);
-        let mlp = |t: Tensor<4>| self.fc2.forward(activation::gelu(self.fc1.forward(t)));
+        let mlp = |t: Tensor<4>| {
+            self.fc2
+                .forward(kernels::activation(self.fc1.forward(t), Pointwise::Gelu))
+        };
         let x = if self.post_norm {
             let x = x.clone() + self.norm1.forward(self.attn.forward(x));
             x.clone() + self.norm2.forward(mlp(x))

@@ -16,6 +16,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation;
 
+use crate::kernels::{self, Pointwise};
+
 use super::layers::{
     ConvSpec, Pad, TensorMap, export_conv, export_linear, load_conv, load_linear, put,
 };
@@ -484,8 +486,9 @@ impl EncoderBlock {
         let x = unpack(x);
         let y = self.attention.forward(self.ln_1.forward(x.clone()));
         let x = x + scaled(y, &self.ls1);
-        let y = self.fc2.forward(activation::gelu(
+        let y = self.fc2.forward(kernels::activation(
             self.fc1.forward(self.ln_2.forward(x.clone())),
+            Pointwise::Gelu,
         ));
         pack(x + scaled(y, &self.ls2))
     }
