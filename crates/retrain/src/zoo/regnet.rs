@@ -119,19 +119,8 @@ impl RegNetConfig {
         group_width: usize,
         se_ratio: Option<f64>,
     ) -> Self {
-        let mut stages = Self::linear_stages(depth, w_0, w_a, w_m, group_width);
-        for s in &mut stages {
-            let b = s.bottleneck_multiplier;
-            let w_bot = (s.width as f64 * b) as usize;
-            s.group_width = s.group_width.min(w_bot);
-            s.width = (make_divisible(w_bot as f64, s.group_width) as f64 / b) as usize;
-        }
-        Self {
-            stem_width: 32,
-            stages,
-            se_ratio,
-            naming: Naming::Torchvision,
-        }
+        let params = (depth, w_0, w_a, w_m, group_width);
+        Self::generated(params, se_ratio, Naming::Torchvision)
     }
 
     /// timm's `RegNetCfg` (`generate_regnet`, then `adjust_widths_groups_comp` without a
@@ -145,19 +134,36 @@ impl RegNetConfig {
         group_size: usize,
         se_ratio: Option<f64>,
     ) -> Self {
-        let mut stages = Self::linear_stages(depth, w_0, w_a, w_m, group_size);
+        let params = (depth, w_0, w_a, w_m, group_size);
+        Self::generated(params, se_ratio, Naming::Timm)
+    }
+
+    /// The stages of (depth, w_0, w_a, w_m, group width) as the origin `naming` names
+    /// builds them: the same linear widths, each stage's bottleneck then fitted to its
+    /// group width by that origin's rounding (torchvision's `make_divisible`, which never
+    /// rounds down by more than 10%; timm's nearest multiple).
+    fn generated(
+        (depth, w_0, w_a, w_m, group_width): (usize, usize, f64, f64, usize),
+        se_ratio: Option<f64>,
+        naming: Naming,
+    ) -> Self {
+        let mut stages = Self::linear_stages(depth, w_0, w_a, w_m, group_width);
         for s in &mut stages {
             let b = s.bottleneck_multiplier;
             let w_bot = (s.width as f64 * b) as usize;
             s.group_width = s.group_width.min(w_bot);
-            let g = s.group_width as f64;
-            s.width = (round_half_even(w_bot as f64 / g) * g / b) as usize;
+            let g = s.group_width;
+            let fitted = match naming {
+                Naming::Torchvision => make_divisible(w_bot as f64, g) as f64,
+                Naming::Timm => round_half_even(w_bot as f64 / g as f64) * g as f64,
+            };
+            s.width = (fitted / b) as usize;
         }
         Self {
             stem_width: 32,
             stages,
             se_ratio,
-            naming: Naming::Timm,
+            naming,
         }
     }
 
@@ -200,9 +206,9 @@ impl RegNetConfig {
         }
     }
 
-    /// Block `j` of stage `i`: its prefix, and the names of its units — `proj`, `a`, `b`,
-    /// `c` as (convolution, BatchNorm), then the squeeze-excitation's two convolutions.
-    fn block_names(&self, i: usize, j: usize) -> (String, [(String, String); 4], [String; 2]) {
+    /// Block `j` of stage `i`: the names of its units — `proj`, `a`, `b`, `c` as
+    /// (convolution, BatchNorm) — and the squeeze-excitation's two convolutions.
+    fn block_names(&self, i: usize, j: usize) -> ([(String, String); 4], [String; 2]) {
         let unit = |p: &str, u: &str, conv: &str, bn: &str| {
             (format!("{p}.{u}.{conv}"), format!("{p}.{u}.{bn}"))
         };
@@ -211,14 +217,14 @@ impl RegNetConfig {
                 let p = format!("trunk_output.block{}.block{}-{j}", i + 1, i + 1);
                 let units = ["proj", "f.a", "f.b", "f.c"].map(|u| unit(&p, u, "0", "1"));
                 let se = [format!("{p}.f.se.fc1"), format!("{p}.f.se.fc2")];
-                (p, units, se)
+                (units, se)
             }
             Naming::Timm => {
                 let p = format!("s{}.b{}", i + 1, j + 1);
                 let units =
                     ["downsample", "conv1", "conv2", "conv3"].map(|u| unit(&p, u, "conv", "bn"));
                 let se = [format!("{p}.se.fc1"), format!("{p}.se.fc2")];
-                (p, units, se)
+                (units, se)
             }
         }
     }
@@ -278,7 +284,7 @@ impl Family for RegNetConfig {
         for (i, s) in self.stages.iter().enumerate() {
             let mut blocks = Vec::with_capacity(s.depth);
             for j in 0..s.depth {
-                let (_, [proj_names, a_names, b_names, c_names], se_names) = self.block_names(i, j);
+                let ([proj_names, a_names, b_names, c_names], se_names) = self.block_names(i, j);
                 let stride = if j == 0 { 2 } else { 1 };
                 let w_b = Self::bottleneck(s);
                 let groups = (w_b / s.group_width).max(1);
