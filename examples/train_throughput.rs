@@ -7,8 +7,9 @@
 //!   folded, no autodiff) gives pooled features, the new head trains on them.
 //! - `infer_b32`: model-only inference, batch 32: the inference form to pooled features.
 //!
-//! `cargo run --release --example train_throughput -- <arch> <weights> [iters] [warmup]`
-//! prints one JSON line with the median images/s of `iters` timed steps after `warmup`.
+//! `cargo run --release --example train_throughput -- <arch> <weights> [iters] [warmup] [only]`
+//! prints one JSON line with the median images/s of `iters` timed steps after `warmup`;
+//! `only` (`train`, `freeze` or `infer`) runs that figure alone (for profiling one of them).
 //! `<arch>` `-` runs the file as its own graph (an .onnx, .tflite or Keras model).
 
 use std::time::Instant;
@@ -19,9 +20,10 @@ use retrain::observe::Interrupter;
 use retrain::strategy::Training;
 use retrain::strategy::gradient::{self, EpochTrainer, Trainable};
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median step time; infinite for a figure that did not run, so its rate reads 0.
+fn median_or_zero(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
 }
 
 fn main() {
@@ -41,6 +43,8 @@ fn main() {
     };
     let iters: usize = a.get(3).map_or(5, |s| s.parse().unwrap());
     let warmup: usize = a.get(4).map_or(1, |s| s.parse().unwrap());
+    let only = a.get(5).map(String::as_str);
+    let runs = |what: &str| only.is_none_or(|o| o == what);
     let (batch, classes, s) = (16usize, 2usize, spec.preprocess.crop);
     let per = 3 * s * s;
     let x: Vec<f32> = (0..batch * per)
@@ -72,7 +76,7 @@ fn main() {
     };
     let mut trainer = EpochTrainer::new(&cfg, batch);
     let mut times = Vec::new();
-    for i in 0..warmup + iters {
+    for i in 0..if runs("train") { warmup + iters } else { 0 } {
         let t = Instant::now();
         let (m, _) = trainer.epoch(model, &pixels, i, None, &never, &ad).unwrap();
         model = m;
@@ -80,7 +84,7 @@ fn main() {
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    let train = batch as f64 / median(times);
+    let train = batch as f64 / median_or_zero(times);
     drop(model);
 
     // Frozen backbone: inference-form forward to pooled features, then a head step.
@@ -93,7 +97,11 @@ fn main() {
     };
     let mut trainer = EpochTrainer::new(&cfg, batch);
     let mut times = Vec::new();
-    for i in 0..warmup + iters.max(3) {
+    for i in 0..if runs("freeze") {
+        warmup + iters.max(3)
+    } else {
+        0
+    } {
         let t = Instant::now();
         let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, 3, s, s]), &device);
         let f: Vec<f32> = frozen
@@ -115,12 +123,16 @@ fn main() {
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    let freeze = batch as f64 / median(times);
+    let freeze = batch as f64 / median_or_zero(times);
 
     // Model-only inference: batch 32 to pooled features.
     let big: Vec<f32> = x.iter().cycle().take(2 * x.len()).copied().collect();
     let mut times = Vec::new();
-    for i in 0..warmup + iters.max(3) {
+    for i in 0..if runs("infer") {
+        warmup + iters.max(3)
+    } else {
+        0
+    } {
         let t = Instant::now();
         let xt =
             Tensor::<4>::from_data(TensorData::new(big.clone(), [2 * batch, 3, s, s]), &device);
@@ -130,7 +142,7 @@ fn main() {
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    let infer = (2 * batch) as f64 / median(times);
+    let infer = (2 * batch) as f64 / median_or_zero(times);
     println!(
         "{}",
         serde_json::json!({"arch": spec.name, "train_b16": train, "freeze_b16": freeze, "infer_b32": infer, "iters": iters, "warmup": warmup})

@@ -6,7 +6,7 @@
 # Needs perf (linux-tools; kernel.perf_event_paranoid <= 2 for a user's own process). The
 # release profile keeps line tables (debug = 1), so frames resolve to functions.
 #
-# Usage: scripts/profile.sh <arch> <weights> [iters]     e.g.
+# Usage: [ONLY=train|freeze|infer] scripts/profile.sh <arch> <weights> [iters]     e.g.
 #        scripts/profile.sh mobilenet_v2 weights/mobilenet_v2.pth
 #        scripts/profile.sh vit_b_16 vit_b_16.safetensors 2
 # Writes target/profile/<arch>.perf.data (open it with `perf report -i`).
@@ -20,7 +20,7 @@ cargo build --release --quiet --example train_throughput
 mkdir -p target/profile
 data=target/profile/$arch.perf.data
 perf record --quiet -F 499 -g -o "$data" \
-  target/release/examples/train_throughput "$arch" "$weights" "$iters" 1
+  target/release/examples/train_throughput "$arch" "$weights" "$iters" 1 ${ONLY:-}
 echo "== self time by function (top 30) =="
 perf report -i "$data" --no-children --stdio --percent-limit 0.7 --sort symbol -g none 2>/dev/null |
   grep -v '^#' | grep -v '^$' | head -30

@@ -200,6 +200,18 @@ impl Activation {
         }
     }
 
+    /// The activation as a fused convolution's epilogue, where the kernels have it.
+    fn epilogue(self) -> Option<crate::kernels::Epilogue> {
+        use crate::kernels::{Epilogue, Pointwise};
+        Some(match self {
+            Self::Unary(Unary::Relu) | Self::Clip(Some(0.0), None) => Epilogue::Relu,
+            Self::Unary(Unary::HardSwish) => Epilogue::Act(Pointwise::Hardswish),
+            Self::Unary(Unary::Gelu) => Epilogue::Act(Pointwise::Gelu),
+            Self::Clip(Some(0.0), Some(6.0)) => Epilogue::Act(Pointwise::Relu6),
+            _ => return None,
+        })
+    }
+
     fn apply(self, x: F) -> F {
         match self {
             Self::Unary(u) => unary(u, x),
@@ -823,7 +835,15 @@ fn from_image(t: Tensor<4>, was_1d: bool) -> F {
     }
 }
 
-fn conv(x: F, w: F, b: Option<F>, win: &Window, group: usize) -> R<F> {
+/// A convolution, then `epilogue` (in the same pass where the kernels have it).
+fn conv(
+    x: F,
+    w: F,
+    b: Option<F>,
+    win: &Window,
+    group: usize,
+    epilogue: crate::kernels::Epilogue,
+) -> R<F> {
     let (x, one_d) = as_image(x, "Conv")?;
     let w = match w {
         F::R4(t) => t,
@@ -877,7 +897,10 @@ fn conv(x: F, w: F, b: Option<F>, win: &Window, group: usize) -> R<F> {
         dilation: win.dilations,
         groups: group,
     };
-    Ok(from_image(crate::kernels::conv2d(x, w, bias, opts), one_d))
+    Ok(from_image(
+        crate::kernels::conv2d_fused(x, w, bias, opts, epilogue),
+        one_d,
+    ))
 }
 
 fn pool(x: F, win: &Window, ceil: bool, avg: Option<bool>) -> R<F> {
@@ -1444,18 +1467,22 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 b,
                 window,
                 *group,
+                crate::kernels::Epilogue::Identity,
             )?)
         }
         Op::ConvAct { window, group, act } => {
             let b = inputs.get(2).copied().flatten().map(|v| float(v, dev));
+            // An activation the kernels have runs in the convolution's pass.
+            let fused = act.epilogue();
             let y = conv(
                 float(x0()?, dev),
                 float(need(inputs, 1)?, dev),
                 b,
                 window,
                 *group,
+                fused.unwrap_or(crate::kernels::Epilogue::Identity),
             )?;
-            one(act.apply(y))
+            one(if fused.is_some() { y } else { act.apply(y) })
         }
         Op::BatchNorm(_) => Err("BatchNormalization runs in its block".into()),
         Op::Gemm {

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::simd;
+
 /// An activation `[n, c, plane]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
@@ -35,7 +37,10 @@ pub fn stats(s: &Shape, x: &[f32]) -> Vec<f32> {
         .map(|c| {
             let (mut sum, mut sq) = (0f64, 0f64);
             for n in 0..s.batch {
-                let (a, b) = sum_and_squares(s.plane_of(x, n, c));
+                let (a, b) = simd::vectorized(
+                    #[inline(always)]
+                    || sum_and_squares(s.plane_of(x, n, c)),
+                );
                 sum += a;
                 sq += b;
             }
@@ -84,9 +89,14 @@ pub fn forward(
         .enumerate()
         .for_each(|(p, (y, x))| {
             let (a, b) = ab[p % s.channels];
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = x * a + b;
-            }
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = x * a + b;
+                    }
+                },
+            )
         });
     y
 }
@@ -101,8 +111,12 @@ pub fn param_grads(s: &Shape, x: &[f32], dy: &[f32], stats: &[f32], eps: f64) ->
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for n in 0..s.batch {
                 let g = s.plane_of(dy, n, i);
-                sdy += g.iter().map(|&v| f64::from(v)).sum::<f64>();
-                sdyx += dot(g, s.plane_of(x, n, i));
+                let (a, b) = simd::vectorized(
+                    #[inline(always)]
+                    || (sum(g), dot(g, s.plane_of(x, n, i))),
+                );
+                sdy += a;
+                sdyx += b;
             }
             let mean = f64::from(stats[i]);
             let inv_std = 1.0 / (f64::from(stats[c + i]) + eps).sqrt();
@@ -145,14 +159,20 @@ pub fn input_grad(
         .enumerate()
         .for_each(|(p, (dx, (x, dy)))| {
             let (a, b, k) = coef[p % c];
-            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                *d = g * a + x * b + k;
-            }
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                        *d = g * a + x * b + k;
+                    }
+                },
+            )
         });
     dx
 }
 
 /// Σx and Σx² of a slice, in eight `f32` lanes per 1024 values, then `f64`.
+#[inline(always)]
 fn sum_and_squares(v: &[f32]) -> (f64, f64) {
     let (mut sum, mut sq) = (0f64, 0f64);
     for block in v.chunks(1024) {
@@ -174,7 +194,30 @@ fn sum_and_squares(v: &[f32]) -> (f64, f64) {
     (sum, sq)
 }
 
+/// Σx of a slice, in eight `f32` lanes per 1024 values, then `f64`.
+#[inline(always)]
+fn sum(v: &[f32]) -> f64 {
+    let mut total = 0f64;
+    for block in v.chunks(1024) {
+        let mut a = [0f32; 8];
+        let chunks = block.chunks_exact(8);
+        total += chunks
+            .remainder()
+            .iter()
+            .map(|&x| f64::from(x))
+            .sum::<f64>();
+        for x in chunks {
+            for i in 0..8 {
+                a[i] += x[i];
+            }
+        }
+        total += a.iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+    total
+}
+
 /// A dot product in eight `f32` lanes per 1024 values, blocks summed in `f64`.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.chunks(1024)
         .zip(b.chunks(1024))

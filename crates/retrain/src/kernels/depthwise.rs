@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use super::simd;
+
 /// The geometry of one depthwise convolution, input `[n, c, h, w]`, weight
 /// `[c · multiplier, 1, kh, kw]`, output `[n, c · multiplier, oh, ow]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +38,7 @@ impl Depthwise {
 
     /// The input row that output row `o` reads through kernel row `k` (axis 0) or the first
     /// input column of kernel column `k` (axis 1), when inside the input.
-    fn input_index(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
+    pub(crate) fn input_index(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
         (o * self.stride[axis] + k * self.dilation[axis])
             .checked_sub(self.pad_begin[axis])
             .filter(|&i| i < self.in_size[axis])
@@ -44,7 +46,7 @@ impl Depthwise {
 
     /// The output columns `lo..hi` whose input column through kernel column `k` is inside the
     /// input, and the input column of `lo`.
-    fn valid_columns(&self, k: usize) -> (usize, usize, usize) {
+    pub(crate) fn valid_columns(&self, k: usize) -> (usize, usize, usize) {
         let (s, w) = (self.stride[1], self.in_size[1]);
         let offset = k * self.dilation[1];
         let p = self.pad_begin[1];
@@ -71,34 +73,41 @@ pub fn input_grad(g: &Depthwise, weight: &[f32], out_grad: &[f32]) -> Vec<f32> {
     let columns: Vec<_> = (0..kw).map(|k| g.valid_columns(k)).collect();
     let mut dx = vec![0f32; g.batch * g.channels * ip];
     dx.par_chunks_mut(ip).enumerate().for_each(|(plane, dx)| {
-        let (n, c) = (plane / g.channels, plane % g.channels);
-        for j in 0..m {
-            let co = c * m + j;
-            let dy = &out_grad[(n * g.channels * m + co) * op..][..op];
-            let w = &weight[co * kh * kw..][..kh * kw];
-            for oh in 0..g.out_size[0] {
-                let dy_row = &dy[oh * ow..][..ow];
-                for ki in 0..kh {
-                    let Some(ih) = g.input_index(0, oh, ki) else {
-                        continue;
-                    };
-                    let dx_row = &mut dx[ih * iw..][..iw];
-                    for (kj, &(lo, hi, first)) in columns.iter().enumerate() {
-                        let wv = w[ki * kw + kj];
-                        let src = &dy_row[lo..hi];
-                        if sw == 1 {
-                            for (d, &s) in dx_row[first..first + src.len()].iter_mut().zip(src) {
-                                *d += wv * s;
-                            }
-                        } else {
-                            for (t, &s) in src.iter().enumerate() {
-                                dx_row[first + t * sw] += wv * s;
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                let (n, c) = (plane / g.channels, plane % g.channels);
+                for j in 0..m {
+                    let co = c * m + j;
+                    let dy = &out_grad[(n * g.channels * m + co) * op..][..op];
+                    let w = &weight[co * kh * kw..][..kh * kw];
+                    for oh in 0..g.out_size[0] {
+                        let dy_row = &dy[oh * ow..][..ow];
+                        for ki in 0..kh {
+                            let Some(ih) = g.input_index(0, oh, ki) else {
+                                continue;
+                            };
+                            let dx_row = &mut dx[ih * iw..][..iw];
+                            for (kj, &(lo, hi, first)) in columns.iter().enumerate() {
+                                let wv = w[ki * kw + kj];
+                                let src = &dy_row[lo..hi];
+                                if sw == 1 {
+                                    for (d, &s) in
+                                        dx_row[first..first + src.len()].iter_mut().zip(src)
+                                    {
+                                        *d += wv * s;
+                                    }
+                                } else {
+                                    for (t, &s) in src.iter().enumerate() {
+                                        dx_row[first + t * sw] += wv * s;
+                                    }
+                                }
                             }
                         }
                     }
                 }
-            }
-        }
+            },
+        )
     });
     dx
 }
@@ -112,42 +121,48 @@ pub fn weight_grad(g: &Depthwise, input: &[f32], out_grad: &[f32]) -> Vec<f32> {
     let columns: Vec<_> = (0..kw).map(|k| g.valid_columns(k)).collect();
     let mut dw = vec![0f32; g.channels * m * kh * kw];
     dw.par_chunks_mut(kh * kw).enumerate().for_each(|(co, dw)| {
-        let c = co / m;
-        let mut acc = vec![0f64; kh * kw];
-        for n in 0..g.batch {
-            let x = &input[(n * g.channels + c) * ip..][..ip];
-            let dy = &out_grad[(n * g.channels * m + co) * op..][..op];
-            for oh in 0..g.out_size[0] {
-                let dy_row = &dy[oh * ow..][..ow];
-                for ki in 0..kh {
-                    let Some(ih) = g.input_index(0, oh, ki) else {
-                        continue;
-                    };
-                    let x_row = &x[ih * iw..][..iw];
-                    for (kj, &(lo, hi, first)) in columns.iter().enumerate() {
-                        let d = &dy_row[lo..hi];
-                        let s = if sw == 1 {
-                            dot(d, &x_row[first..first + d.len()])
-                        } else {
-                            d.iter()
-                                .enumerate()
-                                .map(|(t, &v)| v * x_row[first + t * sw])
-                                .sum()
-                        };
-                        acc[ki * kw + kj] += f64::from(s);
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                let c = co / m;
+                let mut acc = vec![0f64; kh * kw];
+                for n in 0..g.batch {
+                    let x = &input[(n * g.channels + c) * ip..][..ip];
+                    let dy = &out_grad[(n * g.channels * m + co) * op..][..op];
+                    for oh in 0..g.out_size[0] {
+                        let dy_row = &dy[oh * ow..][..ow];
+                        for ki in 0..kh {
+                            let Some(ih) = g.input_index(0, oh, ki) else {
+                                continue;
+                            };
+                            let x_row = &x[ih * iw..][..iw];
+                            for (kj, &(lo, hi, first)) in columns.iter().enumerate() {
+                                let d = &dy_row[lo..hi];
+                                let s = if sw == 1 {
+                                    dot(d, &x_row[first..first + d.len()])
+                                } else {
+                                    d.iter()
+                                        .enumerate()
+                                        .map(|(t, &v)| v * x_row[first + t * sw])
+                                        .sum()
+                                };
+                                acc[ki * kw + kj] += f64::from(s);
+                            }
+                        }
                     }
                 }
-            }
-        }
-        for (d, a) in dw.iter_mut().zip(acc) {
-            *d = a as f32;
-        }
+                for (d, a) in dw.iter_mut().zip(acc) {
+                    *d = a as f32;
+                }
+            },
+        )
     });
     dw
 }
 
 /// A dot product in eight independent lanes, which the compiler turns into SIMD (a single
 /// running sum would pin the order of the additions and stay scalar).
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

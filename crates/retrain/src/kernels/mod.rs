@@ -9,17 +9,22 @@
 //! - [`Pointwise`]: ReLU6, hard-swish, SiLU and the exact GELU in one pass each way
 //!   (`gelu.rs`: an erf without a libm call per element).
 //! - `batchnorm`: BatchNorm on the batch's statistics (training), forward and backward.
+//! - `fused`: inference convolutions (depthwise, 1×1) with their bias and activation in the
+//!   same pass ([`conv_fused`]).
 
 pub mod batchnorm;
 pub mod depthwise;
 mod gelu;
+mod simd;
+
+pub use fused::Epilogue;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
@@ -67,6 +72,46 @@ pub trait Kernels: Backend {
         Self::conv2d_weight_backward(x, weight, out_grad, options)
     }
 
+    /// A 1×1 convolution with stride 1, no padding, one group and no bias.
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, unit_options())
+    }
+
+    /// The gradient of [`Kernels::pointwise_conv2d`] for its input.
+    fn pointwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, out_grad, unit_options())
+    }
+
+    /// The gradient of [`Kernels::pointwise_conv2d`] for its weight.
+    fn pointwise_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, out_grad, unit_options())
+    }
+
+    /// A convolution with its bias, then `epilogue`, for inference: in one pass where
+    /// retrain has the kernel (depthwise and 1×1 convolutions on burn-flex).
+    fn conv2d_fused(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        let y = Self::conv2d(x, weight, Some(bias), options);
+        match epilogue {
+            Epilogue::Identity => y,
+            Epilogue::Relu => Self::relu(y),
+            Epilogue::Act(a) => Self::activation(y, a),
+        }
+    }
+
     /// An elementwise activation in one pass (burn composes ReLU6, hard-swish and SiLU of
     /// two to four passes each way).
     fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self>;
@@ -109,6 +154,11 @@ pub trait Kernels: Backend {
         sums: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
+}
+
+/// The options of a 1×1 convolution: stride 1, no padding, one group.
+fn unit_options() -> ConvOptions<2> {
+    ConvOptions::new([1, 1], [0, 0], [1, 1], 1)
 }
 
 /// The activations [`Kernels::activation`] computes.
@@ -201,6 +251,11 @@ macro_rules! per_activation {
     };
 }
 
+// After `per_activation!`, which they use; `pointwise` after `fused`'s `per_epilogue!`.
+#[macro_use]
+pub mod fused;
+pub mod pointwise;
+
 /// Elements per parallel task of the elementwise kernels: large enough to amortise a
 /// task, small enough to split a 64×64 map across cores.
 const CHUNK: usize = 1 << 14;
@@ -211,9 +266,14 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                        *o = f(a, b);
+                    }
+                },
+            )
         });
     out
 }
@@ -250,6 +310,56 @@ fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex> {
 }
 
 impl Kernels for Flex {
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        if [x.dtype(), weight.dtype()] != [DType::F32; 2] {
+            return Self::conv2d(x, weight, None, unit_options());
+        }
+        let (xs, co) = (x.shape().to_vec(), weight.shape()[0]);
+        let y = pointwise::forward(
+            xs[0],
+            xs[1],
+            xs[2] * xs[3],
+            &values(&x),
+            &values(&weight),
+            None,
+            Epilogue::Identity,
+        );
+        flex_tensor(y, vec![xs[0], co, xs[2], xs[3]])
+    }
+
+    fn pointwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if [x.dtype(), weight.dtype(), out_grad.dtype()] != [DType::F32; 3] {
+            return Self::conv2d_x_backward(x, weight, out_grad, unit_options());
+        }
+        let xs = x.shape().to_vec();
+        let dx = pointwise::input_grad(
+            xs[0],
+            xs[1],
+            xs[2] * xs[3],
+            &values(&weight),
+            &values(&out_grad),
+        );
+        flex_tensor(dx, xs)
+    }
+
+    fn pointwise_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        out_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if [x.dtype(), weight.dtype(), out_grad.dtype()] != [DType::F32; 3] {
+            return Self::conv2d_weight_backward(x, weight, out_grad, unit_options());
+        }
+        let xs = x.shape().to_vec();
+        let dw =
+            pointwise::weight_grad(xs[0], xs[1], xs[2] * xs[3], &values(&x), &values(&out_grad));
+        flex_tensor(dw, weight.shape().to_vec())
+    }
+
     fn depthwise_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -280,14 +390,63 @@ impl Kernels for Flex {
         flex_tensor(dw, ws)
     }
 
+    fn conv2d_fused(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        let (xs, ws) = (x.shape().to_vec(), weight.shape().to_vec());
+        let f32s = [x.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 3];
+        let sizes = xs.iter().chain(&ws).all(|&d| d > 0);
+        let depthwise = options.groups == xs[1] && ws[1] == 1 && ws[0] % xs[1] == 0;
+        let pointwise = options.groups == 1
+            && ws[2..] == [1, 1]
+            && options.stride == [1, 1]
+            && options.padding_begin() == [0, 0]
+            && options.padding_end() == [0, 0];
+        if !(f32s && sizes && (depthwise || pointwise)) {
+            let y = Self::conv2d(x, weight, Some(bias), options);
+            return match epilogue {
+                Epilogue::Identity => y,
+                Epilogue::Relu => Self::relu(y),
+                Epilogue::Act(a) => Self::activation(y, a),
+            };
+        }
+        let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
+        if pointwise {
+            let spatial = xs[2] * xs[3];
+            let y = pointwise::forward(xs[0], xs[1], spatial, &xv, &wv, Some(&bv), epilogue);
+            return flex_tensor(y, vec![xs[0], ws[0], xs[2], xs[3]]);
+        }
+        let out = |a: usize| {
+            let reach = options.dilation[a] * (ws[2 + a] - 1) + 1;
+            let padded = xs[2 + a] + options.padding_begin()[a] + options.padding_end()[a];
+            padded.checked_sub(reach).map(|d| d / options.stride[a] + 1)
+        };
+        let (Some(oh), Some(ow)) = (out(0), out(1)) else {
+            return Self::conv2d(x, weight, Some(bias), options);
+        };
+        let shape = [xs[0], ws[0], oh, ow];
+        let g = geometry(&xs, &ws, &shape, &options);
+        flex_tensor(
+            fused::depthwise(&g, &xv, &wv, Some(&bv), epilogue),
+            shape.to_vec(),
+        )
+    }
+
     fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
         let dtype = x.dtype();
         let mut x = as_f32(x);
         if let Some(v) = whole_storage(&mut x) {
             // Inference: the input is not kept, so it becomes the output.
-            per_activation!(act, |a| v
-                .par_chunks_mut(CHUNK)
-                .for_each(|c| c.iter_mut().for_each(|x| *x = a.value(*x))));
+            per_activation!(act, |a| v.par_chunks_mut(CHUNK).for_each(|c| {
+                simd::vectorized(
+                    #[inline(always)]
+                    || c.iter_mut().for_each(|x| *x = a.value(*x)),
+                )
+            }));
             return back_to(x, dtype);
         }
         let v = values(&x);
@@ -310,9 +469,14 @@ impl Kernels for Flex {
                     .par_chunks_mut(CHUNK)
                     .zip(xv.par_chunks(CHUNK))
                     .for_each(|(g, x)| {
-                        for (g, &x) in g.iter_mut().zip(x) {
-                            *g *= a.derivative(x);
-                        }
+                        simd::vectorized(
+                            #[inline(always)]
+                            || {
+                                for (g, &x) in g.iter_mut().zip(x) {
+                                    *g *= a.derivative(x);
+                                }
+                            },
+                        )
                     }));
                 return back_to(g, dtype);
             }
@@ -460,6 +624,35 @@ impl<B: Backend + Kernels> Backward<B, 2> for DepthwiseBackward {
                 node.id,
                 B::depthwise_conv2d_weight_backward(x, weight, grad, options),
             );
+        }
+    }
+}
+
+/// The backward node of [`Kernels::pointwise_conv2d`] under autodiff.
+#[derive(Debug)]
+struct PointwiseBackward;
+
+impl<B: Backend + Kernels> Backward<B, 2> for PointwiseBackward {
+    type State = (NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+        if let Some(node) = node_x {
+            let dx = B::pointwise_conv2d_x_backward(x.clone(), weight.clone(), grad.clone());
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            let dw = B::pointwise_conv2d_weight_backward(x, weight, grad);
+            grads.register::<B>(node.id, dw);
         }
     }
 }
@@ -613,6 +806,27 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         Self::from_inner(B::activation_backward(x, g, act))
     }
 
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        match PointwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                prep.finish(
+                    (x_state, weight_state),
+                    B::pointwise_conv2d(x.into_primitive(), weight.into_primitive()),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::pointwise_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+            )),
+        }
+    }
+
     fn depthwise_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -665,22 +879,41 @@ fn takes_depthwise_kernels(groups: usize, x: &Tensor<4>) -> bool {
     groups > 1 && groups == x.dims()[1] && device.is_autodiff() && on_flex(&device)
 }
 
-/// A 2-D convolution as `burn::tensor::module::conv2d`, with the gradients of depthwise
-/// convolutions on the CPU through [`Kernels`].
+/// Whether a convolution takes the 1×1 kernels: a 1×1 convolution with stride 1, no
+/// padding and one group, being trained on the CPU backend (without autodiff the fused
+/// inference path has it).
+fn takes_pointwise_kernels(weight: &[usize], options: &ConvOptions<2>, x: &Tensor<4>) -> bool {
+    let device = x.device();
+    weight[2..] == [1, 1]
+        && options.groups == 1
+        && options.stride == [1, 1]
+        && options.padding.iter().all(|&p| p == (0, 0))
+        && device.is_autodiff()
+        && on_flex(&device)
+}
+
+/// A 2-D convolution as `burn::tensor::module::conv2d`, with the depthwise and 1×1
+/// convolutions being trained on the CPU through [`Kernels`].
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if !takes_depthwise_kernels(options.groups, &x) {
+    let y = if takes_pointwise_kernels(&weight.dims(), &options, &x) {
+        Tensor::<4>::from_dispatch(<Dispatch as Kernels>::pointwise_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+        ))
+    } else if takes_depthwise_kernels(options.groups, &x) {
+        Tensor::<4>::from_dispatch(<Dispatch as Kernels>::depthwise_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            options,
+        ))
+    } else {
         return burn::tensor::module::conv2d(x, weight, bias, options);
-    }
-    let y = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::depthwise_conv2d(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        options,
-    ));
+    };
     match bias {
         Some(b) => y + b.reshape([1, -1, 1, 1]),
         None => y,
@@ -732,7 +965,58 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     y
 }
 
-/// `Conv2d::forward`, through [`conv2d`] when the depthwise kernels apply. The zoo's
+/// `epilogue` applied to `y` on its own (as [`activation`]).
+fn then<const D: usize>(y: Tensor<D>, epilogue: Epilogue) -> Tensor<D> {
+    match epilogue {
+        Epilogue::Identity => y,
+        Epilogue::Relu => burn::tensor::activation::relu(y),
+        Epilogue::Act(a) => activation(y, a),
+    }
+}
+
+/// `epilogue(conv2d(x, weight, bias))` for inference: through [`Kernels::conv2d_fused`] on
+/// the CPU backend without autodiff (one pass for depthwise and 1×1 convolutions), else
+/// [`conv2d`] and the activation.
+pub fn conv2d_fused(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+    epilogue: Epilogue,
+) -> Tensor<4> {
+    let device = x.device();
+    if device.is_autodiff() || !on_flex(&device) {
+        return then(conv2d(x, weight, bias, options), epilogue);
+    }
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &device));
+    Tensor::from_dispatch(<Dispatch as Kernels>::conv2d_fused(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        options,
+        epilogue,
+    ))
+}
+
+/// `epilogue(conv.forward(x))`, through [`conv2d_fused`] (a `Same` padding, which the zoo
+/// does not use, stays on burn's forward).
+pub fn conv_fused(conv: &Conv2d, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Valid => [(0, 0); 2],
+        PaddingConfig2d::Same => return then(conv.forward(x), epilogue),
+    };
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    conv2d_fused(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+        epilogue,
+    )
+}
+
+/// `Conv2d::forward`, through [`conv2d`] when the depthwise or 1×1 kernels apply. The zoo's
 /// paddings are explicit (or valid); any other stays on burn's forward.
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let padding = match conv.padding {
@@ -740,10 +1024,12 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Valid => [(0, 0); 2],
         PaddingConfig2d::Same => return conv.forward(x),
     };
-    if !takes_depthwise_kernels(conv.groups, &x) {
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    let weight = conv.weight.dims();
+    if !takes_depthwise_kernels(conv.groups, &x) && !takes_pointwise_kernels(&weight, &options, &x)
+    {
         return conv.forward(x);
     }
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     conv2d(
         x,
         conv.weight.val(),
@@ -844,6 +1130,140 @@ mod tests {
                 "weight grad",
                 &case,
             );
+        }
+    }
+
+    /// Forward and both gradients of a 1×1 convolution through [`conv2d`] (the 1×1
+    /// kernels) equal burn's convolution and its autodiff, over batches that split by image
+    /// or not, channel counts and plane sizes, with and without a bias, within 1e-5 of the
+    /// largest magnitude.
+    #[test]
+    fn pointwise_forward_and_gradients_equal_burns_reference() {
+        let device = Device::flex().autodiff();
+        let mut r = Lcg(5);
+        for case in 0..60 {
+            let (n, c, co) = (1 + r.below(7), 1 + r.below(48), 1 + r.below(48));
+            let size = if case % 5 == 0 {
+                [60 + r.below(9), 70]
+            } else {
+                [1 + r.below(12), 1 + r.below(12)]
+            };
+            let what = format!("n{n} c{c} co{co} in{size:?}");
+            let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+            let xs = r.values(n * c * size[0] * size[1]);
+            let ws = r.values(co * c);
+            let make = |v: &Vec<f32>, shape: [usize; 4]| {
+                Tensor::<4>::from_data(TensorData::new(v.clone(), shape), &device).require_grad()
+            };
+            let bias = (case % 2 == 0).then(|| {
+                Tensor::<1>::from_data(TensorData::new(r.values(co), [co]), &device).require_grad()
+            });
+            let (x1, w1) = (
+                make(&xs, [n, c, size[0], size[1]]),
+                make(&ws, [co, c, 1, 1]),
+            );
+            let (x2, w2) = (
+                make(&xs, [n, c, size[0], size[1]]),
+                make(&ws, [co, c, 1, 1]),
+            );
+            let ours = conv2d(x1.clone(), w1.clone(), bias.clone(), options.clone());
+            let theirs = burn::tensor::module::conv2d(x2.clone(), w2.clone(), bias, options);
+            let weights = Tensor::<4>::from_data(
+                TensorData::new(r.values(theirs.shape().num_elements()), theirs.dims()),
+                &device,
+            );
+            let g1 = (ours.clone() * weights.clone()).sum().backward();
+            let g2 = (theirs.clone() * weights).sum().backward();
+            close(ours.inner(), theirs.inner(), "output", &what);
+            let (dx1, dx2) = (x1.grad(&g1).unwrap(), x2.grad(&g2).unwrap());
+            close(dx1, dx2, "input grad", &what);
+            close(
+                w1.grad(&g1).unwrap(),
+                w2.grad(&g2).unwrap(),
+                "weight grad",
+                &what,
+            );
+        }
+    }
+
+    /// The fused inference convolutions (depthwise with channel multipliers, strides,
+    /// dilations, asymmetric paddings; 1×1 over batches that split by image and by block of
+    /// columns, and single images) with each epilogue equal burn's convolution followed by
+    /// burn's activation, within 1e-5 of the largest magnitude.
+    #[test]
+    fn fused_convolutions_equal_burns_convolution_then_activation() {
+        let device = Device::flex();
+        let mut r = Lcg(77);
+        let epilogues = [
+            Epilogue::Identity,
+            Epilogue::Relu,
+            Epilogue::Act(Pointwise::Relu6),
+            Epilogue::Act(Pointwise::Hardswish),
+            Epilogue::Act(Pointwise::Silu),
+            Epilogue::Act(Pointwise::Gelu),
+        ];
+        let reference = |y: Tensor<4>, e: Epilogue| match e {
+            Epilogue::Identity => y,
+            Epilogue::Relu => burn::tensor::activation::relu(y),
+            Epilogue::Act(Pointwise::Relu6) => y.clamp(0.0, 6.0),
+            Epilogue::Act(Pointwise::Hardswish) => burn::tensor::activation::hard_swish(y),
+            Epilogue::Act(Pointwise::Silu) => burn::tensor::activation::silu(y),
+            Epilogue::Act(Pointwise::Gelu) => burn::tensor::activation::gelu(y),
+        };
+        let tensor = |v: Vec<f32>, shape: [usize; 4]| {
+            Tensor::<4>::from_data(TensorData::new(v, shape), &device)
+        };
+        for case in 0..160 {
+            let e = epilogues[case % epilogues.len()];
+            let (n, c, m, k, stride, dilation, pad, size, groups);
+            if case % 2 == 0 {
+                (n, c, m) = (1 + r.below(3), 1 + r.below(6), 1 + r.below(3));
+                k = [1 + r.below(5), 1 + r.below(5)];
+                stride = [1 + r.below(3), 1 + r.below(3)];
+                dilation = [1 + r.below(2), 1 + r.below(2)];
+                pad = [(r.below(3), r.below(3)), (r.below(3), r.below(3))];
+                size = std::array::from_fn(|a| {
+                    let reach = dilation[a] * (k[a] - 1) + 1;
+                    reach.saturating_sub(pad[a].0 + pad[a].1).max(1) + r.below(12)
+                });
+                groups = c;
+            } else {
+                // Every fourth 1×1 case has a plane wider than one block of columns.
+                let wide = case % 4 == 1;
+                (n, c, m) = (1 + r.below(6), 1 + r.below(40), 1 + r.below(40));
+                (k, stride, dilation, pad) = ([1, 1], [1, 1], [1, 1], [(0, 0); 2]);
+                size = if wide {
+                    [65 + r.below(8), 66]
+                } else {
+                    [1 + r.below(9), 1 + r.below(9)]
+                };
+                groups = 1;
+            }
+            let co = if groups == 1 { m } else { c * m };
+            let what = format!(
+                "{e:?} n{n} c{c} co{co} in{size:?} k{k:?} s{stride:?} d{dilation:?} p{pad:?}"
+            );
+            let options = ConvOptions::new_with_padding(stride, pad, dilation, groups);
+            let x = tensor(
+                r.values(n * c * size[0] * size[1]),
+                [n, c, size[0], size[1]],
+            );
+            let w = tensor(
+                r.values(co * (c / groups) * k[0] * k[1]),
+                [co, c / groups, k[0], k[1]],
+            )
+            .mul_scalar(4.0);
+            let b = Tensor::<1>::from_data(TensorData::new(r.values(co), [co]), &device);
+            let ours = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::conv2d_fused(
+                x.clone().into_dispatch(),
+                w.clone().into_dispatch(),
+                b.clone().into_dispatch(),
+                options.clone(),
+                e,
+            ));
+            let theirs = reference(burn::tensor::module::conv2d(x, w, Some(b), options), e);
+            assert_eq!(ours.dims(), theirs.dims(), "{what}");
+            close(ours, theirs, "output", &what);
         }
     }
 

@@ -106,9 +106,13 @@ impl Standardisation {
                 *s += (*v as f64 - m).powi(2);
             }
         }
+        // A spread below what f32 resolves of the feature's mean (its last digits, which
+        // differ between equally correct kernels) is not scaled up to unit size: the solve
+        // would fit rounding noise, and the folded weights (W / s) would amplify it.
         let std = var
             .iter()
-            .map(|v| (v / n as f64).sqrt().max(1e-6))
+            .zip(&mean)
+            .map(|(v, m)| (v / n as f64).sqrt().max(1e-6).max(1e-4 * m.abs()))
             .collect();
         Self { mean, std }
     }

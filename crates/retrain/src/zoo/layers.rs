@@ -3,7 +3,7 @@
 use burn::module::{Param, RunningState};
 use burn::nn::conv::Conv2d;
 
-use crate::kernels::{self, Pointwise};
+use crate::kernels::{self, Epilogue, Pointwise};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
@@ -29,6 +29,19 @@ pub enum Act {
 }
 
 impl Act {
+    /// The activation as a fused convolution's epilogue, where the kernels have it.
+    pub fn epilogue(self) -> Option<Epilogue> {
+        Some(match self {
+            Act::Identity => Epilogue::Identity,
+            Act::Relu => Epilogue::Relu,
+            Act::Relu6 => Epilogue::Act(Pointwise::Relu6),
+            Act::Silu => Epilogue::Act(Pointwise::Silu),
+            Act::Hardswish => Epilogue::Act(Pointwise::Hardswish),
+            Act::Gelu => Epilogue::Act(Pointwise::Gelu),
+            Act::Tanh => return None,
+        })
+    }
+
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Act::Identity => x,
@@ -326,6 +339,12 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // Folded for inference: the bias and activation in the convolution's own pass.
+        if self.bn.is_none()
+            && let Some(epilogue) = self.act.epilogue()
+        {
+            return kernels::conv_fused(&self.conv, x, epilogue);
+        }
         let x = crate::kernels::conv(&self.conv, x);
         let x = match &self.bn {
             Some(bn) => kernels::batch_norm(bn, x),

@@ -1,0 +1,267 @@
+//! Inference convolutions with the bias and the activation in the same pass
+//! ([`Epilogue`]), on contiguous NCHW `f32` slices: here the depthwise convolution, in
+//! `pointwise.rs` the 1×1 convolution (most of a MobileNet's or an EfficientNet's work).
+//!
+//! burn-flex's own run the convolution into a zero-filled buffer, add the bias in a second
+//! pass and leave the activation to a third. Here each block of output rows is finished
+//! while it is in cache: accumulators that start as the bias, written out once through the
+//! activation (never zero-filled first).
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::depthwise::Depthwise;
+use super::{Pointwise, simd};
+
+/// What follows a convolution in the same pass: its bias (when it has one), then this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    Identity,
+    /// `max(x, 0)`; NaN stays NaN, as PyTorch's.
+    Relu,
+    Act(Pointwise),
+}
+
+impl Epilogue {
+    #[inline(always)]
+    pub(crate) fn value(self, x: f32) -> f32 {
+        match self {
+            Epilogue::Identity => x,
+            Epilogue::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            Epilogue::Act(a) => a.value(x),
+        }
+    }
+}
+
+/// `$body` with `$e` a constant of the epilogue in each copy (a constant, not a captured
+/// value, so that it folds into every closure and function the body passes it to), so that
+/// the element loops are compiled for each epilogue with its function inlined.
+macro_rules! per_epilogue {
+    ($epi:expr, |$e:ident| $body:expr) => {{
+        #[allow(non_upper_case_globals)]
+        match $epi {
+            Epilogue::Identity => {
+                const $e: Epilogue = Epilogue::Identity;
+                $body
+            }
+            Epilogue::Relu => {
+                const $e: Epilogue = Epilogue::Relu;
+                $body
+            }
+            Epilogue::Act(Pointwise::Relu6) => {
+                const $e: Epilogue = Epilogue::Act(Pointwise::Relu6);
+                $body
+            }
+            Epilogue::Act(Pointwise::Hardswish) => {
+                const $e: Epilogue = Epilogue::Act(Pointwise::Hardswish);
+                $body
+            }
+            Epilogue::Act(Pointwise::Silu) => {
+                const $e: Epilogue = Epilogue::Act(Pointwise::Silu);
+                $body
+            }
+            Epilogue::Act(Pointwise::Gelu) => {
+                const $e: Epilogue = Epilogue::Act(Pointwise::Gelu);
+                $body
+            }
+        }
+    }};
+}
+
+/// A vector of `len` values whose every element `fill` writes: `fill` gets disjoint chunks
+/// of `chunk` elements (the last may be shorter) with their index, in parallel.
+pub(crate) fn written_once(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the capacity is at least `len`, and every element of `..len` was written: the
+    // chunks cover it, and each `fill` below writes its whole chunk (a contract each caller
+    // states where it fills).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// A depthwise convolution (`g.multiplier` output channels per input channel), its bias
+/// and `epilogue`, as `[n, c · multiplier, oh, ow]`.
+pub fn depthwise(
+    g: &Depthwise,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    per_epilogue!(epilogue, |E| depthwise_with(
+        g,
+        input,
+        weight,
+        bias,
+        #[inline(always)]
+        |v| E.value(v)
+    ))
+}
+
+fn depthwise_with(
+    g: &Depthwise,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: impl Fn(f32) -> f32 + Sync + Copy,
+) -> Vec<f32> {
+    let (m, plane) = (g.multiplier, g.out_size[0] * g.out_size[1]);
+    let phases = Phases::of(g);
+    let [ih, iw] = g.in_size;
+    let [kh, kw] = g.kernel;
+    // One task per input plane: it is split into phases once for its `m` output planes,
+    // which lie together in the output.
+    written_once(g.batch * g.channels * m * plane, m * plane, |t, out| {
+        let c = t % g.channels;
+        let x = &input[t * ih * iw..][..ih * iw];
+        let w = &weight[c * m * kh * kw..][..m * kh * kw];
+        // Buffers of the thread, kept from plane to plane (a plane's size or less).
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+        }
+        SCRATCH.with_borrow_mut(|(split, acc)| {
+            simd::vectorized(
+                #[inline(always)]
+                || depthwise_planes(g, &phases, x, w, bias, c, out, epilogue, split, acc),
+            )
+        })
+    })
+}
+
+/// How a depthwise convolution reads its input: the zero-padded plane split into
+/// `stride[0] × stride[1]` phases (rows ≡ a mod the row stride, columns ≡ b mod the column
+/// stride), each `rows × width`. A kernel tap then reads one phase at a fixed offset
+/// from the output element's own index in a `width`-wide grid, so that every tap is one
+/// unit-stride pass over a block of whole rows (the columns past the output's are
+/// computed and dropped): long vector loops even where the output's rows are 7 wide.
+struct Phases {
+    stride: [usize; 2],
+    pad: [usize; 2],
+    rows: usize,
+    width: usize,
+    /// Per tap (kernel row-major): the phase it reads and its offset there.
+    taps: Vec<(usize, usize)>,
+}
+
+impl Phases {
+    fn of(g: &Depthwise) -> Self {
+        let [sh, sw] = g.stride;
+        // The padded extent the outputs reach, and at least the input with its leading pad.
+        let padded = |a: usize| {
+            let reach = (g.out_size[a] - 1) * g.stride[a] + g.dilation[a] * (g.kernel[a] - 1) + 1;
+            reach.max(g.pad_begin[a] + g.in_size[a])
+        };
+        let (rows, width) = (padded(0).div_ceil(sh), padded(1).div_ceil(sw));
+        let taps = (0..g.kernel[0])
+            .flat_map(|i| (0..g.kernel[1]).map(move |j| (i * g.dilation[0], j * g.dilation[1])))
+            .map(|(a, b)| ((a % sh) * sw + b % sw, (a / sh) * width + b / sw))
+            .collect();
+        Phases {
+            stride: g.stride,
+            pad: g.pad_begin,
+            rows,
+            width,
+            taps,
+        }
+    }
+
+    /// Elements of one phase, with a row of slack: the dropped columns of the last output
+    /// row read up to a row past the phase's end.
+    fn phase_len(&self) -> usize {
+        (self.rows + 1) * self.width
+    }
+
+    /// The input plane `x` `[h, w]` split into its phases in `out`, zero where padded.
+    #[inline(always)]
+    fn split(&self, x: &[f32], w: usize, out: &mut Vec<f32>) {
+        let [sh, sw] = self.stride;
+        let len = self.phase_len();
+        out.clear();
+        out.resize(sh * sw * len, 0.0);
+        for (y, row) in x.chunks_exact(w).enumerate() {
+            let py = y + self.pad[0];
+            let (a, u) = (py % sh, py / sh);
+            for b in 0..sw {
+                // Input columns x with (x + pad) % sw == b land at (x + pad) / sw.
+                let first = (b + sw - self.pad[1] % sw) % sw;
+                let Some(src) = row.get(first..) else {
+                    continue;
+                };
+                let at = (a * sw + b) * len + u * self.width + (first + self.pad[1]) / sw;
+                let n = src.len().div_ceil(sw);
+                let dst = &mut out[at..at + n];
+                if sw == 1 {
+                    dst.copy_from_slice(src);
+                } else {
+                    for (d, s) in dst.iter_mut().zip(src.chunks(sw)) {
+                        *d = s[0];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output rows per pass: a block of about 4096 accumulators (16 KiB), in L1.
+const BLOCK: usize = 4096;
+
+/// The `m` output planes of input channel `c` (input plane `x`, their weights `w`), with
+/// the thread's buffers `split` and `acc`: every element of `out` is written (the contract
+/// of `written_once`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_planes(
+    g: &Depthwise,
+    phases: &Phases,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    c: usize,
+    out: &mut [MaybeUninit<f32>],
+    epilogue: impl Fn(f32) -> f32,
+    split: &mut Vec<f32>,
+    acc: &mut Vec<f32>,
+) {
+    let [oh, ow] = g.out_size;
+    let (width, len) = (phases.width, phases.phase_len());
+    phases.split(x, g.in_size[1], split);
+    let taps = g.kernel[0] * g.kernel[1];
+    let block = (BLOCK / width).clamp(1, oh);
+    acc.resize(block * width, 0.0);
+    for (j, out) in out.chunks_mut(oh * ow).enumerate() {
+        let co = c * g.multiplier + j;
+        let b = bias.map_or(0.0, |b| b[co]);
+        let w = &w[j * taps..][..taps];
+        for r0 in (0..oh).step_by(block) {
+            let n = (oh - r0).min(block) * width;
+            let acc = &mut acc[..n];
+            acc.fill(b);
+            for (&wv, &(phase, offset)) in w.iter().zip(&phases.taps) {
+                let src = &split[phase * len + r0 * width + offset..][..n];
+                for (a, &s) in acc.iter_mut().zip(src) {
+                    *a += wv * s;
+                }
+            }
+            for (row, acc) in out[r0 * ow..].chunks_mut(ow).zip(acc.chunks(width)) {
+                for (o, &a) in row.iter_mut().zip(acc) {
+                    o.write(epilogue(a));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Running a kernel's loops with the CPU's vector instructions.
+//!
+//! The crate is compiled for the baseline x86-64 (SSE2), so that one binary runs on any
+//! x86-64 CPU; its loops then vectorise 4 lanes wide. [`vectorized`] runs a closure
+//! compiled again for AVX-512 or AVX2 + FMA, when the CPU has them (detected once), as
+//! burn-flex's and gemm's own kernels do. The closure and what it calls must be
+//! `#[inline(always)]` (iterator adapters are inlined anyway) to be compiled with them.
+
+/// `f()`, compiled for the widest vector instructions the CPU has.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn v4<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn v3<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match level() {
+            // SAFETY: `level` found these instruction sets on this CPU.
+            Level::V4 => return unsafe { v4(f) },
+            // SAFETY: as above.
+            Level::V3 => return unsafe { v3(f) },
+            Level::Baseline => {}
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum Level {
+    Baseline,
+    V3,
+    V4,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let v3 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if v3 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            Level::V4
+        } else if v3 {
+            Level::V3
+        } else {
+            Level::Baseline
+        }
+    })
+}
