@@ -4,7 +4,8 @@
 //!
 //! erf is Abramowitz and Stegun's 7.1.26 (absolute error below 1.5e-7), the form
 //! PyTorch's own vectorised CPU GELU uses (`Vectorized<float>::erf`); the `exp(-x²/2)`
-//! it needs is φ's as well, computed once by [`exp_nonpositive`].
+//! it needs is φ's as well, computed once by [`exp_nonpositive`], which SiLU's sigmoid
+//! uses too.
 
 /// `exp(y)` for `y ≤ 0`, relative error about 1e-7: `2^n · e^r` with `n = round(y / ln 2)`
 /// and `|r| ≤ ln 2 / 2`, `e^r` by its degree-7 Taylor polynomial (truncation below 6e-9).
@@ -19,7 +20,8 @@ fn exp_nonpositive(y: f32) -> f32 {
     // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer without a call.
     const ROUND: f32 = 12_582_912.0;
     let y = y.max(-87.0);
-    let n = (y * LOG2E + ROUND) - ROUND;
+    let k = y * LOG2E + ROUND;
+    let n = k - ROUND;
     let r = (y - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -27,8 +29,11 @@ fn exp_nonpositive(y: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // 2^n from its exponent bits: n is in [-126, 0] here.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from its exponent bits: n is in [-126, 0] here. `k`'s bits are those of
+    // 1.5 · 2^23 plus n (its unit is 1), so n comes from them by integer arithmetic that
+    // vectorises (a float-to-int `as` is a scalar, NaN-checked conversion per lane).
+    let n_bits = k.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -50,6 +55,15 @@ fn cdf_and_density(x: f32) -> (f32, f32) {
     let erf_abs = 1.0 - poly * e;
     let erf = if x < 0.0 { -erf_abs } else { erf_abs };
     (0.5 * (1.0 + erf), e)
+}
+
+/// The logistic sigmoid `1 / (1 + e^-x)` from [`exp_nonpositive`] of `-|x|` (SiLU's, in
+/// the same vectorised arithmetic; libm's `expf` per element kept SiLU's loops scalar).
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    let e = exp_nonpositive(-x.abs());
+    let s = 1.0 / (1.0 + e);
+    if x < 0.0 { e * s } else { s }
 }
 
 /// `x · Φ(x)`.

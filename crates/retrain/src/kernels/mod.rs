@@ -189,7 +189,7 @@ impl Pointwise {
                 }
             }
             Pointwise::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
-            Pointwise::Silu => x / (1.0 + (-x).exp()),
+            Pointwise::Silu => x * gelu::sigmoid(x),
             Pointwise::Gelu => gelu::value(x),
         }
     }
@@ -217,7 +217,7 @@ impl Pointwise {
                 }
             }
             Pointwise::Silu => {
-                let s = 1.0 / (1.0 + (-x).exp());
+                let s = gelu::sigmoid(x);
                 s * (1.0 + x * (1.0 - s))
             }
             Pointwise::Gelu => gelu::derivative(x),
