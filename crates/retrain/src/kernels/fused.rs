@@ -77,7 +77,7 @@ macro_rules! per_epilogue {
 
 /// A vector of `len` values whose every element `fill` writes: `fill` gets disjoint chunks
 /// of `chunk` elements (the last may be shorter) with their index, in parallel.
-pub(crate) fn written_once(
+fn written_once(
     len: usize,
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
@@ -88,8 +88,8 @@ pub(crate) fn written_once(
         .enumerate()
         .for_each(|(i, c)| fill(i, c));
     // SAFETY: the capacity is at least `len`, and every element of `..len` was written: the
-    // chunks cover it, and each `fill` below writes its whole chunk (a contract each caller
-    // states where it fills).
+    // chunks cover it, and `fill` writes its whole chunk (the contract `depthwise_planes`
+    // states and keeps).
     unsafe { out.set_len(len) };
     out
 }

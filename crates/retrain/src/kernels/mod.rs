@@ -24,7 +24,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
+use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
@@ -104,12 +104,7 @@ pub trait Kernels: Backend {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
-        let y = Self::conv2d(x, weight, Some(bias), options);
-        match epilogue {
-            Epilogue::Identity => y,
-            Epilogue::Relu => Self::relu(y),
-            Epilogue::Act(a) => Self::activation(y, a),
-        }
+        conv2d_then::<Self>(x, weight, bias, options, epilogue)
     }
 
     /// An elementwise activation in one pass (burn composes ReLU6, hard-swish and SiLU of
@@ -159,6 +154,32 @@ pub trait Kernels: Backend {
 /// The options of a 1×1 convolution: stride 1, no padding, one group.
 fn unit_options() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [0, 0], [1, 1], 1)
+}
+
+/// Whether a convolution of `weight`'s shape under `options` is a 1×1 one with stride 1, no
+/// padding and one group: what the 1×1 kernels (`pointwise.rs`) compute.
+fn is_unit(weight: &[usize], options: &ConvOptions<2>) -> bool {
+    weight[2..] == [1, 1]
+        && options.groups == 1
+        && options.stride == [1, 1]
+        && options.padding.iter().all(|&p| p == (0, 0))
+}
+
+/// burn's convolution with its bias, then `epilogue` as a separate operation: the body of
+/// [`Kernels::conv2d_fused`] where no fused kernel applies.
+fn conv2d_then<B: Kernels>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    options: ConvOptions<2>,
+    epilogue: Epilogue,
+) -> FloatTensor<B> {
+    let y = B::conv2d(x, weight, Some(bias), options);
+    match epilogue {
+        Epilogue::Identity => y,
+        Epilogue::Relu => B::relu(y),
+        Epilogue::Act(a) => B::activation(y, a),
+    }
 }
 
 /// The activations [`Kernels::activation`] computes.
@@ -401,18 +422,9 @@ impl Kernels for Flex {
         let f32s = [x.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 3];
         let sizes = xs.iter().chain(&ws).all(|&d| d > 0);
         let depthwise = options.groups == xs[1] && ws[1] == 1 && ws[0] % xs[1] == 0;
-        let pointwise = options.groups == 1
-            && ws[2..] == [1, 1]
-            && options.stride == [1, 1]
-            && options.padding_begin() == [0, 0]
-            && options.padding_end() == [0, 0];
+        let pointwise = is_unit(&ws, &options);
         if !(f32s && sizes && (depthwise || pointwise)) {
-            let y = Self::conv2d(x, weight, Some(bias), options);
-            return match epilogue {
-                Epilogue::Identity => y,
-                Epilogue::Relu => Self::relu(y),
-                Epilogue::Act(a) => Self::activation(y, a),
-            };
+            return conv2d_then::<Self>(x, weight, bias, options, epilogue);
         }
         let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
         if pointwise {
@@ -426,7 +438,7 @@ impl Kernels for Flex {
             padded.checked_sub(reach).map(|d| d / options.stride[a] + 1)
         };
         let (Some(oh), Some(ow)) = (out(0), out(1)) else {
-            return Self::conv2d(x, weight, Some(bias), options);
+            return conv2d_then::<Self>(x, weight, bias, options, epilogue);
         };
         let shape = [xs[0], ws[0], oh, ow];
         let g = geometry(&xs, &ws, &shape, &options);
@@ -884,12 +896,7 @@ fn takes_depthwise_kernels(groups: usize, x: &Tensor<4>) -> bool {
 /// inference path has it).
 fn takes_pointwise_kernels(weight: &[usize], options: &ConvOptions<2>, x: &Tensor<4>) -> bool {
     let device = x.device();
-    weight[2..] == [1, 1]
-        && options.groups == 1
-        && options.stride == [1, 1]
-        && options.padding.iter().all(|&p| p == (0, 0))
-        && device.is_autodiff()
-        && on_flex(&device)
+    is_unit(weight, options) && device.is_autodiff() && on_flex(&device)
 }
 
 /// A 2-D convolution as `burn::tensor::module::conv2d`, with the depthwise and 1×1
