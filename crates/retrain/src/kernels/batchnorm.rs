@@ -1,14 +1,17 @@
-//! BatchNorm in training mode (statistics of the batch) on contiguous NCHW `f32` slices.
+//! BatchNorm in training mode (statistics of the batch) on contiguous NCHW `f32` slices,
+//! with the activation after it ([`Epilogue`]) in the same passes.
 //!
 //! burn's default `batch_norm_train` and its backward are tensor compositions: each
 //! reduction transposes the activation to channels-first (a full copy), and forward and
 //! backward take about ten passes over it. Here the statistics are one pass, the output
 //! one, and the backward two (the two per-channel sums, then the input gradient), in
-//! parallel over channels or planes. Sums are taken in `f64`.
+//! parallel over channels or planes. Sums are taken in `f64`. The activation's input (the
+//! normalised value) is recomputed where the backward needs it rather than stored: one
+//! activation-sized buffer and two passes fewer per layer than BatchNorm, then activation.
 
 use rayon::prelude::*;
 
-use super::simd;
+use super::{Epilogue, Pointwise, simd, written_once};
 
 /// An activation `[n, c, plane]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,70 +60,95 @@ pub fn stats(s: &Shape, x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Per channel `gamma / sqrt(var + eps)` and `beta - mean · that`: the output is
-/// `x · scale + shift`.
-fn affine(gamma: &[f32], beta: &[f32], stats: &[f32], eps: f64) -> Vec<(f32, f32)> {
-    let c = gamma.len();
-    (0..c)
-        .map(|i| {
-            let inv_std = 1.0 / (f64::from(stats[c + i]) + eps).sqrt();
-            let scale = f64::from(gamma[i]) * inv_std;
-            (
-                scale as f32,
-                (f64::from(beta[i]) - f64::from(stats[i]) * scale) as f32,
-            )
-        })
-        .collect()
+/// A BatchNorm layer's scale and shift, the batch's statistics (from [`stats`]) and the
+/// layer's epsilon.
+#[derive(Debug, Clone, Copy)]
+pub struct Params<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub stats: &'a [f32],
+    pub eps: f64,
 }
 
-/// The normalised, scaled and shifted output.
-pub fn forward(
-    s: &Shape,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    stats: &[f32],
-    eps: f64,
-) -> Vec<f32> {
-    let ab = affine(gamma, beta, stats, eps);
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(s.plane)
-        .zip(x.par_chunks(s.plane))
-        .enumerate()
-        .for_each(|(p, (y, x))| {
-            let (a, b) = ab[p % s.channels];
-            simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x * a + b;
-                    }
-                },
-            )
-        });
-    y
+impl Params<'_> {
+    /// `1 / sqrt(var + eps)` of channel `i`.
+    fn inv_std(&self, i: usize) -> f64 {
+        1.0 / (f64::from(self.stats[self.gamma.len() + i]) + self.eps).sqrt()
+    }
+
+    /// Per channel the mean, `gamma / sqrt(var + eps)` and beta: the normalised output is
+    /// `(x - mean) · scale + beta` (centred first: `x · scale + shift` loses the output's
+    /// digits to cancellation where the variance is small). The backward pass recomputes it
+    /// from the same `f32` values, so the activation's derivative sees the forward's very
+    /// input.
+    fn affine(&self) -> Vec<Affine> {
+        (0..self.gamma.len())
+            .map(|i| Affine {
+                mean: self.stats[i],
+                scale: (f64::from(self.gamma[i]) * self.inv_std(i)) as f32,
+                beta: self.beta[i],
+            })
+            .collect()
+    }
 }
 
-/// The gradients of gamma and beta, `[Σ dy·x̂ per channel …, Σ dy per channel …]`, where
-/// `x̂ = (x - mean) / sqrt(var + eps)`.
-pub fn param_grads(s: &Shape, x: &[f32], dy: &[f32], stats: &[f32], eps: f64) -> Vec<f32> {
-    let c = s.channels;
+#[derive(Debug, Clone, Copy)]
+struct Affine {
+    mean: f32,
+    scale: f32,
+    beta: f32,
+}
+
+impl Affine {
+    #[inline(always)]
+    fn of(self, x: f32) -> f32 {
+        (x - self.mean) * self.scale + self.beta
+    }
+}
+
+/// `epilogue` of the normalised, scaled and shifted input, written once.
+pub fn forward(s: &Shape, x: &[f32], p: &Params, epilogue: Epilogue) -> Vec<f32> {
+    let ab = p.affine();
+    per_epilogue!(epilogue, |E| written_once(x.len(), s.plane, |i, y| {
+        let f = ab[i % s.channels];
+        let x = &x[i * s.plane..][..s.plane];
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    y.write(E.value(f.of(x)));
+                }
+            },
+        )
+    }))
+}
+
+/// The gradients of gamma and beta, `[Σ dz·x̂ per channel …, Σ dz per channel …]`, where
+/// `x̂ = (x - mean) / sqrt(var + eps)` and `dz = dy · epilogue'(x̂ · gamma + beta)` (the
+/// gradient at the normalisation's output, recomputed, never stored).
+pub fn param_grads(s: &Shape, x: &[f32], dy: &[f32], p: &Params, epilogue: Epilogue) -> Vec<f32> {
+    let (c, ab) = (s.channels, p.affine());
     let per: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|i| {
-            let (mut sdy, mut sdyx) = (0f64, 0f64);
+            let f = ab[i];
+            let (mut sdz, mut sdzx) = (0f64, 0f64);
             for n in 0..s.batch {
-                let g = s.plane_of(dy, n, i);
-                let (a, b) = simd::vectorized(
+                let (g, x) = (s.plane_of(dy, n, i), s.plane_of(x, n, i));
+                let (u, v) = per_epilogue!(epilogue, |E| simd::vectorized(
                     #[inline(always)]
-                    || (sum(g), dot(g, s.plane_of(x, n, i))),
-                );
-                sdy += a;
-                sdyx += b;
+                    || grad_sums(
+                        g,
+                        x,
+                        #[inline(always)]
+                        |x| E.derivative(f.of(x))
+                    )
+                ));
+                sdz += u;
+                sdzx += v;
             }
-            let mean = f64::from(stats[i]);
-            let inv_std = 1.0 / (f64::from(stats[c + i]) + eps).sqrt();
-            (((sdyx - mean * sdy) * inv_std) as f32, sdy as f32)
+            let mean = f64::from(p.stats[i]);
+            (((sdzx - mean * sdz) * p.inv_std(i)) as f32, sdz as f32)
         })
         .collect();
     per.iter()
@@ -129,46 +157,69 @@ pub fn param_grads(s: &Shape, x: &[f32], dy: &[f32], stats: &[f32], eps: f64) ->
         .collect()
 }
 
-/// The input gradient, `gamma / sqrt(var + eps) · (dy - mean(dy) - x̂ · mean(dy · x̂))`,
-/// from the sums of [`param_grads`]; per channel it is `dy · a + x · b + k`.
+/// The input gradient, `gamma / sqrt(var + eps) · (dz - mean(dz) - x̂ · mean(dz · x̂))`,
+/// from the sums of [`param_grads`] (`dz` as there), with `x̂ = (x - mean) / sqrt(var + eps)`.
 pub fn input_grad(
     s: &Shape,
     x: &[f32],
     dy: &[f32],
-    gamma: &[f32],
-    stats: &[f32],
+    p: &Params,
     sums: &[f32],
-    eps: f64,
+    epilogue: Epilogue,
 ) -> Vec<f32> {
     let c = s.channels;
     let m = s.count();
+    let ab = p.affine();
+    // Per channel: gamma / sqrt(var + eps), mean(dz) and mean(dz · x̂) / sqrt(var + eps).
     let coef: Vec<(f32, f32, f32)> = (0..c)
         .map(|i| {
-            let inv_std = 1.0 / (f64::from(stats[c + i]) + eps).sqrt();
-            let a = f64::from(gamma[i]) * inv_std;
-            let mean_dyx = f64::from(sums[i]) / m;
-            let mean_dy = f64::from(sums[c + i]) / m;
-            let b = -a * inv_std * mean_dyx;
-            let k = -a * mean_dy - b * f64::from(stats[i]);
-            (a as f32, b as f32, k as f32)
+            let inv_std = p.inv_std(i);
+            let a = f64::from(p.gamma[i]) * inv_std;
+            let mean_dz = f64::from(sums[c + i]) / m;
+            let q = f64::from(sums[i]) / m * inv_std;
+            (a as f32, mean_dz as f32, q as f32)
         })
         .collect();
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(s.plane)
-        .zip(x.par_chunks(s.plane).zip(dy.par_chunks(s.plane)))
-        .enumerate()
-        .for_each(|(p, (dx, (x, dy)))| {
-            let (a, b, k) = coef[p % c];
-            simd::vectorized(
-                #[inline(always)]
-                || {
-                    for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                        *d = g * a + x * b + k;
-                    }
-                },
-            )
-        });
-    dx
+    per_epilogue!(epilogue, |E| written_once(x.len(), s.plane, |i, dx| {
+        let (a, mean_dz, q) = coef[i % c];
+        let f = ab[i % c];
+        let (x, dy) = (&x[i * s.plane..][..s.plane], &dy[i * s.plane..][..s.plane]);
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                    let dz = g * E.derivative(f.of(x));
+                    d.write(a * (dz - mean_dz - (x - f.mean) * q));
+                }
+            },
+        )
+    }))
+}
+
+/// `Σ g·d(x)` and `Σ g·d(x)·x` of two slices, in sixteen `f32` lanes per 1024 values, then
+/// `f64`.
+#[inline(always)]
+fn grad_sums(g: &[f32], x: &[f32], d: impl Fn(f32) -> f32) -> (f64, f64) {
+    let (mut s, mut sx) = (0f64, 0f64);
+    for (g, x) in g.chunks(1024).zip(x.chunks(1024)) {
+        let (mut a, mut b) = ([0f32; 16], [0f32; 16]);
+        let (gc, xc) = (g.chunks_exact(16), x.chunks_exact(16));
+        for (&g, &x) in gc.remainder().iter().zip(xc.remainder()) {
+            let dz = g * d(x);
+            s += f64::from(dz);
+            sx += f64::from(dz * x);
+        }
+        for (g, x) in gc.zip(xc) {
+            for i in 0..16 {
+                let dz = g[i] * d(x[i]);
+                a[i] += dz;
+                b[i] += dz * x[i];
+            }
+        }
+        s += a.iter().map(|&v| f64::from(v)).sum::<f64>();
+        sx += b.iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+    (s, sx)
 }
 
 /// Σx and Σx² of a slice, in eight `f32` lanes per 1024 values, then `f64`.
@@ -194,37 +245,6 @@ fn sum_and_squares(v: &[f32]) -> (f64, f64) {
     (sum, sq)
 }
 
-/// Σx of a slice, in eight `f32` lanes per 1024 values, then `f64`.
-#[inline(always)]
-fn sum(v: &[f32]) -> f64 {
-    let mut total = 0f64;
-    for block in v.chunks(1024) {
-        let mut a = [0f32; 8];
-        let chunks = block.chunks_exact(8);
-        total += chunks
-            .remainder()
-            .iter()
-            .map(|&x| f64::from(x))
-            .sum::<f64>();
-        for x in chunks {
-            for i in 0..8 {
-                a[i] += x[i];
-            }
-        }
-        total += a.iter().map(|&v| f64::from(v)).sum::<f64>();
-    }
-    total
-}
-
-/// A dot product in eight `f32` lanes per 1024 values, blocks summed in `f64`.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.chunks(1024)
-        .zip(b.chunks(1024))
-        .map(|(a, b)| f64::from(super::depthwise::dot(a, b)))
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,9 +264,15 @@ mod tests {
         let beta = r.values(4);
         let eps = 1e-3;
         let st = stats(&s, &x);
-        let y = forward(&s, &x, &gamma, &beta, &st, eps);
-        let sums = param_grads(&s, &x, &dy, &st, eps);
-        let dx = input_grad(&s, &x, &dy, &gamma, &st, &sums, eps);
+        let p = Params {
+            gamma: &gamma,
+            beta: &beta,
+            stats: &st,
+            eps,
+        };
+        let y = forward(&s, &x, &p, Epilogue::Identity);
+        let sums = param_grads(&s, &x, &dy, &p, Epilogue::Identity);
+        let dx = input_grad(&s, &x, &dy, &p, &sums, Epilogue::Identity);
         let m = 3.0 * 37.0;
         for c in 0..4 {
             let idx: Vec<usize> = (0..3)

@@ -9,10 +9,8 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::depthwise::Depthwise;
-use super::{Pointwise, simd};
+use super::{Pointwise, simd, written_once};
 
 /// What follows a convolution in the same pass: its bias (when it has one), then this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +34,23 @@ impl Epilogue {
                 }
             }
             Epilogue::Act(a) => a.value(x),
+        }
+    }
+
+    /// The derivative at `x`, with PyTorch's values at the kinks (ReLU's is 0 at 0, as
+    /// `threshold_backward` gives it).
+    #[inline(always)]
+    pub(crate) fn derivative(self, x: f32) -> f32 {
+        match self {
+            Epilogue::Identity => 1.0,
+            Epilogue::Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Epilogue::Act(a) => a.derivative(x),
         }
     }
 }
@@ -73,25 +88,6 @@ macro_rules! per_epilogue {
             }
         }
     }};
-}
-
-/// A vector of `len` values whose every element `fill` writes: `fill` gets disjoint chunks
-/// of `chunk` elements (the last may be shorter) with their index, in parallel.
-fn written_once(
-    len: usize,
-    chunk: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, c)| fill(i, c));
-    // SAFETY: the capacity is at least `len`, and every element of `..len` was written: the
-    // chunks cover it, and `fill` writes its whole chunk (the contract `depthwise_planes`
-    // states and keeps).
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// A depthwise convolution (`g.multiplier` output channels per input channel), its bias

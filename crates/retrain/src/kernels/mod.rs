@@ -12,7 +12,6 @@
 //! - `fused`: inference convolutions (depthwise, 1×1) with their bias and activation in the
 //!   same pass ([`conv_fused`]).
 
-pub mod batchnorm;
 pub mod depthwise;
 mod gelu;
 mod simd;
@@ -34,6 +33,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::{DType, Slice, TensorData};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use depthwise::Depthwise;
@@ -122,21 +123,24 @@ pub trait Kernels: Backend {
     /// differentiated (the gradient of [`Kernels::batch_norm_with_stats`] accounts for them).
     fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// BatchNorm on the batch's own statistics `stats` (from [`Kernels::channel_stats`]).
+    /// BatchNorm on the batch's own statistics `stats` (from [`Kernels::channel_stats`]),
+    /// then `options.epilogue`, in one pass.
     fn batch_norm_with_stats(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self>;
 
     /// The gradients of [`Kernels::batch_norm_with_stats`] for gamma and beta, as `[2, c]`.
     fn batch_norm_param_grads(
         x: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self>;
 
     /// The gradient of [`Kernels::batch_norm_with_stats`] for its input, from the sums of
@@ -145,10 +149,18 @@ pub trait Kernels: Backend {
         x: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         sums: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self>;
+}
+
+/// A training-mode BatchNorm's epsilon and the activation that follows it in the same pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormOptions {
+    pub epsilon: f64,
+    pub epilogue: Epilogue,
 }
 
 /// The options of a 1×1 convolution: stride 1, no padding, one group.
@@ -272,30 +284,48 @@ macro_rules! per_activation {
     };
 }
 
-// After `per_activation!`, which they use; `pointwise` after `fused`'s `per_epilogue!`.
+// After `per_activation!`, which they use; `pointwise` and `batchnorm` after `fused`'s
+// `per_epilogue!`.
 #[macro_use]
 pub mod fused;
+pub mod batchnorm;
 pub mod pointwise;
 
 /// Elements per parallel task of the elementwise kernels: large enough to amortise a
 /// task, small enough to split a 64×64 map across cores.
 const CHUNK: usize = 1 << 14;
 
-/// `f(a[i], b[i])` for every element, in parallel chunks.
+/// `f(a[i], b[i])` for every element, in parallel chunks; `f` must be `#[inline(always)]`
+/// to be compiled into the vectorised loop.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(o, (a, b))| {
-            simd::vectorized(
-                #[inline(always)]
-                || {
-                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                        *o = f(a, b);
-                    }
-                },
-            )
-        });
+    written_once(a.len(), CHUNK, |i, o| {
+        let (a, b) = (&a[i * CHUNK..][..o.len()], &b[i * CHUNK..][..o.len()]);
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                    o.write(f(a, b));
+                }
+            },
+        )
+    })
+}
+
+/// A vector of `len` values whose every element `fill` writes: `fill` gets disjoint chunks
+/// of `chunk` elements (the last may be shorter) with their index, in parallel.
+pub(crate) fn written_once(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the capacity is at least `len`, and every element of `..len` was written: the
+    // chunks cover it, and `fill` writes its whole chunk (the contract every caller keeps).
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -312,6 +342,17 @@ fn geometry(x: &[usize], weight: &[usize], out: &[usize], o: &ConvOptions<2>) ->
         dilation: o.dilation,
         pad_begin: o.padding_begin(),
     }
+}
+
+/// The output height and width of a convolution of `x` by `weight` (shapes), when the
+/// padded input holds the kernel's reach.
+fn output_size(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<[usize; 2]> {
+    let out = |a: usize| {
+        let reach = options.dilation[a] * (weight[2 + a].checked_sub(1)?) + 1;
+        let padded = x[2 + a] + options.padding_begin()[a] + options.padding_end()[a];
+        padded.checked_sub(reach).map(|d| d / options.stride[a] + 1)
+    };
+    Some([out(0)?, out(1)?])
 }
 
 /// The `f32` values of a flex tensor, copied only when it is not contiguous.
@@ -381,6 +422,25 @@ impl Kernels for Flex {
         flex_tensor(dw, weight.shape().to_vec())
     }
 
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let (xs, ws) = (x.shape().to_vec(), weight.shape().to_vec());
+        let sizes = xs.iter().chain(&ws).all(|&d| d > 0);
+        let Some([oh, ow]) = output_size(&xs, &ws, &options).filter(|_| sizes) else {
+            return Self::conv2d(x, weight, None, options);
+        };
+        if [x.dtype(), weight.dtype()] != [DType::F32; 2] {
+            return Self::conv2d(x, weight, None, options);
+        }
+        let shape = [xs[0], ws[0], oh, ow];
+        let g = geometry(&xs, &ws, &shape, &options);
+        let y = fused::depthwise(&g, &values(&x), &values(&weight), None, Epilogue::Identity);
+        flex_tensor(y, shape.to_vec())
+    }
+
     fn depthwise_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -432,12 +492,7 @@ impl Kernels for Flex {
             let y = pointwise::forward(xs[0], xs[1], spatial, &xv, &wv, Some(&bv), epilogue);
             return flex_tensor(y, vec![xs[0], ws[0], xs[2], xs[3]]);
         }
-        let out = |a: usize| {
-            let reach = options.dilation[a] * (ws[2 + a] - 1) + 1;
-            let padded = xs[2 + a] + options.padding_begin()[a] + options.padding_end()[a];
-            padded.checked_sub(reach).map(|d| d / options.stride[a] + 1)
-        };
-        let (Some(oh), Some(ow)) = (out(0), out(1)) else {
+        let Some([oh, ow]) = output_size(&xs, &ws, &options) else {
             return conv2d_then::<Self>(x, weight, bias, options, epilogue);
         };
         let shape = [xs[0], ws[0], oh, ow];
@@ -462,7 +517,12 @@ impl Kernels for Flex {
             return back_to(x, dtype);
         }
         let v = values(&x);
-        let y = per_activation!(act, |a| zip_map(&v, &v, |x, _| a.value(x)));
+        let y = per_activation!(act, |a| zip_map(
+            &v,
+            &v,
+            #[inline(always)]
+            |x, _| a.value(x)
+        ));
         back_to(flex_tensor(y, x.shape().to_vec()), dtype)
     }
 
@@ -494,7 +554,12 @@ impl Kernels for Flex {
             }
         }
         let (xv, gv) = (values(&x), values(&g));
-        let dx = per_activation!(act, |a| zip_map(&xv, &gv, |x, g| g * a.derivative(x)));
+        let dx = per_activation!(act, |a| zip_map(
+            &xv,
+            &gv,
+            #[inline(always)]
+            |x, g| g * a.derivative(x)
+        ));
         back_to(flex_tensor(dx, x.shape().to_vec()), dtype)
     }
 
@@ -509,31 +574,30 @@ impl Kernels for Flex {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self> {
         let dtype = x.dtype();
         let (x, gamma, beta, stats) = (as_f32(x), as_f32(gamma), as_f32(beta), as_f32(stats));
-        let s = bn_shape(&x);
-        let y = batchnorm::forward(
-            &s,
-            &values(&x),
-            &values(&gamma),
-            &values(&beta),
-            &values(&stats),
-            epsilon,
-        );
+        let (gamma, beta, stats) = (values(&gamma), values(&beta), values(&stats));
+        let p = norm_params(&gamma, &beta, &stats, options);
+        let y = batchnorm::forward(&bn_shape(&x), &values(&x), &p, options.epilogue);
         back_to(flex_tensor(y, x.shape().to_vec()), dtype)
     }
 
     fn batch_norm_param_grads(
         x: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self> {
-        let (x, g, stats) = (as_f32(x), as_f32(out_grad), as_f32(stats));
+        let (x, g) = (as_f32(x), as_f32(out_grad));
+        let (gamma, beta, stats) = (as_f32(gamma), as_f32(beta), as_f32(stats));
+        let (gamma, beta, stats) = (values(&gamma), values(&beta), values(&stats));
+        let p = norm_params(&gamma, &beta, &stats, options);
         let s = bn_shape(&x);
-        let sums = batchnorm::param_grads(&s, &values(&x), &values(&g), &values(&stats), epsilon);
+        let sums = batchnorm::param_grads(&s, &values(&x), &values(&g), &p, options.epilogue);
         flex_tensor(sums, vec![2, s.channels])
     }
 
@@ -541,24 +605,39 @@ impl Kernels for Flex {
         x: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         sums: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self> {
         let dtype = out_grad.dtype();
-        let (x, g) = (as_f32(x), as_f32(out_grad));
-        let (gamma, stats, sums) = (as_f32(gamma), as_f32(stats), as_f32(sums));
-        let s = bn_shape(&x);
+        let (x, g, sums) = (as_f32(x), as_f32(out_grad), as_f32(sums));
+        let (gamma, beta, stats) = (as_f32(gamma), as_f32(beta), as_f32(stats));
+        let (gamma, beta, stats) = (values(&gamma), values(&beta), values(&stats));
+        let p = norm_params(&gamma, &beta, &stats, options);
         let dx = batchnorm::input_grad(
-            &s,
+            &bn_shape(&x),
             &values(&x),
             &values(&g),
-            &values(&gamma),
-            &values(&stats),
+            &p,
             &values(&sums),
-            epsilon,
+            options.epilogue,
         );
         back_to(flex_tensor(dx, x.shape().to_vec()), dtype)
+    }
+}
+
+fn norm_params<'a>(
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    stats: &'a [f32],
+    options: NormOptions,
+) -> batchnorm::Params<'a> {
+    batchnorm::Params {
+        gamma,
+        beta,
+        stats,
+        eps: options.epsilon,
     }
 }
 
@@ -692,13 +771,13 @@ impl<B: Backend + Kernels> Backward<B, 1> for ActivationBackward {
     }
 }
 
-/// The backward node of [`Kernels::batch_norm_with_stats`]: keeps the input and gamma, and
-/// carries the batch statistics.
+/// The backward node of [`Kernels::batch_norm_with_stats`]: keeps the input, gamma and beta
+/// (the activation's input is recomputed from them), and carries the batch statistics.
 #[derive(Debug)]
 struct BatchNormBackward;
 
 impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
-    type State = (NodeId, NodeId, B::FloatTensorPrimitive, f64);
+    type State = (NodeId, NodeId, NodeId, B::FloatTensorPrimitive, NormOptions);
 
     fn backward(
         self,
@@ -708,11 +787,19 @@ impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
     ) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, gamma_state, stats, epsilon) = ops.state;
+        let (x_state, gamma_state, beta_state, stats, options) = ops.state;
         let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
         let gamma = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
+        let beta = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(beta_state);
         let channels = gamma.shape()[0];
-        let sums = B::batch_norm_param_grads(x.clone(), grad.clone(), stats.clone(), epsilon);
+        let sums = B::batch_norm_param_grads(
+            x.clone(),
+            grad.clone(),
+            gamma.clone(),
+            beta.clone(),
+            stats.clone(),
+            options,
+        );
         let row = |r: isize| {
             let rows = [Slice::new(r, Some(r + 1), 1), Slice::new(0, None, 1)];
             B::float_reshape(B::float_slice(sums.clone(), &rows), Shape::new([channels]))
@@ -724,7 +811,7 @@ impl<B: Backend + Kernels> Backward<B, 3> for BatchNormBackward {
             grads.register::<B>(node.id, row(1));
         }
         if let Some(node) = node_x {
-            let dx = B::batch_norm_input_grad(x, grad, gamma, stats, sums, epsilon);
+            let dx = B::batch_norm_input_grad(x, grad, gamma, beta, stats, sums, options);
             grads.register::<B>(node.id, dx);
         }
     }
@@ -740,7 +827,7 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self> {
         let stats = Self::inner(stats);
         match BatchNormBackward
@@ -751,21 +838,22 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let gamma_state = prep.checkpoint(&gamma);
+                let beta_state = prep.checkpoint(&beta);
                 let y = B::batch_norm_with_stats(
                     x.into_primitive(),
                     gamma.into_primitive(),
                     beta.into_primitive(),
                     stats.clone(),
-                    epsilon,
+                    options,
                 );
-                prep.finish((x_state, gamma_state, stats, epsilon), y)
+                prep.finish((x_state, gamma_state, beta_state, stats, options), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::batch_norm_with_stats(
                 x.into_primitive(),
                 gamma.into_primitive(),
                 beta.into_primitive(),
                 stats,
-                epsilon,
+                options,
             )),
         }
     }
@@ -773,24 +861,30 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
     fn batch_norm_param_grads(
         x: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self> {
         let (x, g, stats) = (Self::inner(x), Self::inner(out_grad), Self::inner(stats));
-        Self::from_inner(B::batch_norm_param_grads(x, g, stats, epsilon))
+        let (gamma, beta) = (Self::inner(gamma), Self::inner(beta));
+        Self::from_inner(B::batch_norm_param_grads(x, g, gamma, beta, stats, options))
     }
 
     fn batch_norm_input_grad(
         x: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         sums: FloatTensor<Self>,
-        epsilon: f64,
+        options: NormOptions,
     ) -> FloatTensor<Self> {
         let (x, g, gamma) = (Self::inner(x), Self::inner(out_grad), Self::inner(gamma));
-        let (stats, sums) = (Self::inner(stats), Self::inner(sums));
-        Self::from_inner(B::batch_norm_input_grad(x, g, gamma, stats, sums, epsilon))
+        let (beta, stats, sums) = (Self::inner(beta), Self::inner(stats), Self::inner(sums));
+        Self::from_inner(B::batch_norm_input_grad(
+            x, g, gamma, beta, stats, sums, options,
+        ))
     }
 
     fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
@@ -883,9 +977,8 @@ fn on_flex(device: &Device) -> bool {
 }
 
 /// Whether a convolution of `groups` over `x` takes the depthwise kernels: a depthwise
-/// convolution (groups = input channels) being trained on the CPU backend. Without
-/// autodiff burn's own is used: its forward pass is burn-flex's depthwise kernel either way,
-/// and it adds the bias in the same pass.
+/// convolution (groups = input channels) being trained on the CPU backend (without
+/// autodiff the fused inference path, [`conv2d_fused`], has it).
 fn takes_depthwise_kernels(groups: usize, x: &Tensor<4>) -> bool {
     let device = x.device();
     groups > 1 && groups == x.dims()[1] && device.is_autodiff() && on_flex(&device)
@@ -944,10 +1037,20 @@ pub fn activation<const D: usize>(x: Tensor<D>, act: Pointwise) -> Tensor<D> {
 /// autodiff device and the layer is not frozen, running statistics updated with the biased
 /// variance as burn does) with the training path through [`Kernels`] on the CPU backend.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_then(bn, x, Epilogue::Identity)
+}
+
+/// `epilogue(batch_norm(bn, x))`: in training on the CPU backend one kernel, which keeps
+/// neither the normalised values nor the activation's input for the backward pass.
+pub fn batch_norm_then<const D: usize>(
+    bn: &BatchNorm,
+    x: Tensor<D>,
+    epilogue: Epilogue,
+) -> Tensor<D> {
     let device = x.device();
     let training = device.is_autodiff() && bn.training.is_enabled();
     if !training || !on_flex(&device) || D < 3 {
-        return bn.forward(x);
+        return then(bn.forward(x), epilogue);
     }
     let stats = Tensor::<2>::from_dispatch(<Dispatch as Kernels>::channel_stats(
         x.clone().into_dispatch(),
@@ -957,7 +1060,10 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
         stats.clone().into_dispatch(),
-        bn.epsilon,
+        NormOptions {
+            epsilon: bn.epsilon,
+            epilogue,
+        },
     ));
     let c = stats.dims()[1];
     let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
@@ -1193,6 +1299,27 @@ mod tests {
         }
     }
 
+    const EPILOGUES: [Epilogue; 6] = [
+        Epilogue::Identity,
+        Epilogue::Relu,
+        Epilogue::Act(Pointwise::Relu6),
+        Epilogue::Act(Pointwise::Hardswish),
+        Epilogue::Act(Pointwise::Silu),
+        Epilogue::Act(Pointwise::Gelu),
+    ];
+
+    /// `e` of `y` with burn's own activations.
+    fn burns_epilogue<const D: usize>(y: Tensor<D>, e: Epilogue) -> Tensor<D> {
+        match e {
+            Epilogue::Identity => y,
+            Epilogue::Relu => burn::tensor::activation::relu(y),
+            Epilogue::Act(Pointwise::Relu6) => y.clamp(0.0, 6.0),
+            Epilogue::Act(Pointwise::Hardswish) => burn::tensor::activation::hard_swish(y),
+            Epilogue::Act(Pointwise::Silu) => burn::tensor::activation::silu(y),
+            Epilogue::Act(Pointwise::Gelu) => burn::tensor::activation::gelu(y),
+        }
+    }
+
     /// The fused inference convolutions (depthwise with channel multipliers, strides,
     /// dilations, asymmetric paddings; 1×1 over batches that split by image and by block of
     /// columns, and single images) with each epilogue equal burn's convolution followed by
@@ -1201,22 +1328,8 @@ mod tests {
     fn fused_convolutions_equal_burns_convolution_then_activation() {
         let device = Device::flex();
         let mut r = Lcg(77);
-        let epilogues = [
-            Epilogue::Identity,
-            Epilogue::Relu,
-            Epilogue::Act(Pointwise::Relu6),
-            Epilogue::Act(Pointwise::Hardswish),
-            Epilogue::Act(Pointwise::Silu),
-            Epilogue::Act(Pointwise::Gelu),
-        ];
-        let reference = |y: Tensor<4>, e: Epilogue| match e {
-            Epilogue::Identity => y,
-            Epilogue::Relu => burn::tensor::activation::relu(y),
-            Epilogue::Act(Pointwise::Relu6) => y.clamp(0.0, 6.0),
-            Epilogue::Act(Pointwise::Hardswish) => burn::tensor::activation::hard_swish(y),
-            Epilogue::Act(Pointwise::Silu) => burn::tensor::activation::silu(y),
-            Epilogue::Act(Pointwise::Gelu) => burn::tensor::activation::gelu(y),
-        };
+        let epilogues = EPILOGUES;
+        let reference = burns_epilogue::<4>;
         let tensor = |v: Vec<f32>, shape: [usize; 4]| {
             Tensor::<4>::from_data(TensorData::new(v, shape), &device)
         };
@@ -1317,20 +1430,26 @@ mod tests {
         }
     }
 
-    /// BatchNorm in training: output, running statistics and the gradients of the input,
-    /// gamma and beta equal burn-nn's `BatchNorm::forward` under autodiff, for ranks 3 to 5.
+    /// BatchNorm in training, alone and with each activation in the same kernel: output,
+    /// running statistics and the gradients of the input, gamma and beta equal burn-nn's
+    /// `BatchNorm::forward` (then burn's activation) under autodiff, for ranks 3 to 5. The
+    /// outputs spread over ±8, across every activation's kinks.
     #[test]
     fn batch_norm_training_equals_burns() {
         use burn::module::Param;
         use burn::nn::BatchNormConfig;
         let device = Device::flex().autodiff();
         let mut r = Lcg(5);
-        for (shape, eps, momentum) in [
+        let cases = [
             (vec![4usize, 3, 17], 1e-5, 0.1),
             (vec![2, 5, 6, 7], 1e-3, 0.01),
             (vec![3, 2, 4, 3, 5], 1e-5, 0.3),
             (vec![1, 4, 1, 1], 1e-3, 0.1),
-        ] {
+        ];
+        for ((shape, eps, momentum), e) in cases
+            .into_iter()
+            .flat_map(|case| EPILOGUES.map(|e| (case.clone(), e)))
+        {
             let c = shape[1];
             // Two separate layers (a clone would share its running statistics).
             let (gs, bs) = (r.values(c), r.values(c));
@@ -1341,7 +1460,7 @@ mod tests {
                     .init(&device);
                 let v =
                     |x: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(x.clone(), [c]), &device);
-                bn.gamma = Param::from_tensor(v(&gs).add_scalar(1.0));
+                bn.gamma = Param::from_tensor(v(&gs).mul_scalar(6.0).add_scalar(1.0));
                 bn.beta = Param::from_tensor(v(&bs));
                 bn
             };
@@ -1349,7 +1468,7 @@ mod tests {
             let n: usize = shape.iter().product();
             let xs: Vec<f32> = r.values(n).iter().map(|v| v * 3.0 + 0.5).collect();
             let ws = r.values(n);
-            let case = format!("{shape:?}");
+            let case = format!("{shape:?} {e:?}");
             macro_rules! run {
                 ($d:literal) => {{
                     let dims: [usize; $d] = shape.clone().try_into().unwrap();
@@ -1358,8 +1477,8 @@ mod tests {
                     let x2 = Tensor::<$d>::from_data(TensorData::new(xs.clone(), dims), &device)
                         .require_grad();
                     let w = Tensor::<$d>::from_data(TensorData::new(ws.clone(), dims), &device);
-                    let ours = batch_norm(&bn, x1.clone());
-                    let theirs = theirs_bn.forward(x2.clone());
+                    let ours = batch_norm_then(&bn, x1.clone(), e);
+                    let theirs = burns_epilogue(theirs_bn.forward(x2.clone()), e);
                     let g1 = (ours.clone() * w.clone()).sum().backward();
                     let g2 = (theirs.clone() * w).sum().backward();
                     let flat = |t: Tensor<$d>| t.inner().reshape([1, 1, 1, n]);

@@ -42,6 +42,15 @@ impl Act {
         })
     }
 
+    /// The activation of `bn`'s output: in training on the CPU in the BatchNorm's own
+    /// kernel (`kernels::batch_norm_then`).
+    pub fn after_batch_norm<const D: usize>(self, bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+        match self.epilogue() {
+            Some(e) => kernels::batch_norm_then(bn, x, e),
+            None => self.apply(kernels::batch_norm(bn, x)),
+        }
+    }
+
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Act::Identity => x,
@@ -346,11 +355,10 @@ impl ConvBnAct {
             return kernels::conv_fused(&self.conv, x, epilogue);
         }
         let x = crate::kernels::conv(&self.conv, x);
-        let x = match &self.bn {
-            Some(bn) => kernels::batch_norm(bn, x),
-            None => x,
-        };
-        self.act.apply(x)
+        match &self.bn {
+            Some(bn) => self.act.after_batch_norm(bn, x),
+            None => self.act.apply(x),
+        }
     }
 
     /// Folds inference-mode BatchNorm into the convolution: w' = w·γ/σ, b' = β − μ·γ/σ.
@@ -596,7 +604,7 @@ impl BnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.act.apply(kernels::batch_norm(&self.bn, x))
+        self.act.after_batch_norm(&self.bn, x)
     }
 
     pub fn export(&self, out: &mut TensorMap) {
