@@ -73,27 +73,35 @@ pub trait Kernels: Backend {
         Self::conv2d_weight_backward(x, weight, out_grad, options)
     }
 
-    /// A 1×1 convolution with stride 1, no padding, one group and no bias.
-    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::conv2d(x, weight, None, unit_options())
+    /// A dense convolution (one group) without bias, as matrix products: on the input as
+    /// stored for a 1×1 one with stride 1 and no padding (`pointwise.rs`), on gathered
+    /// patches otherwise (`dense.rs`).
+    fn dense_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
     }
 
-    /// The gradient of [`Kernels::pointwise_conv2d`] for its input.
-    fn pointwise_conv2d_x_backward(
+    /// The gradient of [`Kernels::dense_conv2d`] for its input.
+    fn dense_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        Self::conv2d_x_backward(x, weight, out_grad, unit_options())
+        Self::conv2d_x_backward(x, weight, out_grad, options)
     }
 
-    /// The gradient of [`Kernels::pointwise_conv2d`] for its weight.
-    fn pointwise_conv2d_weight_backward(
+    /// The gradient of [`Kernels::dense_conv2d`] for its weight.
+    fn dense_conv2d_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        Self::conv2d_weight_backward(x, weight, out_grad, unit_options())
+        Self::conv2d_weight_backward(x, weight, out_grad, options)
     }
 
     /// A convolution with its bias, then `epilogue`, for inference: in one pass where
@@ -161,11 +169,6 @@ pub trait Kernels: Backend {
 pub struct NormOptions {
     pub epsilon: f64,
     pub epilogue: Epilogue,
-}
-
-/// The options of a 1×1 convolution: stride 1, no padding, one group.
-fn unit_options() -> ConvOptions<2> {
-    ConvOptions::new([1, 1], [0, 0], [1, 1], 1)
 }
 
 /// Whether a convolution of `weight`'s shape under `options` is a 1×1 one with stride 1, no
@@ -289,6 +292,7 @@ macro_rules! per_activation {
 #[macro_use]
 pub mod fused;
 pub mod batchnorm;
+pub mod dense;
 pub mod pointwise;
 
 /// Elements per parallel task of the elementwise kernels: large enough to amortise a
@@ -344,6 +348,64 @@ fn geometry(x: &[usize], weight: &[usize], out: &[usize], o: &ConvOptions<2>) ->
     }
 }
 
+/// A dense convolution's geometry, and whether it is a 1×1 one the kernels take on the
+/// input as stored.
+struct DenseGeometry {
+    dense: dense::Dense,
+    unit: bool,
+}
+
+impl DenseGeometry {
+    fn out_shape(&self) -> Vec<usize> {
+        let w = &self.dense.window;
+        vec![
+            w.batch,
+            self.dense.channels_out,
+            w.out_size[0],
+            w.out_size[1],
+        ]
+    }
+}
+
+/// The geometry of a convolution of `x` by `weight` (shapes) under `options` when it is a
+/// dense one (one group) that the kernels take: every size at least 1, and an output.
+fn dense_geometry(
+    x: &[usize],
+    weight: &[usize],
+    options: &ConvOptions<2>,
+) -> Option<DenseGeometry> {
+    let sizes = x.iter().chain(weight).all(|&d| d > 0);
+    if options.groups != 1 || weight[1] != x[1] || !sizes {
+        return None;
+    }
+    let out = output_size(x, weight, options)?;
+    let shape = [x[0], weight[0], out[0], out[1]];
+    Some(DenseGeometry {
+        dense: dense::Dense {
+            window: geometry(x, weight, &shape, options),
+            channels_out: weight[0],
+        },
+        unit: is_unit(weight, options),
+    })
+}
+
+/// The forward pass of a dense convolution, its bias and `epilogue`.
+fn dense_forward(
+    g: &DenseGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    if g.unit {
+        let w = &g.dense.window;
+        let spatial = w.in_size[0] * w.in_size[1];
+        pointwise::forward(w.batch, w.channels, spatial, x, weight, bias, epilogue)
+    } else {
+        dense::forward(&g.dense, x, weight, bias, epilogue)
+    }
+}
+
 /// The output height and width of a convolution of `x` by `weight` (shapes), when the
 /// padded input holds the kernel's reach.
 fn output_size(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<[usize; 2]> {
@@ -372,54 +434,62 @@ fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex> {
 }
 
 impl Kernels for Flex {
-    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        if [x.dtype(), weight.dtype()] != [DType::F32; 2] {
-            return Self::conv2d(x, weight, None, unit_options());
-        }
-        let (xs, co) = (x.shape().to_vec(), weight.shape()[0]);
-        let y = pointwise::forward(
-            xs[0],
-            xs[1],
-            xs[2] * xs[3],
-            &values(&x),
-            &values(&weight),
-            None,
-            Epilogue::Identity,
-        );
-        flex_tensor(y, vec![xs[0], co, xs[2], xs[3]])
+    fn dense_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let f32s = [x.dtype(), weight.dtype()] == [DType::F32; 2];
+        let Some(g) = dense_geometry(&x.shape(), &weight.shape(), &options).filter(|_| f32s) else {
+            return Self::conv2d(x, weight, None, options);
+        };
+        let (xv, wv) = (values(&x), values(&weight));
+        flex_tensor(
+            dense_forward(&g, &xv, &wv, None, Epilogue::Identity),
+            g.out_shape(),
+        )
     }
 
-    fn pointwise_conv2d_x_backward(
+    fn dense_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        if [x.dtype(), weight.dtype(), out_grad.dtype()] != [DType::F32; 3] {
-            return Self::conv2d_x_backward(x, weight, out_grad, unit_options());
-        }
+        let f32s = [x.dtype(), weight.dtype(), out_grad.dtype()] == [DType::F32; 3];
         let xs = x.shape().to_vec();
-        let dx = pointwise::input_grad(
-            xs[0],
-            xs[1],
-            xs[2] * xs[3],
-            &values(&weight),
-            &values(&out_grad),
-        );
+        let Some(g) = dense_geometry(&xs, &weight.shape(), &options).filter(|_| f32s) else {
+            return Self::conv2d_x_backward(x, weight, out_grad, options);
+        };
+        let (wv, gv) = (values(&weight), values(&out_grad));
+        let dx = if g.unit {
+            let w = &g.dense.window;
+            pointwise::input_grad(w.batch, w.channels, w.in_size[0] * w.in_size[1], &wv, &gv)
+        } else {
+            dense::input_grad(&g.dense, &wv, &gv)
+        };
         flex_tensor(dx, xs)
     }
 
-    fn pointwise_conv2d_weight_backward(
+    fn dense_conv2d_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         out_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        if [x.dtype(), weight.dtype(), out_grad.dtype()] != [DType::F32; 3] {
-            return Self::conv2d_weight_backward(x, weight, out_grad, unit_options());
-        }
-        let xs = x.shape().to_vec();
-        let dw =
-            pointwise::weight_grad(xs[0], xs[1], xs[2] * xs[3], &values(&x), &values(&out_grad));
-        flex_tensor(dw, weight.shape().to_vec())
+        let f32s = [x.dtype(), weight.dtype(), out_grad.dtype()] == [DType::F32; 3];
+        let ws = weight.shape().to_vec();
+        let Some(g) = dense_geometry(&x.shape(), &ws, &options).filter(|_| f32s) else {
+            return Self::conv2d_weight_backward(x, weight, out_grad, options);
+        };
+        let (xv, gv) = (values(&x), values(&out_grad));
+        let dw = if g.unit {
+            let w = &g.dense.window;
+            pointwise::weight_grad(w.batch, w.channels, w.in_size[0] * w.in_size[1], &xv, &gv)
+        } else {
+            dense::weight_grad(&g.dense, &xv, &gv)
+        };
+        flex_tensor(dw, ws)
     }
 
     fn depthwise_conv2d(
@@ -482,16 +552,15 @@ impl Kernels for Flex {
         let f32s = [x.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 3];
         let sizes = xs.iter().chain(&ws).all(|&d| d > 0);
         let depthwise = options.groups == xs[1] && ws[1] == 1 && ws[0] % xs[1] == 0;
-        let pointwise = is_unit(&ws, &options);
-        if !(f32s && sizes && (depthwise || pointwise)) {
+        if let Some(g) = dense_geometry(&xs, &ws, &options).filter(|_| f32s) {
+            let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
+            let y = dense_forward(&g, &xv, &wv, Some(&bv), epilogue);
+            return flex_tensor(y, g.out_shape());
+        }
+        if !(f32s && sizes && depthwise) {
             return conv2d_then::<Self>(x, weight, bias, options, epilogue);
         }
         let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
-        if pointwise {
-            let spatial = xs[2] * xs[3];
-            let y = pointwise::forward(xs[0], xs[1], spatial, &xv, &wv, Some(&bv), epilogue);
-            return flex_tensor(y, vec![xs[0], ws[0], xs[2], xs[3]]);
-        }
         let Some([oh, ow]) = output_size(&xs, &ws, &options) else {
             return conv2d_then::<Self>(x, weight, bias, options, epilogue);
         };
@@ -683,11 +752,21 @@ fn back_to(t: FloatTensor<Flex>, dtype: DType) -> FloatTensor<Flex> {
     }
 }
 
-/// The backward node of [`Kernels::depthwise_conv2d`] under autodiff.
-#[derive(Debug)]
-struct DepthwiseBackward;
+/// Which of retrain's convolutions a [`ConvBackward`] node differentiates.
+#[derive(Debug, Clone, Copy)]
+enum ConvKind {
+    /// [`Kernels::depthwise_conv2d`].
+    Depthwise,
+    /// [`Kernels::dense_conv2d`].
+    Dense,
+}
 
-impl<B: Backend + Kernels> Backward<B, 2> for DepthwiseBackward {
+/// The backward node of [`Kernels::depthwise_conv2d`] and [`Kernels::dense_conv2d`] under
+/// autodiff: keeps the input and the weight.
+#[derive(Debug)]
+struct ConvBackward(ConvKind);
+
+impl<B: Backend + Kernels> Backward<B, 2> for ConvBackward {
     type State = (NodeId, NodeId, ConvOptions<2>);
 
     fn backward(
@@ -702,47 +781,20 @@ impl<B: Backend + Kernels> Backward<B, 2> for DepthwiseBackward {
         let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
         let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
         if let Some(node) = node_x {
-            let dx = B::depthwise_conv2d_x_backward(
-                x.clone(),
-                weight.clone(),
-                grad.clone(),
-                options.clone(),
-            );
+            let (x, w, g, o) = (x.clone(), weight.clone(), grad.clone(), options.clone());
+            let dx = match self.0 {
+                ConvKind::Depthwise => B::depthwise_conv2d_x_backward(x, w, g, o),
+                ConvKind::Dense => B::dense_conv2d_x_backward(x, w, g, o),
+            };
             grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_weight {
-            grads.register::<B>(
-                node.id,
-                B::depthwise_conv2d_weight_backward(x, weight, grad, options),
-            );
-        }
-    }
-}
-
-/// The backward node of [`Kernels::pointwise_conv2d`] under autodiff.
-#[derive(Debug)]
-struct PointwiseBackward;
-
-impl<B: Backend + Kernels> Backward<B, 2> for PointwiseBackward {
-    type State = (NodeId, NodeId);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_x, node_weight] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state) = ops.state;
-        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
-        if let Some(node) = node_x {
-            let dx = B::pointwise_conv2d_x_backward(x.clone(), weight.clone(), grad.clone());
-            grads.register::<B>(node.id, dx);
-        }
-        if let Some(node) = node_weight {
-            let dw = B::pointwise_conv2d_weight_backward(x, weight, grad);
+            let dw = match self.0 {
+                ConvKind::Depthwise => {
+                    B::depthwise_conv2d_weight_backward(x, weight, grad, options)
+                }
+                ConvKind::Dense => B::dense_conv2d_weight_backward(x, weight, grad, options),
+            };
             grads.register::<B>(node.id, dw);
         }
     }
@@ -912,25 +964,12 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         Self::from_inner(B::activation_backward(x, g, act))
     }
 
-    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        match PointwiseBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                let weight_state = prep.checkpoint(&weight);
-                prep.finish(
-                    (x_state, weight_state),
-                    B::pointwise_conv2d(x.into_primitive(), weight.into_primitive()),
-                )
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::pointwise_conv2d(
-                x.into_primitive(),
-                weight.into_primitive(),
-            )),
-        }
+    fn dense_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        tracked_conv::<B, C>(ConvKind::Dense, x, weight, options)
     }
 
     fn depthwise_conv2d(
@@ -938,25 +977,40 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        match DepthwiseBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                let weight_state = prep.checkpoint(&weight);
-                prep.finish(
-                    (x_state, weight_state, options.clone()),
-                    B::depthwise_conv2d(x.into_primitive(), weight.into_primitive(), options),
-                )
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(
-                x.into_primitive(),
-                weight.into_primitive(),
-                options,
-            )),
+        tracked_conv::<B, C>(ConvKind::Depthwise, x, weight, options)
+    }
+}
+
+/// A convolution of `kind` under autodiff: the inner backend's, recorded with its
+/// [`ConvBackward`] node when tracked.
+fn tracked_conv<B: Backend + Kernels, C: CheckpointStrategy>(
+    kind: ConvKind,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let forward = |x, weight, options| match kind {
+        ConvKind::Depthwise => B::depthwise_conv2d(x, weight, options),
+        ConvKind::Dense => B::dense_conv2d(x, weight, options),
+    };
+    match ConvBackward(kind)
+        .prepare::<C>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let weight_state = prep.checkpoint(&weight);
+            prep.finish(
+                (x_state, weight_state, options.clone()),
+                forward(x.into_primitive(), weight.into_primitive(), options),
+            )
         }
+        OpsKind::UnTracked(prep) => prep.finish(forward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            options,
+        )),
     }
 }
 
@@ -984,12 +1038,11 @@ fn takes_depthwise_kernels(groups: usize, x: &Tensor<4>) -> bool {
     groups > 1 && groups == x.dims()[1] && device.is_autodiff() && on_flex(&device)
 }
 
-/// Whether a convolution takes the 1×1 kernels: a 1×1 convolution with stride 1, no
-/// padding and one group, being trained on the CPU backend (without autodiff the fused
-/// inference path has it).
-fn takes_pointwise_kernels(weight: &[usize], options: &ConvOptions<2>, x: &Tensor<4>) -> bool {
+/// Whether a convolution takes the dense kernels: one group, being trained on the CPU
+/// backend (without autodiff the fused inference path has it).
+fn takes_dense_kernels(options: &ConvOptions<2>, x: &Tensor<4>) -> bool {
     let device = x.device();
-    is_unit(weight, options) && device.is_autodiff() && on_flex(&device)
+    options.groups == 1 && device.is_autodiff() && on_flex(&device)
 }
 
 /// A 2-D convolution as `burn::tensor::module::conv2d`, with the depthwise and 1×1
@@ -1000,10 +1053,11 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let y = if takes_pointwise_kernels(&weight.dims(), &options, &x) {
-        Tensor::<4>::from_dispatch(<Dispatch as Kernels>::pointwise_conv2d(
+    let y = if takes_dense_kernels(&options, &x) {
+        Tensor::<4>::from_dispatch(<Dispatch as Kernels>::dense_conv2d(
             x.into_dispatch(),
             weight.into_dispatch(),
+            options,
         ))
     } else if takes_depthwise_kernels(options.groups, &x) {
         Tensor::<4>::from_dispatch(<Dispatch as Kernels>::depthwise_conv2d(
@@ -1138,9 +1192,7 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Same => return conv.forward(x),
     };
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    let weight = conv.weight.dims();
-    if !takes_depthwise_kernels(conv.groups, &x) && !takes_pointwise_kernels(&weight, &options, &x)
-    {
+    if !takes_depthwise_kernels(conv.groups, &x) && !takes_dense_kernels(&options, &x) {
         return conv.forward(x);
     }
     conv2d(
@@ -1246,25 +1298,40 @@ mod tests {
         }
     }
 
-    /// Forward and both gradients of a 1×1 convolution through [`conv2d`] (the 1×1
-    /// kernels) equal burn's convolution and its autodiff, over batches that split by image
-    /// or not, channel counts and plane sizes, with and without a bias, within 1e-5 of the
-    /// largest magnitude.
+    /// Forward and both gradients of a dense convolution through [`conv2d`] (the 1×1
+    /// kernels, or the patch kernels) equal burn's convolution and its autodiff, over
+    /// batches that split by image or not, channel counts, plane sizes (wider than a block
+    /// of columns too), kernels, strides, dilations and asymmetric paddings, with and
+    /// without a bias, within 1e-5 of the largest magnitude.
     #[test]
-    fn pointwise_forward_and_gradients_equal_burns_reference() {
+    fn dense_forward_and_gradients_equal_burns_reference() {
         let device = Device::flex().autodiff();
         let mut r = Lcg(5);
-        for case in 0..60 {
+        for case in 0..120 {
             let (n, c, co) = (1 + r.below(7), 1 + r.below(48), 1 + r.below(48));
-            let size = if case % 5 == 0 {
+            // Even cases 1×1 with stride 1 and no padding, odd ones any window.
+            let (k, stride, dilation, pad) = if case % 2 == 0 {
+                ([1, 1], [1, 1], [1, 1], [(0, 0); 2])
+            } else {
+                (
+                    [1 + r.below(5), 1 + r.below(5)],
+                    [1 + r.below(3), 1 + r.below(3)],
+                    [1 + r.below(2), 1 + r.below(2)],
+                    [(r.below(3), r.below(3)), (r.below(3), r.below(3))],
+                )
+            };
+            let reach =
+                |a: usize| (dilation[a] * (k[a] - 1) + 1).saturating_sub(pad[a].0 + pad[a].1);
+            let size = if case % 5 < 2 {
                 [60 + r.below(9), 70]
             } else {
-                [1 + r.below(12), 1 + r.below(12)]
+                [reach(0).max(1) + r.below(12), reach(1).max(1) + r.below(12)]
             };
-            let what = format!("n{n} c{c} co{co} in{size:?}");
-            let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+            let what =
+                format!("n{n} c{c} co{co} in{size:?} k{k:?} s{stride:?} d{dilation:?} p{pad:?}");
+            let options = ConvOptions::new_with_padding(stride, pad, dilation, 1);
             let xs = r.values(n * c * size[0] * size[1]);
-            let ws = r.values(co * c);
+            let ws = r.values(co * c * k[0] * k[1]);
             let make = |v: &Vec<f32>, shape: [usize; 4]| {
                 Tensor::<4>::from_data(TensorData::new(v.clone(), shape), &device).require_grad()
             };
@@ -1273,11 +1340,11 @@ mod tests {
             });
             let (x1, w1) = (
                 make(&xs, [n, c, size[0], size[1]]),
-                make(&ws, [co, c, 1, 1]),
+                make(&ws, [co, c, k[0], k[1]]),
             );
             let (x2, w2) = (
                 make(&xs, [n, c, size[0], size[1]]),
-                make(&ws, [co, c, 1, 1]),
+                make(&ws, [co, c, k[0], k[1]]),
             );
             let ours = conv2d(x1.clone(), w1.clone(), bias.clone(), options.clone());
             let theirs = burn::tensor::module::conv2d(x2.clone(), w2.clone(), bias, options);
@@ -1321,9 +1388,9 @@ mod tests {
     }
 
     /// The fused inference convolutions (depthwise with channel multipliers, strides,
-    /// dilations, asymmetric paddings; 1×1 over batches that split by image and by block of
-    /// columns, and single images) with each epilogue equal burn's convolution followed by
-    /// burn's activation, within 1e-5 of the largest magnitude.
+    /// dilations, asymmetric paddings; dense, 1×1 or any window, over batches that split by
+    /// image and by block of columns, and single images) with each epilogue equal burn's
+    /// convolution followed by burn's activation, within 1e-5 of the largest magnitude.
     #[test]
     fn fused_convolutions_equal_burns_convolution_then_activation() {
         let device = Device::flex();
@@ -1348,14 +1415,29 @@ mod tests {
                 });
                 groups = c;
             } else {
-                // Every fourth 1×1 case has a plane wider than one block of columns.
+                // Every fourth dense case has a plane wider than one block of columns; every
+                // other one is 1×1, the others any window.
                 let wide = case % 4 == 1;
                 (n, c, m) = (1 + r.below(6), 1 + r.below(40), 1 + r.below(40));
-                (k, stride, dilation, pad) = ([1, 1], [1, 1], [1, 1], [(0, 0); 2]);
+                (k, stride, dilation, pad) = if case % 4 == 3 {
+                    (
+                        [1 + r.below(4), 1 + r.below(4)],
+                        [1 + r.below(3), 1 + r.below(3)],
+                        [1 + r.below(2), 1 + r.below(2)],
+                        [(r.below(2), r.below(2)), (r.below(2), r.below(2))],
+                    )
+                } else {
+                    ([1, 1], [1, 1], [1, 1], [(0, 0); 2])
+                };
+                let reach = |a: usize| {
+                    (dilation[a] * (k[a] - 1) + 1)
+                        .saturating_sub(pad[a].0 + pad[a].1)
+                        .max(1)
+                };
                 size = if wide {
                     [65 + r.below(8), 66]
                 } else {
-                    [1 + r.below(9), 1 + r.below(9)]
+                    [reach(0) + r.below(9), reach(1) + r.below(9)]
                 };
                 groups = 1;
             }

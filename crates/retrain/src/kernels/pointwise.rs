@@ -38,7 +38,11 @@ pub fn forward(
         col_stride: 1,
     };
     let step = block_columns(channels_out, spatial);
-    per_image_product(batch, spatial, step, w, input, bias, epilogue)
+    let per_image = channels_in * spatial;
+    let x = |i: usize, j0: usize, _: usize, with: &mut dyn FnMut(&[f32], usize)| {
+        with(&input[i * per_image..][j0..per_image], spatial)
+    };
+    per_image_product(batch, spatial, step, w, &x, bias, epilogue)
 }
 
 /// The input gradient `[n, cin, spatial]`: per image `Wᵀ · dy`.
@@ -59,40 +63,43 @@ pub fn input_grad(
         col_stride: channels_in,
     };
     // Nothing to finish while in cache: one `gemm` per image (blocks were 9% slower here).
-    per_image_product(
-        batch,
-        spatial,
-        spatial,
-        wt,
-        out_grad,
-        None,
-        Epilogue::Identity,
-    )
+    let per_image = channels_out * spatial;
+    let dy = |i: usize, _: usize, _: usize, with: &mut dyn FnMut(&[f32], usize)| {
+        with(&out_grad[i * per_image..][..per_image], spatial)
+    };
+    per_image_product(batch, spatial, spatial, wt, &dy, None, Epilogue::Identity)
 }
 
 /// A matrix `rows × cols` in `values` with the given strides.
 #[derive(Clone, Copy)]
-struct Matrix<'a> {
-    values: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
+pub(super) struct Matrix<'a> {
+    pub values: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
 }
 
-/// `epilogue(a · x[i] + bias)` for every image `x[i]` `[a.cols, spatial]` of `input`, as
-/// `[n, a.rows, spatial]`.
+/// The right-hand side of [`per_image_product`]: `rhs(i, j0, cols, with)` calls `with` with
+/// columns `j0..j0 + cols` of image `i`'s `[a.cols, spatial]` matrix, as a slice that starts
+/// at the block's first column, and its row stride (the image as stored, or its patches
+/// gathered for the block).
+pub(super) type Columns<'a> =
+    dyn Fn(usize, usize, usize, &mut dyn FnMut(&[f32], usize)) + Sync + 'a;
+
+/// `epilogue(a · x[i] + bias)` for every image `x[i]` `[a.cols, spatial]` that `rhs` gives,
+/// as `[n, a.rows, spatial]`.
 ///
 /// The work is split into blocks of `step` columns of each image, in parallel, each block
 /// one single-threaded `gemm` then the epilogue while it is in cache. The blocks are the same
 /// whatever the batch and the threads, so an image's output is the same bits however it is
 /// batched (an evaluation reproduces the figures of the run that trained the model).
-fn per_image_product(
+pub(super) fn per_image_product(
     batch: usize,
     spatial: usize,
     step: usize,
     a: Matrix,
-    input: &[f32],
+    rhs: &Columns,
     bias: Option<&[f32]>,
     epilogue: Epilogue,
 ) -> Vec<f32> {
@@ -101,7 +108,7 @@ fn per_image_product(
         rows > 0
             && depth > 0
             && a.values.len() > (rows - 1) * a.row_stride + (depth - 1) * a.col_stride,
-        "a 1×1 convolution needs channels, and its weight all of them"
+        "a convolution needs channels, and its weight all of them"
     );
     let per_image = rows * spatial;
     let blocks: Vec<(usize, usize)> = (0..batch)
@@ -111,38 +118,43 @@ fn per_image_product(
     let dst = Shared(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     blocks.into_par_iter().for_each(|(i, j0)| {
         let cols = step.min(spatial - j0);
-        let x = &input[i * depth * spatial..][..depth * spatial];
         // SAFETY: the capacity holds `batch · rows · spatial` values; this block's are
         // columns `j0..j0 + cols` of the `rows` rows of image `i`, which no other block
         // touches.
         let image = unsafe { dst.at(i * per_image) };
-        // SAFETY: `gemm` reads `a` (inside `a.values`, asserted above) and `x`'s columns
-        // `j0..j0 + cols` of its `depth` rows (stride `spatial`), inside `x`, and writes
-        // this block's columns (stride `spatial`); `read_dst` is false, so the
-        // uninitialised destination is only written.
-        unsafe {
-            gemm::gemm(
-                rows,
-                cols,
-                depth,
-                image.add(j0),
-                1,
-                spatial as isize,
-                false,
-                a.values.as_ptr(),
-                a.col_stride as isize,
-                a.row_stride as isize,
-                x.as_ptr().add(j0),
-                1,
-                spatial as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+        rhs(i, j0, cols, &mut |x, row_stride| {
+            assert!(
+                x.len() >= (depth - 1) * row_stride + cols,
+                "a block outside its image"
             );
-        }
+            // SAFETY: `gemm` reads `a` (inside `a.values`, asserted above) and `cols` columns
+            // of `x`'s `depth` rows (stride `row_stride`), inside `x` (asserted), and writes
+            // this block's columns (stride `spatial`); `read_dst` is false, so the
+            // uninitialised destination is only written.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    cols,
+                    depth,
+                    image.add(j0),
+                    1,
+                    spatial as isize,
+                    false,
+                    a.values.as_ptr(),
+                    a.col_stride as isize,
+                    a.row_stride as isize,
+                    x.as_ptr(),
+                    1,
+                    row_stride as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
         // SAFETY: `gemm` has just written these `cols` values of each row, this block's.
         let row =
             |r: usize| unsafe { std::slice::from_raw_parts_mut(image.add(r * spatial + j0), cols) };
@@ -163,7 +175,7 @@ fn per_image_product(
 
 /// The output buffer, shared by the blocks that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
+pub(super) struct Shared(pub *mut f32);
 
 // SAFETY: the blocks that share it write disjoint elements (see `per_image_product`).
 unsafe impl Send for Shared {}
@@ -173,14 +185,13 @@ unsafe impl Sync for Shared {}
 impl Shared {
     /// # Safety
     /// `offset` is inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: the caller's.
         unsafe { self.0.add(offset) }
     }
 }
 
-/// The weight gradient `[cout, cin]`: `Σ over images of dy · xᵀ`, each thread summing its
-/// share of the images into its own matrix, the matrices then added.
+/// The weight gradient `[cout, cin]`: `Σ over images of dy · xᵀ`.
 pub fn weight_grad(
     batch: usize,
     channels_in: usize,
@@ -188,8 +199,36 @@ pub fn weight_grad(
     input: &[f32],
     out_grad: &[f32],
 ) -> Vec<f32> {
+    let per_image = channels_in * spatial;
+    let x = |i: usize, _: usize, _: usize, with: &mut dyn FnMut(&[f32], usize)| {
+        with(&input[i * per_image..][..per_image], spatial)
+    };
     let channels_out = out_grad.len() / (batch * spatial);
-    let size = channels_out * channels_in;
+    sum_of_products(
+        batch,
+        spatial,
+        spatial,
+        channels_out,
+        channels_in,
+        out_grad,
+        &x,
+    )
+}
+
+/// `Σ over images i and blocks of dy[i] · x[i]ᵀ`, `[rows, depth]`, for `dy` `[n, rows,
+/// spatial]` and the `[depth, spatial]` images `x` that `rhs` gives in blocks of `step`
+/// columns: each thread sums its share of the images into its own matrix, the matrices then
+/// added.
+pub(super) fn sum_of_products(
+    batch: usize,
+    spatial: usize,
+    step: usize,
+    rows: usize,
+    depth: usize,
+    out_grad: &[f32],
+    rhs: &Columns,
+) -> Vec<f32> {
+    let size = rows * depth;
     let shares = rayon::current_num_threads().clamp(1, batch);
     let inner = if shares > 1 {
         gemm::Parallelism::None
@@ -199,33 +238,42 @@ pub fn weight_grad(
     let partial = |share: usize| {
         let mut dw = vec![0f32; size];
         for i in (share..batch).step_by(shares) {
-            let dy = &out_grad[i * channels_out * spatial..][..channels_out * spatial];
-            let x = &input[i * channels_in * spatial..][..channels_in * spatial];
-            // SAFETY: `gemm` reads `dy` `[cout, spatial]` and `x` `[cin, spatial]` as its
-            // transpose (row stride 1, column stride spatial), inside both, and adds into
-            // every element of `dw` `[cout, cin]` (initialised), which this closure owns.
-            unsafe {
-                gemm::gemm(
-                    channels_out,
-                    channels_in,
-                    spatial,
-                    dw.as_mut_ptr(),
-                    1,
-                    channels_in as isize,
-                    true,
-                    dy.as_ptr(),
-                    1,
-                    spatial as isize,
-                    x.as_ptr(),
-                    spatial as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    inner,
-                );
+            let dy = &out_grad[i * rows * spatial..][..rows * spatial];
+            for j0 in (0..spatial).step_by(step) {
+                let cols = step.min(spatial - j0);
+                rhs(i, j0, cols, &mut |x, row_stride| {
+                    assert!(
+                        x.len() >= (depth - 1) * row_stride + cols,
+                        "a block outside its image"
+                    );
+                    // SAFETY: `gemm` reads columns `j0..j0 + cols` of `dy` `[rows, spatial]`
+                    // and `cols` columns of `x`'s `depth` rows (stride `row_stride`, inside
+                    // `x`: asserted) as their transpose, and adds into every element of `dw`
+                    // `[rows, depth]` (initialised), which this closure owns.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            depth,
+                            cols,
+                            dw.as_mut_ptr(),
+                            1,
+                            depth as isize,
+                            true,
+                            dy.as_ptr().add(j0),
+                            1,
+                            spatial as isize,
+                            x.as_ptr(),
+                            row_stride as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            inner,
+                        );
+                    }
+                });
             }
         }
         dw
