@@ -5,7 +5,9 @@
 #   freeze vs exp_b_freeze.py   (frozen backbone, new head, 5 epochs with augmentation)
 #   finetune vs exp_c_finetune.py (every layer trained, 5 epochs; retrain: 1 head-only
 #                                  epoch, then 5 with every layer, its defaults)
-# Prints val accuracy and whole-process wall time of each, and the time ratio.
+# Prints val accuracy, whole-process wall time and peak resident memory (/usr/bin/time's
+# maximum RSS of the process; the peer loads its data in the same process, num_workers=0) of each,
+# and the time ratio.
 #
 # Needs the peer venv (PEER_VENV, default /tmp/peers/venv; see scripts/bench-embed.sh) and a
 # writable copy of the peer scripts (PEER_COPY, default /tmp/peers).
@@ -20,8 +22,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cat "$data"/*/*/* >/dev/null
 export LITE0_WEIGHTS=$w HYMENOPTERA_DIR=$data
 now() { date +%s.%N; }
-row() {  # strategy peer_acc peer_s ours_acc ours_s
-  python3 -c "import sys; s,pa,ps,oa,os_=sys.argv[1:]; print(f'{s:<7} peer {float(pa)*100:5.1f}% in {float(ps):6.1f}s   retrain {float(oa)*100:5.1f}% in {float(os_):6.1f}s   time ratio {float(os_)/float(ps):.2f}')" "$@"
+row() {  # strategy peer_acc peer_s peer_kib ours_acc ours_s ours_kib
+  python3 -c "import sys; s,pa,ps,pm,oa,os_,om=sys.argv[1:]; print(f'{s:<7} peer {float(pa)*100:5.1f}% in {float(ps):6.1f}s, {int(pm)>>10} MiB   retrain {float(oa)*100:5.1f}% in {float(os_):6.1f}s, {int(om)>>10} MiB   time ratio {float(os_)/float(ps):.2f}')" "$@"
 }
 for s in ${STRATEGIES:-probe freeze finetune}; do
   case $s in
@@ -30,11 +32,12 @@ for s in ${STRATEGIES:-probe freeze finetune}; do
     finetune) script=exp_c_finetune.py; key="r['final_val_acc']" ;;
   esac
   t0=$(now)
-  (cd "$copy" && "$venv/bin/python" "$script" > "$tmp/$s.log" 2>&1) || { cat "$tmp/$s.log" >&2; exit 1; }
+  (cd "$copy" && /usr/bin/time -f %M -o "$tmp/$s.peer.rss" "$venv/bin/python" "$script" > "$tmp/$s.log" 2>&1) || { cat "$tmp/$s.log" >&2; exit 1; }
   t1=$(now)
   res=$copy/results/${script%.py}.json
   peer_acc=$(python3 -c "import json; r=json.load(open('$res')); print($key)")
-  t2=$(now); "$bin" fit --model efficientnet_lite0 --weights "$w" --data "$data/train" --val "$data/val" --strategy $s --out "$tmp/b-$s" --json > "$tmp/$s.json"; t3=$(now)
+  t2=$(now); /usr/bin/time -f %M -o "$tmp/$s.rss" "$bin" fit --model efficientnet_lite0 --weights "$w" --data "$data/train" --val "$data/val" --strategy $s --out "$tmp/b-$s" --json > "$tmp/$s.json"; t3=$(now)
   ours_acc=$(python3 -c "import json; print(json.load(open('$tmp/$s.json'))['val_accuracy'])")
-  row $s "$peer_acc" "$(python3 -c "print($t1-$t0)")" "$ours_acc" "$(python3 -c "print($t3-$t2)")"
+  row $s "$peer_acc" "$(python3 -c "print($t1-$t0)")" "$(tail -1 "$tmp/$s.peer.rss")" \
+    "$ours_acc" "$(python3 -c "print($t3-$t2)")" "$(tail -1 "$tmp/$s.rss")"
 done
