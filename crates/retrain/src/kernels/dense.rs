@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 
 use super::depthwise::Depthwise;
-use super::fused::Epilogue;
+use super::fused::Finish;
 use super::pointwise::{self, Matrix};
 use super::{simd, written_once};
 
@@ -185,21 +185,15 @@ impl Segment {
     }
 }
 
-/// The convolution of `input` `[n, cin, h, w]` by `weight` `[cout, cin, kh, kw]`, its bias
-/// and `epilogue`, as `[n, cout, oh, ow]`.
-pub fn forward(
-    g: &Dense,
-    input: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    epilogue: Epilogue,
-) -> Vec<f32> {
+/// The convolution of `input` `[n, cin, h, w]` by `weight` `[cout, cin, kh, kw]`, then
+/// `finish`, as `[n, cout, oh, ow]`.
+pub fn forward(g: &Dense, input: &[f32], weight: &[f32], finish: Finish) -> Vec<f32> {
     let patches = |i: usize, j0: usize, cols: usize, with: &mut dyn FnMut(&[f32], usize)| {
         g.patches(input, i, j0, cols, with)
     };
     let w = g.weight(weight);
     let (batch, spatial) = (g.window.batch, g.spatial());
-    pointwise::per_image_product(batch, spatial, g.block(), w, &patches, bias, epilogue)
+    pointwise::per_image_product(batch, spatial, g.block(), w, &patches, finish)
 }
 
 /// The weight gradient `[cout, cin, kh, kw]`: `Σ over images of dy · Pᵀ`.

@@ -16,7 +16,7 @@ pub mod depthwise;
 mod gelu;
 mod simd;
 
-pub use fused::Epilogue;
+pub use fused::{Epilogue, Finish};
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -105,7 +105,7 @@ pub trait Kernels: Backend {
     }
 
     /// A convolution with its bias, then `epilogue`, for inference: in one pass where
-    /// retrain has the kernel (depthwise and 1×1 convolutions on burn-flex).
+    /// retrain has the kernel (depthwise and dense convolutions on burn-flex).
     fn conv2d_fused(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -113,7 +113,21 @@ pub trait Kernels: Backend {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
-        conv2d_then::<Self>(x, weight, bias, options, epilogue)
+        conv2d_then::<Self>(x, weight, bias, None, options, epilogue)
+    }
+
+    /// [`Kernels::conv2d_fused`] with `residual` (a tensor of the output's shape: a
+    /// residual block's shortcut) added before `epilogue`, in the same pass for the dense
+    /// convolutions on burn-flex.
+    fn conv2d_fused_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        conv2d_then::<Self>(x, weight, bias, Some(residual), options, epilogue)
     }
 
     /// An elementwise activation in one pass (burn composes ReLU6, hard-swish and SiLU of
@@ -180,16 +194,21 @@ fn is_unit(weight: &[usize], options: &ConvOptions<2>) -> bool {
         && options.padding.iter().all(|&p| p == (0, 0))
 }
 
-/// burn's convolution with its bias, then `epilogue` as a separate operation: the body of
-/// [`Kernels::conv2d_fused`] where no fused kernel applies.
+/// burn's convolution with its bias, then the residual and `epilogue` as separate
+/// operations: the body of [`Kernels::conv2d_fused`] where no fused kernel applies.
 fn conv2d_then<B: Kernels>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
+    residual: Option<FloatTensor<B>>,
     options: ConvOptions<2>,
     epilogue: Epilogue,
 ) -> FloatTensor<B> {
     let y = B::conv2d(x, weight, Some(bias), options);
+    let y = match residual {
+        Some(r) => B::float_add(y, r),
+        None => y,
+    };
     match epilogue {
         Epilogue::Identity => y,
         Epilogue::Relu => B::relu(y),
@@ -389,20 +408,14 @@ fn dense_geometry(
     })
 }
 
-/// The forward pass of a dense convolution, its bias and `epilogue`.
-fn dense_forward(
-    g: &DenseGeometry,
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    epilogue: Epilogue,
-) -> Vec<f32> {
+/// The forward pass of a dense convolution, then `finish`.
+fn dense_forward(g: &DenseGeometry, x: &[f32], weight: &[f32], finish: Finish) -> Vec<f32> {
     if g.unit {
         let w = &g.dense.window;
         let spatial = w.in_size[0] * w.in_size[1];
-        pointwise::forward(w.batch, w.channels, spatial, x, weight, bias, epilogue)
+        pointwise::forward(w.batch, w.channels, spatial, x, weight, finish)
     } else {
-        dense::forward(&g.dense, x, weight, bias, epilogue)
+        dense::forward(&g.dense, x, weight, finish)
     }
 }
 
@@ -444,10 +457,7 @@ impl Kernels for Flex {
             return Self::conv2d(x, weight, None, options);
         };
         let (xv, wv) = (values(&x), values(&weight));
-        flex_tensor(
-            dense_forward(&g, &xv, &wv, None, Epilogue::Identity),
-            g.out_shape(),
-        )
+        flex_tensor(dense_forward(&g, &xv, &wv, Finish::NONE), g.out_shape())
     }
 
     fn dense_conv2d_x_backward(
@@ -548,28 +558,18 @@ impl Kernels for Flex {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
-        let (xs, ws) = (x.shape().to_vec(), weight.shape().to_vec());
-        let f32s = [x.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 3];
-        let sizes = xs.iter().chain(&ws).all(|&d| d > 0);
-        let depthwise = options.groups == xs[1] && ws[1] == 1 && ws[0] % xs[1] == 0;
-        if let Some(g) = dense_geometry(&xs, &ws, &options).filter(|_| f32s) {
-            let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
-            let y = dense_forward(&g, &xv, &wv, Some(&bv), epilogue);
-            return flex_tensor(y, g.out_shape());
-        }
-        if !(f32s && sizes && depthwise) {
-            return conv2d_then::<Self>(x, weight, bias, options, epilogue);
-        }
-        let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
-        let Some([oh, ow]) = output_size(&xs, &ws, &options) else {
-            return conv2d_then::<Self>(x, weight, bias, options, epilogue);
-        };
-        let shape = [xs[0], ws[0], oh, ow];
-        let g = geometry(&xs, &ws, &shape, &options);
-        flex_tensor(
-            fused::depthwise(&g, &xv, &wv, Some(&bv), epilogue),
-            shape.to_vec(),
-        )
+        flex_conv2d_fused(x, weight, bias, None, options, epilogue)
+    }
+
+    fn conv2d_fused_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        flex_conv2d_fused(x, weight, bias, Some(residual), options, epilogue)
     }
 
     fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
@@ -708,6 +708,48 @@ fn norm_params<'a>(
         stats,
         eps: options.epsilon,
     }
+}
+
+/// The flex body of [`Kernels::conv2d_fused`] and [`Kernels::conv2d_fused_residual`].
+fn flex_conv2d_fused(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    bias: FloatTensor<Flex>,
+    residual: Option<FloatTensor<Flex>>,
+    options: ConvOptions<2>,
+    epilogue: Epilogue,
+) -> FloatTensor<Flex> {
+    let (xs, ws) = (x.shape().to_vec(), weight.shape().to_vec());
+    let f32s = [x.dtype(), weight.dtype(), bias.dtype()] == [DType::F32; 3];
+    let sizes = xs.iter().chain(&ws).all(|&d| d > 0);
+    let depthwise = options.groups == xs[1] && ws[1] == 1 && ws[0] % xs[1] == 0;
+    if let Some(g) = dense_geometry(&xs, &ws, &options).filter(|_| f32s) {
+        let fits =
+            |r: &FloatTensor<Flex>| r.dtype() == DType::F32 && r.shape().to_vec() == g.out_shape();
+        if residual.as_ref().is_none_or(fits) {
+            let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
+            let rv = residual.as_ref().map(values);
+            let finish = Finish {
+                bias: Some(&bv),
+                residual: rv.as_deref(),
+                epilogue,
+            };
+            return flex_tensor(dense_forward(&g, &xv, &wv, finish), g.out_shape());
+        }
+    }
+    if !(f32s && sizes && depthwise) || residual.is_some() {
+        return conv2d_then::<Flex>(x, weight, bias, residual, options, epilogue);
+    }
+    let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
+    let Some([oh, ow]) = output_size(&xs, &ws, &options) else {
+        return conv2d_then::<Flex>(x, weight, bias, None, options, epilogue);
+    };
+    let shape = [xs[0], ws[0], oh, ow];
+    let g = geometry(&xs, &ws, &shape, &options);
+    flex_tensor(
+        fused::depthwise(&g, &xv, &wv, Some(&bv), epilogue),
+        shape.to_vec(),
+    )
 }
 
 /// The `[n, c, rest]` geometry of an activation for the BatchNorm kernels.
@@ -1142,7 +1184,7 @@ fn then<const D: usize>(y: Tensor<D>, epilogue: Epilogue) -> Tensor<D> {
 }
 
 /// `epilogue(conv2d(x, weight, bias))` for inference: through [`Kernels::conv2d_fused`] on
-/// the CPU backend without autodiff (one pass for depthwise and 1×1 convolutions), else
+/// the CPU backend without autodiff (one pass for depthwise and dense convolutions), else
 /// [`conv2d`] and the activation.
 pub fn conv2d_fused(
     x: Tensor<4>,
@@ -1151,33 +1193,65 @@ pub fn conv2d_fused(
     options: ConvOptions<2>,
     epilogue: Epilogue,
 ) -> Tensor<4> {
+    fused(x, weight, bias, None, options, epilogue)
+}
+
+/// `epilogue(y + residual)`, or `epilogue(y)` without one, as separate operations.
+fn plus_then(y: Tensor<4>, residual: Option<Tensor<4>>, epilogue: Epilogue) -> Tensor<4> {
+    match residual {
+        Some(r) => then(y + r, epilogue),
+        None => then(y, epilogue),
+    }
+}
+
+/// `epilogue(conv2d(x, weight, bias) + residual)`, as [`conv2d_fused`].
+fn fused(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<4>>,
+    options: ConvOptions<2>,
+    epilogue: Epilogue,
+) -> Tensor<4> {
     let device = x.device();
     if device.is_autodiff() || !on_flex(&device) {
-        return then(conv2d(x, weight, bias, options), epilogue);
+        return plus_then(conv2d(x, weight, bias, options), residual, epilogue);
     }
     let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &device));
-    Tensor::from_dispatch(<Dispatch as Kernels>::conv2d_fused(
+    let (x, w, b) = (
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
-        options,
-        epilogue,
-    ))
+    );
+    Tensor::from_dispatch(match residual {
+        None => <Dispatch as Kernels>::conv2d_fused(x, w, b, options, epilogue),
+        Some(r) => {
+            let r = r.into_dispatch();
+            <Dispatch as Kernels>::conv2d_fused_residual(x, w, b, r, options, epilogue)
+        }
+    })
 }
 
-/// `epilogue(conv.forward(x))`, through [`conv2d_fused`] (a `Same` padding, which the zoo
-/// does not use, stays on burn's forward).
-pub fn conv_fused(conv: &Conv2d, x: Tensor<4>, epilogue: Epilogue) -> Tensor<4> {
+/// `epilogue(conv.forward(x) + residual)` (without `residual` when it is `None`), through
+/// [`Kernels::conv2d_fused`] (a `Same` padding, which the zoo does not use, stays on burn's
+/// forward).
+pub fn conv_fused(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    epilogue: Epilogue,
+) -> Tensor<4> {
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
         PaddingConfig2d::Valid => [(0, 0); 2],
-        PaddingConfig2d::Same => return then(conv.forward(x), epilogue),
+        PaddingConfig2d::Same => return plus_then(conv.forward(x), residual, epilogue),
     };
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    conv2d_fused(
+    fused(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
+        residual,
         options,
         epilogue,
     )
@@ -1389,8 +1463,9 @@ mod tests {
 
     /// The fused inference convolutions (depthwise with channel multipliers, strides,
     /// dilations, asymmetric paddings; dense, 1×1 or any window, over batches that split by
-    /// image and by block of columns, and single images) with each epilogue equal burn's
-    /// convolution followed by burn's activation, within 1e-5 of the largest magnitude.
+    /// image and by block of columns, and single images), with a residual or without, with
+    /// each epilogue equal burn's convolution, then the addition, then burn's activation,
+    /// within 1e-5 of the largest magnitude.
     #[test]
     fn fused_convolutions_equal_burns_convolution_then_activation() {
         let device = Device::flex();
@@ -1456,14 +1531,25 @@ mod tests {
             )
             .mul_scalar(4.0);
             let b = Tensor::<1>::from_data(TensorData::new(r.values(co), [co]), &device);
-            let ours = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::conv2d_fused(
-                x.clone().into_dispatch(),
-                w.clone().into_dispatch(),
-                b.clone().into_dispatch(),
+            let y = burn::tensor::module::conv2d(
+                x.clone(),
+                w.clone(),
+                Some(b.clone()),
                 options.clone(),
-                e,
-            ));
-            let theirs = reference(burn::tensor::module::conv2d(x, w, Some(b), options), e);
+            );
+            // Every third case adds a residual (a shortcut of the output's shape) first.
+            let residual =
+                (case % 3 == 0).then(|| tensor(r.values(y.shape().num_elements()), y.dims()));
+            let (x, w, b) = (x.into_dispatch(), w.into_dispatch(), b.into_dispatch());
+            let ours = Tensor::<4>::from_dispatch(match residual.clone() {
+                None => <Dispatch as Kernels>::conv2d_fused(x, w, b, options, e),
+                Some(res) => {
+                    let res = res.into_dispatch();
+                    <Dispatch as Kernels>::conv2d_fused_residual(x, w, b, res, options, e)
+                }
+            });
+            let theirs = reference(residual.map_or(y.clone(), |res| y + res), e);
+            let what = format!("{what} residual {}", case % 3 == 0);
             assert_eq!(ours.dims(), theirs.dims(), "{what}");
             close(ours, theirs, "output", &what);
         }

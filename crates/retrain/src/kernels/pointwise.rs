@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::fused::Epilogue;
+use super::fused::{Epilogue, Finish};
 use super::{Pointwise, simd};
 
 /// Columns per `gemm` block of the pointwise kernel: the block of `channels_out` rows should
@@ -18,16 +18,15 @@ fn block_columns(channels_out: usize, spatial: usize) -> usize {
         .min(spatial)
 }
 
-/// A 1×1 convolution with stride 1 and no padding (`weight` `[cout, cin]`), its bias and
-/// `epilogue`, over `[n, cin, spatial]`, as `[n, cout, spatial]`. Every size is at least 1.
+/// A 1×1 convolution with stride 1 and no padding (`weight` `[cout, cin]`), then `finish`,
+/// over `[n, cin, spatial]`, as `[n, cout, spatial]`. Every size is at least 1.
 pub fn forward(
     batch: usize,
     channels_in: usize,
     spatial: usize,
     input: &[f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
-    epilogue: Epilogue,
+    finish: Finish,
 ) -> Vec<f32> {
     let channels_out = weight.len() / channels_in;
     let w = Matrix {
@@ -42,7 +41,7 @@ pub fn forward(
     let x = |i: usize, j0: usize, _: usize, with: &mut dyn FnMut(&[f32], usize)| {
         with(&input[i * per_image..][j0..per_image], spatial)
     };
-    per_image_product(batch, spatial, step, w, &x, bias, epilogue)
+    per_image_product(batch, spatial, step, w, &x, finish)
 }
 
 /// The input gradient `[n, cin, spatial]`: per image `Wᵀ · dy`.
@@ -67,7 +66,7 @@ pub fn input_grad(
     let dy = |i: usize, _: usize, _: usize, with: &mut dyn FnMut(&[f32], usize)| {
         with(&out_grad[i * per_image..][..per_image], spatial)
     };
-    per_image_product(batch, spatial, spatial, wt, &dy, None, Epilogue::Identity)
+    per_image_product(batch, spatial, spatial, wt, &dy, Finish::NONE)
 }
 
 /// A matrix `rows × cols` in `values` with the given strides.
@@ -87,8 +86,8 @@ pub(super) struct Matrix<'a> {
 pub(super) type Columns<'a> =
     dyn Fn(usize, usize, usize, &mut dyn FnMut(&[f32], usize)) + Sync + 'a;
 
-/// `epilogue(a · x[i] + bias)` for every image `x[i]` `[a.cols, spatial]` that `rhs` gives,
-/// as `[n, a.rows, spatial]`.
+/// `finish` of `a · x[i]` (its bias, its residual, its epilogue) for every image `x[i]`
+/// `[a.cols, spatial]` that `rhs` gives, as `[n, a.rows, spatial]`.
 ///
 /// The work is split into blocks of `step` columns of each image, in parallel, each block
 /// one single-threaded `gemm` then the epilogue while it is in cache. The blocks are the same
@@ -100,17 +99,20 @@ pub(super) fn per_image_product(
     step: usize,
     a: Matrix,
     rhs: &Columns,
-    bias: Option<&[f32]>,
-    epilogue: Epilogue,
+    finish: Finish,
 ) -> Vec<f32> {
     let (rows, depth) = (a.rows, a.cols);
+    let per_image = rows * spatial;
+    assert!(
+        finish.residual.is_none_or(|r| r.len() == batch * per_image),
+        "a residual the output's shape"
+    );
     assert!(
         rows > 0
             && depth > 0
             && a.values.len() > (rows - 1) * a.row_stride + (depth - 1) * a.col_stride,
         "a convolution needs channels, and its weight all of them"
     );
-    let per_image = rows * spatial;
     let blocks: Vec<(usize, usize)> = (0..batch)
         .flat_map(|i| (0..spatial).step_by(step).map(move |j0| (i, j0)))
         .collect();
@@ -158,12 +160,20 @@ pub(super) fn per_image_product(
         // SAFETY: `gemm` has just written these `cols` values of each row, this block's.
         let row =
             |r: usize| unsafe { std::slice::from_raw_parts_mut(image.add(r * spatial + j0), cols) };
-        per_epilogue!(epilogue, |E| simd::vectorized(
+        per_epilogue!(finish.epilogue, |E| simd::vectorized(
             #[inline(always)]
             || {
                 for r in 0..rows {
-                    let b = bias.map_or(0.0, |b| b[r]);
-                    row(r).iter_mut().for_each(|v| *v = E.value(*v + b));
+                    let b = finish.bias.map_or(0.0, |b| b[r]);
+                    match finish.residual {
+                        None => row(r).iter_mut().for_each(|v| *v = E.value(*v + b)),
+                        Some(res) => {
+                            let res = &res[i * per_image + r * spatial + j0..][..cols];
+                            for (v, &s) in row(r).iter_mut().zip(res) {
+                                *v = E.value(*v + b + s);
+                            }
+                        }
+                    }
                 }
             }
         ));

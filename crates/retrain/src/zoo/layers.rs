@@ -352,13 +352,25 @@ impl ConvBnAct {
         if self.bn.is_none()
             && let Some(epilogue) = self.act.epilogue()
         {
-            return kernels::conv_fused(&self.conv, x, epilogue);
+            return kernels::conv_fused(&self.conv, x, None, epilogue);
         }
         let x = crate::kernels::conv(&self.conv, x);
         match &self.bn {
             Some(bn) => self.act.after_batch_norm(bn, x),
             None => self.act.apply(x),
         }
+    }
+
+    /// `act(self.forward(x) + shortcut)`: folded for inference (an identity activation of
+    /// its own), the shortcut and `act` in the convolution's own pass.
+    pub fn forward_plus(&self, x: Tensor<4>, shortcut: Tensor<4>, act: Act) -> Tensor<4> {
+        if self.bn.is_none()
+            && self.act == Act::Identity
+            && let Some(epilogue) = act.epilogue()
+        {
+            return kernels::conv_fused(&self.conv, x, Some(shortcut), epilogue);
+        }
+        act.apply(self.forward(x) + shortcut)
     }
 
     /// Folds inference-mode BatchNorm into the convolution: w' = w·γ/σ, b' = β − μ·γ/σ.
@@ -512,8 +524,11 @@ impl InvertedResidual {
         if let Some(se) = &self.se {
             x = se.forward(x);
         }
-        x = self.project.forward(x);
-        if self.residual { x + input } else { x }
+        if self.residual {
+            self.project.forward_plus(x, input, Act::Identity)
+        } else {
+            self.project.forward(x)
+        }
     }
 
     fn export(&self, out: &mut TensorMap) {
@@ -548,15 +563,21 @@ pub struct ResidualBlock {
 
 impl ResidualBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let Some((last, first)) = self.convs.split_last() else {
+            return activation::relu(input.clone() + self.shortcut(input));
+        };
         let mut x = input.clone();
-        for c in &self.convs {
+        for c in first {
             x = c.forward(x);
         }
-        let shortcut = match &self.downsample {
+        last.forward_plus(x, self.shortcut(input), Act::Relu)
+    }
+
+    fn shortcut(&self, input: Tensor<4>) -> Tensor<4> {
+        match &self.downsample {
             Some(d) => d.forward(input),
             None => input,
-        };
-        activation::relu(x + shortcut)
+        }
     }
 
     fn export(&self, out: &mut TensorMap) {
