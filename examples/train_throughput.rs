@@ -145,6 +145,6 @@ fn main() {
     let infer = (2 * batch) as f64 / median_or_zero(times);
     println!(
         "{}",
-        serde_json::json!({"arch": spec.name, "train_b16": train, "freeze_b16": freeze, "infer_b32": infer, "iters": iters, "warmup": warmup})
+        serde_json::json!({"arch": spec.name, "train_b16": train, "freeze_b16": freeze, "infer_b32": infer, "iters": iters, "warmup": warmup, "device": format!("{device:?}")})
     );
 }
