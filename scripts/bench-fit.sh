@@ -3,8 +3,9 @@
 # on hymenoptera with EfficientNet-Lite0, strategy by strategy, back to back in one run:
 #   probe  vs exp_a_features.py (features once + logistic regression)
 #   freeze vs exp_b_freeze.py   (frozen backbone, new head, 5 epochs with augmentation)
-#   finetune vs exp_c_finetune.py (every layer trained, 5 epochs; retrain: 1 head-only
-#                                  epoch, then 5 with every layer, its defaults)
+#   finetune vs exp_c_finetune.py (every layer trained, 5 epochs at 224; retrain: its
+#                                  defaults, 1 head-only epoch, then 3 with every layer
+#                                  on crops of 128, 176 and 224 pixels)
 # Prints val accuracy, whole-process wall time and peak resident memory (/usr/bin/time's
 # maximum RSS of the process; the peer loads its data in the same process, num_workers=0) of each,
 # and the time ratio.

@@ -178,9 +178,10 @@ pub struct FitArgs {
     /// Probe: folds of the cross-validation that picks C.
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
-    /// Freeze: passes over the training images.
-    #[arg(long, default_value_t = 5)]
-    pub epochs: usize,
+    /// Freeze and finetune: passes over the training images (finetune: with every layer
+    /// trainable, after --head-epochs) [default: 5 for freeze, 3 for finetune].
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Freeze: peak learning rate (cosine decay to zero after the warm-up).
     #[arg(long, default_value_t = 0.003)]
     pub lr: f64,
@@ -222,8 +223,13 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 1)]
     pub head_epochs: usize,
     /// Finetune: learning-rate factor once every layer trains.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 1.0)]
     pub unfrozen_lr_scale: f64,
+    /// Finetune: progressive resizing: the first unfrozen epoch trains on NxN crops, rising
+    /// to the model's input size by the last (validation always at the model's size); 0,
+    /// or the model's size, trains at the model's size throughout.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub start_size: usize,
     /// Freeze: weight the loss by inverse class frequency (imbalanced data).
     #[arg(long)]
     pub balanced: bool,
@@ -475,7 +481,13 @@ impl FitArgs {
     fn training(&self) -> Training {
         let finetune = self.strategy == StrategyArg::Finetune;
         Training {
-            epochs: self.epochs,
+            epochs: self.epochs.unwrap_or_else(|| {
+                let defaults = match finetune {
+                    true => Strategy::finetune(),
+                    false => Strategy::freeze(),
+                };
+                defaults.training().map_or(5, |t| t.epochs)
+            }),
             lr: self.lr,
             optimizer: match self.optimizer {
                 OptimizerArg::Sgd => Optimizer::Sgd {
@@ -518,6 +530,7 @@ impl FitArgs {
                 augment: !self.no_augment,
                 head_epochs: self.head_epochs,
                 unfrozen_lr_scale: self.unfrozen_lr_scale,
+                start_size: (self.start_size > 0).then_some(self.start_size),
             },
         }
     }

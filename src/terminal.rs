@@ -79,9 +79,11 @@ impl Observer for Terminal {
                 total_epochs,
                 head_only,
             } if self.epoch_lines => self.line(&format!(
-                "epoch {}/{total_epochs}{}: train loss {:.4} acc {:.1}%, val loss {:.4} acc {:.1}% ({:.1}s)",
+                "epoch {}/{total_epochs}{}{}: train loss {:.4} acc {:.1}%, val loss {:.4} acc {:.1}% ({:.1}s)",
                 r.epoch,
                 if head_only { " (head only)" } else { "" },
+                r.train_crop
+                    .map_or(String::new(), |c| format!(" ({c}x{c} crops)")),
                 r.train_loss,
                 r.train_accuracy * 100.0,
                 r.val_loss,

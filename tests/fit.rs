@@ -383,6 +383,8 @@ fn finetune_trains_every_layer() {
             "3",
             "--seed",
             "4",
+            "--start-size",
+            "32",
             "--out",
             &s(&out),
         ]);
@@ -390,6 +392,11 @@ fn finetune_trains_every_layer() {
         assert!(
             stderr(&o).contains("epoch 1/3 (head only)"),
             "{}",
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains("epoch 2/3 (32x32 crops)"),
+            "progressive resizing: {}",
             stderr(&o)
         );
         bundles.push(out);
@@ -418,6 +425,18 @@ fn finetune_trains_every_layer() {
             .len(),
         2
     );
+    // The unfrozen epochs rise from 32x32 crops to the model's 64x64.
+    assert_eq!(manifest["hyperparameters"]["phases"][1]["start_size"], 32);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundles[0].join("metrics.json")).unwrap())
+            .unwrap();
+    let crops: Vec<_> = metrics["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["train_crop"].as_u64())
+        .collect();
+    assert_eq!(crops, [None, Some(32), None]);
     assert_eq!(
         std::fs::read(bundles[0].join("model.safetensors")).unwrap(),
         std::fs::read(bundles[1].join("model.safetensors")).unwrap(),

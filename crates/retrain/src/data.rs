@@ -507,9 +507,19 @@ pub struct Augment {
     /// Strength of the colour jitter (torchvision's `ColorJitter(j, j, j)`: brightness,
     /// contrast and saturation factors uniform in [1-j, 1+j]); 0 turns it off.
     pub color_jitter: f32,
+    /// Side of the square crop; `None`: the model's crop size. Progressive resizing trains
+    /// on smaller crops first (the network is convolutional up to its global pooling).
+    pub size: Option<usize>,
 }
 
-/// Training-time augmentation: torchvision's `RandomResizedCrop(crop)` (area 8–100%, aspect
+impl Augment {
+    /// Side of the crops this draws for a model that takes `p`.
+    pub fn side(&self, p: &Preprocess) -> usize {
+        self.size.unwrap_or(p.crop)
+    }
+}
+
+/// Training-time augmentation: torchvision's `RandomResizedCrop(side)` (area 8–100%, aspect
 /// 3/4–4/3, ten tries then a center crop), a horizontal flip with probability ½ and an
 /// optional colour jitter, all drawn from `a.seed`. Writes a normalised CHW tensor like
 /// [`preprocess_into`].
@@ -542,7 +552,7 @@ pub fn augment_into(img: &RgbImage, p: &Preprocess, a: Augment, out: &mut [f32])
     });
     let flip = uniform() < 0.5;
     let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)?;
-    let c = p.crop as u32;
+    let c = a.side(p) as u32;
     let mut dst = Image::new(c, c, PixelType::U8x3);
     Resizer::new().resize(
         &src,
@@ -607,7 +617,8 @@ pub fn load_tensor_limited(
     let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read file ({e})"))?;
     let resize = augment.is_none().then_some(p.resize);
     let img = decode_rgb_for(&bytes, limits, resize)?;
-    let mut out = vec![0.0; 3 * p.crop * p.crop];
+    let side = augment.map_or(p.crop, |a| a.side(p));
+    let mut out = vec![0.0; 3 * side * side];
     match augment {
         Some(a) => augment_into(&img, p, a, &mut out)?,
         None => preprocess_into(&img, p, &mut out)?,
@@ -715,7 +726,11 @@ mod tests {
         let p = Preprocess::lite(32);
         let run = |seed, color_jitter| {
             let mut out = vec![0.0; 3 * 32 * 32];
-            let a = Augment { seed, color_jitter };
+            let a = Augment {
+                seed,
+                color_jitter,
+                size: None,
+            };
             augment_into(&img, &p, a, &mut out).unwrap();
             out
         };
@@ -723,6 +738,31 @@ mod tests {
         assert_ne!(run(1, 0.0), run(2, 0.0));
         assert_eq!(run(1, 0.4), run(1, 0.4));
         assert_ne!(run(1, 0.0), run(1, 0.4), "the jitter changes the colours");
+    }
+
+    #[test]
+    fn a_smaller_crop_is_the_same_draw_at_another_size() {
+        // Same seed, same box and flip: a 16-pixel crop is the 32-pixel one scaled down,
+        // so their means agree closely.
+        let img = RgbImage::from_fn(120, 90, |x, y| {
+            image::Rgb([(x * 2) as u8, (y * 2) as u8, (x + y) as u8])
+        });
+        let p = Preprocess::lite(32);
+        let draw = |size| Augment {
+            seed: 5,
+            color_jitter: 0.0,
+            size,
+        };
+        let mut full = vec![0.0; 3 * 32 * 32];
+        augment_into(&img, &p, draw(None), &mut full).unwrap();
+        let mut small = vec![0.0; 3 * 16 * 16];
+        augment_into(&img, &p, draw(Some(16)), &mut small).unwrap();
+        assert_eq!(draw(Some(16)).side(&p), 16);
+        for k in 0..3 {
+            let mean = |v: &[f32], n: usize| v[k * n..(k + 1) * n].iter().sum::<f32>() / n as f32;
+            let (a, b) = (mean(&full, 32 * 32), mean(&small, 16 * 16));
+            assert!((a - b).abs() < 0.02, "channel {k}: {a} against {b}");
+        }
     }
 
     #[test]

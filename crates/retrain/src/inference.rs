@@ -107,7 +107,8 @@ pub fn run(
 ) -> Result<RunOutput> {
     opts.limits.validate()?;
     let pre = model.preprocess;
-    let px = 3 * pre.crop * pre.crop;
+    let side = opts.augment.map_or(pre.crop, |a| a.side(&pre));
+    let px = 3 * side * side;
     observer.event(Event::ImagesStarted { total: paths.len() });
     let mut out = RunOutput::default();
     let batch_size = opts.batch_size.max(1);
@@ -165,7 +166,7 @@ pub fn run(
                 out.skipped.append(&mut b.failed);
             }
             if !b.paths.is_empty() {
-                out.add_batch(model, b, opts.output, device)?;
+                out.add_batch(model, b, side, opts.output, device)?;
             }
             observer.event(Event::ImagesDone { count: done });
         }
@@ -176,15 +177,16 @@ pub fn run(
 }
 
 impl RunOutput {
-    /// Runs the network on one decoded batch and appends what `output` asks for.
+    /// Runs the network on one decoded batch of `crop`×`crop` images and appends what
+    /// `output` asks for.
     fn add_batch(
         &mut self,
         model: &Model,
         b: Batch,
+        crop: usize,
         output: Output,
         device: &Device,
     ) -> Result<()> {
-        let crop = model.preprocess.crop;
         let n = b.paths.len();
         self.paths.extend(b.paths);
         if output == Output::Pixels {

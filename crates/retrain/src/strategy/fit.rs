@@ -402,23 +402,27 @@ impl FitContext<'_> {
                     frozen_through: Some(cut.unwrap_or(last)),
                     epochs: training.epochs,
                     lr_scale: 1.0,
+                    start_size: None,
                 }]
             }
             Strategy::Finetune {
                 training,
                 head_epochs,
                 unfrozen_lr_scale,
+                start_size,
                 ..
             } => vec![
                 Phase {
                     frozen_through: Some(last),
                     epochs: *head_epochs,
                     lr_scale: 1.0,
+                    start_size: None,
                 },
                 Phase {
                     frozen_through: None,
                     epochs: training.epochs,
                     lr_scale: *unfrozen_lr_scale,
+                    start_size: *start_size,
                 },
             ],
             Strategy::Probe { .. } => Vec::new(),
@@ -531,6 +535,7 @@ impl FitContext<'_> {
                     epochs: p.epochs,
                     lr: training.lr * p.lr_scale,
                     stage_lr_factors: stage_lr_factors(trainable, training.stage_lr_ratio),
+                    start_size: p.start_size,
                 }
             })
             .collect()

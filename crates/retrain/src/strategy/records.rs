@@ -23,6 +23,10 @@ pub struct EpochRecord {
     /// The base learning rate of the epoch's last step.
     pub lr_end: f64,
     pub seconds: f64,
+    /// The side of this epoch's training crops, when not the model's input size
+    /// (progressive resizing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_crop: Option<usize>,
 }
 
 /// One phase of a gradient run as the manifest records it.
@@ -34,6 +38,9 @@ pub struct PhaseRecord {
     /// Learning-rate factor of each trainable stage, first to last.
     #[serde(default)]
     pub stage_lr_factors: Vec<f64>,
+    /// Progressive resizing: the first epoch's crop side, rising to the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_size: Option<usize>,
 }
 
 /// How C was chosen.

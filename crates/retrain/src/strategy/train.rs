@@ -31,6 +31,24 @@ pub struct Phase {
     pub frozen_through: Option<usize>,
     pub epochs: usize,
     pub lr_scale: f64,
+    /// Progressive resizing: the first epoch's crops are this size, growing to the model's
+    /// by the last epoch (`None`: the model's size throughout).
+    pub start_size: Option<usize>,
+}
+
+impl Phase {
+    /// The crop side of the phase's `i`-th epoch (from 0) for a model that takes `full`:
+    /// `start_size` rising linearly in steps of 8 pixels, `full` at the last epoch.
+    pub fn crop_at(&self, i: usize, full: usize) -> usize {
+        match self.start_size {
+            Some(start) if start < full && i + 1 < self.epochs => {
+                let t = i as f64 / (self.epochs - 1) as f64;
+                let side = start as f64 + t * (full - start) as f64;
+                ((side / 8.0).round() as usize * 8).clamp(start, full)
+            }
+            _ => full,
+        }
+    }
 }
 
 /// What a gradient fit works on.
@@ -114,6 +132,8 @@ struct Finished {
     loss: f64,
     accuracy: f64,
     train_images: usize,
+    /// The training crops' side, when not the model's (progressive resizing).
+    train_crop: Option<usize>,
     started: Instant,
 }
 
@@ -215,7 +235,9 @@ impl<'a> Run<'a> {
         let mut trainer: Option<EpochTrainer> = None;
         for epoch in first..epochs.end {
             let started = Instant::now();
-            let inputs = self.train_inputs(&feed, epoch)?;
+            let crop =
+                self.s.phases[pi].crop_at(epoch - epochs.start, self.s.model.preprocess.crop);
+            let inputs = self.train_inputs(&feed, epoch, crop)?;
             let tr = match trainer {
                 Some(ref mut t) => t,
                 None => {
@@ -251,6 +273,7 @@ impl<'a> Run<'a> {
                 loss,
                 accuracy,
                 train_images: inputs.labels.len(),
+                train_crop: (crop != self.s.model.preprocess.crop).then_some(crop),
                 started,
             };
             let score = self.validate(&current, &feed, done, tr)?;
@@ -290,8 +313,9 @@ impl<'a> Run<'a> {
         inference::features(self.s.model, set, opts, self.s.observer, &self.device)
     }
 
-    /// Epoch `epoch`'s training inputs: the fixed ones, or freshly augmented crops.
-    fn train_inputs(&self, feed: &Feed, epoch: usize) -> Result<Features> {
+    /// Epoch `epoch`'s training inputs: the fixed ones, or freshly augmented `crop`×`crop`
+    /// crops.
+    fn train_inputs(&self, feed: &Feed, epoch: usize, crop: usize) -> Result<Features> {
         if let Some(f) = &feed.fixed {
             return Ok(f.clone());
         }
@@ -299,6 +323,7 @@ impl<'a> Run<'a> {
             augment: Some(crate::data::Augment {
                 seed: self.s.training.seed ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
                 color_jitter: self.s.training.color_jitter as f32,
+                size: (crop != self.s.model.preprocess.crop).then_some(crop),
             }),
             ..feed.at_cut.clone()
         };
@@ -352,6 +377,7 @@ impl<'a> Run<'a> {
             loss,
             accuracy,
             train_images,
+            train_crop,
             started,
         } = done;
         let k = self.s.train.classes.len();
@@ -371,6 +397,7 @@ impl<'a> Run<'a> {
             frozen_through: cut.map(|c| self.s.model.stage_names[c].clone()),
             lr_end: tr.current_lr(),
             seconds: started.elapsed().as_secs_f64(),
+            train_crop,
         };
         self.s.observer.event(Event::Epoch {
             record: &record,
@@ -535,10 +562,40 @@ mod tests {
             frozen_through: None,
             epochs,
             lr_scale: 1.0,
+            start_size: None,
         };
         let phases = [p(1), p(0), p(3)];
         assert_eq!(phase_of(&phases, 0), 0);
         assert_eq!(phase_of(&phases, 1), 2);
         assert_eq!(phase_of(&phases, 3), 2);
+    }
+
+    #[test]
+    fn progressive_resizing_rises_to_the_models_size() {
+        let p = |epochs, start_size| Phase {
+            frozen_through: None,
+            epochs,
+            lr_scale: 1.0,
+            start_size,
+        };
+        let sides = |ph: Phase, full| {
+            (0..ph.epochs)
+                .map(|i| ph.crop_at(i, full))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sides(p(3, Some(128)), 224), [128, 176, 224]);
+        assert_eq!(sides(p(4, Some(160)), 224), [160, 184, 200, 224]);
+        assert_eq!(
+            sides(p(2, Some(160)), 299),
+            [160, 299],
+            "the last epoch at the model's size"
+        );
+        assert_eq!(sides(p(1, Some(128)), 224), [224]);
+        assert_eq!(sides(p(3, None), 224), [224, 224, 224]);
+        assert_eq!(
+            sides(p(2, Some(256)), 224),
+            [224, 224],
+            "never above the model's size"
+        );
     }
 }
