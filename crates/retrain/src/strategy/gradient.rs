@@ -40,14 +40,23 @@ impl Trainable {
         Ok(self.head.forward(global_avg_pool(x)))
     }
 
-    /// Logits in inference mode (BatchNorm on running statistics, no autodiff).
+    /// Logits in inference mode (BatchNorm on running statistics, folded into the
+    /// convolutions as the bundle's model will be; no autodiff).
     pub fn predict(
         &self,
         x: &[f32],
         shape: [usize; 3],
         device: &Device,
     ) -> Result<Vec<f32>, GraphError> {
-        let eval = self.valid();
+        let valid = self.valid();
+        let eval = Trainable {
+            stages: valid
+                .stages
+                .into_iter()
+                .map(Stage::fold_batchnorm)
+                .collect(),
+            head: valid.head,
+        };
         let per = shape.iter().product::<usize>();
         let n = x.len() / per.max(1);
         let mut out = Vec::new();

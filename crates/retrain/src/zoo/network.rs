@@ -25,6 +25,13 @@ impl Stage {
         }
         Ok(x)
     }
+
+    /// The stage in inference form: BatchNorm folded into the convolutions before it.
+    pub fn fold_batchnorm(self) -> Self {
+        Stage {
+            blocks: self.blocks.into_iter().map(Block::fold_batchnorm).collect(),
+        }
+    }
 }
 
 /// The ImageNet (or user) classifier on top of the pooled features. MobileNetV3 has a
@@ -124,13 +131,7 @@ impl Network {
     /// Folds every BatchNorm into its convolution, for inference.
     pub fn fold_batchnorm(self) -> Self {
         Self {
-            stages: self
-                .stages
-                .into_iter()
-                .map(|s| Stage {
-                    blocks: s.blocks.into_iter().map(Block::fold_batchnorm).collect(),
-                })
-                .collect(),
+            stages: self.stages.into_iter().map(Stage::fold_batchnorm).collect(),
             classifier: self.classifier,
         }
     }
