@@ -227,7 +227,7 @@ pub struct FitArgs {
     pub unfrozen_lr_scale: f64,
     /// Finetune: progressive resizing: the first unfrozen epoch trains on NxN crops, rising
     /// to the model's input size by the last (validation always at the model's size); 0,
-    /// or the model's size, trains at the model's size throughout.
+    /// the model's size or --no-augment trains at the model's size throughout.
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub start_size: usize,
     /// Freeze: weight the loss by inverse class frequency (imbalanced data).

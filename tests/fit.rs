@@ -351,6 +351,48 @@ fn early_stopping_keeps_the_best_epoch() {
     assert!((v["report"]["loss"].as_f64().unwrap() - kept).abs() < 1e-4);
 }
 
+/// Without augmentation the inputs are computed once at the model's size, so no smaller
+/// crops are drawn, and none are recorded.
+#[test]
+fn finetune_without_augmentation_trains_at_the_models_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_folder(dir.path());
+    let (model, weights) = fixture_model();
+    let out = dir.path().join("b");
+    let o = retrain(&[
+        "fit",
+        "--model",
+        &model,
+        "--weights",
+        &weights,
+        "--data",
+        &s(&data),
+        "--val",
+        &s(&data),
+        "--strategy",
+        "finetune",
+        "--no-augment",
+        "--epochs",
+        "2",
+        "--train-batch",
+        "3",
+        "--start-size",
+        "32",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("crops)"), "{}", stderr(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["hyperparameters"]["phases"][1]["start_size"].is_null());
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let epochs = metrics["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    assert!(epochs.iter().all(|e| e["train_crop"].is_null()));
+}
+
 /// Fine-tuning: a head-only epoch, then every layer trains (stem included) and the whole
 /// network is saved; same seed, same bundle.
 #[test]

@@ -410,7 +410,7 @@ impl FitContext<'_> {
                 head_epochs,
                 unfrozen_lr_scale,
                 start_size,
-                ..
+                augment,
             } => vec![
                 Phase {
                     frozen_through: Some(last),
@@ -422,7 +422,9 @@ impl FitContext<'_> {
                     frozen_through: None,
                     epochs: training.epochs,
                     lr_scale: *unfrozen_lr_scale,
-                    start_size: *start_size,
+                    // Resizing draws smaller random crops; without augmentation the
+                    // inputs are computed once, at the model's size.
+                    start_size: start_size.filter(|_| *augment),
                 },
             ],
             Strategy::Probe { .. } => Vec::new(),

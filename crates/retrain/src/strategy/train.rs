@@ -235,9 +235,10 @@ impl<'a> Run<'a> {
         let mut trainer: Option<EpochTrainer> = None;
         for epoch in first..epochs.end {
             let started = Instant::now();
-            let crop =
-                self.s.phases[pi].crop_at(epoch - epochs.start, self.s.model.preprocess.crop);
-            let inputs = self.train_inputs(&feed, epoch, crop)?;
+            let full = self.s.model.preprocess.crop;
+            let crop = self.s.phases[pi].crop_at(epoch - epochs.start, full);
+            let train_crop = (crop != full).then_some(crop);
+            let inputs = self.train_inputs(&feed, epoch, train_crop)?;
             let tr = match trainer {
                 Some(ref mut t) => t,
                 None => {
@@ -273,7 +274,7 @@ impl<'a> Run<'a> {
                 loss,
                 accuracy,
                 train_images: inputs.labels.len(),
-                train_crop: (crop != self.s.model.preprocess.crop).then_some(crop),
+                train_crop,
                 started,
             };
             let score = self.validate(&current, &feed, done, tr)?;
@@ -313,9 +314,9 @@ impl<'a> Run<'a> {
         inference::features(self.s.model, set, opts, self.s.observer, &self.device)
     }
 
-    /// Epoch `epoch`'s training inputs: the fixed ones, or freshly augmented `crop`×`crop`
-    /// crops.
-    fn train_inputs(&self, feed: &Feed, epoch: usize, crop: usize) -> Result<Features> {
+    /// Epoch `epoch`'s training inputs: the fixed ones, or freshly augmented crops, of side
+    /// `size` when given, else the model's.
+    fn train_inputs(&self, feed: &Feed, epoch: usize, size: Option<usize>) -> Result<Features> {
         if let Some(f) = &feed.fixed {
             return Ok(f.clone());
         }
@@ -323,7 +324,7 @@ impl<'a> Run<'a> {
             augment: Some(crate::data::Augment {
                 seed: self.s.training.seed ^ (epoch as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
                 color_jitter: self.s.training.color_jitter as f32,
-                size: (crop != self.s.model.preprocess.crop).then_some(crop),
+                size,
             }),
             ..feed.at_cut.clone()
         };
