@@ -56,14 +56,57 @@ fn check_file(name: &str, weights_file: &std::path::Path, expect_format: Weights
     let folded = model.for_inference();
     let (f, l) = folded
         .network
-        .features_and_logits(tensor4(&shape, x, &device))
+        .features_and_logits(tensor4(&shape, x.clone(), &device))
         .unwrap();
+    batch_invariant(name, &folded.network, &shape, &x, &device);
     let df = max_abs_diff("features", values(f), want_features);
     let dl = max_abs_diff("logits", values(l.unwrap()), want_logits);
     assert!(
         df <= TOL && dl <= TOL,
         "{name} (BN folded): features {df:e}, logits {dl:e} > {TOL:e}"
     );
+}
+
+/// The network on each image alone (inference on the CPU runs so) gives the very bits of
+/// the whole batch run at once, stage by stage: retrain's kernels give an image the same
+/// bits however it is batched.
+fn batch_invariant(
+    name: &str,
+    net: &retrain::zoo::network::Network,
+    shape: &[usize],
+    x: &[f32],
+    device: &Device,
+) {
+    let last = net.stages.len() - 1;
+    let bits = |t: Tensor<4>| (t.dims(), t.into_data().try_into_vec::<f32>().unwrap());
+    let each = bits(
+        net.features_through(tensor4(shape, x.to_vec(), device), last)
+            .unwrap(),
+    );
+    let mut whole = tensor4(shape, x.to_vec(), device);
+    for s in &net.stages {
+        whole = s.forward(whole).unwrap();
+    }
+    if shape[0] < 2 {
+        return; // one image: nothing to compare
+    }
+    let (whole, each) = (bits(whole), each);
+    // The transformers' attention and MLP products are burn's own batched matrix products,
+    // whose sums are grouped by the batch's shape: equal to float rounding there.
+    let transformer = ["vit", "swin", "deit", "dinov2", "maxvit"]
+        .iter()
+        .any(|t| name.contains(t));
+    if whole != each {
+        let d = max_abs_diff(
+            name,
+            (vec![whole.1.len()], whole.1),
+            (vec![each.1.len()], each.1),
+        );
+        assert!(
+            transformer && d <= 1e-5,
+            "{name}: each image alone differs from the whole batch by {d:e}"
+        );
+    }
 }
 
 fn check_export(name: &str, spec: &ModelSpec, weights: &Weights, model: &Model) {

@@ -1059,7 +1059,7 @@ fn tracked_conv<B: Backend + Kernels, C: CheckpointStrategy>(
 /// Whether tensors on `device` run on burn-flex (with or without autodiff) and retrain's
 /// kernels are not turned off: `RETRAIN_KERNELS=burn` runs burn's own operations instead,
 /// to measure one against the other in the same build.
-fn on_flex(device: &Device) -> bool {
+pub(crate) fn on_flex(device: &Device) -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *OFF.get_or_init(|| std::env::var("RETRAIN_KERNELS").is_ok_and(|v| v == "burn")) {
         return false;

@@ -89,11 +89,13 @@ pub struct Network {
 
 impl Network {
     /// Runs the stages `0..=last` and returns the last one's feature map.
-    pub fn features_through(&self, mut x: Tensor<4>, last: usize) -> Result<Tensor<4>, GraphError> {
-        for s in &self.stages[..=last] {
-            x = s.forward(x)?;
-        }
-        Ok(x)
+    pub fn features_through(&self, x: Tensor<4>, last: usize) -> Result<Tensor<4>, GraphError> {
+        each_image(x, |mut x| {
+            for s in &self.stages[..=last] {
+                x = s.forward(x)?;
+            }
+            Ok(x)
+        })
     }
 
     /// Global-average-pooled output of stage `last`: one vector per image.
@@ -135,6 +137,33 @@ impl Network {
             classifier: self.classifier,
         }
     }
+}
+
+/// `forward` of the batch `x`; in inference on the CPU, of each image of it on its own, the
+/// images in parallel, their outputs stacked in order.
+///
+/// Why: a layer's output for a whole batch leaves the caches before the next layer reads
+/// it (16 images of MobileNetV2's widest map are 77 MB), one image's mostly stays in them
+/// (4.8 MB): 15–25% faster for the mobile networks at batch 16. It gives the same values:
+/// retrain's CPU kernels give an image the same bits however it is batched (burn's own
+/// batched products, in the transformers, the same to float rounding), and in inference
+/// nothing mixes the images (BatchNorm is on its running statistics; with autodiff it may be
+/// on the batch's, so the batch stays whole there, as on a GPU, where it is the unit of work).
+pub fn each_image(
+    x: Tensor<4>,
+    forward: impl Fn(Tensor<4>) -> Result<Tensor<4>, GraphError> + Sync,
+) -> Result<Tensor<4>, GraphError> {
+    use rayon::prelude::*;
+    let (n, device) = (x.dims()[0], x.device());
+    if n < 2 || device.is_autodiff() || !crate::kernels::on_flex(&device) {
+        return forward(x);
+    }
+    let parts = x
+        .split(1, 0)
+        .into_par_iter()
+        .map(&forward)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Tensor::cat(parts, 0))
 }
 
 pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
