@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 use burn::tensor::{Int, Slice};
 
@@ -932,7 +932,7 @@ fn pool(x: F, win: &Window, ceil: bool, avg: Option<bool>) -> R<F> {
         }
     }
     let y = match avg {
-        None => max_pool2d(
+        None => crate::kernels::max_pool2d(
             x,
             MaxPoolOptions {
                 kernel_size: k,

@@ -164,17 +164,17 @@ fn depthwise_with(
 /// from the output element's own index in a `width`-wide grid, so that every tap is one
 /// unit-stride pass over a block of whole rows (the columns past the output's are
 /// computed and dropped): long vector loops even where the output's rows are 7 wide.
-struct Phases {
+pub(super) struct Phases {
     stride: [usize; 2],
     pad: [usize; 2],
-    rows: usize,
-    width: usize,
+    pub(super) rows: usize,
+    pub(super) width: usize,
     /// Per tap (kernel row-major): the phase it reads and its offset there.
-    taps: Vec<(usize, usize)>,
+    pub(super) taps: Vec<(usize, usize)>,
 }
 
 impl Phases {
-    fn of(g: &Depthwise) -> Self {
+    pub(super) fn of(g: &Depthwise) -> Self {
         let [sh, sw] = g.stride;
         // The padded extent the outputs reach, and at least the input with its leading pad.
         let padded = |a: usize| {
@@ -197,17 +197,17 @@ impl Phases {
 
     /// Elements of one phase, with a row of slack: the dropped columns of the last output
     /// row read up to a row past the phase's end.
-    fn phase_len(&self) -> usize {
+    pub(super) fn phase_len(&self) -> usize {
         (self.rows + 1) * self.width
     }
 
-    /// The input plane `x` `[h, w]` split into its phases in `out`, zero where padded.
+    /// The input plane `x` `[h, w]` split into its phases in `out`, `pad` where padded.
     #[inline(always)]
-    fn split(&self, x: &[f32], w: usize, out: &mut Vec<f32>) {
+    pub(super) fn split(&self, x: &[f32], w: usize, pad: f32, out: &mut Vec<f32>) {
         let [sh, sw] = self.stride;
         let len = self.phase_len();
         out.clear();
-        out.resize(sh * sw * len, 0.0);
+        out.resize(sh * sw * len, pad);
         for (y, row) in x.chunks_exact(w).enumerate() {
             let py = y + self.pad[0];
             let (a, u) = (py % sh, py / sh);
@@ -233,7 +233,7 @@ impl Phases {
 }
 
 /// Output rows per pass: a block of about 4096 accumulators (16 KiB), in L1.
-const BLOCK: usize = 4096;
+pub(super) const BLOCK: usize = 4096;
 
 /// The `m` output planes of input channel `c` (input plane `x`, their weights `w`), with
 /// the thread's buffers `split` and `acc`: every element of `out` is written (the contract
@@ -254,7 +254,7 @@ fn depthwise_planes(
 ) {
     let [oh, ow] = g.out_size;
     let (width, len) = (phases.width, phases.phase_len());
-    phases.split(x, g.in_size[1], split);
+    phases.split(x, g.in_size[1], 0.0, split);
     let taps = g.kernel[0] * g.kernel[1];
     let block = (BLOCK / width).clamp(1, oh);
     acc.resize(block * width, 0.0);

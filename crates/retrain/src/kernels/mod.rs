@@ -23,6 +23,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::conv::calculate_pool_output_size;
 use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
@@ -128,6 +129,19 @@ pub trait Kernels: Backend {
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
         conv2d_then::<Self>(x, weight, bias, Some(residual), options, epilogue)
+    }
+
+    /// A max pool for inference (symmetric padding; no autodiff: [`max_pool2d`] keeps
+    /// burn's under autodiff): one vector pass per window tap on burn-flex.
+    fn max_pool2d_inference(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> FloatTensor<Self> {
+        Self::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
     }
 
     /// An elementwise activation in one pass (burn composes ReLU6, hard-swish and SiLU of
@@ -313,6 +327,7 @@ pub mod fused;
 pub mod batchnorm;
 pub mod dense;
 pub mod pointwise;
+pub mod pool;
 
 /// Elements per parallel task of the elementwise kernels: large enough to amortise a
 /// task, small enough to split a 64×64 map across cores.
@@ -447,6 +462,53 @@ fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FloatTensor<Flex> {
 }
 
 impl Kernels for Flex {
+    fn max_pool2d_inference(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> FloatTensor<Self> {
+        let xs = x.shape().to_vec();
+        // Shapes burn's pool takes: a window that fits the padded input, a padding smaller
+        // than the window; anything else goes to burn's own pool (and its error).
+        let fits = (0..2).all(|a| {
+            let ext = dilation[a] * kernel[a].saturating_sub(1) + 1;
+            kernel[a] > 0
+                && dilation[a] > 0
+                && stride[a] > 0
+                && padding[a] < ext
+                && xs[a + 2] + 2 * padding[a] >= ext
+        });
+        if x.dtype() != DType::F32 || xs.contains(&0) || !fits {
+            return Self::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode);
+        }
+        let out = |a: usize| {
+            calculate_pool_output_size(
+                kernel[a],
+                stride[a],
+                padding[a],
+                dilation[a],
+                xs[a + 2],
+                ceil_mode,
+            )
+        };
+        let (oh, ow) = (out(0), out(1));
+        let g = Depthwise {
+            batch: xs[0],
+            channels: xs[1],
+            multiplier: 1,
+            in_size: [xs[2], xs[3]],
+            out_size: [oh, ow],
+            kernel,
+            stride,
+            dilation,
+            pad_begin: padding,
+        };
+        flex_tensor(pool::max_pool(&g, &values(&x)), vec![xs[0], xs[1], oh, ow])
+    }
+
     fn dense_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -1116,6 +1178,36 @@ pub fn conv2d(
     }
 }
 
+/// burn's `max_pool2d(x, options)`, through [`Kernels::max_pool2d_inference`] on the CPU
+/// backend outside autodiff when the padding is the same on both sides of each axis.
+pub fn max_pool2d(x: Tensor<4>, options: burn::tensor::ops::MaxPoolOptions<2>) -> Tensor<4> {
+    let device = x.device();
+    let symmetric = options.padding.iter().all(|(b, e)| b == e);
+    if device.is_autodiff() || !on_flex(&device) || !symmetric {
+        return burn::tensor::module::max_pool2d(x, options);
+    }
+    let dims = x.dims();
+    let y = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::max_pool2d_inference(
+        x.into_dispatch(),
+        options.kernel_size,
+        options.stride,
+        options.padding.map(|(b, _)| b),
+        options.dilation,
+        options.ceil_mode,
+    ));
+    // burn's own rule after the pool in ceil mode: a last window that starts past the
+    // input and its leading padding is dropped.
+    (0..2).fold(y, |y, a| {
+        let size = y.dims()[a + 2];
+        let late = size > 1 && (size - 1) * options.stride[a] >= dims[a + 2] + options.padding[a].0;
+        if options.ceil_mode && late {
+            y.narrow(a + 2, 0, size - 1)
+        } else {
+            y
+        }
+    })
+}
+
 /// `act` of `x`, through [`Kernels`] on the CPU backend and burn's operations elsewhere.
 pub fn activation<const D: usize>(x: Tensor<D>, act: Pointwise) -> Tensor<D> {
     if !on_flex(&x.device()) {
@@ -1310,6 +1402,79 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * scale, "{what} {g} vs {w} ({case})");
         }
+    }
+
+    /// [`max_pool2d`] (the kernel, on burn-flex outside autodiff) equals burn's own pool over
+    /// random shapes, windows, strides, dilations, paddings (asymmetric ones stay on burn's)
+    /// and both rounding modes: exactly, a maximum being one of its inputs.
+    #[test]
+    fn max_pool_equals_burns_reference() {
+        use burn::tensor::ops::MaxPoolOptions;
+        let device = Device::flex();
+        let mut r = Lcg(7);
+        let mut ran = 0;
+        for _ in 0..300 {
+            let (n, c) = (1 + r.below(3), 1 + r.below(5));
+            let k = [1 + r.below(4), 1 + r.below(4)];
+            let stride = [1 + r.below(3), 1 + r.below(3)];
+            let dilation = [1 + r.below(2), 1 + r.below(2)];
+            let p = [r.below(2), r.below(2)];
+            let pad = if r.below(4) == 0 {
+                [(p[0], r.below(2)), (p[1], r.below(2))]
+            } else {
+                [(p[0], p[0]), (p[1], p[1])]
+            };
+            let ceil_mode = r.below(2) == 1;
+            // burn (and PyTorch) ask for a padding at most half the window.
+            if (0..2).any(|a| 2 * pad[a].0.max(pad[a].1) > dilation[a] * (k[a] - 1) + 1) {
+                continue;
+            }
+            let size: [usize; 2] =
+                std::array::from_fn(|a| dilation[a] * (k[a] - 1) + 1 + r.below(12));
+            let case = format!(
+                "n{n} c{c} in{size:?} k{k:?} s{stride:?} d{dilation:?} p{pad:?} ceil {ceil_mode}"
+            );
+            let x = Tensor::<4>::from_data(
+                TensorData::new(
+                    r.values(n * c * size[0] * size[1]),
+                    [n, c, size[0], size[1]],
+                ),
+                &device,
+            );
+            let options = MaxPoolOptions {
+                kernel_size: k,
+                stride,
+                padding: pad,
+                dilation,
+                ceil_mode,
+            };
+            let ours = max_pool2d(x.clone(), options.clone());
+            let theirs = burn::tensor::module::max_pool2d(x, options);
+            assert_eq!(ours.dims(), theirs.dims(), "{case}");
+            let (ours, theirs) = (
+                ours.into_data().try_to_vec::<f32>().unwrap(),
+                theirs.into_data().try_to_vec::<f32>().unwrap(),
+            );
+            assert_eq!(ours, theirs, "{case}");
+            ran += 1;
+        }
+        assert!(ran > 100, "only {ran} cases ran");
+    }
+
+    /// A NaN in a window is its maximum, as in PyTorch's `max_pool2d`.
+    #[test]
+    fn max_pool_propagates_nan() {
+        let device = Device::flex();
+        let mut v: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        v[5] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 4, 4]), &device);
+        let options = burn::tensor::ops::MaxPoolOptions::new([2, 2]).with_stride([2, 2]);
+        let y = max_pool2d(x, options)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(y[0].is_nan(), "{y:?}");
+        assert_eq!(&y[1..], &[7.0, 13.0, 15.0]);
     }
 
     /// Forward and both gradients of [`conv2d`] equal burn's own convolution and its

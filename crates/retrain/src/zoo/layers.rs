@@ -1010,6 +1010,24 @@ pub fn max_pool(k: usize, stride: usize, pad: usize) -> Block {
     })
 }
 
+/// `MaxPool2d::forward`, through the CPU's pooling kernel (`kernels::max_pool2d`) where its
+/// padding is explicit.
+fn max_pool_forward(p: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let padding = match p.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Valid => [(0, 0); 2],
+        PaddingConfig2d::Same => return p.forward(x),
+    };
+    let options = burn::tensor::ops::MaxPoolOptions {
+        kernel_size: p.kernel_size,
+        stride: p.stride,
+        padding,
+        dilation: p.dilation,
+        ceil_mode: p.ceil_mode,
+    };
+    kernels::max_pool2d(x, options)
+}
+
 /// See [`Block::FlattenHwc`].
 #[derive(Module, Debug)]
 pub struct FlattenHwc {
@@ -1031,7 +1049,7 @@ impl Block {
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, GraphError> {
         Ok(match self {
             Block::Conv(c) => c.forward(x),
-            Block::MaxPool(p) => p.forward(x),
+            Block::MaxPool(p) => max_pool_forward(p, x),
             Block::Inverted(b) => b.forward(x),
             Block::Residual(b) => b.forward(x),
             Block::FlattenHwc(f) => f.forward(x),
