@@ -22,7 +22,7 @@ use crate::graph::GraphError;
 use crate::inference::Features;
 use crate::observe::Interrupter;
 use crate::rng::SplitMix64;
-use crate::zoo::network::{Stage, each_image, global_avg_pool};
+use crate::zoo::network::{Stage, global_avg_pool, run_stages};
 
 /// What gradient descent updates: the stages after the cut (maybe none) and the new head.
 #[derive(Module, Debug)]
@@ -34,12 +34,7 @@ pub struct Trainable {
 impl Trainable {
     /// Logits from the frozen part's output (a feature map; pooled features as `n×d×1×1`).
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<2>, GraphError> {
-        let x = each_image(x, |mut x| {
-            for s in &self.stages {
-                x = s.forward(x)?;
-            }
-            Ok(x)
-        })?;
+        let x = run_stages(&self.stages, x)?;
         Ok(self.head.forward(global_avg_pool(x)))
     }
 

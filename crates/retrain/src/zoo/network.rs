@@ -90,12 +90,7 @@ pub struct Network {
 impl Network {
     /// Runs the stages `0..=last` and returns the last one's feature map.
     pub fn features_through(&self, x: Tensor<4>, last: usize) -> Result<Tensor<4>, GraphError> {
-        each_image(x, |mut x| {
-            for s in &self.stages[..=last] {
-                x = s.forward(x)?;
-            }
-            Ok(x)
-        })
+        run_stages(&self.stages[..=last], x)
     }
 
     /// Global-average-pooled output of stage `last`: one vector per image.
@@ -139,8 +134,8 @@ impl Network {
     }
 }
 
-/// `forward` of the batch `x`; in inference on the CPU, of each image of it on its own, the
-/// images in parallel, their outputs stacked in order.
+/// `stages` one after the other on the batch `x`; in inference on the CPU, on each image of
+/// it on its own, the images in parallel, their outputs stacked in order.
 ///
 /// Why: a layer's output for a whole batch leaves the caches before the next layer reads
 /// it (16 images of MobileNetV2's widest map are 77 MB), one image's mostly stays in them
@@ -149,11 +144,14 @@ impl Network {
 /// batched products, in the transformers, the same to float rounding), and in inference
 /// nothing mixes the images (BatchNorm is on its running statistics; with autodiff it may be
 /// on the batch's, so the batch stays whole there, as on a GPU, where it is the unit of work).
-pub fn each_image(
-    x: Tensor<4>,
-    forward: impl Fn(Tensor<4>) -> Result<Tensor<4>, GraphError> + Sync,
-) -> Result<Tensor<4>, GraphError> {
+pub fn run_stages(stages: &[Stage], x: Tensor<4>) -> Result<Tensor<4>, GraphError> {
     use rayon::prelude::*;
+    let forward = |mut x| {
+        for s in stages {
+            x = s.forward(x)?;
+        }
+        Ok(x)
+    };
     let (n, device) = (x.dims()[0], x.device());
     if n < 2 || device.is_autodiff() || !crate::kernels::on_flex(&device) {
         return forward(x);
