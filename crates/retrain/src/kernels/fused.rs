@@ -167,8 +167,8 @@ fn depthwise_with(
 pub(super) struct Phases {
     stride: [usize; 2],
     pad: [usize; 2],
-    pub(super) rows: usize,
-    pub(super) width: usize,
+    rows: usize,
+    width: usize,
     /// Per tap (kernel row-major): the phase it reads and its offset there.
     pub(super) taps: Vec<(usize, usize)>,
 }
@@ -197,8 +197,48 @@ impl Phases {
 
     /// Elements of one phase, with a row of slack: the dropped columns of the last output
     /// row read up to a row past the phase's end.
-    pub(super) fn phase_len(&self) -> usize {
+    fn phase_len(&self) -> usize {
         (self.rows + 1) * self.width
+    }
+
+    /// Tap `tap`'s inputs to `n` accumulators from output row `r0` on: its phase's
+    /// elements from the tap's offset.
+    #[inline(always)]
+    pub(super) fn source<'a>(
+        &self,
+        split: &'a [f32],
+        (phase, offset): (usize, usize),
+        r0: usize,
+        n: usize,
+    ) -> &'a [f32] {
+        &split[phase * self.phase_len() + r0 * self.width + offset..][..n]
+    }
+
+    /// The output plane `out` (`oh × ow`) a block of about [`BLOCK`] accumulators at a
+    /// time: `block(r0, acc)` computes the rows from `r0` on into `acc` (`width` per row,
+    /// the columns past `ow` dropped), and each kept one goes out through `finish`. Every
+    /// element of `out` is written.
+    #[inline(always)]
+    pub(super) fn by_blocks(
+        &self,
+        [oh, ow]: [usize; 2],
+        acc: &mut Vec<f32>,
+        out: &mut [MaybeUninit<f32>],
+        mut block: impl FnMut(usize, &mut [f32]),
+        finish: impl Fn(f32) -> f32,
+    ) {
+        let width = self.width;
+        let rows = (BLOCK / width).clamp(1, oh);
+        acc.resize(rows * width, 0.0);
+        for r0 in (0..oh).step_by(rows) {
+            let acc = &mut acc[..(oh - r0).min(rows) * width];
+            block(r0, acc);
+            for (row, acc) in out[r0 * ow..].chunks_mut(ow).zip(acc.chunks(width)) {
+                for (o, &a) in row.iter_mut().zip(acc) {
+                    o.write(finish(a));
+                }
+            }
+        }
     }
 
     /// The input plane `x` `[h, w]` split into its phases in `out`, `pad` where padded.
@@ -233,7 +273,7 @@ impl Phases {
 }
 
 /// Output rows per pass: a block of about 4096 accumulators (16 KiB), in L1.
-pub(super) const BLOCK: usize = 4096;
+const BLOCK: usize = 4096;
 
 /// The `m` output planes of input channel `c` (input plane `x`, their weights `w`), with
 /// the thread's buffers `split` and `acc`: every element of `out` is written (the contract
@@ -253,21 +293,17 @@ fn depthwise_planes(
     acc: &mut Vec<f32>,
 ) {
     let [oh, ow] = g.out_size;
-    let (width, len) = (phases.width, phases.phase_len());
     phases.split(x, g.in_size[1], 0.0, split);
+    let split = &split[..];
     let taps = g.kernel[0] * g.kernel[1];
-    let block = (BLOCK / width).clamp(1, oh);
-    acc.resize(block * width, 0.0);
     for (j, out) in out.chunks_mut(oh * ow).enumerate() {
         let co = c * g.multiplier + j;
         let b = bias.map_or(0.0, |b| b[co]);
         let w = &w[j * taps..][..taps];
-        for r0 in (0..oh).step_by(block) {
-            let n = (oh - r0).min(block) * width;
-            let acc = &mut acc[..n];
+        let block = |r0: usize, acc: &mut [f32]| {
             acc.fill(b);
-            let src =
-                |(phase, offset): (usize, usize)| &split[phase * len + r0 * width + offset..][..n];
+            let n = acc.len();
+            let src = |t| phases.source(split, t, r0, n);
             // Three taps per pass over the accumulators (a kernel row of a 3×3), added in
             // the taps' order: the same sums as one tap at a time, a third of the loads and
             // stores of the block.
@@ -284,11 +320,7 @@ fn depthwise_planes(
                     *a += wv * s;
                 }
             }
-            for (row, acc) in out[r0 * ow..].chunks_mut(ow).zip(acc.chunks(width)) {
-                for (o, &a) in row.iter_mut().zip(acc) {
-                    o.write(epilogue(a));
-                }
-            }
-        }
+        };
+        phases.by_blocks(g.out_size, acc, out, block, &epilogue);
     }
 }

@@ -4,7 +4,7 @@
 //! walks each window with its bounds per output element (7% of a ResNet-50 inference).
 
 use super::depthwise::Depthwise;
-use super::fused::{BLOCK, Phases};
+use super::fused::Phases;
 use super::{simd, written_once};
 
 /// The max pool of `input` `[n, c, h, w]` over the window `g` describes (its `batch` the
@@ -14,7 +14,6 @@ pub fn max_pool(g: &Depthwise, input: &[f32]) -> Vec<f32> {
     let [ih, iw] = g.in_size;
     let [oh, ow] = g.out_size;
     let phases = Phases::of(g);
-    let (width, len) = (phases.width, phases.phase_len());
     written_once(g.batch * g.channels * oh * ow, oh * ow, |t, out| {
         let x = &input[t * ih * iw..][..ih * iw];
         thread_local! {
@@ -25,25 +24,18 @@ pub fn max_pool(g: &Depthwise, input: &[f32]) -> Vec<f32> {
                 #[inline(always)]
                 || {
                     phases.split(x, iw, f32::NEG_INFINITY, split);
-                    let block = (BLOCK / width).clamp(1, oh);
-                    acc.resize(block * width, 0.0);
-                    for r0 in (0..oh).step_by(block) {
-                        let n = (oh - r0).min(block) * width;
-                        let acc = &mut acc[..n];
+                    let split = &split[..];
+                    let block = |r0: usize, acc: &mut [f32]| {
                         acc.fill(f32::NEG_INFINITY);
-                        for &(phase, offset) in &phases.taps {
-                            let src = &split[phase * len + r0 * width + offset..][..n];
-                            for (a, &v) in acc.iter_mut().zip(src) {
+                        let n = acc.len();
+                        for &tap in &phases.taps {
+                            for (a, &v) in acc.iter_mut().zip(phases.source(split, tap, r0, n)) {
                                 // PyTorch's `(val > maxval) || isnan(val)`.
                                 *a = if v > *a || v.is_nan() { v } else { *a };
                             }
                         }
-                        for (row, acc) in out[r0 * ow..].chunks_mut(ow).zip(acc.chunks(width)) {
-                            for (o, &a) in row.iter_mut().zip(acc) {
-                                o.write(a);
-                            }
-                        }
-                    }
+                    };
+                    phases.by_blocks(g.out_size, acc, out, block, |a| a);
                 },
             )
         })
