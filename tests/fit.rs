@@ -20,30 +20,45 @@ fn fixture_model() -> (String, String) {
     (s(&d.join("model.json")), s(&d.join("weights.safetensors")))
 }
 
+/// `retrain fit` of `model` with `weights` on `data`, validated on the same images, with
+/// `rest`.
+fn fit_with(model: &str, weights: &str, data: &Path, rest: &[&str]) -> std::process::Output {
+    let data = s(data);
+    let mut args = vec![
+        "fit",
+        "--model",
+        model,
+        "--weights",
+        weights,
+        "--data",
+        &data,
+        "--val",
+        &data,
+    ];
+    args.extend_from_slice(rest);
+    retrain(&args)
+}
+
 #[test]
 fn probe_bundle_round_trip_on_fixtures() {
     let dir = tempfile::tempdir().unwrap();
     let data = toy_folder(dir.path());
     let (model, weights) = fixture_model();
     let bundle = dir.path().join("bundle");
-    let o = retrain(&[
-        "fit",
-        "--model",
+    let o = fit_with(
         &model,
-        "--weights",
         &weights,
-        "--data",
-        &s(&data),
-        "--val",
-        &s(&data),
-        "--strategy",
-        "probe",
-        "--folds",
-        "3",
-        "--out",
-        &s(&bundle),
-        "--json",
-    ]);
+        &data,
+        &[
+            "--strategy",
+            "probe",
+            "--folds",
+            "3",
+            "--out",
+            &s(&bundle),
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["classes"], serde_json::json!(["round", "square"]));
@@ -53,9 +68,7 @@ fn probe_bundle_round_trip_on_fixtures() {
         "cross-validation"
     );
 
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let manifest = json_file(&bundle.join("manifest.json"));
     assert_eq!(manifest["format"], 1);
     assert_eq!(manifest["strategy"], "probe");
     assert_eq!(manifest["model"]["config"]["family"], "mobilenet_v2");
@@ -162,42 +175,34 @@ fn freeze_trains_a_head_and_repeats_with_a_seed() {
     let mut outputs = Vec::new();
     for (name, extra) in [("a", "sgd"), ("b", "sgd"), ("c", "adamw")] {
         let out = dir.path().join(name);
-        let o = retrain(&[
-            "fit",
-            "--model",
+        let o = fit_with(
             &model,
-            "--weights",
             &weights,
-            "--data",
-            &s(&data),
-            "--val",
-            &s(&data),
-            "--strategy",
-            "freeze",
-            "--epochs",
-            "3",
-            "--optimizer",
-            extra,
-            "--label-smoothing",
-            "0.1",
-            "--warmup",
-            "1",
-            "--train-batch",
-            "4",
-            "--seed",
-            "9",
-            "--out",
-            &s(&out),
-        ]);
+            &data,
+            &[
+                "--strategy",
+                "freeze",
+                "--epochs",
+                "3",
+                "--optimizer",
+                extra,
+                "--label-smoothing",
+                "0.1",
+                "--warmup",
+                "1",
+                "--train-batch",
+                "4",
+                "--seed",
+                "9",
+                "--out",
+                &s(&out),
+            ],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(stderr(&o).matches("epoch ").count(), 3, "{}", stderr(&o));
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap())
-                .unwrap();
+        let m = json_file(&out.join("metrics.json"));
         assert_eq!(m["epochs"].as_array().unwrap().len(), 3);
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
-                .unwrap();
+        let manifest = json_file(&out.join("manifest.json"));
         assert_eq!(manifest["strategy"], "freeze");
         assert_eq!(manifest["hyperparameters"]["training"]["epochs"], 3);
         outputs.push(std::fs::read(out.join("model.safetensors")).unwrap());
@@ -214,29 +219,25 @@ fn freeze_until_a_stage_trains_the_rest_and_exports_it() {
     let data = toy_folder(dir.path());
     let (model, weights) = fixture_model();
     let out = dir.path().join("partial");
-    let o = retrain(&[
-        "fit",
-        "--model",
+    let o = fit_with(
         &model,
-        "--weights",
         &weights,
-        "--data",
-        &s(&data),
-        "--val",
-        &s(&data),
-        "--strategy",
-        "freeze",
-        "--freeze-until",
-        "stage2",
-        "--epochs",
-        "2",
-        "--lr",
-        "0.05",
-        "--train-batch",
-        "3",
-        "--out",
-        &s(&out),
-    ]);
+        &data,
+        &[
+            "--strategy",
+            "freeze",
+            "--freeze-until",
+            "stage2",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.05",
+            "--train-batch",
+            "3",
+            "--out",
+            &s(&out),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let before = retrain::weights::Weights::load(Path::new(&weights)).unwrap();
     let after = retrain::weights::Weights::load(&out.join("model.safetensors")).unwrap();
@@ -253,8 +254,7 @@ fn freeze_until_a_stage_trains_the_rest_and_exports_it() {
             assert_ne!(a.data, t.data, "{k} was trained");
         }
     }
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = json_file(&out.join("manifest.json"));
     assert_eq!(
         manifest["hyperparameters"]["phases"][0]["frozen_through"],
         "stage2"
@@ -293,42 +293,36 @@ fn early_stopping_keeps_the_best_epoch() {
     let (model, weights) = fixture_model();
     let out = dir.path().join("es");
     // A learning rate this high overshoots, so validation loss rises and training stops.
-    let o = retrain(&[
-        "fit",
-        "--model",
+    let o = fit_with(
         &model,
-        "--weights",
         &weights,
-        "--data",
-        &s(&data),
-        "--val",
-        &s(&data),
-        "--strategy",
-        "freeze",
-        "--epochs",
-        "12",
-        "--lr",
-        "20",
-        "--patience",
-        "2",
-        "--balanced",
-        "--no-augment",
-        "--train-batch",
-        "2",
-        "--out",
-        &s(&out),
-    ]);
+        &data,
+        &[
+            "--strategy",
+            "freeze",
+            "--epochs",
+            "12",
+            "--lr",
+            "20",
+            "--patience",
+            "2",
+            "--balanced",
+            "--no-augment",
+            "--train-batch",
+            "2",
+            "--out",
+            &s(&out),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let m = json_file(&out.join("metrics.json"));
     let epochs = m["epochs"].as_array().unwrap();
     let losses: Vec<f64> = epochs
         .iter()
         .map(|e| e["val_loss"].as_f64().unwrap())
         .collect();
     let best = losses.iter().copied().fold(f64::INFINITY, f64::min);
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = json_file(&out.join("manifest.json"));
     assert_eq!(manifest["hyperparameters"]["training"]["balanced"], true);
     let kept = manifest["metrics"]["val"]["loss"].as_f64().unwrap();
     assert_eq!(
@@ -359,35 +353,29 @@ fn finetune_without_augmentation_trains_at_the_models_size() {
     let data = toy_folder(dir.path());
     let (model, weights) = fixture_model();
     let out = dir.path().join("b");
-    let o = retrain(&[
-        "fit",
-        "--model",
+    let o = fit_with(
         &model,
-        "--weights",
         &weights,
-        "--data",
-        &s(&data),
-        "--val",
-        &s(&data),
-        "--strategy",
-        "finetune",
-        "--no-augment",
-        "--epochs",
-        "2",
-        "--train-batch",
-        "3",
-        "--start-size",
-        "32",
-        "--out",
-        &s(&out),
-    ]);
+        &data,
+        &[
+            "--strategy",
+            "finetune",
+            "--no-augment",
+            "--epochs",
+            "2",
+            "--train-batch",
+            "3",
+            "--start-size",
+            "32",
+            "--out",
+            &s(&out),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("crops)"), "{}", stderr(&o));
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = json_file(&out.join("manifest.json"));
     assert!(manifest["hyperparameters"]["phases"][1]["start_size"].is_null());
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let metrics = json_file(&out.join("metrics.json"));
     let epochs = metrics["epochs"].as_array().unwrap();
     assert_eq!(epochs.len(), 3);
     assert!(epochs.iter().all(|e| e["train_crop"].is_null()));
@@ -403,33 +391,29 @@ fn finetune_trains_every_layer() {
     let mut bundles = Vec::new();
     for name in ["a", "b"] {
         let out = dir.path().join(name);
-        let o = retrain(&[
-            "fit",
-            "--model",
+        let o = fit_with(
             &model,
-            "--weights",
             &weights,
-            "--data",
-            &s(&data),
-            "--val",
-            &s(&data),
-            "--strategy",
-            "finetune",
-            "--epochs",
-            "2",
-            "--head-epochs",
-            "1",
-            "--lr",
-            "0.05",
-            "--train-batch",
-            "3",
-            "--seed",
-            "4",
-            "--start-size",
-            "32",
-            "--out",
-            &s(&out),
-        ]);
+            &data,
+            &[
+                "--strategy",
+                "finetune",
+                "--epochs",
+                "2",
+                "--head-epochs",
+                "1",
+                "--lr",
+                "0.05",
+                "--train-batch",
+                "3",
+                "--seed",
+                "4",
+                "--start-size",
+                "32",
+                "--out",
+                &s(&out),
+            ],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(
             stderr(&o).contains("epoch 1/3 (head only)"),
@@ -456,9 +440,7 @@ fn finetune_trains_every_layer() {
             "{k} was trained"
         );
     }
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bundles[0].join("manifest.json")).unwrap())
-            .unwrap();
+    let manifest = json_file(&bundles[0].join("manifest.json"));
     assert_eq!(manifest["strategy"], "finetune");
     assert_eq!(
         manifest["hyperparameters"]["phases"]
@@ -469,9 +451,7 @@ fn finetune_trains_every_layer() {
     );
     // The unfrozen epochs rise from 32x32 crops to the model's 64x64.
     assert_eq!(manifest["hyperparameters"]["phases"][1]["start_size"], 32);
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bundles[0].join("metrics.json")).unwrap())
-            .unwrap();
+    let metrics = json_file(&bundles[0].join("metrics.json"));
     let crops: Vec<_> = metrics["epochs"]
         .as_array()
         .unwrap()
@@ -664,34 +644,28 @@ fn strategies_on_a_keras_model() {
         let out = dir
             .path()
             .join(format!("{fixture}-{}-{strategy}", file.replace('/', "_")));
-        let o = retrain(&[
-            "fit",
-            "--model",
+        let o = fit_with(
             &model,
-            "--weights",
             &weights,
-            "--data",
-            &s(&data),
-            "--val",
-            &s(&data),
-            "--strategy",
-            strategy,
-            "--epochs",
-            "2",
-            "--folds",
-            "2",
-            "--train-batch",
-            "3",
-            "--out",
-            &s(&out),
-            "--json",
-        ]);
+            &data,
+            &[
+                "--strategy",
+                strategy,
+                "--epochs",
+                "2",
+                "--folds",
+                "2",
+                "--train-batch",
+                "3",
+                "--out",
+                &s(&out),
+                "--json",
+            ],
+        );
         assert!(o.status.success(), "{strategy}: {}", stderr(&o));
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(summary["train_images"], 6, "{strategy}");
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
-                .unwrap();
+        let manifest = json_file(&out.join("manifest.json"));
         assert_eq!(manifest["pretrained"]["format"], format, "{strategy}");
         assert!(
             manifest["pretrained"]["path"]
@@ -762,8 +736,7 @@ fn a_vit_freezes_at_an_encoder_block_and_trains_the_rest() {
             assert_ne!(a.data, t.data, "{k} was trained");
         }
     }
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = json_file(&out.join("manifest.json"));
     let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -808,9 +781,7 @@ fn windowed_attention_models_fine_tune_to_finite_losses() {
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         let text = format!("{}{}", stdout(&o), stderr(&o));
         assert!(!text.contains("NaN"), "{name}: {text}");
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
-                .unwrap();
+        let manifest = json_file(&out.join("manifest.json"));
         let loss = manifest["metrics"]["val"]["loss"].as_f64().unwrap();
         assert!(loss.is_finite(), "{name}: val loss {loss}");
         let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
@@ -859,8 +830,7 @@ fn a_timm_dinov2_at_another_size_freezes_at_a_block_and_its_bundle_says_the_size
         &s(&out),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest = json_file(&out.join("manifest.json"));
     assert_eq!(manifest["model"]["config"]["img_size"], 56, "{manifest}");
     assert_eq!(manifest["model"]["preprocess"]["crop"], 56);
     let before = retrain::weights::Weights::load(&weights).unwrap();
@@ -994,9 +964,7 @@ fn timm_families_freeze_at_a_timm_stage_and_bundle_under_timm_names() {
             get(&before, trained),
             "{name}: {trained}"
         );
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
-                .unwrap();
+        let manifest = json_file(&out.join("manifest.json"));
         let o = retrain(&["eval", "--bundle", &s(&out), "--data", &s(&data), "--json"]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

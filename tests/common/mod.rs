@@ -131,6 +131,11 @@ pub fn cntk_files() -> Option<PathBuf> {
 }
 
 /// Runs the `retrain` binary built for the tests.
+/// A JSON file (a bundle's manifest, its metrics) as a value.
+pub fn json_file(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 pub fn retrain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_retrain"))
         .args(args)
