@@ -78,7 +78,14 @@ impl Dense {
             p.resize(self.depth() * cols, 0.0);
             simd::vectorized(
                 #[inline(always)]
-                || self.walk(j0, cols, |row, src| row.copy(p, cols, x, src)),
+                || {
+                    self.walk(
+                        j0,
+                        cols,
+                        #[inline(always)]
+                        |row, src| row.copy(p, cols, x, src),
+                    )
+                },
             );
             with(&p[..self.depth() * cols], cols)
         })
@@ -87,7 +94,8 @@ impl Dense {
     /// For every patch row `r` (input channel, kernel row, kernel column) and every output
     /// row that columns `j0..j0 + cols` cover: `f(segment, source)` with the segment's place
     /// in the block's row and, when its kernel row lands inside the input, the input row
-    /// it reads.
+    /// it reads. `f` is to be marked `#[inline(always)]`: as a function of its own it would
+    /// not get the vector instructions of `simd::vectorized`.
     #[inline(always)]
     fn walk(&self, j0: usize, cols: usize, mut f: impl FnMut(Segment, Option<Source>)) {
         let g = &self.window;
@@ -270,7 +278,14 @@ pub fn input_grad(g: &Dense, weight: &[f32], out_grad: &[f32]) -> Vec<f32> {
                 }
                 simd::vectorized(
                     #[inline(always)]
-                    || g.walk(j0, cols, |seg, src| seg.add_into(p, cols, dx, src)),
+                    || {
+                        g.walk(
+                            j0,
+                            cols,
+                            #[inline(always)]
+                            |seg, src| seg.add_into(p, cols, dx, src),
+                        )
+                    },
                 );
             }
         })

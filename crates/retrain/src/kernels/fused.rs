@@ -300,27 +300,36 @@ fn depthwise_planes(
         let co = c * g.multiplier + j;
         let b = bias.map_or(0.0, |b| b[co]);
         let w = &w[j * taps..][..taps];
-        let block = |r0: usize, acc: &mut [f32]| {
-            acc.fill(b);
-            let n = acc.len();
-            let src = |t| phases.source(split, t, r0, n);
-            // Three taps per pass over the accumulators (a kernel row of a 3×3), added in
-            // the taps' order: the same sums as one tap at a time, a third of the loads and
-            // stores of the block.
-            let (w3, taps3) = (w.chunks_exact(3), phases.taps.chunks_exact(3));
-            let (w1, taps1) = (w3.remainder(), taps3.remainder());
-            for (w, t) in w3.zip(taps3) {
-                let (s0, s1, s2) = (src(t[0]), src(t[1]), src(t[2]));
-                for (((a, &x0), &x1), &x2) in acc.iter_mut().zip(s0).zip(s1).zip(s2) {
-                    *a = *a + w[0] * x0 + w[1] * x1 + w[2] * x2;
+        // The block passed as it is written, marked to be inlined: a closure left as a
+        // function of its own is compiled with the crate's baseline instructions, not the
+        // caller's vector ones.
+        phases.by_blocks(
+            g.out_size,
+            acc,
+            out,
+            #[inline(always)]
+            |r0: usize, acc: &mut [f32]| {
+                acc.fill(b);
+                let n = acc.len();
+                let src = |t| phases.source(split, t, r0, n);
+                // Three taps per pass over the accumulators (a kernel row of a 3×3), added in
+                // the taps' order: the same sums as one tap at a time, a third of the loads and
+                // stores of the block.
+                let (w3, taps3) = (w.chunks_exact(3), phases.taps.chunks_exact(3));
+                let (w1, taps1) = (w3.remainder(), taps3.remainder());
+                for (w, t) in w3.zip(taps3) {
+                    let (s0, s1, s2) = (src(t[0]), src(t[1]), src(t[2]));
+                    for (((a, &x0), &x1), &x2) in acc.iter_mut().zip(s0).zip(s1).zip(s2) {
+                        *a = *a + w[0] * x0 + w[1] * x1 + w[2] * x2;
+                    }
                 }
-            }
-            for (&wv, &t) in w1.iter().zip(taps1) {
-                for (a, &s) in acc.iter_mut().zip(src(t)) {
-                    *a += wv * s;
+                for (&wv, &t) in w1.iter().zip(taps1) {
+                    for (a, &s) in acc.iter_mut().zip(src(t)) {
+                        *a += wv * s;
+                    }
                 }
-            }
-        };
-        phases.by_blocks(g.out_size, acc, out, block, &epilogue);
+            },
+            &epilogue,
+        );
     }
 }

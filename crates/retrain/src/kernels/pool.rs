@@ -25,17 +25,24 @@ pub fn max_pool(g: &Depthwise, input: &[f32]) -> Vec<f32> {
                 || {
                     phases.split(x, iw, f32::NEG_INFINITY, split);
                     let split = &split[..];
-                    let block = |r0: usize, acc: &mut [f32]| {
-                        acc.fill(f32::NEG_INFINITY);
-                        let n = acc.len();
-                        for &tap in &phases.taps {
-                            for (a, &v) in acc.iter_mut().zip(phases.source(split, tap, r0, n)) {
-                                // PyTorch's `(val > maxval) || isnan(val)`.
-                                *a = if v > *a || v.is_nan() { v } else { *a };
+                    phases.by_blocks(
+                        g.out_size,
+                        acc,
+                        out,
+                        #[inline(always)]
+                        |r0: usize, acc: &mut [f32]| {
+                            acc.fill(f32::NEG_INFINITY);
+                            let n = acc.len();
+                            for &tap in &phases.taps {
+                                for (a, &v) in acc.iter_mut().zip(phases.source(split, tap, r0, n))
+                                {
+                                    // PyTorch's `(val > maxval) || isnan(val)`.
+                                    *a = if v > *a || v.is_nan() { v } else { *a };
+                                }
                             }
-                        }
-                    };
-                    phases.by_blocks(g.out_size, acc, out, block, |a| a);
+                        },
+                        |a| a,
+                    );
                 },
             )
         })
