@@ -260,11 +260,24 @@ impl Phases {
                 let at = (a * sw + b) * len + u * self.width + (first + self.pad[1]) / sw;
                 let n = src.len().div_ceil(sw);
                 let dst = &mut out[at..at + n];
-                if sw == 1 {
-                    dst.copy_from_slice(src);
-                } else {
-                    for (d, s) in dst.iter_mut().zip(src.chunks(sw)) {
-                        *d = s[0];
+                match sw {
+                    1 => dst.copy_from_slice(src),
+                    // Stride 2 (most strided layers): whole pairs, so that the loop
+                    // vectorises as one de-interleave; `chunks(sw)` kept it scalar.
+                    2 => {
+                        let pairs = src.chunks_exact(2);
+                        let last = pairs.remainder().first();
+                        for (d, s) in dst.iter_mut().zip(pairs) {
+                            *d = s[0];
+                        }
+                        if let Some(&v) = last {
+                            dst[n - 1] = v;
+                        }
+                    }
+                    _ => {
+                        for (d, s) in dst.iter_mut().zip(src.chunks(sw)) {
+                            *d = s[0];
+                        }
                     }
                 }
             }
