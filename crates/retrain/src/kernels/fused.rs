@@ -217,7 +217,9 @@ impl Phases {
     /// The output plane `out` (`oh × ow`) a block of about [`BLOCK`] accumulators at a
     /// time: `block(r0, acc)` computes the rows from `r0` on into `acc` (`width` per row,
     /// the columns past `ow` dropped), and each kept one goes out through `finish`. Every
-    /// element of `out` is written.
+    /// element of `out` is written. `block` is to be passed in place, marked
+    /// `#[inline(always)]`: left as a function of its own, a closure is compiled with the
+    /// crate's baseline instructions, not those of the caller's `simd::vectorized`.
     #[inline(always)]
     pub(super) fn by_blocks(
         &self,
@@ -313,9 +315,6 @@ fn depthwise_planes(
         let co = c * g.multiplier + j;
         let b = bias.map_or(0.0, |b| b[co]);
         let w = &w[j * taps..][..taps];
-        // The block passed as it is written, marked to be inlined: a closure left as a
-        // function of its own is compiled with the crate's baseline instructions, not the
-        // caller's vector ones.
         phases.by_blocks(
             g.out_size,
             acc,
