@@ -295,7 +295,7 @@ const BLOCK: usize = 4096;
 /// of `written_once`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn depthwise_planes(
+pub(super) fn depthwise_planes(
     g: &Depthwise,
     phases: &Phases,
     x: &[f32],

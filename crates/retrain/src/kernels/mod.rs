@@ -11,6 +11,8 @@
 //! - `batchnorm`: BatchNorm on the batch's statistics (training), forward and backward.
 //! - `fused`: inference convolutions (depthwise, 1×1) with their bias and activation in the
 //!   same pass ([`conv_fused`]).
+//! - `inverted`: a folded MobileNet inverted residual block in one pass over bands of
+//!   output rows ([`inverted_block`]).
 
 pub mod depthwise;
 mod gelu;
@@ -131,6 +133,34 @@ pub trait Kernels: Backend {
         conv2d_then::<Self>(x, weight, bias, Some(residual), options, epilogue)
     }
 
+    /// A MobileNet inverted residual block for inference, BatchNorm folded: the 1×1
+    /// expansion and its activation `acts[0]`, the depthwise convolution (`depthwise`
+    /// options) and `acts[1]`, the linear 1×1 projection, and `x` added with `residual`. In
+    /// one pass over bands of output rows on burn-flex (`inverted.rs`).
+    #[allow(clippy::too_many_arguments)]
+    fn inverted_block(
+        x: FloatTensor<Self>,
+        expand_weight: FloatTensor<Self>,
+        expand_bias: FloatTensor<Self>,
+        depthwise_weight: FloatTensor<Self>,
+        depthwise_bias: FloatTensor<Self>,
+        project_weight: FloatTensor<Self>,
+        project_bias: FloatTensor<Self>,
+        depthwise: ConvOptions<2>,
+        acts: [Epilogue; 2],
+        residual: bool,
+    ) -> FloatTensor<Self> {
+        inverted_then::<Self>(
+            x,
+            [expand_weight, expand_bias],
+            [depthwise_weight, depthwise_bias],
+            [project_weight, project_bias],
+            depthwise,
+            acts,
+            residual,
+        )
+    }
+
     /// A max pool for inference (symmetric padding; no autodiff: [`max_pool2d`] keeps
     /// burn's under autodiff): one vector pass per window tap on burn-flex.
     fn max_pool2d_inference(
@@ -230,6 +260,26 @@ fn conv2d_then<B: Kernels>(
     }
 }
 
+/// [`Kernels::inverted_block`] as its three fused convolutions: its body where the fused
+/// block does not apply.
+fn inverted_then<B: Kernels>(
+    x: FloatTensor<B>,
+    [ew, eb]: [FloatTensor<B>; 2],
+    [dw, db]: [FloatTensor<B>; 2],
+    [pw, pb]: [FloatTensor<B>; 2],
+    depthwise: ConvOptions<2>,
+    [e_act, d_act]: [Epilogue; 2],
+    residual: bool,
+) -> FloatTensor<B> {
+    let one = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    let e = B::conv2d_fused(x.clone(), ew, eb, one.clone(), e_act);
+    let d = B::conv2d_fused(e, dw, db, depthwise, d_act);
+    match residual {
+        true => B::conv2d_fused_residual(d, pw, pb, x, one, Epilogue::Identity),
+        false => B::conv2d_fused(d, pw, pb, one, Epilogue::Identity),
+    }
+}
+
 /// The activations [`Kernels::activation`] computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pointwise {
@@ -326,6 +376,7 @@ macro_rules! per_activation {
 pub mod fused;
 pub mod batchnorm;
 pub mod dense;
+pub mod inverted;
 pub mod pointwise;
 pub mod pool;
 
@@ -634,6 +685,58 @@ impl Kernels for Flex {
         flex_conv2d_fused(x, weight, bias, Some(residual), options, epilogue)
     }
 
+    fn inverted_block(
+        x: FloatTensor<Self>,
+        expand_weight: FloatTensor<Self>,
+        expand_bias: FloatTensor<Self>,
+        depthwise_weight: FloatTensor<Self>,
+        depthwise_bias: FloatTensor<Self>,
+        project_weight: FloatTensor<Self>,
+        project_bias: FloatTensor<Self>,
+        depthwise: ConvOptions<2>,
+        acts: [Epilogue; 2],
+        residual: bool,
+    ) -> FloatTensor<Self> {
+        let tensors = [
+            &x,
+            &expand_weight,
+            &expand_bias,
+            &depthwise_weight,
+            &depthwise_bias,
+            &project_weight,
+            &project_bias,
+        ];
+        let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape().to_vec()).collect();
+        let f32s = tensors.iter().all(|t| t.dtype() == DType::F32);
+        match inverted_geometry(&shapes, &depthwise, residual).filter(|_| f32s) {
+            Some(b) => {
+                let v: Vec<_> = tensors.iter().map(|t| values(t)).collect();
+                let part = |w: usize, e| inverted::Part {
+                    weight: &v[w],
+                    bias: &v[w + 1],
+                    epilogue: e,
+                };
+                let (e, d, p) = (
+                    part(1, acts[0]),
+                    part(3, acts[1]),
+                    part(5, Epilogue::Identity),
+                );
+                let g = b.window;
+                let shape = vec![g.batch, b.channels_out, g.out_size[0], g.out_size[1]];
+                flex_tensor(inverted::forward(&b, &v[0], e, d, p), shape)
+            }
+            None => inverted_then::<Self>(
+                x,
+                [expand_weight, expand_bias],
+                [depthwise_weight, depthwise_bias],
+                [project_weight, project_bias],
+                depthwise,
+                acts,
+                residual,
+            ),
+        }
+    }
+
     fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
         let dtype = x.dtype();
         let mut x = as_f32(x);
@@ -812,6 +915,48 @@ fn flex_conv2d_fused(
         fused::depthwise(&g, &xv, &wv, Some(&bv), epilogue),
         shape.to_vec(),
     )
+}
+
+/// The geometry of an inverted block from the shapes of its input, expansion, depthwise
+/// and projection weights and biases, when the fused block takes it: 1×1 expansion and
+/// projection, a depthwise convolution with multiplier 1 whose every output row reads an
+/// input row (paddings under the window's reach), every size at least 1, and with
+/// `residual` the input's shape kept.
+fn inverted_geometry(
+    shapes: &[Vec<usize>],
+    options: &ConvOptions<2>,
+    residual: bool,
+) -> Option<inverted::Inverted> {
+    let [x, ew, eb, dw, db, pw, pb] = shapes else {
+        return None;
+    };
+    let (n, cin, hidden) = (x[0], x[1], ew[0]);
+    let cout = pw[0];
+    let fits = x.len() == 4
+        && x.iter().chain(ew).chain(dw).chain(pw).all(|&d| d > 0)
+        && ew[..] == [hidden, cin, 1, 1]
+        && eb[..] == [hidden]
+        && dw.len() == 4
+        && dw[..2] == [hidden, 1]
+        && db[..] == [hidden]
+        && pw[..] == [cout, hidden, 1, 1]
+        && pb[..] == [cout]
+        && options.groups == hidden;
+    if !fits {
+        return None;
+    }
+    let reach = |a: usize| options.dilation[a] * (dw[2 + a] - 1) + 1;
+    let pads_inside = (0..2)
+        .all(|a| options.padding_begin()[a] < reach(a) && options.padding_end()[a] < reach(a));
+    let [oh, ow] = output_size(&[n, hidden, x[2], x[3]], dw, options)?;
+    let window = geometry(&[n, hidden, x[2], x[3]], dw, &[n, hidden, oh, ow], options);
+    let keeps = cin == cout && [x[2], x[3]] == [oh, ow];
+    (pads_inside && (!residual || keeps)).then_some(inverted::Inverted {
+        window,
+        channels_in: cin,
+        channels_out: cout,
+        residual,
+    })
 }
 
 /// The `[n, c, rest]` geometry of an activation for the BatchNorm kernels.
@@ -1349,6 +1494,58 @@ pub fn conv_fused(
     )
 }
 
+/// An inverted residual block for inference, BatchNorm folded into each convolution:
+/// `project(act[1](depthwise(act[0](expand(x)))))`, `+ x` with `residual`, through
+/// [`Kernels::inverted_block`] on the CPU backend without autodiff. `None` where it does
+/// not apply (autodiff, another backend, a convolution without its bias, a 1×1 one with a
+/// stride or padding, a `Same` padding): the caller runs the three convolutions.
+pub fn inverted_block(
+    [expand, depthwise, project]: [&Conv2d; 3],
+    acts: [Epilogue; 2],
+    x: Tensor<4>,
+    residual: bool,
+) -> Option<Tensor<4>> {
+    let device = x.device();
+    if device.is_autodiff() || !on_flex(&device) {
+        return None;
+    }
+    let unit = |c: &Conv2d| {
+        c.stride == [1, 1]
+            && c.groups == 1
+            && matches!(
+                c.padding,
+                PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+            )
+    };
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = depthwise.padding else {
+        return None;
+    };
+    if !(unit(expand) && unit(project)) {
+        return None;
+    }
+    let bias = |c: &Conv2d| c.bias.as_ref().map(|b| b.val().into_dispatch());
+    let options = ConvOptions::new_with_padding(
+        depthwise.stride,
+        [(top, bottom), (left, right)],
+        depthwise.dilation,
+        depthwise.groups,
+    );
+    Some(Tensor::from_dispatch(
+        <Dispatch as Kernels>::inverted_block(
+            x.into_dispatch(),
+            expand.weight.val().into_dispatch(),
+            bias(expand)?,
+            depthwise.weight.val().into_dispatch(),
+            bias(depthwise)?,
+            project.weight.val().into_dispatch(),
+            bias(project)?,
+            options,
+            acts,
+            residual,
+        ),
+    ))
+}
+
 /// `Conv2d::forward`, through [`conv2d`] when the depthwise or 1×1 kernels apply. The zoo's
 /// paddings are explicit (or valid); any other stays on burn's forward.
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -1623,6 +1820,140 @@ mod tests {
             Epilogue::Act(Pointwise::Hardswish) => burn::tensor::activation::hard_swish(y),
             Epilogue::Act(Pointwise::Silu) => burn::tensor::activation::silu(y),
             Epilogue::Act(Pointwise::Gelu) => burn::tensor::activation::gelu(y),
+        }
+    }
+
+    /// The fused inverted block (1×1 expansion, depthwise k×k, 1×1 projection, residual)
+    /// over random channels, windows, strides, dilations, paddings, epilogues and bands of
+    /// output rows (one row to the whole image) equals burn's three convolutions, each then
+    /// burn's activation, and the addition, within 1e-5 of the largest magnitude; and the
+    /// tensor-level block ([`Kernels::inverted_block`]) equals the three fused convolutions
+    /// it replaces, bit for bit, whatever its bands.
+    #[test]
+    fn inverted_block_equals_burns_three_convolutions() {
+        let device = Device::flex();
+        let mut r = Lcg(31);
+        let tensor = |v: Vec<f32>, shape: [usize; 4]| {
+            Tensor::<4>::from_data(TensorData::new(v, shape), &device)
+        };
+        let vector = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), &device)
+        };
+        for case in 0..120 {
+            // Two expanded channels at least: one would be a dense convolution to the layers.
+            let (n, cin, hidden) = (1 + r.below(3), 1 + r.below(8), 2 + r.below(23));
+            let k = [1 + r.below(5), 1 + r.below(5)];
+            let stride = [1 + r.below(2), 1 + r.below(2)];
+            let dilation = [1 + r.below(2), 1 + r.below(2)];
+            let reach = |a: usize| dilation[a] * (k[a] - 1) + 1;
+            let pad: [(usize, usize); 2] =
+                std::array::from_fn(|a| (r.below(reach(a)), r.below(reach(a))));
+            let size: [usize; 2] = std::array::from_fn(|a| {
+                reach(a).saturating_sub(pad[a].0 + pad[a].1).max(1) + r.below(14)
+            });
+            // Every third case keeps the shape and adds the residual.
+            let residual = case % 3 == 0;
+            let (stride, pad, cout) = if residual {
+                let same = |a: usize| (reach(a) / 2, reach(a) - 1 - reach(a) / 2);
+                ([1, 1], [same(0), same(1)], cin)
+            } else {
+                (stride, pad, 1 + r.below(8))
+            };
+            let acts = [EPILOGUES[case % 6], EPILOGUES[(case / 6) % 6]];
+            let what = format!(
+                "{acts:?} n{n} cin{cin} hidden{hidden} cout{cout} in{size:?} k{k:?} s{stride:?} d{dilation:?} p{pad:?}"
+            );
+            let x = tensor(
+                r.values(n * cin * size[0] * size[1]),
+                [n, cin, size[0], size[1]],
+            );
+            let ew = tensor(r.values(hidden * cin), [hidden, cin, 1, 1]).mul_scalar(2.0);
+            let dw = tensor(r.values(hidden * k[0] * k[1]), [hidden, 1, k[0], k[1]]);
+            let pw = tensor(r.values(cout * hidden), [cout, hidden, 1, 1]);
+            let (eb, db, pb) = (
+                vector(r.values(hidden)),
+                vector(r.values(hidden)),
+                vector(r.values(cout)),
+            );
+            let one = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+            let options = ConvOptions::new_with_padding(stride, pad, dilation, hidden);
+            let conv = burn::tensor::module::conv2d;
+            let e = burns_epilogue(
+                conv(x.clone(), ew.clone(), Some(eb.clone()), one.clone()),
+                acts[0],
+            );
+            let d = burns_epilogue(
+                conv(e, dw.clone(), Some(db.clone()), options.clone()),
+                acts[1],
+            );
+            let mut theirs = conv(d, pw.clone(), Some(pb.clone()), one.clone());
+            if residual {
+                theirs = theirs + x.clone();
+            }
+            let shapes = [
+                x.dims().to_vec(),
+                ew.dims().to_vec(),
+                vec![hidden],
+                dw.dims().to_vec(),
+                vec![hidden],
+                pw.dims().to_vec(),
+                vec![cout],
+            ];
+            let b = inverted_geometry(&shapes, &options, residual)
+                .unwrap_or_else(|| panic!("the fused block takes {what}"));
+            let v = |t: &Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
+            let v1 = |t: &Tensor<1>| t.to_data().try_to_vec::<f32>().unwrap();
+            let (xv, ewv, dwv, pwv) = (v(&x), v(&ew), v(&dw), v(&pw));
+            let (ebv, dbv, pbv) = (v1(&eb), v1(&db), v1(&pb));
+            let part = |weight, bias, epilogue| inverted::Part {
+                weight,
+                bias,
+                epilogue,
+            };
+            let oh = theirs.dims()[2];
+            for band in [1, 1 + r.below(oh), oh] {
+                let ours = inverted::in_bands(
+                    &b,
+                    band,
+                    &xv,
+                    part(&ewv, &ebv, acts[0]),
+                    part(&dwv, &dbv, acts[1]),
+                    part(&pwv, &pbv, Epilogue::Identity),
+                );
+                let ours = Tensor::<4>::from_data(TensorData::new(ours, theirs.dims()), &device);
+                close(
+                    ours,
+                    theirs.clone(),
+                    "output",
+                    &format!("{what} band {band}"),
+                );
+            }
+            // The tensor-level block against the three fused convolutions it replaces.
+            let dispatch = |t: &Tensor<4>| t.clone().into_dispatch();
+            let block = Tensor::<4>::from_dispatch(<Dispatch as Kernels>::inverted_block(
+                dispatch(&x),
+                dispatch(&ew),
+                eb.clone().into_dispatch(),
+                dispatch(&dw),
+                db.clone().into_dispatch(),
+                dispatch(&pw),
+                pb.clone().into_dispatch(),
+                options.clone(),
+                acts,
+                residual,
+            ));
+            let e = conv2d_fused(x.clone(), ew, Some(eb), one.clone(), acts[0]);
+            let d = conv2d_fused(e, dw, Some(db), options, acts[1]);
+            let layers = fused(
+                d,
+                pw,
+                Some(pb),
+                residual.then_some(x),
+                one,
+                Epilogue::Identity,
+            );
+            assert_eq!(v(&block), v(&layers), "block against its layers: {what}");
         }
     }
 

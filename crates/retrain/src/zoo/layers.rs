@@ -516,6 +516,9 @@ impl InvertedResidual {
     }
 
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        if let Some(y) = self.fused(input.clone()) {
+            return y;
+        }
         let mut x = input.clone();
         if let Some(e) = &self.expand {
             x = e.forward(x);
@@ -529,6 +532,19 @@ impl InvertedResidual {
         } else {
             self.project.forward(x)
         }
+    }
+
+    /// The folded block (inference) in one pass where the fused kernel takes it: with an
+    /// expansion, no squeeze-excitation (it needs the whole depthwise output first), and
+    /// activations the kernels have.
+    fn fused(&self, input: Tensor<4>) -> Option<Tensor<4>> {
+        let (e, d, p) = (self.expand.as_ref()?, &self.depthwise, &self.project);
+        let folded = [e, d, p].iter().all(|u| u.bn.is_none());
+        if !folded || self.se.is_some() || p.act != Act::Identity {
+            return None;
+        }
+        let acts = [e.act.epilogue()?, d.act.epilogue()?];
+        kernels::inverted_block([&e.conv, &d.conv, &p.conv], acts, input, self.residual)
     }
 
     fn export(&self, out: &mut TensorMap) {
