@@ -195,6 +195,11 @@ impl Phases {
         }
     }
 
+    /// The row width of the phases and of the rows [`Phases::depthwise_rows`] computes.
+    pub(super) fn width(&self) -> usize {
+        self.width
+    }
+
     /// Elements of one phase, with a row of slack: the dropped columns of the last output
     /// row read up to a row past the phase's end.
     fn phase_len(&self) -> usize {
@@ -239,6 +244,39 @@ impl Phases {
                 for (o, &a) in row.iter_mut().zip(acc) {
                     o.write(finish(a));
                 }
+            }
+        }
+    }
+
+    /// The depthwise convolution of the `split` plane by the taps' weights `w`, plus `b`,
+    /// for the output rows from `r0` on, into `acc` (`width` per row, whole rows: the
+    /// columns past the output's are computed too).
+    #[inline(always)]
+    pub(super) fn depthwise_rows(
+        &self,
+        split: &[f32],
+        w: &[f32],
+        b: f32,
+        r0: usize,
+        acc: &mut [f32],
+    ) {
+        acc.fill(b);
+        let n = acc.len();
+        let src = |t| self.source(split, t, r0, n);
+        // Three taps per pass over the accumulators (a kernel row of a 3×3), added in the
+        // taps' order: the same sums as one tap at a time, a third of the loads and stores
+        // of the block.
+        let (w3, taps3) = (w.chunks_exact(3), self.taps.chunks_exact(3));
+        let (w1, taps1) = (w3.remainder(), taps3.remainder());
+        for (w, t) in w3.zip(taps3) {
+            let (s0, s1, s2) = (src(t[0]), src(t[1]), src(t[2]));
+            for (((a, &x0), &x1), &x2) in acc.iter_mut().zip(s0).zip(s1).zip(s2) {
+                *a = *a + w[0] * x0 + w[1] * x1 + w[2] * x2;
+            }
+        }
+        for (&wv, &t) in w1.iter().zip(taps1) {
+            for (a, &s) in acc.iter_mut().zip(src(t)) {
+                *a += wv * s;
             }
         }
     }
@@ -295,7 +333,7 @@ const BLOCK: usize = 4096;
 /// of `written_once`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn depthwise_planes(
+fn depthwise_planes(
     g: &Depthwise,
     phases: &Phases,
     x: &[f32],
@@ -320,27 +358,7 @@ pub(super) fn depthwise_planes(
             acc,
             out,
             #[inline(always)]
-            |r0: usize, acc: &mut [f32]| {
-                acc.fill(b);
-                let n = acc.len();
-                let src = |t| phases.source(split, t, r0, n);
-                // Three taps per pass over the accumulators (a kernel row of a 3×3), added in
-                // the taps' order: the same sums as one tap at a time, a third of the loads and
-                // stores of the block.
-                let (w3, taps3) = (w.chunks_exact(3), phases.taps.chunks_exact(3));
-                let (w1, taps1) = (w3.remainder(), taps3.remainder());
-                for (w, t) in w3.zip(taps3) {
-                    let (s0, s1, s2) = (src(t[0]), src(t[1]), src(t[2]));
-                    for (((a, &x0), &x1), &x2) in acc.iter_mut().zip(s0).zip(s1).zip(s2) {
-                        *a = *a + w[0] * x0 + w[1] * x1 + w[2] * x2;
-                    }
-                }
-                for (&wv, &t) in w1.iter().zip(taps1) {
-                    for (a, &s) in acc.iter_mut().zip(src(t)) {
-                        *a += wv * s;
-                    }
-                }
-            },
+            |r0: usize, acc: &mut [f32]| phases.depthwise_rows(split, w, b, r0, acc),
             &epilogue,
         );
     }

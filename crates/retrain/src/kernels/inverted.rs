@@ -10,12 +10,11 @@
 //! depthwise output less: they stay in or near L2 between the three steps.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::depthwise::Depthwise;
-use super::fused::{self, Epilogue, Phases};
+use super::fused::{Epilogue, Phases};
 use super::pointwise::Shared;
 use super::{Pointwise, simd};
 
@@ -115,12 +114,12 @@ pub(super) fn in_bands(
             pad_begin: [pad_top, g.pad_begin[1]],
             ..*g
         };
-        let (cols_in, cols_out) = (rows_in * w, (r1 - r0) * ow);
+        let cols_in = rows_in * w;
         let image = &x[i * cin * h * w..][..cin * h * w];
         thread_local! {
             static SCRATCH: RefCell<[Vec<f32>; 4]> = Default::default();
         }
-        SCRATCH.with_borrow_mut(|[expanded, dw_out, split, acc]| {
+        SCRATCH.with_borrow_mut(|[expanded, dw_out, split, projected]| {
             // 1. The expansion of the band's input rows, then its bias and activation.
             expanded.resize(hidden * cols_in.max(1), 0.0);
             if cols_in > 0 {
@@ -139,61 +138,77 @@ pub(super) fn in_bands(
                 };
                 finish_rows(expanded, cols_in, expand.bias, expand.epilogue);
             }
-            // 2. The depthwise convolution of each expanded channel, into the band's rows.
-            dw_out.resize(hidden * cols_out, 0.0);
+            // 2. The depthwise convolution of each expanded channel, its bias and
+            // activation, kept in the phases' `width`-wide rows: the columns past the
+            // output's go through the projection and are dropped after it, rather than
+            // each of the `hidden` planes being copied out narrower (`cout` are, after).
             let phases = Phases::of(&wg);
+            let width = phases.width();
+            let cols_wide = (r1 - r0) * width;
+            dw_out.resize(hidden * cols_wide, 0.0);
             let taps = g.kernel[0] * g.kernel[1];
             per_epilogue!(depthwise.epilogue, |E| simd::vectorized(
                 #[inline(always)]
                 || {
-                    for (c, out) in dw_out.chunks_mut(cols_out).enumerate() {
-                        // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; the plane is
-                        // initialised and is only written through this view.
-                        let out = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                out.as_mut_ptr().cast::<MaybeUninit<f32>>(),
-                                out.len(),
-                            )
-                        };
-                        fused::depthwise_planes(
-                            &wg,
-                            &phases,
-                            &expanded[c * cols_in..][..cols_in],
-                            &depthwise.weight[c * taps..][..taps],
-                            Some(depthwise.bias),
-                            c,
-                            out,
-                            #[inline(always)]
-                            |v| E.value(v),
-                            split,
-                            acc,
-                        );
+                    for (c, acc) in dw_out.chunks_mut(cols_wide).enumerate() {
+                        phases.split(&expanded[c * cols_in..][..cols_in], w, 0.0, split);
+                        let weight = &depthwise.weight[c * taps..][..taps];
+                        phases.depthwise_rows(split, weight, depthwise.bias[c], 0, acc);
+                        acc.iter_mut().for_each(|v| *v = E.value(*v));
                     }
                 }
             ));
-            // 3. The projection of the band into the output, its bias and the residual.
-            // SAFETY: the output's capacity holds `n · cout · oh · ow` values; this task
-            // writes rows `r0..r1` of each of image `i`'s `cout` planes, which no other
-            // task touches, and `dw_out` is `[hidden, cols_out]`.
-            let band_out = unsafe { dst.at(i * per_image + r0 * ow) };
+            // 3. The projection of the band's wide rows, then its output columns to the
+            // output with the bias and the residual.
+            projected.resize(cout * cols_wide, 0.0);
+            // SAFETY: `projected` holds `cout · cols_wide` values, the weight `[cout,
+            // hidden]` (asserted above) and `dw_out` `[hidden, cols_wide]`.
             unsafe {
                 product(
-                    [cout, cols_out, hidden],
-                    band_out,
-                    oh * ow,
+                    [cout, cols_wide, hidden],
+                    projected.as_mut_ptr(),
+                    cols_wide,
                     project.weight,
                     dw_out,
-                    cols_out,
+                    cols_wide,
                 )
             };
-            // SAFETY: as above; `product` has just written these `cout` rows of the band.
-            let mut rows: Vec<&mut [f32]> = (0..cout)
-                .map(|co| unsafe {
-                    std::slice::from_raw_parts_mut(band_out.add(co * oh * ow), cols_out)
-                })
-                .collect();
-            let residual = b.residual.then(|| (image, r0 * ow, h * w));
-            finish_each(&mut rows, project.bias, residual, project.epilogue);
+            // SAFETY: the output's capacity holds `n · cout · oh · ow` values; this task
+            // writes rows `r0..r1` of each of image `i`'s `cout` planes, which no other
+            // task touches.
+            let band_out = unsafe { dst.at(i * per_image + r0 * ow) };
+            per_epilogue!(project.epilogue, |E| simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (co, p) in projected.chunks(cols_wide).enumerate() {
+                        let bias = project.bias[co];
+                        for (t, p) in p.chunks(width).enumerate() {
+                            // SAFETY: as above: row `r0 + t` of plane `co` of image `i`.
+                            let o = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    band_out.add(co * oh * ow + t * ow),
+                                    ow,
+                                )
+                            };
+                            let p = &p[..ow];
+                            match b.residual {
+                                false => {
+                                    for (o, &v) in o.iter_mut().zip(p) {
+                                        *o = E.value(v + bias);
+                                    }
+                                }
+                                true => {
+                                    let at = co * h * w + (r0 + t) * ow;
+                                    let s = &image[at..][..ow];
+                                    for ((o, &v), &s) in o.iter_mut().zip(p).zip(s) {
+                                        *o = E.value(v + bias + s);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            ));
         });
     });
     // SAFETY: the bands cover every row of every output plane of every image, all written.
