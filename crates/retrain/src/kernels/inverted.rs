@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::depthwise::Depthwise;
 use super::fused::{Epilogue, Phases};
-use super::pointwise::Shared;
+use super::pointwise::{Matrix, Shared, product};
 use super::{Pointwise, simd};
 
 /// The block's geometry: `window` is the depthwise convolution's over a whole image
@@ -128,12 +128,12 @@ pub(super) fn in_bands(
                 // values from row `first` of each channel plane lie inside the image.
                 unsafe {
                     product(
-                        [hidden, cols_in, cin],
-                        expanded.as_mut_ptr(),
-                        cols_in,
-                        expand.weight,
+                        rows_of(expand.weight, hidden, cin),
                         &image[first * w..],
                         h * w,
+                        cols_in,
+                        expanded.as_mut_ptr(),
+                        cols_in,
                     )
                 };
                 finish_rows(expanded, cols_in, expand.bias, expand.epilogue);
@@ -165,11 +165,11 @@ pub(super) fn in_bands(
             // hidden]` (asserted above) and `dw_out` `[hidden, cols_wide]`.
             unsafe {
                 product(
-                    [cout, cols_wide, hidden],
-                    projected.as_mut_ptr(),
-                    cols_wide,
-                    project.weight,
+                    rows_of(project.weight, cout, hidden),
                     dw_out,
+                    cols_wide,
+                    cols_wide,
+                    projected.as_mut_ptr(),
                     cols_wide,
                 )
             };
@@ -216,45 +216,14 @@ pub(super) fn in_bands(
     out
 }
 
-/// `dst = lhs · rhs` (all row-major), `[m, n]` = `[m, k]` · `[k, n]`, with the row strides
-/// of `dst` and `rhs` given, one thread.
-///
-/// # Safety
-/// `dst` is valid for writes of `m` rows of `n` values `dst_rs` apart; `lhs` holds
-/// `m · k` values and `rhs` `k` rows of `n` values `rhs_rs` apart.
-unsafe fn product(
-    [m, n, k]: [usize; 3],
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: &[f32],
-    rhs: &[f32],
-    rhs_rs: usize,
-) {
-    assert!(lhs.len() >= m * k && rhs.len() >= (k - 1) * rhs_rs + n);
-    // SAFETY: the reads are inside `lhs` and `rhs` (asserted), the writes the caller's;
-    // `read_dst` is false, so `dst` is only written.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
+/// A row-major `[rows, cols]` weight as a [`Matrix`].
+fn rows_of(values: &[f32], rows: usize, cols: usize) -> Matrix<'_> {
+    Matrix {
+        values,
+        rows,
+        cols,
+        row_stride: cols,
+        col_stride: 1,
     }
 }
 

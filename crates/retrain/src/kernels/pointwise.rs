@@ -101,17 +101,11 @@ pub(super) fn per_image_product(
     rhs: &Columns,
     finish: Finish,
 ) -> Vec<f32> {
-    let (rows, depth) = (a.rows, a.cols);
+    let rows = a.rows;
     let per_image = rows * spatial;
     assert!(
         finish.residual.is_none_or(|r| r.len() == batch * per_image),
         "a residual the output's shape"
-    );
-    assert!(
-        rows > 0
-            && depth > 0
-            && a.values.len() > (rows - 1) * a.row_stride + (depth - 1) * a.col_stride,
-        "a convolution needs channels, and its weight all of them"
     );
     let blocks: Vec<(usize, usize)> = (0..batch)
         .flat_map(|i| (0..spatial).step_by(step).map(move |j0| (i, j0)))
@@ -125,39 +119,10 @@ pub(super) fn per_image_product(
         // touches.
         let image = unsafe { dst.at(i * per_image) };
         rhs(i, j0, cols, &mut |x, row_stride| {
-            assert!(
-                x.len() >= (depth - 1) * row_stride + cols,
-                "a block outside its image"
-            );
-            // SAFETY: `gemm` reads `a` (inside `a.values`, asserted above) and `cols` columns
-            // of `x`'s `depth` rows (stride `row_stride`), inside `x` (asserted), and writes
-            // this block's columns (stride `spatial`); `read_dst` is false, so the
-            // uninitialised destination is only written.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    cols,
-                    depth,
-                    image.add(j0),
-                    1,
-                    spatial as isize,
-                    false,
-                    a.values.as_ptr(),
-                    a.col_stride as isize,
-                    a.row_stride as isize,
-                    x.as_ptr(),
-                    1,
-                    row_stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // SAFETY: this block's columns of the image's `rows` rows (stride `spatial`).
+            unsafe { product(a, x, row_stride, cols, image.add(j0), spatial) }
         });
-        // SAFETY: `gemm` has just written these `cols` values of each row, this block's.
+        // SAFETY: `product` has just written these `cols` values of each row, this block's.
         let row =
             |r: usize| unsafe { std::slice::from_raw_parts_mut(image.add(r * spatial + j0), cols) };
         per_epilogue!(finish.epilogue, |E| simd::vectorized(
@@ -181,6 +146,59 @@ pub(super) fn per_image_product(
     // SAFETY: the blocks cover every column of every row of every image, all written above.
     unsafe { out.set_len(batch * per_image) };
     out
+}
+
+/// `dst = a · x` on this thread: `a.rows` rows of `cols` values `dst_rs` apart, from
+/// `x`'s `a.cols` rows of `cols` values `x_rs` apart.
+///
+/// # Safety
+/// `dst` is valid for writes of `a.rows` rows of `cols` values `dst_rs` apart (they are
+/// only written: they may be uninitialised).
+pub(super) unsafe fn product(
+    a: Matrix,
+    x: &[f32],
+    x_rs: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+) {
+    let (rows, depth) = (a.rows, a.cols);
+    assert!(
+        rows > 0
+            && depth > 0
+            && a.values.len() > (rows - 1) * a.row_stride + (depth - 1) * a.col_stride,
+        "a convolution needs channels, and its weight all of them"
+    );
+    assert!(
+        x.len() >= (depth - 1) * x_rs + cols,
+        "a block outside its image"
+    );
+    // SAFETY: `gemm` reads `a` (inside `a.values`, asserted) and `cols` columns of `x`'s
+    // `depth` rows (inside `x`, asserted), and writes `dst` as the caller guarantees;
+    // `read_dst` is false, so the destination is only written.
+    unsafe {
+        gemm::gemm(
+            rows,
+            cols,
+            depth,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            a.values.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            x.as_ptr(),
+            1,
+            x_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 /// The output buffer, shared by the blocks that write disjoint parts of it.
