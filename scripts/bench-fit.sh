@@ -56,9 +56,10 @@ for s in ${STRATEGIES:-probe freeze finetune}; do
     ours_acc=$(python3 -c "import json; print(json.load(open('$tmp/$s.json'))['val_accuracy'])")
     label=$s
     if [ ${#seeds[@]} -gt 1 ]; then label="$s seed $seed"; fi
-    row "$label" "$peer_acc" "$(python3 -c "print($t1-$t0)")" "$(tail -1 "$tmp/$s.peer.rss")" \
-      "$ours_acc" "$(python3 -c "print($t3-$t2)")" "$(tail -1 "$tmp/$s.rss")"
-    echo "$peer_acc $(python3 -c "print($t1-$t0)") $ours_acc $(python3 -c "print($t3-$t2)")" >> "$tmp/$s.seeds"
+    peer_s=$(python3 -c "print($t1-$t0)"); ours_s=$(python3 -c "print($t3-$t2)")
+    row "$label" "$peer_acc" "$peer_s" "$(tail -1 "$tmp/$s.peer.rss")" \
+      "$ours_acc" "$ours_s" "$(tail -1 "$tmp/$s.rss")"
+    echo "$peer_acc $peer_s $ours_acc $ours_s" >> "$tmp/$s.seeds"
   done
   if [ ${#seeds[@]} -gt 1 ]; then mean "$s mean" < "$tmp/$s.seeds"; fi
 done

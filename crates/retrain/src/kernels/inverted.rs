@@ -229,32 +229,11 @@ fn rows_of(values: &[f32], rows: usize, cols: usize) -> Matrix<'_> {
 
 /// Each row `r` of `values` (`cols` wide) becomes `epilogue(v + bias[r])`.
 fn finish_rows(values: &mut [f32], cols: usize, bias: &[f32], e: Epilogue) {
-    let mut rows: Vec<&mut [f32]> = values.chunks_mut(cols).collect();
-    finish_each(&mut rows, bias, None, e);
-}
-
-/// Each row `r` becomes `epilogue(v + bias[r] + residual)`, the residual (when given:
-/// `(image, offset, plane)`) read from row `r`'s plane of the image at the offset.
-fn finish_each(
-    rows: &mut [&mut [f32]],
-    bias: &[f32],
-    residual: Option<(&[f32], usize, usize)>,
-    e: Epilogue,
-) {
     per_epilogue!(e, |E| simd::vectorized(
         #[inline(always)]
         || {
-            for (r, row) in rows.iter_mut().enumerate() {
-                let b = bias[r];
-                match residual {
-                    None => row.iter_mut().for_each(|v| *v = E.value(*v + b)),
-                    Some((x, at, plane)) => {
-                        let s = &x[r * plane + at..][..row.len()];
-                        for (v, &s) in row.iter_mut().zip(s) {
-                            *v = E.value(*v + b + s);
-                        }
-                    }
-                }
+            for (row, &b) in values.chunks_mut(cols).zip(bias) {
+                row.iter_mut().for_each(|v| *v = E.value(*v + b));
             }
         }
     ));

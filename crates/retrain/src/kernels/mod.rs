@@ -1524,6 +1524,7 @@ pub fn inverted_block(
         return None;
     }
     let bias = |c: &Conv2d| c.bias.as_ref().map(|b| b.val().into_dispatch());
+    let [eb, db, pb] = [bias(expand)?, bias(depthwise)?, bias(project)?];
     let options = ConvOptions::new_with_padding(
         depthwise.stride,
         [(top, bottom), (left, right)],
@@ -1534,11 +1535,11 @@ pub fn inverted_block(
         <Dispatch as Kernels>::inverted_block(
             x.into_dispatch(),
             expand.weight.val().into_dispatch(),
-            bias(expand)?,
+            eb,
             depthwise.weight.val().into_dispatch(),
-            bias(depthwise)?,
+            db,
             project.weight.val().into_dispatch(),
-            bias(project)?,
+            pb,
             options,
             acts,
             residual,
