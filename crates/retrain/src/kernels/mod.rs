@@ -32,6 +32,7 @@ use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
     backend_extension,
 };
+use burn::module::ParamId;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
@@ -130,6 +131,37 @@ pub trait Kernels: Backend {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
+        conv2d_then::<Self>(x, weight, bias, Some(residual), options, epilogue)
+    }
+
+    /// [`Kernels::conv2d_fused`] of a 3×3 convolution, its weight also as `transformed`
+    /// (`[16, cout, cin]`, [`winograd::transform_weights`], made once when the network was
+    /// folded): by Winograd's F(2×2, 3×3) on burn-flex (`winograd.rs`) where it applies
+    /// (stride 1, dilation 1), the direct kernel otherwise.
+    fn conv2d_winograd(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transformed: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        let _ = transformed;
+        conv2d_then::<Self>(x, weight, bias, None, options, epilogue)
+    }
+
+    /// [`Kernels::conv2d_winograd`] with `residual` added before `epilogue`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_winograd_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transformed: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        let _ = transformed;
         conv2d_then::<Self>(x, weight, bias, Some(residual), options, epilogue)
     }
 
@@ -379,6 +411,7 @@ pub mod dense;
 pub mod inverted;
 pub mod pointwise;
 pub mod pool;
+pub mod winograd;
 
 /// Elements per parallel task of the elementwise kernels: large enough to amortise a
 /// task, small enough to split a 64×64 map across cores.
@@ -685,6 +718,30 @@ impl Kernels for Flex {
         flex_conv2d_fused(x, weight, bias, Some(residual), options, epilogue)
     }
 
+    fn conv2d_winograd(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transformed: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        flex_conv2d_winograd([x, weight, transformed, bias], None, options, epilogue)
+    }
+
+    fn conv2d_winograd_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        transformed: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        epilogue: Epilogue,
+    ) -> FloatTensor<Self> {
+        let tensors = [x, weight, transformed, bias];
+        flex_conv2d_winograd(tensors, Some(residual), options, epilogue)
+    }
+
     fn inverted_block(
         x: FloatTensor<Self>,
         expand_weight: FloatTensor<Self>,
@@ -915,6 +972,36 @@ fn flex_conv2d_fused(
         fused::depthwise(&g, &xv, &wv, Some(&bv), epilogue),
         shape.to_vec(),
     )
+}
+
+/// The flex body of [`Kernels::conv2d_winograd`] and [`Kernels::conv2d_winograd_residual`].
+fn flex_conv2d_winograd(
+    [x, weight, transformed, bias]: [FloatTensor<Flex>; 4],
+    residual: Option<FloatTensor<Flex>>,
+    options: ConvOptions<2>,
+    epilogue: Epilogue,
+) -> FloatTensor<Flex> {
+    let (xs, ws) = (x.shape().to_vec(), weight.shape().to_vec());
+    let f32s = [x.dtype(), transformed.dtype(), bias.dtype()] == [DType::F32; 3];
+    let geometry = dense_geometry(&xs, &ws, &options)
+        .filter(|g| f32s && winograd::applies(&g.dense))
+        .filter(|g| transformed.shape().to_vec() == winograd::transformed_shape(&g.dense));
+    let fits = |g: &DenseGeometry| {
+        residual
+            .as_ref()
+            .is_none_or(|r| r.dtype() == DType::F32 && r.shape().to_vec() == g.out_shape())
+    };
+    let Some(g) = geometry.filter(fits) else {
+        return flex_conv2d_fused(x, weight, bias, residual, options, epilogue);
+    };
+    let (xv, uv, bv) = (values(&x), values(&transformed), values(&bias));
+    let rv = residual.as_ref().map(values);
+    let finish = Finish {
+        bias: Some(&bv),
+        residual: rv.as_deref(),
+        epilogue,
+    };
+    flex_tensor(winograd::forward(&g.dense, &xv, &uv, finish), g.out_shape())
 }
 
 /// The geometry of an inverted block from the shapes of its input, expansion, depthwise
@@ -1494,6 +1581,80 @@ pub fn conv_fused(
     )
 }
 
+/// A 3×3 convolution's weight transformed for Winograd's F(2×2, 3×3) (`winograd.rs`), made
+/// when a network is folded for inference and used while its weight is the one it was
+/// made from (the same parameter).
+#[derive(Clone, Debug)]
+pub struct WinogradWeight {
+    of: ParamId,
+    transformed: Tensor<3>,
+}
+
+impl WinogradWeight {
+    /// The transformed weight of `conv` when Winograd's kernel can take it (a 3×3 window,
+    /// stride 1, dilation 1, one group, enough channels, an explicit padding) and it is on
+    /// the CPU backend without autodiff; `None` otherwise.
+    pub fn of(conv: &Conv2d) -> Option<Self> {
+        let [cout, cin, kh, kw] = conv.weight.dims();
+        let device = conv.weight.device();
+        let takes = [kh, kw] == [3, 3]
+            && conv.stride == [1, 1]
+            && conv.dilation == [1, 1]
+            && conv.groups == 1
+            && cin >= winograd::MIN_CHANNELS
+            && cout >= winograd::MIN_CHANNELS
+            && matches!(conv.padding, PaddingConfig2d::Explicit(..))
+            && !device.is_autodiff()
+            && on_flex(&device);
+        if !takes {
+            return None;
+        }
+        let weight = conv.weight.val().into_data().convert::<f32>();
+        let weight = weight.as_slice::<f32>().ok()?;
+        let u = winograd::transform_weights(weight, cout, cin);
+        let shape = [winograd::PRODUCTS, cout, cin];
+        Some(Self {
+            of: conv.weight.id,
+            transformed: Tensor::from_data(TensorData::new(u, shape), &device),
+        })
+    }
+}
+
+/// [`conv_fused`] through [`Kernels::conv2d_winograd`] when `winograd` is the transformed
+/// weight of `conv`'s weight and the input is on the CPU backend without autodiff.
+pub fn conv_fused_winograd(
+    conv: &Conv2d,
+    winograd: Option<&WinogradWeight>,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    epilogue: Epilogue,
+) -> Tensor<4> {
+    let device = x.device();
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        _ => return conv_fused(conv, x, residual, epilogue),
+    };
+    let (Some(w), Some(bias)) = (winograd.filter(|w| w.of == conv.weight.id), &conv.bias) else {
+        return conv_fused(conv, x, residual, epilogue);
+    };
+    if device.is_autodiff() || !on_flex(&device) {
+        return conv_fused(conv, x, residual, epilogue);
+    }
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    let (x, weight) = (x.into_dispatch(), conv.weight.val().into_dispatch());
+    let (u, b) = (
+        w.transformed.clone().into_dispatch(),
+        bias.val().into_dispatch(),
+    );
+    Tensor::from_dispatch(match residual {
+        None => <Dispatch as Kernels>::conv2d_winograd(x, weight, u, b, options, epilogue),
+        Some(r) => {
+            let r = r.into_dispatch();
+            <Dispatch as Kernels>::conv2d_winograd_residual(x, weight, u, b, r, options, epilogue)
+        }
+    })
+}
+
 /// An inverted residual block for inference, BatchNorm folded into each convolution:
 /// `project(act[1](depthwise(act[0](expand(x)))))`, `+ x` with `residual`, through
 /// [`Kernels::inverted_block`] on the CPU backend without autodiff. `None` where it does
@@ -1955,6 +2116,115 @@ mod tests {
                 Epilogue::Identity,
             );
             assert_eq!(v(&block), v(&layers), "block against its layers: {what}");
+        }
+    }
+
+    /// Winograd's 3×3 kernel over random channels, plane sizes (odd and even, down to one
+    /// tile), asymmetric paddings, epilogues and residuals equals burn's convolution, then
+    /// the addition, then burn's activation, within 1e-5 of the largest magnitude; each
+    /// image of a batch has the same bits as that image alone; and the tensor-level
+    /// operation takes the kernel where it applies and the direct one (equal within the
+    /// same bound) where its transformed weight does not fit.
+    #[test]
+    fn winograd_equals_burns_convolution() {
+        let device = Device::flex();
+        let mut r = Lcg(131);
+        let tensor = |v: Vec<f32>, shape: [usize; 4]| {
+            Tensor::<4>::from_data(TensorData::new(v, shape), &device)
+        };
+        let v = |t: &Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
+        for case in 0..100 {
+            let e = EPILOGUES[case % EPILOGUES.len()];
+            let n = 1 + r.below(3);
+            let min = winograd::MIN_CHANNELS;
+            let (cin, cout) = (min + r.below(40), min + r.below(72));
+            let pad: [(usize, usize); 2] = std::array::from_fn(|_| (r.below(3), r.below(3)));
+            let size: [usize; 2] = std::array::from_fn(|a| {
+                3usize.saturating_sub(pad[a].0 + pad[a].1).max(1) + r.below(17)
+            });
+            let options = ConvOptions::new_with_padding([1, 1], pad, [1, 1], 1);
+            let x = tensor(
+                r.values(n * cin * size[0] * size[1]),
+                [n, cin, size[0], size[1]],
+            );
+            let w = tensor(r.values(cout * cin * 9), [cout, cin, 3, 3]);
+            let b = Tensor::<1>::from_data(TensorData::new(r.values(cout), [cout]), &device);
+            let plain = burn::tensor::module::conv2d(
+                x.clone(),
+                w.clone(),
+                Some(b.clone()),
+                options.clone(),
+            );
+            let out = plain.dims();
+            let residual = (case % 3 == 0).then(|| tensor(r.values(out.iter().product()), out));
+            let theirs = burns_epilogue(
+                match &residual {
+                    Some(res) => plain + res.clone(),
+                    None => plain,
+                },
+                e,
+            );
+            let what = format!("{e:?} n{n} cin{cin} cout{cout} in{size:?} p{pad:?}");
+            let g = dense_geometry(&x.dims(), &w.dims(), &options)
+                .unwrap()
+                .dense;
+            assert!(winograd::applies(&g), "{what}");
+            let (xv, bv) = (v(&x), b.to_data().try_to_vec::<f32>().unwrap());
+            let u = winograd::transform_weights(&v(&w), cout, cin);
+            let rv = residual.as_ref().map(v);
+            let finish = Finish {
+                bias: Some(&bv),
+                residual: rv.as_deref(),
+                epilogue: e,
+            };
+            let ours = winograd::forward(&g, &xv, &u, finish);
+            close(tensor(ours.clone(), out), theirs.clone(), "output", &what);
+            // The last image alone: the same bits as in the batch.
+            let image = ours.len() / n;
+            let alone = dense::Dense {
+                window: Depthwise {
+                    batch: 1,
+                    ..g.window
+                },
+                ..g
+            };
+            let last = Finish {
+                bias: Some(&bv),
+                residual: rv.as_deref().map(|r| &r[(n - 1) * image..]),
+                epilogue: e,
+            };
+            let single = winograd::forward(&alone, &xv[(n - 1) * xv.len() / n..], &u, last);
+            assert_eq!(
+                single,
+                ours[(n - 1) * image..],
+                "the last image alone: {what}"
+            );
+            // Through the backend operation, with the transformed weight and with one of
+            // another shape (the direct kernel).
+            let ut = Tensor::<3>::from_data(
+                TensorData::new(u, [winograd::PRODUCTS, cout, cin]),
+                &device,
+            );
+            let wrong = Tensor::<3>::zeros([winograd::PRODUCTS, cout, cin + 1], &device);
+            for (transformed, path) in [(ut, "winograd"), (wrong, "direct")] {
+                let (xd, wd) = (x.clone().into_dispatch(), w.clone().into_dispatch());
+                let (ud, bd) = (transformed.into_dispatch(), b.clone().into_dispatch());
+                let got = Tensor::<4>::from_dispatch(match &residual {
+                    None => {
+                        <Dispatch as Kernels>::conv2d_winograd(xd, wd, ud, bd, options.clone(), e)
+                    }
+                    Some(res) => <Dispatch as Kernels>::conv2d_winograd_residual(
+                        xd,
+                        wd,
+                        ud,
+                        bd,
+                        res.clone().into_dispatch(),
+                        options.clone(),
+                        e,
+                    ),
+                });
+                close(got, theirs.clone(), path, &what);
+            }
         }
     }
 

@@ -288,6 +288,9 @@ pub struct ConvBnAct {
     /// Origin-framework name of the BatchNorm (none for a plain convolution), for export.
     #[module(skip)]
     pub bn_name: Option<String>,
+    /// The weight transformed for Winograd's 3×3 kernel, made when folded for inference.
+    #[module(skip)]
+    pub winograd: Option<kernels::WinogradWeight>,
 }
 
 impl ConvBnAct {
@@ -310,6 +313,7 @@ impl ConvBnAct {
             act,
             conv_name: conv.to_owned(),
             bn_name: Some(bn.to_owned()),
+            winograd: None,
         }
     }
 
@@ -321,6 +325,7 @@ impl ConvBnAct {
             act,
             conv_name: conv.to_owned(),
             bn_name: None,
+            winograd: None,
         }
     }
 
@@ -333,6 +338,7 @@ impl ConvBnAct {
             act,
             conv_name: conv.to_owned(),
             bn_name: None,
+            winograd: None,
         }
     }
 
@@ -352,7 +358,13 @@ impl ConvBnAct {
         if self.bn.is_none()
             && let Some(epilogue) = self.act.epilogue()
         {
-            return kernels::conv_fused(&self.conv, x, None, epilogue);
+            return kernels::conv_fused_winograd(
+                &self.conv,
+                self.winograd.as_ref(),
+                x,
+                None,
+                epilogue,
+            );
         }
         let x = crate::kernels::conv(&self.conv, x);
         match &self.bn {
@@ -368,29 +380,37 @@ impl ConvBnAct {
             && self.act == Act::Identity
             && let Some(epilogue) = act.epilogue()
         {
-            return kernels::conv_fused(&self.conv, x, Some(shortcut), epilogue);
+            let winograd = self.winograd.as_ref();
+            return kernels::conv_fused_winograd(&self.conv, winograd, x, Some(shortcut), epilogue);
         }
         act.apply(self.forward(x) + shortcut)
     }
 
     /// Folds inference-mode BatchNorm into the convolution: w' = w·γ/σ, b' = β − μ·γ/σ.
-    /// Exact up to float rounding, and it removes a full pass over every activation.
+    /// Exact up to float rounding, and it removes a full pass over every activation. Then
+    /// transforms a 3×3 weight for Winograd's kernel, once for every forward pass.
     pub fn fold_batchnorm(mut self) -> Self {
-        let Some(bn) = self.bn.take() else {
-            return self;
-        };
-        let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-        let cout = scale.dims()[0];
-        let w = self.conv.weight.val() * scale.clone().reshape([cout, 1, 1, 1]);
-        let b0 = match &self.conv.bias {
-            Some(b) => b.val(),
-            None => Tensor::zeros([cout], &scale.device()),
-        };
-        let b = (b0 - bn.running_mean.value()) * scale + bn.beta.val();
-        self.conv.weight = Param::from_tensor(w);
-        self.conv.bias = Some(Param::from_tensor(b));
+        if let Some(bn) = self.bn.take() {
+            self.conv = folded(self.conv, bn);
+        }
+        self.winograd = kernels::WinogradWeight::of(&self.conv);
         self
     }
+}
+
+/// `conv` with inference-mode `bn` folded into its weight and bias.
+fn folded(mut conv: Conv2d, bn: BatchNorm) -> Conv2d {
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let cout = scale.dims()[0];
+    let w = conv.weight.val() * scale.clone().reshape([cout, 1, 1, 1]);
+    let b0 = match &conv.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([cout], &scale.device()),
+    };
+    let b = (b0 - bn.running_mean.value()) * scale + bn.beta.val();
+    conv.weight = Param::from_tensor(w);
+    conv.bias = Some(Param::from_tensor(b));
+    conv
 }
 
 /// Squeeze-and-excitation: channel gates from the pooled activation (1x1 convs with bias).
@@ -941,6 +961,7 @@ pub fn basic_conv(
         act: Act::Relu,
         conv_name: conv,
         bn_name: Some(bn),
+        winograd: None,
     })
 }
 

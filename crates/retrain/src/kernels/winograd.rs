@@ -1,0 +1,412 @@
+//! Dense 3×3 convolutions with stride 1 (inference) by Winograd's minimal filtering
+//! F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+//! each 2×2 block of output (a tile) comes from the 4×4 block of input under it as
+//! `Aᵀ [Σ over input channels (G g Gᵀ) ⊙ (Bᵀ d B)] A`, so that the channel sums are 16
+//! matrix products `M[k] = U[k] · V[k]` (`U[k]` `[cout, cin]` the transformed weights,
+//! `V[k]` `[cin, tiles]` the transformed input) with 16 multiply-adds per tile and channel
+//! pair where the direct convolution has 36, and no 9× patch matrix.
+//!
+//! F(2×2, 3×3) rather than the larger F(4×4, 3×3) (a quarter of the products): the larger
+//! one's transforms (entries up to 8, and 1/6, 1/24) put its outputs 1e-5 to 2e-5 of their
+//! largest magnitude away from the direct convolution's at 128 to 256 channels, over the
+//! bound every kernel here is held to; this one's entries are 0, ±1 and ±1/2.
+//!
+//! The weights are transformed once, when a network is folded for inference
+//! ([`transform_weights`]; `kernels::WinogradWeight`): transformed for every call, they
+//! cost as much as the products save on the deep layers (16 MB written per image at 512
+//! channels). Work is split into blocks of whole rows of tiles of one image, each block's
+//! `V` and `M` about 2 MiB: the blocks are the same whatever the batch, so an image's
+//! output has the same bits however it is batched, as with the other kernels. The
+//! transforms run over unit-stride rows: the input rows split into even and odd columns,
+//! the output transform over all of a block's tiles at once (planes of 7 tiles across
+//! would leave vector loops 7 long).
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::dense::Dense;
+use super::fused::{Epilogue, Finish};
+use super::pointwise::{self, Matrix, Shared};
+use super::{Pointwise, simd};
+
+/// Lanes of the weight transform (16 input channels at once), and the multiple that a
+/// block's tiles are rounded up to in its products (`gemm`'s rows come in vectors of 16:
+/// a remainder costs a whole vector anyway, and as part of a larger micro-tile it shares its
+/// loads of `U`).
+const L: usize = 16;
+
+/// `V` and `M` of a block, in `f32`s (2 MiB): in L2 and the nearest part of L3 while the
+/// products run over them. (1 to 4 MiB measured within a few percent of each other.)
+const BLOCK: usize = 1 << 19;
+
+/// Output rows and columns per tile, input rows and columns under it, products per tile.
+const OUT: usize = 2;
+const IN: usize = OUT + 2;
+const K: usize = IN * IN;
+
+/// Products per tile, the first dimension of [`transform_weights`]'s result.
+pub const PRODUCTS: usize = K;
+
+/// Fewest input and output channels for which the transforms pay.
+pub const MIN_CHANNELS: usize = 8;
+
+/// The shape of [`transform_weights`]'s result for `g`'s weight.
+pub fn transformed_shape(g: &Dense) -> Vec<usize> {
+    vec![K, g.channels_out, g.window.channels]
+}
+
+/// Tiles (2×2 output blocks) down and across an image's output plane.
+fn tiles(g: &Dense) -> [usize; 2] {
+    let [oh, ow] = g.window.out_size;
+    [oh.div_ceil(OUT), ow.div_ceil(OUT)]
+}
+
+/// Whether [`forward`] takes this convolution: a 3×3 window with stride 1 and dilation 1,
+/// and enough channels for the transforms to pay.
+pub fn applies(g: &Dense) -> bool {
+    let w = &g.window;
+    w.kernel == [3, 3]
+        && w.stride == [1, 1]
+        && w.dilation == [1, 1]
+        && w.channels >= MIN_CHANNELS
+        && g.channels_out >= MIN_CHANNELS
+}
+
+/// `G g Gᵀ` for each 3×3 kernel `g` of `weight` `[cout, cin, 3, 3]`, as `[K, cout, cin]`
+/// (`U[k]` the `k`-th `[cout, cin]` matrix), 16 input channels at a time.
+pub fn transform_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    assert_eq!(weight.len(), cout * cin * 9, "a 3×3 convolution's weight");
+    // G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
+    #[inline(always)]
+    fn g(a: [&Lanes; 3], out: [&mut Lanes; IN]) {
+        let [o0, o1, o2, o3] = out;
+        for l in 0..L {
+            let [a0, a1, a2] = a.map(|v| v[l]);
+            o0[l] = a0;
+            o1[l] = (a0 + a1 + a2) * 0.5;
+            o2[l] = (a0 - a1 + a2) * 0.5;
+            o3[l] = a2;
+        }
+    }
+    let mut u = vec![0f32; K * cout * cin];
+    let mut rows = vec![0f32; cout * K * cin];
+    rows.par_chunks_mut(K * cin)
+        .zip(weight.par_chunks(9 * cin))
+        .for_each(|(u, w)| {
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    let mut k = [[0f32; L]; 9];
+                    let mut t = [[0f32; L]; IN * 3];
+                    let mut v = [[0f32; L]; K];
+                    for c0 in (0..cin).step_by(L) {
+                        let lanes = L.min(cin - c0);
+                        for l in 0..lanes {
+                            for (i, ki) in k.iter_mut().enumerate() {
+                                ki[l] = w[(c0 + l) * 9 + i];
+                            }
+                        }
+                        // G down each kernel column, then G along each row.
+                        for s in 0..3 {
+                            g([&k[s], &k[3 + s], &k[6 + s]], picks(&mut t, s, 3));
+                        }
+                        for i in 0..IN {
+                            let row = [&t[i * 3], &t[i * 3 + 1], &t[i * 3 + 2]];
+                            g(row, picks(&mut v, i * IN, 1));
+                        }
+                        for (j, vj) in v.iter().enumerate() {
+                            put(&mut u[j * cin + c0..], vj, lanes);
+                        }
+                    }
+                },
+            )
+        });
+    // From `[cout, K, cin]` (each output channel's kernels together) to `[K, cout, cin]`.
+    for (o, row) in rows.chunks_exact(K * cin).enumerate() {
+        for (k, part) in row.chunks_exact(cin).enumerate() {
+            u[(k * cout + o) * cin..][..cin].copy_from_slice(part);
+        }
+    }
+    u
+}
+
+type Lanes = [f32; L];
+
+/// The first `lanes` of `v` to the start of `dst`: a whole vector at once when all are used.
+#[inline(always)]
+fn put(dst: &mut [f32], v: &Lanes, lanes: usize) {
+    if lanes == L {
+        dst[..L].copy_from_slice(v);
+    } else {
+        dst[..lanes].copy_from_slice(&v[..lanes]);
+    }
+}
+
+/// Mutable references to `N` distinct elements of `v`, at `first + i · step`.
+fn picks<const N: usize>(v: &mut [Lanes], first: usize, step: usize) -> [&mut Lanes; N] {
+    let mut it = v.iter_mut().skip(first).step_by(step);
+    std::array::from_fn(|_| it.next().expect("inside the tile"))
+}
+
+/// The convolution of `input` `[n, cin, h, w]` by the weight `[cout, cin, 3, 3]` that
+/// [`transform_weights`] made `u` of (stride 1, dilation 1, padding as `g` says), then
+/// `finish`, as `[n, cout, oh, ow]`; `g` is one that [`applies`].
+pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> {
+    let w = &g.window;
+    let (n, cin, cout) = (w.batch, w.channels, g.channels_out);
+    let [ih, iw] = w.in_size;
+    let [oh, ow] = w.out_size;
+    let [th, tw] = tiles(g);
+    assert!(
+        input.len() == n * cin * ih * iw && u.len() == K * cout * cin,
+        "a 3×3 convolution's input and transformed weight"
+    );
+    let out_image = cout * oh * ow;
+    assert!(
+        finish.residual.is_none_or(|r| r.len() == n * out_image),
+        "a residual the output's shape"
+    );
+    // Rows of tiles per block: V and M (K · tiles · (cin + cout) values) about `BLOCK`,
+    // spread evenly over the image's rows of tiles.
+    let most = (BLOCK / (K * (cin + cout) * tw)).max(1);
+    let rows = th.div_ceil(th.div_ceil(most));
+    let stride = (rows * tw).next_multiple_of(L);
+    let blocks: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (0..th).step_by(rows).map(move |r0| (i, r0)))
+        .collect();
+    let mut out = Vec::with_capacity(n * out_image);
+    let dst = Shared(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+    blocks.into_par_iter().for_each(|(i, r0)| {
+        let block = Block {
+            rows: r0..(r0 + rows).min(th),
+            tw,
+            stride,
+        };
+        // The products run over whole vectors of tiles: the last few columns of `V` and `M`
+        // are left from earlier blocks (or zero), and not read back.
+        let count = (block.rows.len() * tw).next_multiple_of(L);
+        thread_local! {
+            static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+        }
+        BUFFERS.with_borrow_mut(|[v, m, scratch]| {
+            v.resize(K * cin * stride, 0.0);
+            m.resize(K * cout * stride, 0.0);
+            let x = &input[i * cin * ih * iw..][..cin * ih * iw];
+            simd::vectorized(
+                #[inline(always)]
+                || transform_input(g, x, &block, v, scratch),
+            );
+            for k in 0..K {
+                let uk = Matrix {
+                    values: &u[k * cout * cin..][..cout * cin],
+                    rows: cout,
+                    cols: cin,
+                    row_stride: cin,
+                    col_stride: 1,
+                };
+                let vk = &v[k * cin * stride..][..cin * stride];
+                let mk = &mut m[k * cout * stride..][..cout * stride];
+                // SAFETY: `mk` holds `cout` rows of `stride >= count` values.
+                unsafe { pointwise::product(uk, vk, stride, count, mk.as_mut_ptr(), stride) };
+            }
+            // SAFETY: image `i`'s output is inside the capacity; this block writes only the
+            // output rows of its rows of tiles, which no other block touches.
+            let y = unsafe { dst.at(i * out_image) };
+            let residual = finish.residual.map(|r| &r[i * out_image..][..out_image]);
+            per_epilogue!(finish.epilogue, |E| simd::vectorized(
+                #[inline(always)]
+                || transform_output(g, m, &block, finish.bias, residual, E, y, scratch)
+            ));
+        });
+    });
+    // SAFETY: the blocks' rows of tiles cover every output row of every channel of every
+    // image, all written.
+    unsafe { out.set_len(n * out_image) };
+    out
+}
+
+/// A block of whole rows of tiles of one image, laid out `t = (ty - rows.start) · tw + tx`
+/// in rows of `stride` values of `V[k][c]` and `M[k][o]`.
+struct Block {
+    rows: std::ops::Range<usize>,
+    tw: usize,
+    stride: usize,
+}
+
+/// `V[k][c]` (in `v`, `[K, cin, stride]`) for the block's tiles of image `x` `[cin, h, w]`.
+/// Per channel and row of tiles, the 4 padded input rows under it are split into their even
+/// and odd columns (a tile's 4 columns are even[tx], odd[tx], even[tx + 1], odd[tx + 1]),
+/// so that `Bᵀ` down and `B` along are unit-stride vector arithmetic over the row's tiles.
+#[inline(always)]
+fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: &mut Vec<f32>) {
+    let w = &g.window;
+    let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
+    let (tw, stride) = (block.tw, block.stride);
+    // Each row: `half` even columns then `half` odd ones (padded column j reads j - pl).
+    let half = tw + 1;
+    scratch.resize(2 * IN * 2 * half, 0.0);
+    let (rows, down) = scratch.split_at_mut(IN * 2 * half);
+    for c in 0..cin {
+        let plane = &x[c * ih * iw..][..ih * iw];
+        for (q, ty) in block.rows.clone().enumerate() {
+            for (r, row) in rows.chunks_exact_mut(2 * half).enumerate() {
+                let (even, odd) = row.split_at_mut(half);
+                match (OUT * ty + r).checked_sub(pt).filter(|&y| y < ih) {
+                    Some(y) => deinterleave(&plane[y * iw..][..iw], pl, even, odd),
+                    None => row.fill(0.0),
+                }
+            }
+            // Bᵀ down the columns: [p0 - p2, p1 + p2, p2 - p1, p1 - p3].
+            let (p0, rest) = rows.split_at(2 * half);
+            let (p1, rest) = rest.split_at(2 * half);
+            let (p2, p3) = rest.split_at(2 * half);
+            let (d0, rest) = down.split_at_mut(2 * half);
+            let (d1, rest) = rest.split_at_mut(2 * half);
+            let (d2, d3) = rest.split_at_mut(2 * half);
+            for j in 0..2 * half {
+                d0[j] = p0[j] - p2[j];
+                d1[j] = p1[j] + p2[j];
+                d2[j] = p2[j] - p1[j];
+                d3[j] = p1[j] - p3[j];
+            }
+            // B along: [e0 - e2, d1 + e2, e2 - d1, d1 - d3] of each tile's columns.
+            for (i, row) in down.chunks_exact(2 * half).enumerate() {
+                let (even, odd) = row.split_at(half);
+                let at = |j: usize| ((i * IN + j) * cin + c) * stride + q * tw;
+                let (v0, rest) = v[at(0)..].split_at_mut(cin * stride);
+                let (v1, rest) = rest.split_at_mut(cin * stride);
+                let (v2, rest) = rest.split_at_mut(cin * stride);
+                let (v0, v1, v2, v3) =
+                    (&mut v0[..tw], &mut v1[..tw], &mut v2[..tw], &mut rest[..tw]);
+                let (e0, e2, d1, d3) = (&even[..tw], &even[1..][..tw], &odd[..tw], &odd[1..][..tw]);
+                for tx in 0..tw {
+                    v0[tx] = e0[tx] - e2[tx];
+                    v1[tx] = d1[tx] + e2[tx];
+                    v2[tx] = e2[tx] - d1[tx];
+                    v3[tx] = d1[tx] - d3[tx];
+                }
+            }
+        }
+    }
+}
+
+/// `even[h]`, `odd[h]` = columns `2h`, `2h + 1` of `src` padded with `pl` zeros before it
+/// (and zeros after it).
+#[inline(always)]
+fn deinterleave(src: &[f32], pl: usize, even: &mut [f32], odd: &mut [f32]) {
+    let col = |j: usize| {
+        j.checked_sub(pl)
+            .and_then(|j| src.get(j))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let half = even.len();
+    // Pairs whose both columns are inside `src`: 2h >= pl and 2h + 1 - pl < len.
+    let lo = pl.div_ceil(2).min(half);
+    let hi = ((src.len() + pl) / 2).clamp(lo, half);
+    for h in (0..lo).chain(hi..half) {
+        even[h] = col(2 * h);
+        odd[h] = col(2 * h + 1);
+    }
+    let pairs = src[2 * lo - pl..].chunks_exact(2);
+    for ((e, o), p) in even[lo..hi].iter_mut().zip(&mut odd[lo..hi]).zip(pairs) {
+        *e = p[0];
+        *o = p[1];
+    }
+}
+
+/// The block's output rows from `M` (in `m`, `[K, cout, stride]`): per channel and row of
+/// tiles, `A` along each tile's columns and `Aᵀ` down to the even and odd columns of its
+/// two output rows, then the bias, the residual and the epilogue, interleaved into the
+/// image's output `y` `[cout, oh, ow]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn transform_output(
+    g: &Dense,
+    m: &[f32],
+    block: &Block,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    epilogue: Epilogue,
+    y: *mut f32,
+    scratch: &mut Vec<f32>,
+) {
+    let [oh, ow] = g.window.out_size;
+    let cout = g.channels_out;
+    let (tw, stride) = (block.tw, block.stride);
+    // The transforms are per tile: they run over the block's tiles at once (long vectors
+    // on planes of few tiles across). Rows: each tile row along (even and odd columns of
+    // each of 4), then the 2 output rows' even and odd columns.
+    let count = block.rows.len() * tw;
+    scratch.resize(2 * IN * count + 2 * OUT * count, 0.0);
+    let (along, outs) = scratch.split_at_mut(2 * IN * count);
+    for c in 0..cout {
+        let b = bias.map_or(0.0, |b| b[c]);
+        let mk = |k: usize| &m[(k * cout + c) * stride..][..count];
+        // A along each of the tile's 4 rows, then Aᵀ down the even and the odd columns.
+        for (i, eo) in along.chunks_exact_mut(2 * count).enumerate() {
+            let (even, odd) = eo.split_at_mut(count);
+            a_transposed([0, 1, 2, 3].map(|j| mk(i * IN + j)), even, odd);
+        }
+        let rows = |from: usize| [0, 1, 2, 3].map(|i| &along[(2 * i + from) * count..][..count]);
+        let (e0, rest) = outs.split_at_mut(count);
+        let (e1, rest) = rest.split_at_mut(count);
+        let (o0, o1) = rest.split_at_mut(count);
+        a_transposed(rows(0), e0, e1);
+        a_transposed(rows(1), o0, o1);
+        for (q, ty) in block.rows.clone().enumerate() {
+            let (e0, o0, e1, o1) = (
+                &e0[q * tw..][..tw],
+                &o0[q * tw..][..tw],
+                &e1[q * tw..][..tw],
+                &o1[q * tw..][..tw],
+            );
+            for (r, (even, odd)) in [(e0, o0), (e1, o1)].into_iter().enumerate() {
+                let oy = OUT * ty + r;
+                if oy >= oh {
+                    continue;
+                }
+                let at = c * oh * ow + oy * ow;
+                // SAFETY: output row `oy` of channel `c` is inside the image's `cout · oh ·
+                // ow` values, and this block's alone.
+                let out = unsafe { std::slice::from_raw_parts_mut(y.add(at), ow) };
+                let pairs = ow / 2;
+                let (full, last) = out.split_at_mut(2 * pairs);
+                let values = even.iter().zip(odd);
+                match residual.map(|r| &r[at..][..ow]) {
+                    None => {
+                        for (o, (&e, &d)) in full.chunks_exact_mut(2).zip(values) {
+                            o[0] = epilogue.value(e + b);
+                            o[1] = epilogue.value(d + b);
+                        }
+                        if let Some(o) = last.first_mut() {
+                            *o = epilogue.value(even[pairs] + b);
+                        }
+                    }
+                    Some(res) => {
+                        let rp = res.chunks_exact(2);
+                        for ((o, (&e, &d)), s) in full.chunks_exact_mut(2).zip(values).zip(rp) {
+                            o[0] = epilogue.value(e + b + s[0]);
+                            o[1] = epilogue.value(d + b + s[1]);
+                        }
+                        if let Some(o) = last.first_mut() {
+                            *o = epilogue.value(even[pairs] + b + res[2 * pairs]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Aᵀ` over 4 rows of values: `first = r0 + r1 + r2`, `second = r1 - r2 - r3`.
+#[inline(always)]
+fn a_transposed(r: [&[f32]; 4], first: &mut [f32], second: &mut [f32]) {
+    let [r0, r1, r2, r3] = r;
+    let rows = r0.iter().zip(r1).zip(r2).zip(r3);
+    for ((f, s), (((&a, &b), &c), &d)) in first.iter_mut().zip(second.iter_mut()).zip(rows) {
+        *f = a + b + c;
+        *s = b - c - d;
+    }
+}
