@@ -13,6 +13,7 @@ use burn::prelude::*;
 use super::ops::{self, Ctx, Op, Unary};
 use super::value::{F, Value};
 use super::{Graph, GraphError, HostTensor, Node};
+use crate::kernels::WinogradWeight;
 use crate::zoo::layers::TensorMap;
 use crate::zoo::loader::WeightLoader;
 
@@ -65,6 +66,10 @@ pub struct GraphBlock {
     bns: Vec<BatchNorm>,
     #[module(skip)]
     program: Arc<Program>,
+    /// By the slot of its weight: each 3×3 convolution's weight (the index in `p4`)
+    /// transformed for Winograd's kernel, made when folded for inference.
+    #[module(skip)]
+    winograd: BTreeMap<usize, (usize, WinogradWeight)>,
 }
 
 /// What one run of a block computed: every value's shape and every host value, by name,
@@ -122,6 +127,7 @@ impl GraphBlock {
                 opset: g.opset,
                 fixed_batch: span.fixed_batch,
             }),
+            winograd: BTreeMap::new(),
         };
         let mut prog = (*block.program).clone();
         slot_of.insert(span.input, 0);
@@ -351,10 +357,11 @@ impl GraphBlock {
     fn run(&self, x: Tensor<4>, mut trace: Option<&mut Trace>) -> Result<Tensor<4>, GraphError> {
         let p = &self.program;
         let device = x.device();
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             device: &device,
             training: device.is_autodiff(),
             batch: x.dims()[0],
+            winograd: None,
         };
         let mut slots: Vec<Option<Value>> = vec![None; p.slots];
         let input = if p.input_shape.len() == 4 {
@@ -394,7 +401,18 @@ impl GraphBlock {
                                 .map_err(fail)?,
                         )]
                     }
-                    op => ops::run(op, &inputs, &ctx).map_err(fail)?,
+                    op => {
+                        // A convolution's weight transformed at fold, while it is that weight.
+                        ctx.winograd = step
+                            .inputs
+                            .get(1)
+                            .copied()
+                            .flatten()
+                            .and_then(|s| self.winograd.get(&s))
+                            .filter(|(i, w)| w.is_of(&self.p4[*i]))
+                            .map(|(_, w)| w);
+                        ops::run(op, &inputs, &ctx).map_err(fail)?
+                    }
                 }
             };
             if outs.len() < step.outputs.len() {
@@ -564,8 +582,30 @@ impl GraphBlock {
         // Parameters no step reads any more (the unfolded weights) are dropped from the
         // slots; their tensors stay in the module but are never read.
         prog.compute_frees();
+        self.winograd = self.winograd_weights(&prog);
         self.program = Arc::new(prog);
         self
+    }
+
+    /// The weights of `prog`'s 3×3 convolutions with stride 1 and dilation 1 transformed
+    /// for Winograd's kernel, by their slots, where it takes them.
+    fn winograd_weights(&self, prog: &Program) -> BTreeMap<usize, (usize, WinogradWeight)> {
+        let param_at: BTreeMap<usize, ParamRef> =
+            prog.params.iter().map(|(s, r, _)| (*s, *r)).collect();
+        prog.steps
+            .iter()
+            .filter_map(|step| {
+                let (Op::Conv { window, group } | Op::ConvAct { window, group, .. }) = &step.op
+                else {
+                    return None;
+                };
+                let unit = window.strides == [1, 1] && window.dilations == [1, 1];
+                let slot = step.inputs.get(1).copied().flatten().filter(|_| unit)?;
+                let r = param_at.get(&slot).filter(|r| r.rank == 4)?;
+                let w = WinogradWeight::of_weight(&self.p4[r.index], *group)?;
+                Some((slot, (r.index, w)))
+            })
+            .collect()
     }
 }
 

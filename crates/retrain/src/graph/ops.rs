@@ -610,6 +610,8 @@ pub struct Ctx<'a> {
     pub training: bool,
     /// The batch size of the running block's input ([`Op::BatchShape`] computes with it).
     pub batch: usize,
+    /// The running convolution's weight transformed for Winograd's kernel, if it has one.
+    pub winograd: Option<&'a crate::kernels::WinogradWeight>,
 }
 
 fn float(v: &Value, dev: &Device) -> F {
@@ -836,12 +838,13 @@ fn from_image(t: Tensor<4>, was_1d: bool) -> F {
 }
 
 /// A convolution, then `epilogue` (in the same pass where the kernels have it).
+/// A convolution (window, group, and its weight transformed for Winograd's kernel where it
+/// has one), then `epilogue`.
 fn conv(
     x: F,
     w: F,
     b: Option<F>,
-    win: &Window,
-    group: usize,
+    (win, group, winograd): (&Window, usize, Option<&crate::kernels::WinogradWeight>),
     epilogue: crate::kernels::Epilogue,
 ) -> R<F> {
     let (x, one_d) = as_image(x, "Conv")?;
@@ -897,10 +900,11 @@ fn conv(
         dilation: win.dilations,
         groups: group,
     };
-    Ok(from_image(
-        crate::kernels::conv2d_fused(x, w, bias, opts, epilogue),
-        one_d,
-    ))
+    let y = match winograd {
+        Some(u) => crate::kernels::conv2d_fused_winograd(x, w, u, bias, None, opts, epilogue),
+        None => crate::kernels::conv2d_fused(x, w, bias, opts, epilogue),
+    };
+    Ok(from_image(y, one_d))
 }
 
 fn pool(x: F, win: &Window, ceil: bool, avg: Option<bool>) -> R<F> {
@@ -1465,8 +1469,7 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 float(x0()?, dev),
                 float(need(inputs, 1)?, dev),
                 b,
-                window,
-                *group,
+                (window, *group, ctx.winograd),
                 crate::kernels::Epilogue::Identity,
             )?)
         }
@@ -1478,8 +1481,7 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
                 float(x0()?, dev),
                 float(need(inputs, 1)?, dev),
                 b,
-                window,
-                *group,
+                (window, *group, ctx.winograd),
                 fused.unwrap_or(crate::kernels::Epilogue::Identity),
             )?;
             one(if fused.is_some() { y } else { act.apply(y) })
@@ -2101,6 +2103,7 @@ mod tests {
             device: &device,
             training: false,
             batch: 2,
+            winograd: None,
         };
         let x = Tensor::<2>::from_data(
             TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]),

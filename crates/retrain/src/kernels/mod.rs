@@ -32,7 +32,7 @@ use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
     backend_extension,
 };
-use burn::module::ParamId;
+use burn::module::{Param, ParamId};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
@@ -1517,7 +1517,7 @@ pub fn conv2d_fused(
     options: ConvOptions<2>,
     epilogue: Epilogue,
 ) -> Tensor<4> {
-    fused(x, weight, bias, None, options, epilogue)
+    fused(x, (weight, None), bias, None, options, epilogue)
 }
 
 /// `epilogue(y + residual)`, or `epilogue(y)` without one, as separate operations.
@@ -1528,10 +1528,11 @@ fn plus_then(y: Tensor<4>, residual: Option<Tensor<4>>, epilogue: Epilogue) -> T
     }
 }
 
-/// `epilogue(conv2d(x, weight, bias) + residual)`, as [`conv2d_fused`].
+/// `epilogue(conv2d(x, weight, bias) + residual)`, as [`conv2d_fused`]; with `weight`'s
+/// transform for Winograd's kernel, through [`Kernels::conv2d_winograd`].
 fn fused(
     x: Tensor<4>,
-    weight: Tensor<4>,
+    (weight, winograd): (Tensor<4>, Option<&WinogradWeight>),
     bias: Option<Tensor<1>>,
     residual: Option<Tensor<4>>,
     options: ConvOptions<2>,
@@ -1547,11 +1548,16 @@ fn fused(
         weight.into_dispatch(),
         bias.into_dispatch(),
     );
-    Tensor::from_dispatch(match residual {
-        None => <Dispatch as Kernels>::conv2d_fused(x, w, b, options, epilogue),
-        Some(r) => {
-            let r = r.into_dispatch();
+    let u = winograd.map(|u| u.transformed.clone().into_dispatch());
+    let r = residual.map(Tensor::into_dispatch);
+    Tensor::from_dispatch(match (r, u) {
+        (None, None) => <Dispatch as Kernels>::conv2d_fused(x, w, b, options, epilogue),
+        (Some(r), None) => {
             <Dispatch as Kernels>::conv2d_fused_residual(x, w, b, r, options, epilogue)
+        }
+        (None, Some(u)) => <Dispatch as Kernels>::conv2d_winograd(x, w, u, b, options, epilogue),
+        (Some(r), Some(u)) => {
+            <Dispatch as Kernels>::conv2d_winograd_residual(x, w, u, b, r, options, epilogue)
         }
     })
 }
@@ -1573,7 +1579,7 @@ pub fn conv_fused(
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     fused(
         x,
-        conv.weight.val(),
+        (conv.weight.val(), None),
         conv.bias.as_ref().map(|b| b.val()),
         residual,
         options,
@@ -1591,37 +1597,46 @@ pub struct WinogradWeight {
 }
 
 impl WinogradWeight {
-    /// The transformed weight of `conv` when Winograd's kernel can take it (a 3×3 window,
-    /// stride 1, dilation 1, one group, enough channels, an explicit padding) and it is on
-    /// the CPU backend without autodiff; `None` otherwise.
+    /// The transformed weight of `conv` when Winograd's kernel can take it (see
+    /// [`WinogradWeight::of_weight`]) and its padding is explicit; `None` otherwise.
     pub fn of(conv: &Conv2d) -> Option<Self> {
-        let [cout, cin, kh, kw] = conv.weight.dims();
-        let device = conv.weight.device();
+        let explicit = matches!(conv.padding, PaddingConfig2d::Explicit(..));
+        let takes = explicit && conv.stride == [1, 1] && conv.dilation == [1, 1];
+        Self::of_weight(&conv.weight, conv.groups).filter(|_| takes)
+    }
+
+    /// The transformed `weight` of a convolution with stride 1 and dilation 1 in `groups`
+    /// groups, when Winograd's kernel can take it (a 3×3 window, one group, enough
+    /// channels) and it is on the CPU backend without autodiff; `None` otherwise.
+    pub fn of_weight(weight: &Param<Tensor<4>>, groups: usize) -> Option<Self> {
+        let [cout, cin, kh, kw] = weight.dims();
+        let device = weight.device();
         let takes = [kh, kw] == [3, 3]
-            && conv.stride == [1, 1]
-            && conv.dilation == [1, 1]
-            && conv.groups == 1
+            && groups == 1
             && cin >= winograd::MIN_CHANNELS
             && cout >= winograd::MIN_CHANNELS
-            && matches!(conv.padding, PaddingConfig2d::Explicit(..))
             && !device.is_autodiff()
             && on_flex(&device);
         if !takes {
             return None;
         }
-        let weight = conv.weight.val().into_data().convert::<f32>();
-        let weight = weight.as_slice::<f32>().ok()?;
-        let u = winograd::transform_weights(weight, cout, cin);
+        let values = weight.val().into_data().convert::<f32>();
+        let u = winograd::transform_weights(values.as_slice::<f32>().ok()?, cout, cin);
         let shape = [winograd::PRODUCTS, cout, cin];
         Some(Self {
-            of: conv.weight.id,
+            of: weight.id,
             transformed: Tensor::from_data(TensorData::new(u, shape), &device),
         })
     }
+
+    /// Whether this is the transformed weight of `weight` (the same parameter).
+    pub fn is_of(&self, weight: &Param<Tensor<4>>) -> bool {
+        self.of == weight.id
+    }
 }
 
-/// [`conv_fused`] through [`Kernels::conv2d_winograd`] when `winograd` is the transformed
-/// weight of `conv`'s weight and the input is on the CPU backend without autodiff.
+/// [`conv_fused`] through [`conv2d_fused_winograd`] when `winograd` is the transformed
+/// weight of `conv`'s weight.
 pub fn conv_fused_winograd(
     conv: &Conv2d,
     winograd: Option<&WinogradWeight>,
@@ -1629,30 +1644,39 @@ pub fn conv_fused_winograd(
     residual: Option<Tensor<4>>,
     epilogue: Epilogue,
 ) -> Tensor<4> {
-    let device = x.device();
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
         _ => return conv_fused(conv, x, residual, epilogue),
     };
-    let (Some(w), Some(bias)) = (winograd.filter(|w| w.of == conv.weight.id), &conv.bias) else {
+    let Some(w) = winograd.filter(|w| w.is_of(&conv.weight)) else {
         return conv_fused(conv, x, residual, epilogue);
     };
-    if device.is_autodiff() || !on_flex(&device) {
-        return conv_fused(conv, x, residual, epilogue);
-    }
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    let (x, weight) = (x.into_dispatch(), conv.weight.val().into_dispatch());
-    let (u, b) = (
-        w.transformed.clone().into_dispatch(),
-        bias.val().into_dispatch(),
-    );
-    Tensor::from_dispatch(match residual {
-        None => <Dispatch as Kernels>::conv2d_winograd(x, weight, u, b, options, epilogue),
-        Some(r) => {
-            let r = r.into_dispatch();
-            <Dispatch as Kernels>::conv2d_winograd_residual(x, weight, u, b, r, options, epilogue)
-        }
-    })
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let weight = conv.weight.val();
+    conv2d_fused_winograd(x, weight, w, bias, residual, options, epilogue)
+}
+
+/// `epilogue(conv2d(x, weight, bias) + residual)` as [`conv2d_fused`], through
+/// [`Kernels::conv2d_winograd`] (with `winograd`, `weight` transformed) on the CPU backend
+/// without autodiff.
+pub fn conv2d_fused_winograd(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    winograd: &WinogradWeight,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<4>>,
+    options: ConvOptions<2>,
+    epilogue: Epilogue,
+) -> Tensor<4> {
+    fused(
+        x,
+        (weight, Some(winograd)),
+        bias,
+        residual,
+        options,
+        epilogue,
+    )
 }
 
 /// An inverted residual block for inference, BatchNorm folded into each convolution:
@@ -2109,7 +2133,7 @@ mod tests {
             let d = conv2d_fused(e, dw, Some(db), options, acts[1]);
             let layers = fused(
                 d,
-                pw,
+                (pw, None),
                 Some(pb),
                 residual.then_some(x),
                 one,
