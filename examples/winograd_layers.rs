@@ -1,0 +1,76 @@
+//! Benchmark (not a test): ResNet-50's stride-1 3×3 layers for one image on this thread,
+//! the direct kernel (patches and `gemm`, `kernels/dense.rs`) against Winograd's F(2×2, 3×3)
+//! (`kernels/winograd.rs`, weights transformed beforehand as folding does), with the
+//! largest difference between them as a share of the largest output.
+//!
+//! `RAYON_NUM_THREADS=1 cargo run --release --example winograd_layers [reps]` prints, per
+//! layer, the fastest of 4 rounds of `reps` calls (default 200) of each.
+
+use std::time::Instant;
+
+use retrain::kernels::depthwise::Depthwise;
+use retrain::kernels::fused::{Epilogue, Finish};
+use retrain::kernels::{dense, winograd};
+
+/// The fastest of 4 rounds of `reps` calls of `f`, in milliseconds per call.
+fn fastest(reps: usize, mut f: impl FnMut() -> Vec<f32>) -> f64 {
+    (0..4)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(f());
+            }
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let reps: usize = std::env::args().nth(1).map_or(200, |s| s.parse().unwrap());
+    for (c, s) in [(64usize, 56usize), (128, 28), (256, 14), (512, 7)] {
+        let window = Depthwise {
+            batch: 1,
+            channels: c,
+            multiplier: 1,
+            in_size: [s, s],
+            out_size: [s, s],
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad_begin: [1, 1],
+        };
+        let g = dense::Dense {
+            window,
+            channels_out: c,
+        };
+        let x: Vec<f32> = (0..c * s * s)
+            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..c * c * 9)
+            .map(|i| (i * 104729 % 1000) as f32 / 5000.0 - 0.1)
+            .collect();
+        let u = winograd::transform_weights(&w, c, c);
+        let b = vec![0.1f32; c];
+        let finish = || Finish {
+            bias: Some(&b),
+            residual: None,
+            epilogue: Epilogue::Relu,
+        };
+        let direct = fastest(reps, || dense::forward(&g, &x, &w, finish()));
+        let fast = fastest(reps, || winograd::forward(&g, &x, &u, finish()));
+        let (a, o) = (
+            dense::forward(&g, &x, &w, finish()),
+            winograd::forward(&g, &x, &u, finish()),
+        );
+        let largest = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(&o)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        println!(
+            "{s}x{s}x{c}: direct {direct:.3} ms  winograd {fast:.3} ms  ({:.2}x)  difference {:.1e} of the largest",
+            direct / fast,
+            err / largest
+        );
+    }
+}
