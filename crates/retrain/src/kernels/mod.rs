@@ -704,7 +704,7 @@ impl Kernels for Flex {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
-        flex_conv2d_fused(x, weight, bias, None, options, epilogue)
+        flex_conv2d_fused([x, weight, bias], None, None, options, epilogue)
     }
 
     fn conv2d_fused_residual(
@@ -715,7 +715,7 @@ impl Kernels for Flex {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
-        flex_conv2d_fused(x, weight, bias, Some(residual), options, epilogue)
+        flex_conv2d_fused([x, weight, bias], None, Some(residual), options, epilogue)
     }
 
     fn conv2d_winograd(
@@ -726,7 +726,13 @@ impl Kernels for Flex {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
-        flex_conv2d_winograd([x, weight, transformed, bias], None, options, epilogue)
+        flex_conv2d_fused(
+            [x, weight, bias],
+            Some(transformed),
+            None,
+            options,
+            epilogue,
+        )
     }
 
     fn conv2d_winograd_residual(
@@ -738,8 +744,8 @@ impl Kernels for Flex {
         options: ConvOptions<2>,
         epilogue: Epilogue,
     ) -> FloatTensor<Self> {
-        let tensors = [x, weight, transformed, bias];
-        flex_conv2d_winograd(tensors, Some(residual), options, epilogue)
+        let (u, r) = (Some(transformed), Some(residual));
+        flex_conv2d_fused([x, weight, bias], u, r, options, epilogue)
     }
 
     fn inverted_block(
@@ -933,10 +939,12 @@ fn norm_params<'a>(
 }
 
 /// The flex body of [`Kernels::conv2d_fused`] and [`Kernels::conv2d_fused_residual`].
+/// With `transformed` (the weight for Winograd's kernel), the body of
+/// [`Kernels::conv2d_winograd`] and its residual form: Winograd's kernel where its geometry
+/// applies and the transformed weight's shape fits, the direct kernels otherwise.
 fn flex_conv2d_fused(
-    x: FloatTensor<Flex>,
-    weight: FloatTensor<Flex>,
-    bias: FloatTensor<Flex>,
+    [x, weight, bias]: [FloatTensor<Flex>; 3],
+    transformed: Option<FloatTensor<Flex>>,
     residual: Option<FloatTensor<Flex>>,
     options: ConvOptions<2>,
     epilogue: Epilogue,
@@ -949,14 +957,23 @@ fn flex_conv2d_fused(
         let fits =
             |r: &FloatTensor<Flex>| r.dtype() == DType::F32 && r.shape().to_vec() == g.out_shape();
         if residual.as_ref().is_none_or(fits) {
-            let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
+            let (xv, bv) = (values(&x), values(&bias));
             let rv = residual.as_ref().map(values);
             let finish = Finish {
                 bias: Some(&bv),
                 residual: rv.as_deref(),
                 epilogue,
             };
-            return flex_tensor(dense_forward(&g, &xv, &wv, finish), g.out_shape());
+            let winograd = transformed.as_ref().filter(|u| {
+                u.dtype() == DType::F32
+                    && winograd::applies(&g.dense)
+                    && u.shape().to_vec() == winograd::transformed_shape(&g.dense)
+            });
+            let y = match winograd {
+                Some(u) => winograd::forward(&g.dense, &xv, &values(u), finish),
+                None => dense_forward(&g, &xv, &values(&weight), finish),
+            };
+            return flex_tensor(y, g.out_shape());
         }
     }
     if !(f32s && sizes && depthwise) || residual.is_some() {
@@ -972,36 +989,6 @@ fn flex_conv2d_fused(
         fused::depthwise(&g, &xv, &wv, Some(&bv), epilogue),
         shape.to_vec(),
     )
-}
-
-/// The flex body of [`Kernels::conv2d_winograd`] and [`Kernels::conv2d_winograd_residual`].
-fn flex_conv2d_winograd(
-    [x, weight, transformed, bias]: [FloatTensor<Flex>; 4],
-    residual: Option<FloatTensor<Flex>>,
-    options: ConvOptions<2>,
-    epilogue: Epilogue,
-) -> FloatTensor<Flex> {
-    let (xs, ws) = (x.shape().to_vec(), weight.shape().to_vec());
-    let f32s = [x.dtype(), transformed.dtype(), bias.dtype()] == [DType::F32; 3];
-    let geometry = dense_geometry(&xs, &ws, &options)
-        .filter(|g| f32s && winograd::applies(&g.dense))
-        .filter(|g| transformed.shape().to_vec() == winograd::transformed_shape(&g.dense));
-    let fits = |g: &DenseGeometry| {
-        residual
-            .as_ref()
-            .is_none_or(|r| r.dtype() == DType::F32 && r.shape().to_vec() == g.out_shape())
-    };
-    let Some(g) = geometry.filter(fits) else {
-        return flex_conv2d_fused(x, weight, bias, residual, options, epilogue);
-    };
-    let (xv, uv, bv) = (values(&x), values(&transformed), values(&bias));
-    let rv = residual.as_ref().map(values);
-    let finish = Finish {
-        bias: Some(&bv),
-        residual: rv.as_deref(),
-        epilogue,
-    };
-    flex_tensor(winograd::forward(&g.dense, &xv, &uv, finish), g.out_shape())
 }
 
 /// The geometry of an inverted block from the shapes of its input, expansion, depthwise
@@ -1602,7 +1589,10 @@ impl WinogradWeight {
     pub fn of(conv: &Conv2d) -> Option<Self> {
         let explicit = matches!(conv.padding, PaddingConfig2d::Explicit(..));
         let takes = explicit && conv.stride == [1, 1] && conv.dilation == [1, 1];
-        Self::of_weight(&conv.weight, conv.groups).filter(|_| takes)
+        if !takes {
+            return None;
+        }
+        Self::of_weight(&conv.weight, conv.groups)
     }
 
     /// The transformed `weight` of a convolution with stride 1 and dilation 1 in `groups`

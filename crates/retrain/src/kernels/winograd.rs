@@ -338,21 +338,21 @@ fn transform_output(
     // The transforms are per tile: they run over the block's tiles at once (long vectors
     // on planes of few tiles across). Rows: each tile row along (even and odd columns of
     // each of 4), then the 2 output rows' even and odd columns.
-    let count = block.rows.len() * tw;
-    scratch.resize(2 * IN * count + 2 * OUT * count, 0.0);
-    let (along, outs) = scratch.split_at_mut(2 * IN * count);
+    let used = block.rows.len() * tw;
+    scratch.resize(2 * IN * used + 2 * OUT * used, 0.0);
+    let (along, outs) = scratch.split_at_mut(2 * IN * used);
     for c in 0..cout {
         let b = bias.map_or(0.0, |b| b[c]);
-        let mk = |k: usize| &m[(k * cout + c) * stride..][..count];
+        let mk = |k: usize| &m[(k * cout + c) * stride..][..used];
         // A along each of the tile's 4 rows, then Aᵀ down the even and the odd columns.
-        for (i, eo) in along.chunks_exact_mut(2 * count).enumerate() {
-            let (even, odd) = eo.split_at_mut(count);
+        for (i, eo) in along.chunks_exact_mut(2 * used).enumerate() {
+            let (even, odd) = eo.split_at_mut(used);
             a_transposed([0, 1, 2, 3].map(|j| mk(i * IN + j)), even, odd);
         }
-        let rows = |from: usize| [0, 1, 2, 3].map(|i| &along[(2 * i + from) * count..][..count]);
-        let (e0, rest) = outs.split_at_mut(count);
-        let (e1, rest) = rest.split_at_mut(count);
-        let (o0, o1) = rest.split_at_mut(count);
+        let rows = |from: usize| [0, 1, 2, 3].map(|i| &along[(2 * i + from) * used..][..used]);
+        let (e0, rest) = outs.split_at_mut(used);
+        let (e1, rest) = rest.split_at_mut(used);
+        let (o0, o1) = rest.split_at_mut(used);
         a_transposed(rows(0), e0, e1);
         a_transposed(rows(1), o0, o1);
         for (q, ty) in block.rows.clone().enumerate() {
