@@ -1978,6 +1978,105 @@ mod tests {
         }
     }
 
+    /// The 1×1 and patch kernels give each image of a batch the bits it has alone, over
+    /// small planes (where a block puts several images side by side), depths past one
+    /// `gemm` chunk, residuals and epilogues; and they equal burn's convolution within 1e-5
+    /// of the largest magnitude there too.
+    #[test]
+    fn products_give_an_image_its_own_bits_in_any_batch() {
+        let device = Device::flex();
+        let mut r = Lcg(77);
+        for case in 0..40 {
+            let e = EPILOGUES[case % EPILOGUES.len()];
+            let n = 2 + r.below(9);
+            let c = if case % 2 == 0 {
+                3 + r.below(40)
+            } else {
+                500 + r.below(700)
+            };
+            let co = 2 + r.below(80);
+            let (k, stride, pad) = if case % 3 == 0 {
+                ([3, 3], [2, 2], [(1, 1); 2])
+            } else {
+                ([1, 1], [1, 1], [(0, 0); 2])
+            };
+            let size = [2 + r.below(15), 2 + r.below(15)];
+            let what = format!("{e:?} n{n} c{c} co{co} in{size:?} k{k:?}");
+            let options = ConvOptions::new_with_padding(stride, pad, [1, 1], 1);
+            let (xs, ws) = (
+                r.values(n * c * size[0] * size[1]),
+                r.values(co * c * k[0] * k[1]),
+            );
+            let bias = r.values(co);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(xs.clone(), [n, c, size[0], size[1]]),
+                &device,
+            );
+            let w =
+                Tensor::<4>::from_data(TensorData::new(ws.clone(), [co, c, k[0], k[1]]), &device);
+            let b = Tensor::<1>::from_data(TensorData::new(bias.clone(), [co]), &device);
+            let plain =
+                burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b), options.clone());
+            let out = plain.dims();
+            let residual = (case % 4 == 1).then(|| r.values(out.iter().product()));
+            let theirs = burns_epilogue(
+                match &residual {
+                    Some(res) => {
+                        plain + Tensor::<4>::from_data(TensorData::new(res.clone(), out), &device)
+                    }
+                    None => plain,
+                },
+                e,
+            );
+            let g = dense_geometry(&x.dims(), &w.dims(), &options)
+                .unwrap()
+                .dense;
+            let run = |g: &dense::Dense, xs: &[f32], residual: Option<&[f32]>| {
+                let finish = Finish {
+                    bias: Some(&bias),
+                    residual,
+                    epilogue: e,
+                };
+                if k == [1, 1] {
+                    let spatial = size[0] * size[1];
+                    pointwise::forward(g.window.batch, c, spatial, xs, &ws, finish)
+                } else {
+                    dense::forward(g, xs, &ws, finish)
+                }
+            };
+            let ours = run(&g, &xs, residual.as_deref());
+            close(
+                Tensor::<4>::from_data(TensorData::new(ours.clone(), out), &device),
+                theirs,
+                "output",
+                &what,
+            );
+            let (image, input) = (ours.len() / n, xs.len() / n);
+            let alone = dense::Dense {
+                window: Depthwise {
+                    batch: 1,
+                    ..g.window
+                },
+                ..g
+            };
+            for i in 0..n {
+                let single = run(
+                    &alone,
+                    &xs[i * input..][..input],
+                    residual.as_deref().map(|r| &r[i * image..][..image]),
+                );
+                let differs = single
+                    .iter()
+                    .zip(&ours[i * image..][..image])
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                assert_eq!(
+                    differs, None,
+                    "image {i} alone, first differing value: {what}"
+                );
+            }
+        }
+    }
+
     const EPILOGUES: [Epilogue; 6] = [
         Epilogue::Identity,
         Epilogue::Relu,

@@ -4,10 +4,16 @@
 //! being `gemm`'s strides rather than copies (burn's generic backward transposes the
 //! activations to NHWC and back around its products).
 
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::fused::{Epilogue, Finish};
 use super::{Pointwise, simd};
+
+/// Most depth per `gemm` call of [`product`] (`gemm`'s own largest depth block here).
+const DEPTH_CHUNK: usize = 512;
 
 /// Columns per `gemm` block of the pointwise kernel: the block of `channels_out` rows should
 /// stay in L2 (about 1 MiB of it) until the epilogue has passed over it.
@@ -89,10 +95,14 @@ pub(super) type Columns<'a> =
 /// `finish` of `a · x[i]` (its bias, its residual, its epilogue) for every image `x[i]`
 /// `[a.cols, spatial]` that `rhs` gives, as `[n, a.rows, spatial]`.
 ///
-/// The work is split into blocks of `step` columns of each image, in parallel, each block
-/// one single-threaded `gemm` then the epilogue while it is in cache. The blocks are the same
-/// whatever the batch and the threads, so an image's output is the same bits however it is
-/// batched (an evaluation reproduces the figures of the run that trained the model).
+/// The work is split into blocks, in parallel, each block one single-threaded `gemm` then
+/// the epilogue while it is in cache: blocks of `step` columns of one image, or, where an
+/// image has few columns ([`images_per_block`]), whole images side by side, their columns
+/// gathered into one matrix (a product 49 columns wide wastes a quarter of `gemm`'s 64-row
+/// micro-tiles, and reads all of `a` for each image). Either way an image's output is the
+/// same bits however it is batched and whatever the threads: each output is one dot product
+/// in `product`'s fixed order of depth, whichever columns share its block (an evaluation
+/// reproduces the figures of the run that trained the model).
 pub(super) fn per_image_product(
     batch: usize,
     spatial: usize,
@@ -107,45 +117,149 @@ pub(super) fn per_image_product(
         finish.residual.is_none_or(|r| r.len() == batch * per_image),
         "a residual the output's shape"
     );
-    let blocks: Vec<(usize, usize)> = (0..batch)
-        .flat_map(|i| (0..spatial).step_by(step).map(move |j0| (i, j0)))
-        .collect();
+    let group = images_per_block(batch, spatial, a);
+    let blocks = blocks(batch, group, spatial, step);
     let mut out = Vec::with_capacity(batch * per_image);
     let dst = Shared(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
-    blocks.into_par_iter().for_each(|(i, j0)| {
-        let cols = step.min(spatial - j0);
+    blocks.into_par_iter().for_each(|(i0, images, j0)| {
         // SAFETY: the capacity holds `batch · rows · spatial` values; this block's are
-        // columns `j0..j0 + cols` of the `rows` rows of image `i`, which no other block
+        // columns `j0..j0 + cols` of the `rows` rows of its images, which no other block
         // touches.
-        let image = unsafe { dst.at(i * per_image) };
-        rhs(i, j0, cols, &mut |x, row_stride| {
-            // SAFETY: this block's columns of the image's `rows` rows (stride `spatial`).
-            unsafe { product(a, x, row_stride, cols, image.add(j0), spatial) }
-        });
-        // SAFETY: `product` has just written these `cols` values of each row, this block's.
-        let row =
-            |r: usize| unsafe { std::slice::from_raw_parts_mut(image.add(r * spatial + j0), cols) };
-        per_epilogue!(finish.epilogue, |E| simd::vectorized(
-            #[inline(always)]
-            || {
+        let image = |i: usize| unsafe { dst.at(i * per_image) };
+        let residual = |i: usize, r: usize, j0: usize, cols: usize| {
+            finish
+                .residual
+                .map(|res| &res[i * per_image + r * spatial + j0..][..cols])
+        };
+        if images == 1 {
+            let cols = step.min(spatial - j0);
+            rhs(i0, j0, cols, &mut |x, row_stride| {
+                // SAFETY: this block's columns of the image's `rows` rows (stride `spatial`).
+                unsafe { product(a, x, row_stride, cols, image(i0).add(j0), spatial) }
+            });
+            for r in 0..rows {
+                // SAFETY: `product` has just written these `cols` values of row `r`, this
+                // block's.
+                unsafe {
+                    let row = image(i0).add(r * spatial + j0);
+                    finish_row(finish, r, row, cols, None, residual(i0, r, j0, cols));
+                }
+            }
+            return;
+        }
+        // The images' columns side by side: `x` `[depth, width]`, then `y` `[rows, width]`.
+        thread_local! {
+            static GATHERED: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+        }
+        let width = images * spatial;
+        GATHERED.with_borrow_mut(|[x, y]| {
+            x.resize(a.cols * width, 0.0);
+            y.resize(rows * width, 0.0);
+            for k in 0..images {
+                rhs(i0 + k, 0, spatial, &mut |src, row_stride| {
+                    for (d, to) in x.chunks_exact_mut(width).enumerate() {
+                        to[k * spatial..][..spatial]
+                            .copy_from_slice(&src[d * row_stride..][..spatial]);
+                    }
+                });
+            }
+            // SAFETY: `y` holds `rows` rows of `width` values.
+            unsafe { product(a, x, width, width, y.as_mut_ptr(), width) };
+            for k in 0..images {
                 for r in 0..rows {
-                    let b = finish.bias.map_or(0.0, |b| b[r]);
-                    match finish.residual {
-                        None => row(r).iter_mut().for_each(|v| *v = E.value(*v + b)),
-                        Some(res) => {
-                            let res = &res[i * per_image + r * spatial + j0..][..cols];
-                            for (v, &s) in row(r).iter_mut().zip(res) {
-                                *v = E.value(*v + b + s);
-                            }
-                        }
+                    let from = &y[r * width + k * spatial..][..spatial];
+                    // SAFETY: row `r` of image `i0 + k`, this block's, only written.
+                    unsafe {
+                        let row = image(i0 + k).add(r * spatial);
+                        finish_row(finish, r, row, spatial, Some(from), residual(i0 + k, r, 0, spatial));
                     }
                 }
             }
-        ));
+        });
     });
     // SAFETY: the blocks cover every column of every row of every image, all written above.
     unsafe { out.set_len(batch * per_image) };
     out
+}
+
+/// The blocks of a kernel's work, `(first image, images, first part)`: with `group` images
+/// a block, all of them whole; else each image's `parts` (columns, rows of tiles) `step`
+/// at a time.
+pub(super) fn blocks(
+    batch: usize,
+    group: usize,
+    parts: usize,
+    step: usize,
+) -> Vec<(usize, usize, usize)> {
+    if group > 1 {
+        (0..batch)
+            .step_by(group)
+            .map(|i| (i, group.min(batch - i), 0))
+            .collect()
+    } else {
+        (0..batch)
+            .flat_map(|i| (0..parts).step_by(step).map(move |p| (i, 1, p)))
+            .collect()
+    }
+}
+
+/// Images side by side in a block of [`per_image_product`]: enough for about 256 columns
+/// where an image has fewer (the last 7×7 and 14×14 planes of an ImageNet network), else 1,
+/// their gathered columns at most 4 MiB. Never where `gemm` would take its matrix-vector
+/// path (one row or one column), whose sums run in another order.
+fn images_per_block(batch: usize, spatial: usize, a: Matrix) -> usize {
+    if spatial < 2 || a.rows < 2 || a.cols < 3 {
+        return 1;
+    }
+    256usize
+        .div_ceil(spatial)
+        .min((1 << 20) / (a.cols * spatial))
+        .clamp(1, batch)
+}
+
+/// `dst[j] = epilogue(from[j] + bias[r] + residual[j])` for the `len` values at `dst`,
+/// `from` being `dst` itself where it is `None`.
+///
+/// # Safety
+/// `dst` is valid for writes of `len` values, and for reads of them where `from` is
+/// `None` (then they are initialised); `from` and `residual` hold `len` values.
+#[inline(always)]
+unsafe fn finish_row(
+    finish: Finish,
+    r: usize,
+    dst: *mut f32,
+    len: usize,
+    from: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) {
+    // SAFETY: the caller's; as `MaybeUninit`, nothing is read before it is written where
+    // `from` is given.
+    let row = unsafe { std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), len) };
+    let b = finish.bias.map_or(0.0, |b| b[r]);
+    per_epilogue!(finish.epilogue, |E| simd::vectorized(
+        #[inline(always)]
+        || match (from, residual) {
+            // SAFETY (the two reads): the caller's, `dst` initialised where `from` is `None`.
+            (None, None) => row
+                .iter_mut()
+                .for_each(|v| *v = MaybeUninit::new(E.value(unsafe { v.assume_init() } + b))),
+            (None, Some(res)) => {
+                for (v, &s) in row.iter_mut().zip(res) {
+                    *v = MaybeUninit::new(E.value(unsafe { v.assume_init() } + b + s));
+                }
+            }
+            (Some(from), None) => {
+                for (v, &f) in row.iter_mut().zip(from) {
+                    *v = MaybeUninit::new(E.value(f + b));
+                }
+            }
+            (Some(from), Some(res)) => {
+                for ((v, &f), &s) in row.iter_mut().zip(from).zip(res) {
+                    *v = MaybeUninit::new(E.value(f + b + s));
+                }
+            }
+        }
+    ));
 }
 
 /// `dst = a · x` on this thread: `a.rows` rows of `cols` values `dst_rs` apart, from
@@ -173,31 +287,40 @@ pub(super) unsafe fn product(
         x.len() >= (depth - 1) * x_rs + cols,
         "a block outside its image"
     );
-    // SAFETY: `gemm` reads `a` (inside `a.values`, asserted) and `cols` columns of `x`'s
-    // `depth` rows (inside `x`, asserted), and writes `dst` as the caller guarantees;
-    // `read_dst` is false, so the destination is only written.
-    unsafe {
-        gemm::gemm(
-            rows,
-            cols,
-            depth,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            a.values.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            x.as_ptr(),
-            1,
-            x_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    // Depth in chunks of at most 512, as `gemm` itself would split it here, but whatever
+    // the other sizes: then each output is the same sum in the same order however many
+    // columns share the product (`gemm` chooses its own depth blocks from all three sizes).
+    let chunks = depth.div_ceil(DEPTH_CHUNK);
+    let chunk = depth.div_ceil(chunks);
+    for d0 in (0..depth).step_by(chunk) {
+        let len = chunk.min(depth - d0);
+        // SAFETY: `gemm` reads `a`'s columns `d0..d0 + len` (inside `a.values`, asserted)
+        // and `cols` columns of `x`'s rows `d0..d0 + len` (inside `x`, asserted), and writes
+        // `dst` as the caller guarantees; it reads `dst` back only after the first chunk
+        // has written it.
+        unsafe {
+            gemm::gemm(
+                rows,
+                cols,
+                len,
+                dst,
+                1,
+                dst_rs as isize,
+                d0 > 0,
+                a.values.as_ptr().add(d0 * a.col_stride),
+                a.col_stride as isize,
+                a.row_stride as isize,
+                x.as_ptr().add(d0 * x_rs),
+                1,
+                x_rs as isize,
+                if d0 > 0 { 1.0 } else { 0.0 },
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 }
 

@@ -15,8 +15,9 @@
 //! ([`transform_weights`]; `kernels::WinogradWeight`): transformed for every call, they
 //! cost as much as the products save on the deep layers (16 MB written per image at 512
 //! channels). Work is split into blocks of whole rows of tiles of one image, each block's
-//! `V` and `M` about 2 MiB: the blocks are the same whatever the batch, so an image's
-//! output has the same bits however it is batched, as with the other kernels. The
+//! `V` and `M` about 2 MiB, or, on planes of few tiles, of whole images side by side; an
+//! image's output has the same bits however it is batched, as with the other kernels (each
+//! output is one sum in `pointwise::product`'s fixed order, whichever tiles share it). The
 //! transforms run over unit-stride rows: the input rows split into even and odd columns,
 //! the output transform over all of a block's tiles at once (planes of 7 tiles across
 //! would leave vector loops 7 long).
@@ -168,35 +169,48 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
         "a residual the output's shape"
     );
     // Rows of tiles per block: V and M (K · tiles · (cin + cout) values) about `BLOCK`,
-    // spread evenly over the image's rows of tiles.
+    // spread evenly over the image's rows of tiles. Where an image has few tiles, a block
+    // is whole images side by side instead (`images_per_block`).
     let most = (BLOCK / (K * (cin + cout) * tw)).max(1);
     let rows = th.div_ceil(th.div_ceil(most));
-    let stride = (rows * tw).next_multiple_of(L);
-    let blocks: Vec<(usize, usize)> = (0..n)
-        .flat_map(|i| (0..th).step_by(rows).map(move |r0| (i, r0)))
-        .collect();
+    let group = images_per_block(n, th * tw);
+    let stride = if group > 1 {
+        (group * th * tw).next_multiple_of(L)
+    } else {
+        (rows * tw).next_multiple_of(L)
+    };
+    // (first image, images, first row of tiles)
+    let blocks = pointwise::blocks(n, group, th, rows);
     let mut out = Vec::with_capacity(n * out_image);
     let dst = Shared(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
-    blocks.into_par_iter().for_each(|(i, r0)| {
-        let block = Block {
-            rows: r0..(r0 + rows).min(th),
+    blocks.into_par_iter().for_each(|(i0, images, r0)| {
+        // Image `i0 + k`'s part of the block: its rows of tiles, from column `k · th · tw`.
+        let part = |k: usize| Block {
+            rows: if images > 1 {
+                0..th
+            } else {
+                r0..(r0 + rows).min(th)
+            },
             tw,
             stride,
+            base: k * th * tw,
         };
         // The products run over whole vectors of tiles: the last few columns of `V` and `M`
         // are left from earlier blocks (or zero), and not read back.
-        let count = (block.rows.len() * tw).next_multiple_of(L);
+        let count = (images * part(0).rows.len() * tw).next_multiple_of(L);
         thread_local! {
             static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
         }
         BUFFERS.with_borrow_mut(|[v, m, scratch]| {
             v.resize(K * cin * stride, 0.0);
             m.resize(K * cout * stride, 0.0);
-            let x = &input[i * cin * ih * iw..][..cin * ih * iw];
-            simd::vectorized(
-                #[inline(always)]
-                || transform_input(g, x, &block, v, scratch),
-            );
+            for k in 0..images {
+                let x = &input[(i0 + k) * cin * ih * iw..][..cin * ih * iw];
+                simd::vectorized(
+                    #[inline(always)]
+                    || transform_input(g, x, &part(k), v, scratch),
+                );
+            }
             for k in 0..K {
                 let uk = Matrix {
                     values: &u[k * cout * cin..][..cout * cin],
@@ -210,14 +224,17 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
                 // SAFETY: `mk` holds `cout` rows of `stride >= count` values.
                 unsafe { pointwise::product(uk, vk, stride, count, mk.as_mut_ptr(), stride) };
             }
-            // SAFETY: image `i`'s output is inside the capacity; this block writes only the
-            // output rows of its rows of tiles, which no other block touches.
-            let y = unsafe { dst.at(i * out_image) };
-            let residual = finish.residual.map(|r| &r[i * out_image..][..out_image]);
-            per_epilogue!(finish.epilogue, |E| simd::vectorized(
-                #[inline(always)]
-                || transform_output(g, m, &block, finish.bias, residual, E, y, scratch)
-            ));
+            for k in 0..images {
+                let i = i0 + k;
+                // SAFETY: image `i`'s output is inside the capacity; this block writes only
+                // the output rows of its rows of tiles, which no other block touches.
+                let y = unsafe { dst.at(i * out_image) };
+                let residual = finish.residual.map(|r| &r[i * out_image..][..out_image]);
+                per_epilogue!(finish.epilogue, |E| simd::vectorized(
+                    #[inline(always)]
+                    || transform_output(g, m, &part(k), finish.bias, residual, E, y, scratch)
+                ));
+            }
         });
     });
     // SAFETY: the blocks' rows of tiles cover every output row of every channel of every
@@ -226,12 +243,21 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
     out
 }
 
-/// A block of whole rows of tiles of one image, laid out `t = (ty - rows.start) · tw + tx`
-/// in rows of `stride` values of `V[k][c]` and `M[k][o]`.
+/// Whole images side by side in a block of [`forward`] where an image has fewer than 128
+/// tiles (planes of 14×14 and less): a product 16 tiles wide (7×7) runs on `gemm`'s
+/// narrowest micro-tile and reads all of `U` (16 MB at 512 channels) for one image.
+/// Each output is the same bits either way (`pointwise::product`).
+fn images_per_block(batch: usize, tiles: usize) -> usize {
+    128usize.div_ceil(tiles).clamp(1, batch)
+}
+
+/// Whole rows of tiles of one image, laid out `t = base + (ty - rows.start) · tw + tx` in
+/// rows of `stride` values of `V[k][c]` and `M[k][o]`.
 struct Block {
     rows: std::ops::Range<usize>,
     tw: usize,
     stride: usize,
+    base: usize,
 }
 
 /// `V[k][c]` (in `v`, `[K, cin, stride]`) for the block's tiles of image `x` `[cin, h, w]`.
@@ -273,7 +299,7 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
             // B along: [e0 - e2, d1 + e2, e2 - d1, d1 - d3] of each tile's columns.
             for (i, row) in down.chunks_exact(2 * half).enumerate() {
                 let (even, odd) = row.split_at(half);
-                let at = |j: usize| ((i * IN + j) * cin + c) * stride + q * tw;
+                let at = |j: usize| ((i * IN + j) * cin + c) * stride + block.base + q * tw;
                 let (v0, rest) = v[at(0)..].split_at_mut(cin * stride);
                 let (v1, rest) = rest.split_at_mut(cin * stride);
                 let (v2, rest) = rest.split_at_mut(cin * stride);
@@ -343,7 +369,7 @@ fn transform_output(
     let (along, outs) = scratch.split_at_mut(2 * IN * used);
     for c in 0..cout {
         let b = bias.map_or(0.0, |b| b[c]);
-        let mk = |k: usize| &m[(k * cout + c) * stride..][..used];
+        let mk = |k: usize| &m[(k * cout + c) * stride + block.base..][..used];
         // A along each of the tile's 4 rows, then Aᵀ down the even and the odd columns.
         for (i, eo) in along.chunks_exact_mut(2 * used).enumerate() {
             let (even, odd) = eo.split_at_mut(used);
