@@ -161,7 +161,8 @@ pub fn run_stages(stages: &[Stage], x: Tensor<4>) -> Result<Tensor<4>, GraphErro
         return through(x, stages);
     }
     // Each image alone up to the first stage whose input is small, and the stage where it
-    // stopped (the same for every image: they have one shape).
+    // stopped (the same for every image: they have one shape); then the group together.
+    // Group by group, so that only the groups at work hold their images' maps.
     let small = |x: &Tensor<4>| x.dims()[2] * x.dims()[3] <= SMALL_PLANE;
     let alone = |mut x: Tensor<4>| {
         for (k, s) in stages.iter().enumerate() {
@@ -172,23 +173,23 @@ pub fn run_stages(stages: &[Stage], x: Tensor<4>) -> Result<Tensor<4>, GraphErro
         }
         Ok((x, stages.len()))
     };
-    let parts = x
-        .split(1, 0)
-        .into_par_iter()
-        .map(alone)
-        .collect::<Result<Vec<_>, GraphError>>()?;
-    let rest = &stages[parts[0].1..];
-    let parts: Vec<Tensor<4>> = parts.into_iter().map(|(x, _)| x).collect();
-    if rest.is_empty() {
-        return Ok(Tensor::cat(parts, 0));
+    let group = |images: Vec<Tensor<4>>| {
+        let parts = images
+            .into_par_iter()
+            .map(alone)
+            .collect::<Result<Vec<_>, GraphError>>()?;
+        let rest = &stages[parts[0].1..];
+        let x = Tensor::cat(parts.into_iter().map(|(x, _)| x).collect(), 0);
+        through(x, rest)
+    };
+    let mut images = x.split(1, 0).into_iter().peekable();
+    let mut groups = Vec::new();
+    while images.peek().is_some() {
+        groups.push(images.by_ref().take(GROUP).collect::<Vec<_>>());
     }
-    let groups: Vec<Tensor<4>> = parts
-        .chunks(GROUP)
-        .map(|images| Tensor::cat(images.to_vec(), 0))
-        .collect();
     let outputs = groups
         .into_par_iter()
-        .map(|x| through(x, rest))
+        .map(group)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Tensor::cat(outputs, 0))
 }
