@@ -837,9 +837,8 @@ fn from_image(t: Tensor<4>, was_1d: bool) -> F {
     }
 }
 
-/// A convolution, then `epilogue` (in the same pass where the kernels have it).
 /// A convolution (window, group, and its weight transformed for Winograd's kernel where it
-/// has one), then `epilogue`.
+/// has one), then `epilogue` (in the same pass where the kernels have it).
 fn conv(
     x: F,
     w: F,

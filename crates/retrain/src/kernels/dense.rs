@@ -167,19 +167,7 @@ impl Segment {
         let dst = &mut seg[self.valid.clone()];
         match s.stride {
             1 => dst.copy_from_slice(&x[s.start..][..dst.len()]),
-            // Pairs of the input row, each giving its first value: a vector deinterleave
-            // (an indexed loop stays scalar); the last value alone, as its pair may end
-            // past the input.
-            2 => {
-                let Some((last, body)) = dst.split_last_mut() else {
-                    return;
-                };
-                let pairs = x[s.start..][..2 * body.len()].chunks_exact(2);
-                for (d, p) in body.iter_mut().zip(pairs) {
-                    *d = p[0];
-                }
-                *last = x[s.start + 2 * body.len()];
-            }
+            2 => simd::every_second(dst, &x[s.start..]),
             _ => {
                 for (t, d) in dst.iter_mut().enumerate() {
                     *d = x[s.start + t * s.stride];

@@ -240,22 +240,16 @@ impl Phases {
         for r0 in (0..oh).step_by(rows) {
             let acc = &mut acc[..(oh - r0).min(rows) * width];
             block(r0, acc);
-            let rows = out[r0 * ow..].chunks_mut(ow).zip(acc.chunks(width));
-            if ow >= NARROW {
-                for (row, acc) in rows {
-                    for (o, &a) in row.iter_mut().zip(acc) {
-                        o.write(finish(a));
-                    }
-                }
-                continue;
-            }
             // Narrow rows: `finish` over the whole block first, dropped columns too, as
             // one long vector loop (rows 7 or 14 long left SiLU's arithmetic mostly scalar,
             // a third of EfficientNet's depthwise time), then the kept columns copied out.
-            acc.iter_mut().for_each(|a| *a = finish(*a));
+            let narrow = ow < NARROW;
+            if narrow {
+                acc.iter_mut().for_each(|a| *a = finish(*a));
+            }
             for (row, acc) in out[r0 * ow..].chunks_mut(ow).zip(acc.chunks(width)) {
                 for (o, &a) in row.iter_mut().zip(acc) {
-                    o.write(a);
+                    o.write(if narrow { a } else { finish(a) });
                 }
             }
         }
@@ -315,18 +309,8 @@ impl Phases {
                 let dst = &mut out[at..at + n];
                 match sw {
                     1 => dst.copy_from_slice(src),
-                    // Stride 2 (most strided layers): whole pairs, so that the loop
-                    // vectorises as one de-interleave; `chunks(sw)` kept it scalar.
-                    2 => {
-                        let pairs = src.chunks_exact(2);
-                        let last = pairs.remainder().first();
-                        for (d, s) in dst.iter_mut().zip(pairs) {
-                            *d = s[0];
-                        }
-                        if let Some(&v) = last {
-                            dst[n - 1] = v;
-                        }
-                    }
+                    // Stride 2, most strided layers.
+                    2 => simd::every_second(dst, src),
                     _ => {
                         for (d, s) in dst.iter_mut().zip(src.chunks(sw)) {
                             *d = s[0];

@@ -52,3 +52,19 @@ fn level() -> Level {
         }
     })
 }
+
+/// `dst[i] = src[2i]`, `src` holding at least `2 · dst.len() - 1` values (a stride-2
+/// window's row): whole pairs, so that the loop vectorises as one de-interleave (an indexed
+/// or `chunks(2)` loop stays scalar), then the last value alone, as its pair may end past
+/// `src`.
+#[inline(always)]
+pub(crate) fn every_second(dst: &mut [f32], src: &[f32]) {
+    let Some((last, body)) = dst.split_last_mut() else {
+        return;
+    };
+    let pairs = body.len();
+    for (d, p) in body.iter_mut().zip(src[..2 * pairs].chunks_exact(2)) {
+        *d = p[0];
+    }
+    *last = src[2 * pairs];
+}

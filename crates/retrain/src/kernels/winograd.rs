@@ -172,13 +172,13 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
     // spread evenly over the image's rows of tiles. Where an image has few tiles, a block
     // is whole images side by side instead (`images_per_block`).
     let most = (BLOCK / (K * (cin + cout) * tw)).max(1);
-    let rows = th.div_ceil(th.div_ceil(most));
     let group = images_per_block(n, th * tw);
-    let stride = if group > 1 {
-        (group * th * tw).next_multiple_of(L)
+    let rows = if group > 1 {
+        th
     } else {
-        (rows * tw).next_multiple_of(L)
+        th.div_ceil(th.div_ceil(most))
     };
+    let stride = (group * rows * tw).next_multiple_of(L);
     // (first image, images, first row of tiles)
     let blocks = pointwise::blocks(n, group, th, rows);
     let mut out = Vec::with_capacity(n * out_image);
@@ -186,14 +186,10 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
     blocks.into_par_iter().for_each(|(i0, images, r0)| {
         // Image `i0 + k`'s part of the block: its rows of tiles, from column `k · th · tw`.
         let part = |k: usize| Block {
-            rows: if images > 1 {
-                0..th
-            } else {
-                r0..(r0 + rows).min(th)
-            },
+            rows: r0..(r0 + rows).min(th),
             tw,
             stride,
-            base: k * th * tw,
+            base: k * rows * tw,
         };
         // The products run over whole vectors of tiles: the last few columns of `V` and `M`
         // are left from earlier blocks (or zero), and not read back.

@@ -182,14 +182,10 @@ pub fn run_stages(stages: &[Stage], x: Tensor<4>) -> Result<Tensor<4>, GraphErro
         let x = Tensor::cat(parts.into_iter().map(|(x, _)| x).collect(), 0);
         through(x, rest)
     };
-    let mut images = x.split(1, 0).into_iter().peekable();
-    let mut groups = Vec::new();
-    while images.peek().is_some() {
-        groups.push(images.by_ref().take(GROUP).collect::<Vec<_>>());
-    }
-    let outputs = groups
+    let outputs = x
+        .split(GROUP, 0)
         .into_par_iter()
-        .map(group)
+        .map(|g| group(g.split(1, 0)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Tensor::cat(outputs, 0))
 }
