@@ -1,10 +1,12 @@
-//! Benchmark (not a test): ResNet-50's stride-1 3×3 layers for one image on this thread,
+//! Benchmark (not a test): ResNet-50's stride-1 3×3 layers for a batch on this thread,
 //! the direct kernel (patches and `gemm`, `kernels/dense.rs`) against Winograd's F(2×2, 3×3)
 //! (`kernels/winograd.rs`, weights transformed beforehand as folding does), with the
 //! largest difference between them as a share of the largest output.
 //!
-//! `RAYON_NUM_THREADS=1 cargo run --release --example winograd_layers [reps]` prints, per
-//! layer, the fastest of 4 rounds of `reps` calls (default 200) of each.
+//! `RAYON_NUM_THREADS=1 cargo run --release --example winograd_layers [reps [batch [size]]]`
+//! prints, per layer (or the one whose plane is `size` on a side), the fastest of 4 rounds
+//! of `reps` calls (default 200) of each on `batch` images (default 1; `run_stages` groups
+//! the images of the 28×28 planes and smaller by 8).
 
 use std::time::Instant;
 
@@ -27,9 +29,14 @@ fn fastest(reps: usize, mut f: impl FnMut() -> Vec<f32>) -> f64 {
 
 fn main() {
     let reps: usize = std::env::args().nth(1).map_or(200, |s| s.parse().unwrap());
+    let batch: usize = std::env::args().nth(2).map_or(1, |s| s.parse().unwrap());
+    let only: Option<usize> = std::env::args().nth(3).map(|s| s.parse().unwrap());
     for (c, s) in [(64usize, 56usize), (128, 28), (256, 14), (512, 7)] {
+        if only.is_some_and(|o| o != s) {
+            continue;
+        }
         let window = Depthwise {
-            batch: 1,
+            batch,
             channels: c,
             multiplier: 1,
             in_size: [s, s],
@@ -43,7 +50,7 @@ fn main() {
             window,
             channels_out: c,
         };
-        let x: Vec<f32> = (0..c * s * s)
+        let x: Vec<f32> = (0..batch * c * s * s)
             .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
             .collect();
         let w: Vec<f32> = (0..c * c * 9)

@@ -6,10 +6,15 @@
 //! `V[k]` `[cin, tiles]` the transformed input) with 16 multiply-adds per tile and channel
 //! pair where the direct convolution has 36, and no 9× patch matrix.
 //!
-//! F(2×2, 3×3) rather than the larger F(4×4, 3×3) (a quarter of the products): the larger
-//! one's transforms (entries up to 8, and 1/6, 1/24) put its outputs 1e-5 to 2e-5 of their
-//! largest magnitude away from the direct convolution's at 128 to 256 channels, over the
-//! bound every kernel here is held to; this one's entries are 0, ±1 and ±1/2.
+//! F(2×2, 3×3) rather than the larger F(4×4, 3×3) (36 products per 16 outputs against 16
+//! per 4): at Lavin's points 0, ±1, ±2 the larger one's transforms (entries up to 8, and
+//! 1/6, 1/24) put its outputs 1e-5 to 2e-5 of their largest magnitude away from the direct
+//! convolution's at 128 to 256 channels, over the bound every kernel here is held to; this
+//! one's entries are 0, ±1 and ±1/2. At the better conditioned points 0, 1, -1, 1/2, -2
+//! (about 4e-6 on random data in an `f32` simulation), `examples/winograd_layers.rs`'s data
+//! still gave 1.0e-5 at 256 channels and 1.4e-5 to 1.6e-5 at 512 (this kernel: 0.9e-6 to
+//! 1.8e-6), and at batch 8 it was faster only on the 56×56 and 28×28 layers (by a sixth),
+//! not on the 14×14 and 7×7 ones, whose `V` and `M` grow and whose planes have few tiles.
 //!
 //! The weights are transformed once, when a network is folded for inference
 //! ([`transform_weights`]; `kernels::WinogradWeight`): transformed for every call, they
