@@ -276,10 +276,10 @@ impl Phases {
         let src = |t| self.source(split, t, r0, n);
         // Three taps per pass over the accumulators (a kernel row of a 3×3), added in the
         // taps' order: the same sums as one tap at a time, a third of the loads and stores
-        // of the block. Short blocks (narrow planes) go by whole vectors, each by value in one register,
-        // then the rest, if any (`by_blocks` leaves none): the compiler's own vector loop
-        // ends in up to 15 scalar steps, as costly as the vectors on 80 values. Long blocks
-        // keep its loop, unrolled over several vectors (faster there by a tenth).
+        // of the block. Short blocks (narrow planes) go by whole vectors, each by value in
+        // one register, then the rest, if any (`by_blocks` leaves none): the compiler's own
+        // vector loop ends in up to 15 scalar steps, as costly as the vectors on 80 values.
+        // Long blocks keep its loop, unrolled over several vectors (faster there by a tenth).
         let whole = if n <= SHORT { n - n % LANES } else { 0 };
         let (w3, taps3) = (w.chunks_exact(3), self.taps.chunks_exact(3));
         let (w1, taps1) = (w3.remainder(), taps3.remainder());
