@@ -312,20 +312,28 @@ impl Phases {
     pub(super) fn split(&self, x: &[f32], w: usize, pad: f32, out: &mut Vec<f32>) {
         let [sh, sw] = self.stride;
         let len = self.phase_len();
-        out.clear();
+        let h = x.len() / w;
+        // Only sized here: every element is written below, the input's or `pad` (a fill of
+        // the whole buffer first was a pass as long as the copy).
         out.resize(sh * sw * len, pad);
-        for (y, row) in x.chunks_exact(w).enumerate() {
-            let py = y + self.pad[0];
-            let (a, u) = (py % sh, py / sh);
-            for b in 0..sw {
-                // Input columns x with (x + pad) % sw == b land at (x + pad) / sw.
-                let first = (b + sw - self.pad[1] % sw) % sw;
-                let Some(src) = row.get(first..) else {
+        for (p, phase) in out[..sh * sw * len].chunks_exact_mut(len).enumerate() {
+            let (a, b) = (p / sw, p % sw);
+            // Input columns x with (x + pad) % sw == b land at (x + pad) / sw, from `lead`.
+            let first = (b + sw - self.pad[1] % sw) % sw;
+            let lead = (first + self.pad[1]) / sw;
+            let n = w.saturating_sub(first).div_ceil(sw);
+            // Phase row u holds input row u · sh + a - pad (none in the rows of slack).
+            for (u, row) in phase.chunks_mut(self.width).enumerate() {
+                let y = (u * sh + a).checked_sub(self.pad[0]).filter(|&y| y < h);
+                let Some(y) = y.filter(|_| row.len() == self.width && n > 0) else {
+                    row.fill(pad);
                     continue;
                 };
-                let at = (a * sw + b) * len + u * self.width + (first + self.pad[1]) / sw;
-                let n = src.len().div_ceil(sw);
-                let dst = &mut out[at..at + n];
+                let src = &x[y * w + first..(y + 1) * w];
+                let (before, rest) = row.split_at_mut(lead);
+                let (dst, after) = rest.split_at_mut(n);
+                before.fill(pad);
+                after.fill(pad);
                 match sw {
                     1 => dst.copy_from_slice(src),
                     // Stride 2, most strided layers.

@@ -2187,10 +2187,14 @@ mod tests {
                 epilogue,
             };
             let oh = theirs.dims()[2];
-            for band in [1, 1 + r.below(oh), oh] {
+            for (band, channels_last) in [1, 1 + r.below(oh), oh]
+                .into_iter()
+                .flat_map(|band| [(band, false), (band, true)])
+            {
                 let ours = inverted::in_bands(
                     &b,
                     band,
+                    channels_last,
                     &xv,
                     part(&ewv, &ebv, acts[0]),
                     part(&dwv, &dbv, acts[1]),
@@ -2201,7 +2205,7 @@ mod tests {
                     ours,
                     theirs.clone(),
                     "output",
-                    &format!("{what} band {band}"),
+                    &format!("{what} band {band} channels-last {channels_last}"),
                 );
             }
             // The tensor-level block against the three fused convolutions it replaces.

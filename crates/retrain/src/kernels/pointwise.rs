@@ -283,7 +283,32 @@ pub(super) unsafe fn product(
     dst: *mut f32,
     dst_rs: usize,
 ) {
-    let (rows, depth) = (a.rows, a.cols);
+    let x = Matrix {
+        values: x,
+        rows: a.cols,
+        cols,
+        row_stride: x_rs,
+        col_stride: 1,
+    };
+    // SAFETY: the caller's, with `dst`'s columns 1 apart.
+    unsafe { strided_product(a, x, dst, [dst_rs, 1]) }
+}
+
+/// [`product`] with any strides: `dst = a · x`, `x` `[a.cols, x.cols]`, `dst`'s element
+/// `(r, j)` at `r · dst_rs + j · dst_cs` (channels-last data is its transpose: rows 1
+/// apart, columns a row of channels apart). Each output is the same sum in the same order
+/// whatever the strides.
+///
+/// # Safety
+/// `dst` is valid for writes of the `a.rows × x.cols` elements those strides place (they
+/// are only written: they may be uninitialised).
+pub(super) unsafe fn strided_product(
+    a: Matrix,
+    x: Matrix,
+    dst: *mut f32,
+    [dst_rs, dst_cs]: [usize; 2],
+) {
+    let (rows, depth, cols) = (a.rows, a.cols, x.cols);
     assert!(
         rows > 0
             && depth > 0
@@ -291,7 +316,9 @@ pub(super) unsafe fn product(
         "a convolution needs channels, and its weight all of them"
     );
     assert!(
-        x.len() >= (depth - 1) * x_rs + cols,
+        x.rows == depth
+            && (cols == 0
+                || x.values.len() > (depth - 1) * x.row_stride + (cols - 1) * x.col_stride),
         "a block outside its image"
     );
     // Depth in chunks of at most 512, as `gemm` itself would split it here, but whatever
@@ -302,24 +329,24 @@ pub(super) unsafe fn product(
     for d0 in (0..depth).step_by(chunk) {
         let len = chunk.min(depth - d0);
         // SAFETY: `gemm` reads `a`'s columns `d0..d0 + len` (inside `a.values`, asserted)
-        // and `cols` columns of `x`'s rows `d0..d0 + len` (inside `x`, asserted), and writes
-        // `dst` as the caller guarantees; it reads `dst` back only after the first chunk
-        // has written it.
+        // and `cols` columns of `x`'s rows `d0..d0 + len` (inside `x.values`, asserted),
+        // and writes `dst` as the caller guarantees; it reads `dst` back only after the
+        // first chunk has written it.
         unsafe {
             gemm::gemm(
                 rows,
                 cols,
                 len,
                 dst,
-                1,
+                dst_cs as isize,
                 dst_rs as isize,
                 d0 > 0,
                 a.values.as_ptr().add(d0 * a.col_stride),
                 a.col_stride as isize,
                 a.row_stride as isize,
-                x.as_ptr().add(d0 * x_rs),
-                1,
-                x_rs as isize,
+                x.values.as_ptr().add(d0 * x.row_stride),
+                x.col_stride as isize,
+                x.row_stride as isize,
                 if d0 > 0 { 1.0 } else { 0.0 },
                 1.0,
                 false,
