@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::depthwise::Depthwise;
+use super::depthwise::{Depthwise, dot};
 use super::fused::{Epilogue, Phases};
 use super::pointwise::{Matrix, Shared, product, strided_product};
 use super::{Pointwise, simd};
@@ -87,31 +87,58 @@ impl Inverted {
     }
 }
 
+/// A squeeze-excitation between the depthwise convolution and the projection (EfficientNet,
+/// MobileNetV3): each image's depthwise output, averaged over its plane, through `reduce`
+/// (`[squeezed, hidden]`, with its activation) and `expand` (`[hidden, squeezed]`, its
+/// epilogue unused), then `gate`, scales the channels the projection reads.
+#[derive(Clone, Copy)]
+pub struct Squeeze<'a> {
+    pub reduce: Part<'a>,
+    pub expand: Part<'a>,
+    pub gate: Gate,
+}
+
+/// The function that turns a squeeze-excitation's output into channel gates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `clamp(x / 6 + 1/2, 0, 1)` (MobileNetV3's, PyTorch's `hardsigmoid`).
+    HardSigmoid,
+}
+
+impl Gate {
+    #[inline(always)]
+    fn value(self, x: f32) -> f32 {
+        match self {
+            Gate::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Gate::HardSigmoid => (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        }
+    }
+}
+
 /// `project(depthwise(expand(x)))` (+ `x` with a residual), `[n, cout, oh, ow]`, from `x`
-/// `[n, cin, h, w]`. Images and bands run in parallel; each band's output is the same
-/// whatever the batch and the threads, and every element of the output is written.
-pub fn forward(b: &Inverted, x: &[f32], expand: Part, depthwise: Part, project: Part) -> Vec<f32> {
-    in_bands(
-        b,
-        b.band(),
-        b.channels_last(),
-        x,
-        expand,
-        depthwise,
-        project,
-    )
+/// `[n, cin, h, w]`, with `squeeze`'s gates between the depthwise convolution and the
+/// projection where there is one. Images and bands run in parallel; each band's output is
+/// the same whatever the batch and the threads, and every element of the output is written.
+pub fn forward(b: &Inverted, x: &[f32], parts: [Part; 3], squeeze: Option<Squeeze>) -> Vec<f32> {
+    in_bands(b, b.band(), b.channels_last(), x, parts, squeeze)
 }
 
 /// [`forward`] in bands of `band` output rows, each band channels-last
-/// ([`channels_last_band`]) or plane by plane (the tests choose both).
+/// ([`channels_last_front`]) or plane by plane ([`planes_front`]) (the tests choose both).
+///
+/// Without a squeeze-excitation each band runs from the expansion to the output at once,
+/// its depthwise output in a scratch buffer. With one, the gates need the whole image's
+/// depthwise output first: every band's is held (a band's expanded rows still never leave
+/// it), with its sums per channel; then each image's gates; then each band's projection.
 pub(super) fn in_bands(
     b: &Inverted,
     band: usize,
     channels_last: bool,
     x: &[f32],
-    expand: Part,
-    depthwise: Part,
-    project: Part,
+    [expand, depthwise, project]: [Part; 3],
+    squeeze: Option<Squeeze>,
 ) -> Vec<f32> {
     let g = &b.window;
     let (cin, hidden, cout) = (b.channels_in, g.channels, b.channels_out);
@@ -129,6 +156,15 @@ pub(super) fn in_bands(
             && (!b.residual || (cin == cout && [h, w] == [oh, ow])),
         "an inverted block's weights, biases and input fit its geometry"
     );
+    if let Some(se) = &squeeze {
+        let squeezed = se.reduce.bias.len();
+        assert!(
+            se.reduce.weight.len() == squeezed * hidden
+                && se.expand.weight.len() == hidden * squeezed
+                && se.expand.bias.len() == hidden,
+            "a squeeze-excitation's weights and biases fit its block"
+        );
+    }
     let band = band.clamp(1, oh.max(1));
     let tasks: Vec<(usize, usize)> = (0..g.batch)
         .flat_map(|i| (0..oh).step_by(band).map(move |r0| (i, r0)))
@@ -137,7 +173,7 @@ pub(super) fn in_bands(
     let mut out = Vec::with_capacity(g.batch * per_image);
     let dst = Shared(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     // The channels-last bands' depthwise weight `[taps, hidden]`, and where a band's
-    // projection may be small, its weight `[hidden, cout]` (see `channels_last_band`).
+    // projection may be small, its weight `[hidden, cout]` (see `channels_last_back`).
     let taps = g.kernel[0] * g.kernel[1];
     let weights = match channels_last {
         true => [
@@ -149,165 +185,326 @@ pub(super) fn in_bands(
         ],
         false => [Vec::new(), Vec::new()],
     };
-    tasks.into_par_iter().for_each(|(i, r0)| {
-        let r1 = (r0 + band).min(oh);
-        if channels_last {
-            let image = &x[i * cin * h * w..][..cin * h * w];
-            // SAFETY: image `i`'s output is inside the capacity; this task alone writes its
-            // rows `r0..r1`.
-            let y = unsafe { dst.at(i * per_image) };
+    // A band's depthwise output: `[hidden, rows · width]` in the phases' wide rows, or
+    // `[rows · ow, hidden]` channels-last.
+    let width = Phases::of(g).width();
+    let cols = |rows: usize| rows * if channels_last { ow } else { width };
+    let image = |i: usize| &x[i * cin * h * w..][..cin * h * w];
+    let front = |i: usize, r0: usize, r1: usize, dw_out: &mut [f32]| match channels_last {
+        true => channels_last_front(
+            b,
+            image(i),
+            r0..r1,
+            [expand, depthwise],
+            &weights[0],
+            dw_out,
+        ),
+        false => planes_front(b, image(i), r0..r1, [expand, depthwise], dw_out),
+    };
+    let back = |i: usize, r0: usize, r1: usize, dw_out: &[f32]| {
+        // SAFETY: image `i`'s output is inside the capacity; the task of band `r0..r1` of
+        // image `i` alone writes its rows.
+        let y = unsafe { dst.at(i * per_image) };
+        match channels_last {
             // SAFETY: as above.
-            unsafe {
-                channels_last_band(b, image, r0..r1, [expand, depthwise, project], &weights, y)
-            };
-            return;
+            true => unsafe {
+                channels_last_back(b, image(i), r0..r1, project, &weights[1], dw_out, y)
+            },
+            // SAFETY: as above.
+            false => unsafe { planes_back(b, image(i), r0..r1, project, dw_out, width, y) },
         }
-        let (first, last, pad_top) = b.rows_read(r0, r1);
-        let rows_in = last - first;
-        // The band's depthwise convolution: its rows of the expanded image as the input.
-        let wg = Depthwise {
-            batch: 1,
-            in_size: [rows_in, w],
-            out_size: [r1 - r0, ow],
-            pad_begin: [pad_top, g.pad_begin[1]],
-            ..*g
-        };
-        let cols_in = rows_in * w;
-        let image = &x[i * cin * h * w..][..cin * h * w];
-        thread_local! {
-            static SCRATCH: RefCell<[Vec<f32>; 4]> = Default::default();
-        }
-        SCRATCH.with_borrow_mut(|[expanded, dw_out, split, projected]| {
-            // 1. The expansion of the band's input rows, then its bias and activation.
-            expanded.resize(hidden * cols_in.max(1), 0.0);
-            if cols_in > 0 {
-                // SAFETY: `expanded` holds `hidden · cols_in` values; the weight
-                // `[hidden, cin]` (asserted above); the input's `cin` rows of `cols_in`
-                // values from row `first` of each channel plane lie inside the image.
-                unsafe {
-                    product(
-                        rows_of(expand.weight, hidden, cin),
-                        &image[first * w..],
-                        h * w,
-                        cols_in,
-                        expanded.as_mut_ptr(),
-                        cols_in,
-                    )
-                };
-                finish_rows(expanded, cols_in, expand.bias, expand.epilogue);
+    };
+    match squeeze {
+        None => tasks.into_par_iter().for_each(|(i, r0)| {
+            let r1 = (r0 + band).min(oh);
+            thread_local! {
+                static DW_OUT: RefCell<Vec<f32>> = Default::default();
             }
-            // 2. The depthwise convolution of each expanded channel, its bias and
-            // activation, kept in the phases' `width`-wide rows: the columns past the
-            // output's go through the projection and are dropped after it, rather than
-            // each of the `hidden` planes being copied out narrower (`cout` are, after).
-            let phases = Phases::of(&wg);
-            let width = phases.width();
-            let cols_wide = (r1 - r0) * width;
-            dw_out.resize(hidden * cols_wide, 0.0);
-            let taps = g.kernel[0] * g.kernel[1];
-            per_epilogue!(depthwise.epilogue, |E| simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (c, acc) in dw_out.chunks_mut(cols_wide).enumerate() {
-                        phases.split(&expanded[c * cols_in..][..cols_in], w, 0.0, split);
-                        let weight = &depthwise.weight[c * taps..][..taps];
-                        phases.depthwise_rows(split, weight, depthwise.bias[c], 0, acc);
-                        acc.iter_mut().for_each(|v| *v = E.value(*v));
-                    }
+            DW_OUT.with_borrow_mut(|dw_out| {
+                dw_out.resize(hidden * cols(r1 - r0), 0.0);
+                front(i, r0, r1, dw_out);
+                back(i, r0, r1, dw_out);
+            });
+        }),
+        Some(se) => {
+            let chunk = hidden * cols(band);
+            let mut held = vec![0f32; tasks.len() * chunk];
+            let mut sums = vec![0f32; tasks.len() * hidden];
+            let each = held.par_chunks_mut(chunk).zip(sums.par_chunks_mut(hidden));
+            each.zip(&tasks).for_each(|((dw_out, sums), &(i, r0))| {
+                let r1 = (r0 + band).min(oh);
+                let dw_out = &mut dw_out[..hidden * cols(r1 - r0)];
+                front(i, r0, r1, dw_out);
+                match channels_last {
+                    true => sum_pixels(dw_out, sums),
+                    false => sum_planes(dw_out, width, ow, sums),
                 }
-            ));
-            // 3. The projection of the band's wide rows, then its output columns to the
-            // output with the bias and the residual.
-            projected.resize(cout * cols_wide, 0.0);
-            // SAFETY: `projected` holds `cout · cols_wide` values, the weight `[cout,
-            // hidden]` (asserted above) and `dw_out` `[hidden, cols_wide]`.
-            unsafe {
-                product(
-                    rows_of(project.weight, cout, hidden),
-                    dw_out,
-                    cols_wide,
-                    cols_wide,
-                    projected.as_mut_ptr(),
-                    cols_wide,
-                )
-            };
-            // SAFETY: the output's capacity holds `n · cout · oh · ow` values; this task
-            // writes rows `r0..r1` of each of image `i`'s `cout` planes, which no other
-            // task touches.
-            let band_out = unsafe { dst.at(i * per_image + r0 * ow) };
-            per_epilogue!(project.epilogue, |E| simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (co, p) in projected.chunks(cols_wide).enumerate() {
-                        let bias = project.bias[co];
-                        for (t, p) in p.chunks(width).enumerate() {
-                            // SAFETY: as above: row `r0 + t` of plane `co` of image `i`.
-                            let o = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    band_out.add(co * oh * ow + t * ow),
-                                    ow,
-                                )
-                            };
-                            let p = &p[..ow];
-                            match b.residual {
-                                false => {
-                                    for (o, &v) in o.iter_mut().zip(p) {
-                                        *o = E.value(v + bias);
-                                    }
-                                }
-                                true => {
-                                    let at = co * h * w + (r0 + t) * ow;
-                                    let s = &image[at..][..ow];
-                                    for ((o, &v), &s) in o.iter_mut().zip(p).zip(s) {
-                                        *o = E.value(v + bias + s);
-                                    }
-                                }
+            });
+            let bands = oh.div_ceil(band);
+            let gates: Vec<f32> = sums
+                .par_chunks(bands * hidden)
+                .flat_map_iter(|sums| gates(&se, sums, hidden, oh * ow))
+                .collect();
+            held.par_chunks_mut(chunk)
+                .zip(&tasks)
+                .for_each(|(dw_out, &(i, r0))| {
+                    let r1 = (r0 + band).min(oh);
+                    let dw_out = &mut dw_out[..hidden * cols(r1 - r0)];
+                    let gate = &gates[i * hidden..][..hidden];
+                    simd::vectorized(
+                        #[inline(always)]
+                        || match channels_last {
+                            true => dw_out
+                                .chunks_exact_mut(hidden)
+                                .for_each(|px| px.iter_mut().zip(gate).for_each(|(v, &s)| *v *= s)),
+                            false => {
+                                let c = dw_out.chunks_exact_mut(cols(r1 - r0));
+                                c.zip(gate)
+                                    .for_each(|(p, &s)| p.iter_mut().for_each(|v| *v *= s))
                             }
-                        }
-                    }
-                }
-            ));
-        });
-    });
+                        },
+                    );
+                    back(i, r0, r1, dw_out);
+                });
+        }
+    }
     // SAFETY: the bands cover every row of every output plane of every image, all written.
     unsafe { out.set_len(g.batch * per_image) };
     out
 }
 
-/// Output rows `rows` of image `x` `[cin, h, w]` into its output `y` `[cout, oh, ow]`, with
-/// the expanded rows and the depthwise output channels-last (`[pixels, hidden]`): the
-/// expansion writes its product transposed (`strided_product`), the depthwise convolution
-/// runs 16 channels to a vector (`dw_t` its weight `[taps, hidden]`), and the projection
-/// reads it transposed, writing the output rows in place (with `pw_t`, its weight `[hidden,
-/// cout]`, where the product has at most [`SMALL_PRODUCT`] outputs: there, with both
-/// operands contiguous along the depth, `gemm` takes a path of horizontal sums, in another
-/// order than the plane-by-plane block's). No plane is split or padded per
-/// channel: on planes of 28×28 and less that per-plane work cost as much as the taps.
-/// Each output is the same sum in the same order as with the planes (padded taps, which
-/// add zeros there, are skipped).
-///
-/// # Safety
-/// `y` is valid for writes of the `cout` planes' rows `rows`, which no one else touches.
-unsafe fn channels_last_band(
+/// One image's gates from its bands' sums per channel (`[bands, hidden]`) over its
+/// `plane` outputs: the means through the squeeze-excitation.
+fn gates(se: &Squeeze, sums: &[f32], hidden: usize, plane: usize) -> Vec<f32> {
+    simd::vectorized(
+        #[inline(always)]
+        || {
+            let mut mean = vec![0f32; hidden];
+            for band in sums.chunks_exact(hidden) {
+                mean.iter_mut().zip(band).for_each(|(m, &s)| *m += s);
+            }
+            mean.iter_mut().for_each(|m| *m /= plane as f32);
+            let squeezed = se.reduce.bias.len();
+            let reduced: Vec<f32> = (0..squeezed)
+                .map(|j| {
+                    let row = &se.reduce.weight[j * hidden..][..hidden];
+                    se.reduce
+                        .epilogue
+                        .value(se.reduce.bias[j] + dot(row, &mean))
+                })
+                .collect();
+            (0..hidden)
+                .map(|c| {
+                    let row = &se.expand.weight[c * squeezed..][..squeezed];
+                    se.gate.value(se.expand.bias[c] + dot(row, &reduced))
+                })
+                .collect()
+        },
+    )
+}
+
+/// `sums[c] = Σ` of channel `c` over a channels-last band `[pixels, hidden]`.
+fn sum_pixels(dw_out: &[f32], sums: &mut [f32]) {
+    simd::vectorized(
+        #[inline(always)]
+        || {
+            for px in dw_out.chunks_exact(sums.len()) {
+                sums.iter_mut().zip(px).for_each(|(s, &v)| *s += v);
+            }
+        },
+    )
+}
+
+/// `sums[c] = Σ` of plane `c`'s first `ow` columns of each `width`-wide row of a band.
+fn sum_planes(dw_out: &[f32], width: usize, ow: usize, sums: &mut [f32]) {
+    let cols = dw_out.len() / sums.len().max(1);
+    for (plane, s) in dw_out.chunks_exact(cols).zip(sums) {
+        *s = simd::vectorized(
+            #[inline(always)]
+            || {
+                let mut acc = [0f32; L];
+                let mut tail = 0f32;
+                for row in plane.chunks_exact(width) {
+                    let row = &row[..ow];
+                    let c = row.chunks_exact(L);
+                    tail += c.remainder().iter().sum::<f32>();
+                    for v in c {
+                        for l in 0..L {
+                            acc[l] += v[l];
+                        }
+                    }
+                }
+                acc.iter().sum::<f32>() + tail
+            },
+        );
+    }
+}
+
+/// The expansion and the depthwise convolution of output rows `rows` of image `x` `[cin,
+/// h, w]`, plane by plane: the expansion of the rows they read, then its bias and
+/// activation; the depthwise convolution of each expanded channel, its bias and
+/// activation, into `dw_out` `[hidden, rows · width]`, kept in the phases' `width`-wide
+/// rows: the columns past the output's go through the projection and are dropped after it
+/// ([`planes_back`]), rather than each of the `hidden` planes being copied out narrower
+/// (`cout` are, after).
+fn planes_front(
     b: &Inverted,
     x: &[f32],
     rows: std::ops::Range<usize>,
-    [expand, depthwise, project]: [Part; 3],
-    [dw_t, pw_t]: &[Vec<f32>; 2],
-    y: *mut f32,
+    [expand, depthwise]: [Part; 2],
+    dw_out: &mut [f32],
 ) {
     let g = &b.window;
-    let (cin, hidden, cout) = (b.channels_in, g.channels, b.channels_out);
+    let (cin, hidden) = (b.channels_in, g.channels);
     let [h, w] = g.in_size;
-    let [oh, ow] = g.out_size;
     let (r0, r1) = (rows.start, rows.end);
-    let (first, last, _) = b.rows_read(r0, r1);
-    let pixels_in = (last - first) * w;
-    let pixels = (r1 - r0) * ow;
+    let (first, last, pad_top) = b.rows_read(r0, r1);
+    let rows_in = last - first;
+    // The band's depthwise convolution: its rows of the expanded image as the input.
+    let wg = Depthwise {
+        batch: 1,
+        in_size: [rows_in, w],
+        out_size: [r1 - r0, g.out_size[1]],
+        pad_begin: [pad_top, g.pad_begin[1]],
+        ..*g
+    };
+    let cols_in = rows_in * w;
     thread_local! {
         static SCRATCH: RefCell<[Vec<f32>; 2]> = Default::default();
     }
-    SCRATCH.with_borrow_mut(|[expanded, dw_out]| {
+    SCRATCH.with_borrow_mut(|[expanded, split]| {
+        expanded.resize(hidden * cols_in.max(1), 0.0);
+        if cols_in > 0 {
+            // SAFETY: `expanded` holds `hidden · cols_in` values; the weight `[hidden, cin]`
+            // (asserted by `in_bands`); the input's `cin` rows of `cols_in` values from row
+            // `first` of each channel plane lie inside the image.
+            unsafe {
+                product(
+                    rows_of(expand.weight, hidden, cin),
+                    &x[first * w..],
+                    h * w,
+                    cols_in,
+                    expanded.as_mut_ptr(),
+                    cols_in,
+                )
+            };
+            finish_rows(expanded, cols_in, expand.bias, expand.epilogue);
+        }
+        let phases = Phases::of(&wg);
+        let cols_wide = (r1 - r0) * phases.width();
+        let taps = g.kernel[0] * g.kernel[1];
+        per_epilogue!(depthwise.epilogue, |E| simd::vectorized(
+            #[inline(always)]
+            || {
+                for (c, acc) in dw_out.chunks_mut(cols_wide).enumerate() {
+                    phases.split(&expanded[c * cols_in..][..cols_in], w, 0.0, split);
+                    let weight = &depthwise.weight[c * taps..][..taps];
+                    phases.depthwise_rows(split, weight, depthwise.bias[c], 0, acc);
+                    acc.iter_mut().for_each(|v| *v = E.value(*v));
+                }
+            }
+        ));
+    });
+}
+
+/// The projection of [`planes_front`]'s band `dw_out` (`width`-wide rows), then its
+/// output columns into output rows `rows` of `y` `[cout, oh, ow]` with the bias and the
+/// residual (image `x`).
+///
+/// # Safety
+/// `y` is valid for writes of the `cout` planes' rows `rows`, which no one else touches.
+unsafe fn planes_back(
+    b: &Inverted,
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    project: Part,
+    dw_out: &[f32],
+    width: usize,
+    y: *mut f32,
+) {
+    let g = &b.window;
+    let (hidden, cout) = (g.channels, b.channels_out);
+    let [h, w] = g.in_size;
+    let [oh, ow] = g.out_size;
+    let r0 = rows.start;
+    let cols_wide = rows.len() * width;
+    thread_local! {
+        static PROJECTED: RefCell<Vec<f32>> = Default::default();
+    }
+    PROJECTED.with_borrow_mut(|projected| {
+        projected.resize(cout * cols_wide, 0.0);
+        // SAFETY: `projected` holds `cout · cols_wide` values, the weight `[cout, hidden]`
+        // (asserted by `in_bands`) and `dw_out` `[hidden, cols_wide]`.
+        unsafe {
+            product(
+                rows_of(project.weight, cout, hidden),
+                dw_out,
+                cols_wide,
+                cols_wide,
+                projected.as_mut_ptr(),
+                cols_wide,
+            )
+        };
+        // SAFETY: rows `r0..` of each of the `cout` output planes, the caller's to write.
+        let band_out = unsafe { y.add(r0 * ow) };
+        per_epilogue!(project.epilogue, |E| simd::vectorized(
+            #[inline(always)]
+            || {
+                for (co, p) in projected.chunks(cols_wide).enumerate() {
+                    let bias = project.bias[co];
+                    for (t, p) in p.chunks(width).enumerate() {
+                        // SAFETY: as above: row `r0 + t` of plane `co`.
+                        let o = unsafe {
+                            std::slice::from_raw_parts_mut(band_out.add(co * oh * ow + t * ow), ow)
+                        };
+                        let p = &p[..ow];
+                        match b.residual {
+                            false => {
+                                for (o, &v) in o.iter_mut().zip(p) {
+                                    *o = E.value(v + bias);
+                                }
+                            }
+                            true => {
+                                let at = co * h * w + (r0 + t) * ow;
+                                let s = &x[at..][..ow];
+                                for ((o, &v), &s) in o.iter_mut().zip(p).zip(s) {
+                                    *o = E.value(v + bias + s);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        ));
+    });
+}
+
+/// The expansion and the depthwise convolution of output rows `rows` of image `x` `[cin,
+/// h, w]` into `dw_out` `[pixels, hidden]`, channels-last: the expansion writes its
+/// product transposed (`strided_product`), the depthwise convolution runs 16 channels to a
+/// vector (`dw_t` its weight `[taps, hidden]`); [`channels_last_back`] reads it
+/// transposed. No plane is split or padded per channel: on planes of 28×28 and less that
+/// per-plane work cost as much as the taps. Each output is the same sum in the same order
+/// as with the planes (padded taps, which add zeros there, are skipped).
+fn channels_last_front(
+    b: &Inverted,
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    [expand, depthwise]: [Part; 2],
+    dw_t: &[f32],
+    dw_out: &mut [f32],
+) {
+    let g = &b.window;
+    let (cin, hidden) = (b.channels_in, g.channels);
+    let [h, w] = g.in_size;
+    let ow = g.out_size[1];
+    let (r0, r1) = (rows.start, rows.end);
+    let (first, last, _) = b.rows_read(r0, r1);
+    let pixels_in = (last - first) * w;
+    thread_local! {
+        static EXPANDED: RefCell<Vec<f32>> = Default::default();
+    }
+    EXPANDED.with_borrow_mut(|expanded| {
         // 1. The expansion, channels-last, then its bias and activation.
         expanded.resize(pixels_in * hidden, 0.0);
         if pixels_in > 0 {
@@ -341,7 +538,6 @@ unsafe fn channels_last_band(
         }
         // 2. The depthwise convolution, 16 channels at a time, each output pixel's taps
         // those inside the image.
-        dw_out.resize(pixels * hidden, 0.0);
         let [kh, kw] = g.kernel;
         let ([sh, sw], [dh, dwd], [ph, pw]) = (g.stride, g.dilation, g.pad_begin);
         let inside = |o: usize, s: usize, d: usize, p: usize, k: usize, n: usize| {
@@ -435,51 +631,75 @@ unsafe fn channels_last_band(
                 }
             }
         ));
-        // 3. The projection into the output rows, then their bias and the residual.
-        let depth = Matrix {
-            values: dw_out,
-            rows: hidden,
-            cols: pixels,
+    });
+}
+
+/// The projection of [`channels_last_front`]'s band `dw_out` `[pixels, hidden]`, read
+/// transposed, into output rows `rows` of `y` `[cout, oh, ow]` in place, then their bias
+/// and the residual (image `x`); with `pw_t`, the weight `[hidden, cout]`, where the
+/// product has at most [`SMALL_PRODUCT`] outputs: there, with both operands contiguous
+/// along the depth, `gemm` takes a path of horizontal sums, in another order than the
+/// plane-by-plane block's.
+///
+/// # Safety
+/// `y` is valid for writes of the `cout` planes' rows `rows`, which no one else touches.
+unsafe fn channels_last_back(
+    b: &Inverted,
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    project: Part,
+    pw_t: &[f32],
+    dw_out: &[f32],
+    y: *mut f32,
+) {
+    let g = &b.window;
+    let (hidden, cout) = (g.channels, b.channels_out);
+    let [h, w] = g.in_size;
+    let [oh, ow] = g.out_size;
+    let r0 = rows.start;
+    let pixels = rows.len() * ow;
+    let depth = Matrix {
+        values: dw_out,
+        rows: hidden,
+        cols: pixels,
+        row_stride: 1,
+        col_stride: hidden,
+    };
+    // SAFETY: rows `rows` of each of the `cout` output planes (`oh · ow` apart), the
+    // caller's to write.
+    let band = unsafe { y.add(r0 * ow) };
+    let weight = match pixels * cout <= SMALL_PRODUCT {
+        true => Matrix {
+            values: pw_t,
+            rows: cout,
+            cols: hidden,
             row_stride: 1,
-            col_stride: hidden,
-        };
-        // SAFETY: rows `r0..r1` of each of the `cout` output planes (`oh · ow` apart), the
-        // caller's to write.
-        let band = unsafe { y.add(r0 * ow) };
-        let weight = match pixels * cout <= SMALL_PRODUCT {
-            true => Matrix {
-                values: pw_t,
-                rows: cout,
-                cols: hidden,
-                row_stride: 1,
-                col_stride: cout,
-            },
-            false => rows_of(project.weight, cout, hidden),
-        };
-        // SAFETY: as above.
-        unsafe { strided_product(weight, depth, band, [oh * ow, 1]) };
-        per_epilogue!(project.epilogue, |E| simd::vectorized(
-            #[inline(always)]
-            || {
-                for co in 0..cout {
-                    // SAFETY: the band's values of plane `co`, just written by the product.
-                    let o =
-                        unsafe { std::slice::from_raw_parts_mut(band.add(co * oh * ow), pixels) };
-                    let bias = project.bias[co];
-                    if b.residual {
-                        let s = &x[co * h * w + r0 * ow..][..pixels];
-                        for (o, &s) in o.iter_mut().zip(s) {
-                            *o = E.value(*o + bias + s);
-                        }
-                    } else {
-                        for o in o.iter_mut() {
-                            *o = E.value(*o + bias);
-                        }
+            col_stride: cout,
+        },
+        false => rows_of(project.weight, cout, hidden),
+    };
+    // SAFETY: as above.
+    unsafe { strided_product(weight, depth, band, [oh * ow, 1]) };
+    per_epilogue!(project.epilogue, |E| simd::vectorized(
+        #[inline(always)]
+        || {
+            for co in 0..cout {
+                // SAFETY: the band's values of plane `co`, just written by the product.
+                let o = unsafe { std::slice::from_raw_parts_mut(band.add(co * oh * ow), pixels) };
+                let bias = project.bias[co];
+                if b.residual {
+                    let s = &x[co * h * w + r0 * ow..][..pixels];
+                    for (o, &s) in o.iter_mut().zip(s) {
+                        *o = E.value(*o + bias + s);
+                    }
+                } else {
+                    for o in o.iter_mut() {
+                        *o = E.value(*o + bias);
                     }
                 }
             }
-        ));
-    });
+        }
+    ));
 }
 
 /// `gemm` sums products of at most this many outputs horizontally (along the depth) when

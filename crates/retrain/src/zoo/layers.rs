@@ -555,16 +555,27 @@ impl InvertedResidual {
     }
 
     /// The folded block (inference) in one pass where the fused kernel takes it: with an
-    /// expansion, no squeeze-excitation (it needs the whole depthwise output first), and
-    /// activations the kernels have.
+    /// expansion and activations the kernels have.
     fn fused(&self, input: Tensor<4>) -> Option<Tensor<4>> {
         let (e, d, p) = (self.expand.as_ref()?, &self.depthwise, &self.project);
         let folded = [e, d, p].iter().all(|u| u.bn.is_none());
-        if !folded || self.se.is_some() || p.act != Act::Identity {
+        if !folded || p.act != Act::Identity {
             return None;
         }
         let acts = [e.act.epilogue()?, d.act.epilogue()?];
-        kernels::inverted_block([&e.conv, &d.conv, &p.conv], acts, input, self.residual)
+        let se = match &self.se {
+            Some(se) => {
+                let gate = match se.hard_gate {
+                    true => kernels::Gate::HardSigmoid,
+                    false => kernels::Gate::Sigmoid,
+                };
+                let act = se.act.epilogue()?;
+                Some(([&se.reduce, &se.expand], kernels::SqueezeActs { act, gate }))
+            }
+            None => None,
+        };
+        let convs = [&e.conv, &d.conv, &p.conv];
+        kernels::inverted_block(convs, acts, se, input, self.residual)
     }
 
     fn export(&self, out: &mut TensorMap) {
