@@ -51,7 +51,7 @@ impl Inverted {
         (rows_in.saturating_sub(reach) / g.stride[0] + 1).clamp(1, g.out_size[0])
     }
 
-    /// Whether [`forward`] runs the bands channels-last ([`channels_last_band`]): on input
+    /// Whether [`forward`] runs the bands channels-last ([`channels_last_front`]): on input
     /// planes of 28×28 and less with a stride, and on planes of 8×8 and less. There
     /// splitting each expanded plane into its phases (four with a stride) and the passes
     /// over planes of 49 to 196 outputs cost about as much as the taps: on MobileNetV2's
@@ -717,7 +717,7 @@ fn transposed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// Channels to a vector in [`channels_last_band`]'s depthwise convolution.
+/// Channels to a vector in [`channels_last_front`]'s depthwise convolution.
 const L: usize = 16;
 
 /// `acc + w · x` over a vector of channels, by value (a loop through references to the

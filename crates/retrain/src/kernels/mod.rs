@@ -185,9 +185,12 @@ pub trait Kernels: Backend {
     ) -> FloatTensor<Self> {
         inverted_then::<Self>(
             x,
-            [expand_weight, expand_bias],
-            [depthwise_weight, depthwise_bias],
-            [project_weight, project_bias],
+            [
+                [expand_weight, expand_bias],
+                [depthwise_weight, depthwise_bias],
+                [project_weight, project_bias],
+            ],
+            None,
             depthwise,
             acts,
             residual,
@@ -217,18 +220,19 @@ pub trait Kernels: Backend {
         se: SqueezeActs,
         residual: bool,
     ) -> FloatTensor<Self> {
-        squeezed_then::<Self>(
+        inverted_then::<Self>(
             x,
             [
                 [expand_weight, expand_bias],
                 [depthwise_weight, depthwise_bias],
-                [reduce_weight, reduce_bias],
-                [excite_weight, excite_bias],
                 [project_weight, project_bias],
             ],
+            Some((
+                [[reduce_weight, reduce_bias], [excite_weight, excite_bias]],
+                se,
+            )),
             depthwise,
             acts,
-            se,
             residual,
         )
     }
@@ -332,26 +336,6 @@ fn conv2d_then<B: Kernels>(
     }
 }
 
-/// [`Kernels::inverted_block`] as its three fused convolutions: its body where the fused
-/// block does not apply.
-fn inverted_then<B: Kernels>(
-    x: FloatTensor<B>,
-    [ew, eb]: [FloatTensor<B>; 2],
-    [dw, db]: [FloatTensor<B>; 2],
-    [pw, pb]: [FloatTensor<B>; 2],
-    depthwise: ConvOptions<2>,
-    [e_act, d_act]: [Epilogue; 2],
-    residual: bool,
-) -> FloatTensor<B> {
-    let one = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
-    let e = B::conv2d_fused(x.clone(), ew, eb, one.clone(), e_act);
-    let d = B::conv2d_fused(e, dw, db, depthwise, d_act);
-    match residual {
-        true => B::conv2d_fused_residual(d, pw, pb, x, one, Epilogue::Identity),
-        false => B::conv2d_fused(d, pw, pb, one, Epilogue::Identity),
-    }
-}
-
 /// What follows a squeeze-excitation's two 1×1 convolutions: `act` after the first, the
 /// channel `gate` after the second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,27 +344,34 @@ pub struct SqueezeActs {
     pub gate: Gate,
 }
 
-/// [`Kernels::inverted_block_squeezed`] as its fused convolutions and burn's operations:
-/// its body where the fused block does not apply.
-fn squeezed_then<B: Kernels>(
+/// A squeeze-excitation's reduce and excite convolutions (`[weight, bias]` each) and what
+/// follows them.
+type SqueezeParts<B> = ([[FloatTensor<B>; 2]; 2], SqueezeActs);
+
+/// [`Kernels::inverted_block`] (and with `squeeze`, [`Kernels::inverted_block_squeezed`])
+/// as its fused convolutions and, for the squeeze-excitation, burn's operations: its body
+/// where the fused block does not apply.
+fn inverted_then<B: Kernels>(
     x: FloatTensor<B>,
-    [[ew, eb], [dw, db], [rw, rb], [xw, xb], [pw, pb]]: [[FloatTensor<B>; 2]; 5],
+    [[ew, eb], [dw, db], [pw, pb]]: [[FloatTensor<B>; 2]; 3],
+    squeeze: Option<SqueezeParts<B>>,
     depthwise: ConvOptions<2>,
     [e_act, d_act]: [Epilogue; 2],
-    se: SqueezeActs,
     residual: bool,
 ) -> FloatTensor<B> {
     let one = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
     let e = B::conv2d_fused(x.clone(), ew, eb, one.clone(), e_act);
-    let d = B::conv2d_fused(e, dw, db, depthwise, d_act);
-    let mean = B::float_mean_dim(B::float_mean_dim(d.clone(), 2), 3);
-    let reduced = B::conv2d_fused(mean, rw, rb, one.clone(), se.act);
-    let excited = B::conv2d_fused(reduced, xw, xb, one.clone(), Epilogue::Identity);
-    let gate = match se.gate {
-        Gate::Sigmoid => B::sigmoid(excited),
-        Gate::HardSigmoid => B::hard_sigmoid(excited, (1.0f64 / 6.0).into(), 0.5f64.into()),
-    };
-    let d = B::float_mul(d.clone(), B::float_expand(gate, d.shape()));
+    let mut d = B::conv2d_fused(e, dw, db, depthwise, d_act);
+    if let Some(([[rw, rb], [xw, xb]], se)) = squeeze {
+        let mean = B::float_mean_dim(B::float_mean_dim(d.clone(), 2), 3);
+        let reduced = B::conv2d_fused(mean, rw, rb, one.clone(), se.act);
+        let excited = B::conv2d_fused(reduced, xw, xb, one.clone(), Epilogue::Identity);
+        let gate = match se.gate {
+            Gate::Sigmoid => B::sigmoid(excited),
+            Gate::HardSigmoid => B::hard_sigmoid(excited, (1.0f64 / 6.0).into(), 0.5f64.into()),
+        };
+        d = B::float_mul(d.clone(), B::float_expand(gate, d.shape()));
+    }
     match residual {
         true => B::conv2d_fused_residual(d, pw, pb, x, one, Epilogue::Identity),
         false => B::conv2d_fused(d, pw, pb, one, Epilogue::Identity),
@@ -848,9 +839,12 @@ impl Kernels for Flex {
             Some(y) => y,
             None => inverted_then::<Self>(
                 x,
-                [expand_weight, expand_bias],
-                [depthwise_weight, depthwise_bias],
-                [project_weight, project_bias],
+                [
+                    [expand_weight, expand_bias],
+                    [depthwise_weight, depthwise_bias],
+                    [project_weight, project_bias],
+                ],
+                None,
                 depthwise,
                 acts,
                 residual,
@@ -887,18 +881,19 @@ impl Kernels for Flex {
         let squeeze = [&reduce_weight, &reduce_bias, &excite_weight, &excite_bias];
         match flex_inverted(block, Some((squeeze, se)), &depthwise, acts, residual) {
             Some(y) => y,
-            None => squeezed_then::<Self>(
+            None => inverted_then::<Self>(
                 x,
                 [
                     [expand_weight, expand_bias],
                     [depthwise_weight, depthwise_bias],
-                    [reduce_weight, reduce_bias],
-                    [excite_weight, excite_bias],
                     [project_weight, project_bias],
                 ],
+                Some((
+                    [[reduce_weight, reduce_bias], [excite_weight, excite_bias]],
+                    se,
+                )),
                 depthwise,
                 acts,
-                se,
                 residual,
             ),
         }
@@ -2481,18 +2476,22 @@ mod tests {
                         residual,
                     ));
                 close(block, theirs.clone(), "tensor-level block", &what);
-                let layers = Tensor::<4>::from_dispatch(squeezed_then::<Dispatch>(
+                let layers = Tensor::<4>::from_dispatch(inverted_then::<Dispatch>(
                     dispatch(&x),
                     [
                         [dispatch(&ew), eb.into_dispatch()],
                         [dispatch(&dw), db.into_dispatch()],
-                        [dispatch(&rw), rb.into_dispatch()],
-                        [dispatch(&xw), xb.into_dispatch()],
                         [dispatch(&pw), pb.into_dispatch()],
                     ],
+                    Some((
+                        [
+                            [dispatch(&rw), rb.into_dispatch()],
+                            [dispatch(&xw), xb.into_dispatch()],
+                        ],
+                        se,
+                    )),
                     options,
                     acts,
-                    se,
                     residual,
                 ));
                 close(layers, theirs, "layers", &what);
