@@ -8,24 +8,12 @@
 //! of `reps` calls (default 200) of each on `batch` images (default 1; `run_stages` groups
 //! the images of the 28×28 planes and smaller by 8).
 
-use std::time::Instant;
+mod timing;
 
 use retrain::kernels::depthwise::Depthwise;
 use retrain::kernels::fused::{Epilogue, Finish};
 use retrain::kernels::{dense, winograd};
-
-/// The fastest of 4 rounds of `reps` calls of `f`, in milliseconds per call.
-fn fastest(reps: usize, mut f: impl FnMut() -> Vec<f32>) -> f64 {
-    (0..4)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                std::hint::black_box(f());
-            }
-            t.elapsed().as_secs_f64() * 1e3 / reps as f64
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+use timing::fastest;
 
 fn main() {
     let reps: usize = std::env::args().nth(1).map_or(200, |s| s.parse().unwrap());

@@ -37,6 +37,15 @@ impl Epilogue {
         }
     }
 
+    /// A comparison or two per value (no arithmetic of its own): cheap enough to apply
+    /// inside another loop, such as a copy, without making it slower.
+    pub(crate) const fn is_cheap(self) -> bool {
+        matches!(
+            self,
+            Epilogue::Identity | Epilogue::Relu | Epilogue::Act(Pointwise::Relu6)
+        )
+    }
+
     /// The derivative at `x`, with PyTorch's values at the kinks (ReLU's is 0 at 0, as
     /// `threshold_backward` gives it).
     #[inline(always)]
@@ -310,12 +319,44 @@ impl Phases {
     /// The input plane `x` `[h, w]` split into its phases in `out`, `pad` where padded.
     #[inline(always)]
     pub(super) fn split(&self, x: &[f32], w: usize, pad: f32, out: &mut Vec<f32>) {
+        self.split_with::<true>(x, w, pad, out, |v| v)
+    }
+
+    /// [`Phases::split`] of `f` of each input value (`pad` itself where padded): a
+    /// convolution's bias and activation applied on the way, rather than in a pass of
+    /// their own over the whole input first.
+    #[inline(always)]
+    pub(super) fn split_map(
+        &self,
+        x: &[f32],
+        w: usize,
+        pad: f32,
+        out: &mut Vec<f32>,
+        f: impl Fn(f32) -> f32,
+    ) {
+        self.split_with::<false>(x, w, pad, out, f)
+    }
+
+    /// [`Phases::split_map`]; with `COPY` (`f` the identity), rows without a stride are
+    /// copied by `memcpy`, which on 14-wide rows beats a vector loop and its remainder.
+    #[inline(always)]
+    fn split_with<const COPY: bool>(
+        &self,
+        x: &[f32],
+        w: usize,
+        pad: f32,
+        out: &mut Vec<f32>,
+        f: impl Fn(f32) -> f32,
+    ) {
         let [sh, sw] = self.stride;
         let len = self.phase_len();
         let h = x.len() / w;
         // Only sized here: every element is written below, the input's or `pad` (a fill of
         // the whole buffer first was a pass as long as the copy).
         out.resize(sh * sw * len, pad);
+        if sw == 2 {
+            return self.split_pairs(x, w, pad, &mut out[..sh * 2 * len], f);
+        }
         for (p, phase) in out[..sh * sw * len].chunks_exact_mut(len).enumerate() {
             let (a, b) = (p / sw, p % sw);
             // Input columns x with (x + pad) % sw == b land at (x + pad) / sw, from `lead`.
@@ -332,20 +373,74 @@ impl Phases {
                 let src = &x[y * w + first..(y + 1) * w];
                 let (before, rest) = row.split_at_mut(lead);
                 let (dst, after) = rest.split_at_mut(n);
-                before.fill(pad);
-                after.fill(pad);
+                pad_few(before, pad);
+                pad_few(after, pad);
                 match sw {
-                    1 => dst.copy_from_slice(src),
-                    // Stride 2, most strided layers.
-                    2 => simd::every_second(dst, src),
+                    1 if COPY => dst.copy_from_slice(src),
+                    1 => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f(s)),
                     _ => {
                         for (d, s) in dst.iter_mut().zip(src.chunks(sw)) {
-                            *d = s[0];
+                            *d = f(s[0]);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// [`Phases::split_with`] for a column stride of 2 (most strided layers): each input
+    /// row read once into both its phases' rows, its even columns to one and its odd ones
+    /// to the other, where a pass per phase read it twice (from L3, on the expanded rows
+    /// of an inverted block's band).
+    #[inline(always)]
+    fn split_pairs(&self, x: &[f32], w: usize, pad: f32, out: &mut [f32], f: impl Fn(f32) -> f32) {
+        let len = self.phase_len();
+        let h = x.len() / w;
+        let pw = self.pad[1];
+        // Input column c lands in phase (c + pw) % 2 at (c + pw) / 2: the even columns in
+        // phase pw % 2 from pw / 2 on, the odd ones in the other from (pw + 1) / 2 on.
+        let (even_lead, odd_lead) = (pw / 2, pw.div_ceil(2));
+        let (evens, odds) = (w.div_ceil(2), w / 2);
+        for (a, phases) in out.chunks_exact_mut(2 * len).enumerate() {
+            let (p0, p1) = phases.split_at_mut(len);
+            let rows = p0.chunks_mut(self.width).zip(p1.chunks_mut(self.width));
+            for (u, (r0, r1)) in rows.enumerate() {
+                let y = (u * self.stride[0] + a)
+                    .checked_sub(self.pad[0])
+                    .filter(|&y| y < h);
+                let Some(y) = y.filter(|_| r0.len() == self.width && evens > 0) else {
+                    r0.fill(pad);
+                    r1.fill(pad);
+                    continue;
+                };
+                let (even_row, odd_row) = if pw.is_multiple_of(2) {
+                    (r0, r1)
+                } else {
+                    (r1, r0)
+                };
+                let (before, rest) = even_row.split_at_mut(even_lead);
+                let (even_dst, after) = rest.split_at_mut(evens);
+                pad_few(before, pad);
+                pad_few(after, pad);
+                let (before, rest) = odd_row.split_at_mut(odd_lead);
+                let (odd_dst, after) = rest.split_at_mut(odds);
+                pad_few(before, pad);
+                pad_few(after, pad);
+                simd::deinterleave(even_dst, odd_dst, &x[y * w..(y + 1) * w], &f);
+            }
+        }
+    }
+}
+
+/// `v` into each of the few elements of `s` (a row's padding, a column or two), by plain
+/// stores: a fill is compiled to a call of `memset`, which for 4 or 8 bytes cost more than
+/// the row's copy (two of them on every row of every split plane).
+#[inline(always)]
+fn pad_few(s: &mut [f32], v: f32) {
+    for x in s {
+        // SAFETY: `x` is a valid, aligned, exclusive reference. A volatile store is one the
+        // compiler keeps as it is, not merged into a call of `memset`.
+        unsafe { std::ptr::write_volatile(x, v) };
     }
 }
 

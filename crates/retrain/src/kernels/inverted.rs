@@ -388,19 +388,32 @@ fn planes_front(
                     cols_in,
                 )
             };
-            finish_rows(expanded, cols_in, expand.bias, expand.epilogue);
         }
         let phases = Phases::of(&wg);
         let cols_wide = (r1 - r0) * phases.width();
         let taps = g.kernel[0] * g.kernel[1];
-        per_epilogue!(depthwise.epilogue, |E| simd::vectorized(
+        // Each expanded channel's bias and activation just before its split, not in a pass
+        // of their own over the band's expanded rows first: a cheap activation in the
+        // split's copy (a pass fewer over the plane), a costly one (SiLU, hard-swish) over
+        // the plane in place first, one long vector loop, where in the copy each row's
+        // remainder, and every value of a stride's de-interleave, went scalar.
+        per_epilogue!(expand.epilogue, |X| simd::vectorized(
             #[inline(always)]
             || {
                 for (c, acc) in dw_out.chunks_mut(cols_wide).enumerate() {
-                    phases.split(&expanded[c * cols_in..][..cols_in], w, 0.0, split);
+                    let plane = &mut expanded[c * cols_in..][..cols_in];
+                    let bias = expand.bias[c];
+                    if X.is_cheap() {
+                        phases.split_map(plane, w, 0.0, split, |v| X.value(v + bias));
+                    } else {
+                        plane.iter_mut().for_each(|v| *v = X.value(*v + bias));
+                        phases.split(plane, w, 0.0, split);
+                    }
                     let weight = &depthwise.weight[c * taps..][..taps];
                     phases.depthwise_rows(split, weight, depthwise.bias[c], 0, acc);
-                    acc.iter_mut().for_each(|v| *v = E.value(*v));
+                    per_epilogue!(depthwise.epilogue, |E| acc
+                        .iter_mut()
+                        .for_each(|v| *v = E.value(*v)));
                 }
             }
         ));
@@ -766,16 +779,4 @@ fn rows_of(values: &[f32], rows: usize, cols: usize) -> Matrix<'_> {
         row_stride: cols,
         col_stride: 1,
     }
-}
-
-/// Each row `r` of `values` (`cols` wide) becomes `epilogue(v + bias[r])`.
-fn finish_rows(values: &mut [f32], cols: usize, bias: &[f32], e: Epilogue) {
-    per_epilogue!(e, |E| simd::vectorized(
-        #[inline(always)]
-        || {
-            for (row, &b) in values.chunks_mut(cols).zip(bias) {
-                row.iter_mut().for_each(|v| *v = E.value(*v + b));
-            }
-        }
-    ));
 }

@@ -53,6 +53,28 @@ fn level() -> Level {
     })
 }
 
+/// `evens[i] = f(src[2i])` and `odds[i] = f(src[2i + 1])`, `src` holding `2 · odds.len()`
+/// values, or one more, the last even one: whole pairs, so that the loop vectorises as one
+/// de-interleave, then the last value alone.
+#[inline(always)]
+pub(crate) fn deinterleave(
+    evens: &mut [f32],
+    odds: &mut [f32],
+    src: &[f32],
+    f: impl Fn(f32) -> f32,
+) {
+    let pairs = odds.len();
+    let (body, last) = evens.split_at_mut(pairs);
+    let both = body.iter_mut().zip(odds.iter_mut());
+    for ((e, o), p) in both.zip(src[..2 * pairs].chunks_exact(2)) {
+        *e = f(p[0]);
+        *o = f(p[1]);
+    }
+    if let Some(last) = last.first_mut() {
+        *last = f(src[2 * pairs]);
+    }
+}
+
 /// `dst[i] = src[2i]`, `src` holding at least `2 · dst.len() - 1` values (a stride-2
 /// window's row): whole pairs, so that the loop vectorises as one de-interleave (an indexed
 /// or `chunks(2)` loop stays scalar), then the last value alone, as its pair may end past

@@ -1,0 +1,17 @@
+//! Timing shared by the kernel benchmarks (`winograd_layers`, `inverted_blocks`).
+
+use std::time::Instant;
+
+/// The fastest of 4 rounds of `reps` calls of `f`, in milliseconds per call: the least
+/// disturbed round, on a machine whose other load comes and goes.
+pub fn fastest(reps: usize, mut f: impl FnMut() -> Vec<f32>) -> f64 {
+    (0..4)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(f());
+            }
+            t.elapsed().as_secs_f64() * 1e3 / reps as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
