@@ -363,18 +363,14 @@ impl Phases {
             let first = (b + sw - self.pad[1] % sw) % sw;
             let lead = (first + self.pad[1]) / sw;
             let n = w.saturating_sub(first).div_ceil(sw);
-            // Phase row u holds input row u · sh + a - pad (none in the rows of slack).
             for (u, row) in phase.chunks_mut(self.width).enumerate() {
-                let y = (u * sh + a).checked_sub(self.pad[0]).filter(|&y| y < h);
+                let y = self.input_row(u, a, h);
                 let Some(y) = y.filter(|_| row.len() == self.width && n > 0) else {
                     row.fill(pad);
                     continue;
                 };
                 let src = &x[y * w + first..(y + 1) * w];
-                let (before, rest) = row.split_at_mut(lead);
-                let (dst, after) = rest.split_at_mut(n);
-                pad_few(before, pad);
-                pad_few(after, pad);
+                let dst = padded_middle(row, lead, n, pad);
                 match sw {
                     1 if COPY => dst.copy_from_slice(src),
                     1 => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f(s)),
@@ -405,9 +401,7 @@ impl Phases {
             let (p0, p1) = phases.split_at_mut(len);
             let rows = p0.chunks_mut(self.width).zip(p1.chunks_mut(self.width));
             for (u, (r0, r1)) in rows.enumerate() {
-                let y = (u * self.stride[0] + a)
-                    .checked_sub(self.pad[0])
-                    .filter(|&y| y < h);
+                let y = self.input_row(u, a, h);
                 let Some(y) = y.filter(|_| r0.len() == self.width && evens > 0) else {
                     r0.fill(pad);
                     r1.fill(pad);
@@ -418,18 +412,32 @@ impl Phases {
                 } else {
                     (r1, r0)
                 };
-                let (before, rest) = even_row.split_at_mut(even_lead);
-                let (even_dst, after) = rest.split_at_mut(evens);
-                pad_few(before, pad);
-                pad_few(after, pad);
-                let (before, rest) = odd_row.split_at_mut(odd_lead);
-                let (odd_dst, after) = rest.split_at_mut(odds);
-                pad_few(before, pad);
-                pad_few(after, pad);
+                let even_dst = padded_middle(even_row, even_lead, evens, pad);
+                let odd_dst = padded_middle(odd_row, odd_lead, odds, pad);
                 simd::deinterleave(even_dst, odd_dst, &x[y * w..(y + 1) * w], &f);
             }
         }
     }
+
+    /// The input row (of `h`) that phase row `u` of the phases of row offset `a` holds:
+    /// `u · stride + a - pad`, none in the padding and the rows of slack.
+    #[inline(always)]
+    fn input_row(&self, u: usize, a: usize, h: usize) -> Option<usize> {
+        (u * self.stride[0] + a)
+            .checked_sub(self.pad[0])
+            .filter(|&y| y < h)
+    }
+}
+
+/// The `n` values of a phase row from `lead` on, to be written, with `pad` written before
+/// and after them.
+#[inline(always)]
+fn padded_middle(row: &mut [f32], lead: usize, n: usize, pad: f32) -> &mut [f32] {
+    let (before, rest) = row.split_at_mut(lead);
+    let (middle, after) = rest.split_at_mut(n);
+    pad_few(before, pad);
+    pad_few(after, pad);
+    middle
 }
 
 /// `v` into each of the few elements of `s` (a row's padding, a column or two), by plain
