@@ -14,17 +14,10 @@ use retrain::kernels::Pointwise;
 use retrain::kernels::depthwise::Depthwise;
 use retrain::kernels::fused::Epilogue;
 use retrain::kernels::inverted::{self, Gate, Inverted, Part, Squeeze};
-use timing::fastest;
+use timing::{fastest, values};
 
 /// A block: input side, channels in, expanded, out, kernel, stride, times in the network.
 type Block = (usize, usize, usize, usize, usize, usize, usize);
-
-/// Values in [-scale, scale), the same on every run.
-fn values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 500.0 * scale - scale)
-        .collect()
-}
 
 fn main() {
     let reps: usize = std::env::args().nth(1).map_or(100, |s| s.parse().unwrap());

@@ -13,7 +13,7 @@ mod timing;
 use retrain::kernels::depthwise::Depthwise;
 use retrain::kernels::fused::{Epilogue, Finish};
 use retrain::kernels::{dense, winograd};
-use timing::fastest;
+use timing::{fastest, values};
 
 fn main() {
     let reps: usize = std::env::args().nth(1).map_or(200, |s| s.parse().unwrap());
@@ -38,13 +38,9 @@ fn main() {
             window,
             channels_out: c,
         };
-        let x: Vec<f32> = (0..batch * c * s * s)
-            .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let w: Vec<f32> = (0..c * c * 9)
-            .map(|i| (i * 104729 % 1000) as f32 / 5000.0 - 0.1)
-            .collect();
-        let u = winograd::transform_weights(&w, c, c);
+        let x = values(batch * c * s * s, 0, 1.0);
+        let w = values(c * c * 9, 1, 0.1);
+        let u = winograd::transform_weights(&w, c, c, 1);
         let b = vec![0.1f32; c];
         let finish = || Finish {
             bias: Some(&b),

@@ -1,4 +1,5 @@
-//! Timing shared by the kernel benchmarks (`winograd_layers`, `inverted_blocks`).
+//! Timing and data shared by the kernel benchmarks (`winograd_layers`, `inverted_blocks`,
+//! `resnet_layers`).
 
 use std::time::Instant;
 
@@ -14,4 +15,12 @@ pub fn fastest(reps: usize, mut f: impl FnMut() -> Vec<f32>) -> f64 {
             t.elapsed().as_secs_f64() * 1e3 / reps as f64
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+/// Values in [-scale, scale), the same on every run (a benchmark's inputs and weights; another
+/// `seed`, other values).
+pub fn values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104729) % 1000) as f32 / 500.0 * scale - scale)
+        .collect()
 }

@@ -587,7 +587,7 @@ impl GraphBlock {
         self
     }
 
-    /// The weights of `prog`'s 3×3 convolutions with stride 1 and dilation 1 transformed
+    /// The weights of `prog`'s 3×3 convolutions with dilation 1 transformed
     /// for Winograd's kernel, by their slots, where it takes them.
     fn winograd_weights(&self, prog: &Program) -> BTreeMap<usize, (usize, WinogradWeight)> {
         let param_at: BTreeMap<usize, ParamRef> =
@@ -599,10 +599,10 @@ impl GraphBlock {
                 else {
                     return None;
                 };
-                let unit = window.strides == [1, 1] && window.dilations == [1, 1];
+                let unit = window.dilations == [1, 1];
                 let slot = step.inputs.get(1).copied().flatten().filter(|_| unit)?;
                 let r = param_at.get(&slot).filter(|r| r.rank == 4)?;
-                let w = WinogradWeight::of_weight(&self.p4[r.index], *group)?;
+                let w = WinogradWeight::of_weight(&self.p4[r.index], *group, window.strides)?;
                 Some((slot, (r.index, w)))
             })
             .collect()

@@ -136,9 +136,10 @@ pub trait Kernels: Backend {
     }
 
     /// [`Kernels::conv2d_fused`] of a 3×3 convolution, its weight also as `transformed`
-    /// (`[16, cout, cin]`, [`winograd::transform_weights`], made once when the network was
-    /// folded): by Winograd's F(2×2, 3×3) on burn-flex (`winograd.rs`) where it applies
-    /// (stride 1, dilation 1), the direct kernel otherwise.
+    /// (`[16, cout, cin]`, [`winograd::transform_weights`] at `options`' stride, made once
+    /// when the network was folded): by Winograd's F(2×2, 3×3) on burn-flex (`winograd.rs`)
+    /// where it applies (stride 1, or 2 on large enough outputs; dilation 1), the direct
+    /// kernel otherwise.
     fn conv2d_winograd(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -1688,7 +1689,9 @@ fn fused(
         weight.into_dispatch(),
         bias.into_dispatch(),
     );
-    let u = winograd.map(|u| u.transformed.clone().into_dispatch());
+    let u = winograd
+        .filter(|u| u.is_for(options.stride))
+        .map(|u| u.transformed.clone().into_dispatch());
     let r = residual.map(Tensor::into_dispatch);
     Tensor::from_dispatch(match (r, u) {
         (None, None) => <Dispatch as Kernels>::conv2d_fused(x, w, b, options, epilogue),
@@ -1727,12 +1730,14 @@ pub fn conv_fused(
     )
 }
 
-/// A 3×3 convolution's weight transformed for Winograd's F(2×2, 3×3) (`winograd.rs`), made
-/// when a network is folded for inference and used while its weight is the one it was
-/// made from (the same parameter).
+/// A 3×3 convolution's weight transformed for Winograd's F(2×2, 3×3) (`winograd.rs`) at
+/// the convolution's stride, made when a network is folded for inference and used while its
+/// weight is the one it was made from (the same parameter), by a convolution of that
+/// stride.
 #[derive(Clone, Debug)]
 pub struct WinogradWeight {
     of: ParamId,
+    stride: usize,
     transformed: Tensor<3>,
 }
 
@@ -1741,19 +1746,26 @@ impl WinogradWeight {
     /// [`WinogradWeight::of_weight`]) and its padding is explicit; `None` otherwise.
     pub fn of(conv: &Conv2d) -> Option<Self> {
         let explicit = matches!(conv.padding, PaddingConfig2d::Explicit(..));
-        let takes = explicit && conv.stride == [1, 1] && conv.dilation == [1, 1];
+        let takes = explicit && conv.dilation == [1, 1];
         if !takes {
             return None;
         }
-        Self::of_weight(&conv.weight, conv.groups)
+        Self::of_weight(&conv.weight, conv.groups, conv.stride)
     }
 
-    /// The transformed `weight` of a convolution with stride 1 and dilation 1 in `groups`
-    /// groups, when Winograd's kernel can take it (a 3×3 window, one group, enough
-    /// channels) and it is on the CPU backend without autodiff; `None` otherwise.
-    pub fn of_weight(weight: &Param<Tensor<4>>, groups: usize) -> Option<Self> {
+    /// The transformed `weight` of a convolution with `stride` and dilation 1 in `groups`
+    /// groups, when Winograd's kernel can take it (a 3×3 window, stride 1 or 2, one group,
+    /// enough channels) and it is on the CPU backend without autodiff; `None` otherwise.
+    /// (Whether the kernel runs a stride-2 convolution also depends on its output's size,
+    /// [`winograd::applies`]; the direct one runs it where not.)
+    pub fn of_weight(weight: &Param<Tensor<4>>, groups: usize, stride: [usize; 2]) -> Option<Self> {
         let [cout, cin, kh, kw] = weight.dims();
         let device = weight.device();
+        let stride = match stride {
+            [1, 1] => 1,
+            [2, 2] => 2,
+            _ => return None,
+        };
         let takes = [kh, kw] == [3, 3]
             && groups == 1
             && cin >= winograd::MIN_CHANNELS
@@ -1764,10 +1776,11 @@ impl WinogradWeight {
             return None;
         }
         let values = weight.val().into_data().convert::<f32>();
-        let u = winograd::transform_weights(values.as_slice::<f32>().ok()?, cout, cin);
+        let u = winograd::transform_weights(values.as_slice::<f32>().ok()?, cout, cin, stride);
         let shape = [winograd::PRODUCTS, cout, cin];
         Some(Self {
             of: weight.id,
+            stride,
             transformed: Tensor::from_data(TensorData::new(u, shape), &device),
         })
     }
@@ -1775,6 +1788,11 @@ impl WinogradWeight {
     /// Whether this is the transformed weight of `weight` (the same parameter).
     pub fn is_of(&self, weight: &Param<Tensor<4>>) -> bool {
         self.of == weight.id
+    }
+
+    /// Whether it was transformed for a convolution of this stride.
+    fn is_for(&self, stride: [usize; 2]) -> bool {
+        stride == [self.stride; 2]
     }
 }
 
@@ -2553,7 +2571,9 @@ mod tests {
             let size: [usize; 2] = std::array::from_fn(|a| {
                 3usize.saturating_sub(pad[a].0 + pad[a].1).max(1) + r.below(17)
             });
-            let options = ConvOptions::new_with_padding([1, 1], pad, [1, 1], 1);
+            // Odd cases at stride 2, outputs of odd sizes (partial tiles) among them.
+            let stride = 1 + case % 2;
+            let options = ConvOptions::new_with_padding([stride; 2], pad, [1, 1], 1);
             let x = tensor(
                 r.values(n * cin * size[0] * size[1]),
                 [n, cin, size[0], size[1]],
@@ -2575,13 +2595,13 @@ mod tests {
                 },
                 e,
             );
-            let what = format!("{e:?} n{n} cin{cin} cout{cout} in{size:?} p{pad:?}");
+            let what = format!("{e:?} n{n} cin{cin} cout{cout} in{size:?} p{pad:?} s{stride}");
             let g = dense_geometry(&x.dims(), &w.dims(), &options)
                 .unwrap()
                 .dense;
-            assert!(winograd::applies(&g), "{what}");
+            assert!(winograd::takes(&g), "{what}");
             let (xv, bv) = (v(&x), b.to_data().try_to_vec::<f32>().unwrap());
-            let u = winograd::transform_weights(&v(&w), cout, cin);
+            let u = winograd::transform_weights(&v(&w), cout, cin, stride);
             let rv = residual.as_ref().map(v);
             let finish = Finish {
                 bias: Some(&bv),
@@ -2636,6 +2656,53 @@ mod tests {
                 });
                 close(got, theirs.clone(), path, &what);
             }
+        }
+    }
+
+    /// A weight transformed for one stride is not used by a convolution of another that
+    /// shares it (one parameter, two strides): that one runs the direct kernel, and each
+    /// gives burn's convolution.
+    #[test]
+    fn winograd_weight_serves_only_its_stride() {
+        let device = Device::flex();
+        let mut r = Lcg(17);
+        let (cin, cout) = (16, 24);
+        let weight = Tensor::<4>::from_data(
+            TensorData::new(r.values(cout * cin * 9), [cout, cin, 3, 3]),
+            &device,
+        );
+        let conv = |stride: usize| Conv2d {
+            weight: Param::initialized(ParamId::from(7), weight.clone()),
+            bias: None,
+            stride: [stride; 2],
+            kernel_size: [3, 3],
+            dilation: [1, 1],
+            groups: 1,
+            padding: PaddingConfig2d::Explicit(1, 1, 1, 1),
+        };
+        let x = Tensor::<4>::from_data(
+            TensorData::new(r.values(2 * cin * 20 * 20), [2, cin, 20, 20]),
+            &device,
+        );
+        for (made, used) in [(1, 2), (2, 1), (1, 1), (2, 2)] {
+            let transformed = WinogradWeight::of(&conv(made)).expect("a weight it takes");
+            let conv = conv(used);
+            assert!(transformed.is_of(&conv.weight));
+            let got = conv_fused_winograd(
+                &conv,
+                Some(&transformed),
+                x.clone(),
+                None,
+                Epilogue::Identity,
+            );
+            let options = ConvOptions::new_with_padding([used; 2], [(1, 1); 2], [1, 1], 1);
+            let want = burn::tensor::module::conv2d(x.clone(), weight.clone(), None, options);
+            close(
+                got,
+                want,
+                "output",
+                &format!("made for stride {made}, used at {used}"),
+            );
         }
     }
 
