@@ -28,8 +28,9 @@
 //! 1.8e-6, on the example's data then), and at batch 8 it was faster only on the 56×56 and
 //! 28×28 layers (by a sixth), not on the 14×14 and 7×7 ones, whose `V` and `M` grow and
 //! whose planes have few tiles. F(3×3, 3×3) (25 products per 9 outputs; points 0, ±1 and
-//! ±1/2 or ±2) gave 3e-6 to 4.7e-6 at 512 channels in that simulation, where F(2×2, 3×3)
-//! gave 0.6e-6: measured as F(4×4, 3×3) was, about 1e-5 again.
+//! ±1/2 or ±2) gives 3.3e-6 to 6.3e-6 at 512 channels in such a simulation, where F(2×2,
+//! 3×3) gives 0.9e-6 to 1.0e-6 (`scripts/winograd_error.py`): measured as F(4×4, 3×3)
+//! was, about 1e-5 or more again.
 //!
 //! The weights are transformed once, when a network is folded for inference
 //! ([`transform_weights`]; `kernels::WinogradWeight`): transformed for every call, they
