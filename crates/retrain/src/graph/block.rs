@@ -599,8 +599,13 @@ impl GraphBlock {
                 else {
                     return None;
                 };
-                let unit = window.dilations == [1, 1];
-                let slot = step.inputs.get(1).copied().flatten().filter(|_| unit)?;
+                let undilated = window.dilations == [1, 1];
+                let slot = step
+                    .inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .filter(|_| undilated)?;
                 let r = param_at.get(&slot).filter(|r| r.rank == 4)?;
                 let w = WinogradWeight::of_weight(&self.p4[r.index], *group, window.strides)?;
                 Some((slot, (r.index, w)))

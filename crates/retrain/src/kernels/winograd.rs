@@ -132,7 +132,7 @@ pub fn transform_weights(weight: &[f32], cout: usize, cin: usize, stride: usize)
     );
     const K: usize = PRODUCTS;
     // Stride 1: G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
-    // Stride 2: G = [[1, 0, 0], [1, 0, 1], [0, 0, 1], [0, 1, 0]] (`forward_strided`).
+    // Stride 2: G = [[1, 0, 0], [1, 0, 1], [0, 0, 1], [0, 1, 0]] (`transform_input_strided`).
     #[inline(always)]
     fn g(stride: usize, a: [&Lanes; 3], out: [&mut Lanes; 4]) {
         let [o0, o1, o2, o3] = out;
@@ -413,7 +413,8 @@ fn transform_input_strided(
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
     let (tw, stride) = (block.tw, block.stride);
-    // Columns per phase; a row is its 4 phases one after the other.
+    // Columns per phase; a row is its 4 phases one after the other. Scratch: the tile row's
+    // IN split input rows, one row's even and odd halves, the two computed rows down.
     let q = tw + 1;
     scratch.resize((IN + 1 + 2) * 4 * q, 0.0);
     let (rows, rest) = scratch.split_at_mut(IN * 4 * q);
