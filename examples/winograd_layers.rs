@@ -1,5 +1,5 @@
 //! Benchmark (not a test): ResNet-50's stride-1 3×3 layers for a batch on this thread,
-//! the direct kernel (patches and `gemm`, `kernels/dense.rs`) against Winograd's F(2×2, 3×3)
+//! the direct kernel (patches and `gemm`, `kernels/dense.rs`) against Winograd's F(2×4, 3×3)
 //! (`kernels/winograd.rs`, weights transformed beforehand as folding does), with the
 //! largest difference between them as a share of the largest output.
 //!

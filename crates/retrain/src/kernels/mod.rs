@@ -136,8 +136,9 @@ pub trait Kernels: Backend {
     }
 
     /// [`Kernels::conv2d_fused`] of a 3×3 convolution, its weight also as `transformed`
-    /// (`[16, cout, cin]`, [`winograd::transform_weights`] at `options`' stride, made once
-    /// when the network was folded): by Winograd's F(2×2, 3×3) on burn-flex (`winograd.rs`)
+    /// (`[winograd::matrices(stride), cout, cin]`, [`winograd::transform_weights`] at
+    /// `options`' stride, made once when the network was folded): by Winograd's minimal
+    /// filtering (F(2×4, 3×3) at stride 1, 2×2 tiles at stride 2) on burn-flex (`winograd.rs`)
     /// where it applies (stride 1, or 2 on large enough outputs; dilation 1), the direct
     /// kernel otherwise.
     fn conv2d_winograd(
@@ -1730,7 +1731,7 @@ pub fn conv_fused(
     )
 }
 
-/// A 3×3 convolution's weight transformed for Winograd's F(2×2, 3×3) (`winograd.rs`) at
+/// A 3×3 convolution's weight transformed for Winograd's minimal filtering (`winograd.rs`) at
 /// the convolution's stride, made when a network is folded for inference and used while its
 /// weight is the one it was made from (the same parameter), by a convolution of that
 /// stride.
@@ -1777,7 +1778,7 @@ impl WinogradWeight {
         }
         let values = weight.val().into_data().convert::<f32>();
         let u = winograd::transform_weights(values.as_slice::<f32>().ok()?, cout, cin, stride);
-        let shape = [winograd::PRODUCTS, cout, cin];
+        let shape = [winograd::matrices(stride), cout, cin];
         Some(Self {
             of: weight.id,
             stride,
@@ -2633,10 +2634,10 @@ mod tests {
             // Through the backend operation, with the transformed weight and with one of
             // another shape (the direct kernel).
             let ut = Tensor::<3>::from_data(
-                TensorData::new(u, [winograd::PRODUCTS, cout, cin]),
+                TensorData::new(u, [winograd::matrices(stride), cout, cin]),
                 &device,
             );
-            let wrong = Tensor::<3>::zeros([winograd::PRODUCTS, cout, cin + 1], &device);
+            let wrong = Tensor::<3>::zeros([winograd::matrices(stride), cout, cin + 1], &device);
             for (transformed, path) in [(ut, "winograd"), (wrong, "direct")] {
                 let (xd, wd) = (x.clone().into_dispatch(), w.clone().into_dispatch());
                 let (ud, bd) = (transformed.into_dispatch(), b.clone().into_dispatch());

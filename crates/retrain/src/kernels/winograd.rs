@@ -1,10 +1,26 @@
 //! Dense 3×3 convolutions with stride 1 or 2 (inference) by Winograd's minimal filtering
-//! F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
-//! each 2×2 block of output (a tile) comes from the 4×4 block of input under it as
-//! `Aᵀ [Σ over input channels (G g Gᵀ) ⊙ (Bᵀ d B)] A`, so that the channel sums are 16
-//! matrix products `M[k] = U[k] · V[k]` (`U[k]` `[cout, cin]` the transformed weights,
-//! `V[k]` `[cin, tiles]` the transformed input) with 16 multiply-adds per tile and channel
-//! pair where the direct convolution has 36, and no 9× patch matrix.
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): each block of
+//! output (a tile) comes from the block of input under it as `Aᵀ [Σ over input channels (G
+//! g Gᵀ) ⊙ (Bᵀ d B)] A`, so that the channel sums are matrix products `M[k] = U[k] · V[k]`
+//! (`U[k]` `[cout, cin]` the transformed weights, `V[k]` `[cin, tiles]` the transformed
+//! input), one per value of a transformed tile, and no 9× patch matrix.
+//!
+//! At stride 1 a tile is 2 rows of 4 outputs, F(2×4, 3×3): F(2, 3) down (points 0, ±1;
+//! `Bᵀ`, `G` and `A` of entries 0, ±1, ±1/2) and F(4, 3) along (points 0, ±1, ±2: entries
+//! up to 5 in `Bᵀ`, 8 in `A`, and 1/24 in `G`). Its 4×6 transformed input makes 24 products
+//! per 8 outputs and channel pair where the direct convolution has 72, and F(2×2, 3×3),
+//! this kernel's before, 32; `V` and `M` are smaller by as much. On ResNet-50's stride-1
+//! layers (per image, one thread, the AVX2 machine, `examples/resnet_layers.rs`) F(2×2)
+//! took 1.8, 1.7, 1.6–1.9 and 1.8–2.2 ms at 56², 28², 14² and 7², this one 1.5, 1.5, 1.3–1.4
+//! and 1.6–1.8. Its outputs there are 1.5e-6 to 3.3e-6 of the largest from the direct
+//! convolution's (F(2×2): 0.7e-6 to 1.4e-6), inside the 1e-5 every kernel is held to. In
+//! an `f32` simulation (`scripts/winograd_error.py`) one axis of F(4, 3) costs about three
+//! times F(2×2)'s error (1.9e-6 and 2.8e-6 to 3.2e-6 at 256 and 512 channels, against
+//! 0.6e-6 and 0.9e-6 to 1.0e-6; the points 0, 1, -1, 1/2, -2 would give 1.2e-6 to 2.2e-6
+//! for transforms of more multiplications), as the kernel measures on those layers; both
+//! axes, F(4×4, 3×3), put a kernel's outputs 1e-5 to 2e-5 away at 128 to 256 channels
+//! (at the points 0, 1, -1, 1/2, -2, 1.0e-5 at 256 and 1.4e-5 to 1.6e-5 at 512: about three
+//! times its simulation), and F(3×3, 3×3) gives 3e-6 to 6e-6 at 512 channels simulated.
 //!
 //! At stride 2 a tile's 2×2 outputs read a 5×5 block of input. Along each axis its even
 //! taps (`g0`, `g2`) see the even inputs as a stride-1 convolution, F(2, 2): 3 products for
@@ -13,37 +29,22 @@
 //! stride-2 layers, per image and one thread on the AVX2 machine, 56²→28²×128 3.2–3.3 →
 //! 2.8–2.9 ms, 28²→14²×256 3.1–3.3 → 2.6–2.8: `examples/resnet_layers.rs`). Its transforms
 //! only add and subtract (`G` holds `g0 + g2`): its outputs there are 0.8e-6 of the largest
-//! from the direct convolution's (the stride-1 layers' 0.7e-6 to 1.4e-6 on the same data),
-//! well inside the 1e-5 every kernel is held to. It runs where its tiles cover the output closely
-//! ([`applies`]: not on a 7×7 output, whose 4×4 tiles would take 400 products per channel
-//! pair against the direct 441).
-//!
-//! F(2×2, 3×3) rather than the larger F(4×4, 3×3) (36 products per 16 outputs against 16
-//! per 4): at Lavin's points 0, ±1, ±2 the larger one's transforms (entries up to 8, and
-//! 1/6, 1/24) put its outputs 1e-5 to 2e-5 of their largest magnitude away from the direct
-//! convolution's at 128 to 256 channels, over the bound every kernel here is held to; this
-//! one's entries are 0, ±1 and ±1/2. At the better conditioned points 0, 1, -1, 1/2, -2
-//! (about 4e-6 on random data in an `f32` simulation), `examples/winograd_layers.rs`'s data
-//! still gave 1.0e-5 at 256 channels and 1.4e-5 to 1.6e-5 at 512 (this kernel: 0.9e-6 to
-//! 1.8e-6, on the example's data then), and at batch 8 it was faster only on the 56×56 and
-//! 28×28 layers (by a sixth), not on the 14×14 and 7×7 ones, whose `V` and `M` grow and
-//! whose planes have few tiles. F(3×3, 3×3) (25 products per 9 outputs; points 0, ±1 and
-//! ±1/2 or ±2) gives 3.3e-6 to 6.3e-6 at 512 channels in such a simulation, where F(2×2,
-//! 3×3) gives 0.9e-6 to 1.0e-6 (`scripts/winograd_error.py`): measured as F(4×4, 3×3)
-//! was, about 1e-5 or more again.
+//! from the direct convolution's. Either stride runs where its tiles cover the output
+//! closely enough to pay ([`applies`]: not on a 7×7 output at stride 2, whose 4×4 tiles
+//! would take 400 products per channel pair against the direct 441).
 //!
 //! The weights are transformed once, when a network is folded for inference
 //! ([`transform_weights`]; `kernels::WinogradWeight`): transformed for every call, they
 //! cost as much as the products save on the deep layers (16 MB written per image at 512
 //! channels). (Folding does not know the input's size: a stride-2 weight is transformed
 //! even where its output will be too small for this kernel, as ResNet-50's last one at
-//! 224×224, 16 MB kept unused.) Work is split into blocks of whole rows of tiles of one image, each block's
-//! `V` and `M` about 2 MiB, or, on planes of few tiles, of whole images side by side; an
-//! image's output has the same bits however it is batched, as with the other kernels (each
-//! output is one sum in `pointwise::product`'s fixed order, whichever tiles share it). The
-//! transforms run over unit-stride rows: the input rows split into even and odd columns,
-//! the output transform over all of a block's tiles at once (planes of 7 tiles across
-//! would leave vector loops 7 long).
+//! 224×224, 16 MB kept unused.) Work is split into blocks of whole rows of tiles of one
+//! image, each block's `V` and `M` about 2 MiB, or, on planes of few tiles, of whole images
+//! side by side; an image's output has the same bits however it is batched, as with the
+//! other kernels (each output is one sum in `pointwise::product`'s fixed order, whichever
+//! tiles share it). The transforms run as unit-stride vector loops: the input rows split
+//! into their column phases, over all of a block's tiles at once (planes of 2 to 14 tiles
+//! across would leave loops that short, most of their arithmetic scalar).
 
 use std::cell::RefCell;
 
@@ -64,13 +65,19 @@ const L: usize = 16;
 /// products run over them. (1 to 4 MiB measured within a few percent of each other.)
 const BLOCK: usize = 1 << 19;
 
-/// Output rows and columns per tile (at either stride).
+/// Output rows per tile (at either stride).
 const OUT: usize = 2;
 
-/// Products per tile: one per value of the tile's transformed input, 4×4 at stride 1, 5×5
-/// at stride 2 (the input under a 2×2 tile of a stride-2 window).
+/// Output columns per tile: 4 at stride 1 (F(4, 3) along the rows), 2 at stride 2.
+const fn columns(stride: usize) -> usize {
+    if stride == 1 { 4 } else { 2 }
+}
+
+/// Products per tile: one per value of the tile's transformed input, 4×6 at stride 1 (the
+/// 4×6 input under a 2×4 tile), 5×5 at stride 2 (the input under a 2×2 tile of a stride-2
+/// window).
 const fn products(stride: usize) -> usize {
-    if stride == 1 { 16 } else { 25 }
+    if stride == 1 { 24 } else { 25 }
 }
 
 /// Which of the transformed weight's matrices product `k` takes: at stride 2, the last two
@@ -84,33 +91,40 @@ const fn weight_of(stride: usize, k: usize) -> usize {
     (if i == 4 { 3 } else { i }) * 4 + if j == 4 { 3 } else { j }
 }
 
-/// Matrices in [`transform_weights`]'s result, the first dimension of its shape, at either
-/// stride.
-pub const PRODUCTS: usize = 16;
+/// Matrices in [`transform_weights`]'s result, the first dimension of its shape: 24 at
+/// stride 1, 16 at stride 2.
+pub const fn matrices(stride: usize) -> usize {
+    if stride == 1 { 24 } else { 16 }
+}
 
 /// Fewest input and output channels for which the transforms pay.
 pub const MIN_CHANNELS: usize = 8;
 
-/// The shape of [`transform_weights`]'s result for `g`'s weight.
+/// The shape of [`transform_weights`]'s result for `g`'s weight (at `g`'s stride).
 pub fn transformed_shape(g: &Dense) -> Vec<usize> {
-    vec![PRODUCTS, g.channels_out, g.window.channels]
+    vec![
+        matrices(g.window.stride[0]),
+        g.channels_out,
+        g.window.channels,
+    ]
 }
 
-/// Tiles (2×2 output blocks) down and across an image's output plane.
+/// Tiles (2×4 output blocks at stride 1, 2×2 at stride 2) down and across an image's
+/// output plane.
 fn tiles(g: &Dense) -> [usize; 2] {
     let [oh, ow] = g.window.out_size;
-    [oh.div_ceil(OUT), ow.div_ceil(OUT)]
+    [oh.div_ceil(OUT), ow.div_ceil(columns(g.window.stride[1]))]
 }
 
-/// Whether [`forward`] takes this convolution: a 3×3 window with dilation 1, enough
-/// channels for the transforms to pay, and stride 1, or stride 2 where the tiles cover the
-/// output plane closely enough that their 25 products per 4 outputs stay under 0.8 of the
-/// direct convolution's 36 (a 7×7 output takes 4×4 tiles: 400 products per channel pair
-/// against 441).
+/// Whether [`forward`] takes this convolution: a 3×3 window with dilation 1 and stride 1
+/// or 2, enough channels for the transforms to pay, and tiles that cover the output plane
+/// closely enough that their products stay under 0.8 of the direct convolution's 9 per
+/// output (at stride 2 a 7×7 output takes 4×4 tiles: 400 products per channel pair against
+/// 441; at stride 1, 24 per 2×4 tile, only planes a tile or so wide fall short).
 pub fn applies(g: &Dense) -> bool {
     let [th, tw] = tiles(g);
     let [oh, ow] = g.window.out_size;
-    let pays = g.window.stride == [1, 1] || 5 * products(2) * th * tw <= 4 * 9 * oh * ow;
+    let pays = 5 * products(g.window.stride[0]) * th * tw <= 4 * 9 * oh * ow;
     takes(g) && pays && g.window.channels >= MIN_CHANNELS && g.channels_out >= MIN_CHANNELS
 }
 
@@ -121,18 +135,22 @@ pub(crate) fn takes(g: &Dense) -> bool {
     w.kernel == [3, 3] && matches!(w.stride, [1, 1] | [2, 2]) && w.dilation == [1, 1]
 }
 
-/// `G g Gᵀ` for each 3×3 kernel `g` of `weight` `[cout, cin, 3, 3]`, as `[16, cout, cin]`
-/// (`U[k]` the `k`-th `[cout, cin]` matrix), 16 input channels at a time, for the
-/// convolution's `stride` (1 or 2).
+/// `G g Gᵀ` for each 3×3 kernel `g` of `weight` `[cout, cin, 3, 3]`, as `[matrices(stride),
+/// cout, cin]` (`U[k]` the `k`-th `[cout, cin]` matrix), 16 input channels at a time, for
+/// the convolution's `stride` (1 or 2): at stride 1 `G` down the kernel's columns is F(2,
+/// 3)'s and along its rows F(4, 3)'s (4 × 6 matrices), at stride 2 both are the stride-2
+/// one's (4 × 4: [`weight_of`] maps the 25 products to them).
 pub fn transform_weights(weight: &[f32], cout: usize, cin: usize, stride: usize) -> Vec<f32> {
     assert_eq!(weight.len(), cout * cin * 9, "a 3×3 convolution's weight");
     assert!(
         stride == 1 || stride == 2,
         "Winograd's kernel at stride 1 or 2"
     );
-    const K: usize = PRODUCTS;
-    // Stride 1: G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
-    // Stride 2: G = [[1, 0, 0], [1, 0, 1], [0, 0, 1], [0, 1, 0]] (`transform_input_strided`).
+    let k = matrices(stride);
+    let across = k / 4;
+    // Down, stride 1: F(2, 3)'s G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
+    // Stride 2, either way: G = [[1, 0, 0], [1, 0, 1], [0, 0, 1], [0, 1, 0]]
+    // (`transform_input_strided`).
     #[inline(always)]
     fn g(stride: usize, a: [&Lanes; 3], out: [&mut Lanes; 4]) {
         let [o0, o1, o2, o3] = out;
@@ -150,43 +168,64 @@ pub fn transform_weights(weight: &[f32], cout: usize, cin: usize, stride: usize)
             }
         }
     }
-    let mut u = vec![0f32; K * cout * cin];
-    let mut rows = vec![0f32; cout * K * cin];
-    rows.par_chunks_mut(K * cin)
+    // Along, stride 1: F(4, 3)'s G at the points 0, 1, -1, 2, -2 (Lavin & Gray's):
+    // [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6],
+    // [1/24, -1/12, 1/6], [0, 0, 1]].
+    #[inline(always)]
+    fn g4(a: [&Lanes; 3], out: [&mut Lanes; 6]) {
+        let [o0, o1, o2, o3, o4, o5] = out;
+        for l in 0..L {
+            let [a0, a1, a2] = a.map(|v| v[l]);
+            o0[l] = a0 / 4.0;
+            o1[l] = -(a0 + a1 + a2) / 6.0;
+            o2[l] = -(a0 - a1 + a2) / 6.0;
+            o3[l] = a0 / 24.0 + a1 / 12.0 + a2 / 6.0;
+            o4[l] = a0 / 24.0 - a1 / 12.0 + a2 / 6.0;
+            o5[l] = a2;
+        }
+    }
+    let mut u = vec![0f32; k * cout * cin];
+    let mut rows = vec![0f32; cout * k * cin];
+    rows.par_chunks_mut(k * cin)
         .zip(weight.par_chunks(9 * cin))
         .for_each(|(u, w)| {
             simd::vectorized(
                 #[inline(always)]
                 || {
-                    let mut k = [[0f32; L]; 9];
+                    let mut kernel = [[0f32; L]; 9];
                     let mut t = [[0f32; L]; 4 * 3];
-                    let mut v = [[0f32; L]; K];
+                    let mut v = [[0f32; L]; 24];
                     for c0 in (0..cin).step_by(L) {
                         let lanes = L.min(cin - c0);
                         for l in 0..lanes {
-                            for (i, ki) in k.iter_mut().enumerate() {
+                            for (i, ki) in kernel.iter_mut().enumerate() {
                                 ki[l] = w[(c0 + l) * 9 + i];
                             }
                         }
                         // G down each kernel column, then G along each row.
                         for s in 0..3 {
-                            g(stride, [&k[s], &k[3 + s], &k[6 + s]], picks(&mut t, s, 3));
+                            let column = [&kernel[s], &kernel[3 + s], &kernel[6 + s]];
+                            g(stride, column, picks(&mut t, s, 3));
                         }
                         for i in 0..4 {
                             let row = [&t[i * 3], &t[i * 3 + 1], &t[i * 3 + 2]];
-                            g(stride, row, picks(&mut v, i * 4, 1));
+                            if stride == 1 {
+                                g4(row, picks(&mut v, i * across, 1));
+                            } else {
+                                g(stride, row, picks(&mut v, i * across, 1));
+                            }
                         }
-                        for (j, vj) in v.iter().enumerate() {
+                        for (j, vj) in v[..k].iter().enumerate() {
                             put(&mut u[j * cin + c0..], vj, lanes);
                         }
                     }
                 },
             )
         });
-    // From `[cout, K, cin]` (each output channel's kernels together) to `[K, cout, cin]`.
-    for (o, row) in rows.chunks_exact(K * cin).enumerate() {
-        for (k, part) in row.chunks_exact(cin).enumerate() {
-            u[(k * cout + o) * cin..][..cin].copy_from_slice(part);
+    // From `[cout, k, cin]` (each output channel's kernels together) to `[k, cout, cin]`.
+    for (o, row) in rows.chunks_exact(k * cin).enumerate() {
+        for (j, part) in row.chunks_exact(cin).enumerate() {
+            u[(j * cout + o) * cin..][..cin].copy_from_slice(part);
         }
     }
     u
@@ -220,14 +259,12 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
     let [oh, ow] = w.out_size;
     let [th, tw] = tiles(g);
     assert!(
-        input.len() == n * cin * ih * iw && u.len() == PRODUCTS * cout * cin,
+        input.len() == n * cin * ih * iw && u.len() == matrices(w.stride[0]) * cout * cin,
         "a 3×3 convolution's input and transformed weight"
     );
     assert!(takes(g), "a convolution Winograd's kernel takes");
     let strided = w.stride == [2, 2];
-    const K1: usize = products(1);
-    const K2: usize = products(2);
-    let k_all = if strided { K2 } else { K1 };
+    let k_all = products(w.stride[0]);
     let out_image = cout * oh * ow;
     assert!(
         finish.residual.is_none_or(|r| r.len() == n * out_image),
@@ -298,8 +335,8 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
                 per_epilogue!(finish.epilogue, |E| simd::vectorized(
                     #[inline(always)]
                     || match strided {
-                        false => transform_output::<K1>(g, m, &part, bias, residual, E, y, scratch),
-                        true => transform_output::<K2>(g, m, &part, bias, residual, E, y, scratch),
+                        false => transform_output::<1>(g, m, &part, bias, residual, E, y, scratch),
+                        true => transform_output::<2>(g, m, &part, bias, residual, E, y, scratch),
                     }
                 ));
             }
@@ -328,70 +365,134 @@ struct Block {
     base: usize,
 }
 
-/// `V[k][c]` (in `v`, `[K, cin, stride]`) for the block's tiles of image `x` `[cin, h, w]`.
-/// Per channel and row of tiles, the 4 padded input rows under it are split into their even
-/// and odd columns (a tile's 4 columns are even[tx], odd[tx], even[tx + 1], odd[tx + 1]),
-/// so that `Bᵀ` down and `B` along are unit-stride vector arithmetic over the row's tiles.
+/// `V[k][c]` (in `v`, `[24, cin, stride]`) for the block's tiles of image `x` `[cin, h,
+/// w]` at stride 1: a 2×4 tile's outputs read the 4×6 input from row `2ty - pt` and column
+/// `4tx - pl`, transformed by F(4, 3)'s `Bᵀ` along (at the points 0, ±1, ±2: entries 0, ±1,
+/// ±2, ±4, -5) and F(2, 3)'s down (`[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`).
+///
+/// Per channel, each padded input row the block reads is split once into a tile's 6
+/// columns (phase 0 to 3 of the row's columns at `tx`, phase 0 and 1 at `tx + 1`), `tw`
+/// values a row of tiles, the even rows apart from the odd ones: a tile row's 4 input rows
+/// are then even and odd row `ty` and even and odd row `ty + 1`, one row of tiles apart, so
+/// that both transforms are unit-stride vector loops over all of the block's tiles at once
+/// (a loop per row of 14 tiles or fewer left most of the arithmetic scalar).
 #[inline(always)]
 fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: &mut Vec<f32>) {
-    const IN: usize = 4;
+    const ACROSS: usize = 6;
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
     let (tw, stride) = (block.tw, block.stride);
-    // Each row: `half` even columns then `half` odd ones (padded column j reads j - pl).
-    let half = tw + 1;
-    scratch.resize(2 * IN * 2 * half, 0.0);
-    let (rows, down) = scratch.split_at_mut(IN * 2 * half);
+    let rows = block.rows.len();
+    // Columns per phase; the block's tiles; a column's values for one parity of rows (and
+    // one of slack: a row's phase is split `q` long, its last value into the next row's
+    // place, which that row then overwrites).
+    let (q, n, len) = (tw + 1, rows * tw, (rows + 1) * tw + 1);
+    scratch.resize(2 * 2 * ACROSS * len + 4 * q, 0.0);
+    let (columns, rest) = scratch.split_at_mut(2 * ACROSS * len);
+    let (along, halves) = rest.split_at_mut(2 * ACROSS * len);
+    let first = OUT * block.rows.start;
     for c in 0..cin {
         let plane = &x[c * ih * iw..][..ih * iw];
-        for (q, ty) in block.rows.clone().enumerate() {
-            for (r, row) in rows.chunks_exact_mut(2 * half).enumerate() {
-                let (even, odd) = row.split_at_mut(half);
-                match (OUT * ty + r).checked_sub(pt).filter(|&y| y < ih) {
-                    Some(y) => deinterleave(&plane[y * iw..][..iw], pl, even, odd),
-                    None => row.fill(0.0),
-                }
+        for (parity, columns) in columns.chunks_exact_mut(ACROSS * len).enumerate() {
+            for t in 0..=rows {
+                let at = t * tw;
+                let Some(y) = (first + 2 * t + parity).checked_sub(pt).filter(|&y| y < ih) else {
+                    for column in columns.chunks_exact_mut(len) {
+                        column[at..][..q].fill(0.0);
+                    }
+                    continue;
+                };
+                let (even, odd) = halves.split_at_mut(2 * q);
+                deinterleave(&plane[y * iw..][..iw], pl, even, odd);
+                let (p0, rest) = columns.split_at_mut(len);
+                let (p1, rest) = rest.split_at_mut(len);
+                let (p2, rest) = rest.split_at_mut(len);
+                let (p3, rest) = rest.split_at_mut(len);
+                let (n0, n1) = rest.split_at_mut(len);
+                simd::deinterleave(&mut p0[at..][..q], &mut p2[at..][..q], even, |v| v);
+                simd::deinterleave(&mut p1[at..][..q], &mut p3[at..][..q], odd, |v| v);
+                n0[at..][..tw].copy_from_slice(&p0[at + 1..][..tw]);
+                n1[at..][..tw].copy_from_slice(&p1[at + 1..][..tw]);
             }
-            // Bᵀ down the columns: [p0 - p2, p1 + p2, p2 - p1, p1 - p3].
-            let (p0, rest) = rows.split_at(2 * half);
-            let (p1, rest) = rest.split_at(2 * half);
-            let (p2, p3) = rest.split_at(2 * half);
-            let (d0, rest) = down.split_at_mut(2 * half);
-            let (d1, rest) = rest.split_at_mut(2 * half);
-            let (d2, d3) = rest.split_at_mut(2 * half);
-            for j in 0..2 * half {
-                d0[j] = p0[j] - p2[j];
-                d1[j] = p1[j] + p2[j];
-                d2[j] = p2[j] - p1[j];
-                d3[j] = p1[j] - p3[j];
+        }
+        // Bᵀ along each split row: from the tile's columns e0..e5, one output a loop (with
+        // several, the checks that they overlap none of the inputs were too many for LLVM,
+        // which left the loop scalar),
+        // [4e0 - 5e2 + e4, e3 + e4 - 4(e1 + e2), 4(e1 - e2) - e3 + e4,
+        //  2(e3 - e1) - e2 + e4, 2(e1 - e3) - e2 + e4, 4e1 - 5e3 + e5].
+        let m = (rows + 1) * tw;
+        for (columns, along) in columns
+            .chunks_exact(ACROSS * len)
+            .zip(along.chunks_exact_mut(ACROSS * len))
+        {
+            let e: [&[f32]; ACROSS] = std::array::from_fn(|s| &columns[s * len..][..m]);
+            let mut outs = along.chunks_exact_mut(len).map(|o| &mut o[..m]);
+            let mut next = || outs.next().expect("six columns");
+            let (v0, v1, v2, v3, v4, v5) = (next(), next(), next(), next(), next(), next());
+            for (v, ((&a, &b), &c)) in v0.iter_mut().zip(e[0].iter().zip(e[2]).zip(e[4])) {
+                *v = 4.0 * a - 5.0 * b + c;
             }
-            // B along: [e0 - e2, d1 + e2, e2 - d1, d1 - d3] of each tile's columns.
-            for (i, row) in down.chunks_exact(2 * half).enumerate() {
-                let (even, odd) = row.split_at(half);
-                let at = |j: usize| ((i * IN + j) * cin + c) * stride + block.base + q * tw;
-                let (v0, rest) = v[at(0)..].split_at_mut(cin * stride);
-                let (v1, rest) = rest.split_at_mut(cin * stride);
-                let (v2, rest) = rest.split_at_mut(cin * stride);
-                let (v0, v1, v2, v3) =
-                    (&mut v0[..tw], &mut v1[..tw], &mut v2[..tw], &mut rest[..tw]);
-                let (e0, e2, d1, d3) = (&even[..tw], &even[1..][..tw], &odd[..tw], &odd[1..][..tw]);
-                // One output row a loop: with four, the checks that they overlap none of
-                // the inputs were too many for LLVM, which left the loop scalar.
-                for (v, (&a, &b)) in v0.iter_mut().zip(e0.iter().zip(e2)) {
-                    *v = a - b;
-                }
-                for (v, (&a, &b)) in v1.iter_mut().zip(d1.iter().zip(e2)) {
-                    *v = a + b;
-                }
-                for (v, (&a, &b)) in v2.iter_mut().zip(e2.iter().zip(d1)) {
-                    *v = a - b;
-                }
-                for (v, (&a, &b)) in v3.iter_mut().zip(d1.iter().zip(d3)) {
-                    *v = a - b;
+            let middle = || e[1].iter().zip(e[2]).zip(e[3]).zip(e[4]);
+            for (v, (((&a, &b), &c), &d)) in v1.iter_mut().zip(middle()) {
+                *v = c + d - 4.0 * (a + b);
+            }
+            for (v, (((&a, &b), &c), &d)) in v2.iter_mut().zip(middle()) {
+                *v = 4.0 * (a - b) - c + d;
+            }
+            for (v, (((&a, &b), &c), &d)) in v3.iter_mut().zip(middle()) {
+                *v = 2.0 * (c - a) - b + d;
+            }
+            for (v, (((&a, &b), &c), &d)) in v4.iter_mut().zip(middle()) {
+                *v = 2.0 * (a - c) - b + d;
+            }
+            for (v, ((&a, &b), &c)) in v5.iter_mut().zip(e[1].iter().zip(e[3]).zip(e[5])) {
+                *v = 4.0 * a - 5.0 * b + c;
+            }
+        }
+        // Bᵀ down, into `V`: the tile row's input rows 0 to 3 are even and odd split row
+        // `ty`, then `ty + 1` (a row of tiles further).
+        let (even, odd) = along.split_at(ACROSS * len);
+        for j in 0..ACROSS {
+            let (e, o) = (&even[j * len..], &odd[j * len..]);
+            let (r0, r1, r2, r3) = (&e[..n], &o[..n], &e[tw..][..n], &o[tw..][..n]);
+            for (i, (a, b, minus)) in [
+                (r0, r2, true),
+                (r1, r2, false),
+                (r2, r1, true),
+                (r1, r3, true),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let at = ((i * ACROSS + j) * cin + c) * stride + block.base;
+                let out = &mut v[at..][..n];
+                if minus {
+                    for (v, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
+                        *v = a - b;
+                    }
+                } else {
+                    for (v, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
+                        *v = a + b;
+                    }
                 }
             }
         }
     }
+}
+
+/// The padded input row `src` (`pl` zeros before it, zeros after it) split into its 4
+/// column phases, one after the other in `row` (`4q` values: column `4t + p` to `row[p · q
+/// + t]`), through its even and odd columns (`halves`, `4q` values of scratch).
+#[inline(always)]
+fn split_phases(src: &[f32], pl: usize, halves: &mut [f32], row: &mut [f32]) {
+    let q = row.len() / 4;
+    let (even, odd) = halves.split_at_mut(2 * q);
+    deinterleave(src, pl, even, odd);
+    let (p0, rest) = row.split_at_mut(q);
+    let (p1, rest) = rest.split_at_mut(q);
+    let (p2, p3) = rest.split_at_mut(q);
+    simd::deinterleave(p0, p2, even, |v| v);
+    simd::deinterleave(p1, p3, odd, |v| v);
 }
 
 /// [`transform_input`] for a stride-2 window: a tile's 2×2 outputs read the 5×5 input from
@@ -423,17 +524,10 @@ fn transform_input_strided(
         let plane = &x[c * ih * iw..][..ih * iw];
         for (t, ty) in block.rows.clone().enumerate() {
             for (r, row) in rows.chunks_exact_mut(4 * q).enumerate() {
-                let Some(y) = (2 * OUT * ty + r).checked_sub(pt).filter(|&y| y < ih) else {
-                    row.fill(0.0);
-                    continue;
-                };
-                let (even, odd) = halves.split_at_mut(2 * q);
-                deinterleave(&plane[y * iw..][..iw], pl, even, odd);
-                let (p0, rest) = row.split_at_mut(q);
-                let (p1, rest) = rest.split_at_mut(q);
-                let (p2, p3) = rest.split_at_mut(q);
-                simd::deinterleave(p0, p2, even, |v| v);
-                simd::deinterleave(p1, p3, odd, |v| v);
+                match (2 * OUT * ty + r).checked_sub(pt).filter(|&y| y < ih) {
+                    Some(y) => split_phases(&plane[y * iw..][..iw], pl, halves, row),
+                    None => row.fill(0.0),
+                }
             }
             // Down the columns: [r0 - r2, r2, r4 - r2, r1, r3].
             let row = |i: usize| &rows[i * 4 * q..][..4 * q];
@@ -493,13 +587,13 @@ fn deinterleave(src: &[f32], pl: usize, even: &mut [f32], odd: &mut [f32]) {
 }
 
 /// The block's output rows from `M` (in `m`, `[K, cout, stride]`, `K` the products of a
-/// tile: 16 at stride 1, 25 at stride 2): per channel and row of tiles, `A` along each
-/// tile's columns and `Aᵀ` down to the even and odd columns of its two output rows, then the
-/// bias, the residual and the epilogue, interleaved into the image's output `y` `[cout,
-/// oh, ow]`.
+/// tile: 24 at stride `S` 1, 25 at stride 2): per channel, `A` along each tile's rows (to
+/// its output columns: F(4, 3)'s 4 at stride 1, 2 at stride 2) and `Aᵀ` down to its two
+/// output rows, over all of the block's tiles at once, then the bias, the residual and the
+/// epilogue, the columns interleaved into the image's output `y` `[cout, oh, ow]`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn transform_output<const K: usize>(
+fn transform_output<const S: usize>(
     g: &Dense,
     m: &[f32],
     block: &Block,
@@ -513,36 +607,38 @@ fn transform_output<const K: usize>(
     let cout = g.channels_out;
     let (tw, stride) = (block.tw, block.stride);
     // The transforms are per tile: they run over the block's tiles at once (long vectors
-    // on planes of few tiles across). Rows: each tile row along (even and odd columns of
-    // each of 4), then the 2 output rows' even and odd columns.
+    // on planes of few tiles across). The transformed tile: `down` rows of `across`; it
+    // gives `phases` output columns (a tile's) of 2 output rows.
     let used = block.rows.len() * tw;
-    // The transformed tile's side.
-    let side = if K == products(1) { 4 } else { 5 };
-    scratch.resize(2 * side * used + 2 * OUT * used, 0.0);
-    let (along, outs) = scratch.split_at_mut(2 * side * used);
+    let (down, across, phases) = if S == 1 { (4, 6, 4) } else { (5, 5, 2) };
+    scratch.resize((down + OUT) * phases * used, 0.0);
+    let (along, outs) = scratch.split_at_mut(down * phases * used);
     for c in 0..cout {
         let b = bias.map_or(0.0, |b| b[c]);
         let mk = |k: usize| &m[(k * cout + c) * stride + block.base..][..used];
-        // A along each of the tile's rows, then Aᵀ down the even and the odd columns.
-        for (i, eo) in along.chunks_exact_mut(2 * used).enumerate() {
-            let (even, odd) = eo.split_at_mut(used);
-            a_transposed::<K>(|j| mk(i * side + j), even, odd);
+        // A along each of the tile's rows, then Aᵀ down each output column.
+        for (i, row) in along.chunks_exact_mut(phases * used).enumerate() {
+            let r = |j: usize| mk(i * across + j);
+            if S == 1 {
+                a_wide(r, row, used);
+            } else {
+                let (first, second) = row.split_at_mut(used);
+                a_transposed::<S>(r, first, second);
+            }
         }
         let along = &*along;
-        let rows = |from: usize| move |i: usize| &along[(2 * i + from) * used..][..used];
-        let (e0, rest) = outs.split_at_mut(used);
-        let (e1, rest) = rest.split_at_mut(used);
-        let (o0, o1) = rest.split_at_mut(used);
-        a_transposed::<K>(rows(0), e0, e1);
-        a_transposed::<K>(rows(1), o0, o1);
-        for (q, ty) in block.rows.clone().enumerate() {
-            let (e0, o0, e1, o1) = (
-                &e0[q * tw..][..tw],
-                &o0[q * tw..][..tw],
-                &e1[q * tw..][..tw],
-                &o1[q * tw..][..tw],
+        let (first, second) = outs.split_at_mut(phases * used);
+        for p in 0..phases {
+            let rows = |i: usize| &along[(i * phases + p) * used..][..used];
+            let (f, s) = (
+                &mut first[p * used..][..used],
+                &mut second[p * used..][..used],
             );
-            for (r, (even, odd)) in [(e0, o0), (e1, o1)].into_iter().enumerate() {
+            a_transposed::<S>(rows, f, s);
+        }
+        let rows = [&*first, &*second];
+        for (q, ty) in block.rows.clone().enumerate() {
+            for (r, values) in rows.into_iter().enumerate() {
                 let oy = OUT * ty + r;
                 if oy >= oh {
                     continue;
@@ -551,46 +647,100 @@ fn transform_output<const K: usize>(
                 // SAFETY: output row `oy` of channel `c` is inside the image's `cout · oh ·
                 // ow` values, and this block's alone.
                 let out = unsafe { std::slice::from_raw_parts_mut(y.add(at), ow) };
-                let pairs = ow / 2;
-                let (full, last) = out.split_at_mut(2 * pairs);
-                let values = even.iter().zip(odd);
-                match residual.map(|r| &r[at..][..ow]) {
-                    None => {
-                        for (o, (&e, &d)) in full.chunks_exact_mut(2).zip(values) {
-                            o[0] = epilogue.value(e + b);
-                            o[1] = epilogue.value(d + b);
-                        }
-                        if let Some(o) = last.first_mut() {
-                            *o = epilogue.value(even[pairs] + b);
-                        }
-                    }
-                    Some(res) => {
-                        let rp = res.chunks_exact(2);
-                        for ((o, (&e, &d)), s) in full.chunks_exact_mut(2).zip(values).zip(rp) {
-                            o[0] = epilogue.value(e + b + s[0]);
-                            o[1] = epilogue.value(d + b + s[1]);
-                        }
-                        if let Some(o) = last.first_mut() {
-                            *o = epilogue.value(even[pairs] + b + res[2 * pairs]);
-                        }
-                    }
+                let phase = |p: usize| &values[p * used + q * tw..][..tw];
+                let res = residual.map(|r| &r[at..][..ow]);
+                if S == 1 {
+                    interleave(
+                        [phase(0), phase(1), phase(2), phase(3)],
+                        b,
+                        res,
+                        epilogue,
+                        out,
+                    );
+                } else {
+                    interleave([phase(0), phase(1)], b, res, epilogue, out);
                 }
             }
         }
     }
 }
 
-/// `Aᵀ` over the rows `r(0)`, `r(1)`, … of values: for the 16 products of stride 1 (4
-/// rows) `first = r0 + r1 + r2`, `second = r1 - r2 - r3`; for the 25 of stride 2 (5 rows)
-/// `first = r0 + r1 + r3`, `second = r1 + r2 + r4` (F(2, 2)'s outputs of the even taps
-/// plus the middle tap's products).
+/// `out[P·t + p] = epilogue(phases[p][t] + b + residual[P·t + p])` (no residual where it is
+/// `None`): a row's output columns from its `P` column phases (the last tile's columns past
+/// the row dropped).
 #[inline(always)]
-fn a_transposed<'a, const K: usize>(
+fn interleave<const P: usize>(
+    phases: [&[f32]; P],
+    b: f32,
+    residual: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
+    let whole = out.len() / P;
+    let (full, last) = out.split_at_mut(whole * P);
+    let at = |t: usize| phases.map(|p| p[t]);
+    match residual {
+        None => {
+            for (t, o) in full.chunks_exact_mut(P).enumerate() {
+                for (o, v) in o.iter_mut().zip(at(t)) {
+                    *o = epilogue.value(v + b);
+                }
+            }
+        }
+        Some(res) => {
+            let res_full = res.chunks_exact(P);
+            for ((t, o), s) in full.chunks_exact_mut(P).enumerate().zip(res_full) {
+                for ((o, v), &s) in o.iter_mut().zip(at(t)).zip(s) {
+                    *o = epilogue.value(v + b + s);
+                }
+            }
+        }
+    }
+    for (p, o) in last.iter_mut().enumerate() {
+        let s = residual.map_or(0.0, |r| r[whole * P + p]);
+        *o = epilogue.value(phases[p][whole] + b + s);
+    }
+}
+
+/// F(4, 3)'s `Aᵀ` (at the points 0, ±1, ±2) over the 6 rows `r(0)`, …, `r(5)` of `n`
+/// values, into the 4 rows of `out` (`4n` values): `r0 + r1 + r2 + r3 + r4`,
+/// `r1 - r2 + 2(r3 - r4)`, `r1 + r2 + 4(r3 + r4)`, `r1 - r2 + 8(r3 - r4) + r5`.
+#[inline(always)]
+fn a_wide<'a>(r: impl Fn(usize) -> &'a [f32], out: &mut [f32], n: usize) {
+    let [r0, r1, r2, r3, r4, r5] = [0, 1, 2, 3, 4, 5].map(r);
+    let (y0, rest) = out.split_at_mut(n);
+    let (y1, rest) = rest.split_at_mut(n);
+    let (y2, y3) = rest.split_at_mut(n);
+    // One output a loop, as in `transform_input`.
+    for (y, ((((&a, &b), &c), &d), &e)) in
+        y0.iter_mut().zip(r0.iter().zip(r1).zip(r2).zip(r3).zip(r4))
+    {
+        *y = a + b + c + d + e;
+    }
+    for (y, (((&b, &c), &d), &e)) in y1.iter_mut().zip(r1.iter().zip(r2).zip(r3).zip(r4)) {
+        *y = b - c + 2.0 * (d - e);
+    }
+    for (y, (((&b, &c), &d), &e)) in y2.iter_mut().zip(r1.iter().zip(r2).zip(r3).zip(r4)) {
+        *y = b + c + 4.0 * (d + e);
+    }
+    for (y, ((((&b, &c), &d), &e), &f)) in
+        y3.iter_mut().zip(r1.iter().zip(r2).zip(r3).zip(r4).zip(r5))
+    {
+        *y = b - c + 8.0 * (d - e) + f;
+    }
+}
+
+/// `Aᵀ` down (and at stride 2 also along) over the rows `r(0)`, `r(1)`, … of values, to a
+/// tile's 2 outputs: at stride `S` 1, F(2, 3)'s over 4 rows, `first = r0 + r1 + r2`,
+/// `second = r1 - r2 - r3`; at stride 2 over 5, `first = r0 + r1 + r3`, `second = r1 + r2
+/// + r4` (F(2, 2)'s outputs of the even taps plus the middle tap's products).
+#[inline(always)]
+fn a_transposed<'a, const S: usize>(
     r: impl Fn(usize) -> &'a [f32],
     first: &mut [f32],
     second: &mut [f32],
 ) {
-    if K == products(1) {
+    if S == 1 {
         let [r0, r1, r2, r3] = [0, 1, 2, 3].map(r);
         let rows = r0.iter().zip(r1).zip(r2).zip(r3);
         for ((f, s), (((&a, &b), &c), &d)) in first.iter_mut().zip(second.iter_mut()).zip(rows) {
