@@ -12,7 +12,7 @@
 //! this kernel's before, 32; `V` and `M` are smaller by as much. On ResNet-50's stride-1
 //! layers (per image, one thread, the AVX2 machine, `examples/resnet_layers.rs`) F(2×2)
 //! took 1.8, 1.7, 1.6–1.9 and 1.8–2.2 ms at 56², 28², 14² and 7², this one 1.5, 1.5, 1.3–1.4
-//! and 1.6–1.8. Its outputs there are 1.5e-6 to 3.3e-6 of the largest from the direct
+//! and 1.6–1.8. Its outputs there are 1.3e-6 to 3.3e-6 of the largest from the direct
 //! convolution's (F(2×2): 0.7e-6 to 1.4e-6), inside the 1e-5 every kernel is held to. In
 //! an `f32` simulation (`scripts/winograd_error.py`) one axis of F(4, 3) costs about three
 //! times F(2×2)'s error (1.9e-6 and 2.8e-6 to 3.2e-6 at 256 and 512 channels, against
@@ -349,9 +349,10 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
 }
 
 /// Whole images side by side in a block of [`forward`] where an image has fewer than 128
-/// tiles (planes of 14×14 and less): a product 16 tiles wide (7×7) runs on `gemm`'s
-/// narrowest micro-tile and reads all of `U` (16 MB at 512 channels) for one image.
-/// Each output is the same bits either way (`pointwise::product`).
+/// tiles (planes of 28×28 and less at stride 1, 14×14 at stride 2): a product 8 tiles wide
+/// (7×7 at stride 1) runs on `gemm`'s narrowest micro-tile and reads all of `U` (24 MB at
+/// 512 channels) for one image. Each output is the same bits either way
+/// (`pointwise::product`).
 fn images_per_block(batch: usize, tiles: usize) -> usize {
     128usize.div_ceil(tiles).clamp(1, batch)
 }
