@@ -194,7 +194,7 @@ pub fn transform_weights(weight: &[f32], cout: usize, cin: usize, stride: usize)
                 || {
                     let mut kernel = [[0f32; L]; 9];
                     let mut t = [[0f32; L]; 4 * 3];
-                    let mut v = [[0f32; L]; 24];
+                    let mut v = [[0f32; L]; matrices(1)];
                     for c0 in (0..cin).step_by(L) {
                         let lanes = L.min(cin - c0);
                         for l in 0..lanes {
@@ -403,15 +403,13 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
                     }
                     continue;
                 };
-                let (even, odd) = halves.split_at_mut(2 * q);
-                deinterleave(&plane[y * iw..][..iw], pl, even, odd);
                 let (p0, rest) = columns.split_at_mut(len);
                 let (p1, rest) = rest.split_at_mut(len);
                 let (p2, rest) = rest.split_at_mut(len);
                 let (p3, rest) = rest.split_at_mut(len);
                 let (n0, n1) = rest.split_at_mut(len);
-                simd::deinterleave(&mut p0[at..][..q], &mut p2[at..][..q], even, |v| v);
-                simd::deinterleave(&mut p1[at..][..q], &mut p3[at..][..q], odd, |v| v);
+                let phases = [&mut *p0, &mut *p1, p2, p3].map(|p| &mut p[at..][..q]);
+                split_phases(&plane[y * iw..][..iw], pl, halves, phases);
                 n0[at..][..tw].copy_from_slice(&p0[at + 1..][..tw]);
                 n1[at..][..tw].copy_from_slice(&p1[at + 1..][..tw]);
             }
@@ -482,16 +480,13 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
 }
 
 /// The padded input row `src` (`pl` zeros before it, zeros after it) split into its 4
-/// column phases, one after the other in `row` (`4q` values: column `4t + p` to `row[p · q
-/// + t]`), through its even and odd columns (`halves`, `4q` values of scratch).
+/// column phases, `q` values each (column `4t + p` to `phases[p][t]`), through its even and
+/// odd columns (`halves`, `4q` values of scratch).
 #[inline(always)]
-fn split_phases(src: &[f32], pl: usize, halves: &mut [f32], row: &mut [f32]) {
-    let q = row.len() / 4;
-    let (even, odd) = halves.split_at_mut(2 * q);
+fn split_phases(src: &[f32], pl: usize, halves: &mut [f32], phases: [&mut [f32]; 4]) {
+    let [p0, p1, p2, p3] = phases;
+    let (even, odd) = halves.split_at_mut(2 * p0.len());
     deinterleave(src, pl, even, odd);
-    let (p0, rest) = row.split_at_mut(q);
-    let (p1, rest) = rest.split_at_mut(q);
-    let (p2, p3) = rest.split_at_mut(q);
     simd::deinterleave(p0, p2, even, |v| v);
     simd::deinterleave(p1, p3, odd, |v| v);
 }
@@ -525,10 +520,13 @@ fn transform_input_strided(
         let plane = &x[c * ih * iw..][..ih * iw];
         for (t, ty) in block.rows.clone().enumerate() {
             for (r, row) in rows.chunks_exact_mut(4 * q).enumerate() {
-                match (2 * OUT * ty + r).checked_sub(pt).filter(|&y| y < ih) {
-                    Some(y) => split_phases(&plane[y * iw..][..iw], pl, halves, row),
-                    None => row.fill(0.0),
-                }
+                let Some(y) = (2 * OUT * ty + r).checked_sub(pt).filter(|&y| y < ih) else {
+                    row.fill(0.0);
+                    continue;
+                };
+                let mut phases = row.chunks_exact_mut(q);
+                let phases = std::array::from_fn(|_| phases.next().expect("4 phases a row"));
+                split_phases(&plane[y * iw..][..iw], pl, halves, phases);
             }
             // Down the columns: [r0 - r2, r2, r4 - r2, r1, r3].
             let row = |i: usize| &rows[i * 4 * q..][..4 * q];
@@ -611,7 +609,8 @@ fn transform_output<const S: usize>(
     // on planes of few tiles across). The transformed tile: `down` rows of `across`; it
     // gives `phases` output columns (a tile's) of 2 output rows.
     let used = block.rows.len() * tw;
-    let (down, across, phases) = if S == 1 { (4, 6, 4) } else { (5, 5, 2) };
+    let (down, across) = if S == 1 { (4, 6) } else { (5, 5) };
+    let phases = columns(S);
     scratch.resize((down + OUT) * phases * used, 0.0);
     let (along, outs) = scratch.split_at_mut(down * phases * used);
     for c in 0..cout {
