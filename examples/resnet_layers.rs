@@ -4,8 +4,9 @@
 //! layer's count in the network, and its rate in GFLOP/s of the direct convolution's
 //! multiply-adds (two flops each; Winograd's figure above the direct one's is what it saves).
 //!
-//! `RAYON_NUM_THREADS=1 cargo run --release --example resnet_layers [reps]` prints the
-//! fastest of 4 rounds of `reps` calls (default 10) per layer: the stem's and stages 1 and
+//! `RAYON_NUM_THREADS=1 cargo run --release --example resnet_layers [reps] [name]` prints
+//! the fastest of 4 rounds of `reps` calls (default 10) per layer (those whose name holds
+//! `name`, if given): the stem's and stages 1 and
 //! 2's on one image, stages 3 and 4's (input 28×28) on 8 images side by side, as
 //! `zoo::network::run_stages` runs them, divided by 8. Where Winograd's kernel takes a
 //! layer, the direct kernel's time is given too, and the largest difference between their
@@ -50,8 +51,12 @@ const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 23] = [
 
 fn main() {
     let reps: usize = std::env::args().nth(1).map_or(10, |s| s.parse().unwrap());
+    let only = std::env::args().nth(2).unwrap_or_default();
     let (mut total, mut flops) = (0.0, 0.0);
     for &(name, cin, cout, side, kernel, stride, count) in &LAYERS {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         // The stem and stages 1 and 2 on each image alone, stages 3 and 4 (input 28×28)
         // on groups of 8.
         let batch = if name.starts_with(['3', '4']) { 8 } else { 1 };

@@ -2565,7 +2565,7 @@ mod tests {
         let v = |t: &Tensor<4>| t.to_data().try_to_vec::<f32>().unwrap();
         for case in 0..100 {
             let e = EPILOGUES[case % EPILOGUES.len()];
-            let n = 1 + r.below(3);
+            let n = 1 + r.below(5);
             let min = winograd::MIN_CHANNELS;
             let (cin, cout) = (min + r.below(40), min + r.below(72));
             let pad: [(usize, usize); 2] = std::array::from_fn(|_| (r.below(3), r.below(3)));

@@ -11,8 +11,9 @@
 //! per 8 outputs and channel pair where the direct convolution has 72, and F(2×2, 3×3),
 //! this kernel's before, 32; `V` and `M` are smaller by as much. On ResNet-50's stride-1
 //! layers (per image, one thread, the AVX2 machine, `examples/resnet_layers.rs`) F(2×2)
-//! took 1.8, 1.7, 1.6–1.9 and 1.8–2.2 ms at 56², 28², 14² and 7², this one 1.5, 1.5, 1.3–1.4
-//! and 1.6–1.8. Its outputs there are 1.3e-6 to 3.3e-6 of the largest from the direct
+//! took 1.8, 1.7, 1.6–1.9 and 1.8–2.2 ms at 56², 28², 14² and 7², this one 1.5, 1.5, 1.3
+//! and 1.4–1.6 (with its transforms run image by image on the planes that a block holds
+//! several of, 1.3–1.4 and 1.6–1.8 at 14² and 7²). Its outputs there are 1.3e-6 to 3.3e-6 of the largest from the direct
 //! convolution's (F(2×2): 0.7e-6 to 1.4e-6), inside the 1e-5 every kernel is held to. In
 //! an `f32` simulation (`scripts/winograd_error.py`) one axis of F(4, 3) costs about three
 //! times F(2×2)'s error (1.9e-6 and 2.8e-6 to 3.2e-6 at 256 and 512 channels, against
@@ -27,7 +28,7 @@
 //! 2 outputs, and its middle tap (`g1`) the odd inputs, 2 plain products: 5 for 2 where the
 //! direct convolution has 6, so 25 per tile and channel pair where it has 36 (ResNet-50's
 //! stride-2 layers, per image and one thread on the AVX2 machine, 56²→28²×128 3.2–3.3 →
-//! 2.8–2.9 ms, 28²→14²×256 3.1–3.3 → 2.6–2.8: `examples/resnet_layers.rs`). Its transforms
+//! 2.8 ms, 28²→14²×256 3.1–3.3 → 2.4–2.6: `examples/resnet_layers.rs`). Its transforms
 //! only add and subtract (`G` holds `g0 + g2`): its outputs there are 0.8e-6 of the largest
 //! from the direct convolution's. Either stride runs where its tiles cover the output
 //! closely enough to pay ([`applies`]: not on a 7×7 output at stride 2, whose 4×4 tiles
@@ -40,11 +41,12 @@
 //! even where its output will be too small for this kernel, as ResNet-50's last one at
 //! 224×224, 16 MB kept unused.) Work is split into blocks of whole rows of tiles of one
 //! image, each block's `V` and `M` about 2 MiB, or, on planes of few tiles, of whole images
-//! side by side; an image's output has the same bits however it is batched, as with the
-//! other kernels (each output is one sum in `pointwise::product`'s fixed order, whichever
-//! tiles share it). The transforms run as unit-stride vector loops: the input rows split
-//! into their column phases, over all of a block's tiles at once (planes of 2 to 14 tiles
-//! across would leave loops that short, most of their arithmetic scalar).
+//! (their rows of tiles interleaved, [`Block`]); an image's output has the same bits
+//! however it is batched, as with the other kernels (each output is one sum in
+//! `pointwise::product`'s fixed order, whichever tiles share it). The transforms run as
+//! unit-stride vector loops: the input rows split into their column phases, over all of a
+//! block's tiles at once, of all its images (planes of 2 to 14 tiles across would leave
+//! loops that short, most of their arithmetic scalar).
 
 use std::cell::RefCell;
 
@@ -286,32 +288,29 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
     let mut out = Vec::with_capacity(n * out_image);
     let dst = Shared(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     blocks.into_par_iter().for_each(|(i0, images, r0)| {
-        // Image `i0 + k`'s part of the block: its rows of tiles, from column `k · th · tw`.
-        let part = |k: usize| Block {
+        let block = Block {
             rows: r0..(r0 + rows).min(th),
+            images,
             tw,
             stride,
-            base: k * rows * tw,
         };
         // The products run over whole vectors of tiles: the last few columns of `V` and `M`
         // are left from earlier blocks (or zero), and not read back.
-        let count = (images * part(0).rows.len() * tw).next_multiple_of(L);
+        let count = block.tiles().next_multiple_of(L);
+        let x = &input[i0 * cin * ih * iw..][..images * cin * ih * iw];
         thread_local! {
             static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
         }
         BUFFERS.with_borrow_mut(|[v, m, scratch]| {
             v.resize(k_all * cin * stride, 0.0);
             m.resize(k_all * cout * stride, 0.0);
-            for k in 0..images {
-                let x = &input[(i0 + k) * cin * ih * iw..][..cin * ih * iw];
-                simd::vectorized(
-                    #[inline(always)]
-                    || match strided {
-                        false => transform_input(g, x, &part(k), v, scratch),
-                        true => transform_input_strided(g, x, &part(k), v, scratch),
-                    },
-                );
-            }
+            simd::vectorized(
+                #[inline(always)]
+                || match strided {
+                    false => transform_input(g, x, &block, v, scratch),
+                    true => transform_input_strided(g, x, &block, v, scratch),
+                },
+            );
             for k in 0..k_all {
                 let uk = Matrix {
                     values: &u[weight_of(w.stride[0], k) * cout * cin..][..cout * cin],
@@ -325,21 +324,20 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
                 // SAFETY: `mk` holds `cout` rows of `stride >= count` values.
                 unsafe { pointwise::product(uk, vk, stride, count, mk.as_mut_ptr(), stride) };
             }
-            for k in 0..images {
-                let i = i0 + k;
-                // SAFETY: image `i`'s output is inside the capacity; this block writes only
-                // the output rows of its rows of tiles, which no other block touches.
-                let y = unsafe { dst.at(i * out_image) };
-                let residual = finish.residual.map(|r| &r[i * out_image..][..out_image]);
-                let (bias, part) = (finish.bias, part(k));
-                per_epilogue!(finish.epilogue, |E| simd::vectorized(
-                    #[inline(always)]
-                    || match strided {
-                        false => transform_output::<1>(g, m, &part, bias, residual, E, y, scratch),
-                        true => transform_output::<2>(g, m, &part, bias, residual, E, y, scratch),
-                    }
-                ));
-            }
+            // SAFETY: the block's images' outputs are inside the capacity; it writes only the
+            // output rows of its rows of tiles, which no other block touches.
+            let y = unsafe { dst.at(i0 * out_image) };
+            let residual = finish
+                .residual
+                .map(|r| &r[i0 * out_image..][..images * out_image]);
+            let bias = finish.bias;
+            per_epilogue!(finish.epilogue, |E| simd::vectorized(
+                #[inline(always)]
+                || match strided {
+                    false => transform_output::<1>(g, m, &block, bias, residual, E, y, scratch),
+                    true => transform_output::<2>(g, m, &block, bias, residual, E, y, scratch),
+                }
+            ));
         });
     });
     // SAFETY: the blocks' rows of tiles cover every output row of every channel of every
@@ -357,61 +355,67 @@ fn images_per_block(batch: usize, tiles: usize) -> usize {
     128usize.div_ceil(tiles).clamp(1, batch)
 }
 
-/// Whole rows of tiles of one image, laid out `t = base + (ty - rows.start) · tw + tx` in
-/// rows of `stride` values of `V[k][c]` and `M[k][o]`.
+/// Whole rows of tiles of `images` images (one, or whole images side by side): image `i`'s
+/// tile `(ty, tx)` is column `((ty - rows.start) · images + i) · tw + tx` of the rows of
+/// `stride` values of `V[k][c]` and `M[k][o]`, a row of tiles of every image before the
+/// next, so that a tile's row below is `images · tw` columns further in any image, and the
+/// transforms run over all of the block's tiles at once (on planes of 2 to 7 tiles across,
+/// one image's are few).
 struct Block {
     rows: std::ops::Range<usize>,
+    images: usize,
     tw: usize,
     stride: usize,
-    base: usize,
 }
 
-/// `V[k][c]` (in `v`, `[24, cin, stride]`) for the block's tiles of image `x` `[cin, h,
-/// w]` at stride 1: a 2×4 tile's outputs read the 4×6 input from row `2ty - pt` and column
+impl Block {
+    /// The block's tiles: the columns of `V` and `M` it uses.
+    fn tiles(&self) -> usize {
+        self.rows.len() * self.images * self.tw
+    }
+
+    /// Where image `i`'s row of tiles `t` (counted from `rows.start`) starts.
+    fn at(&self, t: usize, i: usize) -> usize {
+        (t * self.images + i) * self.tw
+    }
+}
+
+/// `V[k][c]` (in `v`, `[24, cin, stride]`) for the block's tiles of its images `x`
+/// `[images, cin, h, w]` at stride 1: a 2×4 tile's outputs read the 4×6 input from row `2ty - pt` and column
 /// `4tx - pl`, transformed by F(4, 3)'s `Bᵀ` along (at the points 0, ±1, ±2: entries 0, ±1,
 /// ±2, ±4, -5) and F(2, 3)'s down (`[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`).
 ///
 /// Per channel, each padded input row the block reads is split once into a tile's 6
 /// columns (phase 0 to 3 of the row's columns at `tx`, phase 0 and 1 at `tx + 1`), `tw`
 /// values a row of tiles, the even rows apart from the odd ones: a tile row's 4 input rows
-/// are then even and odd row `ty` and even and odd row `ty + 1`, one row of tiles apart, so
-/// that both transforms are unit-stride vector loops over all of the block's tiles at once
-/// (a loop per row of 14 tiles or fewer left most of the arithmetic scalar).
+/// are then even and odd row `ty` and even and odd row `ty + 1`, a row of tiles of every
+/// image apart ([`Block`]), so that both transforms are unit-stride vector loops over all
+/// of the block's tiles at once (a loop per row of 14 tiles or fewer left most of the
+/// arithmetic scalar, and a loop per image of 7×7 tiles or fewer much of it).
 #[inline(always)]
 fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: &mut Vec<f32>) {
     const ACROSS: usize = 6;
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
-    let (tw, stride) = (block.tw, block.stride);
+    let (tw, stride, images) = (block.tw, block.stride, block.images);
     let rows = block.rows.len();
-    // Columns per phase; the block's tiles; a column's values for one parity of rows (and
-    // one of slack: a row's phase is split `q` long, its last value into the next row's
-    // place, which that row then overwrites).
-    let (q, n, len) = (tw + 1, rows * tw, (rows + 1) * tw + 1);
+    // Columns per phase; the block's tiles; a column's values for one parity of rows, a
+    // row of tiles more than the block's (and one of slack: a row's phase is split `q`
+    // long, its last value into the next row's place, which that row then overwrites).
+    let (q, n) = (tw + 1, block.tiles());
+    let len = block.at(rows + 1, 0) + 1;
     scratch.resize(2 * 2 * ACROSS * len + 4 * q, 0.0);
     let (columns, rest) = scratch.split_at_mut(2 * ACROSS * len);
     let (along, halves) = rest.split_at_mut(2 * ACROSS * len);
     let first = OUT * block.rows.start;
+    let below = block.at(1, 0);
     for c in 0..cin {
-        let plane = &x[c * ih * iw..][..ih * iw];
+        let plane = |i: usize| &x[(i * cin + c) * ih * iw..][..ih * iw];
         for (parity, columns) in columns.chunks_exact_mut(ACROSS * len).enumerate() {
-            for t in 0..=rows {
-                let at = t * tw;
-                let Some(y) = (first + 2 * t + parity).checked_sub(pt).filter(|&y| y < ih) else {
-                    for column in columns.chunks_exact_mut(len) {
-                        column[at..][..q].fill(0.0);
-                    }
-                    continue;
-                };
-                let (p0, rest) = columns.split_at_mut(len);
-                let (p1, rest) = rest.split_at_mut(len);
-                let (p2, rest) = rest.split_at_mut(len);
-                let (p3, rest) = rest.split_at_mut(len);
-                let (n0, n1) = rest.split_at_mut(len);
-                let phases = [&mut *p0, &mut *p1, p2, p3].map(|p| &mut p[at..][..q]);
-                split_phases(&plane[y * iw..][..iw], pl, halves, phases);
-                n0[at..][..tw].copy_from_slice(&p0[at + 1..][..tw]);
-                n1[at..][..tw].copy_from_slice(&p1[at + 1..][..tw]);
+            for (t, i) in (0..=rows).flat_map(|t| (0..images).map(move |i| (t, i))) {
+                let y = (first + 2 * t + parity).checked_sub(pt).filter(|&y| y < ih);
+                let row = y.map(|y| &plane(i)[y * iw..][..iw]);
+                split_row(row, pl, columns, len, block.at(t, i), tw, halves);
             }
         }
         // Bᵀ along each split row: from the tile's columns e0..e5, one output a loop (with
@@ -419,7 +423,7 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
         // which left the loop scalar),
         // [4e0 - 5e2 + e4, e3 + e4 - 4(e1 + e2), 4(e1 - e2) - e3 + e4,
         //  2(e3 - e1) - e2 + e4, 2(e1 - e3) - e2 + e4, 4e1 - 5e3 + e5].
-        let m = (rows + 1) * tw;
+        let m = block.at(rows + 1, 0);
         for (columns, along) in columns
             .chunks_exact(ACROSS * len)
             .zip(along.chunks_exact_mut(ACROSS * len))
@@ -453,7 +457,7 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
         let (even, odd) = along.split_at(ACROSS * len);
         for j in 0..ACROSS {
             let (e, o) = (&even[j * len..], &odd[j * len..]);
-            let (r0, r1, r2, r3) = (&e[..n], &o[..n], &e[tw..][..n], &o[tw..][..n]);
+            let (r0, r1, r2, r3) = (&e[..n], &o[..n], &e[below..][..n], &o[below..][..n]);
             for (i, (a, b, minus)) in [
                 (r0, r2, true),
                 (r1, r2, false),
@@ -463,7 +467,7 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
             .into_iter()
             .enumerate()
             {
-                let at = ((i * ACROSS + j) * cin + c) * stride + block.base;
+                let at = ((i * ACROSS + j) * cin + c) * stride;
                 let out = &mut v[at..][..n];
                 if minus {
                     for (v, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
@@ -476,6 +480,39 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
                 }
             }
         }
+    }
+}
+
+/// A row of tiles' part of the padded input row `row` (zeros where `None`) split for the
+/// transforms: in `columns` (`len` values a column, the row's part from `at`), its 4 column
+/// phases, `tw + 1` values each (the last a slack value that the next part overwrites),
+/// then in each further column phase 0, 1, … again from the next tile on (`tw` values).
+#[inline(always)]
+fn split_row(
+    row: Option<&[f32]>,
+    pl: usize,
+    columns: &mut [f32],
+    len: usize,
+    at: usize,
+    tw: usize,
+    halves: &mut [f32],
+) {
+    let Some(row) = row else {
+        for column in columns.chunks_exact_mut(len) {
+            column[at..][..tw + 1].fill(0.0);
+        }
+        return;
+    };
+    let (split, next) = columns.split_at_mut(4 * len);
+    let mut phases = split.chunks_exact_mut(len).map(|p| &mut p[at..][..tw + 1]);
+    split_phases(
+        row,
+        pl,
+        halves,
+        std::array::from_fn(|_| phases.next().expect("4 phases")),
+    );
+    for (p, n) in next.chunks_exact_mut(len).enumerate() {
+        n[at..][..tw].copy_from_slice(&split[p * len + at + 1..][..tw]);
     }
 }
 
@@ -494,10 +531,15 @@ fn split_phases(src: &[f32], pl: usize, halves: &mut [f32], phases: [&mut [f32];
 /// [`transform_input`] for a stride-2 window: a tile's 2×2 outputs read the 5×5 input from
 /// row `4ty - pt` and column `4tx - pl`, whose transform along either axis takes `d0..d4`
 /// to `[d0 - d2, d2, d4 - d2, d1, d3]`: the even taps' F(2, 2) (the products that `g0`,
-/// `g0 + g2` and `g2` make) and the middle tap's two plain ones (by `g1`). Each padded input
-/// row is split into its 4 column phases (column `4t + p` to phase `p`, through its even
-/// and odd columns), so that the transform along is unit-stride arithmetic over the row's
-/// tiles (a tile's 5 columns are phase 0, 1, 2 and 3 at `tx`, and phase 0 at `tx + 1`).
+/// `g0 + g2` and `g2` make) and the middle tap's two plain ones (by `g1`).
+///
+/// Per channel, each padded input row the block reads is split once into its 4 column
+/// phases (column `4t + p` to phase `p`) and phase 0 of the next tile, `tw` values a row of
+/// tiles, the rows apart by their phase (row `4ty + r` to row phase `r`; a tile's fifth row
+/// is row phase 0 a row of tiles further, [`Block`]): each of the 25 values of a tile is
+/// then a sum of up to 4 split values, and the transform one unit-stride vector loop a
+/// value over all of the block's tiles (a loop per row of tiles, 2 to 14 tiles long, left
+/// the arithmetic mostly scalar).
 #[inline(always)]
 fn transform_input_strided(
     g: &Dense,
@@ -509,52 +551,64 @@ fn transform_input_strided(
     const IN: usize = 5;
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
-    let (tw, stride) = (block.tw, block.stride);
-    // Columns per phase; a row is its 4 phases one after the other. Scratch: the tile row's
-    // IN split input rows, one row's even and odd halves, the two computed rows down.
-    let q = tw + 1;
-    scratch.resize((IN + 1 + 2) * 4 * q, 0.0);
-    let (rows, rest) = scratch.split_at_mut(IN * 4 * q);
-    let (halves, down) = rest.split_at_mut(4 * q);
+    let (tw, stride, images) = (block.tw, block.stride, block.images);
+    let rows = block.rows.len();
+    // Columns per phase; the block's tiles; a split column's values (a row of tiles more
+    // than the block's, and one of slack, as in `transform_input`).
+    let (q, n) = (tw + 1, block.tiles());
+    let len = block.at(rows + 1, 0) + 1;
+    scratch.resize(4 * IN * len + 4 * q, 0.0);
+    // split[r · IN + p]: row phase r, column phase p (p = 4: phase 0 of the next tile).
+    let (split, halves) = scratch.split_at_mut(4 * IN * len);
+    let below = block.at(1, 0);
     for c in 0..cin {
-        let plane = &x[c * ih * iw..][..ih * iw];
-        for (t, ty) in block.rows.clone().enumerate() {
-            for (r, row) in rows.chunks_exact_mut(4 * q).enumerate() {
-                let Some(y) = (2 * OUT * ty + r).checked_sub(pt).filter(|&y| y < ih) else {
-                    row.fill(0.0);
-                    continue;
-                };
-                let mut phases = row.chunks_exact_mut(q);
-                let phases = std::array::from_fn(|_| phases.next().expect("4 phases a row"));
-                split_phases(&plane[y * iw..][..iw], pl, halves, phases);
+        let plane = |i: usize| &x[(i * cin + c) * ih * iw..][..ih * iw];
+        for (t, i) in (0..=rows).flat_map(|t| (0..images).map(move |i| (t, i))) {
+            let at = block.at(t, i);
+            // The last row of tiles only for its row phase 0 (the tiles above read it).
+            let phases = if t == rows { 1 } else { 4 };
+            for (r, columns) in split.chunks_exact_mut(IN * len).take(phases).enumerate() {
+                let y = (2 * OUT * (block.rows.start + t) + r).checked_sub(pt);
+                let row = y.filter(|&y| y < ih).map(|y| &plane(i)[y * iw..][..iw]);
+                split_row(row, pl, columns, len, at, tw, halves);
             }
-            // Down the columns: [r0 - r2, r2, r4 - r2, r1, r3].
-            let row = |i: usize| &rows[i * 4 * q..][..4 * q];
-            let (d0, d2) = down.split_at_mut(4 * q);
-            for (d, (&a, &b)) in d0.iter_mut().zip(row(0).iter().zip(row(2))) {
-                *d = a - b;
-            }
-            for (d, (&a, &b)) in d2.iter_mut().zip(row(4).iter().zip(row(2))) {
-                *d = a - b;
-            }
-            // Along each: [p0 - p2, p2, p0' - p2, p1, p3] (p0' the next tile's phase 0).
-            for (i, d) in [&*d0, row(2), &*d2, row(1), row(3)].into_iter().enumerate() {
-                let phase = |p: usize, from: usize| &d[p * q + from..][..tw];
-                let at = (i * IN * cin + c) * stride + block.base + t * tw;
-                let (v0, rest) = v[at..].split_at_mut(cin * stride);
-                let (v1, rest) = rest.split_at_mut(cin * stride);
-                let (v2, rest) = rest.split_at_mut(cin * stride);
-                let (v3, rest) = rest.split_at_mut(cin * stride);
-                let (p0, p2, next) = (phase(0, 0), phase(2, 0), phase(0, 1));
-                for (v, (&a, &b)) in v0[..tw].iter_mut().zip(p0.iter().zip(p2)) {
-                    *v = a - b;
+        }
+        // Value (a, b) of a tile: down row `a` of [r0 - r2, r2, r0' - r2, r1, r3] (r0' row
+        // phase 0 a row of tiles below), along column `b` of [p0 - p2, p2, p0' - p2, p1, p3]
+        // (p0' phase 0 of the next tile).
+        let column = |r: usize, p: usize| &split[(r * IN + p) * len..][..below + n];
+        let r2 = |p: usize| &column(2, p)[..n];
+        for k in 0..IN * IN {
+            let (a, b) = (k / IN, k % IN);
+            let out = &mut v[(k * cin + c) * stride..][..n];
+            // The column phase, and whether phase 2 is subtracted.
+            let (p, minus) = ([0, 2, 4, 1, 3][b], b == 0 || b == 2);
+            if a == 0 || a == 2 {
+                // Down rows r0 - r2 and r0' - r2.
+                let r0 = |p: usize| &column(0, p)[if a == 0 { 0 } else { below }..][..n];
+                let (x, xm, y, ym) = (r0(p), r2(p), r0(2), r2(2));
+                if minus {
+                    let terms = x.iter().zip(xm).zip(y.iter().zip(ym));
+                    for (o, ((&x, &xm), (&y, &ym))) in out.iter_mut().zip(terms) {
+                        *o = (x - xm) - (y - ym);
+                    }
+                } else {
+                    for (o, (&x, &xm)) in out.iter_mut().zip(x.iter().zip(xm)) {
+                        *o = x - xm;
+                    }
                 }
-                v1[..tw].copy_from_slice(p2);
-                for (v, (&a, &b)) in v2[..tw].iter_mut().zip(next.iter().zip(p2)) {
-                    *v = a - b;
+            } else {
+                // Down rows r2, r1 and r3: one split row each.
+                let r = [2, 2, 2, 1, 3][a];
+                let x = &column(r, p)[..n];
+                if minus {
+                    let y = &column(r, 2)[..n];
+                    for (o, (&x, &y)) in out.iter_mut().zip(x.iter().zip(y)) {
+                        *o = x - y;
+                    }
+                } else {
+                    out.copy_from_slice(x);
                 }
-                v3[..tw].copy_from_slice(phase(1, 0));
-                rest[..tw].copy_from_slice(phase(3, 0));
             }
         }
     }
@@ -589,7 +643,8 @@ fn deinterleave(src: &[f32], pl: usize, even: &mut [f32], odd: &mut [f32]) {
 /// tile: 24 at stride `S` 1, 25 at stride 2): per channel, `A` along each tile's rows (to
 /// its output columns: F(4, 3)'s 4 at stride 1, 2 at stride 2) and `Aᵀ` down to its two
 /// output rows, over all of the block's tiles at once, then the bias, the residual and the
-/// epilogue, the columns interleaved into the image's output `y` `[cout, oh, ow]`.
+/// epilogue, the columns interleaved into the images' output `y` `[images, cout, oh, ow]`
+/// (and `residual`, the same shape).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn transform_output<const S: usize>(
@@ -608,14 +663,14 @@ fn transform_output<const S: usize>(
     // The transforms are per tile: they run over the block's tiles at once (long vectors
     // on planes of few tiles across). The transformed tile: `down` rows of `across`; it
     // gives `phases` output columns (a tile's) of 2 output rows.
-    let used = block.rows.len() * tw;
+    let used = block.tiles();
     let (down, across) = if S == 1 { (4, 6) } else { (5, 5) };
     let phases = columns(S);
     scratch.resize((down + OUT) * phases * used, 0.0);
     let (along, outs) = scratch.split_at_mut(down * phases * used);
     for c in 0..cout {
         let b = bias.map_or(0.0, |b| b[c]);
-        let mk = |k: usize| &m[(k * cout + c) * stride + block.base..][..used];
+        let mk = |k: usize| &m[(k * cout + c) * stride..][..used];
         // A along each of the tile's rows, then Aᵀ down each output column.
         for (i, row) in along.chunks_exact_mut(phases * used).enumerate() {
             let r = |j: usize| mk(i * across + j);
@@ -637,17 +692,18 @@ fn transform_output<const S: usize>(
             a_transposed::<S>(rows, f, s);
         }
         let rows = [&*first, &*second];
-        for (q, ty) in block.rows.clone().enumerate() {
+        let tiles = block.rows.clone().enumerate();
+        for ((t, ty), i) in tiles.flat_map(|t| (0..block.images).map(move |i| (t, i))) {
             for (r, values) in rows.into_iter().enumerate() {
                 let oy = OUT * ty + r;
                 if oy >= oh {
                     continue;
                 }
-                let at = c * oh * ow + oy * ow;
-                // SAFETY: output row `oy` of channel `c` is inside the image's `cout · oh ·
-                // ow` values, and this block's alone.
+                let at = (i * cout + c) * oh * ow + oy * ow;
+                // SAFETY: output row `oy` of channel `c` of the block's image `i` is inside
+                // the images' `cout · oh · ow` values each, and this block's alone.
                 let out = unsafe { std::slice::from_raw_parts_mut(y.add(at), ow) };
-                let phase = |p: usize| &values[p * used + q * tw..][..tw];
+                let phase = |p: usize| &values[p * used + block.at(t, i)..][..tw];
                 let res = residual.map(|r| &r[at..][..ow]);
                 if S == 1 {
                     interleave(
