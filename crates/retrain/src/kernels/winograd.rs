@@ -13,8 +13,8 @@
 //! layers (per image, one thread, the AVX2 machine, `examples/resnet_layers.rs`) F(2×2)
 //! took 1.8, 1.7, 1.6–1.9 and 1.8–2.2 ms at 56², 28², 14² and 7², this one 1.5, 1.5, 1.3
 //! and 1.4–1.6 (with its transforms run image by image on the planes that a block holds
-//! several of, 1.3–1.4 and 1.6–1.8 at 14² and 7²). Its outputs there are 1.3e-6 to 3.3e-6 of the largest from the direct
-//! convolution's (F(2×2): 0.7e-6 to 1.4e-6), inside the 1e-5 every kernel is held to. In
+//! several of, 1.3–1.4 and 1.6–1.8 at 14² and 7²). Its outputs there are 1.3e-6 to 3.3e-6
+//! of the largest from the direct convolution's (F(2×2): 0.7e-6 to 1.4e-6), inside the 1e-5 every kernel is held to. In
 //! an `f32` simulation (`scripts/winograd_error.py`) one axis of F(4, 3) costs about three
 //! times F(2×2)'s error (1.9e-6 and 2.8e-6 to 3.2e-6 at 256 and 512 channels, against
 //! 0.6e-6 and 0.9e-6 to 1.0e-6; the points 0, 1, -1, 1/2, -2 would give 1.2e-6 to 2.2e-6
@@ -378,11 +378,18 @@ impl Block {
     fn at(&self, t: usize, i: usize) -> usize {
         (t * self.images + i) * self.tw
     }
+
+    /// `(t, i)` for the first `rows` rows of tiles `t` of every image `i`, in the order of
+    /// their columns ([`Block::at`]).
+    fn parts(&self, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+        let images = self.images;
+        (0..rows).flat_map(move |t| (0..images).map(move |i| (t, i)))
+    }
 }
 
 /// `V[k][c]` (in `v`, `[24, cin, stride]`) for the block's tiles of its images `x`
-/// `[images, cin, h, w]` at stride 1: a 2×4 tile's outputs read the 4×6 input from row `2ty - pt` and column
-/// `4tx - pl`, transformed by F(4, 3)'s `Bᵀ` along (at the points 0, ±1, ±2: entries 0, ±1,
+/// `[images, cin, h, w]` at stride 1: a 2×4 tile's outputs read the 4×6 input from row
+/// `2ty - pt` and column `4tx - pl`, transformed by F(4, 3)'s `Bᵀ` along (at the points 0, ±1, ±2: entries 0, ±1,
 /// ±2, ±4, -5) and F(2, 3)'s down (`[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`).
 ///
 /// Per channel, each padded input row the block reads is split once into a tile's 6
@@ -397,7 +404,7 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
     const ACROSS: usize = 6;
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
-    let (tw, stride, images) = (block.tw, block.stride, block.images);
+    let (tw, stride) = (block.tw, block.stride);
     let rows = block.rows.len();
     // Columns per phase; the block's tiles; a column's values for one parity of rows, a
     // row of tiles more than the block's (and one of slack: a row's phase is split `q`
@@ -412,7 +419,7 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
     for c in 0..cin {
         let plane = |i: usize| &x[(i * cin + c) * ih * iw..][..ih * iw];
         for (parity, columns) in columns.chunks_exact_mut(ACROSS * len).enumerate() {
-            for (t, i) in (0..=rows).flat_map(|t| (0..images).map(move |i| (t, i))) {
+            for (t, i) in block.parts(rows + 1) {
                 let y = (first + 2 * t + parity).checked_sub(pt).filter(|&y| y < ih);
                 let row = y.map(|y| &plane(i)[y * iw..][..iw]);
                 split_row(row, pl, columns, len, block.at(t, i), tw, halves);
@@ -551,7 +558,7 @@ fn transform_input_strided(
     const IN: usize = 5;
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
-    let (tw, stride, images) = (block.tw, block.stride, block.images);
+    let (tw, stride) = (block.tw, block.stride);
     let rows = block.rows.len();
     // Columns per phase; the block's tiles; a split column's values (a row of tiles more
     // than the block's, and one of slack, as in `transform_input`).
@@ -563,7 +570,7 @@ fn transform_input_strided(
     let below = block.at(1, 0);
     for c in 0..cin {
         let plane = |i: usize| &x[(i * cin + c) * ih * iw..][..ih * iw];
-        for (t, i) in (0..=rows).flat_map(|t| (0..images).map(move |i| (t, i))) {
+        for (t, i) in block.parts(rows + 1) {
             let at = block.at(t, i);
             // The last row of tiles only for its row phase 0 (the tiles above read it).
             let phases = if t == rows { 1 } else { 4 };
@@ -692,10 +699,9 @@ fn transform_output<const S: usize>(
             a_transposed::<S>(rows, f, s);
         }
         let rows = [&*first, &*second];
-        let tiles = block.rows.clone().enumerate();
-        for ((t, ty), i) in tiles.flat_map(|t| (0..block.images).map(move |i| (t, i))) {
+        for (t, i) in block.parts(block.rows.len()) {
             for (r, values) in rows.into_iter().enumerate() {
-                let oy = OUT * ty + r;
+                let oy = OUT * (block.rows.start + t) + r;
                 if oy >= oh {
                     continue;
                 }
