@@ -2,7 +2,8 @@
 //! the kernel that inference gives it (`pointwise` for 1×1 stride 1, `winograd` for 3×3
 //! stride 1, `dense`'s patches and `gemm` for the rest), with the time per image, the
 //! layer's count in the network, and its rate in GFLOP/s of the direct convolution's
-//! multiply-adds (two flops each; Winograd's figure above the direct one's is what it saves).
+//! multiply-adds (two flops each; Winograd's figure above the direct one's is what it saves);
+//! then the stem's max pool, which is not a convolution (`pool`'s kernel).
 //!
 //! `RAYON_NUM_THREADS=1 cargo run --release --example resnet_layers [reps] [name]` prints
 //! the fastest of 4 rounds of `reps` calls (default 10) per layer (those whose name holds
@@ -16,7 +17,7 @@ mod timing;
 
 use retrain::kernels::depthwise::Depthwise;
 use retrain::kernels::fused::{Epilogue, Finish};
-use retrain::kernels::{dense, pointwise, winograd};
+use retrain::kernels::{dense, pointwise, pool, winograd};
 use timing::{fastest, values};
 
 /// torchvision's ResNet-50 (stride on the 3×3 convolution) at 224×224, one row per shape of
@@ -60,19 +61,8 @@ fn main() {
         // The stem and stages 1 and 2 on each image alone, stages 3 and 4 (input 28×28)
         // on groups of 8.
         let batch = if name.starts_with(['3', '4']) { 8 } else { 1 };
-        let pad = kernel / 2;
-        let out = (side + 2 * pad - kernel) / stride + 1;
-        let window = Depthwise {
-            batch,
-            channels: cin,
-            multiplier: 1,
-            in_size: [side, side],
-            out_size: [out, out],
-            kernel: [kernel, kernel],
-            stride: [stride, stride],
-            dilation: [1, 1],
-            pad_begin: [pad, pad],
-        };
+        let window = square_window(batch, cin, side, kernel, stride);
+        let out = window.out_size[0];
         let g = dense::Dense {
             window,
             channels_out: cout,
@@ -128,8 +118,42 @@ fn main() {
             2.0 * macs / per_image / 1e6
         );
     }
+    // The stem's max pool (3×3, stride 2, padding 1), its input the stem's output.
+    if "stem max pool".contains(only.as_str()) {
+        let window = square_window(1, 64, 112, 3, 2);
+        let x = values(64 * 112 * 112, 0, 1.0);
+        let ms = fastest(reps, || pool::max_pool(&window, &x));
+        let name = "stem max pool";
+        println!(
+            "{name:<22}   64->64   112² 3x3 s2 max pool  x1  {ms:7.3} ms/image  (not in the sum)"
+        );
+    }
     println!(
         "all convolutions: {total:.2} ms/image, {:.1} GFLOP/s of the direct convolutions' multiply-adds",
         flops / total / 1e6
     );
+}
+
+/// The window of a square `kernel` at `stride` over `side`² planes of `channels`, padded by
+/// half the kernel (as ResNet's layers are).
+fn square_window(
+    batch: usize,
+    channels: usize,
+    side: usize,
+    kernel: usize,
+    stride: usize,
+) -> Depthwise {
+    let pad = kernel / 2;
+    let out = (side + 2 * pad - kernel) / stride + 1;
+    Depthwise {
+        batch,
+        channels,
+        multiplier: 1,
+        in_size: [side, side],
+        out_size: [out, out],
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        dilation: [1, 1],
+        pad_begin: [pad, pad],
+    }
 }

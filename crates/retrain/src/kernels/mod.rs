@@ -2054,6 +2054,28 @@ mod tests {
             .unwrap();
         assert!(y[0].is_nan(), "{y:?}");
         assert_eq!(&y[1..], &[7.0, 13.0, 15.0]);
+        // At every tap of windows of 1 to 9 taps (the kernel takes the first tap, then
+        // threes, then a pair or a single), and past other NaNs.
+        for k in [[1, 1], [1, 2], [1, 3], [2, 2], [1, 5], [2, 3], [3, 3]] {
+            for at in 0..k[0] * k[1] {
+                for also in [None, Some((at + 1) % (k[0] * k[1]))] {
+                    let mut v: Vec<f32> = (0..k[0] * k[1]).map(|i| i as f32).collect();
+                    v[at] = f32::NAN;
+                    if let Some(a) = also {
+                        v[a] = f32::NAN;
+                    }
+                    let x = Tensor::<4>::from_data(TensorData::new(v, [1, 1, k[0], k[1]]), &device);
+                    let y = max_pool2d(x, burn::tensor::ops::MaxPoolOptions::new(k))
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap();
+                    assert!(
+                        y[0].is_nan(),
+                        "window {k:?}, NaN at {at} and {also:?}: {y:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// Forward and both gradients of [`conv2d`] equal burn's own convolution and its
