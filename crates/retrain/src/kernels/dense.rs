@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use super::depthwise::Depthwise;
 use super::fused::Finish;
 use super::pointwise::{self, Matrix};
-use super::{simd, written_once};
+use super::{scratch, simd, written_once};
 
 /// The geometry of a dense convolution: the sliding window (sizes, kernel, stride,
 /// dilation, padding) as a depthwise convolution's with `channels` the input channels and
@@ -75,7 +75,7 @@ impl Dense {
         }
         let x = &input[i * self.in_image()..][..self.in_image()];
         PATCHES.with_borrow_mut(|p| {
-            p.resize(self.depth() * cols, 0.0);
+            let p = scratch(p, self.depth() * cols);
             simd::vectorized(
                 #[inline(always)]
                 || {
@@ -87,7 +87,7 @@ impl Dense {
                     )
                 },
             );
-            with(&p[..self.depth() * cols], cols)
+            with(p, cols)
         })
     }
 

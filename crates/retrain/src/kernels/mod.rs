@@ -501,6 +501,17 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     })
 }
 
+/// The first `len` values of a kernel's scratch `buffer` (a thread's, kept between calls),
+/// which only grows: sized to each call with `resize`, it was zero-filled afresh wherever
+/// a larger layer followed a smaller one, a pass over the grown part each time. The values
+/// are what earlier calls left there; callers write before they read.
+pub(crate) fn scratch(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
 /// A vector of `len` values whose every element `fill` writes: `fill` gets disjoint chunks
 /// of `chunk` elements (the last may be shorter) with their index, in parallel.
 pub(crate) fn written_once(

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::fused::{Epilogue, Finish};
-use super::{Pointwise, simd};
+use super::{Pointwise, scratch, simd};
 
 /// Most depth per `gemm` call of [`product`] (`gemm`'s own largest depth block here).
 const DEPTH_CHUNK: usize = 512;
@@ -153,8 +153,7 @@ pub(super) fn per_image_product(
         }
         let width = images * spatial;
         GATHERED.with_borrow_mut(|[x, y]| {
-            x.resize(a.cols * width, 0.0);
-            y.resize(rows * width, 0.0);
+            let (x, y) = (scratch(x, a.cols * width), scratch(y, rows * width));
             for k in 0..images {
                 rhs(i0 + k, 0, spatial, &mut |src, row_stride| {
                     for (d, to) in x.chunks_exact_mut(width).enumerate() {

@@ -55,7 +55,7 @@ use rayon::prelude::*;
 use super::dense::Dense;
 use super::fused::{Epilogue, Finish};
 use super::pointwise::{self, Matrix, Shared};
-use super::{Pointwise, simd};
+use super::{Pointwise, scratch, simd};
 
 /// Lanes of the weight transform (16 input channels at once), and the multiple that a
 /// block's tiles are rounded up to in its products (`gemm`'s rows come in vectors of 16:
@@ -301,14 +301,14 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
         thread_local! {
             static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
         }
-        BUFFERS.with_borrow_mut(|[v, m, scratch]| {
-            v.resize(k_all * cin * stride, 0.0);
-            m.resize(k_all * cout * stride, 0.0);
+        BUFFERS.with_borrow_mut(|[v, m, buffer]| {
+            let v = scratch(v, k_all * cin * stride);
+            let m = scratch(m, k_all * cout * stride);
             simd::vectorized(
                 #[inline(always)]
                 || match strided {
-                    false => transform_input(g, x, &block, v, scratch),
-                    true => transform_input_strided(g, x, &block, v, scratch),
+                    false => transform_input(g, x, &block, v, buffer),
+                    true => transform_input_strided(g, x, &block, v, buffer),
                 },
             );
             for k in 0..k_all {
@@ -334,8 +334,8 @@ pub fn forward(g: &Dense, input: &[f32], u: &[f32], finish: Finish) -> Vec<f32> 
             per_epilogue!(finish.epilogue, |E| simd::vectorized(
                 #[inline(always)]
                 || match strided {
-                    false => transform_output::<1>(g, m, &block, bias, residual, E, y, scratch),
-                    true => transform_output::<2>(g, m, &block, bias, residual, E, y, scratch),
+                    false => transform_output::<1>(g, m, &block, bias, residual, E, y, buffer),
+                    true => transform_output::<2>(g, m, &block, bias, residual, E, y, buffer),
                 }
             ));
         });
@@ -400,7 +400,7 @@ impl Block {
 /// of the block's tiles at once (a loop per row of 14 tiles or fewer left most of the
 /// arithmetic scalar, and a loop per image of 7×7 tiles or fewer much of it).
 #[inline(always)]
-fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: &mut Vec<f32>) {
+fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], buffer: &mut Vec<f32>) {
     const ACROSS: usize = 6;
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
@@ -411,8 +411,8 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], scratch: 
     // long, its last value into the next row's place, which that row then overwrites).
     let (q, n) = (tw + 1, block.tiles());
     let len = block.at(rows + 1, 0) + 1;
-    scratch.resize(2 * 2 * ACROSS * len + 4 * q, 0.0);
-    let (columns, rest) = scratch.split_at_mut(2 * ACROSS * len);
+    let (columns, rest) =
+        scratch(buffer, 2 * 2 * ACROSS * len + 4 * q).split_at_mut(2 * ACROSS * len);
     let (along, halves) = rest.split_at_mut(2 * ACROSS * len);
     let first = OUT * block.rows.start;
     let below = block.at(1, 0);
@@ -553,7 +553,7 @@ fn transform_input_strided(
     x: &[f32],
     block: &Block,
     v: &mut [f32],
-    scratch: &mut Vec<f32>,
+    buffer: &mut Vec<f32>,
 ) {
     const IN: usize = 5;
     let w = &g.window;
@@ -564,9 +564,8 @@ fn transform_input_strided(
     // than the block's, and one of slack, as in `transform_input`).
     let (q, n) = (tw + 1, block.tiles());
     let len = block.at(rows + 1, 0) + 1;
-    scratch.resize(4 * IN * len + 4 * q, 0.0);
     // split[r · IN + p]: row phase r, column phase p (p = 4: phase 0 of the next tile).
-    let (split, halves) = scratch.split_at_mut(4 * IN * len);
+    let (split, halves) = scratch(buffer, 4 * IN * len + 4 * q).split_at_mut(4 * IN * len);
     let below = block.at(1, 0);
     for c in 0..cin {
         let plane = |i: usize| &x[(i * cin + c) * ih * iw..][..ih * iw];
@@ -662,7 +661,7 @@ fn transform_output<const S: usize>(
     residual: Option<&[f32]>,
     epilogue: Epilogue,
     y: *mut f32,
-    scratch: &mut Vec<f32>,
+    buffer: &mut Vec<f32>,
 ) {
     let [oh, ow] = g.window.out_size;
     let cout = g.channels_out;
@@ -673,8 +672,8 @@ fn transform_output<const S: usize>(
     let used = block.tiles();
     let (down, across) = if S == 1 { (4, 6) } else { (5, 5) };
     let phases = columns(S);
-    scratch.resize((down + OUT) * phases * used, 0.0);
-    let (along, outs) = scratch.split_at_mut(down * phases * used);
+    let (along, outs) =
+        scratch(buffer, (down + OUT) * phases * used).split_at_mut(down * phases * used);
     for c in 0..cout {
         let b = bias.map_or(0.0, |b| b[c]);
         let mk = |k: usize| &m[(k * cout + c) * stride..][..used];
