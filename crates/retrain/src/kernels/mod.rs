@@ -501,6 +501,37 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     })
 }
 
+thread_local! {
+    /// The threads a kernel called on this thread spreads its blocks over; 0: all of
+    /// rayon's ([`threads`], [`with_threads`]).
+    static THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The threads a kernel called here may keep busy: rayon's, or fewer inside
+/// [`with_threads`], where the caller runs other work on the rest.
+pub(crate) fn threads() -> usize {
+    match THREADS.get() {
+        0 => rayon::current_num_threads(),
+        n => n,
+    }
+}
+
+/// `f()`, the kernels it calls on this thread spreading their blocks over `n` threads
+/// (at least 1) instead of all of rayon's: for a caller that runs several such `f` at once
+/// (`zoo::network::run_stages`' groups of images), so that each kernel keeps its work in
+/// few large blocks (a group's images side by side in one product) rather than splitting
+/// it for threads that are busy with the other groups.
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREADS.set(self.0);
+        }
+    }
+    let _restore = Restore(THREADS.replace(n.max(1)));
+    f()
+}
+
 /// The first `len` values of a kernel's scratch `buffer` (a thread's, kept between calls),
 /// which only grows: sized to each call with `resize`, it was zero-filled afresh wherever
 /// a larger layer followed a smaller one, a pass over the grown part each time. The values
@@ -2580,6 +2611,25 @@ mod tests {
                 close(block, layers, "block against its layers", &what);
             }
         }
+    }
+
+    /// Inside `with_threads(n)` a kernel splits a group of images into blocks for `n`
+    /// threads, not rayon's; the setting is the caller's again afterwards, after a panic
+    /// too.
+    #[test]
+    fn with_threads_sets_the_blocks_threads() {
+        let images = |t| with_threads(t, || pointwise::blocks(8, 8, 49, 49));
+        assert_eq!(images(1), vec![(0, 8, 0)]);
+        assert_eq!(images(2), vec![(0, 4, 0), (4, 4, 0)]);
+        assert_eq!(images(3).len(), 3);
+        assert_eq!(threads(), rayon::current_num_threads());
+        let inner = std::panic::catch_unwind(|| with_threads(1, || panic!("in a kernel")));
+        assert!(inner.is_err());
+        assert_eq!(threads(), rayon::current_num_threads());
+        with_threads(2, || {
+            with_threads(1, || assert_eq!(threads(), 1));
+            assert_eq!(threads(), 2);
+        });
     }
 
     /// Winograd's 3×3 kernel over random channels, plane sizes (odd and even, down to one

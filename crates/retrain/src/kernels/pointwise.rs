@@ -182,10 +182,10 @@ pub(super) fn per_image_product(
 }
 
 /// The blocks of a kernel's work, `(first image, images, first part)`: with up to `group`
-/// images a block, all of them whole, as many blocks as the threads (or a multiple) where
-/// the batch allows, of about as many images each (16 images by 6 would leave one of two
-/// threads idle for a third of the time); else each image's `parts` (columns, rows of
-/// tiles) `step` at a time.
+/// images a block, all of them whole, as many blocks as the kernel's threads
+/// ([`super::threads`]) or a multiple where the batch allows, of about as many images each
+/// (16 images by 6 would leave one of two threads idle for a third of the time); else each
+/// image's `parts` (columns, rows of tiles) `step` at a time.
 pub(super) fn blocks(
     batch: usize,
     group: usize,
@@ -195,7 +195,7 @@ pub(super) fn blocks(
     if group > 1 {
         let count = batch
             .div_ceil(group)
-            .next_multiple_of(rayon::current_num_threads())
+            .next_multiple_of(super::threads())
             .min(batch);
         let group = batch.div_ceil(count);
         (0..batch)

@@ -182,10 +182,17 @@ pub fn run_stages(stages: &[Stage], x: Tensor<4>) -> Result<Tensor<4>, GraphErro
         let x = Tensor::cat(parts.into_iter().map(|(x, _)| x).collect(), 0);
         through(x, rest)
     };
+    // The groups at work at once share the threads: a kernel on a group's small maps then
+    // keeps its images in few blocks (Winograd's 7×7 layers: all 8 side by side, 64 tiles
+    // a product, rather than two blocks of 4 for a second thread that is busy with
+    // another group).
+    let groups = n.div_ceil(GROUP);
+    let threads = rayon::current_num_threads();
+    let share = threads.div_ceil(groups.min(threads));
     let outputs = x
         .split(GROUP, 0)
         .into_par_iter()
-        .map(|g| group(g.split(1, 0)))
+        .map(|g| crate::kernels::with_threads(share, || group(g.split(1, 0))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Tensor::cat(outputs, 0))
 }
