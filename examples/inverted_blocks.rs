@@ -11,10 +11,9 @@
 mod timing;
 
 use retrain::kernels::Pointwise;
-use retrain::kernels::depthwise::Depthwise;
 use retrain::kernels::fused::Epilogue;
 use retrain::kernels::inverted::{self, Gate, Inverted, Part, Squeeze};
-use timing::{fastest, values};
+use timing::{fastest, square_window, values};
 
 /// A block: input side, channels in, expanded, out, kernel, stride, times in the network.
 type Block = (usize, usize, usize, usize, usize, usize, usize);
@@ -61,20 +60,8 @@ fn main() {
     };
     let mut total = 0.0;
     for (seed, &(side, cin, hidden, cout, k, stride, times)) in blocks.iter().enumerate() {
-        let pad = k / 2;
-        let out = (side + 2 * pad - k) / stride + 1;
         let b = Inverted {
-            window: Depthwise {
-                batch: 1,
-                channels: hidden,
-                multiplier: 1,
-                in_size: [side, side],
-                out_size: [out, out],
-                kernel: [k, k],
-                stride: [stride, stride],
-                dilation: [1, 1],
-                pad_begin: [pad, pad],
-            },
+            window: square_window(1, hidden, side, k, stride),
             channels_in: cin,
             channels_out: cout,
             residual: stride == 1 && cin == cout,

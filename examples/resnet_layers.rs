@@ -15,10 +15,9 @@
 
 mod timing;
 
-use retrain::kernels::depthwise::Depthwise;
 use retrain::kernels::fused::{Epilogue, Finish};
 use retrain::kernels::{dense, pointwise, pool, winograd};
-use timing::{fastest, values};
+use timing::{fastest, square_window, values};
 
 /// torchvision's ResNet-50 (stride on the 3×3 convolution) at 224×224, one row per shape of
 /// convolution: name, input channels, output channels, input side, kernel side, stride, and
@@ -132,28 +131,4 @@ fn main() {
         "all convolutions: {total:.2} ms/image, {:.1} GFLOP/s of the direct convolutions' multiply-adds",
         flops / total / 1e6
     );
-}
-
-/// The window of a square `kernel` at `stride` over `side`² planes of `channels`, padded by
-/// half the kernel (as ResNet's layers are).
-fn square_window(
-    batch: usize,
-    channels: usize,
-    side: usize,
-    kernel: usize,
-    stride: usize,
-) -> Depthwise {
-    let pad = kernel / 2;
-    let out = (side + 2 * pad - kernel) / stride + 1;
-    Depthwise {
-        batch,
-        channels,
-        multiplier: 1,
-        in_size: [side, side],
-        out_size: [out, out],
-        kernel: [kernel, kernel],
-        stride: [stride, stride],
-        dilation: [1, 1],
-        pad_begin: [pad, pad],
-    }
 }

@@ -10,10 +10,9 @@
 
 mod timing;
 
-use retrain::kernels::depthwise::Depthwise;
 use retrain::kernels::fused::{Epilogue, Finish};
 use retrain::kernels::{dense, winograd};
-use timing::{fastest, values};
+use timing::{fastest, square_window, values};
 
 fn main() {
     let reps: usize = std::env::args().nth(1).map_or(200, |s| s.parse().unwrap());
@@ -23,17 +22,7 @@ fn main() {
         if only.is_some_and(|o| o != s) {
             continue;
         }
-        let window = Depthwise {
-            batch,
-            channels: c,
-            multiplier: 1,
-            in_size: [s, s],
-            out_size: [s, s],
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pad_begin: [1, 1],
-        };
+        let window = square_window(batch, c, s, 3, 1);
         let g = dense::Dense {
             window,
             channels_out: c,
