@@ -10,7 +10,7 @@
 use std::mem::MaybeUninit;
 
 use super::depthwise::Depthwise;
-use super::{Pointwise, simd, written_once};
+use super::{Pointwise, scratch, simd, written_once};
 
 /// What follows a convolution in the same pass: its bias (when it has one), then this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +246,7 @@ impl Phases {
     ) {
         let width = self.width;
         let rows = (BLOCK / width).clamp(1, oh);
-        acc.resize((rows * width).next_multiple_of(LANES), 0.0);
+        let acc = scratch(acc, (rows * width).next_multiple_of(LANES));
         for r0 in (0..oh).step_by(rows) {
             // Whole vectors: the accumulators past the block's are computed and dropped,
             // so that no loop over them ends in a scalar remainder (up to 15 of 77 values
@@ -353,11 +353,11 @@ impl Phases {
         let h = x.len() / w;
         // Only sized here: every element is written below, the input's or `pad` (a fill of
         // the whole buffer first was a pass as long as the copy).
-        out.resize(sh * sw * len, pad);
+        let out = scratch(out, sh * sw * len);
         if sw == 2 {
-            return self.split_pairs(x, w, pad, &mut out[..sh * 2 * len], f);
+            return self.split_pairs(x, w, pad, out, f);
         }
-        for (p, phase) in out[..sh * sw * len].chunks_exact_mut(len).enumerate() {
+        for (p, phase) in out.chunks_exact_mut(len).enumerate() {
             let (a, b) = (p / sw, p % sw);
             // Input columns x with (x + pad) % sw == b land at (x + pad) / sw, from `lead`.
             let first = (b + sw - self.pad[1] % sw) % sw;

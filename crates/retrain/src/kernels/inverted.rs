@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::depthwise::{Depthwise, dot};
 use super::fused::{Epilogue, Phases};
 use super::pointwise::{Matrix, Shared, product, strided_product};
-use super::{Pointwise, simd};
+use super::{Pointwise, scratch, simd};
 
 /// The block's geometry: `window` is the depthwise convolution's over a whole image
 /// (`batch` images, `channels` the expanded ones, multiplier 1).
@@ -221,7 +221,7 @@ pub(super) fn in_bands(
                 static DW_OUT: RefCell<Vec<f32>> = Default::default();
             }
             DW_OUT.with_borrow_mut(|dw_out| {
-                dw_out.resize(hidden * cols(r1 - r0), 0.0);
+                let dw_out = scratch(dw_out, hidden * cols(r1 - r0));
                 front(i, r0, r1, dw_out);
                 back(i, r0, r1, dw_out);
             });
@@ -373,7 +373,7 @@ fn planes_front(
         static SCRATCH: RefCell<[Vec<f32>; 2]> = Default::default();
     }
     SCRATCH.with_borrow_mut(|[expanded, split]| {
-        expanded.resize(hidden * cols_in.max(1), 0.0);
+        let expanded = scratch(expanded, hidden * cols_in.max(1));
         if cols_in > 0 {
             // SAFETY: `expanded` holds `hidden · cols_in` values; the weight `[hidden, cin]`
             // (asserted by `in_bands`); the input's `cin` rows of `cols_in` values from row
@@ -445,7 +445,7 @@ unsafe fn planes_back(
         static PROJECTED: RefCell<Vec<f32>> = Default::default();
     }
     PROJECTED.with_borrow_mut(|projected| {
-        projected.resize(cout * cols_wide, 0.0);
+        let projected = scratch(projected, cout * cols_wide);
         // SAFETY: `projected` holds `cout · cols_wide` values, the weight `[cout, hidden]`
         // (asserted by `in_bands`) and `dw_out` `[hidden, cols_wide]`.
         unsafe {
@@ -519,7 +519,7 @@ fn channels_last_front(
     }
     EXPANDED.with_borrow_mut(|expanded| {
         // 1. The expansion, channels-last, then its bias and activation.
-        expanded.resize(pixels_in * hidden, 0.0);
+        let expanded = scratch(expanded, pixels_in * hidden);
         if pixels_in > 0 {
             let input = Matrix {
                 values: &x[first * w..],
