@@ -250,7 +250,7 @@ pub fn input_grad(g: &Dense, weight: &[f32], out_grad: &[f32]) -> Vec<f32> {
         BLOCK.with_borrow_mut(|p| {
             for j0 in (0..spatial).step_by(step) {
                 let cols = step.min(spatial - j0);
-                p.resize(depth * cols, 0.0);
+                let p = scratch(p, depth * cols);
                 // SAFETY: `gemm` reads `weight` `[cout, depth]` as its transpose (inside it:
                 // asserted) and columns `j0..j0 + cols` of `dy`'s `cout` rows (stride
                 // `spatial`, inside `dy`), and writes all of `p` `[depth, cols]`, which it
