@@ -75,6 +75,65 @@ pub(crate) fn deinterleave(
     }
 }
 
+/// Defines a function whose body runs compiled for AVX2 + FMA when the CPU has them (as
+/// [`vectorized`]), in a function of its own whose slice arguments LLVM takes not to
+/// overlap: a loop over several slices of one buffer, inlined into its caller, ran its
+/// scalar version behind a run-time check that they do not overlap (or stayed scalar).
+macro_rules! disjoint {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[inline(never)]
+                fn avx2($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if $crate::kernels::simd::has_avx2() {
+                    // SAFETY: the CPU has AVX2 and FMA (`has_avx2`).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use disjoint;
+
+/// Whether the CPU has AVX2 and FMA (detected once).
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return !matches!(level(), Level::Baseline);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+disjoint! {
+    /// `p0[i] = src[4i]`, `p1[i] = src[4i + 1]`, … for the `p0.len()` values of each phase
+    /// (`src` holding 4 of them each): one loop over whole groups of 4, which vectorises as
+    /// one 4-way de-interleave.
+    pub(crate) fn split4(
+        src: &[f32],
+        p0: &mut [f32],
+        p1: &mut [f32],
+        p2: &mut [f32],
+        p3: &mut [f32],
+    ) {
+        let n = p0.len();
+        let (p1, p2, p3, src) = (&mut p1[..n], &mut p2[..n], &mut p3[..n], &src[..4 * n]);
+        let phases = p0.iter_mut().zip(p1).zip(p2).zip(p3);
+        for ((((a, b), c), d), s) in phases.zip(src.chunks_exact(4)) {
+            (*a, *b, *c, *d) = (s[0], s[1], s[2], s[3]);
+        }
+    }
+}
+
 /// `dst[i] = src[2i]`, `src` holding at least `2 · dst.len() - 1` values (a stride-2
 /// window's row): whole pairs, so that the loop vectorises as one de-interleave (an indexed
 /// or `chunks(2)` loop stays scalar), then the last value alone, as its pair may end past

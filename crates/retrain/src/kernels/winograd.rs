@@ -392,147 +392,229 @@ impl Block {
 /// `2ty - pt` and column `4tx - pl`, transformed by F(4, 3)'s `Bᵀ` along (at the points 0, ±1, ±2: entries 0, ±1,
 /// ±2, ±4, -5) and F(2, 3)'s down (`[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`).
 ///
-/// Per channel, each padded input row the block reads is split once into a tile's 6
-/// columns (phase 0 to 3 of the row's columns at `tx`, phase 0 and 1 at `tx + 1`), `tw`
-/// values a row of tiles, the even rows apart from the odd ones: a tile row's 4 input rows
-/// are then even and odd row `ty` and even and odd row `ty + 1`, a row of tiles of every
-/// image apart ([`Block`]), so that both transforms are unit-stride vector loops over all
-/// of the block's tiles at once (a loop per row of 14 tiles or fewer left most of the
-/// arithmetic scalar, and a loop per image of 7×7 tiles or fewer much of it).
+/// Per channel, the padded input rows the block reads are split into their 4 column phases
+/// ([`split_rows`]; a row of tiles of every image apart, [`Block`]; the even rows apart
+/// from the odd ones): a tile's 6 columns are then phases 0 to 3 at its own place and
+/// phases 0 and 1 at the next, except for the last tile of each row, whose two columns
+/// past its phases are put right afterwards. A tile row's 4 input rows are even and odd row
+/// `ty` and even and odd row `ty + 1`, so that both transforms are unit-stride vector loops
+/// over all of the block's tiles at once (a loop per row of 14 tiles or fewer left most of
+/// the arithmetic scalar, and a loop per image of 7×7 tiles or fewer much of it), each a
+/// function of its own (`simd::disjoint!`: inlined, LLVM could not tell that its rows do
+/// not overlap and ran them scalar).
 #[inline(always)]
 fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], buffer: &mut Vec<f32>) {
     const ACROSS: usize = 6;
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
-    let (tw, stride) = (block.tw, block.stride);
-    let rows = block.rows.len();
-    // Columns per phase; the block's tiles; a column's values for one parity of rows, a
-    // row of tiles more than the block's (and one of slack: a row's phase is split `q`
-    // long, its last value into the next row's place, which that row then overwrites).
-    let (q, n) = (tw + 1, block.tiles());
-    let len = block.at(rows + 1, 0) + 1;
-    let (columns, rest) =
-        scratch(buffer, 2 * 2 * ACROSS * len + 4 * q).split_at_mut(2 * ACROSS * len);
-    let (along, halves) = rest.split_at_mut(2 * ACROSS * len);
+    let tw = block.tw;
+    let (rows, n, stride) = (block.rows.len(), block.tiles(), block.stride);
+    // The tiles of the rows of tiles read (a row of tiles more than the block's), and a
+    // column's values for one parity of rows (one of slack, read only for a last tile).
+    let m = block.at(rows + 1, 0);
+    let len = m + 1;
+    // Padded columns a staged row holds.
+    let width = 4 * tw;
+    let (staged, rest) =
+        scratch(buffer, 2 * 4 * m + 2 * (4 + ACROSS) * len).split_at_mut(2 * 4 * m);
+    let (phases, along) = rest.split_at_mut(2 * 4 * len);
+    staged.fill(0.0);
     let first = OUT * block.rows.start;
     let below = block.at(1, 0);
+    let source =
+        |parity: usize, t: usize| (first + 2 * t + parity).checked_sub(pt).filter(|&y| y < ih);
     for c in 0..cin {
         let plane = |i: usize| &x[(i * cin + c) * ih * iw..][..ih * iw];
-        for (parity, columns) in columns.chunks_exact_mut(ACROSS * len).enumerate() {
-            for (t, i) in block.parts(rows + 1) {
-                let y = (first + 2 * t + parity).checked_sub(pt).filter(|&y| y < ih);
-                let row = y.map(|y| &plane(i)[y * iw..][..iw]);
-                split_row(row, pl, columns, len, block.at(t, i), tw, halves);
-            }
-        }
-        // Bᵀ along each split row: from the tile's columns e0..e5, one output a loop (with
-        // several, the checks that they overlap none of the inputs were too many for LLVM,
-        // which left the loop scalar),
-        // [4e0 - 5e2 + e4, e3 + e4 - 4(e1 + e2), 4(e1 - e2) - e3 + e4,
-        //  2(e3 - e1) - e2 + e4, 2(e1 - e3) - e2 + e4, 4e1 - 5e3 + e5].
-        let m = block.at(rows + 1, 0);
-        for (columns, along) in columns
-            .chunks_exact(ACROSS * len)
-            .zip(along.chunks_exact_mut(ACROSS * len))
+        for (parity, (staged, (phases, along))) in staged
+            .chunks_exact_mut(4 * m)
+            .zip(
+                phases
+                    .chunks_exact_mut(4 * len)
+                    .zip(along.chunks_exact_mut(ACROSS * len)),
+            )
+            .enumerate()
         {
-            let e: [&[f32]; ACROSS] = std::array::from_fn(|s| &columns[s * len..][..m]);
+            let row = |t: usize, i: usize| source(parity, t).map(|y| &plane(i)[y * iw..][..iw]);
+            split_rows(staged, phases, block, rows + 1, pl, row);
+            let (p0, rest) = phases.split_at_mut(len);
+            let (p1, rest) = rest.split_at_mut(len);
+            let (p2, p3) = rest.split_at_mut(len);
+            // Bᵀ along each split row, from the tile's columns: phases 0 to 3 at the tile,
+            // 0 and 1 at the next.
             let mut outs = along.chunks_exact_mut(len).map(|o| &mut o[..m]);
             let mut next = || outs.next().expect("six columns");
             let (v0, v1, v2, v3, v4, v5) = (next(), next(), next(), next(), next(), next());
-            for (v, ((&a, &b), &c)) in v0.iter_mut().zip(e[0].iter().zip(e[2]).zip(e[4])) {
-                *v = 4.0 * a - 5.0 * b + c;
-            }
-            let middle = || e[1].iter().zip(e[2]).zip(e[3]).zip(e[4]);
-            for (v, (((&a, &b), &c), &d)) in v1.iter_mut().zip(middle()) {
-                *v = c + d - 4.0 * (a + b);
-            }
-            for (v, (((&a, &b), &c), &d)) in v2.iter_mut().zip(middle()) {
-                *v = 4.0 * (a - b) - c + d;
-            }
-            for (v, (((&a, &b), &c), &d)) in v3.iter_mut().zip(middle()) {
-                *v = 2.0 * (c - a) - b + d;
-            }
-            for (v, (((&a, &b), &c), &d)) in v4.iter_mut().zip(middle()) {
-                *v = 2.0 * (a - c) - b + d;
-            }
-            for (v, ((&a, &b), &c)) in v5.iter_mut().zip(e[1].iter().zip(e[3]).zip(e[5])) {
-                *v = 4.0 * a - 5.0 * b + c;
+            let e = (&p0[..m], &p1[..m], &p2[..m], &p3[..m], &p0[1..], &p1[1..]);
+            along_row(e.0, e.1, e.2, e.3, e.4, e.5, v0, v1, v2, v3, v4, v5);
+            // A row's last tile reads the two columns past its staged ones, not the next
+            // row's first two: its outputs again, from those.
+            for (t, i) in block.parts(rows + 1) {
+                let j = block.at(t, i) + tw - 1;
+                let [e0, e1, e2, e3] = [&p0, &p1, &p2, &p3].map(|p| p[j]);
+                let [e4, e5] = [width, width + 1].map(|u| padded(row(t, i), pl, u));
+                v0[j] = along_0(e0, e2, e4);
+                v1[j] = along_1(e1, e2, e3, e4);
+                v2[j] = along_2(e1, e2, e3, e4);
+                v3[j] = along_3(e1, e2, e3, e4);
+                v4[j] = along_4(e1, e2, e3, e4);
+                v5[j] = along_5(e1, e3, e5);
             }
         }
         // Bᵀ down, into `V`: the tile row's input rows 0 to 3 are even and odd split row
-        // `ty`, then `ty + 1` (a row of tiles further).
+        // `ty`, then `ty + 1` (a row of tiles further); column `j`'s 4 outputs are
+        // `V[i · 6 + j]`.
         let (even, odd) = along.split_at(ACROSS * len);
+        let mut outs: [&mut [f32]; 4 * ACROSS] = {
+            let mut k = v
+                .chunks_exact_mut(cin * stride)
+                .map(|k| &mut k[c * stride..][..n]);
+            std::array::from_fn(|_| k.next().expect("24 products"))
+        };
         for j in 0..ACROSS {
             let (e, o) = (&even[j * len..], &odd[j * len..]);
-            let (r0, r1, r2, r3) = (&e[..n], &o[..n], &e[below..][..n], &o[below..][..n]);
-            for (i, (a, b, minus)) in [
-                (r0, r2, true),
-                (r1, r2, false),
-                (r2, r1, true),
-                (r1, r3, true),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let at = ((i * ACROSS + j) * cin + c) * stride;
-                let out = &mut v[at..][..n];
-                if minus {
-                    for (v, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
-                        *v = a - b;
-                    }
-                } else {
-                    for (v, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
-                        *v = a + b;
-                    }
-                }
-            }
+            let [v0, v1, v2, v3] = [0, 1, 2, 3].map(|i| std::mem::take(&mut outs[i * ACROSS + j]));
+            down(
+                &e[..n],
+                &o[..n],
+                &e[below..][..n],
+                &o[below..][..n],
+                v0,
+                v1,
+                v2,
+                v3,
+            );
         }
     }
 }
 
-/// A row of tiles' part of the padded input row `row` (zeros where `None`) split for the
-/// transforms: in `columns` (`len` values a column, the row's part from `at`), its 4 column
-/// phases, `tw + 1` values each (the last a slack value that the next part overwrites),
-/// then in each further column phase 0, 1, … again from the next tile on (`tw` values).
+simd::disjoint! {
+    /// F(2, 3)'s `Bᵀ` down a tile's 4 rows `r0..r3` (a value per tile) to `v0..v3`, one
+    /// loop for the 4 (as loops of their own they read each row twice).
+    fn down(
+        r0: &[f32],
+        r1: &[f32],
+        r2: &[f32],
+        r3: &[f32],
+        v0: &mut [f32],
+        v1: &mut [f32],
+        v2: &mut [f32],
+        v3: &mut [f32],
+    ) {
+        let n = v0.len();
+        let (r0, r1, r2, r3) = (&r0[..n], &r1[..n], &r2[..n], &r3[..n]);
+        let (v1, v2, v3) = (&mut v1[..n], &mut v2[..n], &mut v3[..n]);
+        for i in 0..n {
+            v0[i] = r0[i] - r2[i];
+            v1[i] = r1[i] + r2[i];
+            v2[i] = r2[i] - r1[i];
+            v3[i] = r1[i] - r3[i];
+        }
+    }
+}
+
+simd::disjoint! {
+    /// F(4, 3)'s `Bᵀ` along the rows of tiles, from their columns `e0..e5` (a value per
+    /// tile) to `v0..v5`: `[4e0 - 5e2 + e4, e3 + e4 - 4(e1 + e2), 4(e1 - e2) - e3 + e4,
+    /// 2(e3 - e1) - e2 + e4, 2(e1 - e3) - e2 + e4, 4e1 - 5e3 + e5]`, one loop for the 6.
+    fn along_row(
+        e0: &[f32],
+        e1: &[f32],
+        e2: &[f32],
+        e3: &[f32],
+        e4: &[f32],
+        e5: &[f32],
+        v0: &mut [f32],
+        v1: &mut [f32],
+        v2: &mut [f32],
+        v3: &mut [f32],
+        v4: &mut [f32],
+        v5: &mut [f32],
+    ) {
+        let n = v0.len();
+        let e = (&e0[..n], &e1[..n], &e2[..n], &e3[..n], &e4[..n], &e5[..n]);
+        let (e0, e1, e2, e3, e4, e5) = e;
+        let v = (&mut v1[..n], &mut v2[..n], &mut v3[..n], &mut v4[..n], &mut v5[..n]);
+        let (v1, v2, v3, v4, v5) = v;
+        for i in 0..n {
+            v0[i] = along_0(e0[i], e2[i], e4[i]);
+            v1[i] = along_1(e1[i], e2[i], e3[i], e4[i]);
+            v2[i] = along_2(e1[i], e2[i], e3[i], e4[i]);
+            v3[i] = along_3(e1[i], e2[i], e3[i], e4[i]);
+            v4[i] = along_4(e1[i], e2[i], e3[i], e4[i]);
+            v5[i] = along_5(e1[i], e3[i], e5[i]);
+        }
+    }
+}
+
+// F(4, 3)'s `Bᵀ` along a row, output by output (`along_row`): the same operations in the
+// vector loop and for a row's last tile, so that both give the same bits.
 #[inline(always)]
-fn split_row(
-    row: Option<&[f32]>,
+fn along_0(e0: f32, e2: f32, e4: f32) -> f32 {
+    4.0 * e0 - 5.0 * e2 + e4
+}
+#[inline(always)]
+fn along_1(e1: f32, e2: f32, e3: f32, e4: f32) -> f32 {
+    e3 + e4 - 4.0 * (e1 + e2)
+}
+#[inline(always)]
+fn along_2(e1: f32, e2: f32, e3: f32, e4: f32) -> f32 {
+    4.0 * (e1 - e2) - e3 + e4
+}
+#[inline(always)]
+fn along_3(e1: f32, e2: f32, e3: f32, e4: f32) -> f32 {
+    2.0 * (e3 - e1) - e2 + e4
+}
+#[inline(always)]
+fn along_4(e1: f32, e2: f32, e3: f32, e4: f32) -> f32 {
+    2.0 * (e1 - e3) - e2 + e4
+}
+#[inline(always)]
+fn along_5(e1: f32, e3: f32, e5: f32) -> f32 {
+    4.0 * e1 - 5.0 * e3 + e5
+}
+
+/// The input rows of the block's first `parts` rows of tiles, `row(t, i)` for image `i` and
+/// row of tiles `t` (`None` outside the input: zeros), split into their 4 column phases for
+/// the input transforms: padded column `4tx + p` of a row to `phases[p · len + at(t, i) +
+/// tx]`, `len` a quarter of `phases`. The rows are staged side by side in `staged` (`4 ·
+/// at(parts, 0)` values, zero where the rows do not reach, which stays so: each channel
+/// writes the same places), `4 · tw` columns each, then split in one pass (split row by row,
+/// a row's phases only `tw` long, the splitting was most of the transforms' time).
+#[inline(always)]
+fn split_rows<'a>(
+    staged: &mut [f32],
+    phases: &mut [f32],
+    block: &Block,
+    parts: usize,
     pl: usize,
-    columns: &mut [f32],
-    len: usize,
-    at: usize,
-    tw: usize,
-    halves: &mut [f32],
+    row: impl Fn(usize, usize) -> Option<&'a [f32]>,
 ) {
-    let Some(row) = row else {
-        for column in columns.chunks_exact_mut(len) {
-            column[at..][..tw + 1].fill(0.0);
+    for (t, i) in block.parts(parts) {
+        if let Some(row) = row(t, i) {
+            let inside = row.len().min((4 * block.tw).saturating_sub(pl));
+            staged[4 * block.at(t, i) + pl..][..inside].copy_from_slice(&row[..inside]);
         }
-        return;
-    };
-    let (split, next) = columns.split_at_mut(4 * len);
-    let mut phases = split.chunks_exact_mut(len).map(|p| &mut p[at..][..tw + 1]);
-    split_phases(
-        row,
-        pl,
-        halves,
-        std::array::from_fn(|_| phases.next().expect("4 phases")),
-    );
-    for (p, n) in next.chunks_exact_mut(len).enumerate() {
-        n[at..][..tw].copy_from_slice(&split[p * len + at + 1..][..tw]);
     }
+    let m = staged.len() / 4;
+    let len = phases.len() / 4;
+    let (p0, rest) = phases.split_at_mut(len);
+    let (p1, rest) = rest.split_at_mut(len);
+    let (p2, p3) = rest.split_at_mut(len);
+    simd::split4(
+        staged,
+        &mut p0[..m],
+        &mut p1[..m],
+        &mut p2[..m],
+        &mut p3[..m],
+    );
 }
 
-/// The padded input row `src` (`pl` zeros before it, zeros after it) split into its 4
-/// column phases, `q` values each (column `4t + p` to `phases[p][t]`), through its even and
-/// odd columns (`halves`, `4q` values of scratch).
+/// Column `u` of a padded input row: `pl` zeros, the row, then zeros (all zeros where the
+/// row is outside the input, `None`).
 #[inline(always)]
-fn split_phases(src: &[f32], pl: usize, halves: &mut [f32], phases: [&mut [f32]; 4]) {
-    let [p0, p1, p2, p3] = phases;
-    let (even, odd) = halves.split_at_mut(2 * p0.len());
-    deinterleave(src, pl, even, odd);
-    simd::deinterleave(p0, p2, even, |v| v);
-    simd::deinterleave(p1, p3, odd, |v| v);
+fn padded(row: Option<&[f32]>, pl: usize, u: usize) -> f32 {
+    let value = u.checked_sub(pl).and_then(|j| row.and_then(|r| r.get(j)));
+    value.copied().unwrap_or(0.0)
 }
 
 /// [`transform_input`] for a stride-2 window: a tile's 2×2 outputs read the 5×5 input from
@@ -540,10 +622,11 @@ fn split_phases(src: &[f32], pl: usize, halves: &mut [f32], phases: [&mut [f32];
 /// to `[d0 - d2, d2, d4 - d2, d1, d3]`: the even taps' F(2, 2) (the products that `g0`,
 /// `g0 + g2` and `g2` make) and the middle tap's two plain ones (by `g1`).
 ///
-/// Per channel, each padded input row the block reads is split once into its 4 column
-/// phases (column `4t + p` to phase `p`) and phase 0 of the next tile, `tw` values a row of
-/// tiles, the rows apart by their phase (row `4ty + r` to row phase `r`; a tile's fifth row
-/// is row phase 0 a row of tiles further, [`Block`]): each of the 25 values of a tile is
+/// Per channel, the padded input rows the block reads are staged and split as in
+/// [`transform_input`], into their 4 column phases (column `4t + p` to phase `p`) and phase
+/// 0 of the next tile, `tw` values a row of tiles, the rows apart by their phase (row `4ty +
+/// r` to row phase `r`; a tile's fifth row is row phase 0 a row of tiles further,
+/// [`Block`]): each of the 25 values of a tile is
 /// then a sum of up to 4 split values, and the transform one unit-stride vector loop a
 /// value over all of the block's tiles (a loop per row of tiles, 2 to 14 tiles long, left
 /// the arithmetic mostly scalar).
@@ -559,24 +642,39 @@ fn transform_input_strided(
     let w = &g.window;
     let (cin, [ih, iw], [pt, pl]) = (w.channels, w.in_size, w.pad_begin);
     let (tw, stride) = (block.tw, block.stride);
-    let rows = block.rows.len();
-    // Columns per phase; the block's tiles; a split column's values (a row of tiles more
-    // than the block's, and one of slack, as in `transform_input`).
-    let (q, n) = (tw + 1, block.tiles());
-    let len = block.at(rows + 1, 0) + 1;
-    // split[r · IN + p]: row phase r, column phase p (p = 4: phase 0 of the next tile).
-    let (split, halves) = scratch(buffer, 4 * IN * len + 4 * q).split_at_mut(4 * IN * len);
+    let (rows, n) = (block.rows.len(), block.tiles());
+    // The tiles of the rows of tiles read (a row of tiles more than the block's), a split
+    // column's values (one of slack), and the staged rows' padded columns, as in
+    // `transform_input`.
+    let m = block.at(rows + 1, 0);
+    let len = m + 1;
+    let width = 4 * tw;
+    // staged[r]: the rows of row phase r; split[r · IN + p]: their column phase p (p = 4:
+    // phase 0 of the next tile).
+    let (staged, split) = scratch(buffer, 4 * 4 * m + 4 * IN * len).split_at_mut(4 * 4 * m);
+    staged.fill(0.0);
     let below = block.at(1, 0);
+    let source = |r: usize, t: usize| {
+        (2 * OUT * (block.rows.start + t) + r)
+            .checked_sub(pt)
+            .filter(|&y| y < ih)
+    };
     for c in 0..cin {
         let plane = |i: usize| &x[(i * cin + c) * ih * iw..][..ih * iw];
-        for (t, i) in block.parts(rows + 1) {
-            let at = block.at(t, i);
+        let phases = staged
+            .chunks_exact_mut(4 * m)
+            .zip(split.chunks_exact_mut(IN * len));
+        for (r, (staged, columns)) in phases.enumerate() {
             // The last row of tiles only for its row phase 0 (the tiles above read it).
-            let phases = if t == rows { 1 } else { 4 };
-            for (r, columns) in split.chunks_exact_mut(IN * len).take(phases).enumerate() {
-                let y = (2 * OUT * (block.rows.start + t) + r).checked_sub(pt);
-                let row = y.filter(|&y| y < ih).map(|y| &plane(i)[y * iw..][..iw]);
-                split_row(row, pl, columns, len, at, tw, halves);
+            let parts = if r == 0 { rows + 1 } else { rows };
+            let row = |t: usize, i: usize| source(r, t).map(|y| &plane(i)[y * iw..][..iw]);
+            split_rows(staged, &mut columns[..4 * len], block, parts, pl, row);
+            let (p0, rest) = columns.split_at_mut(len);
+            let p4 = &mut rest[3 * len..];
+            // A row's last tile reads the column past its staged ones.
+            p4[..m].copy_from_slice(&p0[1..]);
+            for (t, i) in block.parts(parts) {
+                p4[block.at(t, i) + tw - 1] = padded(row(t, i), pl, width);
             }
         }
         // Value (a, b) of a tile: down row `a` of [r0 - r2, r2, r0' - r2, r1, r3] (r0' row
@@ -617,31 +715,6 @@ fn transform_input_strided(
                 }
             }
         }
-    }
-}
-
-/// `even[h]`, `odd[h]` = columns `2h`, `2h + 1` of `src` padded with `pl` zeros before it
-/// (and zeros after it).
-#[inline(always)]
-fn deinterleave(src: &[f32], pl: usize, even: &mut [f32], odd: &mut [f32]) {
-    let col = |j: usize| {
-        j.checked_sub(pl)
-            .and_then(|j| src.get(j))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let half = even.len();
-    // Pairs whose both columns are inside `src`: 2h >= pl and 2h + 1 - pl < len.
-    let lo = pl.div_ceil(2).min(half);
-    let hi = ((src.len() + pl) / 2).clamp(lo, half);
-    for h in (0..lo).chain(hi..half) {
-        even[h] = col(2 * h);
-        odd[h] = col(2 * h + 1);
-    }
-    let pairs = src[2 * lo - pl..].chunks_exact(2);
-    for ((e, o), p) in even[lo..hi].iter_mut().zip(&mut odd[lo..hi]).zip(pairs) {
-        *e = p[0];
-        *o = p[1];
     }
 }
 
