@@ -399,9 +399,9 @@ impl Block {
 /// past its phases are put right afterwards. A tile row's 4 input rows are even and odd row
 /// `ty` and even and odd row `ty + 1`, so that both transforms are unit-stride vector loops
 /// over all of the block's tiles at once (a loop per row of 14 tiles or fewer left most of
-/// the arithmetic scalar, and a loop per image of 7×7 tiles or fewer much of it), each a
-/// function of its own (`simd::disjoint!`: inlined, LLVM could not tell that its rows do
-/// not overlap and ran them scalar).
+/// the arithmetic scalar, and a loop per image of 7×7 tiles or fewer much of it), each one
+/// loop for all of its outputs in a function of its own (`simd::disjoint!`: inlined, a
+/// loop over several parts of one buffer runs scalar behind run-time overlap checks).
 #[inline(always)]
 fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], buffer: &mut Vec<f32>) {
     const ACROSS: usize = 6;
@@ -444,14 +444,15 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], buffer: &
             let mut outs = along.chunks_exact_mut(len).map(|o| &mut o[..m]);
             let mut next = || outs.next().expect("six columns");
             let (v0, v1, v2, v3, v4, v5) = (next(), next(), next(), next(), next(), next());
-            let e = (&p0[..m], &p1[..m], &p2[..m], &p3[..m], &p0[1..], &p1[1..]);
-            along_row(e.0, e.1, e.2, e.3, e.4, e.5, v0, v1, v2, v3, v4, v5);
+            let (e0, e1, e2, e3) = (&p0[..m], &p1[..m], &p2[..m], &p3[..m]);
+            along_row(e0, e1, e2, e3, &p0[1..], &p1[1..], v0, v1, v2, v3, v4, v5);
             // A row's last tile reads the two columns past its staged ones, not the next
             // row's first two: its outputs again, from those.
             for (t, i) in block.parts(rows + 1) {
                 let j = block.at(t, i) + tw - 1;
                 let [e0, e1, e2, e3] = [&p0, &p1, &p2, &p3].map(|p| p[j]);
-                let [e4, e5] = [width, width + 1].map(|u| padded(row(t, i), pl, u));
+                let row = row(t, i);
+                let [e4, e5] = [width, width + 1].map(|u| padded(row, pl, u));
                 v0[j] = along_0(e0, e2, e4);
                 v1[j] = along_1(e1, e2, e3, e4);
                 v2[j] = along_2(e1, e2, e3, e4);
@@ -531,10 +532,10 @@ simd::disjoint! {
         v5: &mut [f32],
     ) {
         let n = v0.len();
-        let e = (&e0[..n], &e1[..n], &e2[..n], &e3[..n], &e4[..n], &e5[..n]);
-        let (e0, e1, e2, e3, e4, e5) = e;
-        let v = (&mut v1[..n], &mut v2[..n], &mut v3[..n], &mut v4[..n], &mut v5[..n]);
-        let (v1, v2, v3, v4, v5) = v;
+        let (e0, e1, e2) = (&e0[..n], &e1[..n], &e2[..n]);
+        let (e3, e4, e5) = (&e3[..n], &e4[..n], &e5[..n]);
+        let (v1, v2, v3) = (&mut v1[..n], &mut v2[..n], &mut v3[..n]);
+        let (v4, v5) = (&mut v4[..n], &mut v5[..n]);
         for i in 0..n {
             v0[i] = along_0(e0[i], e2[i], e4[i]);
             v1[i] = along_1(e1[i], e2[i], e3[i], e4[i]);
