@@ -6,7 +6,8 @@
 //! `RAYON_NUM_THREADS=1 cargo run --release --example winograd_layers [reps [batch [size]]]`
 //! prints, per layer (or the one whose plane is `size` on a side), the fastest of 4 rounds
 //! of `reps` calls (default 200) of each on `batch` images (default 1; `run_stages` groups
-//! the images of the 28×28 planes and smaller by 8).
+//! the images of the 28×28 planes and smaller by 8). With `WINOGRAD_ONLY=1` it times
+//! Winograd's kernel alone (to profile it: `perf record` then sees no direct kernel).
 
 mod timing;
 
@@ -36,6 +37,11 @@ fn main() {
             residual: None,
             epilogue: Epilogue::Relu,
         };
+        if std::env::var_os("WINOGRAD_ONLY").is_some() {
+            let fast = fastest(reps, || winograd::forward(&g, &x, &u, finish()));
+            println!("{s}x{s}x{c}: winograd {fast:.3} ms");
+            continue;
+        }
         let direct = fastest(reps, || dense::forward(&g, &x, &w, finish()));
         let fast = fastest(reps, || winograd::forward(&g, &x, &u, finish()));
         let (a, o) = (
