@@ -38,9 +38,10 @@
 //! ([`transform_weights`]; `kernels::WinogradWeight`): transformed for every call, they
 //! cost as much as the products save on the deep layers (16 MB written per image at 512
 //! channels). (Folding does not know the input's size: a stride-2 weight is transformed
-//! even where its output will be too small for this kernel, and then kept unused.) Work is split into blocks of whole rows of tiles of one
-//! image, each block's `V` and `M` about 2 MiB, or, on planes of few tiles, of whole images
-//! (their rows of tiles interleaved, [`Block`]); an image's output has the same bits
+//! even where its output will be too small for this kernel, and then kept unused.) Work is
+//! split into blocks of whole rows of tiles of one image, each block's `V` and `M` about 2
+//! MiB, or, on planes of few tiles, of whole images (their rows of tiles interleaved,
+//! [`Block`]); an image's output has the same bits
 //! however it is batched, as with the other kernels (each output is one sum in
 //! `pointwise::product`'s fixed order, whichever tiles share it). The transforms run as
 //! unit-stride vector loops: the input rows split into their column phases, over all of a
@@ -437,10 +438,9 @@ fn transform_input(g: &Dense, x: &[f32], block: &Block, v: &mut [f32], buffer: &
             .enumerate()
         {
             let row = |t: usize, i: usize| source(parity, t).map(|y| &plane(i)[y * iw..][..iw]);
-            split_rows(staged, phases, block, rows + 1, pl, row);
-            let (p0, rest) = phases.split_at_mut(len);
-            let (p1, rest) = rest.split_at_mut(len);
-            let (p2, p3) = rest.split_at_mut(len);
+            let [p0, p1, p2, p3] = parts(phases, len);
+            let split = [&mut *p0, &mut *p1, &mut *p2, &mut *p3];
+            split_rows(staged, split, block, rows + 1, pl, row);
             // Bᵀ along each split row, from the tile's columns: phases 0 to 3 at the tile,
             // 0 and 1 at the next.
             let mut outs = along.chunks_exact_mut(len).map(|o| &mut o[..m]);
@@ -578,15 +578,15 @@ fn along_5(e1: f32, e3: f32, e5: f32) -> f32 {
 
 /// The input rows of the block's first `parts` rows of tiles, `row(t, i)` for image `i` and
 /// row of tiles `t` (`None` outside the input: zeros), split into their 4 column phases for
-/// the input transforms: padded column `4tx + p` of a row to `phases[p · len + at(t, i) +
-/// tx]`, `len` a quarter of `phases`. The rows are staged side by side in `staged` (`4 ·
+/// the input transforms: padded column `4tx + p` of a row to `phases[p][at(t, i) + tx]`.
+/// The rows are staged side by side in `staged` (`4 ·
 /// at(parts, 0)` values, zero where the rows do not reach, which stays so: each channel
 /// writes the same places), `4 · tw` columns each, then split in one pass (split row by row,
 /// a row's phases only `tw` long, the splitting was most of the transforms' time).
 #[inline(always)]
 fn split_rows<'a>(
     staged: &mut [f32],
-    phases: &mut [f32],
+    [p0, p1, p2, p3]: [&mut [f32]; 4],
     block: &Block,
     parts: usize,
     pl: usize,
@@ -599,10 +599,6 @@ fn split_rows<'a>(
         }
     }
     let m = staged.len() / 4;
-    let len = phases.len() / 4;
-    let (p0, rest) = phases.split_at_mut(len);
-    let (p1, rest) = rest.split_at_mut(len);
-    let (p2, p3) = rest.split_at_mut(len);
     simd::split4(
         staged,
         &mut p0[..m],
@@ -610,6 +606,12 @@ fn split_rows<'a>(
         &mut p2[..m],
         &mut p3[..m],
     );
+}
+
+/// `v`'s first `N` parts of `len` values.
+fn parts<const N: usize>(v: &mut [f32], len: usize) -> [&mut [f32]; N] {
+    let mut parts = v.chunks_exact_mut(len);
+    std::array::from_fn(|_| parts.next().expect("N parts of len"))
 }
 
 /// Column `u` of a padded input row: `pl` zeros, the row, then zeros (all zeros where the
@@ -669,14 +671,13 @@ fn transform_input_strided(
             .zip(split.chunks_exact_mut(IN * len));
         for (r, (staged, columns)) in phases.enumerate() {
             // The last row of tiles only for its row phase 0 (the tiles above read it).
-            let parts = if r == 0 { rows + 1 } else { rows };
+            let read = if r == 0 { rows + 1 } else { rows };
             let row = |t: usize, i: usize| source(r, t).map(|y| &plane(i)[y * iw..][..iw]);
-            split_rows(staged, &mut columns[..4 * len], block, parts, pl, row);
-            let (p0, rest) = columns.split_at_mut(len);
-            let p4 = &mut rest[3 * len..];
+            let [p0, p1, p2, p3, p4] = parts(columns, len);
+            split_rows(staged, [&mut *p0, p1, p2, p3], block, read, pl, row);
             // A row's last tile reads the column past its staged ones.
             p4[..m].copy_from_slice(&p0[1..]);
-            for (t, i) in block.parts(parts) {
+            for (t, i) in block.parts(read) {
                 p4[block.at(t, i) + tw - 1] = padded(row(t, i), pl, width);
             }
         }
