@@ -13,6 +13,8 @@
 set -euo pipefail
 source "$(dirname "$0")/peer-env.sh"
 iters=${1:-6}
+"$venv/bin/python" -c "import onnxruntime, onnx" 2>/dev/null ||
+  { echo "the peer venv at $venv lacks onnxruntime or onnx: $venv/bin/pip install onnxruntime onnx" >&2; exit 1; }
 cargo build --release --quiet --example train_throughput
 ours=$root/target/release/examples/train_throughput
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -20,7 +22,8 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 for arch in mobilenet_v2 efficientnet_b0 resnet50; do
   args=(--arch $arch --save "$tmp/$arch.safetensors" --iters "$iters")
   [ $arch = mobilenet_v2 ] && args+=(--weights "$root/weights/mobilenet_v2.pth")
-  peer=$("$venv/bin/python" scripts/bench_peer_infer.py "${args[@]}" 2>/dev/null)
+  peer=$("$venv/bin/python" scripts/bench_peer_infer.py "${args[@]}" 2>"$tmp/peer.log") ||
+    { tail -5 "$tmp/peer.log" >&2; echo "bench_peer_infer.py failed on $arch (above)" >&2; exit 1; }
   mine=$("$ours" $arch "$tmp/$arch.safetensors" "$iters" 1 infer)
   python3 -c "
 import sys
