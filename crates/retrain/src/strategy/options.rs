@@ -240,7 +240,7 @@ impl Strategy {
 
     /// One head-only epoch, then three with every layer, earlier stages slower, on crops
     /// rising from 128 pixels to the model's size (as accurate on hymenoptera as five
-    /// epochs at full size, in half their time: README, "Speed").
+    /// epochs at full size, in half their time: BENCHMARKS.md).
     pub fn finetune() -> Self {
         Strategy::Finetune {
             training: Training {
