@@ -1542,6 +1542,11 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
             if x.rank() < 3 {
                 return Err(format!("a global pool of a rank-{} input", x.rank()));
             }
+            if let (Op::GlobalAveragePool, F::R4(t)) = (op, &x) {
+                let [n, c, _, _] = t.dims();
+                let means = crate::kernels::global_avg_pool(t.clone()).reshape([n, c, 1, 1]);
+                return one(F::R4(means));
+            }
             let axes: Vec<usize> = (2..x.rank()).collect();
             let kind = if *op == Op::GlobalAveragePool {
                 ReduceKind::Mean

@@ -13,6 +13,8 @@
 //!   same pass ([`conv_fused`]).
 //! - `inverted`: a folded MobileNet inverted residual block in one pass over bands of
 //!   output rows, with its squeeze-excitation where it has one ([`inverted_block`]).
+//! - `pool`: max pooling for inference ([`max_pool2d`]) and global average pooling with
+//!   its gradient ([`global_avg_pool`]).
 
 pub mod depthwise;
 mod gelu;
@@ -251,6 +253,17 @@ pub trait Kernels: Backend {
     ) -> FloatTensor<Self> {
         Self::max_pool2d(x, kernel, stride, padding, dilation, ceil_mode)
     }
+
+    /// The mean of each `[h, w]` plane of `x` `[n, c, h, w]`, as `[n, c]` (global average
+    /// pooling), in one pass.
+    fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradient of [`Kernels::global_avg_pool`] for its input, of shape `shape`, in one
+    /// pass.
+    fn global_avg_pool_backward(
+        out_grad: FloatTensor<Self>,
+        shape: [usize; 4],
+    ) -> FloatTensor<Self>;
 
     /// An elementwise activation in one pass (burn composes ReLU6, hard-swish and SiLU of
     /// two to four passes each way).
@@ -943,6 +956,32 @@ impl Kernels for Flex {
         }
     }
 
+    fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let s = x.shape().to_vec();
+        if s.len() != 4 || s.contains(&0) {
+            // burn's means, and its NaN over an empty plane.
+            let m = Self::float_mean_dim(Self::float_mean_dim(x, 3), 2);
+            return Self::float_reshape(m, Shape::new([s[0], s[1]]));
+        }
+        let dtype = x.dtype();
+        let x = as_f32(x);
+        let means = pool::plane_means(&values(&x), s[2] * s[3]);
+        back_to(flex_tensor(means, vec![s[0], s[1]]), dtype)
+    }
+
+    fn global_avg_pool_backward(
+        out_grad: FloatTensor<Self>,
+        shape: [usize; 4],
+    ) -> FloatTensor<Self> {
+        let dtype = out_grad.dtype();
+        if shape.contains(&0) {
+            return back_to(flex_tensor(Vec::new(), shape.to_vec()), dtype);
+        }
+        let g = as_f32(out_grad);
+        let dx = pool::plane_means_grad(&values(&g), shape[2] * shape[3]);
+        back_to(flex_tensor(dx, shape.to_vec()), dtype)
+    }
+
     fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
         let dtype = x.dtype();
         let mut x = as_f32(x);
@@ -1343,6 +1382,28 @@ impl<B: Backend + Kernels> Backward<B, 1> for ActivationBackward {
     }
 }
 
+/// The backward node of [`Kernels::global_avg_pool`] under autodiff: keeps only the input's
+/// shape.
+#[derive(Debug)]
+struct GlobalPoolBackward;
+
+impl<B: Backend + Kernels> Backward<B, 1> for GlobalPoolBackward {
+    type State = [usize; 4];
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::global_avg_pool_backward(grad, ops.state));
+        }
+    }
+}
+
 /// The backward node of [`Kernels::batch_norm_with_stats`]: keeps the input, gamma and beta
 /// (the activation's input is recomputed from them), and carries the batch statistics.
 #[derive(Debug)]
@@ -1457,6 +1518,27 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
         Self::from_inner(B::batch_norm_input_grad(
             x, g, gamma, beta, stats, sums, options,
         ))
+    }
+
+    fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let dims = x.shape();
+        let shape: [usize; 4] = std::array::from_fn(|a| dims.get(a).copied().unwrap_or(1));
+        match GlobalPoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(shape, B::global_avg_pool(x.into_primitive())),
+            OpsKind::UnTracked(prep) => prep.finish(B::global_avg_pool(x.into_primitive())),
+        }
+    }
+
+    fn global_avg_pool_backward(
+        out_grad: FloatTensor<Self>,
+        shape: [usize; 4],
+    ) -> FloatTensor<Self> {
+        // A second derivative is never taken in training; this keeps the trait total.
+        Self::from_inner(B::global_avg_pool_backward(Self::inner(out_grad), shape))
     }
 
     fn activation(x: FloatTensor<Self>, act: Pointwise) -> FloatTensor<Self> {
@@ -1622,6 +1704,16 @@ pub fn max_pool2d(x: Tensor<4>, options: burn::tensor::ops::MaxPoolOptions<2>) -
             y
         }
     })
+}
+
+/// The mean of each plane of `x` `[n, c, h, w]`, as `[n, c]` (global average pooling):
+/// through [`Kernels::global_avg_pool`] on the CPU backend, burn's `mean_dim`s elsewhere.
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, _, _] = x.dims();
+    if !on_flex(&x.device()) {
+        return x.mean_dim(3).mean_dim(2).reshape([n, c]);
+    }
+    Tensor::from_dispatch(<Dispatch as Kernels>::global_avg_pool(x.into_dispatch()))
 }
 
 /// `act` of `x`, through [`Kernels`] on the CPU backend and burn's operations elsewhere.
@@ -2118,6 +2210,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// [`global_avg_pool`] and its gradient equal burn's two `mean_dim`s and their autodiff,
+    /// over random batches, channels and planes: narrower than a vector, a few vectors and a
+    /// remainder, and larger than a parallel chunk; within 1e-5 of the largest magnitude.
+    #[test]
+    fn global_avg_pool_and_gradient_equal_burns_reference() {
+        let device = Device::flex().autodiff();
+        let mut r = Lcg(11);
+        for i in 0..60 {
+            let (n, c, [h, w]) = if i % 12 == 0 {
+                (
+                    1 + r.below(2),
+                    1 + r.below(3),
+                    [250 + r.below(60), 250 + r.below(60)],
+                )
+            } else {
+                (
+                    1 + r.below(4),
+                    1 + r.below(40),
+                    [1 + r.below(20), 1 + r.below(20)],
+                )
+            };
+            let case = format!("n{n} c{c} plane {h}x{w}");
+            let xs = r.values(n * c * h * w);
+            let make = || {
+                Tensor::<4>::from_data(TensorData::new(xs.clone(), [n, c, h, w]), &device)
+                    .require_grad()
+            };
+            let (x1, x2) = (make(), make());
+            let ours = global_avg_pool(x1.clone());
+            let theirs = x2.clone().mean_dim(3).mean_dim(2).reshape([n, c]);
+            let weights = Tensor::<2>::from_data(TensorData::new(r.values(n * c), [n, c]), &device);
+            let g1 = (ours.clone() * weights.clone()).sum().backward();
+            let g2 = (theirs.clone() * weights).sum().backward();
+            let planes = |t: Tensor<2>| t.inner().reshape([n, c, 1, 1]);
+            close(planes(ours), planes(theirs), "output", &case);
+            close(
+                x1.grad(&g1).unwrap(),
+                x2.grad(&g2).unwrap(),
+                "input grad",
+                &case,
+            );
+        }
+        // Outside autodiff (inference), the same means.
+        let x = Tensor::<4>::from_data(
+            TensorData::new(r.values(2 * 3 * 7 * 7), [2, 3, 7, 7]),
+            &Device::flex(),
+        );
+        let theirs = x.clone().mean_dim(3).mean_dim(2);
+        close(
+            global_avg_pool(x).reshape([2, 3, 1, 1]),
+            theirs,
+            "inference output",
+            "n2 c3 plane 7x7",
+        );
     }
 
     /// Forward and both gradients of [`conv2d`] equal burn's own convolution and its

@@ -129,7 +129,9 @@ pub struct PoolNorm {
 
 impl PoolNorm {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        layer_norm_2d(&self.norm, x.mean_dim(3).mean_dim(2))
+        let [n, c, _, _] = x.dims();
+        let pooled = crate::kernels::global_avg_pool(x).reshape([n, c, 1, 1]);
+        layer_norm_2d(&self.norm, pooled)
     }
 
     pub fn export(&self, out: &mut TensorMap) {
