@@ -1169,6 +1169,17 @@ fn reshape_target(input: &[usize], spec: &[i64], allow_zero: bool) -> R<Vec<usiz
 }
 
 fn reduce(x: F, kind: ReduceKind, axes: &[usize], keep: bool) -> F {
+    // A mean over a rank-4 tensor's planes (GlobalAveragePool, ReduceMean over [2, 3]) is
+    // global average pooling: one pass through retrain's kernel on the CPU backend.
+    if let F::R4(t) = &x
+        && kind == ReduceKind::Mean
+        && axes == [2, 3]
+        && !t.dims().contains(&0)
+    {
+        let [n, c, _, _] = t.dims();
+        let means = F::R4(crate::kernels::channel_means(t.clone()));
+        return if keep { means } else { means.reshape(&[n, c]) };
+    }
     let mut y = x;
     for &a in axes {
         let s = y.shape();
@@ -1541,11 +1552,6 @@ pub fn run(op: &Op, inputs: &[Option<&Value>], ctx: &Ctx) -> R<Vec<Value>> {
             let x = float(x0()?, dev);
             if x.rank() < 3 {
                 return Err(format!("a global pool of a rank-{} input", x.rank()));
-            }
-            if let (Op::GlobalAveragePool, F::R4(t)) = (op, &x) {
-                let [n, c, _, _] = t.dims();
-                let means = crate::kernels::global_avg_pool(t.clone()).reshape([n, c, 1, 1]);
-                return one(F::R4(means));
             }
             let axes: Vec<usize> = (2..x.rank()).collect();
             let kind = if *op == Op::GlobalAveragePool {

@@ -958,7 +958,7 @@ impl Kernels for Flex {
 
     fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let s = x.shape().to_vec();
-        if s.len() != 4 || s.contains(&0) {
+        if s.contains(&0) {
             // burn's means, and its NaN over an empty plane.
             let m = Self::float_mean_dim(Self::float_mean_dim(x, 3), 2);
             return Self::float_reshape(m, Shape::new([s[0], s[1]]));
@@ -1521,8 +1521,8 @@ impl<B: Backend + Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
     }
 
     fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let dims = x.shape();
-        let shape: [usize; 4] = std::array::from_fn(|a| dims.get(a).copied().unwrap_or(1));
+        let s = x.shape();
+        let shape = [s[0], s[1], s[2], s[3]];
         match GlobalPoolBackward
             .prepare::<C>([x.node()])
             .compute_bound()
@@ -1714,6 +1714,13 @@ pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
         return x.mean_dim(3).mean_dim(2).reshape([n, c]);
     }
     Tensor::from_dispatch(<Dispatch as Kernels>::global_avg_pool(x.into_dispatch()))
+}
+
+/// [`global_avg_pool`] with the planes' axes kept, `[n, c, 1, 1]`: the squeeze of a
+/// squeeze-excitation, ConvNeXt's head, a graph's mean over axes 2 and 3.
+pub fn channel_means(x: Tensor<4>) -> Tensor<4> {
+    let [n, c, _, _] = x.dims();
+    global_avg_pool(x).reshape([n, c, 1, 1])
 }
 
 /// `act` of `x`, through [`Kernels`] on the CPU backend and burn's operations elsewhere.

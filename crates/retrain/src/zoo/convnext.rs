@@ -129,9 +129,7 @@ pub struct PoolNorm {
 
 impl PoolNorm {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [n, c, _, _] = x.dims();
-        let pooled = crate::kernels::global_avg_pool(x).reshape([n, c, 1, 1]);
-        layer_norm_2d(&self.norm, pooled)
+        layer_norm_2d(&self.norm, crate::kernels::channel_means(x))
     }
 
     pub fn export(&self, out: &mut TensorMap) {

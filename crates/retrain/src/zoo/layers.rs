@@ -451,8 +451,7 @@ impl SqueezeExcite {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [n, c, _, _] = x.dims();
-        let s = crate::kernels::global_avg_pool(x.clone()).reshape([n, c, 1, 1]);
+        let s = crate::kernels::channel_means(x.clone());
         let s = self.expand.forward(self.act.apply(self.reduce.forward(s)));
         let gate = if self.hard_gate {
             activation::hard_sigmoid(s, 1.0 / 6.0, 0.5)

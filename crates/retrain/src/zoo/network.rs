@@ -207,6 +207,4 @@ const SMALL_PLANE: usize = 28 * 28;
 const GROUP: usize = 8;
 
 /// The features of a map `[n, c, h, w]`: each channel's mean, `[n, c]`.
-pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
-    crate::kernels::global_avg_pool(x)
-}
+pub use crate::kernels::global_avg_pool;
